@@ -1,0 +1,1 @@
+"""Accounts, API tokens and the application error type: the lowest Django floor."""

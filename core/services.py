@@ -1,0 +1,76 @@
+"""Every write to accounts and tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.password_validation import validate_password
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+
+from core.errors import ApplicationError, NotFoundError
+from core.models import ApiToken
+
+TOKEN_PREFIX = "atl_"
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: ApiToken
+    secret: str
+
+
+def token_digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def user_signup(*, username: str, email: str, password: str) -> AbstractBaseUser:
+    User = get_user_model()
+    if User.objects.filter(username__iexact=username).exists():
+        raise ApplicationError("That username is taken.", code="username_taken")
+    try:
+        validate_password(password, User(username=username, email=email))
+    except ValidationError as exc:
+        raise ApplicationError(" ".join(exc.messages), code="weak_password") from exc
+    return User.objects.create_user(username=username, email=email, password=password)
+
+
+@transaction.atomic
+def token_create(*, user: AbstractBaseUser, name: str) -> IssuedToken:
+    """Create a token; the returned secret is never stored and never shown again."""
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name[:100] or "token", prefix=secret[:12], digest=token_digest(secret)
+    )
+    return IssuedToken(token=token, secret=secret)
+
+
+def token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
+    token = ApiToken.objects.filter(user=user, pk=token_id, revoked_at__isnull=True).first()
+    if token is None:
+        raise NotFoundError("No such active token.")
+    token.revoked_at = timezone.now()
+    token.save(update_fields=["revoked_at"])
+    return token
+
+
+def token_authenticate(*, secret: str) -> AbstractBaseUser | None:
+    """The user a token belongs to, or None when it is unknown or revoked."""
+    if not secret.startswith(TOKEN_PREFIX):
+        return None
+    token = (
+        ApiToken.objects.select_related("user")
+        .filter(digest=token_digest(secret), revoked_at__isnull=True)
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
+        ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user

@@ -1,0 +1,1 @@
+"""Django side of federated training; the node-side engine lives in ``federated.engine``."""

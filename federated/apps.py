@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class FederatedConfig(AppConfig):
+    name = "federated"
+    verbose_name = "Federated training"

@@ -1,0 +1,1 @@
+"""What exists: models, versions, files, datasets; storage, inspection, downloads."""

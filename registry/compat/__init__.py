@@ -1,0 +1,1 @@
+"""Routes shaped like the Hugging Face Hub and Civitai APIs, so existing tools work."""

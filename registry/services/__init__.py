@@ -1,0 +1,1 @@
+"""Every write in the registry. One module per concern; import from the module."""

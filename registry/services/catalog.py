@@ -1,0 +1,383 @@
+"""Models, versions, files, lineage and datasets: every write to the catalogue."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import connection, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from core.errors import AccessDeniedError, ApplicationError, ConflictError
+from registry.markdown import render_markdown
+from registry.models import (
+    BaseModelFamily,
+    Dataset,
+    DatasetKind,
+    DatasetVersion,
+    FileFormat,
+    FileLayout,
+    Lineage,
+    LineageRelation,
+    Model,
+    ModelFile,
+    ModelKind,
+    ModelVersion,
+    Tag,
+    Upload,
+    UploadStatus,
+    VersionStatus,
+    Visibility,
+)
+
+MAX_TAGS = 20
+
+# Checks the marketplace installs (license lineage); each raises ApplicationError to refuse.
+PublishCheck = Callable[[ModelVersion], None]
+_publish_checks: list[PublishCheck] = []
+
+
+def register_publish_check(check: PublishCheck) -> None:
+    if check not in _publish_checks:
+        _publish_checks.append(check)
+
+
+@dataclass(frozen=True)
+class FileSpec:
+    """A completed upload to attach to a version, at ``path`` inside it."""
+
+    upload: Upload
+    path: str = ""
+    is_primary: bool = False
+
+
+@dataclass(frozen=True)
+class ParentSpec:
+    relation: str
+    version: ModelVersion | None = None
+    dataset_version: DatasetVersion | None = None
+
+
+def _require_owner(user: AbstractBaseUser, owner_id: int) -> None:
+    if not (user.pk == owner_id or user.is_staff):
+        raise AccessDeniedError("Only the owner can change this.")
+
+
+def _choice(value: str, choices: type, field: str) -> str:
+    if value not in choices.values:
+        allowed = ", ".join(choices.values)
+        raise ApplicationError(f"{field} must be one of: {allowed}.", code=f"bad_{field}")
+    return value
+
+
+def _tags(names: Iterable[str]) -> list[Tag]:
+    cleaned = []
+    for name in names:
+        tag = name.strip().lower()[:64]
+        if tag and tag not in cleaned:
+            cleaned.append(tag)
+    if len(cleaned) > MAX_TAGS:
+        raise ApplicationError(f"At most {MAX_TAGS} tags.", code="too_many_tags")
+    return [Tag.objects.get_or_create(name=n)[0] for n in cleaned]
+
+
+def _unique_slug(queryset, name: str) -> str:  # type: ignore[no-untyped-def]
+    base = slugify(name)[:180] or "untitled"
+    slug, n = base, 1
+    while queryset.filter(slug=slug).exists():
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def model_search_vector_update(*, model: Model) -> None:
+    """Refresh the full-text search document (PostgreSQL only)."""
+    if connection.vendor != "postgresql":
+        return
+    from django.contrib.postgres.search import SearchVector
+    from django.db.models import Value
+    from django.db.models.functions import Coalesce
+
+    tags = " ".join(model.tags.values_list("name", flat=True))
+    Model.objects.filter(pk=model.pk).update(
+        search_vector=SearchVector("name", weight="A")
+        + SearchVector(Value(tags), weight="B")
+        + SearchVector(Coalesce("description", Value("")), weight="C")
+    )
+
+
+@transaction.atomic
+def model_create(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    kind: str,
+    description: str = "",
+    tags: Sequence[str] = (),
+    visibility: str = Visibility.PUBLIC,
+) -> Model:
+    name = name.strip()
+    if not name:
+        raise ApplicationError("A model needs a name.", code="name_required")
+    model = Model.objects.create(
+        owner=owner,
+        name=name[:200],
+        slug=_unique_slug(Model.objects.filter(owner=owner), name),
+        kind=_choice(kind, ModelKind, "kind"),
+        description=description,
+        description_html=render_markdown(description),
+        visibility=_choice(visibility, Visibility, "visibility"),
+    )
+    model.tags.set(_tags(tags))
+    model_search_vector_update(model=model)
+    return model
+
+
+@transaction.atomic
+def model_update(
+    *,
+    model: Model,
+    user: AbstractBaseUser,
+    name: str | None = None,
+    description: str | None = None,
+    tags: Sequence[str] | None = None,
+    visibility: str | None = None,
+) -> Model:
+    _require_owner(user, model.owner_id)
+    if name is not None and name.strip():
+        model.name = name.strip()[:200]
+    if description is not None:
+        model.description = description
+        model.description_html = render_markdown(description)
+    if visibility is not None:
+        model.visibility = _choice(visibility, Visibility, "visibility")
+    model.save()
+    if tags is not None:
+        model.tags.set(_tags(tags))
+    model_search_vector_update(model=model)
+    return model
+
+
+def _file_from_upload(version: ModelVersion, spec: FileSpec, user: AbstractBaseUser) -> ModelFile:
+    upload = spec.upload
+    if upload.user_id != user.pk:
+        raise AccessDeniedError("That upload belongs to someone else.", code="not_your_upload")
+    if upload.status != UploadStatus.COMPLETE or upload.blob_id is None:
+        raise ApplicationError(
+            f"Upload {upload.pk} is not complete.", code="upload_incomplete"
+        )
+    info = upload.inspection
+    path = (spec.path or upload.filename).strip("/")
+    if not path or ".." in path.split("/") or path.startswith("/"):
+        raise ApplicationError(f"Bad file path {path!r}.", code="bad_path")
+    if ModelFile.objects.filter(version=version, path=path).exists():
+        raise ConflictError(f"The version already has a file at {path}.", code="duplicate_path")
+    return ModelFile.objects.create(
+        version=version,
+        blob_id=upload.blob_id,
+        path=path,
+        format=info.get("format", FileFormat.OTHER),
+        is_primary=spec.is_primary,
+        detected_kind=info.get("kind") or "",
+        architecture=info.get("architecture") or "",
+        lora_rank=info.get("lora_rank"),
+        lora_alpha=info.get("lora_alpha"),
+        header_metadata=info.get("metadata") or {},
+        pickle_globals=info.get("pickle_globals") or [],
+    )
+
+
+def _base_family(architecture: str) -> str:
+    return architecture if architecture in BaseModelFamily.values else BaseModelFamily.UNKNOWN
+
+
+@transaction.atomic
+def version_create(
+    *,
+    model: Model,
+    user: AbstractBaseUser,
+    name: str,
+    files: Sequence[FileSpec],
+    description: str = "",
+    base_model: str = "",
+    trigger_words: Sequence[str] = (),
+    layout: str = FileLayout.SINGLE_FILE,
+    parents: Sequence[ParentSpec] = (),
+    license_code: str = "",
+) -> ModelVersion:
+    """A draft version with its files. The base-model family is detected unless given."""
+    _require_owner(user, model.owner_id)
+    name = name.strip()[:100]
+    if not name:
+        raise ApplicationError("A version needs a name.", code="name_required")
+    if ModelVersion.objects.filter(model=model, name=name).exists():
+        raise ConflictError(f"Version {name!r} already exists.", code="duplicate_version")
+    if not files:
+        raise ApplicationError("A version needs at least one file.", code="files_required")
+    version = ModelVersion.objects.create(
+        model=model,
+        name=name,
+        description=description,
+        description_html=render_markdown(description),
+        layout=_choice(layout, FileLayout, "layout"),
+        trigger_words=[w.strip() for w in trigger_words if w.strip()][:50],
+        license_code=license_code,
+    )
+    has_primary = any(spec.is_primary for spec in files)
+    created = [
+        _file_from_upload(version, FileSpec(s.upload, s.path, s.is_primary or
+                                            (not has_primary and i == 0)), user)
+        for i, s in enumerate(files)
+    ]
+    primary = next(f for f in created if f.is_primary)
+    version.base_model = (
+        _choice(base_model, BaseModelFamily, "base_model")
+        if base_model
+        else _base_family(primary.architecture)
+    )
+    version.training_metadata = primary.header_metadata
+    if not version.trigger_words:
+        phrase = primary.header_metadata.get("modelspec.trigger_phrase")
+        if isinstance(phrase, str) and phrase.strip():
+            version.trigger_words = [w.strip() for w in phrase.split(",") if w.strip()]
+    version.save()
+    for parent in parents:
+        lineage_add(version=version, user=user, parent=parent)
+    return version
+
+
+def lineage_add(*, version: ModelVersion, user: AbstractBaseUser, parent: ParentSpec) -> Lineage:
+    _require_owner(user, version.model.owner_id)
+    relation = _choice(parent.relation, LineageRelation, "relation")
+    if (parent.version is None) == (parent.dataset_version is None):
+        raise ApplicationError("A parent is a model version or a dataset.", code="bad_parent")
+    if parent.version is not None and parent.version.pk == version.pk:
+        raise ApplicationError("A version cannot derive from itself.", code="bad_parent")
+    return Lineage.objects.create(
+        child=version,
+        parent_version=parent.version,
+        parent_dataset=parent.dataset_version,
+        relation=relation,
+    )
+
+
+@transaction.atomic
+def version_publish(*, version: ModelVersion, user: AbstractBaseUser) -> ModelVersion:
+    _require_owner(user, version.model.owner_id)
+    version = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+    if version.is_published:
+        return version
+    for check in _publish_checks:
+        check(version)
+    version.status = VersionStatus.PUBLISHED
+    version.published_at = timezone.now()
+    version.save(update_fields=["status", "published_at"])
+    return version
+
+
+@transaction.atomic
+def version_unpublish(*, version: ModelVersion, user: AbstractBaseUser) -> ModelVersion:
+    _require_owner(user, version.model.owner_id)
+    version.status = VersionStatus.UNPUBLISHED
+    version.save(update_fields=["status"])
+    return version
+
+
+def download_count_increment(*, target: ModelVersion | DatasetVersion) -> None:
+    type(target).objects.filter(pk=target.pk).update(download_count=F("download_count") + 1)
+    if isinstance(target, ModelVersion):
+        Model.objects.filter(pk=target.model_id).update(download_count=F("download_count") + 1)
+
+
+@transaction.atomic
+def dataset_create(
+    *,
+    owner: AbstractBaseUser,
+    name: str,
+    kind: str,
+    description: str = "",
+    tags: Sequence[str] = (),
+    visibility: str = Visibility.PUBLIC,
+) -> Dataset:
+    name = name.strip()
+    if not name:
+        raise ApplicationError("A dataset needs a name.", code="name_required")
+    dataset = Dataset.objects.create(
+        owner=owner,
+        name=name[:200],
+        slug=_unique_slug(Dataset.objects.filter(owner=owner), name),
+        kind=_choice(kind, DatasetKind, "kind"),
+        description=description,
+        description_html=render_markdown(description),
+        visibility=_choice(visibility, Visibility, "visibility"),
+    )
+    dataset.tags.set(_tags(tags))
+    return dataset
+
+
+@transaction.atomic
+def dataset_version_create_public(
+    *, dataset: Dataset, user: AbstractBaseUser, name: str, upload: Upload, license_code: str = ""
+) -> DatasetVersion:
+    """A hosted dataset version from an uploaded archive of image + caption pairs."""
+    _require_owner(user, dataset.owner_id)
+    if dataset.kind != DatasetKind.PUBLIC:
+        raise ApplicationError(
+            "Private datasets never upload images; publish a manifest.", code="private_dataset"
+        )
+    if upload.user_id != user.pk or upload.status != UploadStatus.COMPLETE:
+        raise ApplicationError("That upload is not a completed upload of yours.",
+                               code="upload_incomplete")
+    archive = upload.inspection.get("archive")
+    if upload.inspection.get("format") != "archive" or not archive:
+        raise ApplicationError("A public dataset is uploaded as a .zip or .tar archive.",
+                               code="not_an_archive")
+    if DatasetVersion.objects.filter(dataset=dataset, name=name).exists():
+        raise ConflictError(f"Version {name!r} already exists.", code="duplicate_version")
+    return DatasetVersion.objects.create(
+        dataset=dataset,
+        name=name.strip()[:100] or "v1",
+        blob_id=upload.blob_id,
+        filename=upload.filename,
+        image_count=int(archive.get("image_count", 0)),
+        manifest=archive,
+        manifest_hash=upload.blob_id or "",
+        license_code=license_code,
+    )
+
+
+MANIFEST_KEYS = ("count", "manifest_hash")
+
+
+@transaction.atomic
+def dataset_version_create_private(
+    *, dataset: Dataset, user: AbstractBaseUser, name: str, manifest: dict, license_code: str = ""
+) -> DatasetVersion:
+    """A private dataset version: the node's manifest only, never images."""
+    _require_owner(user, dataset.owner_id)
+    if dataset.kind != DatasetKind.PRIVATE:
+        raise ApplicationError("Only private datasets take a manifest.", code="public_dataset")
+    missing = [k for k in MANIFEST_KEYS if k not in manifest]
+    if missing:
+        raise ApplicationError(
+            f"The manifest lacks {', '.join(missing)}.", code="bad_manifest"
+        )
+    count = manifest["count"]
+    digest = str(manifest["manifest_hash"])
+    if not isinstance(count, int) or count < 1 or len(digest) != 64:
+        raise ApplicationError(
+            "The manifest needs a positive image count and a 64-digit hash.", code="bad_manifest"
+        )
+    if DatasetVersion.objects.filter(dataset=dataset, name=name).exists():
+        raise ConflictError(f"Version {name!r} already exists.", code="duplicate_version")
+    return DatasetVersion.objects.create(
+        dataset=dataset,
+        name=name.strip()[:100] or "v1",
+        image_count=count,
+        manifest=manifest,
+        manifest_hash=digest,
+        license_code=license_code,
+    )

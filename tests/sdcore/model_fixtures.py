@@ -1,0 +1,19 @@
+"""Session-scoped tiny-model fixtures for sdcore tests (import them explicitly).
+
+    from tests.sdcore.model_fixtures import tiny_model  # noqa: F401  (pytest fixture)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sdcore.tiny import TinyModelPaths, save_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
+    """The tiny SD 1.x model (seed 0) saved in both layouts, once per session."""
+    out_dir: Path = tmp_path_factory.mktemp("tiny-model")
+    return save_tiny_model(out_dir, seed=0)
