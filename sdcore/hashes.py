@@ -176,9 +176,12 @@ class MultiHasher:
         if window_lo < window_hi:
             self._autov1.update(view[window_lo - start : window_hi - start])
         data_view: memoryview | None = None
-        if self._data_sha256 is not None and self._data_start is not None:
-            if end > self._data_start:
-                data_view = view[max(0, self._data_start - start) :]
+        if (
+            self._data_sha256 is not None
+            and self._data_start is not None
+            and end > self._data_start
+        ):
+            data_view = view[max(0, self._data_start - start) :]
         self._size = end
         if self._parallel and length >= _PARALLEL_MIN_CHUNK:
             self._update_parallel(view, data_view)
@@ -211,9 +214,8 @@ class MultiHasher:
                 self._data_sha256 = hashlib.sha256()
             else:
                 self._looks_safetensors = False
-        if len(self._prefix) >= 9 and self._prefix[8:9] != b"{":
-            if self._safetensors_mode is None:
-                self._looks_safetensors = False
+        if self._safetensors_mode is None and len(self._prefix) >= 9 and self._prefix[8:9] != b"{":
+            self._looks_safetensors = False
 
     def _autov3_full(self) -> str | None:
         if (

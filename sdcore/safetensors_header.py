@@ -131,8 +131,7 @@ def header_size_from_prefix(prefix: bytes, *, max_header_bytes: int = MAX_HEADER
         )
     if n >= max_header_bytes:
         raise HeaderError(
-            f"safetensors header length {n} bytes is over the limit of "
-            f"{max_header_bytes} bytes",
+            f"safetensors header length {n} bytes is over the limit of {max_header_bytes} bytes",
             code="header_too_large",
             details={"header_size": n, "max_header_bytes": max_header_bytes},
         )
@@ -155,8 +154,7 @@ def parse_header_bytes(
     n = header_size_from_prefix(prefix, max_header_bytes=max_header_bytes)
     if file_size is not None and 8 + n > file_size:
         raise HeaderError(
-            f"safetensors header length {n} goes past the end of the file "
-            f"({file_size} bytes)",
+            f"safetensors header length {n} goes past the end of the file ({file_size} bytes)",
             code="header_past_end",
             details={"header_size": n, "file_size": file_size},
         )
@@ -220,8 +218,7 @@ def _read_from(fh: BinaryIO, file_size: int | None, max_header_bytes: int) -> Sa
     n = header_size_from_prefix(length, max_header_bytes=max_header_bytes)
     if file_size is not None and 8 + n > file_size:
         raise HeaderError(
-            f"safetensors header length {n} goes past the end of the file "
-            f"({file_size} bytes)",
+            f"safetensors header length {n} goes past the end of the file ({file_size} bytes)",
             code="header_past_end",
             details={"header_size": n, "file_size": file_size},
         )
@@ -264,14 +261,11 @@ def _decode_json(raw: bytes) -> dict[str, Any]:
         ) from None
     if not text.startswith("{"):
         raise HeaderError(
-            "safetensors header must start with '{' (it starts with "
-            f"{text[:10]!r})",
+            f"safetensors header must start with '{{' (it starts with {text[:10]!r})",
             code="header_bad_start",
         )
     try:
-        value = json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant
-        )
+        value = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant)
     except _DuplicateKeyError as exc:
         raise HeaderError(
             f"safetensors header has the key {exc.key!r} more than once",
@@ -321,8 +315,7 @@ def _validate_metadata(value: object) -> dict[str, str]:
     for key, item in value.items():
         if not isinstance(item, str):
             raise HeaderError(
-                f"'{METADATA_KEY}' value for {key!r} must be a string, "
-                f"not {type(item).__name__}",
+                f"'{METADATA_KEY}' value for {key!r} must be a string, not {type(item).__name__}",
                 code="metadata_invalid",
                 details={"key": key},
             )
@@ -398,8 +391,7 @@ def _validate_tensor(name: str, entry: object) -> TensorInfo:
         raise _tensor_error(
             name,
             "tensor_size_mismatch",
-            f"data_offsets span {end - start} bytes but shape {shape} of {dtype} "
-            f"needs {bits // 8}",
+            f"data_offsets span {end - start} bytes but shape {shape} of {dtype} needs {bits // 8}",
         )
     return TensorInfo(name=name, dtype=dtype, shape=tuple(shape), start=start, end=end)
 
