@@ -135,6 +135,7 @@ UPLOAD_TEMP_DIR = Path(env.str("ATELIER_UPLOAD_DIR", default=str(VAR_DIR / "uplo
 ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=16 * 1024**3)
 ATELIER_UPLOAD_CHUNK_BYTES = env.int("ATELIER_UPLOAD_CHUNK_BYTES", default=4 * 1024**2)
 ATELIER_SIGNED_URL_TTL = env.int("ATELIER_SIGNED_URL_TTL", default=300)
+ATELIER_PLATFORM_FEE_BPS = env.int("ATELIER_PLATFORM_FEE_BPS", default=1000)  # marketplace
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_TEMP_DIR = None
@@ -148,7 +149,7 @@ REST_FRAMEWORK = {
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {

@@ -4,3 +4,12 @@ from django.apps import AppConfig
 class MarketplaceConfig(AppConfig):
     name = "marketplace"
     verbose_name = "Marketplace"
+
+    def ready(self) -> None:
+        from marketplace.access import download_policy
+        from marketplace.services.licenses import publish_check
+        from registry.access import set_download_policy
+        from registry.services.catalog import register_publish_check
+
+        set_download_policy(download_policy)
+        register_publish_check(publish_check)

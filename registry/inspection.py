@@ -31,6 +31,8 @@ def inspect_file(path: Path, filename: str) -> dict[str, Any]:
     if lower.endswith(SIDE_EXTENSIONS):
         return {"format": "other"}
     sniffed = sniff_format(prefix, size)
+    if sniffed == "unknown" and lower.endswith(".safetensors"):
+        read_header(path)  # a damaged safetensors file: raise the header's precise error code
     check_extension(filename, sniffed)
     if lower.endswith(ARCHIVE_EXTENSIONS):
         listing = inspect_archive(path)

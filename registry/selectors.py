@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Prefetch, Q, QuerySet
+from collections.abc import Mapping
+from typing import Any
 
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+
+from core.errors import ApplicationError
 from registry.models import (
     Dataset,
     DatasetVersion,
@@ -12,6 +17,7 @@ from registry.models import (
     Model,
     ModelFile,
     ModelVersion,
+    SampleImage,
     VersionStatus,
     Visibility,
 )
@@ -32,12 +38,10 @@ def visible_models(user: User) -> QuerySet[Model]:
 
 def listed_models(user: User) -> QuerySet[Model]:
     """Models that appear in browse and search: public, with a published version."""
-    qs = Model.objects.filter(
-        is_removed=False,
-        visibility=Visibility.PUBLIC,
-        versions__status=VersionStatus.PUBLISHED,
-    ).distinct()
-    return qs
+    published = ModelVersion.objects.filter(model=OuterRef("pk"), status=VersionStatus.PUBLISHED)
+    return Model.objects.filter(is_removed=False, visibility=Visibility.PUBLIC).filter(
+        Exists(published)
+    )
 
 
 def visible_versions(user: User) -> QuerySet[ModelVersion]:
@@ -109,5 +113,285 @@ def dataset_version_for(dataset_version_id: int, user: User) -> DatasetVersion |
     return (
         DatasetVersion.objects.select_related("dataset", "blob")
         .filter(pk=dataset_version_id, dataset__in=visible_datasets(user))
+        .first()
+    )
+
+
+# --- listings for the REST API --------------------------------------------------------------
+
+MODEL_ORDERINGS: dict[str, tuple[str, ...]] = {
+    "newest": ("-created_at", "-pk"),
+    "downloads": ("-download_count", "-created_at", "-pk"),
+    "rating": ("-rating_avg", "-rating_count", "-created_at", "-pk"),
+}
+DATASET_ORDERINGS: dict[str, tuple[str, ...]] = {
+    "newest": ("-created_at", "-pk"),
+    "name": ("name", "pk"),
+}
+
+
+def _filter_errors(errors: Mapping[str, Any]) -> dict[str, list[str]]:
+    return {field: [str(message) for message in messages] for field, messages in errors.items()}
+
+
+def _invalid_filters(errors: Mapping[str, Any]) -> ApplicationError:
+    details = _filter_errors(errors)
+    field, messages = next(iter(details.items()))
+    return ApplicationError(
+        f"{field}: {messages[0]}", code="invalid_filter", details=details
+    )
+
+
+def own_models(user: User) -> QuerySet[Model]:
+    """Everything the user owns: drafts, private, unlisted and removed models included."""
+    if not user.is_authenticated:
+        return Model.objects.none()
+    return Model.objects.filter(owner=user)
+
+
+def _search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
+    """Ranked full-text search on PostgreSQL; ``icontains`` on name and description elsewhere.
+
+    On PostgreSQL a model also matches when its name contains the text (partial words), with
+    the rank its search document gives (zero when only the name matched).
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q))
+    from django.contrib.postgres.search import SearchQuery, SearchRank
+    from django.db.models import F
+
+    query = SearchQuery(q, search_type="websearch")
+    return qs.annotate(rank=SearchRank(F("search_vector"), query)).filter(
+        Q(search_vector=query) | Q(name__icontains=q)
+    )
+
+
+def _listing_versions(published_only: bool) -> QuerySet[ModelVersion]:
+    if published_only:
+        return ModelVersion.objects.filter(status=VersionStatus.PUBLISHED).order_by(
+            "-published_at", "-pk"
+        )
+    return ModelVersion.objects.order_by("-created_at", "-pk")
+
+
+def _cover_image(images: Q) -> Subquery:
+    """The first sample image of the newest version the ``images`` filter lets through."""
+    cover = (
+        SampleImage.objects.filter(version__model=OuterRef("pk"))
+        .filter(images)
+        .order_by("-version__created_at", "created_at", "pk")
+        .values("image")[:1]
+    )
+    return Subquery(cover)
+
+
+def _with_listing_data(qs: QuerySet[Model], *, published_only: bool) -> QuerySet[Model]:
+    """Owner, tags, versions (``shown_versions``) and a cover image in a constant number of
+    queries, whatever the page size: the page, then one query each for tags and versions."""
+    images = Q(version__status=VersionStatus.PUBLISHED) if published_only else Q()
+    return qs.select_related("owner").annotate(cover_image=_cover_image(images)).prefetch_related(
+        "tags",
+        Prefetch(
+            "versions", queryset=_listing_versions(published_only), to_attr="shown_versions"
+        ),
+    )
+
+
+def model_list(*, user: User, filters: Mapping[str, Any], mine: bool = False) -> QuerySet[Model]:
+    """Listed models (or, with ``mine``, the user's own), filtered, searched and sorted.
+
+    Raises ``ApplicationError`` (``invalid_filter``) for a query string that does not validate.
+    """
+    from registry.filters import ModelFilter
+
+    base = own_models(user) if mine else listed_models(user)
+    filterset = ModelFilter(filters, queryset=base, published_only=not mine)
+    if not filterset.is_valid():
+        raise _invalid_filters(filterset.errors)
+    qs = filterset.qs
+    q = (filterset.form.cleaned_data.get("q") or "").strip()
+    sort = filterset.form.cleaned_data.get("sort") or ""
+    if q:
+        qs = _search_models(qs, q)
+    if sort == "relevance" or (q and not sort):
+        from django.db import connection
+
+        ordering: tuple[str, ...] = (
+            ("-rank", "-download_count", "-pk")
+            if q and connection.vendor == "postgresql"
+            else MODEL_ORDERINGS["newest"]
+        )
+    else:
+        ordering = MODEL_ORDERINGS.get(sort, MODEL_ORDERINGS["newest"])
+    return _with_listing_data(qs.order_by(*ordering), published_only=not mine)
+
+
+def _visible_versions_q(user: User) -> Q:
+    """Versions of an already visible model that the user may see (as a filter on versions)."""
+    if user.is_authenticated and user.is_staff:
+        return Q()
+    if user.is_authenticated:
+        return Q(status=VersionStatus.PUBLISHED) | Q(model__owner=user)
+    return Q(status=VersionStatus.PUBLISHED)
+
+
+def model_detail(*, model_id: int, user: User) -> Model | None:
+    """A model the user may open, with owner, tags and the versions they may see."""
+    versions = ModelVersion.objects.filter(_visible_versions_q(user)).order_by(
+        "-created_at", "-pk"
+    )
+    images = Q(version__in=ModelVersion.objects.filter(_visible_versions_q(user)).values("pk"))
+    return (
+        visible_models(user)
+        .select_related("owner")
+        .annotate(cover_image=_cover_image(images))
+        .prefetch_related("tags", Prefetch("versions", queryset=versions, to_attr="shown_versions"))
+        .filter(pk=model_id)
+        .first()
+    )
+
+
+def model_versions(*, model: Model, user: User) -> QuerySet[ModelVersion]:
+    """The versions of ``model`` the user may see, newest first, with their files."""
+    return (
+        ModelVersion.objects.filter(model=model)
+        .filter(_visible_versions_q(user))
+        .select_related("model", "model__owner")
+        .prefetch_related(Prefetch("files", queryset=ModelFile.objects.select_related("blob")))
+        .order_by("-created_at", "-pk")
+    )
+
+
+def version_detail(*, version_id: int, user: User) -> ModelVersion | None:
+    """A version with files, images and lineage both ways, limited to what the user may see.
+
+    Parents and children the user may not see are left out (``visible_parents`` and
+    ``visible_children``).
+    """
+    parents = Lineage.objects.filter(
+        Q(parent_version__in=visible_versions(user).values("pk"))
+        | Q(parent_dataset__dataset__in=visible_datasets(user).values("pk"))
+    ).select_related(
+        "parent_version",
+        "parent_version__model",
+        "parent_version__model__owner",
+        "parent_dataset",
+        "parent_dataset__dataset",
+        "parent_dataset__dataset__owner",
+    )
+    children = Lineage.objects.filter(
+        child__in=visible_versions(user).values("pk")
+    ).select_related("child", "child__model", "child__model__owner")
+    return (
+        visible_versions(user)
+        .prefetch_related(
+            Prefetch("files", queryset=ModelFile.objects.select_related("blob")),
+            "images",
+            Prefetch("parents", queryset=parents.order_by("pk"), to_attr="visible_parents"),
+            Prefetch("children", queryset=children.order_by("pk"), to_attr="visible_children"),
+        )
+        .filter(pk=version_id)
+        .first()
+    )
+
+
+def visible_files_by_hash(*, hash_value: str, user: User) -> QuerySet[ModelFile]:
+    """Files matching a hash of any type that sit in versions the user may see."""
+    return (
+        files_by_hash(hash_value)
+        .filter(version__in=visible_versions(user).values("pk"))
+        .select_related("version__model__owner")
+        .order_by("-version__published_at", "pk")
+    )
+
+
+def listed_datasets(user: User) -> QuerySet[Dataset]:
+    """Datasets that appear in browse: public, not removed, with at least one version."""
+    has_version = DatasetVersion.objects.filter(dataset=OuterRef("pk"))
+    return Dataset.objects.filter(is_removed=False, visibility=Visibility.PUBLIC).filter(
+        Exists(has_version)
+    )
+
+
+def _with_dataset_data(qs: QuerySet[Dataset]) -> QuerySet[Dataset]:
+    versions = DatasetVersion.objects.select_related("blob").order_by("-created_at", "-pk")
+    return qs.select_related("owner").prefetch_related(
+        "tags", Prefetch("versions", queryset=versions, to_attr="shown_versions")
+    )
+
+
+def dataset_list(
+    *, user: User, filters: Mapping[str, Any], mine: bool = False
+) -> QuerySet[Dataset]:
+    from registry.filters import DatasetFilter
+
+    base = (
+        Dataset.objects.filter(owner=user) if mine and user.is_authenticated
+        else listed_datasets(user)
+    )
+    filterset = DatasetFilter(filters, queryset=base)
+    if not filterset.is_valid():
+        raise _invalid_filters(filterset.errors)
+    qs = filterset.qs
+    q = (filterset.form.cleaned_data.get("q") or "").strip()
+    if q:
+        qs = qs.filter(Q(name__icontains=q) | Q(description__icontains=q))
+    sort = filterset.form.cleaned_data.get("sort") or "newest"
+    return _with_dataset_data(qs.order_by(*DATASET_ORDERINGS[sort]))
+
+
+def dataset_detail(*, dataset_id: int, user: User) -> Dataset | None:
+    return _with_dataset_data(visible_datasets(user)).filter(pk=dataset_id).first()
+
+
+PROFILE_LIST_LIMIT = 50
+
+
+def creator_profile(*, username: str, user: User) -> dict[str, Any] | None:
+    """A creator's public page: their listed models and datasets (all of them for themselves)
+    and counts. ``None`` when no active user has that name."""
+    from django.db.models import Count, Sum
+
+    creator = (
+        get_user_model().objects.filter(username__iexact=username, is_active=True).first()
+    )
+    if creator is None:
+        return None
+    is_self = user.is_authenticated and user.pk == creator.pk
+    models = own_models(user) if is_self else listed_models(user).filter(owner=creator)
+    datasets = (
+        Dataset.objects.filter(owner=creator)
+        if is_self
+        else listed_datasets(user).filter(owner=creator)
+    )
+    totals = models.aggregate(count=Count("pk"), downloads=Sum("download_count"))
+    published_versions = ModelVersion.objects.filter(
+        model__in=models.values("pk"), status=VersionStatus.PUBLISHED
+    ).count()
+    return {
+        "user": creator,
+        "models": list(
+            _with_listing_data(models.order_by("-created_at", "-pk"), published_only=not is_self)[
+                :PROFILE_LIST_LIMIT
+            ]
+        ),
+        "datasets": list(
+            _with_dataset_data(datasets.order_by("-created_at", "-pk"))[:PROFILE_LIST_LIMIT]
+        ),
+        "counts": {
+            "models": totals["count"] or 0,
+            "datasets": datasets.count(),
+            "published_versions": published_versions,
+            "downloads": totals["downloads"] or 0,
+        },
+    }
+
+
+def dataset_version_detail(*, dataset_version_id: int, user: User) -> DatasetVersion | None:
+    return (
+        DatasetVersion.objects.select_related("dataset", "dataset__owner", "blob")
+        .filter(pk=dataset_version_id, dataset__in=visible_datasets(user).values("pk"))
         .first()
     )

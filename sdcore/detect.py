@@ -681,9 +681,20 @@ def _json_or_none(value: str | None) -> Any:
     if value is None:
         return None
     try:
-        return json.loads(value, parse_constant=lambda _name: None)
+        return json.loads(value, parse_constant=_refuse_constant, parse_float=_finite_float)
     except (ValueError, RecursionError):
         return None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is out of range")
+    return number
 
 
 _TAG_SPLIT = re.compile(r"\s+")

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sdcore.errors import SdcoreError
+
 if TYPE_CHECKING:
     from diffusers import DiffusionPipeline, StableDiffusionPipeline
 
@@ -58,12 +60,16 @@ CLIP_VIT_L_VOCAB = 49408
 CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
 
 
-class ModelLoadError(Exception):
+class ModelLoadError(SdcoreError):
     """A model file or folder cannot be loaded; the message says why."""
+
+    default_code = "model_load_failed"
 
 
 class UnsupportedModelError(ModelLoadError):
     """The file is a model, but of a family or layout this loader does not handle."""
+
+    default_code = "model_unsupported"
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,61 @@
-urlpatterns: list = []
+"""Routes at the paths other tools expect: the Hugging Face Hub subset and Civitai's API v1.
+
+Order matters only against the site's own routes: each pattern here has a fixed segment the
+site's pages do not use (``/api/models/``, ``/{owner}/{slug}/resolve/``, ``/civitai/``,
+``/api/v1/model-versions/``). See :mod:`registry.compat.hf` and :mod:`registry.compat.civitai`.
+"""
+
+from django.urls import URLPattern, path, re_path
+
+from registry import views_downloads
+from registry.compat import civitai, hf
+
+SEGMENT = r"[^/]+"
+REPO = rf"(?P<owner>{SEGMENT})/(?P<slug>{SEGMENT})"
+
+urlpatterns: list[URLPattern] = [
+    # Hugging Face Hub
+    re_path(rf"^api/models/{REPO}$", hf.model_info, name="hf-model-info"),
+    re_path(
+        rf"^api/models/{REPO}/revision/(?P<revision>.+)$",
+        hf.model_info,
+        name="hf-model-info-revision",
+    ),
+    re_path(
+        rf"^api/models/{REPO}/tree/(?P<revision>{SEGMENT})(?:/(?P<path>.*))?$",
+        hf.tree,
+        name="hf-tree",
+    ),
+    re_path(
+        rf"^{REPO}/resolve/(?P<revision>{SEGMENT})/(?P<path>.+)$", hf.resolve, name="hf-resolve"
+    ),
+    # Civitai API v1 (base URL <site>/civitai)
+    path("civitai/api/v1/models", civitai.model_list, name="civitai-models"),
+    path("civitai/api/v1/models/<str:model_id>", civitai.model_detail, name="civitai-model"),
+    path(
+        "civitai/api/v1/model-versions/by-hash/<str:hash_value>",
+        civitai.version_by_hash,
+        name="civitai-version-by-hash",
+    ),
+    path(
+        "civitai/api/v1/model-versions/<str:version_id>",
+        civitai.version_detail,
+        name="civitai-version",
+    ),
+    path(
+        "civitai/api/download/models/<int:version_id>",
+        views_downloads.model_version_download,
+        name="civitai-download-model-version",
+    ),
+    # The same model-version routes at Civitai's own paths (unused by Atelier's API).
+    path(
+        "api/v1/model-versions/by-hash/<str:hash_value>",
+        civitai.version_by_hash,
+        name="civitai-root-version-by-hash",
+    ),
+    path(
+        "api/v1/model-versions/<str:version_id>",
+        civitai.version_detail,
+        name="civitai-root-version",
+    ),
+]

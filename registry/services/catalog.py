@@ -98,14 +98,14 @@ def model_search_vector_update(*, model: Model) -> None:
     if connection.vendor != "postgresql":
         return
     from django.contrib.postgres.search import SearchVector
-    from django.db.models import Value
+    from django.db.models import TextField, Value
     from django.db.models.functions import Coalesce
 
     tags = " ".join(model.tags.values_list("name", flat=True))
     Model.objects.filter(pk=model.pk).update(
         search_vector=SearchVector("name", weight="A")
         + SearchVector(Value(tags), weight="B")
-        + SearchVector(Coalesce("description", Value("")), weight="C")
+        + SearchVector(Coalesce("description", Value(""), output_field=TextField()), weight="C")
     )
 
 

@@ -1,0 +1,238 @@
+"""The latent and text-embedding cache: encode each image and caption once per dataset.
+
+Each image is encoded by the VAE once (the mean and standard deviation of its latent
+distribution, already multiplied by the VAE's scaling factor, so a step can still draw
+``mean + std * noise`` as diffusers' training script does) and each caption by the text
+encoder once. Training then runs only the UNet. The cache is one safetensors file keyed by
+(dataset manifest hash, base model fingerprint, resolution, family): a new dataset content, a
+different model or a different resolution is a different file.
+
+The cache is derived from private data: it stays in the node's cache folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from federated.engine.dataset import DatasetScan, load_pixels
+from sdcore.loading import write_safetensors
+
+if TYPE_CHECKING:
+    from diffusers import StableDiffusionPipeline
+
+__all__ = [
+    "CONDITIONING",
+    "LatentCache",
+    "build_latent_cache",
+    "cache_key",
+    "encode_captions",
+    "model_fingerprint",
+]
+
+CACHE_FORMAT = "atelier.latent-cache/1"
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(8 * 1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def model_fingerprint(path: Path, *, memo_dir: Path | None = None) -> str:
+    """SHA-256 of a single-file model, or of a folder's (relative path, file SHA-256) list.
+
+    With ``memo_dir``, results are remembered by (absolute path, size, mtime) of every file, so
+    a multi-gigabyte model is hashed once, not every round.
+    """
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    memo_file = memo_dir / "fingerprints.json" if memo_dir else None
+    stamp_key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
+    memo: dict[str, str] = {}
+    if memo_file and memo_file.is_file():
+        try:
+            memo = json.loads(memo_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            memo = {}
+        if stamp_key in memo:
+            return memo[stamp_key]
+    if path.is_file():
+        fingerprint = _file_sha256(path)
+    else:
+        listing = "\n".join(f"{f.relative_to(path).as_posix()}:{_file_sha256(f)}" for f in files)
+        fingerprint = hashlib.sha256(listing.encode("utf-8")).hexdigest()
+    if memo_file:
+        memo[stamp_key] = fingerprint
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(memo), encoding="utf-8")
+        os.replace(tmp, memo_file)
+    return fingerprint
+
+
+def cache_key(*, manifest_hash: str, model_hash: str, resolution: int, family: str) -> str:
+    text = json.dumps(
+        [CACHE_FORMAT, manifest_hash, model_hash, resolution, family], separators=(",", ":")
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _encode_sd_text(pipe: StableDiffusionPipeline, captions: list[str]) -> dict[str, torch.Tensor]:
+    tokenizer = pipe.tokenizer
+    ids = tokenizer(
+        captions,
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids.to(pipe.text_encoder.device)
+    hidden = pipe.text_encoder(ids)[0]
+    return {"encoder_hidden_states": hidden}
+
+
+# Family -> caption encoder. The UNet is called as unet(noisy, t, **conditioning): SD 1.x/2.x
+# need encoder_hidden_states; an SDXL entry would add text_embeds and time_ids here.
+CONDITIONING: dict[str, Callable[[StableDiffusionPipeline, list[str]], dict[str, torch.Tensor]]] = {
+    "sd1": _encode_sd_text,
+    "sd2": _encode_sd_text,
+}
+
+
+def encode_captions(
+    pipe: StableDiffusionPipeline, captions: list[str], *, family: str = "sd1"
+) -> dict[str, torch.Tensor]:
+    """Conditioning tensors for ``captions`` (no gradient)."""
+    if family not in CONDITIONING:
+        raise NotImplementedError(f"training is not implemented for the {family} family yet")
+    with torch.no_grad():
+        return CONDITIONING[family](pipe, captions)
+
+
+@dataclass
+class LatentCache:
+    """Cached VAE latent distributions and text conditioning of a dataset, on one device."""
+
+    key: str
+    latent_mean: torch.Tensor
+    latent_std: torch.Tensor
+    conditioning: dict[str, torch.Tensor]
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return int(self.latent_mean.shape[0])
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> LatentCache:
+        def move(t: torch.Tensor) -> torch.Tensor:
+            return t.to(device=device, dtype=dtype or t.dtype)
+
+        return LatentCache(
+            key=self.key,
+            latent_mean=move(self.latent_mean),
+            latent_std=move(self.latent_std),
+            conditioning={k: move(v) for k, v in self.conditioning.items()},
+            path=self.path,
+        )
+
+    def sample_latents(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        mean = self.latent_mean[indices]
+        noise = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device, mean.dtype)
+        return mean + self.latent_std[indices] * noise
+
+    def conditioning_for(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: tensor[indices] for name, tensor in self.conditioning.items()}
+
+    @classmethod
+    def load(cls, path: Path) -> LatentCache:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+            metadata = handle.metadata() or {}
+        conditioning = {
+            k.removeprefix("cond."): v for k, v in tensors.items() if k.startswith("cond.")
+        }
+        return cls(
+            key=metadata.get("key", path.stem),
+            latent_mean=tensors["latent_mean"],
+            latent_std=tensors["latent_std"],
+            conditioning=conditioning,
+            path=path,
+        )
+
+
+def build_latent_cache(
+    pipe: StableDiffusionPipeline,
+    scan: DatasetScan,
+    *,
+    cache_dir: Path,
+    resolution: int,
+    model_hash: str,
+    family: str = "sd1",
+    manifest_hash: str | None = None,
+    batch_size: int = 8,
+) -> LatentCache:
+    """Load the cache for this (dataset, model, resolution), or encode everything once."""
+    manifest_hash = manifest_hash or scan.manifest().manifest_hash
+    key = cache_key(
+        manifest_hash=manifest_hash, model_hash=model_hash, resolution=resolution, family=family
+    )
+    path = Path(cache_dir) / f"latents-{key}.safetensors"
+    if path.is_file():
+        try:
+            cache = LatentCache.load(path)
+            if len(cache) == len(scan):
+                return cache
+        except Exception:  # noqa: BLE001  a damaged cache file is rebuilt, never trusted
+            pass
+    if resolution % pipe.vae_scale_factor:
+        raise ValueError(f"resolution {resolution} is not a multiple of {pipe.vae_scale_factor}")
+
+    vae = pipe.vae
+    device = vae.device
+    means: list[torch.Tensor] = []
+    stds: list[torch.Tensor] = []
+    conditioning: dict[str, list[torch.Tensor]] = {}
+    examples = scan.examples
+    with torch.no_grad():
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            pixels = torch.from_numpy(np.stack([load_pixels(e, resolution) for e in chunk]))
+            dist = vae.encode(pixels.to(device, vae.dtype)).latent_dist
+            factor = vae.config.scaling_factor
+            means.append((dist.mean * factor).float().cpu())
+            stds.append((dist.std * factor).float().cpu())
+            for name, tensor in encode_captions(pipe, [e.caption for e in chunk], family=family).items():
+                conditioning.setdefault(name, []).append(tensor.float().cpu())
+    cache = LatentCache(
+        key=key,
+        latent_mean=torch.cat(means),
+        latent_std=torch.cat(stds),
+        conditioning={k: torch.cat(v) for k, v in conditioning.items()},
+        path=path,
+    )
+    tensors: Mapping[str, torch.Tensor] = {
+        "latent_mean": cache.latent_mean,
+        "latent_std": cache.latent_std,
+        **{f"cond.{k}": v for k, v in cache.conditioning.items()},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_safetensors(
+        path,
+        tensors,
+        {"format": CACHE_FORMAT, "key": key, "resolution": str(resolution), "family": family},
+    )
+    return cache

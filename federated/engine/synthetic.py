@@ -1,0 +1,118 @@
+"""Synthetic datasets with a learnable concept, for tests and the demo.
+
+Each image shows the concept (a coloured shape, e.g. ``"red circle"``) at a random place and
+size on a random pale background; each caption names it with a trigger token
+(``"a photo of sks red circle, on a pale blue background"``). Different seeds give different
+images of the same concept, so two owners can hold different data of one concept.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from federated.engine import constants
+
+__all__ = ["COLOURS", "SHAPES", "generate_synthetic_dataset"]
+
+COLOURS: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (30, 60, 220),
+    "yellow": (235, 200, 20),
+    "purple": (140, 40, 170),
+    "black": (20, 20, 20),
+}
+SHAPES = ("circle", "square", "triangle")
+_BACKGROUNDS: dict[str, tuple[int, int, int]] = {
+    "white": (245, 245, 245),
+    "pale blue": (200, 220, 245),
+    "pale green": (205, 240, 210),
+    "beige": (240, 228, 200),
+    "light grey": (215, 215, 215),
+}
+
+
+def _parse_concept(concept: str) -> tuple[tuple[int, int, int], str]:
+    words = concept.lower().split()
+    if len(words) != 2 or words[0] not in COLOURS or words[1] not in SHAPES:
+        raise ValueError(
+            f"concept must be '<colour> <shape>' with colour in {sorted(COLOURS)} and shape in "
+            f"{list(SHAPES)}, got {concept!r}"
+        )
+    return COLOURS[words[0]], words[1]
+
+
+def _draw(
+    rng: np.random.Generator, resolution: int, colour: tuple[int, int, int], shape: str
+) -> tuple[Image.Image, str]:
+    background_name = list(_BACKGROUNDS)[int(rng.integers(len(_BACKGROUNDS)))]
+    jitter = rng.integers(-10, 11, size=3)
+    background = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(_BACKGROUNDS[background_name], jitter, strict=True))
+    # A gentle gradient in a random direction and a few small grey pebbles make every image
+    # distinct (no near-duplicates in the dataset report) without hiding the concept.
+    ys, xs = np.mgrid[0:resolution, 0:resolution].astype(np.float32) / max(resolution - 1, 1)
+    angle = float(rng.uniform(0, 2 * np.pi))
+    ramp = (np.cos(angle) * (xs - 0.5) + np.sin(angle) * (ys - 0.5))[..., None] * 60.0
+    pixels = np.clip(np.asarray(background, dtype=np.float32) + ramp, 0, 255).astype(np.uint8)
+    image = Image.fromarray(pixels, mode="RGB")
+    draw = ImageDraw.Draw(image)
+    for _ in range(3):
+        px, py = rng.uniform(0, resolution, size=2)
+        pr = float(rng.uniform(0.03, 0.07)) * resolution
+        grey = int(rng.integers(90, 170))
+        draw.ellipse((px - pr, py - pr, px + pr, py + pr), fill=(grey, grey, grey))
+    radius = float(rng.uniform(0.18, 0.32)) * resolution
+    cx, cy = rng.uniform(radius, resolution - radius, size=2)
+    box = (cx - radius, cy - radius, cx + radius, cy + radius)
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    else:
+        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour)
+    return image, background_name
+
+
+def generate_synthetic_dataset(
+    out_dir: Path,
+    *,
+    n_images: int,
+    concept: str = "red circle",
+    token: str = "sks",
+    seed: int = 0,
+    resolution: int = 64,
+    layout: str = "kohya",
+) -> Path:
+    """Write ``n_images`` PNGs of ``concept`` with captions naming ``token``; return the folder.
+
+    ``layout="kohya"`` writes ``00000.png`` + ``00000.txt``; ``layout="imagefolder"`` writes the
+    PNGs and one ``metadata.jsonl``. The same arguments give the same bytes.
+    """
+    if n_images < 1:
+        raise ValueError("n_images must be at least 1")
+    if layout not in ("kohya", "imagefolder"):
+        raise ValueError(f"layout must be 'kohya' or 'imagefolder', got {layout!r}")
+    colour, shape = _parse_concept(concept)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng([seed, 0x5EED])
+    rows: list[dict[str, str]] = []
+    for index in range(n_images):
+        image, background = _draw(rng, resolution, colour, shape)
+        name = f"{index:05d}.png"
+        image.save(out_dir / name, format="PNG")
+        caption = f"a photo of {token} {concept}, on a {background} background"
+        if layout == "kohya":
+            (out_dir / name).with_suffix(constants.CAPTION_EXTENSION).write_text(
+                caption + "\n", encoding="utf-8"
+            )
+        else:
+            rows.append({"file_name": name, "text": caption})
+    if layout == "imagefolder":
+        lines = [json.dumps(row) for row in rows]
+        (out_dir / constants.METADATA_FILE).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return out_dir

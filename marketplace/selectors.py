@@ -1,0 +1,230 @@
+"""Reads beyond a plain get: balances, reconciliation, lineage, permissions, library."""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import Q, QuerySet, Sum
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from marketplace.models import (
+    COMMERCIAL_LEVELS,
+    Account,
+    AccountKind,
+    Entitlement,
+    LedgerEntry,
+    LedgerTransaction,
+    License,
+    Listing,
+)
+from registry.models import DatasetVersion, Lineage, ModelVersion
+
+MAX_LINEAGE_DEPTH = 20
+
+
+# --- ledger ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    account_id: int
+    code: str
+    balance: int
+    entries_sum: int
+
+
+def accounts_with_entry_sums() -> QuerySet[Account]:
+    return Account.objects.annotate(entries_sum=Coalesce(Sum("entries__amount"), 0))
+
+
+def ledger_reconcile() -> list[Mismatch]:
+    """Accounts whose stored balance differs from the sum of their entries (empty: healthy)."""
+    return [
+        Mismatch(a.pk, a.code, a.balance, a.entries_sum)  # type: ignore[attr-defined]
+        for a in accounts_with_entry_sums().order_by("pk")
+        if a.balance != a.entries_sum  # type: ignore[attr-defined]
+    ]
+
+
+def ledger_total() -> int:
+    """The sum of every entry ever written: always 0 in a healthy ledger."""
+    return int(LedgerEntry.objects.aggregate(t=Coalesce(Sum("amount"), 0))["t"])
+
+
+def unbalanced_transactions() -> list[int]:
+    return list(
+        LedgerTransaction.objects.annotate(t=Sum("entries__amount"))
+        .filter(~Q(t=0) | Q(t__isnull=True))
+        .values_list("pk", flat=True)
+    )
+
+
+def wallet_balance(*, user: AbstractBaseUser) -> int:
+    account = Account.objects.filter(kind=AccountKind.WALLET, owner_id=user.pk).first()
+    return account.balance if account else 0
+
+
+def wallet_entries(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
+    return (
+        LedgerEntry.objects.filter(account__kind=AccountKind.WALLET, account__owner_id=user.pk)
+        .select_related("transaction")
+        .order_by("-pk")
+    )
+
+
+# --- listings, entitlements ----------------------------------------------------------------
+
+
+def listing_for(target: ModelVersion | DatasetVersion) -> Listing | None:
+    if isinstance(target, ModelVersion):
+        return Listing.objects.filter(model_version_id=target.pk, is_active=True).first()
+    return Listing.objects.filter(dataset_version_id=target.pk, is_active=True).first()
+
+
+def listing_price_now(listing: Listing) -> int:
+    """What the listing costs right now: free once its early-access date has passed."""
+    if listing.early_access_until is not None and listing.early_access_until <= timezone.now():
+        return 0
+    return listing.price
+
+
+def is_entitled(user: AbstractBaseUser, target: ModelVersion | DatasetVersion) -> bool:
+    if isinstance(target, ModelVersion):
+        return Entitlement.objects.filter(user_id=user.pk, model_version_id=target.pk).exists()
+    return Entitlement.objects.filter(user_id=user.pk, dataset_version_id=target.pk).exists()
+
+
+def library_for(*, user: AbstractBaseUser) -> QuerySet[Entitlement]:
+    return Entitlement.objects.filter(user_id=user.pk).select_related(
+        "model_version__model", "dataset_version__dataset", "purchase"
+    )
+
+
+def listings_browse() -> QuerySet[Listing]:
+    return (
+        Listing.objects.filter(is_active=True)
+        .select_related("seller", "model_version__model", "dataset_version__dataset")
+        .prefetch_related("shares")
+        .order_by("-created_at", "-pk")
+    )
+
+
+# --- lineage and licenses ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Ancestor:
+    """A model version or dataset version upstream of a version, nearest first."""
+
+    model_version: ModelVersion | None = None
+    dataset_version: DatasetVersion | None = None
+
+    @property
+    def target(self) -> ModelVersion | DatasetVersion:
+        return self.model_version or self.dataset_version  # type: ignore[return-value]
+
+    @property
+    def label(self) -> str:
+        if self.model_version is not None:
+            return f"model version {self.model_version.pk} ({self.model_version})"
+        return f"dataset version {self.dataset_version.pk} ({self.dataset_version})"  # type: ignore[union-attr]
+
+    @property
+    def owner_id(self) -> int:
+        if self.model_version is not None:
+            return self.model_version.model.owner_id
+        return self.dataset_version.dataset.owner_id  # type: ignore[union-attr]
+
+
+def version_ancestors(version: ModelVersion) -> list[Ancestor]:
+    """Every ancestor (breadth first, each once, cycles ignored, depth-limited)."""
+    seen_versions: set[int] = {version.pk}
+    seen_datasets: set[int] = set()
+    out: list[Ancestor] = []
+    queue: deque[tuple[int, int]] = deque([(version.pk, 0)])
+    while queue:
+        child_id, depth = queue.popleft()
+        if depth >= MAX_LINEAGE_DEPTH:
+            continue
+        links = Lineage.objects.filter(child_id=child_id).select_related(
+            "parent_version__model", "parent_dataset__dataset"
+        ).order_by("pk")
+        for link in links:
+            if link.parent_version is not None and link.parent_version_id not in seen_versions:
+                seen_versions.add(link.parent_version.pk)
+                out.append(Ancestor(model_version=link.parent_version))
+                queue.append((link.parent_version.pk, depth + 1))
+            elif link.parent_dataset is not None and link.parent_dataset_id not in seen_datasets:
+                seen_datasets.add(link.parent_dataset.pk)
+                out.append(Ancestor(dataset_version=link.parent_dataset))
+    return out
+
+
+def upstream_royalties(version: ModelVersion | DatasetVersion) -> list[tuple[int, int, str]]:
+    """``(owner_id, bps, label)`` for each ancestor whose listing asks a royalty."""
+    if not isinstance(version, ModelVersion):
+        return []
+    out = []
+    for ancestor in version_ancestors(version):
+        listing = listing_for(ancestor.target)
+        if listing is not None and listing.royalty_bps > 0:
+            out.append((ancestor.owner_id, listing.royalty_bps, ancestor.label))
+    return out
+
+
+@dataclass
+class Permission:
+    value: bool | str
+    sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EffectivePermissions:
+    """What a version may be used for, and which license (own or ancestor's) says so."""
+
+    license_code: str
+    credit_required: Permission
+    commercial_use: Permission
+    derivatives_allowed: Permission
+    different_license_allowed: Permission
+
+
+def licenses_by_code() -> dict[str, License]:
+    return {lic.code: lic for lic in License.objects.all()}
+
+
+def effective_permissions(version: ModelVersion) -> EffectivePermissions:
+    """The most restrictive combination of the version's license and its ancestors'."""
+    catalogue = licenses_by_code()
+    chain: list[tuple[str, License]] = []
+    own = catalogue.get(version.license_code)
+    if own is not None:
+        chain.append((f"own license {own.code}", own))
+    for ancestor in version_ancestors(version):
+        lic = catalogue.get(ancestor.target.license_code)
+        if lic is not None:
+            chain.append((f"{ancestor.label} license {lic.code}", lic))
+    credit = Permission(False)
+    commercial = Permission("sell")
+    derivatives = Permission(True)
+    different = Permission(True)
+    for source, lic in chain:
+        if lic.credit_required:
+            credit.value = True
+            credit.sources.append(source)
+        level = COMMERCIAL_LEVELS.index(lic.commercial_use)
+        if level < COMMERCIAL_LEVELS.index(str(commercial.value)):
+            commercial.value = lic.commercial_use
+            commercial.sources = [source]
+        elif lic.commercial_use == commercial.value and level < len(COMMERCIAL_LEVELS) - 1:
+            commercial.sources.append(source)
+        if not lic.derivatives_allowed:
+            derivatives.value = False
+            derivatives.sources.append(source)
+        if not lic.different_license_allowed:
+            different.value = False
+            different.sources.append(source)
+    return EffectivePermissions(version.license_code, credit, commercial, derivatives, different)

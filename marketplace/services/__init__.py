@@ -1,0 +1,1 @@
+"""Every write the marketplace makes, one module per concern."""

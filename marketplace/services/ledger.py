@@ -1,0 +1,336 @@
+"""The double-entry ledger: accounts, transfers, escrow, top-ups and grants.
+
+Amounts are integer credits. A transfer is a list of legs ``(account, amount)`` that sum to
+zero; it locks every account it touches with ``SELECT ... FOR UPDATE`` in ascending primary-key
+order (the one lock order used everywhere, so concurrent transfers cannot deadlock), writes one
+``LedgerTransaction`` and its ``LedgerEntry`` rows, and updates each account's balance in the
+same database transaction. Rows are never updated or deleted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.errors import ApplicationError, ConflictError, NotFoundError
+from marketplace.models import (
+    Account,
+    AccountKind,
+    CreditGrant,
+    EscrowHold,
+    EscrowStatus,
+    LedgerEntry,
+    LedgerTransaction,
+    TopUp,
+)
+from marketplace.payments import PaymentProvider
+
+PLATFORM_REVENUE = "platform:revenue"
+PAYOUTS_CLEARING = "platform:payouts-clearing"
+GRANTS = "external:grants"
+
+Leg = tuple[Account, int]
+
+
+class InsufficientFundsError(ApplicationError):
+    status_code = 402
+    code = "insufficient_funds"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def positive_credits(value: object, field: str = "amount") -> int:
+    """``value`` as a positive whole number of credits, or a 400 naming the field."""
+    if not _is_int(value) or int(value) <= 0:  # type: ignore[call-overload]
+        raise ApplicationError(
+            f"{field} must be a positive whole number of credits.",
+            code=f"bad_{field}",
+            details={field: repr(value)},
+        )
+    return int(value)  # type: ignore[call-overload]
+
+
+def _system_account(code: str, kind: str) -> Account:
+    account = Account.objects.filter(code=code).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(code=code, kind=kind)
+    except IntegrityError:
+        return Account.objects.get(code=code)
+
+
+def platform_revenue_account() -> Account:
+    return _system_account(PLATFORM_REVENUE, AccountKind.PLATFORM_REVENUE)
+
+
+def payouts_clearing_account() -> Account:
+    return _system_account(PAYOUTS_CLEARING, AccountKind.PAYOUTS_CLEARING)
+
+
+def external_account(source: str) -> Account:
+    """Where credits come from outside the platform (a payment provider, staff grants)."""
+    return _system_account(f"external:{source}", AccountKind.EXTERNAL)
+
+
+def wallet_get_or_create(*, user: AbstractBaseUser) -> Account:
+    account = Account.objects.filter(kind=AccountKind.WALLET, owner_id=user.pk).first()
+    if account is not None:
+        return account
+    try:
+        with transaction.atomic():
+            return Account.objects.create(
+                kind=AccountKind.WALLET, owner_id=user.pk, code=f"wallet:{user.pk}"
+            )
+    except IntegrityError:
+        return Account.objects.get(kind=AccountKind.WALLET, owner_id=user.pk)
+
+
+def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
+    """Lock the accounts, in ascending pk order; the caller must be inside ``atomic``."""
+    ids = sorted(set(account_ids))
+    locked = list(Account.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+    if len(locked) != len(ids):
+        raise NotFoundError("A ledger account does not exist.", code="account_not_found")
+    return {a.pk: a for a in locked}
+
+
+def _validate_legs(legs: Sequence[Leg]) -> None:
+    if len(legs) < 2:
+        raise ApplicationError("A transfer needs at least two legs.", code="bad_transfer")
+    for account, amount in legs:
+        if not _is_int(amount):
+            raise ApplicationError(
+                "Ledger amounts are whole credits.", code="bad_amount",
+                details={"account": account.code, "amount": repr(amount)},
+            )
+        if amount == 0:
+            raise ApplicationError("A ledger leg cannot be zero.", code="bad_amount")
+    total = sum(amount for _, amount in legs)
+    if total != 0:
+        raise ApplicationError(
+            f"The legs of a transfer must sum to zero (they sum to {total}).",
+            code="unbalanced_transfer",
+        )
+
+
+def _existing(idempotency_key: str, kind: str) -> LedgerTransaction:
+    txn = LedgerTransaction.objects.get(idempotency_key=idempotency_key)
+    if txn.kind != kind:
+        raise ConflictError(
+            "That idempotency key was used for another kind of transfer.", code="key_reused"
+        )
+    return txn
+
+
+@transaction.atomic
+def ledger_transfer(
+    *,
+    legs: Sequence[Leg],
+    kind: str,
+    reference: str = "",
+    idempotency_key: str | None = None,
+    memos: Sequence[str] | None = None,
+) -> LedgerTransaction:
+    """Move credits between accounts atomically; returns the (possibly earlier) transaction.
+
+    Locks every account in the legs (ascending pk). Refuses with 402 when a non-external
+    account would go below zero. With an ``idempotency_key`` already used, returns the
+    transaction recorded then and moves nothing.
+    """
+    _validate_legs(legs)
+    if memos is not None and len(memos) != len(legs):
+        raise ApplicationError("One memo per leg.", code="bad_transfer")
+    if idempotency_key and LedgerTransaction.objects.filter(
+        idempotency_key=idempotency_key
+    ).exists():
+        return _existing(idempotency_key, kind)
+    locked = accounts_lock(account.pk for account, _ in legs)
+    if idempotency_key and LedgerTransaction.objects.filter(
+        idempotency_key=idempotency_key
+    ).exists():
+        return _existing(idempotency_key, kind)
+    delta: dict[int, int] = defaultdict(int)
+    for account, amount in legs:
+        delta[account.pk] += amount
+    for pk, change in delta.items():
+        account = locked[pk]
+        if account.kind != AccountKind.EXTERNAL and account.balance + change < 0:
+            raise InsufficientFundsError(
+                f"Not enough credits in {account.code}: balance {account.balance}, "
+                f"needs {-change}.",
+                details={"account": account.code, "balance": account.balance,
+                         "required": -change},
+            )
+    try:
+        with transaction.atomic():
+            txn = LedgerTransaction.objects.create(
+                kind=kind, reference=reference[:200], idempotency_key=idempotency_key or None
+            )
+    except IntegrityError:  # a concurrent transfer with the same key committed first
+        return _existing(idempotency_key or "", kind)
+    LedgerEntry.objects.bulk_create(
+        LedgerEntry(transaction=txn, account_id=account.pk, amount=amount,
+                    memo=(memos[i] if memos else "")[:120])
+        for i, (account, amount) in enumerate(legs)
+    )
+    for pk, change in delta.items():
+        if change:
+            account = locked[pk]
+            account.balance += change
+            Account.objects.filter(pk=pk).update(balance=account.balance)
+    return txn
+
+
+# --- top-ups and grants ------------------------------------------------------------------
+
+
+@transaction.atomic
+def wallet_top_up(
+    *, user: AbstractBaseUser, amount: object, provider: PaymentProvider, idempotency_key: str
+) -> TopUp:
+    """Charge ``provider`` and credit the wallet. The same key returns the same top-up."""
+    credits = positive_credits(amount)
+    key = (idempotency_key or "").strip()
+    if not key:
+        raise ApplicationError("A top-up needs an idempotency key.", code="key_required")
+    existing = TopUp.objects.filter(user_id=user.pk, idempotency_key=key).first()
+    if existing is not None:
+        if existing.amount != credits:
+            raise ConflictError(
+                "That idempotency key was used for a different top-up.", code="key_reused"
+            )
+        return existing
+    result = provider.charge(user_id=user.pk, amount=credits, reference=key)
+    if not result.approved:
+        raise ApplicationError(
+            result.message or "The payment was declined.", code="payment_declined", status=402
+        )
+    wallet = wallet_get_or_create(user=user)
+    source = external_account(provider.name)
+    txn = ledger_transfer(
+        legs=[(source, -credits), (wallet, credits)],
+        kind="top_up",
+        reference=f"{provider.name}:{result.provider_reference}",
+        idempotency_key=f"top_up:{user.pk}:{key}",
+    )
+    return TopUp.objects.create(
+        user_id=user.pk, amount=credits, provider=provider.name,
+        provider_reference=result.provider_reference, idempotency_key=key,
+        ledger_transaction=txn,
+    )
+
+
+@transaction.atomic
+def credit_grant_create(
+    *, staff: AbstractBaseUser, user: AbstractBaseUser, amount: object, reason: str
+) -> CreditGrant:
+    if not getattr(staff, "is_staff", False):
+        raise ApplicationError("Only staff can grant credits.", code="forbidden", status=403)
+    credits = positive_credits(amount)
+    if not reason.strip():
+        raise ApplicationError("A grant needs a reason.", code="reason_required")
+    txn = ledger_transfer(
+        legs=[(external_account("grants"), -credits), (wallet_get_or_create(user=user), credits)],
+        kind="grant",
+        reference=f"grant by {staff.pk}: {reason.strip()}",
+    )
+    return CreditGrant.objects.create(
+        user_id=user.pk, amount=credits, reason=reason.strip()[:300], granted_by_id=staff.pk,
+        ledger_transaction=txn,
+    )
+
+
+# --- escrow --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def escrow_hold_create(
+    *, payer: AbstractBaseUser, amount: object, reference: str
+) -> EscrowHold:
+    """Move ``amount`` from the payer's wallet into a new escrow account (402 if short)."""
+    credits = positive_credits(amount)
+    reference = reference.strip()
+    if not reference:
+        raise ApplicationError("An escrow hold needs a reference.", code="reference_required")
+    existing = EscrowHold.objects.filter(reference=reference).first()
+    if existing is not None:
+        if existing.payer_id != payer.pk or existing.amount != credits:
+            raise ConflictError("That escrow reference is taken.", code="key_reused")
+        return existing
+    account = Account.objects.create(kind=AccountKind.ESCROW, code=f"escrow:{reference}"[:120])
+    ledger_transfer(
+        legs=[(wallet_get_or_create(user=payer), -credits), (account, credits)],
+        kind="escrow_hold",
+        reference=reference,
+        idempotency_key=f"escrow_hold:{reference}",
+    )
+    return EscrowHold.objects.create(
+        account=account, payer_id=payer.pk, amount=credits, reference=reference
+    )
+
+
+@transaction.atomic
+def escrow_settle(
+    *,
+    escrow_hold: EscrowHold,
+    payouts: Sequence[tuple[AbstractBaseUser, int]],
+    fee: int,
+    refund_to: AbstractBaseUser | None = None,
+) -> LedgerTransaction | None:
+    """Pay these parties these amounts from this escrow, the platform ``fee``, and refund
+    the rest to ``refund_to`` (the payer by default). Settles once; a second call is refused.
+
+    Locks the escrow hold row, then (inside ``ledger_transfer``) the accounts by pk.
+    """
+    hold = EscrowHold.objects.select_for_update().get(pk=escrow_hold.pk)
+    if hold.status != EscrowStatus.HELD:
+        raise ConflictError("This escrow is already settled.", code="escrow_settled")
+    if not _is_int(fee) or fee < 0:
+        raise ApplicationError("The fee is a whole number of credits, 0 or more.",
+                               code="bad_fee")
+    for _, amount in payouts:
+        if not _is_int(amount) or amount < 0:
+            raise ApplicationError("Payouts are whole numbers of credits, 0 or more.",
+                                   code="bad_amount")
+    account = Account.objects.get(pk=hold.account_id)
+    paid = sum(amount for _, amount in payouts) + fee
+    refund = account.balance - paid
+    if refund < 0:
+        raise ApplicationError(
+            f"The escrow holds {account.balance} credits; payouts and fee need {paid}.",
+            code="escrow_overdrawn",
+            details={"held": account.balance, "requested": paid},
+        )
+    legs: list[Leg] = []
+    memos: list[str] = []
+    for user, amount in payouts:
+        if amount:
+            legs.append((wallet_get_or_create(user=user), amount))
+            memos.append("payout")
+    if fee:
+        legs.append((platform_revenue_account(), fee))
+        memos.append("fee")
+    if refund:
+        refund_user = refund_to if refund_to is not None else hold.payer
+        legs.append((wallet_get_or_create(user=refund_user), refund))
+        memos.append("refund")
+    txn = None
+    if account.balance:
+        legs.append((account, -account.balance))
+        memos.append("escrow release")
+        txn = ledger_transfer(
+            legs=legs, kind="escrow_settle", reference=hold.reference,
+            idempotency_key=f"escrow_settle:{hold.pk}", memos=memos,
+        )
+    hold.status = EscrowStatus.SETTLED
+    hold.settled_at = timezone.now()
+    hold.save(update_fields=["status", "settled_at"])
+    return txn

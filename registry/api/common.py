@@ -1,0 +1,52 @@
+"""Pagination, the ``mine`` switch and schema helpers shared by the registry's API views."""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, inline_serializer
+from rest_framework import serializers
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.request import Request
+
+TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
+
+
+class ListPagination(PageNumberPagination):
+    page_size = 20
+    page_size_query_param = "page_size"
+    max_page_size = 100
+
+
+def wants_mine(request: Request) -> bool:
+    """``mine=1``: the caller's own items, drafts included. Anonymous callers get 401."""
+    mine = request.query_params.get("mine", "").strip().lower() in TRUE_VALUES
+    if mine and not request.user.is_authenticated:
+        raise NotAuthenticated("Log in or pass an API token to list your own items.")
+    return mine
+
+
+def paginated(name: str, item: serializers.Serializer) -> serializers.Serializer:
+    """The schema of a page of ``item``: DRF's page-number envelope."""
+    return inline_serializer(
+        name,
+        {
+            "count": serializers.IntegerField(),
+            "next": serializers.URLField(allow_null=True),
+            "previous": serializers.URLField(allow_null=True),
+            "results": item,
+        },
+    )
+
+
+PAGE_PARAMETERS = [
+    OpenApiParameter("page", OpenApiTypes.INT, description="Page number, from 1."),
+    OpenApiParameter("page_size", OpenApiTypes.INT, description="Items per page, at most 100."),
+    OpenApiParameter(
+        "mine", OpenApiTypes.BOOL, description="Only the caller's own items, drafts included."
+    ),
+]
+
+
+def not_found_message(what: str) -> str:
+    return f"No such {what}, or it is not visible to you."

@@ -1,0 +1,89 @@
+"""Forms of the registry's pages: the browse filters and the upload form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from registry.models import BaseModelFamily, ModelKind, Visibility
+from registry.selectors_web import DEFAULT_SORT, SORTS, ModelFilters
+
+SORT_CHOICES = [("newest", "Newest"), ("downloads", "Most downloaded"), ("rating", "Top rated")]
+assert {value for value, _ in SORT_CHOICES} == set(SORTS)
+
+
+def split_words(text: str) -> list[str]:
+    """Comma-separated (or one per line) words, stripped, without empties or duplicates."""
+    words: list[str] = []
+    for part in text.replace("\n", ",").split(","):
+        word = part.strip()
+        if word and word not in words:
+            words.append(word)
+    return words
+
+
+class BrowseForm(forms.Form):
+    q = forms.CharField(required=False, max_length=200, label="Search")
+    kind = forms.ChoiceField(
+        required=False, choices=[("", "Any kind"), *ModelKind.choices], label="Kind"
+    )
+    base = forms.ChoiceField(
+        required=False,
+        choices=[("", "Any base model"), *BaseModelFamily.choices],
+        label="Base model",
+    )
+    tag = forms.CharField(required=False, max_length=64, label="Tag")
+    sort = forms.ChoiceField(required=False, choices=SORT_CHOICES, label="Sort")
+
+    def filters(self) -> ModelFilters:
+        """The filters asked for; invalid values are dropped rather than failing the page."""
+        self.is_valid()  # cleaned_data then holds the fields that were valid
+        data: dict[str, Any] = self.cleaned_data
+        return ModelFilters(
+            q=data.get("q", "") or "",
+            kind=data.get("kind", "") or "",
+            base_model=data.get("base", "") or "",
+            tag=data.get("tag", "") or "",
+            sort=data.get("sort", "") or DEFAULT_SORT,
+        )
+
+
+class ModelUploadForm(forms.Form):
+    """A new model with its first version and one file.
+
+    With JavaScript, the file goes through the resumable upload API first and the form
+    carries only ``upload_id``; without it, the file comes in the form itself.
+    """
+
+    name = forms.CharField(max_length=200)
+    kind = forms.ChoiceField(choices=ModelKind.choices, initial=ModelKind.LORA)
+    description = forms.CharField(
+        required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="Markdown."
+    )
+    tags = forms.CharField(required=False, max_length=1000, help_text="Comma-separated.")
+    visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
+    version_name = forms.CharField(max_length=100, initial="v1", label="Version name")
+    trigger_words = forms.CharField(
+        required=False, max_length=2000, help_text="Comma-separated.", label="Trigger words"
+    )
+    file = forms.FileField(
+        required=False,
+        help_text=".safetensors (preferred), .ckpt/.pt/.bin (scanned, never unpickled).",
+    )
+    upload_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+
+    def clean_tags(self) -> list[str]:
+        tags = split_words(self.cleaned_data.get("tags", ""))
+        if len(tags) > 20:
+            raise forms.ValidationError("At most 20 tags.")
+        return tags
+
+    def clean_trigger_words(self) -> list[str]:
+        return split_words(self.cleaned_data.get("trigger_words", ""))
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if not cleaned.get("file") and not cleaned.get("upload_id") and "file" not in self.errors:
+            self.add_error("file", "Choose a file to upload.")
+        return cleaned

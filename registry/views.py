@@ -1,0 +1,235 @@
+"""Server-rendered pages of the registry: browse, model, upload, datasets, creator profiles.
+
+Thin views: parse the request, call one selector (reads) or the services (writes), render.
+They never go through the REST API.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Page, Paginator
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from core.errors import ApplicationError
+from registry.forms import BrowseForm, ModelUploadForm
+from registry.models import DatasetKind, Model, ModelVersion, Upload, UploadStatus
+from registry.selectors import visible_versions
+from registry.selectors_web import (
+    browse_models,
+    creator_profile,
+    dataset_for_page,
+    lineage_for_page,
+    listed_datasets,
+    manifest_stats,
+    model_for_page,
+    model_versions_for_page,
+    version_detail,
+)
+from registry.services.catalog import FileSpec, model_create, version_create, version_publish
+from registry.services.uploads import upload_whole_file
+
+MODELS_PER_PAGE = 24
+DATASETS_PER_PAGE = 24
+
+# Which upload-form field an error from the catalogue services belongs to.
+_ERROR_FIELDS = {
+    "name_required": "name",
+    "bad_kind": "kind",
+    "bad_visibility": "visibility",
+    "too_many_tags": "tags",
+    "duplicate_version": "version_name",
+}
+
+
+def _page(request: HttpRequest, items: object, per_page: int) -> Page:
+    return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
+
+
+def _query_without_page(request: HttpRequest) -> str:
+    """The current query string without ``page``, for pagination links."""
+    pairs = [(k, v) for k, v in request.GET.items() if k != "page" and v]
+    return urlencode(pairs)
+
+
+def model_url(model: Model, version: ModelVersion | None = None) -> str:
+    url = reverse("registry:model-detail", kwargs={"model_id": model.pk, "slug": model.slug})
+    return f"{url}?version={version.pk}" if version is not None else url
+
+
+@require_GET
+def browse(request: HttpRequest) -> HttpResponse:
+    form = BrowseForm(request.GET)
+    filters = form.filters()
+    page = _page(request, browse_models(filters), MODELS_PER_PAGE)
+    context = {
+        "form": form,
+        "filters": filters,
+        "page": page,
+        "query": _query_without_page(request),
+    }
+    return render(request, "registry/browse.html", context)
+
+
+@require_GET
+def model_redirect(request: HttpRequest, model_id: int) -> HttpResponse:
+    model = model_for_page(model_id, request.user)
+    if model is None:
+        raise Http404("No such model.")
+    return redirect(model_url(model))
+
+
+@require_GET
+def model_detail(request: HttpRequest, model_id: int, slug: str) -> HttpResponse:
+    model = model_for_page(model_id, request.user)
+    if model is None:
+        raise Http404("No such model.")
+    if slug != model.slug:
+        url = model_url(model)
+        wanted = request.GET.get("version", "")
+        return redirect(f"{url}?version={wanted}" if wanted.isdigit() else url)
+    versions = model_versions_for_page(model, request.user)
+    selected = _selected_version(versions, request.GET.get("version", ""))
+    version = version_detail(selected.pk, request.user) if selected is not None else None
+    parents, children = lineage_for_page(version, request.user) if version else ([], [])
+    is_owner = request.user.is_authenticated and request.user.pk == model.owner_id
+    context = {
+        "model": model,
+        "versions": versions,
+        "version": version,
+        "files": list(version.files.all()) if version else [],
+        "images": list(version.images.all()) if version else [],
+        "parents": parents,
+        "children": children,
+        "is_owner": is_owner,
+    }
+    return render(request, "registry/model_detail.html", context)
+
+
+def _selected_version(versions: list[ModelVersion], wanted: str) -> ModelVersion | None:
+    if wanted.isdigit():
+        for version in versions:
+            if version.pk == int(wanted):
+                return version
+        raise Http404("No such version.")
+    published = [v for v in versions if v.is_published]
+    return (published or versions or [None])[0]
+
+
+@login_required
+@require_POST
+def version_publish_view(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = visible_versions(request.user).filter(pk=version_id).first()
+    if version is None:
+        raise Http404("No such version.")
+    try:
+        version = version_publish(version=version, user=request.user)
+    except ApplicationError as err:
+        messages.error(request, err.message)
+    else:
+        messages.success(request, f"Version {version.name} is published.")
+    return redirect(model_url(version.model, version))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    form = ModelUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        stored = _stored_upload(request, form)
+        if stored is not None:
+            version = _create_model_and_version(request, form, stored)
+            if version is not None:
+                messages.success(request, f"{version.model.name} {version.name} is saved as a draft.")
+                return redirect(model_url(version.model, version))
+    status = 400 if form.errors else 200
+    context = {"form": form, "chunk_size": settings.ATELIER_UPLOAD_CHUNK_BYTES}
+    return render(request, "registry/upload.html", context, status=status)
+
+
+def _stored_upload(request: HttpRequest, form: ModelUploadForm) -> Upload | None:
+    """The completed upload the form refers to, or the form's own file stored now."""
+    upload_id = form.cleaned_data.get("upload_id")
+    if upload_id:
+        stored = Upload.objects.filter(pk=upload_id, user=request.user).first()
+        if stored is None or stored.status != UploadStatus.COMPLETE:
+            form.add_error("file", "The uploaded file was not found or is not complete; "
+                                   "choose it again.")
+            return None
+        return stored
+    uploaded = form.cleaned_data["file"]
+    try:
+        return upload_whole_file(
+            user=request.user, filename=uploaded.name, stream=uploaded, size=uploaded.size
+        )
+    except ApplicationError as err:
+        form.add_error("file", err.message)
+        return None
+
+
+def _create_model_and_version(
+    request: HttpRequest, form: ModelUploadForm, stored: Upload
+) -> ModelVersion | None:
+    data = form.cleaned_data
+    try:
+        with transaction.atomic():
+            model = model_create(
+                owner=request.user,
+                name=data["name"],
+                kind=data["kind"],
+                description=data["description"],
+                tags=data["tags"],
+                visibility=data["visibility"],
+            )
+            return version_create(
+                model=model,
+                user=request.user,
+                name=data["version_name"],
+                files=[FileSpec(upload=stored)],
+                trigger_words=data["trigger_words"],
+            )
+    except ApplicationError as err:
+        form.add_error(_ERROR_FIELDS.get(err.code, "file"), err.message)
+        return None
+
+
+@require_GET
+def dataset_list(request: HttpRequest) -> HttpResponse:
+    page = _page(request, listed_datasets(), DATASETS_PER_PAGE)
+    return render(request, "registry/dataset_list.html", {"page": page, "query": ""})
+
+
+@require_GET
+def dataset_detail(request: HttpRequest, dataset_id: int, slug: str) -> HttpResponse:
+    dataset = dataset_for_page(dataset_id, request.user)
+    if dataset is None:
+        raise Http404("No such dataset.")
+    if slug != dataset.slug:
+        return redirect("registry:dataset-detail", dataset_id=dataset.pk, slug=dataset.slug)
+    versions = list(dataset.versions.all())
+    wanted = request.GET.get("version", "")
+    version = next((v for v in versions if str(v.pk) == wanted), versions[0] if versions else None)
+    context = {
+        "dataset": dataset,
+        "versions": versions,
+        "version": version,
+        "is_public_kind": dataset.kind == DatasetKind.PUBLIC,
+        "stats": manifest_stats(version.manifest) if version else [],
+        "previews": list(version.previews.all()) if version else [],
+    }
+    return render(request, "registry/dataset_detail.html", context)
+
+
+@require_GET
+def creator(request: HttpRequest, username: str) -> HttpResponse:
+    profile = creator_profile(username, request.user)
+    if profile is None:
+        raise Http404("No such creator.")
+    return render(request, "registry/creator.html", {"profile": profile})

@@ -1,0 +1,84 @@
+"""Marketplace fixtures: users with funded wallets, published versions with real files."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from marketplace.payments import DemoProvider
+
+
+def safetensors_bytes(seed: int = 0) -> bytes:
+    """A small valid safetensors file (one float32 tensor); ``seed`` varies the content."""
+    data = struct.pack("<4f", float(seed), 1.0, 2.0, 3.0)
+    header = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, len(data)]},
+              "__metadata__": {"format": "pt"}}
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+_counter = {"n": 0}
+
+
+@pytest.fixture
+def make_version(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
+    """A published model version with one file, owned by ``owner``."""
+    from registry.services.catalog import (
+        FileSpec,
+        ParentSpec,
+        model_create,
+        version_create,
+        version_publish,
+    )
+    from registry.services.uploads import upload_whole_file
+
+    def make(owner: Any, *, license_code: str = "", parents: tuple[Any, ...] = (),
+             publish: bool = True, kind: str = "checkpoint") -> Any:
+        _counter["n"] += 1
+        n = _counter["n"]
+        content = safetensors_bytes(n)
+        upload = upload_whole_file(user=owner, filename=f"m{n}.safetensors",
+                                   stream=io.BytesIO(content), size=len(content))
+        model = model_create(owner=owner, name=f"model {n}", kind=kind)
+        version = version_create(
+            model=model, user=owner, name="v1", files=[FileSpec(upload)],
+            license_code=license_code,
+            parents=[ParentSpec("finetune", version=p) if hasattr(p, "model_id")
+                     else ParentSpec("trained_on", dataset_version=p) for p in parents],
+        )
+        if publish:
+            version = version_publish(version=version, user=owner)
+        return version
+
+    return make
+
+
+@pytest.fixture
+def fund() -> Callable[[Any, int], None]:
+    from marketplace.services.ledger import wallet_top_up
+
+    def give(user: Any, amount: int) -> None:
+        _counter["n"] += 1
+        wallet_top_up(user=user, amount=amount, provider=DemoProvider(),
+                      idempotency_key=f"fund-{_counter['n']}")
+
+    return give
+
+
+@pytest.fixture
+def ledger_is_balanced(db) -> Callable[[], None]:  # type: ignore[no-untyped-def]
+    """Call at the end of a scenario: the ledger sums to zero and every balance reconciles."""
+    from marketplace.selectors import ledger_reconcile, ledger_total, unbalanced_transactions
+
+    def check() -> None:
+        assert ledger_total() == 0
+        assert unbalanced_transactions() == []
+        assert ledger_reconcile() == []
+
+    return check
