@@ -44,7 +44,8 @@ def _database_url(name: str) -> str:
 def _admin_execute(sql: str) -> None:
     import psycopg
 
-    with psycopg.connect(ADMIN_URL.replace("postgres://", "postgresql://", 1), autocommit=True) as conn:
+    url = ADMIN_URL.replace("postgres://", "postgresql://", 1)
+    with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql)
 
 
@@ -92,8 +93,13 @@ def _migrate(bench: BenchEnv) -> None:
 
 
 @contextmanager
-def bench_env(tag: str = "bench", *, migrate: bool = True) -> Iterator[BenchEnv]:
-    """Create ``atelier_bench_<pid>`` and a temp dir; drop and delete them afterwards."""
+def bench_env(
+    tag: str = "bench", *, migrate: bool = True, keep: bool = False
+) -> Iterator[BenchEnv]:
+    """Create ``atelier_bench_<pid>`` and a temp dir; drop and delete them afterwards.
+
+    ``keep=True`` leaves the database in place for a look with EXPLAIN (its name is printed).
+    """
     db_name = f"atelier_bench_{os.getpid()}"
     workdir = Path(tempfile.mkdtemp(prefix=f"atelier-{tag}-", dir=os.environ.get("BENCH_TMP")))
     env = {
@@ -120,7 +126,10 @@ def bench_env(tag: str = "bench", *, migrate: bool = True) -> Iterator[BenchEnv]
             _migrate(bench)
         yield bench
     finally:
-        _admin_execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+        if keep:
+            print(f"kept database {bench.database_url}", file=sys.stderr)
+        else:
+            _admin_execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
         shutil.rmtree(workdir, ignore_errors=True)
 
 
@@ -145,7 +154,14 @@ def _status_kb(pid: int, key: str) -> int:
 class Server:
     """gunicorn serving ``config.wsgi`` on 127.0.0.1:<free port>."""
 
-    def __init__(self, bench: BenchEnv, *, workers: int = 2, timeout: int = 900) -> None:
+    def __init__(
+        self,
+        bench: BenchEnv,
+        *,
+        workers: int = 2,
+        timeout: int = 900,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.bench = bench
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
@@ -160,6 +176,7 @@ class Server:
                 "--timeout", str(timeout),
                 "--graceful-timeout", "5",
                 "--log-level", "warning",
+                *extra_args,
             ],
             cwd=ROOT,
             env=bench.env,

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _server import ROOT, BenchEnv, Server, bench_env  # noqa: E402
 
 MAX_QUERIES = 6
+SLOW_QUERY_S = 0.1  # a query slower than this is printed, to look at with EXPLAIN
 PAGE_SIZES = (10, 50, 100)
 SEARCH_WORD = "portrait"
 WORDS = (
@@ -253,6 +254,7 @@ def count_queries() -> list[str]:
         counts: list[int] = []
         notes: list[str] = []
         status = 0
+        slowest: tuple[float, str] = (0.0, "")
         for size in PAGE_SIZES:
             with CaptureQueriesContext(connection) as ctx:
                 response = client.get(endpoint.path.format(size=size))
@@ -261,6 +263,10 @@ def count_queries() -> list[str]:
                 break
             counts.append(len(ctx.captured_queries))
             notes.append(f"{size}:{_items_in(response)} items/HTTP {status}")
+            for query in ctx.captured_queries:
+                seconds = float(query.get("time") or 0)
+                if seconds > slowest[0]:
+                    slowest = (seconds, query["sql"])
         if status == 404:
             line = f"queries {endpoint.label:14s} missing (404 at {endpoint.path.split('?')[0]})"
         else:
@@ -271,6 +277,8 @@ def count_queries() -> list[str]:
                 f"({'constant' if constant else 'GROWS WITH PAGE SIZE'}; target constant and "
                 f"<= {MAX_QUERIES}: {'ok' if ok else 'MISSED'}) [{', '.join(notes)}]"
             )
+        if slowest[0] >= SLOW_QUERY_S:
+            line += f"\n    slowest query {slowest[0] * 1000:.0f} ms: {slowest[1][:600]}"
         print(line)
         lines.append(line)
     return lines
@@ -401,9 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--versions", type=int, default=300_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per endpoint")
+    parser.add_argument("--keep-db", action="store_true", help="keep the database afterwards")
+    parser.add_argument("--no-load", action="store_true", help="skip the latency part")
     args = parser.parse_args(argv)
     print(f"== browse --models {args.models} --versions {args.versions}")
-    with bench_env("browse") as bench:
+    with bench_env("browse", keep=args.keep_db) as bench:
         os.environ.update(bench.env)
         sys.path.insert(0, str(ROOT))
         import django
@@ -416,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generated {counts} in {time.perf_counter() - t0:.1f} s")
         count_queries()
         connection.close()
-        latency(bench, concurrency=args.concurrency, duration=args.duration)
+        if not args.no_load:
+            latency(bench, concurrency=args.concurrency, duration=args.duration)
     return 0
 
 

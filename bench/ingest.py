@@ -190,13 +190,35 @@ def time_openssl(path: Path) -> float | None:
     return time.perf_counter() - t0
 
 
-def run(size: int, bench: BenchEnv) -> dict[str, float]:
+PROFILE_CONF = """
+import cProfile, os
+_state = {}
+def pre_request(worker, req):
+    if req.method in ("PATCH", "POST"):
+        _state["p"] = cProfile.Profile()
+        _state["p"].enable()
+def post_request(worker, req, environ, resp):
+    prof = _state.pop("p", None)
+    if prof is not None:
+        prof.disable()
+        name = req.path.rstrip("/").rsplit("/", 1)[-1][:12]
+        prof.dump_stats(os.path.join(%r, f"{req.method}-{name}-{os.getpid()}.prof"))
+"""
+
+
+def run(size: int, bench: BenchEnv, profile_dir: Path | None = None) -> dict[str, float]:
     model_path = bench.workdir / "bench-lora.safetensors"
     t0 = time.perf_counter()
     actual = write_safetensors(model_path, size)
     print(f"wrote {model_path.name}: {actual} bytes in {time.perf_counter() - t0:.1f} s")
     token = create_user_and_token(bench)
-    with Server(bench) as server:
+    extra: tuple[str, ...] = ()
+    if profile_dir is not None:  # cProfile each POST/PATCH in the worker (main thread only)
+        profile_dir.mkdir(parents=True, exist_ok=True)
+        conf = bench.workdir / "gunicorn_profile.py"
+        conf.write_text(PROFILE_CONF % str(profile_dir.resolve()))
+        extra = ("--config", str(conf))
+    with Server(bench, extra_args=extra) as server:
         warm_up(server.base_url, token, bench.workdir)
         warm_cache(model_path)
         ref_s, ref_sha = time_sha256sum(model_path)
@@ -227,11 +249,13 @@ def run(size: int, bench: BenchEnv) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="2G", help="file size: 2G, 512M, 4M, ...")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="folder for cProfile dumps of each upload request in the worker")
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     print(f"== ingest --size {args.size} ({size} bytes)")
     with bench_env("ingest") as bench:
-        run(size, bench)
+        run(size, bench, args.profile)
     return 0
 
 

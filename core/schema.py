@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.openapi import AutoSchema as SpectacularAutoSchema
-from rest_framework.serializers import BaseSerializer
+from drf_spectacular.utils import Direction
+from rest_framework.serializers import Serializer
 
 
 class AutoSchema(SpectacularAutoSchema):
-    def get_serializer_name(self, serializer: BaseSerializer, direction: str) -> str:
+    def get_serializer_name(self, serializer: Serializer, direction: Direction) -> str:
         qualname = type(serializer).__qualname__
         outer, _, inner = qualname.rpartition(".")
         if outer and "<locals>" not in outer:

@@ -304,3 +304,27 @@ class Entitlement(models.Model):
                 name="entitlement_exactly_one_target",
             ),
         ]
+
+
+class Review(models.Model):
+    """One review per user per version; ``verified`` when the user holds an entitlement."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="reviews"
+    )
+    rating = models.IntegerField()
+    text = models.TextField(blank=True)
+    verified = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        constraints = [
+            models.UniqueConstraint(fields=("user", "model_version"), name="review_once"),
+            models.CheckConstraint(
+                condition=models.Q(rating__gte=1, rating__lte=5), name="review_rating_range"
+            ),
+        ]

@@ -62,6 +62,14 @@ def unbalanced_transactions() -> list[int]:
     )
 
 
+def platform_revenue_total() -> int:
+    """The platform's revenue: the sum of its (sharded) revenue accounts."""
+    return int(
+        Account.objects.filter(kind=AccountKind.PLATFORM_REVENUE)
+        .aggregate(t=Coalesce(Sum("balance"), 0))["t"]
+    )
+
+
 def wallet_balance(*, user: AbstractBaseUser) -> int:
     account = Account.objects.filter(kind=AccountKind.WALLET, owner_id=user.pk).first()
     return account.balance if account else 0
@@ -130,13 +138,16 @@ class Ancestor:
     def label(self) -> str:
         if self.model_version is not None:
             return f"model version {self.model_version.pk} ({self.model_version})"
-        return f"dataset version {self.dataset_version.pk} ({self.dataset_version})"  # type: ignore[union-attr]
+        dataset_version = self.dataset_version
+        assert dataset_version is not None  # an ancestor is one or the other
+        return f"dataset version {dataset_version.pk} ({dataset_version})"
 
     @property
     def owner_id(self) -> int:
         if self.model_version is not None:
             return self.model_version.model.owner_id
-        return self.dataset_version.dataset.owner_id  # type: ignore[union-attr]
+        assert self.dataset_version is not None
+        return self.dataset_version.dataset.owner_id
 
 
 def version_ancestors(version: ModelVersion) -> list[Ancestor]:

@@ -8,6 +8,8 @@ dataset removed, restore it), which call :mod:`registry.services`.
 from __future__ import annotations
 
 from django.contrib import admin, messages
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -71,6 +73,14 @@ class DatasetVersionInline(ReadOnlyInline):
     fields = ("name", "image_count", "license_code", "manifest_hash", "created_at")
 
 
+def _staff(request: HttpRequest) -> AbstractBaseUser:
+    """The signed-in staff member acting (the admin only lets staff in)."""
+    user = request.user
+    if isinstance(user, AnonymousUser) or not user.is_staff:
+        raise PermissionDenied
+    return user
+
+
 def _report(request: HttpRequest, done: int, what: str, failures: list[str]) -> None:
     if done:
         messages.success(request, f"{done} {what}.")
@@ -97,13 +107,13 @@ class ModelAdmin(ServiceOwnedAdmin):
     @admin.action(description="Mark removed (hide from everyone but the owner)")
     def mark_removed(self, request: HttpRequest, queryset: QuerySet[Model]) -> None:
         for model in queryset:
-            model_set_removed(model=model, user=request.user, removed=True)
+            model_set_removed(model=model, user=_staff(request), removed=True)
         _report(request, queryset.count(), "model(s) marked removed", [])
 
     @admin.action(description="Restore (undo removal)")
     def restore(self, request: HttpRequest, queryset: QuerySet[Model]) -> None:
         for model in queryset:
-            model_set_removed(model=model, user=request.user, removed=False)
+            model_set_removed(model=model, user=_staff(request), removed=False)
         _report(request, queryset.count(), "model(s) restored", [])
 
 
@@ -126,7 +136,7 @@ class ModelVersionAdmin(ServiceOwnedAdmin):
         done, failures = 0, []
         for version in queryset.filter(status=VersionStatus.PUBLISHED).select_related("model"):
             try:
-                version_unpublish(version=version, user=request.user)
+                version_unpublish(version=version, user=_staff(request))
                 done += 1
             except ApplicationError as err:
                 failures.append(f"{version}: {err.message}")
@@ -163,13 +173,13 @@ class DatasetAdmin(ServiceOwnedAdmin):
     @admin.action(description="Mark removed (hide from everyone but the owner)")
     def mark_removed(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:
         for dataset in queryset:
-            dataset_set_removed(dataset=dataset, user=request.user, removed=True)
+            dataset_set_removed(dataset=dataset, user=_staff(request), removed=True)
         _report(request, queryset.count(), "dataset(s) marked removed", [])
 
     @admin.action(description="Restore (undo removal)")
     def restore(self, request: HttpRequest, queryset: QuerySet[Dataset]) -> None:
         for dataset in queryset:
-            dataset_set_removed(dataset=dataset, user=request.user, removed=False)
+            dataset_set_removed(dataset=dataset, user=_staff(request), removed=False)
         _report(request, queryset.count(), "dataset(s) restored", [])
 
 

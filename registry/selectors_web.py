@@ -124,11 +124,7 @@ def model_for_page(model_id: int, user: User) -> Model | None:
 
 def model_versions_for_page(model: Model, user: User) -> list[ModelVersion]:
     """The versions ``user`` may see, newest first: published ones, and drafts for the owner."""
-    return list(
-        visible_versions(user)
-        .filter(model=model)
-        .order_by("-created_at", "-pk")
-    )
+    return list(visible_versions(user).filter(model=model).order_by("-created_at", "-pk"))
 
 
 def version_detail(version_id: int, user: User) -> ModelVersion | None:
@@ -156,7 +152,9 @@ class LineageLink:
     dataset_version: DatasetVersion | None = None
 
 
-def lineage_for_page(version: ModelVersion, user: User) -> tuple[list[LineageLink], list[LineageLink]]:
+def lineage_for_page(
+    version: ModelVersion, user: User
+) -> tuple[list[LineageLink], list[LineageLink]]:
     """What ``version`` derives from and what derives from it, hiding what ``user`` can't see."""
     visible_version_ids = set(
         visible_versions(user)

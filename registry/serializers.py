@@ -6,6 +6,7 @@ Every relation they read is loaded by the selector that produced the object (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from django.core.files.storage import default_storage
@@ -15,19 +16,19 @@ from django.utils.text import Truncator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from registry.models import Dataset, DatasetVersion, DatasetKind, Model, ModelFile, ModelVersion
+from registry.models import Dataset, DatasetKind, DatasetVersion, Model, ModelFile, ModelVersion
 
 SUMMARY_CHARS = 280
 STAT_KEY_MAX = 64
 STAT_MAP_MAX = 64
 
 
-def absolute_url(context: dict[str, Any], path: str) -> str:
+def absolute_url(context: Mapping[str, Any], path: str) -> str:
     request = context.get("request")
     return request.build_absolute_uri(path) if request is not None else path
 
 
-def media_url(context: dict[str, Any], name: str) -> str:
+def media_url(context: Mapping[str, Any], name: str) -> str:
     return absolute_url(context, default_storage.url(name)) if name else ""
 
 

@@ -147,7 +147,9 @@ def upload(request: HttpRequest) -> HttpResponse:
         if stored is not None:
             version = _create_model_and_version(request, form, stored)
             if version is not None:
-                messages.success(request, f"{version.model.name} {version.name} is saved as a draft.")
+                messages.success(
+                    request, f"{version.model.name} {version.name} is saved as a draft."
+                )
                 return redirect(model_url(version.model, version))
     status = 400 if form.errors else 200
     context = {"form": form, "chunk_size": settings.ATELIER_UPLOAD_CHUNK_BYTES}
@@ -160,8 +162,9 @@ def _stored_upload(request: HttpRequest, form: ModelUploadForm) -> Upload | None
     if upload_id:
         stored = Upload.objects.filter(pk=upload_id, user=request.user).first()
         if stored is None or stored.status != UploadStatus.COMPLETE:
-            form.add_error("file", "The uploaded file was not found or is not complete; "
-                                   "choose it again.")
+            form.add_error(
+                "file", "The uploaded file was not found or is not complete; choose it again."
+            )
             return None
         return stored
     uploaded = form.cleaned_data["file"]

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
-from typing import BinaryIO
+from typing import IO
 
 from sdcore.errors import ArchiveError
 
@@ -227,7 +227,7 @@ class _Archive:
     def check(self, limits: _Limits) -> list[ArchiveMember]:
         raise NotImplementedError
 
-    def open_member(self, member: ArchiveMember) -> BinaryIO:
+    def open_member(self, member: ArchiveMember) -> IO[bytes]:
         raise NotImplementedError
 
     def read_metadata(self, members: list[ArchiveMember]) -> list[dict[str, object]] | None:
@@ -388,7 +388,7 @@ class _Zip(_Archive):
         _check_ratio(total, compressed_total, limits, "the archive")
         return members
 
-    def open_member(self, member: ArchiveMember) -> BinaryIO:
+    def open_member(self, member: ArchiveMember) -> IO[bytes]:
         return self._zip.open(self._infos[member.name])
 
     def close(self) -> None:
@@ -436,7 +436,7 @@ class _Tar(_Archive):
             members.append(ArchiveMember(name, size, None, is_dir))
         return members
 
-    def open_member(self, member: ArchiveMember) -> BinaryIO:
+    def open_member(self, member: ArchiveMember) -> IO[bytes]:
         fh = self._tar.extractfile(self._infos[member.name])
         if fh is None:
             raise ArchiveError(

@@ -189,7 +189,7 @@ def _detect_adapter(
     if any(n.endswith(".dora_scale") or "lora_magnitude_vector" in n for n in names):
         details["dora"] = True
     if algos:
-        details["algorithm"] = algos[0] if len(algos) == 1 else algos
+        details["algorithm"] = "+".join(algos)
     elif conv:
         details["algorithm"] = "locon"
     else:
@@ -212,7 +212,8 @@ def _detect_adapter(
 
 
 def _module_of(name: str) -> str:
-    for marker in (".lora", ".hada_", ".lokr_", ".oft_", ".diff", ".alpha", ".dora_scale"):
+    markers = (".lora", "_lora.", ".hada_", ".lokr_", ".oft_", ".diff", ".alpha", ".dora_scale")
+    for marker in markers:
         index = name.find(marker)
         if index > 0:
             return name[:index]

@@ -63,6 +63,16 @@ def _shared_pool() -> ThreadPoolExecutor:
         return _pool
 
 
+def _forget_pool_in_child() -> None:
+    # Threads do not survive fork (gunicorn, Celery prefork): a child must start its own.
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 @dataclass(frozen=True)
 class FileHashes:
     """The hashes of one file, lowercase hex (see the module docstring for definitions)."""
@@ -105,7 +115,7 @@ class MultiHasher:
     then; ``True``/``False`` force it on or off (``True`` still needs a plausible length).
     ``parallel=None`` hashes large chunks on two threads when the machine has two cores;
     the chunk is never copied, and `update` returns only when it is fully hashed, so the
-    caller may reuse its buffer at once.
+    caller may reuse its buffer at once. One hasher is fed by one thread at a time.
     """
 
     def __init__(self, *, safetensors: bool | None = None, parallel: bool | None = None) -> None:

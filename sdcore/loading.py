@@ -48,6 +48,7 @@ __all__ = [
     "load_pipeline",
     "read_single_file_header",
     "save_original_single_file",
+    "unet_ldm_prefix_map",
     "write_safetensors",
 ]
 
@@ -452,7 +453,7 @@ _VAE_ATTENTION = {
 }
 
 
-def _unet_prefix_map(config: Mapping[str, object]) -> dict[str, str]:
+def unet_ldm_prefix_map(config: Mapping[str, object]) -> dict[str, str]:
     """Diffusers module prefix -> LDM prefix, for blocks (resnets need inner renames too)."""
     layers = int(config["layers_per_block"])  # type: ignore[call-overload]
     n_levels = len(config["block_out_channels"])  # type: ignore[arg-type]
@@ -492,7 +493,7 @@ def _rename(key: str, prefixes: Mapping[str, str]) -> tuple[str, str] | None:
 def _unet_to_original(
     state: Mapping[str, torch.Tensor], config: Mapping[str, object]
 ) -> dict[str, torch.Tensor]:
-    blocks = _unet_prefix_map(config)
+    blocks = unet_ldm_prefix_map(config)
     out: dict[str, torch.Tensor] = {}
     for key, tensor in state.items():
         if (top := _rename(key, _UNET_TOP)) is not None:

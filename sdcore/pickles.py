@@ -23,7 +23,7 @@ import pickletools
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import IO
 
 from sdcore.errors import UnsafePickleError
 
@@ -339,7 +339,7 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return _compat_pickle.IMPORT_MAPPING.get(module, module), name
 
 
-def _scan_zip(fh: BinaryIO, max_pickle_bytes: int) -> PickleScan:
+def _scan_zip(fh: IO[bytes], max_pickle_bytes: int) -> PickleScan:
     scan = _Collector()
     try:
         archive = zipfile.ZipFile(fh)
@@ -369,7 +369,7 @@ def _scan_zip(fh: BinaryIO, max_pickle_bytes: int) -> PickleScan:
 class _Reader:
     """What `pickletools.genops` reads from: a bound on the bytes read, a position, a peek."""
 
-    def __init__(self, inner: BinaryIO, limit: int) -> None:
+    def __init__(self, inner: IO[bytes], limit: int) -> None:
         self._inner = inner
         self._left = limit
         self._pos = 0
@@ -408,7 +408,7 @@ class _Reader:
         return self._pushback[:1]
 
 
-def _scan_stream(fh: BinaryIO, scan: _Collector, label: str, max_pickle_bytes: int) -> None:
+def _scan_stream(fh: IO[bytes], scan: _Collector, label: str, max_pickle_bytes: int) -> None:
     """Scan the first pickle, and the rest of torch's legacy sequence of pickles."""
     reader = _Reader(fh, max_pickle_bytes)
     scan.pickles.append(label)
@@ -484,7 +484,8 @@ def _scan_one(
 
 
 def _genops(reader: _Reader) -> Iterator[tuple[pickletools.OpcodeInfo, object, int]]:
-    for opcode, arg, pos in pickletools.genops(reader):
+    # genops only calls read, readline and tell, which _Reader provides.
+    for opcode, arg, pos in pickletools.genops(reader):  # type: ignore[arg-type]
         yield opcode, arg, pos if pos is not None else -1
 
 

@@ -14,10 +14,9 @@ import io
 import json
 import math
 import os
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from sdcore.errors import HeaderError
 
@@ -123,7 +122,7 @@ def header_size_from_prefix(prefix: bytes, *, max_header_bytes: int = MAX_HEADER
             code="header_truncated",
             details={"size": len(prefix)},
         )
-    (n,) = struct.unpack("<Q", bytes(prefix[:8]))
+    n = int.from_bytes(prefix[:8], "little")
     if n == 0:
         raise HeaderError(
             "safetensors header length is 0: the header must hold at least '{}'",
@@ -183,8 +182,8 @@ def read_header(
     """
     if isinstance(source, (str, os.PathLike)):
         with open(source, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size if file_size is None else file_size
-            return _read_from(fh, size, max_header_bytes)
+            on_disk = os.fstat(fh.fileno()).st_size if file_size is None else file_size
+            return _read_from(fh, on_disk, max_header_bytes)
     size = file_size if file_size is not None else _stream_size(source)
     return _read_from(source, size, max_header_bytes)
 
@@ -201,7 +200,7 @@ def _stream_size(fh: BinaryIO) -> int | None:
     return end - here
 
 
-def _read_exact(fh: BinaryIO, count: int) -> bytes:
+def _read_exact(fh: IO[bytes], count: int) -> bytes:
     parts: list[bytes] = []
     left = count
     while left > 0:
@@ -213,7 +212,7 @@ def _read_exact(fh: BinaryIO, count: int) -> bytes:
     return b"".join(parts)
 
 
-def _read_from(fh: BinaryIO, file_size: int | None, max_header_bytes: int) -> SafetensorsHeader:
+def _read_from(fh: IO[bytes], file_size: int | None, max_header_bytes: int) -> SafetensorsHeader:
     length = _read_exact(fh, 8)
     n = header_size_from_prefix(length, max_header_bytes=max_header_bytes)
     if file_size is not None and 8 + n > file_size:

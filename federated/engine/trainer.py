@@ -67,6 +67,7 @@ __all__ = [
     "load_base",
     "train_on_cache",
     "train_round",
+    "training_scheduler",
 ]
 
 logger = logging.getLogger(__name__)
@@ -228,7 +229,7 @@ def denoising_loss(
     return criterion(prediction, target)  # type: ignore[no-any-return]
 
 
-def _training_scheduler(pipe: StableDiffusionPipeline) -> object:
+def training_scheduler(pipe: StableDiffusionPipeline) -> object:
     from diffusers import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
@@ -466,7 +467,7 @@ def train_round(
     loop = train_on_cache(
         unet,
         cache,
-        noise_scheduler=_training_scheduler(base.pipe),
+        noise_scheduler=training_scheduler(base.pipe),
         config=config,
         seed=seed,
         noise_multiplier=sigma,

@@ -86,10 +86,11 @@ def _purchase_create(*, buyer: AbstractBaseUser, listing_id: int, key: str) -> P
                           royalties=royalties, shares=shares)
 
     buyer_wallet = wallet_get_or_create(user=buyer)
-    accounts: dict[object, Account] = {"platform": platform_revenue_account()}
+    accounts: dict[object, Account] = {"platform": platform_revenue_account(buyer.pk)}
     for part in parts:
         if part.recipient not in accounts:
-            accounts[part.recipient] = _wallet_for_id(int(part.recipient))  # type: ignore[call-overload]
+            assert isinstance(part.recipient, int)
+            accounts[part.recipient] = _wallet_for_id(part.recipient)
     accounts_lock([buyer_wallet.pk, *(a.pk for a in accounts.values())])
 
     # Under the buyer's wallet lock: no other purchase by this buyer is in flight.

@@ -18,6 +18,7 @@ from registry.api.common import (
     ListPagination,
     not_found_message,
     paginated,
+    signed_in,
     wants_mine,
 )
 from registry.models import Dataset, DatasetKind, Upload, Visibility
@@ -107,7 +108,7 @@ class DatasetListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        dataset = dataset_create(owner=request.user, **data.validated_data)
+        dataset = dataset_create(owner=signed_in(request), **data.validated_data)
         return Response(_dataset_data(request, dataset.pk), status=status.HTTP_201_CREATED)
 
 
@@ -155,14 +156,16 @@ class DatasetVersionCreateApi(APIView):
         data.is_valid(raise_exception=True)
         values = data.validated_data
         if values.get("upload_id") is not None:
-            upload = Upload.objects.filter(pk=values["upload_id"], user=request.user).first()
+            upload = Upload.objects.filter(
+                pk=values["upload_id"], user_id=signed_in(request).pk
+            ).first()
             if upload is None:
                 raise NotFoundError(
                     f"No upload {values['upload_id']} of yours.", code="upload_not_found"
                 )
             version = dataset_version_create_public(
                 dataset=dataset,
-                user=request.user,
+                user=signed_in(request),
                 name=values["name"],
                 upload=upload,
                 license_code=values["license_code"],
@@ -170,7 +173,7 @@ class DatasetVersionCreateApi(APIView):
         else:
             version = dataset_version_create_private(
                 dataset=dataset,
-                user=request.user,
+                user=signed_in(request),
                 name=values["name"],
                 manifest=values["manifest"],
                 license_code=values["license_code"],

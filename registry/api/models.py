@@ -23,6 +23,7 @@ from registry.api.common import (
     ListPagination,
     not_found_message,
     paginated,
+    signed_in,
     wants_mine,
 )
 from registry.models import (
@@ -164,7 +165,7 @@ class ModelListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        model = model_create(owner=request.user, **data.validated_data)
+        model = model_create(owner=signed_in(request), **data.validated_data)
         return Response(_model_data(request, model.pk), status=status.HTTP_201_CREATED)
 
 
@@ -194,7 +195,7 @@ class ModelDetailApi(APIView):
         model = _visible_model(request, model_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        model_update(model=model, user=request.user, **data.validated_data)
+        model_update(model=model, user=signed_in(request), **data.validated_data)
         return Response(_model_data(request, model_id))
 
 
@@ -219,7 +220,7 @@ class VersionParentInputSerializer(serializers.Serializer):
 
 def _file_specs(request: Request, files: list[dict[str, Any]]) -> list[FileSpec]:
     ids: list[uuid.UUID] = [f["upload_id"] for f in files]
-    uploads = {u.pk: u for u in Upload.objects.filter(pk__in=ids, user=request.user)}
+    uploads = {u.pk: u for u in Upload.objects.filter(pk__in=ids, user_id=signed_in(request).pk)}
     specs = []
     for item in files:
         upload = uploads.get(item["upload_id"])
@@ -280,7 +281,10 @@ class ModelVersionListCreateApi(APIView):
             max_length=50,
         )
         layout = serializers.ChoiceField(choices=FileLayout.choices, default=FileLayout.SINGLE_FILE)
-        files = VersionFileInputSerializer(many=True, allow_empty=False, max_length=500)
+        # DRF hands max_length to the ListSerializer (the stubs do not know it).
+        files = VersionFileInputSerializer(  # type: ignore[call-arg]
+            many=True, allow_empty=False, max_length=500
+        )
         parents = VersionParentInputSerializer(many=True, required=False, default=list)
         license_code = serializers.CharField(
             max_length=64, required=False, allow_blank=True, default=""
@@ -310,7 +314,7 @@ class ModelVersionListCreateApi(APIView):
         files = _file_specs(request, values.pop("files"))
         parents = _parent_specs(request, values.pop("parents"))
         version = version_create(
-            model=model, user=request.user, files=files, parents=parents, **values
+            model=model, user=signed_in(request), files=files, parents=parents, **values
         )
         return Response(_version_data(request, version.pk), status=status.HTTP_201_CREATED)
 
@@ -331,7 +335,7 @@ class VersionPublishApi(APIView):
     )
     def post(self, request: Request, version_id: int) -> Response:
         version = _visible_version(request, version_id)
-        version_publish(version=version, user=request.user)
+        version_publish(version=version, user=signed_in(request))
         return Response(_version_data(request, version_id))
 
 
@@ -343,7 +347,7 @@ class VersionUnpublishApi(APIView):
     )
     def post(self, request: Request, version_id: int) -> Response:
         version = _visible_version(request, version_id)
-        version_unpublish(version=version, user=request.user)
+        version_unpublish(version=version, user=signed_in(request))
         return Response(_version_data(request, version_id))
 
 
@@ -382,7 +386,7 @@ class VersionImageCreateApi(APIView):
         data.is_valid(raise_exception=True)
         image = sample_image_add(
             version=version,
-            user=request.user,
+            user=signed_in(request),
             image=data.validated_data["image"],
             prompt=data.validated_data["prompt"],
             parameters=data.validated_data["parameters"],

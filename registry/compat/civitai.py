@@ -32,6 +32,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
 from core.auth import bearer_secret, request_user
@@ -150,8 +151,9 @@ def _not_found(message: str) -> JsonResponse:
 
 
 def civitai_view(view: View) -> View:
-    """GET/HEAD only; a token that is present but unknown is refused, as on Civitai."""
+    """GET/HEAD only (JSON 405 otherwise); a token that is present but unknown is refused."""
 
+    @csrf_exempt
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):

@@ -38,6 +38,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views.decorators.csrf import csrf_exempt
 
 from core.auth import bearer_secret, request_user
 from core.errors import ApplicationError
@@ -103,6 +104,9 @@ def _repo_not_found(user: User) -> JsonResponse:
 
 
 def get_or_head_only(view: View) -> View:
+    """GET and HEAD only; anything else is a JSON 405 (not a CSRF page: nothing is written)."""
+
+    @csrf_exempt
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):

@@ -24,14 +24,14 @@ def sample_image_max_bytes() -> int:
     return int(getattr(settings, "ATELIER_MAX_IMAGE_BYTES", 10 * 1024 * 1024))
 
 
-def _check_image(stream: IO[bytes]) -> tuple[str, dict[str, Any]]:
+def _check_image(stream: IO[bytes]) -> tuple[str, dict[str, str]]:
     """The image's file extension and its PNG text chunks; raises for anything else."""
     try:
         stream.seek(0)
         with Image.open(stream) as img:
             fmt = img.format or ""
             width, height = img.size
-            info = {k: v for k, v in img.info.items() if isinstance(v, str)}
+            info = {str(k): v for k, v in img.info.items() if isinstance(v, str)}
             if fmt not in IMAGE_FORMATS:
                 raise ApplicationError(
                     f"Sample images are PNG, JPEG or WebP, not {fmt or 'unknown'}.",

@@ -11,6 +11,7 @@ storage. A refused file leaves nothing behind.
 from __future__ import annotations
 
 import fcntl
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from registry.inspection import ALLOWED_EXTENSIONS, inspect_file
 from registry.models import Upload, UploadStatus
 from registry.services.blobs import blob_store_file
 from sdcore.errors import SdcoreError
-from sdcore.hashes import MultiHasher
+from sdcore.hashes import FileHashes, MultiHasher
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,30 @@ def _chunks(stream: IO[bytes], limit: int) -> Iterator[bytes]:
         yield chunk
 
 
+def digests_path(upload: Upload) -> Path:
+    """Where the final hashes wait for completion, which another worker may handle."""
+    return Path(settings.UPLOAD_TEMP_DIR) / f"{upload.pk}.hashes.json"
+
+
+def _save_digests(upload: Upload, hasher: MultiHasher) -> bool:
+    try:
+        digests_path(upload).write_text(json.dumps(hasher.hexdigests().as_dict()))
+    except OSError:
+        return False
+    return True
+
+
+def _final_hashes(upload: Upload, path: Path) -> FileHashes:
+    """The saved hashes of the complete part, else rebuilt (read again) from the part."""
+    try:
+        saved = FileHashes(**json.loads(digests_path(upload).read_text()))
+        if saved.size == upload.size == path.stat().st_size:
+            return saved
+    except (OSError, ValueError, TypeError):
+        pass
+    return _hasher_at(upload, path).hexdigests()
+
+
 def _hasher_at(upload: Upload, path: Path) -> MultiHasher:
     cached = _hashers.pop(str(upload.pk), None)
     if cached is not None and cached[0] == upload.offset:
@@ -157,12 +182,18 @@ def upload_append(*, upload: Upload, offset: int, stream: IO[bytes]) -> Upload:
         new_offset = upload.offset + written
         Upload.objects.filter(pk=upload.pk, offset=upload.offset).update(offset=new_offset)
         upload.offset = new_offset
-        _hashers[str(upload.pk)] = (new_offset, hasher)
+        # Once the last byte is in, the hashes are final: save them beside the part, so that
+        # completing on another worker process does not read the whole file again.
+        if new_offset == upload.size and _save_digests(upload, hasher):
+            _hashers.pop(str(upload.pk), None)
+        else:
+            _hashers[str(upload.pk)] = (new_offset, hasher)
     return upload
 
 
 def _fail(upload: Upload, message: str) -> None:
     part_path(upload).unlink(missing_ok=True)
+    digests_path(upload).unlink(missing_ok=True)
     _hashers.pop(str(upload.pk), None)
     upload.status = UploadStatus.FAILED
     upload.error = message
@@ -182,7 +213,7 @@ def upload_complete(*, upload: Upload) -> Upload:
             details={"offset": upload.offset},
         )
     path = part_path(upload)
-    hashes = _hasher_at(upload, path).hexdigests()
+    hashes = _final_hashes(upload, path)
     if upload.expected_sha256 and hashes.sha256 != upload.expected_sha256:
         message = (
             f"SHA-256 mismatch: the client announced {upload.expected_sha256}, "
@@ -196,6 +227,7 @@ def upload_complete(*, upload: Upload) -> Upload:
         _fail(upload, str(exc))
         raise ApplicationError(str(exc), code=exc.code, status=422) from exc
     blob = blob_store_file(path=path, hashes=hashes)
+    digests_path(upload).unlink(missing_ok=True)
     with transaction.atomic():
         upload.status = UploadStatus.COMPLETE
         upload.blob = blob

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -38,13 +38,18 @@ def make_version(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
     )
     from registry.services.uploads import upload_whole_file
 
+    uploads: dict[int, Any] = {}
+
     def make(owner: Any, *, license_code: str = "", parents: tuple[Any, ...] = (),
              publish: bool = True, kind: str = "checkpoint") -> Any:
         _counter["n"] += 1
         n = _counter["n"]
-        content = safetensors_bytes(n)
-        upload = upload_whole_file(user=owner, filename=f"m{n}.safetensors",
-                                   stream=io.BytesIO(content), size=len(content))
+        upload = uploads.get(owner.pk)
+        if upload is None:  # one completed upload per owner, attached to each of its versions
+            content = safetensors_bytes(owner.pk)
+            upload = upload_whole_file(user=owner, filename=f"m{owner.pk}.safetensors",
+                                       stream=io.BytesIO(content), size=len(content))
+            uploads[owner.pk] = upload
         model = model_create(owner=owner, name=f"model {n}", kind=kind)
         version = version_create(
             model=model, user=owner, name="v1", files=[FileSpec(upload)],
@@ -82,3 +87,23 @@ def ledger_is_balanced(db) -> Callable[[], None]:  # type: ignore[no-untyped-def
         assert ledger_reconcile() == []
 
     return check
+
+
+@pytest.fixture
+def allow_unbalanced_ledger() -> None:
+    """Request it in a test that corrupts the ledger on purpose (skips the check below)."""
+
+
+@pytest.fixture(autouse=True)
+def _ledger_balanced_after_every_test(
+    request: pytest.FixtureRequest,
+) -> Iterator[None]:
+    """After every database test: the ledger sums to zero and every balance reconciles."""
+    uses_db = request.node.get_closest_marker("django_db") or {
+        "db", "transactional_db"} & set(request.fixturenames)
+    if not uses_db or "allow_unbalanced_ledger" in request.fixturenames:
+        yield
+        return
+    check = request.getfixturevalue("ledger_is_balanced")
+    yield
+    check()

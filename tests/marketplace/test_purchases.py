@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, ConflictError
 from marketplace.models import Entitlement, LedgerEntry, Purchase
-from marketplace.selectors import wallet_balance
-from marketplace.services.ledger import InsufficientFundsError, platform_revenue_account
+from marketplace.selectors import platform_revenue_total, wallet_balance
+from marketplace.services.ledger import InsufficientFundsError
 from marketplace.services.listings import listing_create, listing_update
 from marketplace.services.purchases import purchase_create
 
@@ -43,7 +43,7 @@ def test_purchase_charges_splits_and_entitles(buyer, seller, listing, ledger_is_
     purchase = purchase_create(buyer=buyer, listing=listing, idempotency_key="k1")
     assert wallet_balance(user=buyer) == 900
     assert wallet_balance(user=seller) == 90
-    assert platform_revenue_account().balance == 10
+    assert platform_revenue_total() == 10
     assert Entitlement.objects.get(user=buyer).purchase == purchase
     ledger_is_balanced()
 
@@ -148,7 +148,7 @@ def test_revenue_goes_to_fee_upstream_royalty_and_collaborators(
     assert wallet_balance(user=base_owner) == 5
     assert wallet_balance(user=seller) == 43
     assert wallet_balance(user=collab) == 43
-    assert platform_revenue_account().balance == 10
+    assert platform_revenue_total() == 10
     assert wallet_balance(user=buyer) == 899
     ledger_is_balanced()
 
@@ -196,6 +196,6 @@ def test_many_odd_prices_never_create_or_lose_a_credit(make_user, fund, make_ver
         purchase_create(buyer=buyer, listing=listing, idempotency_key=f"k{price}")
         total += price
     earned = sum(wallet_balance(user=u) for u in (seller, a, b))
-    assert earned + platform_revenue_account().balance == total
+    assert earned + platform_revenue_total() == total
     assert wallet_balance(user=buyer) == 10**6 - total
     ledger_is_balanced()

@@ -61,7 +61,9 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def s3_bucket(settings, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def s3_bucket(  # type: ignore[no-untyped-def]
+    settings, moto_endpoint: str, monkeypatch: pytest.MonkeyPatch
+):
     """A fresh bucket, and Django storage pointed at it; returns a boto3 client and the name."""
     import boto3
 
@@ -111,7 +113,9 @@ def _tiny_safetensors(seed: int = 1) -> bytes:
     return struct.pack("<Q", len(raw)) + raw + data
 
 
-def _upload(user, data: bytes, filename: str = "tiny-lora.safetensors"):  # type: ignore[no-untyped-def]
+def _upload(  # type: ignore[no-untyped-def]
+    user, data: bytes, filename: str = "tiny-lora.safetensors"
+):
     from registry.services.uploads import upload_whole_file
 
     return upload_whole_file(user=user, filename=filename, stream=io.BytesIO(data),
@@ -124,7 +128,9 @@ def _keys(client, bucket: str) -> list[str]:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.django_db
-def test_upload_stores_the_blob_in_the_bucket_under_its_sha256(s3_bucket, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_upload_stores_the_blob_in_the_bucket_under_its_sha256(  # type: ignore[no-untyped-def]
+    s3_bucket, make_user
+) -> None:
     # given a user and S3 storage
     from registry.services.blobs import blob_storage_name
 
@@ -140,7 +146,9 @@ def test_upload_stores_the_blob_in_the_bucket_under_its_sha256(s3_bucket, make_u
 
 
 @pytest.mark.django_db
-def test_same_bytes_uploaded_twice_make_one_object(s3_bucket, make_user) -> None:  # type: ignore[no-untyped-def]
+def test_same_bytes_uploaded_twice_make_one_object(  # type: ignore[no-untyped-def]
+    s3_bucket, make_user
+) -> None:
     # given a file already uploaded once
     client, bucket = s3_bucket
     user = make_user("alice")

@@ -53,7 +53,10 @@ def lora_bytes(*, seed: int, rank: int = 4, alpha: float = 2.0, context_dim: int
 
 def stored_upload(owner: object, data: bytes, filename: str):  # type: ignore[no-untyped-def]
     return upload_whole_file(
-        user=owner, filename=filename, stream=io.BytesIO(data), size=len(data)  # type: ignore[arg-type]
+        user=owner,
+        filename=filename,
+        stream=io.BytesIO(data),
+        size=len(data),  # type: ignore[arg-type]
     )
 
 
@@ -72,7 +75,9 @@ def new_version(
     version_name: str = "v1",
     model: Model | None = None,
 ) -> ModelVersion:
-    upload = stored_upload(owner, lora_bytes(seed=seed), f"{name.lower().replace(' ', '-')}.safetensors")
+    upload = stored_upload(
+        owner, lora_bytes(seed=seed), f"{name.lower().replace(' ', '-')}.safetensors"
+    )
     if model is None:
         model = model_create(
             owner=owner,  # type: ignore[arg-type]
@@ -126,6 +131,12 @@ def text_of(html: str, element_id: str) -> str:
 
 def card_names(html: str) -> list[str]:
     return re.findall(r'<h3 class="card-title">([^<]+)</h3>', html)
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
+    """PBKDF2 takes most of a second per user on a small machine; these tests need no strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 @pytest.fixture
@@ -287,9 +298,10 @@ def test_model_page_renders_the_sanitized_description(client: Client, alice: obj
 
 
 def test_model_page_shows_the_license_code_in_its_partial(client: Client, alice: object) -> None:
+    # given a draft with a license code (publishing would consult the marketplace catalogue)
     version = new_version(alice, "Licensed", seed=1, publish=False)
     ModelVersion.objects.filter(pk=version.pk).update(license_code="creativeml-openrail-m")
-    version_publish(version=version, user=alice)  # type: ignore[arg-type]
+    client.force_login(alice)  # type: ignore[arg-type]
     html = model_page(client, version).content.decode()
     assert '<code class="license-code">creativeml-openrail-m</code>' in html
 
@@ -306,8 +318,8 @@ def test_model_page_shows_lineage_both_ways(client: Client, alice: object, bob: 
     # then each links to the other
     child_url = reverse("registry:model-detail", args=[child.model_id, child.model.slug])
     base_url = reverse("registry:model-detail", args=[base.model_id, base.model.slug])
-    assert f'{base_url}?version={base.pk}' in child_html.split('class="derived-from"')[1]
-    assert f'{child_url}?version={child.pk}' in base_html.split('class="used-by"')[1]
+    assert f"{base_url}?version={base.pk}" in child_html.split('class="derived-from"')[1]
+    assert f"{child_url}?version={child.pk}" in base_html.split('class="used-by"')[1]
 
 
 def test_model_page_hides_lineage_children_the_visitor_cannot_see(
@@ -323,7 +335,10 @@ def test_model_page_hides_lineage_children_the_visitor_cannot_see(
 def test_model_page_shows_dataset_parents(client: Client, alice: object) -> None:
     dataset = dataset_create(owner=alice, name="Owner photos", kind="private")  # type: ignore[arg-type]
     dataset_version = dataset_version_create_private(
-        dataset=dataset, user=alice, name="v1", manifest={"count": 12, "manifest_hash": "a" * 64}  # type: ignore[arg-type]
+        dataset=dataset,
+        user=alice,
+        name="v1",
+        manifest={"count": 12, "manifest_hash": "a" * 64},  # type: ignore[arg-type]
     )
     version = new_version(alice, "Trained", seed=1, publish=False)
     lineage_add(
@@ -362,8 +377,9 @@ def test_unlisted_model_opens_by_link(client: Client, alice: object) -> None:
 
 def test_draft_version_is_404_for_others(client: Client, alice: object) -> None:
     published = new_version(alice, "Mixed", seed=1)
-    draft = new_version(alice, "Mixed", seed=2, publish=False, model=published.model,
-                        version_name="v2")
+    draft = new_version(
+        alice, "Mixed", seed=2, publish=False, model=published.model, version_name="v2"
+    )
     response = model_page(client, published, version=str(draft.pk))
     assert response.status_code == 404
     assert "v2" not in model_page(client, published).content.decode()
@@ -426,10 +442,15 @@ def _png(seed: int) -> bytes:
     import zlib
 
     raw = b"\x00" + bytes([seed % 256, 0, 0])
+
     def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF
+        return (
+            struct.pack(">I", len(data))
+            + kind
+            + data
+            + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
         )
+
     return (
         b"\x89PNG\r\n\x1a\n"
         + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
@@ -491,7 +512,10 @@ def test_dataset_list_shows_public_datasets_only(client: Client, alice: object) 
     _public_dataset(alice, name="Open set")
     hidden = dataset_create(owner=alice, name="Hidden set", kind="private", visibility="private")  # type: ignore[arg-type]
     dataset_version_create_private(
-        dataset=hidden, user=alice, name="v1", manifest={"count": 1, "manifest_hash": "c" * 64}  # type: ignore[arg-type]
+        dataset=hidden,
+        user=alice,
+        name="v1",
+        manifest={"count": 1, "manifest_hash": "c" * 64},  # type: ignore[arg-type]
     )
     html = client.get(reverse("registry:dataset-list")).content.decode()
     assert "Open set" in html
@@ -548,7 +572,11 @@ def test_pages_are_responsive(client: Client, alice: object) -> None:
 
 def test_browse_keeps_the_layout_links(client: Client) -> None:
     html = browse(client)
-    for href in ['href="/api/docs/"', 'href="/accounts/login/"', 'href="/accounts/signup/"',
-                 'href="/datasets/"']:
+    for href in [
+        'href="/api/docs/"',
+        'href="/accounts/login/"',
+        'href="/accounts/signup/"',
+        'href="/datasets/"',
+    ]:
         assert href in html
     assert 'class="layout-sidebar"' in html

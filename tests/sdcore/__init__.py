@@ -1,0 +1,1 @@
+"""Tests of sdcore, the pure-Python library (no Django, no database)."""

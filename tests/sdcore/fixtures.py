@@ -47,14 +47,14 @@ def header_json(spec: Spec, metadata: Mapping[str, str] | None = None) -> dict[s
     return obj
 
 
-def raw_file_bytes(header: dict[str, object] | bytes | str, data: bytes = b"") -> bytes:
+def raw_file_bytes(header: Mapping[str, object] | bytes | str, data: bytes = b"") -> bytes:
     """``[len][header][data]`` with the header given as an object, text or raw bytes."""
-    if isinstance(header, dict):
-        body = json.dumps(header, separators=(",", ":")).encode()
+    if isinstance(header, bytes):
+        body = header
     elif isinstance(header, str):
         body = header.encode()
     else:
-        body = header
+        body = json.dumps(dict(header), separators=(",", ":")).encode()
     return struct.pack("<Q", len(body)) + body + data
 
 
@@ -83,7 +83,9 @@ def write_bytes(path: Path, content: bytes) -> Path:
 # --- Stable Diffusion key sets (a few representative tensors each) ------------------------
 
 
-def sd1_checkpoint_spec(context_dim: int = 768, in_channels: int = 4) -> dict[str, tuple[str, tuple[int, ...]]]:
+def sd1_checkpoint_spec(
+    context_dim: int = 768, in_channels: int = 4
+) -> dict[str, tuple[str, tuple[int, ...]]]:
     text_encoder = (
         {"cond_stage_model.transformer.text_model.final_layer_norm.weight": ("F16", (768,))}
         if context_dim == 768
@@ -146,7 +148,9 @@ def kohya_lora_spec(
 # --- archives ----------------------------------------------------------------------------
 
 
-def make_zip(path: Path, members: Mapping[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED) -> Path:
+def make_zip(
+    path: Path, members: Mapping[str, bytes], *, compression: int = zipfile.ZIP_DEFLATED
+) -> Path:
     with zipfile.ZipFile(path, "w", compression=compression) as archive:
         for name, content in members.items():
             archive.writestr(zipfile.ZipInfo(name), content, compress_type=compression)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _compat_pickle
 import builtins
 import collections
 import os
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from picklescan import scanner as picklescan_scanner
 
 from sdcore.errors import UnsafePickleError
 from sdcore.pickles import (
@@ -356,3 +358,35 @@ def test_a_pickle_over_the_size_limit_is_not_read_past_it() -> None:
     # then
     assert not scan.safe
     assert scan.errors
+
+
+def _python3(module: str, name: str) -> tuple[str, str]:
+    mapped: tuple[str, str] = _compat_pickle.NAME_MAPPING.get(
+        (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+    )
+    return mapped
+
+
+def test_finds_every_import_that_picklescan_finds(tmp_path: Path) -> None:
+    # given: an independent scanner, over legitimate and malicious files
+    samples = {
+        "zip.ckpt": None,
+        "legacy.pt": None,
+        **{f"evil{p}.pkl": pickle.dumps(_RunsCommand("true"), p) for p in range(6)},
+        "eval.pkl": pickle.dumps(_Evals("1"), 4),
+        "numpy.pkl": pickle.dumps(np.zeros(2), 4),
+    }
+    torch.save(_state_dict(), tmp_path / "zip.ckpt")
+    torch.save(_state_dict(), tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    for name, content in samples.items():
+        if content is not None:
+            write_bytes(tmp_path / name, content)
+    for name in samples:
+        # when
+        theirs = {
+            _python3(g.module, g.name)
+            for g in picklescan_scanner.scan_file_path(str(tmp_path / name)).globals
+        }
+        ours = set(scan_pickle_file(tmp_path / name).globals)
+        # then
+        assert theirs <= ours, name

@@ -27,14 +27,14 @@ from tests.sdcore.fixtures import raw_file_bytes, safetensors_bytes, write_bytes
 ONE_U8 = {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}
 
 
-def _error(content: bytes, **kwargs: object) -> HeaderError:
+def _error(content: bytes, **kwargs: int) -> HeaderError:
     with pytest.raises(HeaderError) as info:
-        parse_header_bytes(content, len(content), **kwargs)  # type: ignore[arg-type]
+        parse_header_bytes(content, len(content), **kwargs)
     return info.value
 
 
 def _tensor_error(entry: object, data: bytes = b"x") -> HeaderError:
-    return _error(raw_file_bytes({"weight": entry}, data))  # type: ignore[dict-item]
+    return _error(raw_file_bytes({"weight": entry}, data))
 
 
 # --- valid files -------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def test_data_offset_points_at_the_first_tensor_bytes(tmp_path: Path) -> None:
 
 def test_reads_every_dtype_the_safetensors_package_writes(tmp_path: Path) -> None:
     # given
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         name: np.zeros((3,), dtype)
         for name, dtype in {
             "f64": np.float64,
@@ -115,27 +115,19 @@ def test_reads_from_a_seekable_file_object_at_its_position() -> None:
     assert header.total_size == len(content)
 
 
-def test_reads_from_a_stream_that_cannot_seek() -> None:
+def test_reads_from_a_stream_that_cannot_seek_and_returns_short_reads() -> None:
     # given
     content = safetensors_bytes({"w": ("F32", (2,))})
 
-    class Pipe(io.RawIOBase):
-        def __init__(self) -> None:
-            self._inner = io.BytesIO(content)
-
-        def readable(self) -> bool:
-            return True
-
+    class Pipe(io.BytesIO):
         def seekable(self) -> bool:
             return False
 
-        def readinto(self, buffer: bytearray) -> int:  # type: ignore[override]
-            data = self._inner.read(min(len(buffer), 3))
-            buffer[: len(data)] = data
-            return len(data)
+        def read(self, size: int | None = -1) -> bytes:
+            return super().read(min(3, size) if size is not None and size >= 0 else 3)
 
     # when
-    header = read_header(io.BufferedReader(Pipe()))
+    header = read_header(Pipe(content))
     # then
     assert header.tensors["w"].shape == (2,)
 
@@ -551,7 +543,7 @@ _VALID = safetensors_bytes(
 )
 
 
-@settings(max_examples=300, deadline=500, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(max_size=2048), st.one_of(st.none(), st.integers(0, 2**64)))
 def test_random_bytes_raise_nothing_but_header_error(data: bytes, size: int | None) -> None:
     # given / when / then
@@ -561,7 +553,7 @@ def test_random_bytes_raise_nothing_but_header_error(data: bytes, size: int | No
         pass
 
 
-@settings(max_examples=300, deadline=500)
+@settings(max_examples=150, deadline=2000)
 @given(st.data())
 def test_mutated_valid_headers_raise_nothing_but_header_error(data: st.DataObject) -> None:
     # given
@@ -579,7 +571,7 @@ def test_mutated_valid_headers_raise_nothing_but_header_error(data: st.DataObjec
     assert all(t.end >= t.start for t in header.tensors.values())
 
 
-@settings(max_examples=200, deadline=500)
+@settings(max_examples=60, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 @given(
     st.dictionaries(
         st.text(max_size=8),

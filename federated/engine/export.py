@@ -1,0 +1,133 @@
+"""Writing a trained adapter as LoRA files: diffusers/PEFT folder and kohya single file.
+
+Both files carry the same ``ss_*`` (kohya) and ``modelspec.*`` metadata: base model, rank,
+alpha, steps, resolution, the dataset manifest hashes, the DP settings and the epsilon
+reached. Nothing about the private datasets beyond their manifest hashes: kohya's own
+``ss_tag_frequency`` and ``ss_dataset_dirs`` would reveal captions and folder names, so they
+are never written.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from federated.engine.adapter import (
+    AdapterSpec,
+    adapter_state_dict,
+    attach_adapter,
+    set_adapter_arrays,
+)
+from federated.engine.dp import DPConfig
+from sdcore.loading import FAMILIES
+from sdcore.lora import save_lora_diffusers, save_lora_kohya
+
+if TYPE_CHECKING:
+    from diffusers import UNet2DConditionModel
+
+__all__ = ["LoraFiles", "LoraProvenance", "full_adapter_state", "lora_metadata", "save_lora_files"]
+
+KOHYA_FILE_NAME = "lora.safetensors"
+
+
+@dataclass(frozen=True)
+class LoraProvenance:
+    """What the metadata says about how the LoRA was made."""
+
+    base_model_name: str
+    base_model_hash: str
+    family: str
+    resolution: int
+    steps: int
+    dataset_manifest_hashes: Sequence[str] = ()
+    dp: DPConfig | None = None
+    noise_multiplier: float | None = None
+    epsilon: float | None = None
+    title: str = "Atelier LoRA"
+    learning_rate: float | None = None
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LoraFiles:
+    diffusers_dir: Path
+    diffusers_file: Path
+    kohya_file: Path
+
+
+def lora_metadata(spec: AdapterSpec, provenance: LoraProvenance) -> dict[str, str]:
+    """``ss_*`` and ``modelspec.*`` strings for both LoRA formats."""
+    family = FAMILIES[provenance.family]
+    dp = provenance.dp
+    meta: dict[str, str] = {
+        "ss_network_module": "networks.lora",
+        "ss_network_dim": str(spec.rank),
+        "ss_network_alpha": str(spec.alpha),
+        "ss_network_args": json.dumps({"mode": spec.mode, "init_seed": spec.init_seed}),
+        "ss_base_model_version": {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}[family.key],
+        "ss_sd_model_name": provenance.base_model_name,
+        "ss_new_sd_model_hash": provenance.base_model_hash,
+        "ss_resolution": f"({provenance.resolution}, {provenance.resolution})",
+        "ss_steps": str(provenance.steps),
+        "ss_max_train_steps": str(provenance.steps),
+        "ss_target_modules": json.dumps(list(spec.target_modules)),
+        "ss_dataset_manifest_hashes": json.dumps(list(provenance.dataset_manifest_hashes)),
+        "ss_dp_enabled": "true" if dp else "false",
+        "modelspec.sai_model_spec": "1.0.0",
+        "modelspec.architecture": f"{family.modelspec_architecture}/lora",
+        "modelspec.implementation": "diffusers",
+        "modelspec.title": provenance.title,
+        "modelspec.resolution": f"{provenance.resolution}x{provenance.resolution}",
+        "modelspec.date": datetime.now(UTC).date().isoformat(),
+    }
+    if provenance.learning_rate is not None:
+        meta["ss_learning_rate"] = str(provenance.learning_rate)
+    if dp is not None:
+        meta.update(
+            {
+                "ss_dp_accountant": dp.accountant,
+                "ss_dp_max_grad_norm": str(dp.max_grad_norm),
+                "ss_dp_delta": str(dp.target_delta),
+                "ss_dp_noise_multiplier": str(provenance.noise_multiplier),
+                "ss_dp_epsilon": "" if provenance.epsilon is None else f"{provenance.epsilon:.6g}",
+            }
+        )
+    meta.update(provenance.extra)
+    return meta
+
+
+def full_adapter_state(
+    unet: UNet2DConditionModel, spec: AdapterSpec, arrays: Mapping[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """Every A and B tensor of an adapter, given the base UNet and the transported arrays."""
+    adapted = copy.deepcopy(unet)
+    attach_adapter(adapted, spec)
+    set_adapter_arrays(adapted, spec, arrays)
+    return {k: v.detach().float().cpu().clone() for k, v in adapter_state_dict(adapted).items()}
+
+
+def save_lora_files(
+    out_dir: Path,
+    *,
+    unet: UNet2DConditionModel,
+    spec: AdapterSpec,
+    arrays: Mapping[str, np.ndarray],
+    provenance: LoraProvenance,
+) -> LoraFiles:
+    """Write ``out_dir/diffusers/pytorch_lora_weights.safetensors`` and ``out_dir/lora.safetensors``."""
+    state = full_adapter_state(unet, spec, arrays)
+    metadata = lora_metadata(spec, provenance)
+    out_dir = Path(out_dir)
+    diffusers_file = save_lora_diffusers(
+        out_dir / "diffusers", state, rank=spec.rank, alpha=spec.alpha, metadata=metadata
+    )
+    kohya_file = save_lora_kohya(out_dir / KOHYA_FILE_NAME, state, alpha=spec.alpha, metadata=metadata)
+    return LoraFiles(diffusers_dir=diffusers_file.parent, diffusers_file=diffusers_file, kohya_file=kohya_file)

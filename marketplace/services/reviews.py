@@ -1,0 +1,44 @@
+"""Reviews: one per user per version, verified for buyers."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, transaction
+from django.db.models import Avg, Count
+
+from core.errors import ApplicationError, ConflictError, NotFoundError
+from marketplace.models import Review
+from marketplace.selectors import is_entitled
+from registry.access import can_view_version
+from registry.models import Model, ModelVersion
+
+
+@transaction.atomic
+def review_create(
+    *, user: AbstractBaseUser, version: ModelVersion, rating: object, text: str = ""
+) -> Review:
+    """Review a version you can see (not your own); ``verified`` if you are entitled to it.
+
+    Also refreshes the model's rating average and count (the registry's display fields).
+    """
+    if not can_view_version(user, version):
+        raise NotFoundError("No such version.")
+    if version.model.owner_id == user.pk:
+        raise ApplicationError("You cannot review your own model.", code="own_model")
+    if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
+        raise ApplicationError("rating must be a whole number from 1 to 5.", code="bad_rating")
+    try:
+        with transaction.atomic():
+            review = Review.objects.create(
+                user_id=user.pk, model_version=version, rating=rating, text=text[:5000],
+                verified=is_entitled(user, version),
+            )
+    except IntegrityError:
+        raise ConflictError("You already reviewed this version.", code="already_reviewed")
+    stats = Review.objects.filter(model_version__model_id=version.model_id).aggregate(
+        avg=Avg("rating"), n=Count("pk")
+    )
+    Model.objects.filter(pk=version.model_id).update(
+        rating_avg=float(stats["avg"] or 0), rating_count=stats["n"]
+    )
+    return review
