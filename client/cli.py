@@ -64,6 +64,10 @@ MAX_CHUNK = 512 * 1024 * 1024
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+class UsageError(AtelierError):
+    """Arguments that do not fit together (exit status 2, like argparse's own errors)."""
+
+
 def note(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -302,6 +306,8 @@ def model_page_url(site: str, model: ModelInfo, version: VersionInfo) -> str:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
+    if not args.model and not (args.name and args.kind):
+        raise UsageError("--name and --kind are required for a new model (or give --model ID).")
     files, is_folder = collect_files(Path(args.path).expanduser())
     config = Config.load()
     client = _client(config, args.site, login_required=True)
@@ -467,8 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     push = sub.add_parser("push", parents=[common], help="upload a model file or folder")
     push.add_argument("path", help="a model file, or a diffusers folder")
-    push.add_argument("--name", required=True, help="the model's name")
-    push.add_argument("--kind", required=True, choices=KINDS)
+    push.add_argument("--name", help="the model's name (required for a new model)")
+    push.add_argument("--kind", choices=KINDS, help="required for a new model")
     push.add_argument("--version", default="v1", help="the version's name (default: v1)")
     push.add_argument(
         "--trigger", action="append", default=[], metavar="WORD", help="a trigger word (repeatable)"
@@ -516,6 +522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         return int(args.func(args))
+    except UsageError as err:
+        note(f"atelier {args.command}: error: {err.message}")
+        return EXIT_USAGE
     except KeyboardInterrupt:
         note("atelier: interrupted; rerun the same command to resume.")
         return EXIT_INTERRUPTED

@@ -10,13 +10,13 @@ from sdcore.archives import inspect_archive
 from sdcore.detect import detect, read_lora_alpha, summarize_metadata
 from sdcore.pickles import assert_safe_pickle, scan_pickle_file
 from sdcore.safetensors_header import read_header
-from sdcore.sniff import check_extension, sniff_format
+from sdcore.sniff import SNIFF_BYTES, check_extension, sniff_format
 
 MODEL_EXTENSIONS = (".safetensors", ".ckpt", ".pt", ".pth", ".bin")
 ARCHIVE_EXTENSIONS = (".zip", ".tar", ".tar.gz", ".tgz")
 SIDE_EXTENSIONS = (".json", ".txt", ".md", ".yaml", ".model")
+ARCHIVE_SAMPLE_PAIRS = 50
 ALLOWED_EXTENSIONS = frozenset(MODEL_EXTENSIONS + ARCHIVE_EXTENSIONS + SIDE_EXTENSIONS)
-SNIFF_BYTES = 64
 
 
 def inspect_file(path: Path, filename: str) -> dict[str, Any]:
@@ -35,8 +35,10 @@ def inspect_file(path: Path, filename: str) -> dict[str, Any]:
         read_header(path)  # a damaged safetensors file: raise the header's precise error code
     check_extension(filename, sniffed)
     if lower.endswith(ARCHIVE_EXTENSIONS):
-        listing = inspect_archive(path)
-        return {"format": "archive", "archive": _jsonable(asdict(listing))}
+        listing = _jsonable(asdict(inspect_archive(path)))
+        listing.pop("members", None)  # up to 100,000 entries: keep counts and a sample
+        listing["pairs"] = listing.get("pairs", [])[:ARCHIVE_SAMPLE_PAIRS]
+        return {"format": "archive", "archive": listing}
     if sniffed == "safetensors":
         header = read_header(path)
         detection = detect(header)

@@ -6,11 +6,13 @@ They never go through the REST API.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import storages
 from django.core.paginator import Page, Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
@@ -49,6 +51,14 @@ _ERROR_FIELDS = {
 }
 
 
+def _with_cover_urls(models: Iterable[Model]) -> None:
+    """The cover image's URL from the storage (local media or signed object storage)."""
+    storage = storages["default"]
+    for model in models:
+        name = getattr(model, "cover_image", None)
+        model.cover_url = storage.url(name) if name else ""  # type: ignore[attr-defined]
+
+
 def _page(request: HttpRequest, items: object, per_page: int) -> Page:
     return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
 
@@ -69,6 +79,7 @@ def browse(request: HttpRequest) -> HttpResponse:
     form = BrowseForm(request.GET)
     filters = form.filters()
     page = _page(request, browse_models(filters), MODELS_PER_PAGE)
+    _with_cover_urls(page.object_list)
     context = {
         "form": form,
         "filters": filters,
@@ -235,4 +246,5 @@ def creator(request: HttpRequest, username: str) -> HttpResponse:
     profile = creator_profile(username, request.user)
     if profile is None:
         raise Http404("No such creator.")
+    _with_cover_urls(profile.models)
     return render(request, "registry/creator.html", {"profile": profile})

@@ -616,7 +616,7 @@ def write_safetensors(
         tensor = tensors[name].detach().contiguous().cpu()
         if tensor.dtype not in _SAFETENSORS_DTYPES:
             raise ValueError(f"{name}: dtype {tensor.dtype} cannot be written to safetensors")
-        blob = tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
+        blob = tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b""
         header[name] = {
             "dtype": _SAFETENSORS_DTYPES[tensor.dtype],
             "shape": list(tensor.shape),

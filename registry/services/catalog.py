@@ -240,7 +240,7 @@ def version_create(
     )
     version.training_metadata = primary.header_metadata
     if not version.trigger_words:
-        phrase = primary.header_metadata.get("modelspec.trigger_phrase")
+        phrase = primary.header_metadata.get("trigger_phrase")
         if isinstance(phrase, str) and phrase.strip():
             version.trigger_words = [w.strip() for w in phrase.split(",") if w.strip()]
     version.save()

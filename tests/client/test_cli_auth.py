@@ -68,6 +68,14 @@ def test_login_with_a_bad_token_is_refused(
     assert not config_file.exists()
 
 
+def test_login_without_a_terminal_or_password_stdin_explains_what_to_do(
+    cli: Callable[..., Result], site: str
+) -> None:
+    result = cli("login", "--site", site, "--username", "alice")
+    assert result.code == 1
+    assert "pipe it with --password-stdin" in result.err
+
+
 def test_whoami_when_not_logged_in(cli: Callable[..., Result]) -> None:
     result = cli("whoami")
     assert result.code == 1

@@ -202,3 +202,23 @@ def test_push_shows_the_servers_4xx_message(
     assert first.code == 0
     assert again.code == 1
     assert again.err.strip() == "atelier: error: Version 'v1' already exists."
+
+
+def test_push_without_name_and_kind_for_a_new_model_is_a_usage_error(
+    cli: Callable[..., Result], lora_path: Path
+) -> None:
+    result = cli("push", str(lora_path))
+    assert result.code == 2
+    assert "--name and --kind are required for a new model" in result.err
+
+
+def test_push_a_new_version_into_an_existing_model(
+    cli: Callable[..., Result], logged_in: str, lora_path: Path, tmp_path: Path
+) -> None:
+    assert cli("push", *push_args(lora_path)).code == 0
+    model = Model.objects.get()
+    second = tmp_path / "ink-style-v2.safetensors"
+    second.write_bytes(lora_bytes(seed=2))
+    result = cli("push", str(second), "--model", str(model.pk), "--version", "v2", "-q")
+    assert result.code == 0, result.err
+    assert sorted(model.versions.values_list("name", flat=True)) == ["v1", "v2"]

@@ -209,3 +209,15 @@ def test_every_marketplace_route_is_in_the_openapi_schema(api_client) -> None:
         assert route in paths
     params = paths["/api/v1/purchases"]["post"]["parameters"]
     assert any(p["name"] == "Idempotency-Key" for p in params)
+
+
+def test_listing_list_query_count_does_not_grow_with_the_page(
+    api_client, seller, make_version, make_user, django_assert_max_num_queries
+) -> None:
+    make_user("collab")
+    for _ in range(6):
+        listing_create(seller=seller, target=make_version(seller), price=5,
+                       shares=[("seller", 50), ("collab", 50)])
+    with django_assert_max_num_queries(4):  # count, page, shares (prefetch) + session/auth
+        response = api_client.get("/api/v1/listings")
+    assert response.json()["count"] == 6

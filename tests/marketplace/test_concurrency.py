@@ -107,6 +107,8 @@ def test_simultaneous_purchases_keep_every_invariant(
 
     # then: nothing but purchases and clean refusals happened
     kinds = Counter(o[2] for o in outcomes)
+    print(f"\nconcurrency: {len(attempts)} attempts on {THREADS} threads: {dict(kinds)}, "
+          f"refusals {dict(Counter(o[3] for o in outcomes if o[2] == 'refused'))}")
     assert len(outcomes) == len(attempts)
     assert kinds["error"] == 0, [o for o in outcomes if o[2] == "error"][:5]
     refusals = Counter(o[3] for o in outcomes if o[2] == "refused")

@@ -100,3 +100,33 @@ def test_early_access_past_its_date_downloads_for_anyone(client, seller, make_ve
 def test_seller_downloads_their_own_paid_version(client, paid, seller, token_for) -> None:
     response = client.get(_url(paid), HTTP_AUTHORIZATION=f"Bearer {token_for(seller)}")
     assert response.status_code == 302
+
+
+def test_paid_public_dataset_is_gated_on_the_dataset_route(client, seller, make_user, fund,
+                                                           token_for) -> None:
+    import io
+    import zipfile
+
+    from registry.models import Dataset, DatasetVersion
+    from registry.services.uploads import upload_whole_file
+
+    # given: a hosted dataset version (its archive stored as a blob) listed for 40 credits
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("a.txt", "a caption")
+    content = buffer.getvalue()
+    upload = upload_whole_file(user=seller, filename="d.zip", stream=io.BytesIO(content),
+                               size=len(content))
+    dataset = Dataset.objects.create(owner=seller, name="d", slug="d", kind="public")
+    dv = DatasetVersion.objects.create(dataset=dataset, name="v1", blob_id=upload.blob_id,
+                                       filename="d.zip")
+    listing = listing_create(seller=seller, target=dv, price=40)
+    buyer, stranger = make_user("buyer"), make_user("stranger")
+    fund(buyer, 40)
+    purchase_create(buyer=buyer, listing=listing, idempotency_key="k")
+    url = f"/api/download/datasets/{dv.pk}"
+    # when / then
+    refused = client.get(url, HTTP_AUTHORIZATION=f"Bearer {token_for(stranger)}")
+    assert refused.status_code == 403
+    assert refused.json()["details"]["price"] == 40
+    assert client.get(url, HTTP_AUTHORIZATION=f"Bearer {token_for(buyer)}").status_code == 302

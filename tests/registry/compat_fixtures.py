@@ -1,13 +1,20 @@
 """Fixtures for the compatible endpoints (Hugging Face, Civitai) and ``publish_tiny_model``.
 
 Use them from a test module with ``pytest_plugins = ["tests.registry.compat_fixtures"]``.
-Data is published through the services themselves (uploads, catalog), as the site does.
+Data is published through the services themselves (uploads, catalogue), as the site does.
+
+Read-only HTTP tests share one live server and one published catalogue per module
+(:func:`hf_site`, :func:`civitai_site`): the data is committed once, the tests only make
+requests, and the module's teardown deletes what it created. (pytest-django's ``live_server``
+needs a transactional database that is flushed after every test, which would mean publishing
+the catalogue again for each request.) Tests that write use ``live_server`` as usual.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +23,27 @@ import pytest
 from safetensors.numpy import save_file
 
 from sdcore.tiny import TINY_DIFFUSERS_DIR_NAME, TINY_SINGLE_FILE_NAME, TinyModelPaths
+
+
+def _tiny_paths(folder: Path) -> TinyModelPaths:
+    return TinyModelPaths(
+        diffusers_dir=folder / TINY_DIFFUSERS_DIR_NAME,
+        single_file=folder / TINY_SINGLE_FILE_NAME,
+    )
+
+
+@pytest.fixture
+def tiny_paths(tiny_model_dir: Path) -> TinyModelPaths:
+    """The session-built tiny model (both layouts)."""
+    return _tiny_paths(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_paths_session(tmp_path_factory: pytest.TempPathFactory) -> TinyModelPaths:
+    """The same session-built tiny model, for module-scoped fixtures."""
+    from tests.conftest import _tiny_model  # the suite's one build of the tiny model
+
+    return _tiny_paths(_tiny_model(tmp_path_factory))
 
 
 @dataclass(frozen=True)
@@ -27,77 +55,31 @@ class PublishedTiny:
     paths: TinyModelPaths
 
 
-@pytest.fixture
-def tiny_paths(tiny_model_dir: Path) -> TinyModelPaths:
-    """The session-built tiny model (both layouts)."""
-    return TinyModelPaths(
-        diffusers_dir=tiny_model_dir / TINY_DIFFUSERS_DIR_NAME,
-        single_file=tiny_model_dir / TINY_SINGLE_FILE_NAME,
-    )
+def publish_tiny_as(
+    owner: Any, paths: TinyModelPaths, *, name: str = "Tiny SD 1.5", license_code: str | None = None
+) -> PublishedTiny:
+    """Publish the tiny model with ``publish_tiny_model``'s own service."""
+    from registry.management.commands.publish_tiny_model import tiny_model_publish
+
+    extra = {} if license_code is None else {"license_code": license_code}
+    result = tiny_model_publish(owner=owner, paths=paths, name=name, seed=0, **extra)
+    diffusers, single = (p.version for p in result.versions)
+    return PublishedTiny(owner, result.model, diffusers, single, paths)
 
 
 @pytest.fixture
 def publish_tiny(
     make_user: Callable[..., Any], tiny_paths: TinyModelPaths
 ) -> Callable[..., PublishedTiny]:
-    """Publish the tiny model as ``alice`` (by default) with ``publish_tiny_model``'s service."""
-    from registry.management.commands.publish_tiny_model import tiny_model_publish
+    """Publish the tiny model as ``alice`` (unless another owner is given)."""
 
     def publish(owner: Any = None, name: str = "Tiny SD 1.5") -> PublishedTiny:
-        owner = owner or make_user("alice")
-        result = tiny_model_publish(owner=owner, paths=tiny_paths, name=name, seed=0)
-        diffusers, single = (p.version for p in result.versions)
-        return PublishedTiny(owner, result.model, diffusers, single, tiny_paths)
+        return publish_tiny_as(owner or make_user("alice"), tiny_paths, name=name)
 
     return publish
 
 
-@pytest.fixture
-def published_tiny(publish_tiny: Callable[..., PublishedTiny]) -> PublishedTiny:
-    return publish_tiny()
-
-
-@pytest.fixture
-def published_single_tiny(
-    make_user: Callable[..., Any], tiny_paths: TinyModelPaths
-) -> tuple[Any, Any]:
-    """Alice's "Tiny SD 1.5" with one version, "v1.0": the tiny single file only (cheaper
-    than both layouts, for tests that only need a repository)."""
-    return publish_file(
-        owner=make_user("alice"),
-        name="Tiny SD 1.5",
-        kind="checkpoint",
-        file=tiny_paths.single_file,
-    )
-
-
-@pytest.fixture
-def hf_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
-    """Let ``huggingface_hub`` make requests (the suite runs with HF_HUB_OFFLINE=1), with no
-    saved token; yields an empty cache folder."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
-    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    cache = tmp_path / "hf-cache"
-    cache.mkdir()
-    yield cache
-
-
-@pytest.fixture
-def download_policy() -> Iterator[Callable[[Any], None]]:
-    """Install a download policy for one test (as the marketplace does) and restore it."""
-    from registry import access
-
-    previous = access._download_policy
-    yield access.set_download_policy
-    access.set_download_policy(previous)
-
-
-# Civitai catalogue ----------------------------------------------------------------------------
+# Files and single-file models -----------------------------------------------------------------
 
 
 def save_safetensors(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str]) -> Path:
@@ -155,8 +137,10 @@ def publish_file(
     visibility: str = "public",
     publish: bool = True,
     downloads: int = 0,
+    extra_files: dict[str, Path] | None = None,
 ) -> tuple[Any, Any]:
-    """A model with one single-file version, through the upload and catalogue services."""
+    """A model with one version "v1.0" holding ``file`` (primary) and ``extra_files`` (by path),
+    through the upload and catalogue services."""
     from registry.services.catalog import (
         FileSpec,
         download_count_increment,
@@ -167,17 +151,21 @@ def publish_file(
     from registry.services.uploads import upload_whole_file
 
     model = model_create(owner=owner, name=name, kind=kind, tags=tags, visibility=visibility)
-    with open(file, "rb") as fh:
-        upload = upload_whole_file(
-            user=owner, filename=file.name, stream=fh, size=file.stat().st_size
-        )
+    specs = []
+    for path, local in {file.name: file, **(extra_files or {})}.items():
+        with open(local, "rb") as fh:
+            upload = upload_whole_file(
+                user=owner, filename=local.name, stream=fh, size=local.stat().st_size
+            )
+        specs.append(FileSpec(upload=upload, path=path, is_primary=local == file))
     version = version_create(
         model=model,
         user=owner,
         name="v1.0",
-        files=[FileSpec(upload=upload)],
+        files=specs,
         base_model=base_model,
         trigger_words=trigger_words,
+        layout="diffusers" if extra_files else "single",
     )
     if publish:
         version = version_publish(version=version, user=owner)
@@ -185,6 +173,168 @@ def publish_file(
         download_count_increment(target=version)
     model.refresh_from_db()
     return model, version
+
+
+@pytest.fixture
+def published_single_tiny(
+    make_user: Callable[..., Any], tiny_paths: TinyModelPaths
+) -> tuple[Any, Any]:
+    """Alice's "Tiny SD 1.5" with one version, "v1.0": the tiny single file only."""
+    return publish_file(
+        owner=make_user("alice"), name="Tiny SD 1.5", kind="checkpoint", file=tiny_paths.single_file
+    )
+
+
+# huggingface_hub ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hf_online(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """Let ``huggingface_hub`` make requests (the suite runs with HF_HUB_OFFLINE=1), with no
+    saved token; yields an empty cache folder."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(tmp_path / "no-tokens"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    cache = tmp_path / "hf-cache"
+    cache.mkdir()
+    yield cache
+
+
+@pytest.fixture
+def download_policy() -> Iterator[Callable[[Any], None]]:
+    """Install a download policy for one test (as the marketplace does) and restore it."""
+    from registry import access
+
+    previous = access._download_policy
+    yield access.set_download_policy
+    access.set_download_policy(previous)
+
+
+# A live server with committed data, shared by a module's read-only tests ----------------------
+
+
+@dataclass
+class SharedSite:
+    url: str
+    users: dict[str, Any] = field(default_factory=dict)
+    tokens: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def user(self, username: str) -> Any:
+        from django.contrib.auth import get_user_model
+
+        user = get_user_model().objects.create_user(
+            username=username, email=f"{username}@example.test", password="a-long-passphrase"
+        )
+        self.users[username] = user
+        return user
+
+    def token(self, username: str) -> str:
+        from core.services import token_create
+
+        self.tokens[username] = token_create(user=self.users[username], name="test").secret
+        return self.tokens[username]
+
+
+def _delete_created(users: list[Any]) -> None:
+    """Delete what a shared site's users published (their models, uploads, blobs), then them."""
+    from registry.models import Blob, Model, ModelFile, Upload
+
+    blob_ids = set(
+        ModelFile.objects.filter(version__model__owner__in=users).values_list("blob_id", flat=True)
+    )
+    blob_ids |= set(Upload.objects.filter(user__in=users).values_list("blob_id", flat=True))
+    Model.objects.filter(owner__in=users).delete()
+    Upload.objects.filter(user__in=users).delete()
+    Blob.objects.filter(
+        pk__in=blob_ids, model_files__isnull=True, dataset_versions__isnull=True
+    ).delete()
+    for user in users:
+        user.delete()
+
+
+@contextmanager
+def shared_site(django_db_blocker: Any, folder: Path) -> Iterator[SharedSite]:
+    """Start a live server on committed data, with storage under ``folder``; clean up after."""
+    from django.conf import settings
+    from django.test.utils import override_settings
+    from pytest_django.live_server_helper import LiveServer
+
+    media = folder / "media"
+    storages = {
+        **settings.STORAGES,
+        "default": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": str(media)},
+        },
+    }
+    with (
+        django_db_blocker.unblock(),
+        override_settings(
+            MEDIA_ROOT=str(media), UPLOAD_TEMP_DIR=folder / "uploads", STORAGES=storages
+        ),
+    ):
+        server = LiveServer("localhost")
+        server._live_server_modified_settings.enable()
+        site = SharedSite(url=server.url)
+        try:
+            yield site
+        finally:
+            server.stop()
+            server._live_server_modified_settings.disable()
+            _delete_created(list(site.users.values()))
+
+
+@pytest.fixture(scope="module")
+def hf_site(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_paths_session: TinyModelPaths,
+) -> Iterator[SharedSite]:
+    """alice/tiny-sd-15 (both layouts; main is the diffusers folder), alice/secret-tiny
+    (private, single file) and alice/counted-tiny (single file, only for download counting);
+    tokens for alice and mallory."""
+    with shared_site(django_db_blocker, tmp_path_factory.mktemp("hf-site")) as site:
+        alice = site.user("alice")
+        site.user("mallory")
+        # The license catalogue is a data migration's; transactional tests may have flushed
+        # it by the time these run, and the license plays no part in serving files.
+        site.data["tiny"] = publish_tiny_as(alice, tiny_paths_session, license_code="")
+        for name, visibility in (("Secret Tiny", "private"), ("Counted Tiny", "public")):
+            site.data[name] = publish_file(
+                owner=alice,
+                name=name,
+                kind="checkpoint",
+                file=tiny_paths_session.single_file,
+                visibility=visibility,
+            )
+        site.token("alice")
+        site.token("mallory")
+        yield site
+
+
+# Civitai catalogue ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def civitai_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The catalogue's files, written once per session (the same seeds give the same bytes)."""
+    folder = tmp_path_factory.mktemp("civitai-files")
+    config = folder / "config.json"
+    config.write_text('{"_class_name": "Example"}\n')
+    return {
+        "photo": checkpoint_file(folder / "photoCheckpoint_v10.safetensors", seed=1),
+        "ink": lora_file(folder / "inkStyle_v10.safetensors", seed=2),
+        "glow": lora_file(folder / "xlGlow_v10.safetensors", seed=3),
+        "secret": lora_file(folder / "secret_v10.safetensors", seed=4),
+        "unfinished": lora_file(folder / "unfinished_v10.safetensors", seed=5),
+        "config": config,
+    }
 
 
 @dataclass(frozen=True)
@@ -196,76 +346,62 @@ class CivitaiCatalogue:
     xl_lora: Any
     private: Any
     draft_only: Any
-    users: dict[str, Any]
+    folder: Any
+    folder_version: Any
 
 
-@pytest.fixture(scope="session")
-def civitai_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The catalogue's files, written once per session (the same seeds give the same bytes)."""
-    folder = tmp_path_factory.mktemp("civitai-files")
-    return {
-        "photo": checkpoint_file(folder / "photoCheckpoint_v10.safetensors", seed=1),
-        "ink": lora_file(folder / "inkStyle_v10.safetensors", seed=2),
-        "glow": lora_file(folder / "xlGlow_v10.safetensors", seed=3),
-        "secret": checkpoint_file(folder / "secret_v10.safetensors", seed=4),
-        "unfinished": checkpoint_file(folder / "unfinished_v10.safetensors", seed=5),
-    }
+def civitai_catalogue_publish(
+    make_user: Callable[[str], Any], files: dict[str, Path]
+) -> CivitaiCatalogue:
+    """Three listed models (alice's SD 1.5 checkpoint, bob's SD 1.5 LoRA and bob's SDXL LoRA
+    tagged nsfw), carol's private model, dave's model with only a draft version, and alice's
+    unlisted two-file (diffusers layout) model."""
+    alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
+    checkpoint, checkpoint_version = publish_file(
+        owner=alice, name="Photo Checkpoint", kind="checkpoint", file=files["photo"],
+        tags=("photo", "base model"), downloads=2,
+    )
+    lora, lora_version = publish_file(
+        owner=bob, name="Ink Style", kind="lora", file=files["ink"], tags=("ink", "style"),
+        trigger_words=("inkstyle",), downloads=3,
+    )
+    xl_lora, _ = publish_file(
+        owner=bob, name="XL Glow", kind="lora", file=files["glow"], tags=("glow", "nsfw"),
+        base_model="sdxl", downloads=1,
+    )
+    private, _ = publish_file(
+        owner=carol, name="Secret Checkpoint", kind="checkpoint", file=files["secret"],
+        visibility="private",
+    )
+    draft_only, _ = publish_file(
+        owner=dave, name="Unfinished", kind="checkpoint", file=files["unfinished"], publish=False
+    )
+    folder, folder_version = publish_file(
+        owner=alice, name="Folder Model", kind="checkpoint", file=files["photo"],
+        extra_files={"unet/config.json": files["config"]}, visibility="unlisted",
+    )
+    return CivitaiCatalogue(
+        checkpoint, checkpoint_version, lora, lora_version, xl_lora, private, draft_only,
+        folder, folder_version,
+    )
 
 
 @pytest.fixture
 def civitai_catalogue(
     make_user: Callable[..., Any], civitai_files: dict[str, Path]
 ) -> CivitaiCatalogue:
-    """Three listed models (alice's SD 1.5 checkpoint, bob's SD 1.5 LoRA and bob's SDXL LoRA
-    tagged nsfw), carol's private checkpoint and dave's model with only a draft version."""
-    users = {name: make_user(name) for name in ("alice", "bob", "carol", "dave")}
-    checkpoint, checkpoint_version = publish_file(
-        owner=users["alice"],
-        name="Photo Checkpoint",
-        kind="checkpoint",
-        file=civitai_files["photo"],
-        tags=("photo", "base model"),
-        downloads=3,
-    )
-    lora, lora_version = publish_file(
-        owner=users["bob"],
-        name="Ink Style",
-        kind="lora",
-        file=civitai_files["ink"],
-        tags=("ink", "style"),
-        trigger_words=("inkstyle",),
-        downloads=7,
-    )
-    xl_lora, _ = publish_file(
-        owner=users["bob"],
-        name="XL Glow",
-        kind="lora",
-        file=civitai_files["glow"],
-        tags=("glow", "nsfw"),
-        base_model="sdxl",
-        downloads=1,
-    )
-    private, _ = publish_file(
-        owner=users["carol"],
-        name="Secret Checkpoint",
-        kind="checkpoint",
-        file=civitai_files["secret"],
-        visibility="private",
-    )
-    draft_only, _ = publish_file(
-        owner=users["dave"],
-        name="Unfinished",
-        kind="checkpoint",
-        file=civitai_files["unfinished"],
-        publish=False,
-    )
-    return CivitaiCatalogue(
-        checkpoint=checkpoint,
-        checkpoint_version=checkpoint_version,
-        lora=lora,
-        lora_version=lora_version,
-        xl_lora=xl_lora,
-        private=private,
-        draft_only=draft_only,
-        users=users,
-    )
+    return civitai_catalogue_publish(make_user, civitai_files)
+
+
+@pytest.fixture(scope="module")
+def civitai_site(
+    django_db_setup: None,
+    django_db_blocker: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    civitai_files: dict[str, Path],
+) -> Iterator[SharedSite]:
+    """The Civitai catalogue on a shared live server; ``data["catalogue"]``; carol's token."""
+    with shared_site(django_db_blocker, tmp_path_factory.mktemp("civitai-site")) as site:
+        site.data["catalogue"] = civitai_catalogue_publish(site.user, civitai_files)
+        site.token("carol")
+        yield site

@@ -426,6 +426,23 @@ def test_wrong_slug_redirects_to_the_canonical_url(client: Client, alice: object
     assert response["Location"] == f"/models/{version.model_id}/canonical-name/"
 
 
+def test_model_page_shows_the_sample_images_of_the_version(client: Client, alice: object) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from registry.services.images import sample_image_add
+
+    version = new_version(alice, "Pictures", seed=1)
+    image = sample_image_add(
+        version=version,
+        user=alice,  # type: ignore[arg-type]
+        image=SimpleUploadedFile("sample.png", _png(3), content_type="image/png"),
+        prompt="a harbour at dusk, inkwash",
+    )
+    html = model_page(client, version).content.decode()
+    assert f'<img src="{image.image.url}" alt="a harbour at dusk, inkwash"' in html
+    assert f'src="/media/{image.image.name}"' in browse(client)
+
+
 def test_model_page_lists_versions_as_tabs(client: Client, alice: object) -> None:
     first = new_version(alice, "Tabs", seed=1)
     second = new_version(alice, "Tabs", seed=2, model=first.model, version_name="v2")

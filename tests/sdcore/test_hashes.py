@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import multiprocessing
 import multiprocessing.queues
 import random
@@ -61,7 +62,7 @@ def _expected(content: bytes, *, safetensors: bool) -> FileHashes:
 def _feed(content: bytes, cuts: list[int], *, parallel: bool = False) -> FileHashes:
     hasher = MultiHasher(parallel=parallel)
     bounds = [0, *sorted(c for c in cuts if 0 < c < len(content)), len(content)]
-    for lo, hi in zip(bounds, bounds[1:], strict=False):
+    for lo, hi in itertools.pairwise(bounds):
         hasher.update(content[lo:hi])
     return hasher.hexdigests()
 

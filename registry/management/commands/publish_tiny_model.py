@@ -76,6 +76,7 @@ def _version_upsert(
     layout: str,
     files: dict[str, Path],
     primary: str,
+    license_code: str,
 ) -> PublishedVersion:
     wanted = {path: _sha256(local) for path, local in files.items()}
     version = ModelVersion.objects.filter(model=model, name=name).first()
@@ -108,14 +109,19 @@ def _version_upsert(
             description=f"The tiny model as a {FileLayout(layout).label.lower()}.",
             base_model="sd1",
             layout=layout,
-            license_code=LICENSE_CODE,
+            license_code=license_code,
         )
     version = version_publish(version=version, user=owner)
     return PublishedVersion(version=version, created=created)
 
 
 def tiny_model_publish(
-    *, owner: AbstractBaseUser, paths: TinyModelPaths, name: str, seed: int
+    *,
+    owner: AbstractBaseUser,
+    paths: TinyModelPaths,
+    name: str,
+    seed: int,
+    license_code: str = LICENSE_CODE,
 ) -> TinyPublishResult:
     """Publish the tiny model saved at ``paths`` as ``name`` of ``owner``; idempotent."""
     model = Model.objects.filter(owner=owner, name=name).first()
@@ -139,6 +145,7 @@ def tiny_model_publish(
         layout=FileLayout.DIFFUSERS,
         files=_diffusers_files(paths.diffusers_dir),
         primary=PRIMARY_DIFFUSERS_FILE,
+        license_code=license_code,
     )
     single = _version_upsert(
         model=model,
@@ -147,6 +154,7 @@ def tiny_model_publish(
         layout=FileLayout.SINGLE_FILE,
         files={paths.single_file.name: paths.single_file},
         primary=paths.single_file.name,
+        license_code=license_code,
     )
     return TinyPublishResult(model=model, model_created=model_created, versions=[diffusers, single])
 
