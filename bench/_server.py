@@ -166,7 +166,7 @@ class Server:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.log_path = bench.workdir / f"gunicorn-{self.port}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115  # closed in stop()
+        self._log = open(self.log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             [
                 PYTHON, "-m", "gunicorn", "config.wsgi",

@@ -36,7 +36,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import ROOT, BenchEnv, Server, bench_env  # noqa: E402
+from _server import ROOT, BenchEnv, Server, bench_env
 
 MAX_QUERIES = 6
 SLOW_QUERY_S = 0.1  # a query slower than this is printed, to look at with EXPLAIN
@@ -281,7 +281,29 @@ def count_queries() -> list[str]:
             line += f"\n    slowest query {slowest[0] * 1000:.0f} ms: {slowest[1][:600]}"
         print(line)
         lines.append(line)
+    lines.append(_count_model_page(client))
     return lines
+
+
+def _count_model_page(client: Any) -> str:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    match = re.search(r'href="(/models?/[^"#?]+)"', client.get("/").content.decode())
+    if match is None:
+        line = "queries model page     missing (no model link on the browse page)"
+    else:
+        with CaptureQueriesContext(connection) as ctx:
+            t0 = time.perf_counter()
+            status = client.get(match.group(1)).status_code
+            seconds = time.perf_counter() - t0
+        slow = max(ctx.captured_queries, key=lambda q: float(q.get("time") or 0), default=None)
+        line = (f"queries model page     {len(ctx.captured_queries)} queries, HTTP {status}, "
+                f"{seconds * 1000:.0f} ms in process ({match.group(1)})")
+        if slow is not None and float(slow.get("time") or 0) >= SLOW_QUERY_S:
+            line += f"\n    slowest query {float(slow['time']) * 1000:.0f} ms: {slow['sql'][:600]}"
+    print(line)
+    return line
 
 
 # --------------------------------------------------------------------------- (b) latency

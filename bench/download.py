@@ -23,7 +23,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import (  # noqa: E402
+from _server import (
     PYTHON,
     BenchEnv,
     Server,
@@ -32,7 +32,7 @@ from _server import (  # noqa: E402
     free_port,
     parse_size,
 )
-from ingest import api_upload, warm_cache, write_safetensors  # noqa: E402
+from ingest import api_upload, warm_cache, write_safetensors
 
 RATIO_TARGET = 0.8
 CHUNK = 1024 * 1024

@@ -28,7 +28,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _server import BenchEnv, Server, bench_env, create_user_and_token, parse_size  # noqa: E402
+from _server import BenchEnv, Server, bench_env, create_user_and_token, parse_size
 
 CHUNK = 1024 * 1024
 RATIO_TARGET = 1.5

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench._server import bench_env  # noqa: E402
+from bench._server import bench_env
 
 
 def _setup(n_buyers: int, n_listings: int) -> tuple[list, object, list]:  # type: ignore[type-arg]

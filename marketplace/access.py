@@ -30,7 +30,8 @@ def download_policy(
         "early_access_until": (
             listing.early_access_until.isoformat() if listing.early_access_until else None
         ),
-        "purchase_url": f"/api/v1/purchases (listing_id={listing.pk})",
+        "purchase": {"method": "POST", "url": "/api/v1/purchases",
+                     "body": {"listing_id": listing.pk}},
     }
     when = (
         f" (free after {listing.early_access_until.date().isoformat()})"

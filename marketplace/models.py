@@ -114,6 +114,10 @@ class EscrowHold(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     settled_at = models.DateTimeField(null=True, blank=True)
 
+    def __str__(self) -> str:
+        return f"escrow {self.reference} ({self.status})"
+
+
 
 class TopUp(models.Model):
     user = models.ForeignKey(
@@ -133,6 +137,10 @@ class TopUp(models.Model):
             models.UniqueConstraint(fields=("user", "idempotency_key"), name="topup_user_key"),
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="topup_positive"),
         ]
+
+    def __str__(self) -> str:
+        return f"top-up {self.amount} for {self.user_id}"
+
 
 
 class CreditGrant(models.Model):
@@ -155,6 +163,10 @@ class CreditGrant(models.Model):
         constraints = [
             models.CheckConstraint(condition=models.Q(amount__gt=0), name="grant_positive"),
         ]
+
+    def __str__(self) -> str:
+        return f"grant {self.amount} to {self.user_id}"
+
 
 
 class CommercialUse(models.TextChoices):
@@ -243,6 +255,10 @@ class ListingShare(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.percent}%"
+
+
 
 class Purchase(models.Model):
     buyer = models.ForeignKey(
@@ -264,6 +280,10 @@ class Purchase(models.Model):
             ),
             models.CheckConstraint(condition=models.Q(price__gte=0), name="purchase_price_gte0"),
         ]
+
+    def __str__(self) -> str:
+        return f"purchase #{self.pk}"
+
 
 
 class Entitlement(models.Model):
@@ -305,6 +325,10 @@ class Entitlement(models.Model):
             ),
         ]
 
+    def __str__(self) -> str:
+        return f"entitlement #{self.pk}"
+
+
 
 class Review(models.Model):
     """One review per user per version; ``verified`` when the user holds an entitlement."""
@@ -328,3 +352,6 @@ class Review(models.Model):
                 condition=models.Q(rating__gte=1, rating__lte=5), name="review_rating_range"
             ),
         ]
+
+    def __str__(self) -> str:
+        return f"review #{self.pk} ({self.rating}/5)"

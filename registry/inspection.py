@@ -54,7 +54,7 @@ def inspect_file(path: Path, filename: str) -> dict[str, Any]:
             "lora_format": detection.lora_format,
             "embedding_vectors": detection.embedding_vectors,
             "tensor_count": len(header.tensors),
-            "metadata": summarize_metadata(header.metadata),
+            "metadata": _jsonable(summarize_metadata(header.metadata)),
             "details": _jsonable(detection.details),
         }
     scan = scan_pickle_file(path)
@@ -64,13 +64,16 @@ def inspect_file(path: Path, filename: str) -> dict[str, Any]:
         "format": "pickle",
         "kind": "unknown",
         "architecture": "unknown",
-        "pickle_globals": [f"{mod}.{name}" for mod, name in scan.globals],
+        "pickle_globals": _jsonable([f"{mod}.{name}" for mod, name in scan.globals]),
     }
 
 
 def _jsonable(value: Any) -> Any:
+    """JSON-able, and storable in PostgreSQL's jsonb, which refuses NUL characters."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_jsonable(str(k)): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_jsonable(v) for v in value]
     if isinstance(value, Path):

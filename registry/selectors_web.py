@@ -242,16 +242,16 @@ def dataset_for_page(dataset_id: int, user: User) -> Dataset | None:
     )
 
 
-MANIFEST_HIDDEN_KEYS = frozenset({"files", "members", "images", "items", "entries", "paths"})
-
-
 def manifest_stats(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
-    """The scalar facts of a manifest (counts, sizes, hashes), never per-image entries."""
-    stats = []
+    """The aggregate facts of a manifest: numbers, flags and its hash, never a string that
+    could name a file or a folder, never the per-image entries."""
+    stats: list[tuple[str, Any]] = []
     for key, value in sorted(manifest.items()):
-        if key in MANIFEST_HIDDEN_KEYS:
+        if not isinstance(key, str) or len(key) > 64 or any(c in key for c in "/\\."):
             continue
-        if isinstance(value, str | int | float | bool):
+        is_hash = key == "manifest_hash" and isinstance(value, str) and len(value) == 64
+        is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if is_hash or is_number or isinstance(value, bool):
             stats.append((key.replace("_", " "), value))
     return stats
 

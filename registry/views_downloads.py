@@ -53,7 +53,8 @@ def _pick_file(version: ModelVersion, request: HttpRequest) -> ModelFile | None:
     wanted_type = request.GET.get("type", "").lower()
     wanted_format = request.GET.get("format", "").lower()
     for f in files:
-        if wanted_format and wanted_format not in (f.format, f.format.replace("pickle", "pickletensor")):
+        aliases = (f.format, f.format.replace("pickle", "pickletensor"))
+        if wanted_format and wanted_format not in aliases:
             continue
         if wanted_type and wanted_type not in ("model",) and wanted_type != f.path.lower():
             continue
@@ -74,7 +75,8 @@ def model_version_download(request: HttpRequest, version_id: int) -> HttpRespons
     if model_file is None:
         return error_response(ApplicationError("This version has no files.", code="not_found",
                                                status=404))
-    download_count_increment(target=version)
+    if request.method == "GET":
+        download_count_increment(target=version)
     url = signed_file_url(
         blob=model_file.blob, filename=model_file.filename, user_id=user.pk or 0
     )
@@ -91,7 +93,8 @@ def dataset_version_download(request: HttpRequest, version_id: int) -> HttpRespo
     user, denied = authorize_download(request, dataset_version)
     if denied is not None:
         return denied
-    download_count_increment(target=dataset_version)
+    if request.method == "GET":
+        download_count_increment(target=dataset_version)
     url = signed_file_url(
         blob=dataset_version.blob, filename=dataset_version.filename, user_id=user.pk or 0
     )

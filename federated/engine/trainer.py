@@ -84,6 +84,9 @@ class TrainConfig:
     learning_rate: float = 1e-3
     batch_size: int = 4
     local_steps: int = 10
+    # Noise/timestep draws per example per step, averaged in the example's loss. More draws
+    # lower the variance of each per-example gradient, which is what survives DP clipping.
+    noise_draws: int = 1
     seed: int = 0
     dp: DPConfig | None = None
     device: str | None = None
@@ -96,6 +99,13 @@ class TrainConfig:
             raise ConfigError("batch_size and local_steps must be at least 1")
         if not self.learning_rate > 0:
             raise ConfigError("learning_rate must be positive")
+        if self.noise_draws < 1:
+            raise ConfigError("noise_draws must be at least 1")
+        if self.noise_draws > 1 and self.dp is not None and self.dp.grad_sample_mode != "hooks":
+            raise ConfigError(
+                "noise_draws > 1 under DP needs grad_sample_mode='hooks' (the only opacus mode "
+                "that sums per-sample gradients over several forward passes)"
+            )
 
     def to_dict(self) -> dict[str, object]:
         data = asdict(self)
@@ -275,12 +285,19 @@ def train_on_cache(
     losses: list[float] = []
 
     def step_on(indices: torch.Tensor, model: torch.nn.Module, criterion: torch.nn.Module) -> torch.Tensor:
-        latents = cache.sample_latents(indices, generator).to(device)
-        noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
-        timesteps = torch.randint(0, num_train, (len(indices),), generator=generator).to(device)
         conditioning = {k: v.to(device) for k, v in cache.conditioning_for(indices).items()}
-        with autocast:
-            return denoising_loss(model, noise_scheduler, latents, conditioning, timesteps, noise, criterion)
+        total: torch.Tensor | None = None
+        for _ in range(config.noise_draws):
+            latents = cache.sample_latents(indices, generator).to(device)
+            noise = torch.randn(latents.shape, generator=generator).to(device, latents.dtype)
+            timesteps = torch.randint(0, num_train, (len(indices),), generator=generator).to(device)
+            with autocast:
+                loss = denoising_loss(
+                    model, noise_scheduler, latents, conditioning, timesteps, noise, criterion
+                )
+            total = loss if total is None else total + loss
+        assert total is not None
+        return total / config.noise_draws if config.noise_draws > 1 else total
 
     if config.dp is None:
         criterion = PerSampleMSE()

@@ -9,6 +9,7 @@ same database transaction. Rows are never updated or deleted.
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -276,7 +277,7 @@ def escrow_hold_create(
         if existing.payer_id != payer.pk or existing.amount != credits:
             raise ConflictError("That escrow reference is taken.", code="key_reused")
         return existing
-    account = Account.objects.create(kind=AccountKind.ESCROW, code=f"escrow:{reference}"[:120])
+    account = Account.objects.create(kind=AccountKind.ESCROW, code=f"escrow:{uuid.uuid4().hex}")
     ledger_transfer(
         legs=[(wallet_get_or_create(user=payer), -credits), (account, credits)],
         kind="escrow_hold",

@@ -33,8 +33,10 @@ def review_create(
                 user_id=user.pk, model_version=version, rating=rating, text=text[:5000],
                 verified=is_entitled(user, version),
             )
-    except IntegrityError:
-        raise ConflictError("You already reviewed this version.", code="already_reviewed")
+    except IntegrityError as err:
+        raise ConflictError(
+            "You already reviewed this version.", code="already_reviewed"
+        ) from err
     stats = Review.objects.filter(model_version__model_id=version.model_id).aggregate(
         avg=Avg("rating"), n=Count("pk")
     )

@@ -59,3 +59,14 @@ def signed_in(request: Request) -> AbstractBaseUser:
     if isinstance(user, AnonymousUser) or not user.is_authenticated:
         raise NotAuthenticated()
     return user
+
+
+def has_nul(value: object) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (PostgreSQL's jsonb refuses it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(has_nul(v) for v in value)
+    return False

@@ -16,6 +16,7 @@ from core.errors import NotFoundError
 from registry.api.common import (
     PAGE_PARAMETERS,
     ListPagination,
+    has_nul,
     not_found_message,
     paginated,
     signed_in,
@@ -141,6 +142,8 @@ class DatasetVersionCreateApi(APIView):
                 )
             if has_manifest and not isinstance(attrs["manifest"], dict):
                 raise serializers.ValidationError({"manifest": ["Must be a JSON object."]})
+            if has_manifest and has_nul(attrs["manifest"]):
+                raise serializers.ValidationError({"manifest": ["Must not hold NUL characters."]})
             return attrs
 
     @extend_schema(

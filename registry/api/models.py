@@ -21,6 +21,7 @@ from registry.access import download_decision
 from registry.api.common import (
     PAGE_PARAMETERS,
     ListPagination,
+    has_nul,
     not_found_message,
     paginated,
     signed_in,
@@ -365,6 +366,8 @@ class VersionImageCreateApi(APIView):
         def validate_parameters(self, value: Any) -> dict[str, Any]:
             if not isinstance(value, dict):
                 raise serializers.ValidationError("parameters must be a JSON object.")
+            if has_nul(value):
+                raise serializers.ValidationError("parameters must not hold NUL characters.")
             return value
 
     @extend_schema(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.request import Request
@@ -11,6 +13,8 @@ from rest_framework.views import APIView
 from core.errors import NotFoundError
 from registry.selectors import creator_profile
 from registry.serializers import DatasetListItemSerializer, ModelListItemSerializer
+
+USERNAME = re.compile(r"[\w.@+-]{1,150}")  # what Django's username validator accepts
 
 
 class CreatorCountsSerializer(serializers.Serializer):
@@ -34,7 +38,8 @@ class UserProfileApi(APIView):
 
     @extend_schema(operation_id="users_retrieve", responses={200: OutputSerializer})
     def get(self, request: Request, username: str) -> Response:
-        profile = creator_profile(username=username, user=request.user)
+        valid = USERNAME.fullmatch(username) is not None
+        profile = creator_profile(username=username, user=request.user) if valid else None
         if profile is None:
             raise NotFoundError("No such user.")
         return Response(self.OutputSerializer(profile, context={"request": request}).data)

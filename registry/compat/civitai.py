@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from datetime import datetime
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -131,6 +132,7 @@ STATUS_TO_CIVITAI = {
     VersionStatus.UNPUBLISHED: "Unpublished",
 }
 HASH_RE = re.compile(r"^[0-9a-fA-F]{8,64}$")
+ID_RE = re.compile(r"^[0-9]{1,18}$")
 MAX_LIMIT = 200
 DEFAULT_LIMIT = 100
 
@@ -151,7 +153,10 @@ def _not_found(message: str) -> JsonResponse:
 
 
 def civitai_view(view: View) -> View:
-    """GET/HEAD only (JSON 405 otherwise); a token that is present but unknown is refused."""
+    """GET/HEAD only (JSON 405 otherwise); the view gets the requesting user after ``request``.
+
+    A token that is present but unknown is refused, as on Civitai.
+    """
 
     @csrf_exempt
     @wraps(view)
@@ -165,20 +170,16 @@ def civitai_view(view: View) -> View:
         user = request_user(request)
         if bearer_secret(request) and not user.is_authenticated:
             return civitai_error(401, "Invalid or revoked API token.", "bad_token")
-        request.civitai_user = user  # type: ignore[attr-defined]  # set for the view only
-        return view(request, *args, **kwargs)
+        return view(request, user, *args, **kwargs)
 
     return wrapper
 
 
-def _user(request: HttpRequest) -> User:
-    return request.civitai_user  # type: ignore[attr-defined, no-any-return]  # civitai_view
-
-
 def _parse_id(raw: str, what: str) -> int | JsonResponse:
-    if not raw.isdigit() or len(raw) > 18:
-        return civitai_error(400, f"The {what} id must be a positive integer, not {raw!r}.",
-                             "bad_id")
+    if not ID_RE.match(raw):
+        return civitai_error(
+            400, f"The {what} id must be a positive integer, not {raw!r}.", "bad_id"
+        )
     return int(raw)
 
 
@@ -191,7 +192,7 @@ def _first_error(detail: Any) -> str:
     return str(detail)
 
 
-def _iso(moment: Any) -> str | None:
+def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -213,7 +214,7 @@ class ModelListInput(serializers.Serializer):
     types = serializers.ListField(child=serializers.CharField(max_length=400), default=list)
     sort = serializers.CharField(max_length=40, default="Highest Rated")
     nsfw = serializers.BooleanField(allow_null=True, default=None)
-    baseModels = serializers.ListField(  # noqa: N815  (Civitai's parameter name)
+    baseModels = serializers.ListField(  # Civitai's parameter name
         child=serializers.CharField(max_length=400), default=list
     )
 
@@ -234,15 +235,13 @@ class ModelListInput(serializers.Serializer):
             )
         return value.strip().lower()
 
-    def validate_baseModels(self, value: list[str]) -> list[str]:  # noqa: N802
+    def validate_baseModels(self, value: list[str]) -> list[str]:
         return _split(value)
 
     def filters(self) -> CivitaiModelFilters:
         data = self.validated_data
         # A type filter that names only types Atelier has no models of matches nothing.
-        kinds = tuple(
-            kind for name in data["types"] if (kind := CIVITAI_TYPES[name]) is not None
-        )
+        kinds = tuple(kind for name in data["types"] if (kind := CIVITAI_TYPES[name]) is not None)
         families = tuple(dict.fromkeys(_family(name) for name in data["baseModels"]))
         return CivitaiModelFilters(
             query=data["query"].strip(),
@@ -322,10 +321,17 @@ def _file_item(request: HttpRequest, version: ModelVersion, model_file: ModelFil
     return item
 
 
+def _absolute(request: HttpRequest, url: str) -> str:
+    """An absolute URL; storage URLs may be relative to the site root without a leading /."""
+    if url.startswith(("http://", "https://")):
+        return url
+    return request.build_absolute_uri(url if url.startswith("/") else f"/{url}")
+
+
 def _image_item(request: HttpRequest, image: SampleImage) -> dict[str, Any]:
     return {
         "id": image.pk,
-        "url": request.build_absolute_uri(image.image.url),
+        "url": _absolute(request, image.image.url),
         "nsfw": "None",
         "nsfwLevel": 1,
         "width": None,
@@ -431,12 +437,12 @@ def _page_url(request: HttpRequest, page: int) -> str:
 
 
 @civitai_view
-def model_list(request: HttpRequest) -> HttpResponse:
+def model_list(request: HttpRequest, user: User) -> HttpResponse:
     params = ModelListInput(data=request.GET)
     if not params.is_valid():
         return civitai_error(400, _first_error(params.errors), "invalid")
     limit, page = params.validated_data["limit"], params.validated_data["page"]
-    models = civitai_models(user=_user(request), filters=params.filters())
+    models = civitai_models(user=user, filters=params.filters())
     total = models.count()
     items = list(models[(page - 1) * limit : page * limit])
     total_pages = math.ceil(total / limit)
@@ -450,35 +456,33 @@ def model_list(request: HttpRequest) -> HttpResponse:
         metadata["nextPage"] = _page_url(request, page + 1)
     if page > 1:
         metadata["prevPage"] = _page_url(request, page - 1)
-    return JsonResponse(
-        {"items": [_model_item(request, m) for m in items], "metadata": metadata}
-    )
+    return JsonResponse({"items": [_model_item(request, m) for m in items], "metadata": metadata})
 
 
 @civitai_view
-def model_detail(request: HttpRequest, model_id: str) -> HttpResponse:
+def model_detail(request: HttpRequest, user: User, model_id: str) -> HttpResponse:
     pk = _parse_id(model_id, "model")
     if isinstance(pk, JsonResponse):
         return pk
-    model = civitai_model(user=_user(request), model_id=pk)
+    model = civitai_model(user=user, model_id=pk)
     if model is None:
         return _not_found(f"No model with id {pk}")
     return JsonResponse(_model_item(request, model))
 
 
 @civitai_view
-def version_detail(request: HttpRequest, version_id: str) -> HttpResponse:
+def version_detail(request: HttpRequest, user: User, version_id: str) -> HttpResponse:
     pk = _parse_id(version_id, "model version")
     if isinstance(pk, JsonResponse):
         return pk
-    version = civitai_version(user=_user(request), version_id=pk)
+    version = civitai_version(user=user, version_id=pk)
     if version is None:
         return _not_found(f"No model version with id {pk}")
     return JsonResponse(_version_item(request, version))
 
 
 @civitai_view
-def version_by_hash(request: HttpRequest, hash_value: str) -> HttpResponse:
+def version_by_hash(request: HttpRequest, user: User, hash_value: str) -> HttpResponse:
     if not HASH_RE.match(hash_value):
         return civitai_error(
             400,
@@ -486,7 +490,7 @@ def version_by_hash(request: HttpRequest, hash_value: str) -> HttpResponse:
             "or BLAKE3).",
             "bad_hash",
         )
-    version = civitai_version_by_hash(user=_user(request), hash_value=hash_value)
+    version = civitai_version_by_hash(user=user, hash_value=hash_value)
     if version is None:
         return _not_found("Model not found")
     return JsonResponse(_version_item(request, version))

@@ -30,6 +30,7 @@ when the download policy refuses the file. Tokens come as ``Authorization: Beare
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -73,19 +74,36 @@ INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 # Errors ---------------------------------------------------------------------------------------
 
 
+# X-Error-Code values huggingface_hub turns into typed errors -> Atelier's error codes.
+HUB_ERROR_CODES = {
+    "RepoNotFound": "not_found",
+    "RevisionNotFound": "revision_not_found",
+    "EntryNotFound": "entry_not_found",
+    "GatedRepo": "gated",
+}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def _hf_error(
-    status: int, error_code: str, message: str, *, headers: dict[str, str] | None = None
+    status: int,
+    error_code: str,
+    message: str,
+    *,
+    code: str = "",
+    headers: dict[str, str] | None = None,
 ) -> JsonResponse:
     """An error as the Hub sends it: JSON ``error`` plus ``X-Error-Code``/``X-Error-Message``.
 
-    The body also has Atelier's ``code``/``message``/``details`` shape.
+    ``error_code`` is the Hub's (empty for errors it has no code for); the body also has
+    Atelier's ``code``/``message``/``details`` shape.
     """
-    code = error_code or "unauthorized"
+    code = code or HUB_ERROR_CODES.get(error_code, "error")
     body = {"error": message, "code": code, "message": message, "details": {}}
     response = JsonResponse(body, status=status)
     if error_code:
         response["X-Error-Code"] = error_code
-    response["X-Error-Message"] = message
+    # Messages may quote the path; a header cannot hold control characters.
+    response["X-Error-Message"] = _CONTROL.sub(" ", message)
     if status == 401:
         response["WWW-Authenticate"] = 'Bearer realm="Authentication required", charset="UTF-8"'
     for key, value in (headers or {}).items():
@@ -110,7 +128,9 @@ def get_or_head_only(view: View) -> View:
     @wraps(view)
     def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
         if request.method not in ("GET", "HEAD"):
-            response = _hf_error(405, "", f"Method {request.method} is not allowed here.")
+            response = _hf_error(
+                405, "", f"Method {request.method} is not allowed here.", code="method_not_allowed"
+            )
             response["Allow"] = "GET, HEAD"
             return response
         return view(request, *args, **kwargs)
@@ -131,7 +151,7 @@ class RepoContext:
 def _open_repo(request: HttpRequest, owner: str, slug: str) -> RepoContext | JsonResponse:
     user = request_user(request)
     if bearer_secret(request) and not user.is_authenticated:
-        return _hf_error(401, "", INVALID_CREDENTIALS)
+        return _hf_error(401, "", INVALID_CREDENTIALS, code="bad_token")
     model = hf_model(owner=owner, slug=slug)
     if model is None or not can_view_model(user, model):
         return _repo_not_found(user)
@@ -353,8 +373,7 @@ def resolve(request: HttpRequest, owner: str, slug: str, revision: str, path: st
         headers = {"X-Repo-Commit": commit}
         if err.status_code == 416:
             headers["Content-Range"] = f"bytes */{blob.size}"
-        return _hf_error(err.status_code, "", err.message, headers=headers)
+        return _hf_error(err.status_code, "", err.message, code=err.code, headers=headers)
     if _counts_as_download(request, model_file):
         download_count_increment(target=version)
     return response
-

@@ -95,7 +95,7 @@ def sample_image_add(
         )
     ext, info = _check_image(image)
     params = dict(parameters or {})
-    embedded = info.get("parameters", "")
+    embedded = info.get("parameters", "").replace("\x00", "")  # PostgreSQL refuses NUL
     if embedded and not prompt:
         prompt = embedded.split("\n", 1)[0][:MAX_PROMPT_CHARS]
     if embedded and "a1111" not in params:

@@ -15,9 +15,11 @@ import pytest
 
 from tests.client.conftest import PASSWORD, Result
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Tests that talk to the live site need committed data (a transactional database).
+live = pytest.mark.django_db(transaction=True)
 
 
+@live
 def test_login_with_password_stores_a_working_token_readable_only_by_the_user(
     cli: Callable[..., Result], site: str, alice: object, config_file: Path
 ) -> None:
@@ -34,6 +36,7 @@ def test_login_with_password_stores_a_working_token_readable_only_by_the_user(
     assert cli("whoami").out.strip() == f"alice on {site}"
 
 
+@live
 def test_login_with_a_wrong_password_fails_with_the_servers_message(
     cli: Callable[..., Result], site: str, alice: object, config_file: Path
 ) -> None:
@@ -51,6 +54,7 @@ def test_login_with_a_wrong_password_fails_with_the_servers_message(
     assert not config_file.exists()
 
 
+@live
 def test_login_with_a_token(
     cli: Callable[..., Result], site: str, alice: object, token_for: Callable[[object], str]
 ) -> None:
@@ -59,6 +63,7 @@ def test_login_with_a_token(
     assert "as alice" in result.err
 
 
+@live
 def test_login_with_a_bad_token_is_refused(
     cli: Callable[..., Result], site: str, config_file: Path
 ) -> None:
@@ -68,6 +73,7 @@ def test_login_with_a_bad_token_is_refused(
     assert not config_file.exists()
 
 
+@live
 def test_login_without_a_terminal_or_password_stdin_explains_what_to_do(
     cli: Callable[..., Result], site: str
 ) -> None:
@@ -120,6 +126,7 @@ def test_no_command_prints_help_and_fails(cli: Callable[..., Result]) -> None:
     assert "push" in result.err and "pull" in result.err
 
 
+@live
 def test_installed_console_script_talks_to_the_site(
     cli: Callable[..., Result], logged_in: str, config_file: Path
 ) -> None:

@@ -16,7 +16,8 @@ from registry.services.catalog import FileSpec, model_create, version_create, ve
 from registry.services.uploads import upload_whole_file
 from tests.client.conftest import Result, lora_bytes
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Tests that talk to the live site need committed data (a transactional database).
+live = pytest.mark.django_db(transaction=True)
 
 
 def publish(
@@ -59,6 +60,7 @@ def requests_seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, dict[
     return seen
 
 
+@live
 def test_pull_by_id_downloads_every_file_of_the_latest_version(
     cli: Callable[..., Result], site: str, alice: object, tmp_path: Path
 ) -> None:
@@ -75,6 +77,7 @@ def test_pull_by_id_downloads_every_file_of_the_latest_version(
     assert not list(out.rglob("*.part"))
 
 
+@live
 def test_pull_by_owner_slug_and_version_name(
     cli: Callable[..., Result], site: str, alice: object, tmp_path: Path
 ) -> None:
@@ -93,6 +96,7 @@ def test_pull_by_owner_slug_and_version_name(
     assert (tmp_path / "ink.safetensors").read_bytes() == lora_bytes(seed=1)
 
 
+@live
 def test_pull_resumes_a_partial_file_with_a_range_request(
     cli: Callable[..., Result],
     site: str,
@@ -115,6 +119,7 @@ def test_pull_resumes_a_partial_file_with_a_range_request(
     assert "Resuming big.safetensors at 5000" in result.err
 
 
+@live
 def test_pull_discards_a_corrupt_partial_file_and_keeps_nothing_wrong(
     cli: Callable[..., Result], site: str, alice: object, tmp_path: Path
 ) -> None:
@@ -139,6 +144,7 @@ def test_pull_discards_a_corrupt_partial_file_and_keeps_nothing_wrong(
     )
 
 
+@live
 def test_pull_skips_a_file_already_there(
     cli: Callable[..., Result],
     site: str,
@@ -155,12 +161,14 @@ def test_pull_skips_a_file_already_there(
     assert not [url for _, url, _, _ in requests_seen if "/download" in url or "/files/" in url]
 
 
+@live
 def test_pull_of_an_unknown_model(cli: Callable[..., Result], site: str, tmp_path: Path) -> None:
     result = cli("pull", "999999", "--out", str(tmp_path), "--site", site)
     assert result.code == 1
     assert "No such model" in result.err
 
 
+@live
 def test_pull_of_someone_elses_private_model_is_not_found(
     cli: Callable[..., Result], site: str, alice: object, tmp_path: Path
 ) -> None:
@@ -172,6 +180,7 @@ def test_pull_of_someone_elses_private_model_is_not_found(
     assert not out.exists()
 
 
+@live
 def test_pull_of_an_unknown_version_names_the_ones_there(
     cli: Callable[..., Result], site: str, alice: object, tmp_path: Path
 ) -> None:
@@ -185,3 +194,20 @@ def test_pull_with_a_malformed_model_argument(cli: Callable[..., Result], tmp_pa
     result = cli("pull", "just-a-name", "--out", str(tmp_path), "--site", "http://127.0.0.1:9")
     assert result.code == 1
     assert "neither a model id nor owner/slug" in result.err
+
+
+@live
+def test_pull_without_a_version_takes_the_newest_published_one(
+    cli: Callable[..., Result], site: str, alice: object, tmp_path: Path
+) -> None:
+    first = publish(alice, "Versions", {"w.safetensors": lora_bytes(seed=1)})
+    publish(
+        alice,
+        "Versions",
+        {"w.safetensors": lora_bytes(seed=2)},
+        version_name="v2",
+        model=first.model,
+    )
+    result = cli("pull", str(first.model_id), "--out", str(tmp_path / "out"), "--site", site, "-q")
+    assert result.code == 0, result.err
+    assert (tmp_path / "out" / "w.safetensors").read_bytes() == lora_bytes(seed=2)

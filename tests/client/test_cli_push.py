@@ -14,13 +14,15 @@ from client.http import AtelierClient, NetworkError, UploadInfo
 from registry.models import Model, ModelFile, ModelVersion, Upload, UploadStatus, VersionStatus
 from tests.client.conftest import Result, lora_bytes
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# Tests that talk to the live site need committed data (a transactional database).
+live = pytest.mark.django_db(transaction=True)
 
 
 def push_args(path: Path, *extra: str) -> list[str]:
     return [str(path), "--name", "Ink style", "--kind", "lora", "-q", *extra]
 
 
+@live
 def test_push_uploads_a_lora_and_creates_a_draft_version(
     cli: Callable[..., Result], logged_in: str, lora_path: Path
 ) -> None:
@@ -43,6 +45,7 @@ def test_push_uploads_a_lora_and_creates_a_draft_version(
     )
 
 
+@live
 def test_push_sends_the_local_sha256_first(
     cli: Callable[..., Result], logged_in: str, lora_path: Path
 ) -> None:
@@ -51,6 +54,7 @@ def test_push_sends_the_local_sha256_first(
     assert upload.expected_sha256 == hashlib.sha256(lora_path.read_bytes()).hexdigest()
 
 
+@live
 def test_push_with_publish_publishes_the_version(
     cli: Callable[..., Result], logged_in: str, lora_path: Path
 ) -> None:
@@ -59,6 +63,7 @@ def test_push_with_publish_publishes_the_version(
     assert ModelVersion.objects.get().status == VersionStatus.PUBLISHED
 
 
+@live
 def test_push_of_a_diffusers_folder_keeps_the_relative_paths(
     cli: Callable[..., Result], logged_in: str, tmp_path: Path
 ) -> None:
@@ -78,6 +83,7 @@ def test_push_of_a_diffusers_folder_keeps_the_relative_paths(
     assert version.layout == "diffusers"
 
 
+@live
 def test_interrupted_push_resumes_from_the_servers_offset(
     cli: Callable[..., Result], logged_in: str, lora_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -116,6 +122,7 @@ def test_interrupted_push_resumes_from_the_servers_offset(
     assert model_file.blob_id == hashlib.sha256(lora_path.read_bytes()).hexdigest()
 
 
+@live
 def test_push_retries_a_dropped_chunk_by_asking_the_server_for_its_offset(
     cli: Callable[..., Result], logged_in: str, lora_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -135,6 +142,7 @@ def test_push_retries_a_dropped_chunk_by_asking_the_server_for_its_offset(
     assert ModelFile.objects.get().blob.size == lora_path.stat().st_size
 
 
+@live
 def test_push_of_a_refused_pickle_shows_the_servers_reason(
     cli: Callable[..., Result], logged_in: str, tmp_path: Path
 ) -> None:
@@ -153,7 +161,7 @@ def test_push_of_a_refused_pickle_shows_the_servers_reason(
     assert not Model.objects.exists()
 
 
-def test_push_of_a_missing_file(cli: Callable[..., Result], logged_in: str, tmp_path: Path) -> None:
+def test_push_of_a_missing_file(cli: Callable[..., Result], tmp_path: Path) -> None:
     result = cli("push", *push_args(tmp_path / "nope.safetensors"))
     assert result.code == 1
     assert (
@@ -190,6 +198,7 @@ def test_push_with_a_bad_chunk_size_is_a_usage_error(
     assert "not a size" in result.err
 
 
+@live
 def test_push_shows_the_servers_4xx_message(
     cli: Callable[..., Result], logged_in: str, lora_path: Path
 ) -> None:
@@ -212,6 +221,7 @@ def test_push_without_name_and_kind_for_a_new_model_is_a_usage_error(
     assert "--name and --kind are required for a new model" in result.err
 
 
+@live
 def test_push_a_new_version_into_an_existing_model(
     cli: Callable[..., Result], logged_in: str, lora_path: Path, tmp_path: Path
 ) -> None:

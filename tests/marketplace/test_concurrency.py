@@ -46,7 +46,8 @@ def test_simultaneous_purchases_keep_every_invariant(
     # given: 4 listings (one with an upstream royalty and collaborators), 25 buyers with
     # tight balances, two of whom are also sellers (locks cross between wallets)
     settings.ATELIER_PLATFORM_FEE_BPS = 1000
-    base_owner, collab = make_user("base"), make_user("collab")
+    base_owner = make_user("base")
+    make_user("collab")  # a collaborator on the first listing
     buyers = [make_user(f"b{i}") for i in range(25)]
     sellers = [make_user("s0"), buyers[0], buyers[1]]
     base = make_version(base_owner)
@@ -93,7 +94,7 @@ def test_simultaneous_purchases_keep_every_invariant(
                     result = ("ok", str(purchase.pk))
                 except ApplicationError as err:
                     result = ("refused", err.code)
-                except Exception as err:  # noqa: BLE001 - any other error fails the test below
+                except Exception as err:  # any other error fails the test below
                     result = ("error", repr(err))
                 with lock:
                     outcomes.append((buyer.pk, listing.pk, *result))

@@ -48,7 +48,8 @@ def test_shares_that_do_not_sum_to_100_are_refused() -> None:
 def test_parts_always_sum_to_the_price(price, fee_bps, royalties, cuts) -> None:
     points = sorted(set(cuts))
     bounds = [0, *points, 100]
-    shares = [(f"c{i}", hi - lo) for i, (lo, hi) in enumerate(zip(bounds, bounds[1:]))]
+    pairs = zip(bounds, bounds[1:], strict=False)
+    shares = [(f"c{i}", hi - lo) for i, (lo, hi) in enumerate(pairs)]
     parts = revenue_split(price=price, fee_bps=fee_bps, seller="s",
                           royalties=[(f"r{i}", bps) for i, bps in enumerate(royalties)],
                           shares=shares)

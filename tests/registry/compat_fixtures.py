@@ -358,31 +358,59 @@ def civitai_catalogue_publish(
     unlisted two-file (diffusers layout) model."""
     alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
     checkpoint, checkpoint_version = publish_file(
-        owner=alice, name="Photo Checkpoint", kind="checkpoint", file=files["photo"],
-        tags=("photo", "base model"), downloads=2,
+        owner=alice,
+        name="Photo Checkpoint",
+        kind="checkpoint",
+        file=files["photo"],
+        tags=("photo", "base model"),
+        downloads=2,
     )
     lora, lora_version = publish_file(
-        owner=bob, name="Ink Style", kind="lora", file=files["ink"], tags=("ink", "style"),
-        trigger_words=("inkstyle",), downloads=3,
+        owner=bob,
+        name="Ink Style",
+        kind="lora",
+        file=files["ink"],
+        tags=("ink", "style"),
+        trigger_words=("inkstyle",),
+        downloads=3,
     )
     xl_lora, _ = publish_file(
-        owner=bob, name="XL Glow", kind="lora", file=files["glow"], tags=("glow", "nsfw"),
-        base_model="sdxl", downloads=1,
+        owner=bob,
+        name="XL Glow",
+        kind="lora",
+        file=files["glow"],
+        tags=("glow", "nsfw"),
+        base_model="sdxl",
+        downloads=1,
     )
     private, _ = publish_file(
-        owner=carol, name="Secret Checkpoint", kind="checkpoint", file=files["secret"],
+        owner=carol,
+        name="Secret Checkpoint",
+        kind="checkpoint",
+        file=files["secret"],
         visibility="private",
     )
     draft_only, _ = publish_file(
         owner=dave, name="Unfinished", kind="checkpoint", file=files["unfinished"], publish=False
     )
     folder, folder_version = publish_file(
-        owner=alice, name="Folder Model", kind="checkpoint", file=files["photo"],
-        extra_files={"unet/config.json": files["config"]}, visibility="unlisted",
+        owner=alice,
+        name="Folder Model",
+        kind="checkpoint",
+        file=files["photo"],
+        extra_files={"unet/config.json": files["config"]},
+        visibility="unlisted",
     )
     return CivitaiCatalogue(
-        checkpoint, checkpoint_version, lora, lora_version, xl_lora, private, draft_only,
-        folder, folder_version,
+        checkpoint,
+        checkpoint_version,
+        lora,
+        lora_version,
+        xl_lora,
+        private,
+        draft_only,
+        folder,
+        folder_version,
     )
 
 

@@ -43,8 +43,9 @@ def test_own_profile_includes_drafts(alice, token_for) -> None:
     assert body["counts"]["models"] == 2
 
 
-def test_unknown_user_is_404(db) -> None:
-    response = APIClient().get("/api/v1/users/nobody")
+@pytest.mark.parametrize("username", ["nobody", "a%00b", "a b"])
+def test_unknown_or_impossible_user_is_404(db, username: str) -> None:
+    response = APIClient().get(f"/api/v1/users/{username}")
 
     assert response.status_code == 404
     assert response.json()["code"] == "not_found"

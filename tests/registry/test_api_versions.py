@@ -368,10 +368,13 @@ def test_a_sample_image_over_the_size_limit_is_413(alice_api, model, settings) -
     assert not SampleImage.objects.exists()
 
 
-def test_parameters_that_are_not_an_object_are_400(alice_api: APIClient, model) -> None:
+@pytest.mark.parametrize("parameters", ["[1, 2]", "{not json", '{"a": "\\u0000"}'])
+def test_parameters_that_are_not_a_storable_object_are_400(
+    alice_api: APIClient, model, parameters: str
+) -> None:
     version = make_version(model=model)
 
-    response = _image_post(alice_api, version.pk, png_bytes(), parameters="[1, 2]")
+    response = _image_post(alice_api, version.pk, png_bytes(), parameters=parameters)
 
     assert response.status_code == 400
     assert "parameters" in response.json()["details"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import struct
 import zipfile
 from pathlib import Path
@@ -144,6 +145,22 @@ def test_same_bytes_uploaded_twice_make_one_blob_and_one_stored_file(client: API
     assert Blob.objects.count() == 1
     assert len(stored_files()) == 1
     assert Upload.objects.filter(status=UploadStatus.COMPLETE).count() == 2
+
+
+def test_nul_characters_in_safetensors_metadata_do_not_break_completion(
+    client: APIClient,
+) -> None:
+    # Given a LoRA whose metadata key and value hold NUL characters (valid JSON, not storable)
+    data = lora_bytes(metadata={"ss_output_name": "ink\u0000style", "odd\u0000key": "x"})
+
+    # When it is uploaded
+    _, response = upload_all(client, data, "nul.safetensors")
+
+    # Then it is stored, with the NULs replaced
+    assert response.status_code == 200, response.json()
+    metadata = Upload.objects.get().inspection["metadata"]
+    assert "\\u0000" not in json.dumps(metadata)
+    assert "ink\ufffdstyle" in json.dumps(metadata, ensure_ascii=False)
 
 
 # --- offsets and sizes -----------------------------------------------------------------------

@@ -514,6 +514,7 @@ def test_private_dataset_page_shows_manifest_stats_and_no_download(
             "manifest_hash": "b" * 64,
             "mean_width": 512,
             "files": [{"path": "secret/holiday.png"}],
+            "root": "/home/alice/family",
         },
     )
     html = client.get(
@@ -522,6 +523,7 @@ def test_private_dataset_page_shows_manifest_stats_and_no_download(
     stats = html.split('id="stats-h"')[1].split("</section>")[0]
     assert "b" * 64 in stats and "512" in stats
     assert "secret/holiday.png" not in html
+    assert "/home/alice" not in html
     assert f"/api/download/datasets/{version.pk}" not in html
 
 

@@ -85,6 +85,9 @@ class Command(BaseCommand):
             tags=["synthetic", "shapes"],
         )
         dataset_version_create_public(
-            dataset=dataset, user=owner, name="v1", upload=upload  # type: ignore[arg-type]
+            dataset=dataset,
+            user=owner,
+            name="v1",
+            upload=upload,  # type: ignore[arg-type]
         )
         self.stdout.write(f"published dataset {name!r}")

@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from federated.engine.adapter import AdapterSpec
+from federated.engine.dp import DPConfig
 from federated.engine.synthetic import generate_synthetic_dataset
+from federated.engine.trainer import LoadedBase, TrainConfig, load_base
 from sdcore.tiny import TinyModelPaths, save_tiny_model
 
 TRAIN_RESOLUTION = 32
@@ -39,10 +42,21 @@ def engine_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def concept_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """48 images of 'sks red circle' (owner A's private data)."""
+    """128 images of 'sks red circle' (owner A's private data)."""
     return generate_synthetic_dataset(
-        tmp_path_factory.mktemp("owner-a"), n_images=48, seed=1, resolution=TRAIN_RESOLUTION
+        tmp_path_factory.mktemp("owner-a"), n_images=128, seed=1, resolution=TRAIN_RESOLUTION
     )
+
+
+@pytest.fixture(scope="session")
+def small_datasets(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    """Three owners' small datasets of the same concept (different seeds, different images)."""
+    return [
+        generate_synthetic_dataset(
+            tmp_path_factory.mktemp(f"node-{seed}"), n_images=16, seed=seed, resolution=TRAIN_RESOLUTION
+        )
+        for seed in (2, 3, 4)
+    ]
 
 
 @pytest.fixture(scope="session")
@@ -51,3 +65,27 @@ def heldout_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate_synthetic_dataset(
         tmp_path_factory.mktemp("heldout"), n_images=8, seed=99, resolution=TRAIN_RESOLUTION
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_model: TinyModelPaths, engine_cache_dir: Path) -> LoadedBase:
+    """The tiny base pipeline as the trainer loads it (memoised, fp32, CPU)."""
+    return load_base(
+        tiny_model.diffusers_dir,
+        device=torch.device("cpu"),
+        dtype=torch.float32,
+        cache_dir=engine_cache_dir,
+    )
+
+
+# Rank 1 and a clipping norm near the per-sample gradient norms (about 0.05-0.15 here):
+# with the opacus default of 1.0 nothing is clipped and the noise drowns the signal.
+LEARNING_CONFIG = TrainConfig(
+    resolution=TRAIN_RESOLUTION,
+    adapter=AdapterSpec(rank=1, alpha=1.0),
+    learning_rate=3e-2,
+    batch_size=16,
+    local_steps=30,
+    device="cpu",
+)
+MODERATE_DP = DPConfig(target_epsilon=8.0, target_delta=1e-5, max_grad_norm=0.05)
