@@ -145,6 +145,8 @@ def generate(models: int, versions: int, *, seed: int = 0) -> dict[str, int]:
                 "visibility": "public", "is_removed": False,
                 "download_count": (i * 7919) % 100000, "rating_avg": (i % 50) / 10,
                 "rating_count": i % 300, "search_vector": None,
+                # every model gets a published version below, published at this instant
+                "latest_published_at": now - timedelta(minutes=i, seconds=1),
                 "created_at": created, "updated_at": created,
             }
 

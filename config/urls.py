@@ -1,5 +1,7 @@
 """Top-level routes. Compatible routes (Hugging Face, Civitai) sit at the paths tools expect."""
 
+from django.conf import settings
+from django.conf.urls.static import static
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
@@ -14,3 +16,6 @@ urlpatterns = [
     path("", include("marketplace.urls")),
     path("", include("registry.urls")),
 ]
+
+# Sample images and previews in the demo (DEBUG); production serves media from storage.
+urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -1,13 +1,16 @@
-"""Admin: read-only ledger with reconciliation, staff credit grants, listings, licenses."""
+"""Admin: read-only ledger with reconciliation, staff credit grants, listings, licenses,
+payouts to settle and the moderation queue of reports."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Case, QuerySet, Value, When
 from django.http import HttpRequest
 
+from core.errors import ApplicationError
 from marketplace.models import (
     Account,
     CreditGrant,
@@ -18,11 +21,20 @@ from marketplace.models import (
     License,
     Listing,
     ListingShare,
+    Payout,
     Purchase,
+    Report,
+    ReportStatus,
     TopUp,
 )
 from marketplace.selectors import accounts_with_entry_sums, ledger_reconcile, ledger_total
 from marketplace.services.ledger import credit_grant_create
+from marketplace.services.payouts import payout_mark_paid, payout_reject
+from marketplace.services.reports import (
+    report_dismiss,
+    report_remove_target,
+    report_unpublish_version,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -136,3 +148,99 @@ class ListingAdmin(admin.ModelAdmin):
 class LicenseAdmin(admin.ModelAdmin):
     list_display = ("code", "name", "credit_required", "commercial_use", "derivatives_allowed",
                     "different_license_allowed")
+
+
+def _run_each(
+    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any],
+    action: Callable[..., Any], done: str,
+) -> None:
+    """Call a service on each selected row; report successes and refusals separately."""
+    ok = 0
+    for obj in queryset:
+        try:
+            action(obj)
+        except ApplicationError as err:
+            modeladmin.message_user(request, f"{obj}: {err.message}", messages.ERROR)
+        else:
+            ok += 1
+    if ok:
+        modeladmin.message_user(request, f"{ok} {done}.", messages.SUCCESS)
+
+
+@admin.register(Payout)
+class PayoutAdmin(admin.ModelAdmin):
+    """Staff settle payout requests; the services move the credits in the ledger."""
+
+    list_display = ("pk", "user", "amount", "status", "created_at", "handled_by", "handled_at")
+    list_filter = ("status",)
+    search_fields = ("user__username",)
+    readonly_fields = ("user", "amount", "status", "request_transaction", "settle_transaction",
+                       "handled_by", "handled_at", "note", "created_at")
+    actions = ["mark_paid", "reject"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Mark the selected payouts paid")
+    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+        _run_each(self, request, queryset,
+                  lambda p: payout_mark_paid(payout=p, staff=request.user),  # type: ignore[arg-type]
+                  "payout(s) marked paid")
+
+    @admin.action(description="Reject the selected payouts (credits go back)")
+    def reject(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+        _run_each(self, request, queryset,
+                  lambda p: payout_reject(payout=p, staff=request.user),  # type: ignore[arg-type]
+                  "payout(s) rejected")
+
+
+@admin.register(Report)
+class ReportAdmin(admin.ModelAdmin):
+    """The moderation queue: open reports first; each action records who handled it."""
+
+    list_display = ("pk", "reason", "target", "reporter", "status", "created_at", "handled_by",
+                    "handled_at")
+    list_filter = ("status", "reason")
+    search_fields = ("text", "reporter__username")
+    readonly_fields = ("reporter", "model_version", "dataset", "reason", "text", "status",
+                       "handled_by", "handled_at", "created_at")
+    actions = ["unpublish_version", "remove_model", "dismiss"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
+        return super().get_queryset(request).select_related(
+            "reporter", "handled_by", "model_version__model", "dataset",
+        ).annotate(handled=Case(When(status=ReportStatus.OPEN, then=Value(0)), default=Value(1)))
+
+    def get_ordering(self, request: HttpRequest) -> list[str]:
+        return ["handled", "-created_at"]  # the open reports first
+
+    @admin.display(description="Reported")
+    def target(self, obj: Report) -> str:
+        return obj.target_label
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Unpublish the version")
+    def unpublish_version(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        _run_each(self, request, queryset,
+                  lambda r: report_unpublish_version(report=r, staff=request.user),  # type: ignore[arg-type]
+                  "version(s) unpublished")
+
+    @admin.action(description="Remove the model (or dataset)")
+    def remove_model(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        _run_each(self, request, queryset,
+                  lambda r: report_remove_target(report=r, staff=request.user),  # type: ignore[arg-type]
+                  "item(s) removed")
+
+    @admin.action(description="Dismiss")
+    def dismiss(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+        _run_each(self, request, queryset,
+                  lambda r: report_dismiss(report=r, staff=request.user),  # type: ignore[arg-type]
+                  "report(s) dismissed")

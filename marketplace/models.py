@@ -355,3 +355,109 @@ class Review(models.Model):
 
     def __str__(self) -> str:
         return f"review #{self.pk} ({self.rating}/5)"
+
+
+class PayoutStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PAID = "paid", "Paid"
+    REJECTED = "rejected", "Rejected"
+
+
+class Payout(models.Model):
+    """A request to cash out wallet credits; the credits wait in the payouts clearing account.
+
+    Requesting moves them wallet -> clearing; paid moves them clearing -> external (they left
+    the platform); rejected moves them back clearing -> wallet. Changes only through
+    ``marketplace.services.payouts``.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="payouts"
+    )
+    amount = models.BigIntegerField()
+    status = models.CharField(
+        max_length=10, choices=PayoutStatus.choices, default=PayoutStatus.PENDING
+    )
+    request_transaction = models.OneToOneField(
+        LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="payout_request",
+    )
+    settle_transaction = models.OneToOneField(
+        LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="payout_settle",
+    )
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="+",
+    )
+    handled_at = models.DateTimeField(null=True, blank=True)
+    note = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        constraints = [
+            models.CheckConstraint(condition=models.Q(amount__gt=0), name="payout_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"payout #{self.pk} {self.amount} ({self.status})"
+
+
+class ReportReason(models.TextChoices):
+    OWNERSHIP = "ownership", "Ownership claim"
+    LICENSE = "license", "License violation"
+    UNSAFE = "unsafe", "Unsafe content"
+
+
+class ReportStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    UNPUBLISHED = "unpublished", "Version unpublished"
+    REMOVED = "removed", "Removed"
+    DISMISSED = "dismissed", "Dismissed"
+
+
+class Report(models.Model):
+    """A user's report about a model version or dataset, waiting in the moderation queue."""
+
+    reporter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reports"
+    )
+    model_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    dataset = models.ForeignKey(
+        "registry.Dataset", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    reason = models.CharField(max_length=12, choices=ReportReason.choices)
+    text = models.TextField()
+    status = models.CharField(
+        max_length=12, choices=ReportStatus.choices, default=ReportStatus.OPEN
+    )
+    handled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        related_name="+",
+    )
+    handled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at", "-pk")
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(model_version__isnull=False, dataset__isnull=True)
+                    | models.Q(model_version__isnull=True, dataset__isnull=False)
+                ),
+                name="report_exactly_one_target",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"report #{self.pk} ({self.get_reason_display()}, {self.status})"
+
+    @property
+    def target_label(self) -> str:
+        if self.model_version_id:
+            return f"model version {self.model_version}"
+        return f"dataset {self.dataset}"

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Q, QuerySet, Sum
-from django.db.models.functions import Coalesce
+from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
 from marketplace.models import (
@@ -19,6 +20,8 @@ from marketplace.models import (
     LedgerTransaction,
     License,
     Listing,
+    Payout,
+    Review,
 )
 from registry.models import DatasetVersion, Lineage, ModelVersion
 
@@ -239,3 +242,129 @@ def effective_permissions(version: ModelVersion) -> EffectivePermissions:
             different.value = False
             different.sources.append(source)
     return EffectivePermissions(version.license_code, credit, commercial, derivatives, different)
+
+
+# --- statements, earnings, payouts -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatementLine:
+    date: datetime.datetime
+    kind: str
+    reference: str
+    memo: str
+    amount: int
+    balance_after: int
+
+
+def statement_period(raw_from: str, raw_to: str) -> tuple[datetime.date, datetime.date]:
+    """Parse ``from``/``to`` (YYYY-MM-DD, both included); 400 with a message when wrong."""
+    from core.errors import ApplicationError
+
+    parsed: list[datetime.date] = []
+    for name, raw in (("from", raw_from), ("to", raw_to)):
+        try:
+            parsed.append(datetime.date.fromisoformat((raw or "").strip()))
+        except ValueError:
+            raise ApplicationError(
+                f"'{name}' must be a date written YYYY-MM-DD (got {raw!r}).",
+                code="bad_period", details={"field": name},
+            ) from None
+    start, end = parsed
+    if start > end:
+        raise ApplicationError("'from' must be on or before 'to'.", code="bad_period",
+                               details={"from": start.isoformat(), "to": end.isoformat()})
+    if (end - start).days > 3660:
+        raise ApplicationError("A statement covers at most ten years.", code="bad_period")
+    return start, end
+
+
+def _day_start(day: datetime.date) -> datetime.datetime:
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def wallet_statement(
+    *, user: AbstractBaseUser, start: datetime.date, end: datetime.date
+) -> list[StatementLine]:
+    """The user's wallet entries from ``start`` to ``end`` (both days included, local time),
+    oldest first, each with the wallet balance right after it."""
+    entries = LedgerEntry.objects.filter(
+        account__kind=AccountKind.WALLET, account__owner_id=user.pk
+    )
+    lo, hi = _day_start(start), _day_start(end + datetime.timedelta(days=1))
+    balance = int(
+        entries.filter(transaction__created_at__lt=lo)
+        .aggregate(t=Coalesce(Sum("amount"), 0))["t"]
+    )
+    lines: list[StatementLine] = []
+    period = (
+        entries.filter(transaction__created_at__gte=lo, transaction__created_at__lt=hi)
+        .select_related("transaction").order_by("transaction__created_at", "pk")
+    )
+    for entry in period:
+        balance += entry.amount
+        txn = entry.transaction
+        lines.append(StatementLine(txn.created_at, txn.kind, txn.reference, entry.memo,
+                                   entry.amount, balance))
+    return lines
+
+
+EARNING_MEMOS = ("seller", "share", "royalty")
+
+
+def earning_entries(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
+    """Credits the user earned: their part of purchases and escrow payouts (data owners)."""
+    return LedgerEntry.objects.filter(
+        account__kind=AccountKind.WALLET, account__owner_id=user.pk, amount__gt=0,
+    ).filter(
+        Q(transaction__kind="purchase", memo__in=EARNING_MEMOS)
+        | Q(transaction__kind="escrow_settle", memo="payout")
+    )
+
+
+@dataclass(frozen=True)
+class DayEarning:
+    day: datetime.date
+    amount: int
+
+
+def earnings_by_day(*, user: AbstractBaseUser) -> list[DayEarning]:
+    """One row per (local) day with earnings, oldest first."""
+    rows = (
+        earning_entries(user=user)
+        .annotate(day=TruncDate("transaction__created_at"))
+        .values("day").annotate(total=Sum("amount")).order_by("day")
+    )
+    return [DayEarning(r["day"], int(r["total"])) for r in rows]
+
+
+@dataclass(frozen=True)
+class ListingSales:
+    listing: Listing
+    sales: int
+    earned: int
+
+
+def sales_by_listing(*, user: AbstractBaseUser) -> list[ListingSales]:
+    """For each listing the user earned from (as seller, collaborator or upstream owner)."""
+    rows = list(
+        earning_entries(user=user).filter(transaction__kind="purchase")
+        .values("transaction__purchase__listing")
+        .annotate(sales=Count("pk"), earned=Sum("amount"))
+        .order_by("-earned")
+    )
+    listings = Listing.objects.select_related(
+        "model_version__model", "dataset_version__dataset"
+    ).in_bulk([r["transaction__purchase__listing"] for r in rows])
+    return [
+        ListingSales(listings[r["transaction__purchase__listing"]], r["sales"], int(r["earned"]))
+        for r in rows if r["transaction__purchase__listing"] in listings
+    ]
+
+
+def payouts_for(*, user: AbstractBaseUser) -> QuerySet[Payout]:
+    return Payout.objects.filter(user_id=user.pk).order_by("-created_at", "-pk")
+
+
+def reviews_for_version(version: ModelVersion) -> QuerySet[Review]:
+    return Review.objects.filter(model_version=version).select_related("user")

@@ -1,8 +1,8 @@
-"""Marketplace routes (REST API), included at the site root by ``config/urls.py``."""
+"""Marketplace routes (REST API and pages), included at the site root by ``config/urls.py``."""
 
 from django.urls import path
 
-from marketplace import api
+from marketplace import api, api_people, views
 
 app_name = "marketplace"
 
@@ -11,6 +11,14 @@ urlpatterns = [
     path("api/v1/wallet/transactions", api.WalletTransactionListApi.as_view(),
          name="wallet-transactions"),
     path("api/v1/wallet/top-ups", api.TopUpCreateApi.as_view(), name="top-up-create"),
+    path("api/v1/wallet/statement", api_people.WalletStatementApi.as_view(),
+         name="wallet-statement"),
+    path("api/v1/payouts", api_people.PayoutListCreateApi.as_view(), name="payout-list"),
+    path("api/v1/payouts/<int:payout_id>/paid",
+         api_people.PayoutSettleApi.as_view(outcome="paid"), name="payout-paid"),
+    path("api/v1/payouts/<int:payout_id>/rejected",
+         api_people.PayoutSettleApi.as_view(outcome="rejected"), name="payout-rejected"),
+    path("api/v1/reports", api_people.ReportCreateApi.as_view(), name="report-create"),
     path("api/v1/listings", api.ListingListCreateApi.as_view(), name="listing-list"),
     path("api/v1/listings/<int:listing_id>", api.ListingDetailApi.as_view(),
          name="listing-detail"),
@@ -18,4 +26,15 @@ urlpatterns = [
     path("api/v1/library", api.LibraryListApi.as_view(), name="library"),
     path("api/v1/licenses", api.LicenseListApi.as_view(), name="license-list"),
     path("api/v1/reviews", api.ReviewListCreateApi.as_view(), name="review-list"),
+    # pages
+    path("buy/<int:listing_id>/", views.purchase_confirm, name="purchase-confirm"),
+    path("buy/<int:listing_id>/confirm/", views.purchase_submit, name="purchase-submit"),
+    path("wallet/", views.wallet, name="wallet-page"),
+    path("wallet/statement.csv", views.wallet_statement, name="wallet-statement-page"),
+    path("wallet/payouts/", views.payouts, name="payouts-page"),
+    path("library/", views.library, name="library-page"),
+    path("earnings/", views.earnings, name="earnings-page"),
+    path("versions/<int:version_id>/reviews/", views.review_submit, name="review-submit"),
+    path("report/version/<int:version_id>/", views.report_version, name="report-version"),
+    path("report/dataset/<int:dataset_id>/", views.report_dataset, name="report-dataset"),
 ]

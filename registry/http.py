@@ -46,6 +46,14 @@ class _RangeReader(io.RawIOBase):
         super().close()
 
 
+def counts_as_download(request: HttpRequest) -> bool:
+    """A GET of the whole file or of its start; a resumed tail or a HEAD is not another."""
+    if request.method != "GET":
+        return False
+    byte_range = request.headers.get("Range", "").replace(" ", "")
+    return not byte_range or byte_range.startswith("bytes=0-")
+
+
 def _etag(blob: Blob) -> str:
     return f'"{blob.sha256}"'
 

@@ -90,6 +90,9 @@ class Model(models.Model):
     rating_avg = models.FloatField(default=0)
     rating_count = models.IntegerField(default=0)
     search_vector = SearchVectorField(null=True, editable=False)
+    # When the newest published version was published; null while none is. Kept by the
+    # publish services so listing and counting never join the versions table.
+    latest_published_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -100,6 +103,13 @@ class Model(models.Model):
         indexes = [
             models.Index(fields=["visibility", "kind", "-created_at"], name="model_browse_idx"),
             models.Index(fields=["-download_count"], name="model_downloads_idx"),
+            models.Index(
+                fields=["-created_at"],
+                name="model_listed_idx",
+                condition=models.Q(
+                    latest_published_at__isnull=False, is_removed=False, visibility="public"
+                ),
+            ),
         ]
 
     def __str__(self) -> str:

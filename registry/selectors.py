@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 
 from core.errors import ApplicationError
 from registry.models import (
@@ -36,23 +38,61 @@ def visible_models(user: User) -> QuerySet[Model]:
     return qs.filter(public)
 
 
-def listed_models(user: User) -> QuerySet[Model]:
-    """Models that appear in browse and search: public, with a published version."""
-    qs = Model.objects.filter(
-        is_removed=False,
-        visibility=Visibility.PUBLIC,
-        versions__status=VersionStatus.PUBLISHED,
-    ).distinct()
-    return qs
+def listed_models(user: User | None = None) -> QuerySet[Model]:
+    """Models that appear in browse and search: public, not removed, with a published version.
+
+    ``latest_published_at`` is kept by the publish services, so this needs no join and a
+    partial index serves it.
+    """
+    return Model.objects.filter(
+        is_removed=False, visibility=Visibility.PUBLIC, latest_published_at__isnull=False
+    )
 
 
 def _listed_models() -> QuerySet[Model]:
-    """:func:`listed_models` without a join or DISTINCT (an EXISTS instead): each model once,
-    cheap to count, and free to be ordered by annotations such as the search rank."""
-    published = ModelVersion.objects.filter(model=OuterRef("pk"), status=VersionStatus.PUBLISHED)
-    return Model.objects.filter(is_removed=False, visibility=Visibility.PUBLIC).filter(
-        Exists(published)
-    )
+    return listed_models()
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _prefix_tsquery(q: str) -> str:
+    """``sprit:* & !retro`` for ``Sprit -retro``: every word as a prefix, exclusions kept.
+
+    Phrases and ``or`` are left to the web-search query alone.
+    """
+    if '"' in q or " or " in f" {q.lower()} ":
+        return ""
+    terms: list[str] = []
+    for token in q.split()[:8]:
+        negated = token.startswith("-")
+        terms += [f"!{w}" if negated else f"{w}:*" for w in _WORD.findall(token)]
+    if not any(not t.startswith("!") for t in terms):
+        return ""
+    return " & ".join(terms)
+
+
+def search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
+    """Ranked full-text search on PostgreSQL; ``icontains`` on name and description elsewhere.
+
+    On PostgreSQL a model matches the web-search query or, for partial words, every word as a
+    prefix (``sprit`` finds "sprite"); both use the GIN index on the search document. The
+    ``rank`` annotation orders by relevance.
+    """
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q)).annotate(
+            rank=Value(0.0)
+        )
+    from django.contrib.postgres.search import SearchQuery, SearchRank
+
+    query = SearchQuery(q, search_type="websearch")
+    match = Q(search_vector=query)
+    prefix = _prefix_tsquery(q)
+    if prefix:
+        match |= Q(search_vector=SearchQuery(prefix, search_type="raw"))
+    return qs.annotate(rank=SearchRank(F("search_vector"), query)).filter(match)
 
 
 def visible_versions(user: User) -> QuerySet[ModelVersion]:
@@ -161,22 +201,7 @@ def own_models(user: User) -> QuerySet[Model]:
 
 
 def _search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
-    """Ranked full-text search on PostgreSQL; ``icontains`` on name and description elsewhere.
-
-    On PostgreSQL a model also matches when its name contains the text (partial words), with
-    the rank its search document gives (zero when only the name matched).
-    """
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q))
-    from django.contrib.postgres.search import SearchQuery, SearchRank
-    from django.db.models import F
-
-    query = SearchQuery(q, search_type="websearch")
-    return qs.annotate(rank=SearchRank(F("search_vector"), query)).filter(
-        Q(search_vector=query) | Q(name__icontains=q)
-    )
+    return search_models(qs, q)
 
 
 def _listing_versions(published_only: bool) -> QuerySet[ModelVersion]:

@@ -27,6 +27,8 @@ from registry.models import (
 )
 from registry.selectors import (
     lineage_children,
+    listed_models,
+    search_models,
     visible_datasets,
     visible_models,
     visible_versions,
@@ -58,18 +60,7 @@ def _published_versions() -> QuerySet[ModelVersion]:
 
 
 def _search(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
-    """PostgreSQL full-text search (web-search syntax) on name, tags and description.
-
-    A plain substring of the name also matches, so that a partial word still finds a model.
-    Other databases (the SQLite demo) fall back to substring matching.
-    """
-    if connection.vendor == "postgresql":
-        from django.contrib.postgres.search import SearchQuery
-
-        query = SearchQuery(q, search_type="websearch")
-        return qs.filter(Q(search_vector=query) | Q(name__icontains=q))
-    match = Q(name__icontains=q) | Q(description__icontains=q) | Q(tags__name__icontains=q)
-    return qs.filter(pk__in=Model.objects.filter(match).values("pk"))
+    return search_models(qs, q)
 
 
 def with_card_fields(qs: QuerySet[Model]) -> QuerySet[Model]:
@@ -95,11 +86,7 @@ def browse_models(filters: ModelFilters) -> QuerySet[Model]:
 
     Each model carries the card fields of :func:`with_card_fields`.
     """
-    qs = with_card_fields(
-        Model.objects.filter(is_removed=False, visibility=Visibility.PUBLIC).filter(
-            Exists(_published_versions())
-        )
-    )
+    qs = with_card_fields(listed_models())
     if filters.kind:
         qs = qs.filter(kind=filters.kind)
     if filters.base_model:

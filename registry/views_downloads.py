@@ -13,7 +13,7 @@ from django.views.decorators.http import require_http_methods
 from core.auth import bearer_secret, request_user
 from core.errors import AccessDeniedError, ApplicationError, error_response
 from registry.access import download_decision
-from registry.http import serve_blob
+from registry.http import counts_as_download, serve_blob
 from registry.models import Blob, DatasetVersion, ModelFile, ModelVersion
 from registry.selectors import dataset_version_for
 from registry.services.catalog import download_count_increment
@@ -75,7 +75,7 @@ def model_version_download(request: HttpRequest, version_id: int) -> HttpRespons
     if model_file is None:
         return error_response(ApplicationError("This version has no files.", code="not_found",
                                                status=404))
-    if request.method == "GET":
+    if counts_as_download(request):
         download_count_increment(target=version)
     url = signed_file_url(
         blob=model_file.blob, filename=model_file.filename, user_id=user.pk or 0
@@ -93,7 +93,7 @@ def dataset_version_download(request: HttpRequest, version_id: int) -> HttpRespo
     user, denied = authorize_download(request, dataset_version)
     if denied is not None:
         return denied
-    if request.method == "GET":
+    if counts_as_download(request):
         download_count_increment(target=dataset_version)
     url = signed_file_url(
         blob=dataset_version.blob, filename=dataset_version.filename, user_id=user.pk or 0

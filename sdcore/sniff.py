@@ -59,12 +59,14 @@ def sniff_format(prefix: bytes, file_size: int) -> str:
         return "gguf"
     if head[:2] == b"\x1f\x8b":
         return "gzip"
-    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
-        return "pickle"
+    # Safetensors first: a header length whose low byte is 0x80 (640-1535 bytes, common for
+    # small LoRAs and embeddings) would otherwise read as a pickle protocol mark.
     if len(head) >= 9 and head[8:9] == b"{":
         (n,) = struct.unpack("<Q", head[:8])
         if 0 < n < _MAX_SAFETENSORS_HEADER and 8 + n <= file_size:
             return "safetensors"
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return "pickle"
     if head[257:262] == b"ustar":
         return "tar"
     return "unknown"

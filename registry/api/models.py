@@ -27,6 +27,7 @@ from registry.api.common import (
     signed_in,
     wants_mine,
 )
+from registry.http import counts_as_download
 from registry.models import (
     BaseModelFamily,
     FileLayout,
@@ -452,7 +453,8 @@ class FileDownloadApi(APIView):
                 status=decision.status,
                 details=decision.details,
             )
-        download_count_increment(target=model_file.version)
+        if counts_as_download(request):
+            download_count_increment(target=model_file.version)
         url = signed_file_url(
             blob=model_file.blob, filename=model_file.filename, user_id=request.user.pk or 0
         )

@@ -51,7 +51,7 @@ from registry.compat.selectors import (
     hf_versions,
     version_commit,
 )
-from registry.http import serve_blob
+from registry.http import counts_as_download, serve_blob
 from registry.models import (
     Blob,
     FileFormat,
@@ -328,10 +328,7 @@ def tree(
 
 def _counts_as_download(request: HttpRequest, model_file: ModelFile) -> bool:
     """One download per fetch of the version's primary file (a resumed tail is not another)."""
-    if request.method != "GET" or not model_file.is_primary:
-        return False
-    byte_range = request.headers.get("Range", "").replace(" ", "")
-    return not byte_range or byte_range.startswith("bytes=0-")
+    return model_file.is_primary and counts_as_download(request)
 
 
 @get_or_head_only

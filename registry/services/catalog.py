@@ -275,6 +275,7 @@ def version_publish(*, version: ModelVersion, user: AbstractBaseUser) -> ModelVe
     version.status = VersionStatus.PUBLISHED
     version.published_at = timezone.now()
     version.save(update_fields=["status", "published_at"])
+    model_latest_published_refresh(model_id=version.model_id)
     return version
 
 
@@ -283,7 +284,19 @@ def version_unpublish(*, version: ModelVersion, user: AbstractBaseUser) -> Model
     _require_owner(user, version.model.owner_id)
     version.status = VersionStatus.UNPUBLISHED
     version.save(update_fields=["status"])
+    model_latest_published_refresh(model_id=version.model_id)
     return version
+
+
+def model_latest_published_refresh(*, model_id: int) -> None:
+    """Recompute ``Model.latest_published_at`` after a version's status changed."""
+    latest = (
+        ModelVersion.objects.filter(model_id=model_id, status=VersionStatus.PUBLISHED)
+        .order_by("-published_at")
+        .values_list("published_at", flat=True)
+        .first()
+    )
+    Model.objects.filter(pk=model_id).update(latest_published_at=latest)
 
 
 def download_count_increment(*, target: ModelVersion | DatasetVersion) -> None:

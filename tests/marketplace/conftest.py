@@ -107,3 +107,21 @@ def _ledger_balanced_after_every_test(
     check = request.getfixturevalue("ledger_is_balanced")
     yield
     check()
+
+
+@pytest.fixture
+def on_day() -> Callable[..., Any]:
+    """``with on_day(date):`` rows created inside get that day (noon, local time)."""
+    import contextlib
+    import datetime
+    from unittest import mock
+
+    from django.utils import timezone
+
+    @contextlib.contextmanager
+    def at(day: datetime.date) -> Iterator[None]:
+        moment = timezone.make_aware(datetime.datetime.combine(day, datetime.time(12)))
+        with mock.patch("django.utils.timezone.now", return_value=moment):
+            yield
+
+    return at

@@ -154,3 +154,14 @@ def test_extension_ignores_folders_and_case() -> None:
     # given / when / then
     assert extension_of("some.dir/Data.TAR.GZ") == ".tar.gz"
     assert extension_of(".bashrc") == ""
+
+
+def test_safetensors_header_length_with_low_byte_0x80_is_not_taken_for_a_pickle() -> None:
+    # Given a safetensors prefix whose 8-byte length (0x380) starts with the pickle mark 0x80
+    prefix = struct.pack("<Q", 0x380) + b"{" + b" " * 600
+
+    # When it is sniffed
+    sniffed = sniff_format(prefix, 10_000)
+
+    # Then it is safetensors
+    assert sniffed == "safetensors"

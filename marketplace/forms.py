@@ -1,0 +1,59 @@
+"""Forms of the marketplace pages; they only parse input, the services decide."""
+
+from __future__ import annotations
+
+import uuid
+
+from django import forms
+
+from marketplace.models import ReportReason
+
+MAX_TOP_UP = 1_000_000
+
+
+def new_key() -> str:
+    return uuid.uuid4().hex
+
+
+class TopUpForm(forms.Form):
+    amount = forms.IntegerField(min_value=1, max_value=MAX_TOP_UP, label="Credits",
+                                help_text="The demo provider approves at once.")
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
+
+
+class PayoutForm(forms.Form):
+    amount = forms.IntegerField(min_value=1, label="Credits to pay out")
+
+
+class StatementForm(forms.Form):
+    from_ = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}),
+                            input_formats=["%Y-%m-%d"])
+    to = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}),
+                         input_formats=["%Y-%m-%d"])
+
+    def add_prefix(self, field_name: str) -> str:  # the query string says ?from=...
+        return "from" if field_name == "from_" else field_name
+
+    def clean(self) -> dict[str, object]:
+        data = super().clean() or {}
+        start, end = data.get("from_"), data.get("to")
+        if start and end and start > end:  # type: ignore[operator]
+            self.add_error("to", "'to' must be on or after 'from'.")
+        return data
+
+
+class PurchaseConfirmForm(forms.Form):
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
+
+
+class ReviewForm(forms.Form):
+    rating = forms.TypedChoiceField(choices=[(i, f"{i} ★") for i in range(5, 0, -1)],
+                                    coerce=int)
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
+                           max_length=5000, label="Your review")
+
+
+class ReportForm(forms.Form):
+    reason = forms.ChoiceField(choices=ReportReason.choices, widget=forms.RadioSelect)
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=5000,
+                           label="What is wrong?")

@@ -1,0 +1,65 @@
+"""Template tags that put marketplace data on registry pages (buy box, license, reviews)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+
+from marketplace import selectors
+from marketplace.forms import ReviewForm
+from marketplace.models import License, ListingShare
+from registry.models import ModelVersion
+
+register = template.Library()
+
+
+@register.simple_tag(takes_context=True)
+def buy_box(context: template.Context, version: ModelVersion) -> dict[str, Any]:
+    """What the buy box shows for this user and version.
+
+    ``state`` is one of: "free", "owner", "owned", "buy", "login".
+    """
+    user = context.get("user")
+    listing = selectors.listing_for(version)
+    price_now = selectors.listing_price_now(listing) if listing is not None else 0
+    authenticated = bool(user is not None and user.is_authenticated)
+    if authenticated and version.model.owner_id == user.pk:  # type: ignore[union-attr]
+        state = "owner"
+    elif listing is None or price_now == 0:
+        state = "free"
+    elif authenticated and (
+        selectors.is_entitled(user, version)  # type: ignore[arg-type]
+        or ListingShare.objects.filter(listing=listing, user_id=user.pk).exists()  # type: ignore[union-attr]
+    ):
+        state = "owned"
+    elif authenticated:
+        state = "buy"
+    else:
+        state = "login"
+    return {"listing": listing, "price_now": price_now, "state": state}
+
+
+@register.simple_tag
+def license_for(version: ModelVersion) -> dict[str, Any]:
+    """The version's own license and the effective permissions along its lineage."""
+    return {
+        "license": License.objects.filter(code=version.license_code).first()
+        if version.license_code else None,
+        "perms": selectors.effective_permissions(version),
+    }
+
+
+@register.simple_tag(takes_context=True)
+def reviews_for(context: template.Context, version: ModelVersion) -> dict[str, Any]:
+    user = context.get("user")
+    reviews = list(selectors.reviews_for_version(version))
+    authenticated = bool(user is not None and user.is_authenticated)
+    mine = authenticated and any(r.user_id == user.pk for r in reviews)  # type: ignore[union-attr]
+    listing = selectors.listing_for(version)
+    paid = listing is not None and selectors.listing_price_now(listing) > 0
+    can_review = (authenticated and not mine
+                  and version.model.owner_id != user.pk  # type: ignore[union-attr]
+                  and (not paid or selectors.is_entitled(user, version)))  # type: ignore[arg-type]
+    return {"reviews": reviews, "can_review": can_review, "form": ReviewForm() if can_review
+            else None, "reviewed": mine}

@@ -1,0 +1,299 @@
+"""Server-rendered marketplace pages: buy flow, wallet, payouts, library, earnings, reviews,
+reports. Thin: parse the form, call one service or selector, render."""
+
+from __future__ import annotations
+
+import datetime
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from core.errors import ApplicationError
+from marketplace import selectors
+from marketplace.charts import earnings_chart_svg
+from marketplace.exports import statement_response
+from marketplace.forms import (
+    PayoutForm,
+    PurchaseConfirmForm,
+    ReportForm,
+    ReviewForm,
+    StatementForm,
+    TopUpForm,
+    new_key,
+)
+from marketplace.models import Listing
+from marketplace.payments import default_provider
+from marketplace.services.ledger import wallet_top_up
+from marketplace.services.payouts import payout_minimum, payout_request
+from marketplace.services.purchases import purchase_create
+from marketplace.services.reports import report_create
+from marketplace.services.reviews import review_create
+from registry.access import can_view_dataset, can_view_version
+from registry.models import Dataset, ModelVersion
+
+ENTRIES_PER_PAGE = 25
+
+
+def _target_url(target: ModelVersion | Dataset | object) -> str:
+    if isinstance(target, ModelVersion):
+        url = reverse("registry:model-detail", kwargs={"model_id": target.model_id,
+                                                        "slug": target.model.slug})
+        return f"{url}?version={target.pk}"
+    dataset = target if isinstance(target, Dataset) else target.dataset  # type: ignore[attr-defined]
+    return reverse("registry:dataset-detail", kwargs={"dataset_id": dataset.pk,
+                                                      "slug": dataset.slug})
+
+
+def _visible_listing(request: HttpRequest, listing_id: int) -> Listing:
+    listing = Listing.objects.select_related(
+        "seller", "model_version__model", "dataset_version__dataset").filter(
+        pk=listing_id, is_active=True).first()
+    if listing is None:
+        raise Http404("No such listing.")
+    target = listing.target
+    visible = (can_view_version(request.user, target) if isinstance(target, ModelVersion)
+               else can_view_dataset(request.user, target.dataset))
+    if not visible:
+        raise Http404("No such listing.")
+    return listing
+
+
+# --- buying ------------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def purchase_confirm(request: HttpRequest, listing_id: int) -> HttpResponse:
+    """The confirmation page; its form carries a fresh idempotency key."""
+    listing = _visible_listing(request, listing_id)
+    form = PurchaseConfirmForm(initial={"idempotency_key": new_key()})
+    return _confirm_page(request, listing, form)
+
+
+def _confirm_page(request: HttpRequest, listing: Listing, form: PurchaseConfirmForm,
+                  error: ApplicationError | None = None) -> HttpResponse:
+    context = {
+        "listing": listing,
+        "target": listing.target,
+        "target_url": _target_url(listing.target),
+        "price": selectors.listing_price_now(listing),
+        "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "form": form,
+        "error": error,
+    }
+    return render(request, "marketplace/purchase_confirm.html", context,
+                  status=error.status_code if error else 200)
+
+
+@login_required
+@require_POST
+def purchase_submit(request: HttpRequest, listing_id: int) -> HttpResponse:
+    listing = _visible_listing(request, listing_id)
+    form = PurchaseConfirmForm(request.POST)
+    if not form.is_valid():
+        err = ApplicationError("The form expired; confirm again.", code="idempotency_key_required")
+        return _confirm_page(request, listing,
+                             PurchaseConfirmForm(initial={"idempotency_key": new_key()}), err)
+    try:
+        purchase_create(buyer=request.user, listing=listing,  # type: ignore[arg-type]
+                        idempotency_key=form.cleaned_data["idempotency_key"])
+    except ApplicationError as err:
+        if err.code == "already_owned":
+            messages.info(request, "You already own this.")
+            return redirect(_target_url(listing.target))
+        return _confirm_page(request, listing, form, err)
+    messages.success(request, f"You own {listing.target} now.")
+    return redirect(_target_url(listing.target))
+
+
+# --- wallet, statement, payouts -----------------------------------------------------------
+
+
+def _wallet_page(request: HttpRequest, top_up: TopUpForm, statement: StatementForm,
+                 status: int = 200) -> HttpResponse:
+    user = request.user
+    entries = Paginator(selectors.wallet_entries(user=user),  # type: ignore[arg-type]
+                        ENTRIES_PER_PAGE).get_page(request.GET.get("page"))
+    context = {
+        "balance": selectors.wallet_balance(user=user),  # type: ignore[arg-type]
+        "entries": entries,
+        "top_up_form": top_up,
+        "statement_form": statement,
+    }
+    return render(request, "marketplace/wallet.html", context, status=status)
+
+
+def _default_statement_form() -> StatementForm:
+    today = timezone.localdate()
+    return StatementForm(initial={"from_": today.replace(day=1), "to": today})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def wallet(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}),
+                            _default_statement_form())
+    form = TopUpForm(request.POST)
+    if form.is_valid():
+        try:
+            top_up = wallet_top_up(user=request.user,  # type: ignore[arg-type]
+                                   amount=form.cleaned_data["amount"],
+                                   provider=default_provider(),
+                                   idempotency_key=form.cleaned_data["idempotency_key"])
+        except ApplicationError as err:
+            form.add_error("amount", err.message)
+        else:
+            messages.success(request, f"Added {top_up.amount} credits.")
+            return redirect("marketplace:wallet-page")
+    return _wallet_page(request, form, _default_statement_form(), status=400)
+
+
+@login_required
+@require_GET
+def wallet_statement(request: HttpRequest) -> HttpResponse:
+    form = StatementForm(request.GET)
+    if not form.is_valid():
+        return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}), form,
+                            status=400)
+    start: datetime.date = form.cleaned_data["from_"]
+    end: datetime.date = form.cleaned_data["to"]
+    try:
+        start, end = selectors.statement_period(start.isoformat(), end.isoformat())
+    except ApplicationError as err:
+        form.add_error("to", err.message)
+        return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}), form,
+                            status=400)
+    lines = selectors.wallet_statement(user=request.user,  # type: ignore[arg-type]
+                                       start=start, end=end)
+    return statement_response(lines, start, end)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def payouts(request: HttpRequest) -> HttpResponse:
+    form = PayoutForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                payout = payout_request(user=request.user,  # type: ignore[arg-type]
+                                        amount=form.cleaned_data["amount"])
+            except ApplicationError as err:
+                form.add_error("amount", err.message)
+            else:
+                messages.success(request, f"Payout of {payout.amount} credits requested.")
+                return redirect("marketplace:payouts-page")
+        status = 400
+    context = {
+        "form": form,
+        "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "minimum": payout_minimum(),
+        "payouts": selectors.payouts_for(user=request.user)[:50],  # type: ignore[arg-type]
+    }
+    return render(request, "marketplace/payouts.html", context, status=status)
+
+
+# --- library and earnings -------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def library(request: HttpRequest) -> HttpResponse:
+    items = []
+    for entitlement in selectors.library_for(user=request.user):  # type: ignore[arg-type]
+        target = entitlement.model_version or entitlement.dataset_version
+        if entitlement.model_version_id:
+            download = reverse("registry:download-model-version",
+                               args=[entitlement.model_version_id])
+        else:
+            download = reverse("registry:download-dataset-version",
+                               args=[entitlement.dataset_version_id])
+        items.append({"entitlement": entitlement, "target": target,
+                      "url": _target_url(target), "download_url": download})
+    return render(request, "marketplace/library.html", {"items": items})
+
+
+@login_required
+@require_GET
+def earnings(request: HttpRequest) -> HttpResponse:
+    days = selectors.earnings_by_day(user=request.user)  # type: ignore[arg-type]
+    context = {
+        "days": days,
+        "total": sum(d.amount for d in days),
+        "chart": earnings_chart_svg(days),
+        "sales": selectors.sales_by_listing(user=request.user),  # type: ignore[arg-type]
+        "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "minimum": payout_minimum(),
+    }
+    return render(request, "marketplace/earnings.html", context)
+
+
+# --- reviews and reports ------------------------------------------------------------------
+
+
+def _version_or_404(request: HttpRequest, version_id: int) -> ModelVersion:
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if version is None or not can_view_version(request.user, version):
+        raise Http404("No such version.")
+    return version
+
+
+_REVIEW_FIELDS = {"bad_rating": "rating"}
+
+
+@login_required
+@require_POST
+def review_submit(request: HttpRequest, version_id: int) -> HttpResponse:
+    version = _version_or_404(request, version_id)
+    form = ReviewForm(request.POST)
+    if form.is_valid():
+        try:
+            review_create(user=request.user, version=version,  # type: ignore[arg-type]
+                          rating=form.cleaned_data["rating"], text=form.cleaned_data["text"])
+        except ApplicationError as err:
+            form.add_error(_REVIEW_FIELDS.get(err.code), err.message)
+        else:
+            messages.success(request, "Thanks for your review.")
+            return redirect(_target_url(version))
+    context = {"form": form, "version": version, "target_url": _target_url(version)}
+    return render(request, "marketplace/review_form.html", context, status=400)
+
+
+def _report(request: HttpRequest, target: ModelVersion | Dataset) -> HttpResponse:
+    form = ReportForm(request.POST or None)
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                report_create(reporter=request.user, target=target,  # type: ignore[arg-type]
+                              reason=form.cleaned_data["reason"], text=form.cleaned_data["text"])
+            except ApplicationError as err:
+                form.add_error(err.details.get("field"), err.message)
+            else:
+                messages.success(request, "Thank you. The moderators will look at it.")
+                return redirect(_target_url(target))
+        status = 400
+    context = {"form": form, "target": target, "target_url": _target_url(target)}
+    return render(request, "marketplace/report_form.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def report_version(request: HttpRequest, version_id: int) -> HttpResponse:
+    return _report(request, _version_or_404(request, version_id))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def report_dataset(request: HttpRequest, dataset_id: int) -> HttpResponse:
+    dataset = Dataset.objects.filter(pk=dataset_id).first()
+    if dataset is None or not can_view_dataset(request.user, dataset):
+        raise Http404("No such dataset.")
+    return _report(request, dataset)
