@@ -211,11 +211,11 @@ class ReportAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
         return super().get_queryset(request).select_related(
-            "reporter", "handled_by", "model_version__model", "dataset",
-        ).annotate(handled=Case(When(status=ReportStatus.OPEN, then=Value(0)), default=Value(1)))
+            "reporter", "handled_by", "model_version__model", "dataset")
 
-    def get_ordering(self, request: HttpRequest) -> list[str]:
-        return ["handled", "-created_at"]  # the open reports first
+    def get_ordering(self, request: HttpRequest) -> list[Any]:
+        open_first = Case(When(status=ReportStatus.OPEN, then=Value(0)), default=Value(1))
+        return [open_first.asc(), "-created_at"]
 
     @admin.display(description="Reported")
     def target(self, obj: Report) -> str:

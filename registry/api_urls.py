@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from registry.api import datasets, models, users
+from registry.api import conversions, datasets, models, users
 
 urlpatterns = [
     path("api/v1/models", models.ModelListCreateApi.as_view(), name="api-model-list"),
@@ -41,6 +41,11 @@ urlpatterns = [
         "api/v1/files/<int:file_id>/download",
         models.FileDownloadApi.as_view(),
         name="api-file-download",
+    ),
+    path(
+        "api/v1/files/<int:file_id>/conversion",
+        conversions.FileConversionApi.as_view(),
+        name="api-file-conversion",
     ),
     path("api/v1/datasets", datasets.DatasetListCreateApi.as_view(), name="api-dataset-list"),
     path(

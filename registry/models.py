@@ -181,6 +181,12 @@ class ModelFile(models.Model):
     lora_alpha = models.FloatField(null=True, blank=True)
     header_metadata = models.JSONField(default=dict, blank=True)
     pickle_globals = models.JSONField(default=list, blank=True)
+    # Pickle files: conversion to safetensors, run by a Celery task ("", queued, done, failed).
+    conversion_status = models.CharField(max_length=10, blank=True)
+    conversion_error = models.TextField(blank=True)
+    converted_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversions"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -91,3 +91,62 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError(
             "Database tests need DATABASE_URL=postgres://... (run `make test`)."
         )
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real Celery worker process on Redis, sharing the test database and storage.
+
+    Each test gets its own queue so that parallel runs never take each other's tasks. Data
+    the worker must see has to be committed: use it with ``transactional_db``.
+    """
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    from django.db import connection
+
+    from config.celery import app
+
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker:
+        pytest.fail("celery_worker_process needs CELERY_BROKER_URL (run `make test`)")
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
+        f"{db['PORT'] or 5432}/{db['NAME']}",
+        "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "ATELIER_UPLOAD_DIR": str(settings.UPLOAD_TEMP_DIR),
+        "CELERY_TASK_DEFAULT_QUEUE": queue,
+    }
+    log = open(tmp_path / "celery-worker.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", queue,
+         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO"],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    old_queue = app.conf.task_default_queue
+    app.conf.task_default_queue = queue
+    settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if b"ready." in (tmp_path / "celery-worker.log").read_bytes():
+                break
+            if proc.poll() is not None:
+                pytest.fail("the Celery worker exited: " + (tmp_path / "celery-worker.log").read_text())
+            time.sleep(0.2)
+        else:
+            pytest.fail("the Celery worker did not start in 60 s")
+        yield proc
+    finally:
+        app.conf.task_default_queue = old_queue
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -49,7 +49,7 @@ def _lock_open(report: Report, staff: AbstractBaseUser) -> Report:
     if not getattr(staff, "is_staff", False):
         raise AccessDeniedError("Only staff can handle reports.", code="staff_only")
     locked = (
-        Report.objects.select_for_update()
+        Report.objects.select_for_update(of=("self",))
         .select_related("model_version__model", "dataset")
         .get(pk=report.pk)
     )

@@ -138,7 +138,6 @@ def _averaging_error(
     return num / den
 
 
-@pytest.mark.slow
 def test_ffa_average_of_node_adapters_is_exactly_the_average_update_and_plain_lora_is_not(
     tiny_model: TinyModelPaths,
     tiny_base: LoadedBase,

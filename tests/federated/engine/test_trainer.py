@@ -42,7 +42,6 @@ def _heldout_loss(base: LoadedBase, heldout: Path, cache_dir: Path, adapter: dic
     )
 
 
-@pytest.mark.slow
 def test_training_lowers_the_heldout_validation_loss(
     plain_round: RoundResult, tiny_base: LoadedBase, heldout_dataset: Path, engine_cache_dir: Path
 ) -> None:
@@ -52,7 +51,6 @@ def test_training_lowers_the_heldout_validation_loss(
     assert trained < 0.95 * base_loss
 
 
-@pytest.mark.slow
 def test_dp_training_at_epsilon_8_lowers_the_heldout_validation_loss(
     dp_round: RoundResult, tiny_base: LoadedBase, heldout_dataset: Path, engine_cache_dir: Path
 ) -> None:

@@ -1,0 +1,115 @@
+"""What a node's reply may carry to the server, checked on EVERY reply before aggregation.
+
+A reply passes only if it holds exactly the adapter's transported LoRA arrays (names and shapes
+of :func:`federated.engine.adapter.get_adapter_arrays` for the job's AdapterSpec, finite
+floating point), scalar numeric metrics under known names, and at most the dataset's public
+manifest hash. Anything else (an extra array, a wrong shape, a list metric, an unknown record,
+free text) could smuggle private data out of a node: the reply is dropped and recorded as
+rejected with the reasons.
+
+Pure: works on plain mappings (the Flower-specific unpacking is in :mod:`.strategy`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["ALLOWED_METRICS", "ReplyCheck", "ReplyParts", "check_reply"]
+
+ALLOWED_METRICS = frozenset(
+    {
+        "num-examples",
+        "train-loss",
+        "steps",
+        "total-steps",
+        "epsilon",
+        "delta",
+        "noise-multiplier",
+        "seconds",
+        "server-round",
+    }
+)
+ARRAY_RECORD = "adapter"
+METRIC_RECORD = "metrics"
+INFO_RECORD = "info"
+_HEX64 = re.compile(r"^[0-9a-f]{64}$")
+_FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
+
+
+@dataclass(frozen=True)
+class ReplyParts:
+    """A reply's content, unpacked: record name -> {key: value}, per record kind."""
+
+    arrays: Mapping[str, Mapping[str, np.ndarray]]
+    metrics: Mapping[str, Mapping[str, object]]
+    configs: Mapping[str, Mapping[str, object]]
+
+
+@dataclass
+class ReplyCheck:
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def _is_scalar_number(value: object) -> bool:
+    return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+
+
+def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> ReplyCheck:
+    """Check one reply against the expected ``{array name: shape}``; list every problem."""
+    check = ReplyCheck()
+    problems = check.problems
+    extra_records = (
+        [f"array record {n!r}" for n in parts.arrays if n != ARRAY_RECORD]
+        + [f"metric record {n!r}" for n in parts.metrics if n != METRIC_RECORD]
+        + [f"config record {n!r}" for n in parts.configs if n != INFO_RECORD]
+    )
+    problems.extend(f"unexpected {r}" for r in extra_records)
+
+    arrays = parts.arrays.get(ARRAY_RECORD)
+    if arrays is None:
+        problems.append("no adapter arrays")
+    else:
+        names, wanted = list(arrays), set(expected)
+        for name in names:
+            if name not in wanted:
+                problems.append(f"unexpected array {name!r}")
+        for name in sorted(wanted - set(names)):
+            problems.append(f"missing array {name!r}")
+        for name in names:
+            if name not in wanted:
+                continue
+            value = np.asarray(arrays[name])
+            if tuple(value.shape) != tuple(expected[name]):
+                problems.append(f"array {name!r} has shape {tuple(value.shape)}, expected {tuple(expected[name])}")
+            elif str(value.dtype) not in _FLOAT_DTYPES:
+                problems.append(f"array {name!r} has dtype {value.dtype}, expected floating point")
+            elif not np.isfinite(value.astype(np.float32)).all():
+                problems.append(f"array {name!r} has non-finite values")
+
+    metrics = parts.metrics.get(METRIC_RECORD)
+    if metrics is None:
+        problems.append("no metrics")
+    else:
+        for key, value in metrics.items():
+            if key not in ALLOWED_METRICS:
+                problems.append(f"unexpected metric {key!r}")
+            elif not _is_scalar_number(value):
+                problems.append(f"metric {key!r} is not a scalar number")
+        if "num-examples" not in metrics or not _is_scalar_number(metrics["num-examples"]) or metrics["num-examples"] < 1:  # type: ignore[operator]  # checked scalar
+            problems.append("metric 'num-examples' is missing or not positive")
+
+    info = parts.configs.get(INFO_RECORD, {})
+    for key, value in info.items():
+        if key != "manifest-hash":
+            problems.append(f"unexpected info {key!r}")
+        elif not (isinstance(value, str) and _HEX64.match(value)):
+            problems.append("info 'manifest-hash' is not a SHA-256 hex digest")
+    return check

@@ -1,0 +1,148 @@
+"""Run config (kebab-case keys, as ``flwr run -c`` and the app's pyproject give them) -> typed settings.
+
+Pure Python: no Flower, no torch import at module load, so both apps and the coordinator can
+use it. Every key has a default in ``federated/flower_app/pyproject.toml``; the defaults here
+are the same, so a missing key never changes behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from federated.engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from federated.engine.trainer import TrainConfig
+
+__all__ = ["AGGREGATIONS", "ServerSettings", "node_paths", "train_config_from_run_config"]
+
+AGGREGATIONS = ("fedavg", "secagg")
+RunConfig = Mapping[str, object]
+
+
+def _get(config: RunConfig, key: str, default: object) -> object:
+    value = config.get(key, default)
+    return default if value is None else value
+
+
+def _int(config: RunConfig, key: str, default: int) -> int:
+    try:
+        return int(_get(config, key, default))  # type: ignore[call-overload]  # bool/int/float/str
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"run config {key!r} must be an integer") from exc
+
+
+def _float(config: RunConfig, key: str, default: float) -> float:
+    try:
+        return float(_get(config, key, default))  # type: ignore[arg-type]  # int/float/str
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"run config {key!r} must be a number") from exc
+
+
+def _str(config: RunConfig, key: str, default: str = "") -> str:
+    return str(_get(config, key, default))
+
+
+def train_config_from_run_config(config: RunConfig) -> TrainConfig:
+    """The job's :class:`TrainConfig` (identical on every node and on the server)."""
+    from federated.engine.adapter import AdapterSpec
+    from federated.engine.dp import DPConfig
+    from federated.engine.trainer import TrainConfig
+
+    dp: DPConfig | None = None
+    if _str(config, "dp", "on") != "off":
+        noise = _float(config, "dp-noise-multiplier", 0.0)
+        target = _float(config, "dp-target-epsilon", 8.0)
+        dp = DPConfig(
+            noise_multiplier=noise if noise > 0 else None,
+            target_epsilon=None if noise > 0 else target,
+            target_delta=_float(config, "dp-delta", 1e-5),
+            max_grad_norm=_float(config, "dp-max-grad-norm", 1.0),
+            planned_rounds=_int(config, "num-server-rounds", 3),
+            accountant=_str(config, "dp-accountant", "rdp"),  # type: ignore[arg-type]  # checked by DPConfig
+            grad_sample_mode=_str(config, "dp-grad-sample-mode", "ew"),  # type: ignore[arg-type]
+        )
+    return TrainConfig(
+        resolution=_int(config, "resolution", 512),
+        adapter=AdapterSpec(
+            rank=_int(config, "rank", 4),
+            alpha=_float(config, "alpha", 4.0),
+            mode=_str(config, "adapter-mode", "ffa"),  # type: ignore[arg-type]  # checked by AdapterSpec
+            init_seed=_int(config, "seed", 0),
+        ),
+        learning_rate=_float(config, "lr", 1e-3),
+        batch_size=_int(config, "batch-size", 4),
+        local_steps=_int(config, "local-steps", 10),
+        noise_draws=_int(config, "noise-draws", 1),
+        seed=_int(config, "seed", 0),
+        dp=dp,
+        device=_str(config, "device", "") or None,
+    )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    num_rounds: int
+    min_nodes: int
+    round_timeout: float
+    wait_for_nodes: float
+    aggregation: str
+    out_dir: str
+    job_id: str
+    base_model_path: str
+    base_model_sha: str
+    resume_from: str
+    progress_url: str
+    progress_token: str
+
+    @classmethod
+    def from_run_config(cls, config: RunConfig, *, run_id: int) -> ServerSettings:
+        settings = cls(
+            num_rounds=_int(config, "num-server-rounds", 3),
+            min_nodes=_int(config, "min-nodes", 2),
+            round_timeout=_float(config, "round-timeout", 600.0),
+            wait_for_nodes=_float(config, "wait-for-nodes", 60.0),
+            aggregation=_str(config, "aggregation", "fedavg"),
+            out_dir=_str(config, "out-dir"),
+            job_id=_str(config, "job-id") or f"run-{run_id}",
+            base_model_path=_str(config, "base-model-path"),
+            base_model_sha=_str(config, "base-model-sha"),
+            resume_from=_str(config, "resume-from"),
+            progress_url=_str(config, "progress-url"),
+            progress_token=_str(config, "progress-token"),
+        )
+        if settings.num_rounds < 1 or settings.min_nodes < 1:
+            raise ConfigError("num-server-rounds and min-nodes must be at least 1")
+        if settings.aggregation not in AGGREGATIONS:
+            raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {settings.aggregation!r}")
+        if not settings.out_dir:
+            raise ConfigError("run config 'out-dir' is required (where the ServerApp writes its results)")
+        if not settings.base_model_path:
+            raise ConfigError("run config 'base-model-path' is required (the server's copy of the base model)")
+        return settings
+
+
+@dataclass(frozen=True)
+class NodePaths:
+    dataset: str
+    cache_dir: str
+    ledger: str
+    base_model: str
+    dataset_key: str
+
+
+def node_paths(node_config: RunConfig) -> NodePaths:
+    """The node's own paths, from ``flower-supernode --node-config``; all are required."""
+    values = {key: _str(node_config, key) for key in ("dataset-path", "cache-dir", "ledger-path", "base-model-path")}
+    missing = [key for key, value in values.items() if not value]
+    if missing:
+        raise ConfigError(f"the SuperNode's --node-config lacks {', '.join(missing)}")
+    return NodePaths(
+        dataset=values["dataset-path"],
+        cache_dir=values["cache-dir"],
+        ledger=values["ledger-path"],
+        base_model=values["base-model-path"],
+        dataset_key=_str(node_config, "dataset-key"),
+    )

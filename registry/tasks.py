@@ -1,0 +1,14 @@
+"""Celery tasks of the registry: thin, each loads by id and calls one service."""
+
+from __future__ import annotations
+
+from celery import shared_task
+
+from registry.services.conversion import model_file_convert
+
+
+@shared_task(acks_late=True, time_limit=3600, soft_time_limit=3500)
+def convert_pickle_file(model_file_id: int) -> int | None:
+    """Convert a pickle file to safetensors; safe to run twice (a done file is skipped)."""
+    converted = model_file_convert(model_file_id=model_file_id)
+    return converted.pk if converted else None
