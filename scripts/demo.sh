@@ -15,6 +15,9 @@ if [ -z "${SECRET_KEY:-}" ]; then
   export SECRET_KEY
 fi
 PORT="${ATELIER_PORT:-8000}"
+# Tasks go to a Celery worker: through Redis when CELERY_BROKER_URL says so, else through the
+# embedded filesystem broker under var/.
+export CELERY_BROKER_URL="${CELERY_BROKER_URL:-filesystem://}"
 
 echo "==> migrating (${DATABASE_URL:-SQLite at var/atelier.sqlite3})"
 $PY manage.py migrate --noinput >var/log/migrate.log
@@ -33,6 +36,8 @@ trap cleanup INT TERM EXIT
 $PY -m gunicorn config.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
   --access-logfile var/log/web-access.log --error-logfile var/log/web.log &
 pids+=($!)
+$PY -m celery -A config worker -P solo -l INFO >var/log/celery.log 2>&1 &
+pids+=($!)
 for _ in $(seq 1 60); do
   curl -fs "http://127.0.0.1:${PORT}/" >/dev/null 2>&1 && break
   sleep 0.5
@@ -45,7 +50,7 @@ Atelier is running.
   Admin:       http://127.0.0.1:${PORT}/admin/
   API docs:    http://127.0.0.1:${PORT}/api/docs/
   Logins:      see the accounts printed above (var/log/seed.log)
-  Logs:        var/log/web.log, var/log/web-access.log
+  Logs:        var/log/web.log, var/log/web-access.log, var/log/celery.log
 Press Ctrl-C to stop.
 INFO
 wait

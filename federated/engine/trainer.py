@@ -23,7 +23,7 @@ import hashlib
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -262,12 +262,14 @@ def train_on_cache(
     seed: int,
     noise_multiplier: float | None = None,
     accountant_state: AccountantState | None = None,
+    on_step: Callable[[int, float], None] | None = None,
 ) -> _LoopResult:
     """Run ``config.local_steps`` optimizer steps on the adapter of ``unet`` (in place).
 
     Non-private: batches drawn without replacement (reshuffled each epoch). Private: opacus'
     Poisson batches, per-sample clipping and noise; the accountant continues from
-    ``accountant_state``.
+    ``accountant_state``. ``on_step(step, loss)`` is called after each optimizer step
+    (benchmarks time steps with it).
     """
     device = next(unet.parameters()).device
     params = [p for p in unet.parameters() if p.requires_grad]
@@ -313,6 +315,8 @@ def train_on_cache(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
+            if on_step:
+                on_step(len(losses), losses[-1])
         return _LoopResult(losses, config.local_steps, None, None)
 
     assert noise_multiplier is not None
@@ -340,6 +344,8 @@ def train_on_cache(
                 private.optimizer.zero_grad(set_to_none=True)
                 losses.append(float(loss.detach()))
             steps += 1
+            if on_step:
+                on_step(steps, losses[-1] if losses else float("nan"))
     if hasattr(private.module, "_close"):
         private.module._close()  # remove opacus hooks from the (copied) UNet
     return _LoopResult(

@@ -1,0 +1,70 @@
+"""ClientApp (one per SuperNode): train the adapter on the node's private data, reply arrays + scalars.
+
+Thin: paths come from ``context.node_config`` (``dataset-path``, ``cache-dir``, ``ledger-path``,
+``base-model-path``), the job's settings from ``context.run_config``; the round itself is
+:func:`federated.engine.flower.task.run_node_round`. A round the node's privacy ledger does not
+allow (or any engine check that fails) is answered with a Flower ``Error`` whose reason says
+why (``privacy_budget_exceeded: ...``): the node refuses even when the server asks.
+
+Imports are lean at module load (Flower only); torch, diffusers and opacus are imported when a
+train message arrives, once per (fresh) process.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from federated.engine.flower.reply_check import ARRAY_RECORD, INFO_RECORD, METRIC_RECORD
+
+logger = logging.getLogger(__name__)
+
+# Flower error codes of this app (Flower's own are below 1000).
+NODE_REFUSED = 4001
+NODE_FAILED = 4002
+
+app = ClientApp()
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    if str(context.run_config.get("aggregation", "fedavg")) == "secagg":
+        from federated.engine.flower.secagg import legacy_client_app
+
+        return legacy_client_app(msg, context)
+
+    from federated.engine.errors import EngineError
+    from federated.engine.flower.task import run_node_round
+
+    started = time.perf_counter()
+    config = msg.content.config_records.get("config", ConfigRecord())
+    server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]  # int sent by the server
+    record = msg.content.array_records.get(ARRAY_RECORD)
+    adapter_in = {name: array.numpy() for name, array in record.items()} if record else None
+    try:
+        reply = run_node_round(
+            run_config=context.run_config,
+            node_config=context.node_config,
+            adapter_in=adapter_in,
+            server_round=server_round,
+            run_id=context.run_id,
+        )
+    except EngineError as err:
+        from federated.engine.errors import PrivacyError
+
+        code = NODE_REFUSED if isinstance(err, PrivacyError) else NODE_FAILED
+        logger.warning("round %s refused: %s", server_round, err)
+        return Message(Error(code=code, reason=f"{err.code}: {err.message}"), reply_to=msg)
+    metrics = dict(reply.metrics)
+    metrics["seconds"] = time.perf_counter() - started  # whole message, model loading included
+    content = RecordDict(
+        {
+            ARRAY_RECORD: ArrayRecord({name: Array(value) for name, value in reply.arrays.items()}),
+            METRIC_RECORD: MetricRecord(metrics),
+            INFO_RECORD: ConfigRecord({"manifest-hash": reply.manifest_hash}),
+        }
+    )
+    return Message(content, reply_to=msg)

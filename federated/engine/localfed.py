@@ -1,0 +1,314 @@
+"""A real local federation on loopback: one SuperLink, N SuperNodes, runs driven by the ``flwr`` CLI.
+
+Used by the tests, the benchmark and the demo. It starts::
+
+    flower-superlink --insecure --host 127.0.0.1 --port P --database <tmp>/state.db \
+        --disable-runtime-dependency-installation
+    flower-supernode --insecure --superlink 127.0.0.1:P --port Q_i --node-config '...'
+
+each SuperNode with its own folder (dataset, cache, privacy ledger, FLWR_HOME), writes the
+connection into ``$FLWR_HOME/config.toml`` of the CLI, runs ``flwr run federated/flower_app
+<conn> --format json --run-config overrides.toml`` (which exits 0 even on failure: ``success``
+is read), polls ``flwr ls --run-id ID --format json`` until the run is finished, and ALWAYS
+stops its processes (context manager, plus ``atexit`` if the caller forgets).
+
+Pure Python and the Flower CLIs; no Django.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["APP_DIR", "FederationError", "LocalFederation", "NodeSpec", "RunOutcome", "free_port", "toml_value"]
+
+APP_DIR = Path(__file__).resolve().parents[1] / "flower_app"
+CONNECTION = "local"
+_BIN = Path(sys.executable).parent
+
+
+class FederationError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FederationError(f"process exited with {proc.returncode} before listening on {port}: {log.read_text()[-2000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise FederationError(f"nothing listens on port {port} after {timeout:g} s; see {log}")
+
+
+def _children_map() -> dict[int, list[int]]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    return children
+
+
+def _descendants(pid: int) -> list[int]:
+    children, found, todo = _children_map(), [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string (JSON escapes are valid TOML)
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One data owner's SuperNode: where its private data, cache, ledger and model are."""
+
+    dataset_path: Path
+    cache_dir: Path
+    ledger_path: Path
+    base_model_path: Path
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def node_config(self) -> str:
+        values = {
+            "dataset-path": str(self.dataset_path),
+            "cache-dir": str(self.cache_dir),
+            "ledger-path": str(self.ledger_path),
+            "base-model-path": str(self.base_model_path),
+            **self.extra,
+        }
+        return " ".join(f"{k}={toml_value(v)}" for k, v in values.items())
+
+
+@dataclass
+class RunOutcome:
+    run_id: int
+    status: str
+    details: str
+    seconds: float
+    info: dict[str, object]
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "finished:completed"
+
+
+@dataclass
+class _Proc:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+class LocalFederation:
+    """``with LocalFederation(nodes, workdir) as fed: outcome = fed.run(config)``."""
+
+    def __init__(self, nodes: Sequence[NodeSpec], workdir: Path, *, torch_threads: int = 1) -> None:
+        self.nodes = list(nodes)
+        self.workdir = Path(workdir)
+        self.torch_threads = torch_threads
+        self.port = 0
+        self.procs: list[_Proc] = []
+        self.node_procs: list[_Proc] = []
+        self.flwr_home = self.workdir / "flwr-home"
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def _env(self, flwr_home: Path) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "FLWR_HOME": str(flwr_home),
+                "HF_HUB_OFFLINE": "1",
+                "OMP_NUM_THREADS": str(self.torch_threads),
+                "ATELIER_TORCH_THREADS": str(self.torch_threads),
+                "PYTHONUNBUFFERED": "1",
+                "PATH": f"{_BIN}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
+        return env
+
+    def _spawn(self, name: str, argv: list[str], flwr_home: Path) -> _Proc:
+        log = self.workdir / "logs" / f"{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        flwr_home.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(flwr_home), cwd=self.workdir, start_new_session=True)
+        entry = _Proc(name, proc, log)
+        self.procs.append(entry)
+        return entry
+
+    def start(self) -> LocalFederation:
+        atexit.register(self.stop)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        link = self._spawn(
+            "superlink",
+            [str(_BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
+             "--database", str(self.workdir / "state.db"), "--disable-runtime-dependency-installation"],
+            self.flwr_home,
+        )  # fmt: skip
+        _wait_port(self.port, link.proc, link.log)
+        self.flwr_home.mkdir(parents=True, exist_ok=True)
+        (self.flwr_home / "config.toml").write_text(
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n',
+            encoding="utf-8",
+        )
+        for index, node in enumerate(self.nodes):
+            self.node_procs.append(self.start_node(index, node))
+        return self
+
+    def start_node(self, index: int, node: NodeSpec) -> _Proc:
+        port = free_port()
+        entry = self._spawn(
+            f"supernode-{index}",
+            [str(_BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(port),
+             "--node-config", node.node_config()],
+            self.workdir / f"node-{index}" / "flwr-home",
+        )  # fmt: skip
+        _wait_port(port, entry.proc, entry.log)
+        return entry
+
+    def kill_node(self, index: int) -> None:
+        """SIGKILL one SuperNode and its ClientApp processes (a machine that vanished)."""
+        proc = self.node_procs[index].proc
+        family = _descendants(proc.pid)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        for pid in family:
+            _kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        # Flower starts its SuperExec and app processes detached (own sessions): find every
+        # descendant of ours first, then end them all, by pid.
+        family = [pid for entry in self.procs for pid in _descendants(entry.proc.pid)]
+        for entry in reversed(self.procs):
+            if entry.proc.poll() is None:
+                try:
+                    os.killpg(entry.proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for pid in family:
+            _kill(pid, signal.SIGTERM)
+        for entry in reversed(self.procs):
+            try:
+                entry.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(entry.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                entry.proc.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and any(_alive(pid) for pid in family):
+            time.sleep(0.1)
+        for pid in family:
+            _kill(pid, signal.SIGKILL)
+        atexit.unregister(self.stop)
+
+    def __enter__(self) -> LocalFederation:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop()
+
+    # --- runs -------------------------------------------------------------------------------
+
+    def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, object]:
+        done = subprocess.run(
+            [str(_BIN / "flwr"), *args, "--format", "json"],
+            capture_output=True, env=self._env(self.flwr_home), cwd=self.workdir, timeout=timeout, check=False,
+        )  # fmt: skip
+        text = done.stdout.decode("utf-8", "replace")
+        start = text.find("{")
+        try:
+            return dict(json.loads(text[start:])) if start >= 0 else {"success": False, "error-message": text + done.stderr.decode()}
+        except json.JSONDecodeError:
+            return {"success": False, "error-message": text + done.stderr.decode()}
+
+    def submit(self, run_config: Mapping[str, object]) -> int:
+        overrides = self.workdir / f"run-config-{time.monotonic_ns()}.toml"
+        overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
+        app = self.workdir / "app"
+        if not app.exists():
+            shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("*.fab", "__pycache__"))
+        result = self.flwr("run", str(app), CONNECTION, "--run-config", str(overrides))
+        if not result.get("success"):
+            raise FederationError(f"flwr run failed: {result}")
+        return int(result["run-id"])  # type: ignore[call-overload]  # the CLI's JSON
+
+    def run_info(self, run_id: int) -> dict[str, object]:
+        result = self.flwr("ls", CONNECTION, "--run-id", str(run_id))
+        runs = result.get("runs") or []
+        return dict(runs[0]) if runs else result  # type: ignore[index]
+
+    def wait(self, run_id: int, *, timeout: float = 600.0, poll: float = 1.0) -> RunOutcome:
+        started = time.monotonic()
+        info: dict[str, object] = {}
+        while time.monotonic() - started < timeout:
+            info = self.run_info(run_id)
+            status = str(info.get("status", ""))
+            if status.startswith("finished"):
+                details = str(info.get("status-details", info.get("sub-status", "")))
+                return RunOutcome(run_id, status, details, time.monotonic() - started, info)
+            time.sleep(poll)
+        self.flwr("stop", str(run_id), CONNECTION)
+        raise FederationError(f"run {run_id} did not finish in {timeout:g} s (last: {info})")
+
+    def run(self, run_config: Mapping[str, object], *, timeout: float = 600.0) -> RunOutcome:
+        return self.wait(self.submit(run_config), timeout=timeout)
+
+    def logs(self) -> dict[str, str]:
+        return {entry.name: entry.log.read_text(encoding="utf-8", errors="replace") for entry in self.procs}
+
+
+def temporary_workdir(prefix: str = "atelier-fed-") -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
