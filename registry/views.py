@@ -22,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.errors import ApplicationError
 from registry.forms import BrowseForm, ModelUploadForm
-from registry.models import DatasetKind, Model, ModelVersion, Upload, UploadStatus
+from registry.models import DatasetKind, Model, ModelFile, ModelVersion, Upload, UploadStatus
 from registry.selectors import visible_versions
 from registry.selectors_web import (
     browse_models,
@@ -36,6 +36,7 @@ from registry.selectors_web import (
     version_detail,
 )
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
+from registry.services.conversion import model_file_conversion_request
 from registry.services.uploads import upload_whole_file
 
 MODELS_PER_PAGE = 24
@@ -132,6 +133,26 @@ def _selected_version(versions: list[ModelVersion], wanted: str) -> ModelVersion
         raise Http404("No such version.")
     published = [v for v in versions if v.is_published]
     return (published or versions or [None])[0]
+
+
+@login_required
+@require_POST
+def file_convert_view(request: HttpRequest, file_id: int) -> HttpResponse:
+    """Queue the conversion of a pickle file to safetensors (the owner's button)."""
+    model_file = (
+        ModelFile.objects.select_related("version", "version__model").filter(pk=file_id).first()
+    )
+    if model_file is None or not visible_versions(request.user).filter(
+        pk=model_file.version_id
+    ).exists():
+        raise Http404("No such file.")
+    try:
+        model_file_conversion_request(model_file=model_file, user=request.user)
+    except ApplicationError as err:
+        messages.error(request, err.message)
+    else:
+        messages.success(request, f"{model_file.path} will be converted to safetensors.")
+    return redirect(model_url(model_file.version.model, model_file.version))
 
 
 @login_required

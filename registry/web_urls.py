@@ -13,6 +13,7 @@ urlpatterns = [
         views.version_publish_view,
         name="version-publish",
     ),
+    path("files/<int:file_id>/convert/", views.file_convert_view, name="file-convert"),
     path("upload/", views.upload, name="upload"),
     path("datasets/", views.dataset_list, name="dataset-list"),
     path("datasets/<int:dataset_id>/<str:slug>/", views.dataset_detail, name="dataset-detail"),

@@ -141,6 +141,19 @@ def test_buy_flow_charges_once_when_the_confirmation_is_posted_twice(
     assert [e.amount for e in charges] == [-100]
 
 
+def test_second_submit_of_the_same_form_replays_the_first_purchase(client, buyer,
+                                                                   listing) -> None:
+    # given: the first submit went through
+    client.force_login(buyer)
+    key = _confirm_key(client, listing)
+    client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key})
+    # when: the same form arrives again
+    again = client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key}, follow=True)
+    # then: it is answered with the first purchase (same key), not as a new attempt
+    texts = [str(m) for m in again.context["messages"]]
+    assert texts == [f"You own {listing.target} now."]
+
+
 def test_buy_with_too_few_credits_shows_the_error(client, make_user, listing) -> None:
     poor = make_user("poor")
     client.force_login(poor)
@@ -341,6 +354,18 @@ def test_earnings_table_counts_sales_per_listing(client, seller, listing, make_u
     assert row is not None
     assert b'<td class="sales-count">3</td>' in row.group(1)
     assert b'<td class="earned">270</td>' in row.group(1)
+
+
+def test_escrow_payouts_count_as_data_owner_earnings(make_user, fund) -> None:
+    from marketplace.selectors import earnings_by_day
+    from marketplace.services.ledger import escrow_hold_create, escrow_settle
+
+    payer, data_owner = make_user("payer"), make_user("data-owner")
+    fund(payer, 500)
+    hold = escrow_hold_create(payer=payer, amount=500, reference="job-1")
+    escrow_settle(escrow_hold=hold, payouts=[(data_owner, 300)], fee=50)
+    assert [d.amount for d in earnings_by_day(user=data_owner)] == [300]
+    assert earnings_by_day(user=payer) == []  # the refund is not an earning
 
 
 def test_earnings_page_without_sales(client, buyer) -> None:

@@ -173,3 +173,18 @@ def test_report_page_files_the_report(client, reporter, version) -> None:
     assert page.status_code == 200
     assert response.status_code == 302
     assert Report.objects.get().reason == "ownership"
+
+
+def test_dataset_page_links_to_the_report_form(client, reporter, owner) -> None:
+    dataset = dataset_create(owner=owner, name="faces", kind="public")
+    client.force_login(reporter)
+    page = client.get(f"/datasets/{dataset.pk}/{dataset.slug}/")
+    form = client.get(f"/report/dataset/{dataset.pk}/")
+    assert f'href="/report/dataset/{dataset.pk}/"'.encode() in page.content
+    assert form.status_code == 200 and b"Ownership claim" in form.content
+
+
+def test_model_page_links_to_the_report_form(client, reporter, version) -> None:
+    client.force_login(reporter)
+    page = client.get(f"/models/{version.model_id}/{version.model.slug}/?version={version.pk}")
+    assert f'href="/report/version/{version.pk}/"'.encode() in page.content

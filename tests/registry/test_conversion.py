@@ -110,3 +110,27 @@ def test_only_the_owner_may_convert_and_a_second_request_conflicts(
     assert len(callbacks) == 1  # the task is enqueued once, after the commit
     assert second.status_code == 409
     assert second.json()["code"] == "conversion_exists"
+
+
+@pytest.mark.django_db
+def test_the_owner_queues_a_conversion_from_the_model_page(
+    client, make_user, django_capture_on_commit_callbacks
+) -> None:
+    # Given the owner of a version with a pickle file, logged in
+    alice = make_user("alice")
+    pickle_file, _ = _pickle_version(alice)
+    client.force_login(alice)
+    page = pickle_file.version.model
+    detail = client.get(f"/models/{page.pk}/{page.slug}/?version={pickle_file.version_id}")
+    assert b"Convert to safetensors" in detail.content
+
+    # When they press the button
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(f"/files/{pickle_file.pk}/convert/")
+
+    # Then the conversion is queued once and the page says so
+    assert response.status_code == 302
+    assert len(callbacks) == 1
+    pickle_file.refresh_from_db()
+    assert pickle_file.conversion_status == "queued"
+    assert b"Conversion to safetensors queued" in client.get(response["Location"]).content
