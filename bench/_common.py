@@ -31,7 +31,9 @@ from federated.engine.synthetic import generate_synthetic_dataset  # noqa: E402
 from sdcore.tiny import build_tiny_pipeline  # noqa: E402
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 
 def machine() -> dict[str, object]:
@@ -76,13 +78,21 @@ def build_pipeline(*, full_size: bool, device: str, dtype: torch.dtype) -> Stabl
             ),
             text_encoder=CLIPTextModel(
                 CLIPTextConfig(
-                    vocab_size=vocab, hidden_size=768, intermediate_size=3072,
-                    num_hidden_layers=12, num_attention_heads=12, hidden_act="quick_gelu",
-                    bos_token_id=vocab - 2, eos_token_id=vocab - 1, pad_token_id=vocab - 1,
+                    vocab_size=vocab,
+                    hidden_size=768,
+                    intermediate_size=3072,
+                    num_hidden_layers=12,
+                    num_attention_heads=12,
+                    hidden_act="quick_gelu",
+                    bos_token_id=vocab - 2,
+                    eos_token_id=vocab - 1,
+                    pad_token_id=vocab - 1,
                 )
             ),
             tokenizer=build_offline_tokenizer(),
-            unet=UNet2DConditionModel(sample_size=64, cross_attention_dim=768, attention_head_dim=8),
+            unet=UNet2DConditionModel(
+                sample_size=64, cross_attention_dim=768, attention_head_dim=8
+            ),
             scheduler=EulerDiscreteScheduler(**SD1_SCHEDULER_CONFIG),  # type: ignore[arg-type]
             safety_checker=None,
             feature_extractor=None,  # type: ignore[arg-type]
@@ -105,7 +115,9 @@ class BenchData:
 def prepare_data(
     pipe: StableDiffusionPipeline, *, work: Path, n_images: int, resolution: int, device: str
 ) -> BenchData:
-    folder = generate_synthetic_dataset(work / "dataset", n_images=n_images, seed=1, resolution=resolution)
+    folder = generate_synthetic_dataset(
+        work / "dataset", n_images=n_images, seed=1, resolution=resolution
+    )
     scan = read_dataset(folder)
     started = time.perf_counter()
     cache = build_latent_cache(

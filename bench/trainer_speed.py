@@ -26,14 +26,16 @@ from tempfile import TemporaryDirectory
 import numpy as np
 import torch
 import torch.nn.functional as F
-
 from _common import build_pipeline, dump, machine, median, prepare_data, sync
+
 from federated.engine.adapter import AdapterSpec, attach_adapter
 from federated.engine.dataset import load_pixels
 from federated.engine.trainer import TrainConfig, train_on_cache, training_scheduler
 
 
-def reference_steps(pipe, pixels: torch.Tensor, ids: torch.Tensor, args: argparse.Namespace) -> list[float]:  # type: ignore[no-untyped-def]
+def reference_steps(
+    pipe, pixels: torch.Tensor, ids: torch.Tensor, args: argparse.Namespace
+) -> list[float]:  # type: ignore[no-untyped-def]
     """The diffusers script's loop body; returns the duration of each step."""
     from peft import LoraConfig
 
@@ -41,8 +43,12 @@ def reference_steps(pipe, pixels: torch.Tensor, ids: torch.Tensor, args: argpars
     unet = copy.deepcopy(pipe.unet)
     unet.requires_grad_(False)
     unet.add_adapter(
-        LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
-                   target_modules=["to_k", "to_q", "to_v", "to_out.0"])
+        LoraConfig(
+            r=args.rank,
+            lora_alpha=args.rank,
+            init_lora_weights="gaussian",
+            target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+        )
     )
     params = [p for p in unet.parameters() if p.requires_grad]
     for p in params:
@@ -50,7 +56,11 @@ def reference_steps(pipe, pixels: torch.Tensor, ids: torch.Tensor, args: argpars
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scheduler = training_scheduler(pipe)
     generator = torch.Generator().manual_seed(0)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16)
+        if device.startswith("cuda")
+        else torch.autocast("cpu", enabled=False)
+    )
     unet.train()
     times: list[float] = []
     for _ in range(args.warmup + args.steps):
@@ -62,7 +72,9 @@ def reference_steps(pipe, pixels: torch.Tensor, ids: torch.Tensor, args: argpars
             latents = latents * pipe.vae.config.scaling_factor
             hidden = pipe.text_encoder(ids[index].to(device), return_dict=False)[0]
         noise = torch.randn_like(latents)
-        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (args.batch,), device=device)
+        timesteps = torch.randint(
+            0, scheduler.config.num_train_timesteps, (args.batch,), device=device
+        )
         noisy = scheduler.add_noise(latents, noise, timesteps)
         with autocast:
             pred = unet(noisy, timesteps, hidden, return_dict=False)[0]
@@ -81,8 +93,12 @@ def cached_steps(pipe, cache, args: argparse.Namespace) -> list[float]:  # type:
     unet = copy.deepcopy(pipe.unet)
     attach_adapter(unet, spec)
     config = TrainConfig(
-        resolution=args.resolution, adapter=spec, learning_rate=1e-4, batch_size=args.batch,
-        local_steps=args.warmup + args.steps, device=args.device,
+        resolution=args.resolution,
+        adapter=spec,
+        learning_rate=1e-4,
+        batch_size=args.batch,
+        local_steps=args.warmup + args.steps,
+        device=args.device,
         mixed_precision="bf16" if args.device.startswith("cuda") else "no",
     )
     stamps: list[float] = []
@@ -93,22 +109,35 @@ def cached_steps(pipe, cache, args: argparse.Namespace) -> list[float]:  # type:
         sync(args.device)
         stamps.append(time.perf_counter())
 
-    train_on_cache(unet, cache, noise_scheduler=training_scheduler(pipe), config=config, seed=0, on_step=on_step)
+    train_on_cache(
+        unet,
+        cache,
+        noise_scheduler=training_scheduler(pipe),
+        config=config,
+        seed=0,
+        on_step=on_step,
+    )
     return list(np.diff(stamps))[args.warmup :]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true", help="SD-1.5-sized random weights")
-    parser.add_argument("--resolution", type=int, default=None, help="default 64, or 512 with --full-size")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="default 64, or 512 with --full-size"
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = parser.parse_args()
     args.resolution = args.resolution or (512 if args.full_size else 64)
@@ -118,17 +147,32 @@ def main() -> None:
     pipe = build_pipeline(full_size=args.full_size, device=args.device, dtype=dtype)
 
     with TemporaryDirectory(prefix="atelier-bench-") as tmp:
-        data = prepare_data(pipe, work=Path(tmp), n_images=args.images, resolution=args.resolution, device=args.device)
-        pixels = torch.from_numpy(np.stack([load_pixels(e, args.resolution) for e in data.scan.examples]))
+        data = prepare_data(
+            pipe,
+            work=Path(tmp),
+            n_images=args.images,
+            resolution=args.resolution,
+            device=args.device,
+        )
+        pixels = torch.from_numpy(
+            np.stack([load_pixels(e, args.resolution) for e in data.scan.examples])
+        )
         ids = pipe.tokenizer(
-            [e.caption for e in data.scan.examples], padding="max_length",
-            max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt",
+            [e.caption for e in data.scan.examples],
+            padding="max_length",
+            max_length=pipe.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
         ).input_ids
         ref_rates: list[float] = []
         our_rates: list[float] = []
         for _ in range(args.repeats):
-            ref_rates.append(len(t) / sum(t) if (t := reference_steps(pipe, pixels, ids, args)) else 0.0)
-            our_rates.append(len(t) / sum(t) if (t := cached_steps(pipe, data.cache, args)) else 0.0)
+            ref_rates.append(
+                len(t) / sum(t) if (t := reference_steps(pipe, pixels, ids, args)) else 0.0
+            )
+            our_rates.append(
+                len(t) / sum(t) if (t := cached_steps(pipe, data.cache, args)) else 0.0
+            )
 
     ref = median(ref_rates)
     ours = median(our_rates)
@@ -143,7 +187,8 @@ def main() -> None:
         "cache_build_seconds": data.cache_seconds,
         "cache_images": args.images,
         "steps_to_amortise_cache": steps_to_break_even,
-        "ratio_including_cache_for_steps": (args.steps / ref) / (data.cache_seconds + args.steps / ours),
+        "ratio_including_cache_for_steps": (args.steps / ref)
+        / (data.cache_seconds + args.steps / ours),
         "target_ratio": 1.3,
     }
     dump(result, args.out)

@@ -4,6 +4,7 @@
     atelier whoami
     atelier push PATH --name NAME --kind lora [--version v1] [--trigger WORD ...] [--publish]
     atelier pull MODEL[@VERSION] [--out DIR]
+    atelier node init | add-dataset PATH | start --superlink HOST:PORT | status   (client/node.py)
 
 Uploads stream in chunks and resume: the upload id is remembered per file (path, size,
 modification time), and a rerun asks the server how many bytes it has and sends the rest.
@@ -508,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     pull.add_argument("model", metavar="MODEL[@VERSION]", help="an id or owner/slug")
     pull.add_argument("--out", default=".", help="the folder to write to (default: here)")
     pull.set_defaults(func=cmd_pull)
+
+    from client.node import add_node_parser
+
+    add_node_parser(sub)
     return parser
 
 

@@ -34,7 +34,10 @@ import torch
 from sdcore.errors import SdcoreError
 
 if TYPE_CHECKING:
-    from diffusers import DiffusionPipeline, StableDiffusionPipeline
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 __all__ = [
     "FAMILIES",
@@ -303,7 +306,7 @@ def _write_config_folder(
     tokenizer_dir: Path | None,
 ) -> None:
     """Write a diffusers config folder (no weights) for ``from_single_file(config=...)``."""
-    from diffusers import EulerDiscreteScheduler
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
     from transformers import CLIPTextConfig, CLIPTokenizer
 
     from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
@@ -326,7 +329,8 @@ def _write_config_folder(
         (folder / name).mkdir()
         (folder / name / "config.json").write_text(json.dumps(configs[name]), encoding="utf-8")
     text_config = {k: v for k, v in configs["text_encoder"].items() if k != "model_type"}
-    CLIPTextConfig(**text_config).save_pretrained(str(folder / "text_encoder"))
+    text_encoder_config = CLIPTextConfig(**text_config)  # type: ignore[arg-type]  # kwargs dict
+    text_encoder_config.save_pretrained(str(folder / "text_encoder"))
     EulerDiscreteScheduler(**configs["scheduler"]).save_pretrained(  # type: ignore[arg-type]
         str(folder / "scheduler")
     )
@@ -417,7 +421,8 @@ def _from_single_file(
     config: Path,
     kwargs: Mapping[str, object],
 ) -> DiffusionPipeline:
-    from_single_file = getattr(pipeline_cls, "from_single_file")
+    # Every SD family pipeline mixes in FromSingleFileMixin; DiffusionPipeline itself does not.
+    from_single_file = pipeline_cls.from_single_file  # type: ignore[attr-defined]
     try:
         pipe: DiffusionPipeline = from_single_file(str(path), config=str(config), **kwargs)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:

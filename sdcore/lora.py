@@ -52,7 +52,12 @@ LORA_ADAPTER_METADATA_KEY = "lora_adapter_metadata"  # as diffusers.loaders.lora
 SD1_UNET_LAYOUT: dict[str, object] = {
     "layers_per_block": 2,
     "block_out_channels": (320, 640, 1280, 1280),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "up_block_types": (
+        "UpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+        "CrossAttnUpBlock2D",
+    ),
 }
 
 
@@ -120,8 +125,12 @@ def peft_to_kohya(
     for module in _modules(unet_state):
         kohya = "lora_unet_" + module.replace(".", "_")
         module_alpha = alpha[module] if isinstance(alpha, Mapping) else alpha
-        out[f"{kohya}.lora_down.weight"] = unet_state[f"{module}.lora_A.weight"].detach().float().cpu()
-        out[f"{kohya}.lora_up.weight"] = unet_state[f"{module}.lora_B.weight"].detach().float().cpu()
+        out[f"{kohya}.lora_down.weight"] = (
+            unet_state[f"{module}.lora_A.weight"].detach().float().cpu()
+        )
+        out[f"{kohya}.lora_up.weight"] = (
+            unet_state[f"{module}.lora_B.weight"].detach().float().cpu()
+        )
         out[f"{kohya}.alpha"] = torch.tensor(float(module_alpha), dtype=torch.float32)
     return out
 

@@ -24,7 +24,9 @@ import torch
 from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 __all__ = [
     "TINY_RESOLUTION",
@@ -108,12 +110,12 @@ def tiny_component_configs() -> dict[str, dict[str, object]]:
 
 def build_tiny_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
     """Build the tiny SD 1.x pipeline in memory: random weights from ``seed``, fp32, CPU."""
-    from diffusers import (
-        AutoencoderKL,
-        EulerDiscreteScheduler,
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
         StableDiffusionPipeline,
-        UNet2DConditionModel,
     )
+    from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
     from transformers import CLIPTextConfig, CLIPTextModel
 
     configs = tiny_component_configs()
@@ -122,7 +124,7 @@ def build_tiny_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
         torch.manual_seed(seed)
         unet = UNet2DConditionModel(**configs["unet"])  # type: ignore[arg-type]  # kwargs dict
         vae = AutoencoderKL(**configs["vae"])  # type: ignore[arg-type]  # kwargs dict
-        text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))
+        text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))  # type: ignore[arg-type]
     scheduler = EulerDiscreteScheduler(**configs["scheduler"])  # type: ignore[arg-type]
     pipe = StableDiffusionPipeline(
         vae=vae,
@@ -130,7 +132,7 @@ def build_tiny_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
         tokenizer=build_offline_tokenizer(),
         unet=unet,
         scheduler=scheduler,
-        safety_checker=None,
+        safety_checker=None,  # type: ignore[arg-type]  # optional component
         feature_extractor=None,  # type: ignore[arg-type]  # optional component
         requires_safety_checker=False,
     )

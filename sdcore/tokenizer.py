@@ -38,8 +38,23 @@ END_OF_WORD = "</w>"
 # Whole words whose BPE merges are added, so common caption words become single tokens.
 # Changing this list changes the vocabulary, hence the tiny model's text-encoder shape.
 _MERGED_WORDS: tuple[str, ...] = (
-    "a", "an", "the", "of", "in", "on", "with", "photo", "red", "green", "blue",
-    "circle", "square", "triangle", "style", "sks", "shape",
+    "a",
+    "an",
+    "the",
+    "of",
+    "in",
+    "on",
+    "with",
+    "photo",
+    "red",
+    "green",
+    "blue",
+    "circle",
+    "square",
+    "triangle",
+    "style",
+    "sks",
+    "shape",
 )
 
 

@@ -29,7 +29,7 @@ import torch
 from federated.engine.errors import AdapterMismatchError, ConfigError
 
 if TYPE_CHECKING:
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from peft import LoraConfig
 
 __all__ = [
@@ -79,7 +79,7 @@ class AdapterSpec:
 
         return LoraConfig(
             r=self.rank,
-            lora_alpha=self.alpha,
+            lora_alpha=self.alpha,  # type: ignore[arg-type]  # peft takes float alphas too
             target_modules=list(self.target_modules),
             lora_dropout=0.0,
             init_lora_weights=True,
@@ -116,7 +116,20 @@ def ffa_init_a(init_seed: int, module_name: str, rank: int, in_features: int) ->
 def _lora_layers(unet: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     from peft.tuners.lora import LoraLayer
 
-    return [(name, module) for name, module in unet.named_modules() if isinstance(module, LoraLayer)]
+    return [
+        (name, module)
+        for name, module in unet.named_modules()
+        if isinstance(module, LoraLayer) and isinstance(module, torch.nn.Module)
+    ]
+
+
+def _lora_weight(layer: torch.nn.Module, which: str) -> torch.Tensor:
+    """``layer.lora_A["default"].weight`` (or ``lora_B``) of a peft LoRA layer."""
+    modules = getattr(layer, which)
+    weight = modules[ADAPTER_NAME].weight
+    if not isinstance(weight, torch.Tensor):
+        raise AdapterMismatchError(f"{which} of a LoRA layer has no weight tensor")
+    return weight
 
 
 def attach_adapter(unet: UNet2DConditionModel, spec: AdapterSpec) -> None:
@@ -128,8 +141,8 @@ def attach_adapter(unet: UNet2DConditionModel, spec: AdapterSpec) -> None:
         raise ConfigError(f"no UNet module matches target_modules {list(spec.target_modules)}")
     with torch.no_grad():
         for name, layer in layers:
-            lora_a = layer.lora_A[ADAPTER_NAME].weight
-            lora_b = layer.lora_B[ADAPTER_NAME].weight
+            lora_a = _lora_weight(layer, "lora_A")
+            lora_b = _lora_weight(layer, "lora_B")
             lora_a.copy_(ffa_init_a(spec.init_seed, name, spec.rank, lora_a.shape[1]))
             lora_b.zero_()
             lora_a.requires_grad_(spec.mode == "lora")
@@ -140,8 +153,8 @@ def adapter_state_dict(unet: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
     """Every LoRA tensor (A and B) under peft names, in module order."""
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name, layer in _lora_layers(unet):
-        state[f"{name}.lora_A.weight"] = layer.lora_A[ADAPTER_NAME].weight
-        state[f"{name}.lora_B.weight"] = layer.lora_B[ADAPTER_NAME].weight
+        state[f"{name}.lora_A.weight"] = _lora_weight(layer, "lora_A")
+        state[f"{name}.lora_B.weight"] = _lora_weight(layer, "lora_B")
     return state
 
 
@@ -195,8 +208,12 @@ def delta_weights(
             continue
         module = name.split(".lora_A.")[0]
         b = state[f"{module}.lora_B.weight"]
-        a64 = torch.as_tensor(np.asarray(a) if isinstance(a, np.ndarray) else a.detach().cpu()).double()
-        b64 = torch.as_tensor(np.asarray(b) if isinstance(b, np.ndarray) else b.detach().cpu()).double()
+        a64 = torch.as_tensor(
+            np.asarray(a) if isinstance(a, np.ndarray) else a.detach().cpu()
+        ).double()
+        b64 = torch.as_tensor(
+            np.asarray(b) if isinstance(b, np.ndarray) else b.detach().cpu()
+        ).double()
         deltas[module] = scale * (b64 @ a64)
     return deltas
 
@@ -216,7 +233,14 @@ def average_adapters(
     return OrderedDict(
         (
             name,
-            (sum(w * np.asarray(a[name], dtype=np.float64) for a, w in zip(adapters, weights, strict=True)) / total).astype(np.float32),
+            np.asarray(
+                sum(
+                    w * np.asarray(a[name], dtype=np.float64)
+                    for a, w in zip(adapters, weights, strict=True)
+                )
+                / total,
+                dtype=np.float32,
+            ),
         )
         for name in names
     )

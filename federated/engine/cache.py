@@ -27,7 +27,9 @@ from federated.engine.dataset import DatasetScan, load_pixels
 from sdcore.loading import write_safetensors
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 __all__ = [
     "CONDITIONING",
@@ -149,7 +151,9 @@ class LatentCache:
         self, indices: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
         mean = self.latent_mean[indices]
-        noise = torch.randn(mean.shape, generator=generator, device="cpu").to(mean.device, mean.dtype)
+        noise = torch.randn(mean.shape, generator=generator, device="cpu").to(
+            mean.device, mean.dtype
+        )
         return mean + self.latent_std[indices] * noise
 
     def conditioning_for(self, indices: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -196,7 +200,7 @@ def build_latent_cache(
             cache = LatentCache.load(path)
             if len(cache) == len(scan):
                 return cache
-        except Exception:  # noqa: BLE001  a damaged cache file is rebuilt, never trusted
+        except Exception:
             pass
     if resolution % pipe.vae_scale_factor:
         raise ValueError(f"resolution {resolution} is not a multiple of {pipe.vae_scale_factor}")
@@ -215,7 +219,9 @@ def build_latent_cache(
             factor = vae.config.scaling_factor
             means.append((dist.mean * factor).float().cpu())
             stds.append((dist.std * factor).float().cpu())
-            for name, tensor in encode_captions(pipe, [e.caption for e in chunk], family=family).items():
+            for name, tensor in encode_captions(
+                pipe, [e.caption for e in chunk], family=family
+            ).items():
                 conditioning.setdefault(name, []).append(tensor.float().cpu())
     cache = LatentCache(
         key=key,

@@ -161,7 +161,8 @@ class DatasetScan:
         content_hash = hashlib.sha256("\n".join(pairs).encode("ascii")).hexdigest()
         short_sides = [min(e.width, e.height) for e in examples]
         aspects = Counter(
-            "square" if abs(math.log(e.width / e.height)) < 0.1
+            "square"
+            if abs(math.log(e.width / e.height)) < 0.1
             else ("landscape" if e.width > e.height else "portrait")
             for e in examples
         )
@@ -169,11 +170,15 @@ class DatasetScan:
         return DatasetManifest(
             count=len(examples),
             content_hash=content_hash,
-            short_side_buckets=dict(sorted(Counter(_bucket(s, _SIZE_EDGES) for s in short_sides).items())),
+            short_side_buckets=dict(
+                sorted(Counter(_bucket(s, _SIZE_EDGES) for s in short_sides).items())
+            ),
             # Rounded to 64 px so that it does not pin one image's exact size.
             median_short_side=int(64 * round(statistics.median(short_sides) / 64)),
             aspect_buckets=dict(sorted(aspects.items())),
-            caption_word_buckets=dict(sorted(Counter(_bucket(w, _WORD_EDGES) for w in words).items())),
+            caption_word_buckets=dict(
+                sorted(Counter(_bucket(w, _WORD_EDGES) for w in words).items())
+            ),
             mean_caption_words=round(statistics.fmean(words), 1),
         )
 
@@ -310,12 +315,18 @@ def read_dataset(
             if layout == "imagefolder" and suffix == ".txt":
                 continue
             issues.append(
-                DatasetIssue(IssueKind.NOT_AN_IMAGE, rel, f"not an image file ({suffix or 'no extension'})")
+                DatasetIssue(
+                    IssueKind.NOT_AN_IMAGE, rel, f"not an image file ({suffix or 'no extension'})"
+                )
             )
             continue
         if layout == "imagefolder":
-            caption: str | DatasetIssue = metadata.get(rel) if rel in metadata else DatasetIssue(
-                IssueKind.MISSING_CAPTION, rel, f"not listed in {constants.METADATA_FILE}"
+            caption: str | DatasetIssue = (
+                metadata[rel]
+                if rel in metadata
+                else DatasetIssue(
+                    IssueKind.MISSING_CAPTION, rel, f"not listed in {constants.METADATA_FILE}"
+                )
             )
         else:
             caption = _read_caption_file(file, rel)
@@ -326,7 +337,9 @@ def read_dataset(
         if not caption:
             issues.append(DatasetIssue(IssueKind.EMPTY_CAPTION, rel, "the caption is empty"))
             continue
-        inspected = _inspect_image(file, rel, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
+        inspected = _inspect_image(
+            file, rel, max_bytes=max_image_bytes, max_pixels=max_image_pixels
+        )
         if isinstance(inspected, DatasetIssue):
             issues.append(inspected)
             continue
@@ -357,7 +370,10 @@ def load_pixels(example: Example, resolution: int) -> np.ndarray:
             image = Image.alpha_composite(background, rgba)
         image = image.convert("RGB")
     scale = resolution / min(image.size)
-    size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
+    size = (
+        max(resolution, round(image.width * scale)),
+        max(resolution, round(image.height * scale)),
+    )
     image = image.resize(size, Image.Resampling.LANCZOS)
     left = (image.width - resolution) // 2
     top = (image.height - resolution) // 2

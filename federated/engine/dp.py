@@ -158,7 +158,9 @@ def epsilon_after(
     delta: float,
 ) -> float:
     """The epsilon the accountant will report after ``steps`` more steps (computed, not run)."""
-    planned = AccountantState(state.mechanism, [*state.history, (noise_multiplier, sample_rate, steps)])
+    planned = AccountantState(
+        state.mechanism, [*state.history, (noise_multiplier, sample_rate, steps)]
+    )
     return planned.epsilon(delta)
 
 

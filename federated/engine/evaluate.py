@@ -22,7 +22,9 @@ from federated.engine.dataset import DatasetScan, read_dataset
 from federated.engine.dp import PerSampleMSE
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 __all__ = [
     "EVAL_TIMESTEPS",
@@ -62,17 +64,23 @@ def validation_loss(
             chunk = pairs[start : start + batch_size]
             index = torch.tensor([i for i, _ in chunk])
             latents = cache.latent_mean[index].to(device, dtype)
-            conditioning = {k: v.to(device, dtype) for k, v in cache.conditioning_for(index).items()}
+            conditioning = {
+                k: v.to(device, dtype) for k, v in cache.conditioning_for(index).items()
+            }
             steps = torch.tensor([t for _, t in chunk], device=device)
             noise = noise_all[start : start + len(chunk)].to(device, dtype)
-            loss = denoising_loss(unet, noise_scheduler, latents, conditioning, steps, noise, criterion)
+            loss = denoising_loss(
+                unet, noise_scheduler, latents, conditioning, steps, noise, criterion
+            )
             total += float(loss)
     unet.train(was_training)
     return total / len(pairs)
 
 
 def _unet_with_adapter(
-    pipe: StableDiffusionPipeline, spec: AdapterSpec | None, adapter: Mapping[str, np.ndarray] | None
+    pipe: StableDiffusionPipeline,
+    spec: AdapterSpec | None,
+    adapter: Mapping[str, np.ndarray] | None,
 ) -> torch.nn.Module:
     if adapter is None or spec is None:
         return pipe.unet

@@ -31,7 +31,7 @@ from sdcore.loading import FAMILIES
 from sdcore.lora import save_lora_diffusers, save_lora_kohya
 
 if TYPE_CHECKING:
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 __all__ = ["LoraFiles", "LoraProvenance", "full_adapter_state", "lora_metadata", "save_lora_files"]
 
@@ -72,7 +72,9 @@ def lora_metadata(spec: AdapterSpec, provenance: LoraProvenance) -> dict[str, st
         "ss_network_dim": str(spec.rank),
         "ss_network_alpha": str(spec.alpha),
         "ss_network_args": json.dumps({"mode": spec.mode, "init_seed": spec.init_seed}),
-        "ss_base_model_version": {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}[family.key],
+        "ss_base_model_version": {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}[
+            family.key
+        ],
         "ss_sd_model_name": provenance.base_model_name,
         "ss_new_sd_model_hash": provenance.base_model_hash,
         "ss_resolution": f"({provenance.resolution}, {provenance.resolution})",
@@ -122,12 +124,16 @@ def save_lora_files(
     arrays: Mapping[str, np.ndarray],
     provenance: LoraProvenance,
 ) -> LoraFiles:
-    """Write ``out_dir/diffusers/pytorch_lora_weights.safetensors`` and ``out_dir/lora.safetensors``."""
+    """Write ``diffusers/pytorch_lora_weights.safetensors`` and ``lora.safetensors``."""
     state = full_adapter_state(unet, spec, arrays)
     metadata = lora_metadata(spec, provenance)
     out_dir = Path(out_dir)
     diffusers_file = save_lora_diffusers(
         out_dir / "diffusers", state, rank=spec.rank, alpha=spec.alpha, metadata=metadata
     )
-    kohya_file = save_lora_kohya(out_dir / KOHYA_FILE_NAME, state, alpha=spec.alpha, metadata=metadata)
-    return LoraFiles(diffusers_dir=diffusers_file.parent, diffusers_file=diffusers_file, kohya_file=kohya_file)
+    kohya_file = save_lora_kohya(
+        out_dir / KOHYA_FILE_NAME, state, alpha=spec.alpha, metadata=metadata
+    )
+    return LoraFiles(
+        diffusers_dir=diffusers_file.parent, diffusers_file=diffusers_file, kohya_file=kohya_file
+    )

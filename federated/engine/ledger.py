@@ -211,5 +211,13 @@ class PrivacyLedger:
                 "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT(dataset, job) DO UPDATE "
                 "SET epsilon = excluded.epsilon, delta = excluded.delta, steps = excluded.steps, "
                 "accountant_state = excluded.accountant_state, updated_at = excluded.updated_at",
-                (dataset, job, float(epsilon_after), float(delta), int(steps), accountant_state, time.time()),
+                (
+                    dataset,
+                    job,
+                    float(epsilon_after),
+                    float(delta),
+                    int(steps),
+                    accountant_state,
+                    time.time(),
+                ),
             )

@@ -194,7 +194,9 @@ def build_report(
         )
 
     small = tuple(
-        f"{e.relpath} ({e.width}x{e.height})" for e in examples if min(e.width, e.height) < resolution
+        f"{e.relpath} ({e.width}x{e.height})"
+        for e in examples
+        if min(e.width, e.height) < resolution
     )
     if small:
         findings.append(
@@ -208,7 +210,9 @@ def build_report(
         )
 
     word_counts = [len(caption_words(e.caption)) for e in examples]
-    too_long = tuple(e.relpath for e, n in zip(examples, word_counts, strict=True) if n > CLIP_WORD_LIMIT)
+    too_long = tuple(
+        e.relpath for e, n in zip(examples, word_counts, strict=True) if n > CLIP_WORD_LIMIT
+    )
     if too_long:
         findings.append(
             Finding(
@@ -232,8 +236,10 @@ def build_report(
 
     tag_counts = Counter(tag for e in examples for tag in set(_tags(e.caption)))
     everywhere = sorted(
-        tag for tag, n in tag_counts.items()
-        if n == len(examples) and len(examples) > 1
+        tag
+        for tag, n in tag_counts.items()
+        if n == len(examples)
+        and len(examples) > 1
         and not (trigger_word and _has_word(tag, trigger_word))
     )
     if everywhere:

@@ -51,7 +51,10 @@ def _draw(
 ) -> tuple[Image.Image, str]:
     background_name = list(_BACKGROUNDS)[int(rng.integers(len(_BACKGROUNDS)))]
     jitter = rng.integers(-10, 11, size=3)
-    background = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(_BACKGROUNDS[background_name], jitter, strict=True))
+    background = tuple(
+        int(np.clip(c + j, 0, 255))
+        for c, j in zip(_BACKGROUNDS[background_name], jitter, strict=True)
+    )
     # A gentle gradient in a random direction and a few small grey pebbles make every image
     # distinct (no near-duplicates in the dataset report) without hiding the concept.
     ys, xs = np.mgrid[0:resolution, 0:resolution].astype(np.float32) / max(resolution - 1, 1)
@@ -73,7 +76,9 @@ def _draw(
     elif shape == "square":
         draw.rectangle(box, fill=colour)
     else:
-        draw.polygon([(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour)
+        draw.polygon(
+            [(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour
+        )
     return image, background_name
 
 

@@ -57,7 +57,10 @@ from federated.engine.ledger import PrivacyLedger
 from sdcore.loading import FAMILIES, detect_family, load_pipeline
 
 if TYPE_CHECKING:
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
+        StableDiffusionPipeline,
+    )
 
 __all__ = [
     "LoadedBase",
@@ -119,7 +122,9 @@ class TrainConfig:
         adapter = values.pop("adapter", None)
         dp = values.pop("dp", None)
         return cls(
-            adapter=AdapterSpec.from_dict(adapter) if isinstance(adapter, Mapping) else AdapterSpec(),
+            adapter=AdapterSpec.from_dict(adapter)
+            if isinstance(adapter, Mapping)
+            else AdapterSpec(),
             dp=DPConfig(**dp) if isinstance(dp, Mapping) else None,
             **values,  # type: ignore[arg-type]  # keys written by to_dict()
         )
@@ -188,7 +193,10 @@ def load_base(
     """Load (once per process) the base pipeline; callers copy the UNet before changing it."""
     base_model = Path(base_model).resolve()
     stat_mtime = max(
-        (p.stat().st_mtime_ns for p in ([base_model] if base_model.is_file() else base_model.rglob("*"))),
+        (
+            p.stat().st_mtime_ns
+            for p in ([base_model] if base_model.is_file() else base_model.rglob("*"))
+        ),
         default=0,
     )
     key = (str(base_model), stat_mtime, str(device), str(dtype))
@@ -240,7 +248,7 @@ def denoising_loss(
 
 
 def training_scheduler(pipe: StableDiffusionPipeline) -> object:
-    from diffusers import DDPMScheduler
+    from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
     return DDPMScheduler.from_config(pipe.scheduler.config)
 
@@ -286,7 +294,9 @@ def train_on_cache(
     unet.train()  # opacus needs train mode ("No activations detected" otherwise)
     losses: list[float] = []
 
-    def step_on(indices: torch.Tensor, model: torch.nn.Module, criterion: torch.nn.Module) -> torch.Tensor:
+    def step_on(
+        indices: torch.Tensor, model: torch.nn.Module, criterion: torch.nn.Module
+    ) -> torch.Tensor:
         conditioning = {k: v.to(device) for k, v in cache.conditioning_for(indices).items()}
         total: torch.Tensor | None = None
         for _ in range(config.noise_draws):
@@ -346,14 +356,17 @@ def train_on_cache(
             steps += 1
             if on_step:
                 on_step(steps, losses[-1] if losses else float("nan"))
-    if hasattr(private.module, "_close"):
-        private.module._close()  # remove opacus hooks from the (copied) UNet
+    close = getattr(private.module, "_close", None)
+    if callable(close):
+        close()  # remove opacus hooks from the (copied) UNet
     return _LoopResult(
         losses, steps, AccountantState.from_accountant(private.accountant), private.sample_rate
     )
 
 
-def _check_adapter(before: AdapterArrays, after: AdapterArrays, unet: torch.nn.Module, cache: LatentCache) -> None:
+def _check_adapter(
+    before: AdapterArrays, after: AdapterArrays, unet: torch.nn.Module, cache: LatentCache
+) -> None:
     """Fail loudly if the adapter is not finite, did not change, or breaks the UNet."""
     bad = [name for name, value in after.items() if not np.isfinite(value).all()]
     if bad:
@@ -369,7 +382,9 @@ def _check_adapter(before: AdapterArrays, after: AdapterArrays, unet: torch.nn.M
         index = torch.tensor([0])
         device = next(unet.parameters()).device
         latents = cache.latent_mean[index].to(device, next(unet.parameters()).dtype)
-        conditioning = {k: v.to(device, latents.dtype) for k, v in cache.conditioning_for(index).items()}
+        conditioning = {
+            k: v.to(device, latents.dtype) for k, v in cache.conditioning_for(index).items()
+        }
         out = unet(latents, torch.tensor([500], device=device), **conditioning).sample
     if not torch.isfinite(out).all():
         raise AdapterCheckError("the UNet with the trained adapter produces non-finite outputs")
@@ -400,7 +415,9 @@ def _plan_privacy(
             )
         return None, None, None
     q = sample_rate(n_examples, config.batch_size)
-    sigma = resolve_noise_multiplier(dp, sample_rate=q, total_steps=dp.planned_rounds * config.local_steps)
+    sigma = resolve_noise_multiplier(
+        dp, sample_rate=q, total_steps=dp.planned_rounds * config.local_steps
+    )
     state = AccountantState(dp.accountant)
     if accountant_state:
         state = AccountantState.from_bytes(accountant_state)
@@ -418,7 +435,11 @@ def _plan_privacy(
                 )
             state = ledger_state
     projected = epsilon_after(
-        state, noise_multiplier=sigma, sample_rate=q, steps=config.local_steps, delta=dp.target_delta
+        state,
+        noise_multiplier=sigma,
+        sample_rate=q,
+        steps=config.local_steps,
+        delta=dp.target_delta,
     )
     if ledger is not None:
         planned = AccountantState(state.mechanism, [*state.history, (sigma, q, config.local_steps)])
@@ -504,7 +525,9 @@ def train_round(
     if config.dp is not None and loop.accountant is not None:
         epsilon = loop.accountant.epsilon(config.dp.target_delta)
         state_out = loop.accountant.to_bytes()
-        if projected is not None and not math.isclose(epsilon, projected, rel_tol=1e-6, abs_tol=1e-9):
+        if projected is not None and not math.isclose(
+            epsilon, projected, rel_tol=1e-6, abs_tol=1e-9
+        ):
             raise AdapterCheckError(
                 f"accountant reached epsilon {epsilon} but {projected} was planned; "
                 "the round's output is withheld"

@@ -146,7 +146,7 @@ def test_second_submit_of_the_same_form_replays_the_first_purchase(client, buyer
     # given: the first submit went through
     client.force_login(buyer)
     key = _confirm_key(client, listing)
-    client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key})
+    client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key}, follow=True)
     # when: the same form arrives again
     again = client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key}, follow=True)
     # then: it is answered with the first purchase (same key), not as a new attempt
@@ -373,3 +373,28 @@ def test_earnings_page_without_sales(client, buyer) -> None:
     response = client.get("/earnings/")
     assert response.status_code == 200
     assert b"No earnings yet." in response.content
+
+
+def test_library_page_query_count_does_not_grow_with_items(
+    client, buyer, seller, make_version, fund, django_assert_max_num_queries
+) -> None:
+    fund(buyer, 1000)
+    for i in range(4):
+        target = make_version(seller)
+        listing = listing_create(seller=seller, target=target, price=10)
+        purchase_create(buyer=buyer, listing=listing, idempotency_key=f"q{i}")
+    client.force_login(buyer)
+    with django_assert_max_num_queries(6):
+        response = client.get("/library/")
+    assert response.content.count(b"download-link") == 4
+
+
+def test_earnings_page_query_count(client, seller, listing, make_user, fund,
+                                   django_assert_max_num_queries) -> None:
+    for i in range(3):
+        buyer = make_user(f"b{i}")
+        fund(buyer, 100)
+        purchase_create(buyer=buyer, listing=listing, idempotency_key=f"k{i}")
+    client.force_login(seller)
+    with django_assert_max_num_queries(8):
+        assert client.get("/earnings/").status_code == 200

@@ -21,7 +21,7 @@ from sdcore.loading import (
     write_safetensors,
 )
 from sdcore.tiny import TinyModelPaths, build_tiny_pipeline, tiny_component_configs
-from tests.sdcore.model_fixtures import tiny_model  # noqa: F401  (pytest fixture)
+from tests.sdcore.model_fixtures import tiny_model_fixture  # noqa: F401  (pytest fixture)
 
 
 def _image(pipe: object) -> np.ndarray:
@@ -42,7 +42,7 @@ def reference_image() -> np.ndarray:
 
 
 def test_loading_the_diffusers_folder_gives_the_built_models_image(
-    tiny_model: TinyModelPaths, reference_image: np.ndarray  # noqa: F811
+    tiny_model: TinyModelPaths, reference_image: np.ndarray
 ) -> None:
     # Given the saved diffusers folder / When loaded
     pipe = load_pipeline(tiny_model.diffusers_dir)
@@ -51,7 +51,7 @@ def test_loading_the_diffusers_folder_gives_the_built_models_image(
 
 
 def test_loading_the_single_file_without_a_config_gives_the_same_image(
-    tiny_model: TinyModelPaths, reference_image: np.ndarray  # noqa: F811
+    tiny_model: TinyModelPaths, reference_image: np.ndarray
 ) -> None:
     # Given only the original single file (config inferred from shapes and metadata)
     pipe = load_pipeline(tiny_model.single_file)
@@ -61,7 +61,7 @@ def test_loading_the_single_file_without_a_config_gives_the_same_image(
 
 
 def test_config_inference_reproduces_the_tiny_architecture(
-    tiny_model: TinyModelPaths,  # noqa: F811
+    tiny_model: TinyModelPaths,
 ) -> None:
     # Given the single file's header / When configs are inferred
     inferred = infer_sd1_configs(read_single_file_header(tiny_model.single_file))
@@ -74,14 +74,14 @@ def test_config_inference_reproduces_the_tiny_architecture(
             ), (component, key)
 
 
-def test_loading_in_bfloat16_casts_the_weights(tiny_model: TinyModelPaths) -> None:  # noqa: F811
+def test_loading_in_bfloat16_casts_the_weights(tiny_model: TinyModelPaths) -> None:
     # When loaded with dtype bf16
     pipe = load_pipeline(tiny_model.diffusers_dir, dtype=torch.bfloat16)
     # Then the UNet weights are bf16
     assert pipe.unet.conv_in.weight.dtype == torch.bfloat16
 
 
-def test_both_layouts_are_detected_as_sd1(tiny_model: TinyModelPaths) -> None:  # noqa: F811
+def test_both_layouts_are_detected_as_sd1(tiny_model: TinyModelPaths) -> None:
     assert detect_family(tiny_model.diffusers_dir) is FAMILIES["sd1"]
     assert detect_family(tiny_model.single_file) is FAMILIES["sd1"]
 

@@ -46,7 +46,10 @@ def test_kohya_names_convert_back_to_the_diffusers_module(module: str) -> None:
 @pytest.mark.parametrize(
     ("kohya", "expected"),
     [
-        ("lora_te_text_model_encoder_layers_11_self_attn_out_proj", "text_model.encoder.layers.11.self_attn.out_proj"),
+        (
+            "lora_te_text_model_encoder_layers_11_self_attn_out_proj",
+            "text_model.encoder.layers.11.self_attn.out_proj",
+        ),
         ("lora_te_text_model_encoder_layers_0_mlp_fc1", "text_model.encoder.layers.0.mlp.fc1"),
     ],
 )
@@ -57,9 +60,15 @@ def test_text_encoder_names_convert(kohya: str, expected: str) -> None:
 @pytest.mark.parametrize(
     ("kohya", "expected"),
     [
-        ("lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q", "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q"),
+        (
+            "lora_unet_input_blocks_1_1_transformer_blocks_0_attn1_to_q",
+            "down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q",
+        ),
         ("lora_unet_output_blocks_11_1_proj_out", "up_blocks.3.attentions.2.proj_out"),
-        ("lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k", "mid_block.attentions.0.transformer_blocks.0.attn2.to_k"),
+        (
+            "lora_unet_middle_block_1_transformer_blocks_0_attn2_to_k",
+            "mid_block.attentions.0.transformer_blocks.0.attn2.to_k",
+        ),
         ("lora_unet_input_blocks_4_0_in_layers_2", "down_blocks.1.resnets.0.conv1"),
     ],
 )
@@ -70,7 +79,10 @@ def test_ldm_style_kohya_names_convert_for_sd1(kohya: str, expected: str) -> Non
 def test_peft_to_kohya_and_back_keeps_tensors_and_the_real_alpha() -> None:
     state = _state(rank=2)
     kohya = peft_to_kohya(state, alpha=8.0)
-    assert kohya["lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_q.alpha"].item() == 8.0
+    assert (
+        kohya["lora_unet_down_blocks_0_attentions_1_transformer_blocks_0_attn1_to_q.alpha"].item()
+        == 8.0
+    )
     back = kohya_to_diffusers(kohya)
     assert set(back.unet) == set(state)
     assert all(torch.equal(back.unet[k], state[k]) for k in state)
@@ -78,13 +90,19 @@ def test_peft_to_kohya_and_back_keeps_tensors_and_the_real_alpha() -> None:
 
 
 def test_a_missing_alpha_means_alpha_equals_rank() -> None:
-    kohya = {k: v for k, v in peft_to_kohya(_state(rank=2), alpha=8.0).items() if not k.endswith(".alpha")}
+    kohya = {
+        k: v
+        for k, v in peft_to_kohya(_state(rank=2), alpha=8.0).items()
+        if not k.endswith(".alpha")
+    }
     assert set(kohya_to_diffusers(kohya).alphas.values()) == {2.0}
 
 
 def test_lycoris_layers_are_refused_with_a_message() -> None:
     with pytest.raises(LoraFormatError, match="LyCORIS"):
-        kohya_to_diffusers({"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a": torch.zeros(1)})
+        kohya_to_diffusers(
+            {"lora_unet_down_blocks_0_attentions_0_proj_in.hada_w1_a": torch.zeros(1)}
+        )
 
 
 def test_an_unpaired_lora_a_is_refused(tmp_path: Path) -> None:
@@ -100,7 +118,9 @@ def test_files_are_byte_identical_for_the_same_content(tmp_path: Path) -> None:
 
     meta = {"ss_network_dim": "2", "modelspec.title": "t"}
     a = save_lora_kohya(tmp_path / "a.safetensors", _state(), alpha=4.0, metadata=meta)
-    b = save_lora_kohya(tmp_path / "b.safetensors", _state(), alpha=4.0, metadata=dict(reversed(meta.items())))
+    b = save_lora_kohya(
+        tmp_path / "b.safetensors", _state(), alpha=4.0, metadata=dict(reversed(meta.items()))
+    )
     assert digest(a) == digest(b)
     d = save_lora_diffusers(tmp_path / "d", _state(), rank=2, alpha=4.0, metadata=meta)
     assert all(k.startswith("unet.") for k in load_file(str(d)))

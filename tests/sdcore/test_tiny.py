@@ -12,7 +12,7 @@ from safetensors import safe_open
 
 from sdcore.tiny import TinyModelPaths, build_tiny_pipeline, save_tiny_model
 from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
-from tests.sdcore.model_fixtures import tiny_model  # noqa: F401  (pytest fixture)
+from tests.sdcore.model_fixtures import tiny_model_fixture  # noqa: F401  (pytest fixture)
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
@@ -36,7 +36,7 @@ def _image(pipe: object, seed: int = 0) -> np.ndarray:
 
 
 def test_saving_the_same_seed_twice_writes_identical_bytes(
-    tiny_model: TinyModelPaths, tmp_path: Path  # noqa: F811
+    tiny_model: TinyModelPaths, tmp_path: Path
 ) -> None:
     # Given the tiny model already saved with seed 0
     first = _tree_hashes(tiny_model.single_file.parent)
@@ -67,7 +67,7 @@ def test_building_leaves_the_global_random_state_alone() -> None:
 
 
 def test_single_file_uses_the_original_sd1_layout_with_modelspec(
-    tiny_model: TinyModelPaths,  # noqa: F811
+    tiny_model: TinyModelPaths,
 ) -> None:
     # Given the single file / When its header is read
     with safe_open(str(tiny_model.single_file), framework="pt") as handle:
@@ -84,7 +84,7 @@ def test_single_file_uses_the_original_sd1_layout_with_modelspec(
 
 
 def test_diffusers_from_single_file_with_the_config_folder_reproduces_the_weights(
-    tiny_model: TinyModelPaths,  # noqa: F811
+    tiny_model: TinyModelPaths,
 ) -> None:
     # Given the single file and the diffusers folder as its config
     from diffusers import StableDiffusionPipeline
@@ -123,7 +123,13 @@ def test_offline_tokenizer_has_a_real_vocabulary_not_the_three_token_fallback() 
     # Then merged words are single tokens and the special tokens are the last two ids
     assert len(tokenizer) == offline_vocab_size() > 512
     assert tokens == [
-        "<|startoftext|>", "a</w>", "photo</w>", "of</w>", "a</w>", "red</w>", "circle</w>",
+        "<|startoftext|>",
+        "a</w>",
+        "photo</w>",
+        "of</w>",
+        "a</w>",
+        "red</w>",
+        "circle</w>",
         "<|endoftext|>",
     ]
     assert tokenizer.eos_token_id == offline_vocab_size() - 1

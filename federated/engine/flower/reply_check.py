@@ -30,6 +30,7 @@ ALLOWED_METRICS = frozenset(
         "delta",
         "noise-multiplier",
         "seconds",
+        "message-seconds",
         "server-round",
     }
 )

@@ -60,7 +60,7 @@ def train_config_from_run_config(config: RunConfig) -> TrainConfig:
             target_epsilon=None if noise > 0 else target,
             target_delta=_float(config, "dp-delta", 1e-5),
             max_grad_norm=_float(config, "dp-max-grad-norm", 1.0),
-            planned_rounds=_int(config, "num-server-rounds", 3),
+            planned_rounds=_int(config, "dp-planned-rounds", 0) or _int(config, "num-server-rounds", 3),
             accountant=_str(config, "dp-accountant", "rdp"),  # type: ignore[arg-type]  # checked by DPConfig
             grad_sample_mode=_str(config, "dp-grad-sample-mode", "ew"),  # type: ignore[arg-type]
         )

@@ -53,7 +53,10 @@ def small_datasets(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """Three owners' small datasets of the same concept (different seeds, different images)."""
     return [
         generate_synthetic_dataset(
-            tmp_path_factory.mktemp(f"node-{seed}"), n_images=16, seed=seed, resolution=TRAIN_RESOLUTION
+            tmp_path_factory.mktemp(f"node-{seed}"),
+            n_images=16,
+            seed=seed,
+            resolution=TRAIN_RESOLUTION,
         )
         for seed in (2, 3, 4)
     ]

@@ -73,7 +73,9 @@ def test_arrays_round_trip_into_another_model(tiny_base: LoadedBase) -> None:
     source = _adapted(tiny_base, spec)
     arrays = get_adapter_arrays(source, spec)
     rng = np.random.default_rng(0)
-    arrays = type(arrays)((k, rng.standard_normal(v.shape).astype(np.float32)) for k, v in arrays.items())
+    arrays = type(arrays)(
+        (k, rng.standard_normal(v.shape).astype(np.float32)) for k, v in arrays.items()
+    )
     target = _adapted(tiny_base, spec)
     set_adapter_arrays(target, spec, arrays)
     back = get_adapter_arrays(target, spec)
@@ -101,13 +103,23 @@ def _node_adapters(
 ) -> tuple[AdapterSpec, list[dict[str, np.ndarray]]]:
     spec = AdapterSpec(rank=4, alpha=8.0, mode=mode)  # type: ignore[arg-type]
     config = TrainConfig(
-        resolution=TRAIN_RESOLUTION, adapter=spec, learning_rate=1e-2, batch_size=8,
-        local_steps=6, device="cpu",
+        resolution=TRAIN_RESOLUTION,
+        adapter=spec,
+        learning_rate=1e-2,
+        batch_size=8,
+        local_steps=6,
+        device="cpu",
     )
     results = [
         train_round(
-            config, base_model=tiny_model.diffusers_dir, dataset=d, cache_dir=cache_dir,
-            adapter_in=None, accountant_state=None, ledger=None, job_id=f"avg-{mode}",
+            config,
+            base_model=tiny_model.diffusers_dir,
+            dataset=d,
+            cache_dir=cache_dir,
+            adapter_in=None,
+            accountant_state=None,
+            ledger=None,
+            job_id=f"avg-{mode}",
         )
         for d in datasets
     ]

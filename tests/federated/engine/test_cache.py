@@ -13,26 +13,37 @@ from federated.engine.trainer import LoadedBase
 
 
 def test_the_second_build_reads_the_file_and_encodes_nothing(
-    tiny_base: LoadedBase, small_datasets: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_base: LoadedBase,
+    small_datasets: list[Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     scan = read_dataset(small_datasets[1])
-    first = build_latent_cache(tiny_base.pipe, scan, cache_dir=tmp_path, resolution=32, model_hash="m")
+    first = build_latent_cache(
+        tiny_base.pipe, scan, cache_dir=tmp_path, resolution=32, model_hash="m"
+    )
 
     def no_encoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("the VAE ran again")
 
     monkeypatch.setattr(tiny_base.pipe.vae, "encode", no_encoding)
-    second = build_latent_cache(tiny_base.pipe, scan, cache_dir=tmp_path, resolution=32, model_hash="m")
+    second = build_latent_cache(
+        tiny_base.pipe, scan, cache_dir=tmp_path, resolution=32, model_hash="m"
+    )
     assert second.path == first.path and second.path.is_file()  # type: ignore[union-attr]
     assert torch.equal(second.latent_mean, first.latent_mean)
-    assert torch.equal(second.conditioning["encoder_hidden_states"], first.conditioning["encoder_hidden_states"])
+    assert torch.equal(
+        second.conditioning["encoder_hidden_states"], first.conditioning["encoder_hidden_states"]
+    )
 
 
 def test_cache_holds_one_latent_and_one_embedding_per_example(
     tiny_base: LoadedBase, small_datasets: list[Path], tmp_path: Path
 ) -> None:
     scan = read_dataset(small_datasets[1])
-    cache = build_latent_cache(tiny_base.pipe, scan, cache_dir=tmp_path, resolution=32, model_hash="m")
+    cache = build_latent_cache(
+        tiny_base.pipe, scan, cache_dir=tmp_path, resolution=32, model_hash="m"
+    )
     assert cache.latent_mean.shape == (16, 4, 4, 4)
     assert cache.latent_std.shape == (16, 4, 4, 4) and bool((cache.latent_std > 0).all())
     assert cache.conditioning["encoder_hidden_states"].shape == (16, 77, 32)

@@ -34,7 +34,9 @@ def test_kohya_layout_pairs_each_image_with_its_txt_caption(tmp_path: Path) -> N
 
 
 def test_imagefolder_layout_reads_metadata_jsonl(tmp_path: Path) -> None:
-    folder = generate_synthetic_dataset(tmp_path, n_images=4, seed=1, resolution=32, layout="imagefolder")
+    folder = generate_synthetic_dataset(
+        tmp_path, n_images=4, seed=1, resolution=32, layout="imagefolder"
+    )
     scan = read_dataset(folder)
     assert scan.layout == "imagefolder"
     assert [e.relpath for e in scan.examples] == [f"{i:05d}.png" for i in range(4)]
@@ -100,7 +102,9 @@ def test_missing_and_empty_captions_are_reported(tmp_path: Path) -> None:
 
 
 def test_bad_metadata_lines_and_paths_outside_the_folder_are_reported(tmp_path: Path) -> None:
-    folder = generate_synthetic_dataset(tmp_path / "d", n_images=2, seed=1, resolution=32, layout="imagefolder")
+    folder = generate_synthetic_dataset(
+        tmp_path / "d", n_images=2, seed=1, resolution=32, layout="imagefolder"
+    )
     lines = (folder / "metadata.jsonl").read_text().splitlines()
     lines += [
         "{not json",

@@ -37,13 +37,23 @@ def _dp_round(
     adapter: dict | None = None,  # type: ignore[type-arg]
 ) -> RoundResult:
     config = TrainConfig(
-        resolution=LEARNING_CONFIG.resolution, adapter=LEARNING_CONFIG.adapter,
-        learning_rate=LEARNING_CONFIG.learning_rate, batch_size=8, local_steps=DP_STEPS,
-        device="cpu", dp=dp,
+        resolution=LEARNING_CONFIG.resolution,
+        adapter=LEARNING_CONFIG.adapter,
+        learning_rate=LEARNING_CONFIG.learning_rate,
+        batch_size=8,
+        local_steps=DP_STEPS,
+        device="cpu",
+        dp=dp,
     )
     return train_round(
-        config, base_model=tiny_model.diffusers_dir, dataset=dataset, cache_dir=cache_dir,
-        adapter_in=adapter, accountant_state=state, ledger=None, job_id="dp-test",
+        config,
+        base_model=tiny_model.diffusers_dir,
+        dataset=dataset,
+        cache_dir=cache_dir,
+        adapter_in=adapter,
+        accountant_state=state,
+        ledger=None,
+        job_id="dp-test",
     )
 
 
@@ -75,8 +85,12 @@ def test_the_accountant_spans_rounds(
     dp = DPConfig(noise_multiplier=1.1, max_grad_norm=0.05)
     first = _dp_round(tiny_model, small_datasets[0], engine_cache_dir, dp=dp)
     second = _dp_round(
-        tiny_model, small_datasets[0], engine_cache_dir, dp=dp,
-        state=first.accountant_state, adapter=dict(first.adapter),
+        tiny_model,
+        small_datasets[0],
+        engine_cache_dir,
+        dp=dp,
+        state=first.accountant_state,
+        adapter=dict(first.adapter),
     )
     # Then the second reports the epsilon of all steps of both rounds
     reference = RDPAccountant()
@@ -91,7 +105,9 @@ def test_noise_from_a_target_reaches_the_target_over_the_planned_rounds() -> Non
     dp = DPConfig(target_epsilon=4.0, target_delta=1e-5, planned_rounds=3)
     sigma = resolve_noise_multiplier(dp, sample_rate=1 / 8, total_steps=60)
     # When the whole job is accounted
-    spent = epsilon_after(AccountantState("rdp"), noise_multiplier=sigma, sample_rate=1 / 8, steps=60, delta=1e-5)
+    spent = epsilon_after(
+        AccountantState("rdp"), noise_multiplier=sigma, sample_rate=1 / 8, steps=60, delta=1e-5
+    )
     # Then it stays within the target and close to it
     assert 3.9 <= spent <= 4.0
 
@@ -136,7 +152,14 @@ def test_an_empty_poisson_batch_still_takes_a_noised_accounted_step(mode: str) -
     optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
     dp = DPConfig(noise_multiplier=1.0, max_grad_norm=1.0, grad_sample_mode=mode)  # type: ignore[arg-type]
     private = make_private(
-        model, optimizer, n_examples=4, batch_size=2, dp=dp, noise_multiplier=1.0, state=None, seed=0
+        model,
+        optimizer,
+        n_examples=4,
+        batch_size=2,
+        dp=dp,
+        noise_multiplier=1.0,
+        state=None,
+        seed=0,
     )
     before = [p.detach().clone() for p in model.parameters()]
     # When the batch is empty

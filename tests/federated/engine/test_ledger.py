@@ -27,9 +27,15 @@ def _state(steps: int) -> bytes:
 def test_jobs_compose_by_summing_their_epsilons(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     ledger.set_budget("cats", epsilon=10.0, delta=1e-4)
-    ledger.charge("cats", "job-1", epsilon_after=3.0, delta=1e-5, steps=5, accountant_state=_state(5))
-    ledger.charge("cats", "job-1", epsilon_after=4.0, delta=1e-5, steps=10, accountant_state=_state(10))
-    ledger.charge("cats", "job-2", epsilon_after=5.0, delta=1e-5, steps=5, accountant_state=_state(5))
+    ledger.charge(
+        "cats", "job-1", epsilon_after=3.0, delta=1e-5, steps=5, accountant_state=_state(5)
+    )
+    ledger.charge(
+        "cats", "job-1", epsilon_after=4.0, delta=1e-5, steps=10, accountant_state=_state(10)
+    )
+    ledger.charge(
+        "cats", "job-2", epsilon_after=5.0, delta=1e-5, steps=5, accountant_state=_state(5)
+    )
     assert ledger.spent("cats").epsilon == pytest.approx(9.0)
     assert ledger.remaining("cats").epsilon == pytest.approx(1.0)  # type: ignore[union-attr]
     assert ledger.job_spend("cats", "job-1").steps == 10  # type: ignore[union-attr]
@@ -38,9 +44,13 @@ def test_jobs_compose_by_summing_their_epsilons(tmp_path: Path) -> None:
 def test_a_charge_past_the_budget_is_refused_and_not_recorded(tmp_path: Path) -> None:
     ledger = _ledger(tmp_path)
     ledger.set_budget("cats", epsilon=5.0, delta=1e-4)
-    ledger.charge("cats", "job-1", epsilon_after=3.0, delta=1e-5, steps=5, accountant_state=_state(5))
+    ledger.charge(
+        "cats", "job-1", epsilon_after=3.0, delta=1e-5, steps=5, accountant_state=_state(5)
+    )
     with pytest.raises(BudgetExceededError, match="over its budget of 5"):
-        ledger.charge("cats", "job-2", epsilon_after=2.5, delta=1e-5, steps=5, accountant_state=_state(5))
+        ledger.charge(
+            "cats", "job-2", epsilon_after=2.5, delta=1e-5, steps=5, accountant_state=_state(5)
+        )
     assert [s.job for s in ledger.spends("cats")] == ["job-1"]
 
 
@@ -56,8 +66,13 @@ def test_the_ledger_persists_across_instances(tmp_path: Path) -> None:
 
 def _config(dp: DPConfig | None) -> TrainConfig:
     return TrainConfig(
-        resolution=LEARNING_CONFIG.resolution, adapter=LEARNING_CONFIG.adapter, batch_size=8,
-        local_steps=4, learning_rate=LEARNING_CONFIG.learning_rate, device="cpu", dp=dp,
+        resolution=LEARNING_CONFIG.resolution,
+        adapter=LEARNING_CONFIG.adapter,
+        batch_size=8,
+        local_steps=4,
+        learning_rate=LEARNING_CONFIG.learning_rate,
+        device="cpu",
+        dp=dp,
     )
 
 
@@ -82,8 +97,13 @@ def test_train_round_past_the_budget_is_refused_before_any_step(
     with pytest.raises(BudgetExceededError, match="nothing was trained"):
         train_round(
             _config(DPConfig(target_epsilon=8.0, max_grad_norm=0.05)),
-            base_model=tiny_model.diffusers_dir, dataset=small_datasets[0], cache_dir=tmp_path,
-            adapter_in=None, accountant_state=None, ledger=ledger, job_id="job-x",
+            base_model=tiny_model.diffusers_dir,
+            dataset=small_datasets[0],
+            cache_dir=tmp_path,
+            adapter_in=None,
+            accountant_state=None,
+            ledger=ledger,
+            job_id="job-x",
             dataset_key="owner-a",
         )
     assert ledger.spends("owner-a") == []
@@ -100,9 +120,15 @@ def test_non_private_training_on_a_ledgered_dataset_is_refused(
     _forbid_training(monkeypatch)
     with pytest.raises(BudgetExceededError, match="trains only with DP"):
         train_round(
-            _config(None), base_model=tiny_model.diffusers_dir, dataset=small_datasets[0],
-            cache_dir=tmp_path, adapter_in=None, accountant_state=None, ledger=ledger,
-            job_id="job-x", dataset_key="owner-a",
+            _config(None),
+            base_model=tiny_model.diffusers_dir,
+            dataset=small_datasets[0],
+            cache_dir=tmp_path,
+            adapter_in=None,
+            accountant_state=None,
+            ledger=ledger,
+            job_id="job-x",
+            dataset_key="owner-a",
         )
 
 
@@ -114,8 +140,13 @@ def test_the_ledger_keeps_the_accountant_even_if_the_server_sends_none(
     ledger.set_budget("owner-a", epsilon=50.0, delta=1e-4)
     config = _config(DPConfig(noise_multiplier=1.0, max_grad_norm=0.05))
     kwargs = dict(
-        base_model=tiny_model.diffusers_dir, dataset=small_datasets[0], cache_dir=engine_cache_dir,
-        adapter_in=None, ledger=ledger, job_id="job-y", dataset_key="owner-a",
+        base_model=tiny_model.diffusers_dir,
+        dataset=small_datasets[0],
+        cache_dir=engine_cache_dir,
+        adapter_in=None,
+        ledger=ledger,
+        job_id="job-y",
+        dataset_key="owner-a",
     )
     first = train_round(config, accountant_state=None, **kwargs)  # type: ignore[arg-type]
     # When the next round arrives without the accountant state (a forgetful server)

@@ -16,14 +16,18 @@ from federated.engine.dp import DPConfig
 from federated.engine.evaluate import pipeline_with_adapter
 from federated.engine.export import LoraFiles, LoraProvenance, save_lora_files
 from federated.engine.trainer import LoadedBase
-from sdcore.tiny import TinyModelPaths
 from sdcore.loading import load_pipeline
+from sdcore.tiny import TinyModelPaths
 
 
 def _image(pipe: object) -> np.ndarray:
     out = pipe(  # type: ignore[operator]
-        "a photo of sks red circle", num_inference_steps=3, height=64, width=64,
-        generator=torch.Generator().manual_seed(0), output_type="np",
+        "a photo of sks red circle",
+        num_inference_steps=3,
+        height=64,
+        width=64,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
     )
     return np.asarray(out.images[0])
 
@@ -32,21 +36,41 @@ def _random_adapter(base: LoadedBase, spec: AdapterSpec) -> dict[str, np.ndarray
     unet = copy.deepcopy(base.pipe.unet)
     attach_adapter(unet, spec)
     rng = np.random.default_rng(1)
-    return {k: (0.3 * rng.standard_normal(v.shape)).astype(np.float32) for k, v in get_adapter_arrays(unet, spec).items()}
+    return {
+        k: (0.3 * rng.standard_normal(v.shape)).astype(np.float32)
+        for k, v in get_adapter_arrays(unet, spec).items()
+    }
 
 
-def _save(base: LoadedBase, spec: AdapterSpec, arrays: dict[str, np.ndarray], out: Path) -> LoraFiles:
+def _save(
+    base: LoadedBase, spec: AdapterSpec, arrays: dict[str, np.ndarray], out: Path
+) -> LoraFiles:
     provenance = LoraProvenance(
-        base_model_name="tiny-sd1", base_model_hash=base.fingerprint, family="sd1", resolution=64,
-        steps=30, dataset_manifest_hashes=("a" * 64, "b" * 64),
-        dp=DPConfig(target_epsilon=8.0, max_grad_norm=0.05), noise_multiplier=0.85, epsilon=7.99,
+        base_model_name="tiny-sd1",
+        base_model_hash=base.fingerprint,
+        family="sd1",
+        resolution=64,
+        steps=30,
+        dataset_manifest_hashes=("a" * 64, "b" * 64),
+        dp=DPConfig(target_epsilon=8.0, max_grad_norm=0.05),
+        noise_multiplier=0.85,
+        epsilon=7.99,
     )
-    return save_lora_files(out, unet=base.pipe.unet, spec=spec, arrays=arrays, provenance=provenance)
+    return save_lora_files(
+        out, unet=base.pipe.unet, spec=spec, arrays=arrays, provenance=provenance
+    )
 
 
-@pytest.mark.parametrize(("rank", "alpha", "mode"), [(4, 4.0, "ffa"), (4, 8.0, "lora"), (2, 1.0, "ffa")])
+@pytest.mark.parametrize(
+    ("rank", "alpha", "mode"), [(4, 4.0, "ffa"), (4, 8.0, "lora"), (2, 1.0, "ffa")]
+)
 def test_both_formats_reload_to_the_in_memory_image(
-    tiny_base: LoadedBase, tiny_model: TinyModelPaths, tmp_path: Path, rank: int, alpha: float, mode: str
+    tiny_base: LoadedBase,
+    tiny_model: TinyModelPaths,
+    tmp_path: Path,
+    rank: int,
+    alpha: float,
+    mode: str,
 ) -> None:
     # Given an adapter (alpha equal to and different from the rank) saved in both formats
     spec = AdapterSpec(rank=rank, alpha=alpha, mode=mode)  # type: ignore[arg-type]

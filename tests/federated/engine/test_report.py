@@ -33,7 +33,9 @@ def test_a_clean_synthetic_dataset_passes(tmp_path: Path) -> None:
     assert report.by_check("near_duplicates") == []
 
 
-def test_a_resized_copy_is_a_near_duplicate_and_an_exact_copy_an_exact_duplicate(tmp_path: Path) -> None:
+def test_a_resized_copy_is_a_near_duplicate_and_an_exact_copy_an_exact_duplicate(
+    tmp_path: Path,
+) -> None:
     folder = _dataset(tmp_path)
     Image.open(folder / "00000.png").resize((80, 80)).save(folder / "copy-resized.png")
     shutil.copy(folder / "00000.txt", folder / "copy-resized.txt")
@@ -64,7 +66,9 @@ def test_overlong_captions_and_tags_in_every_caption_are_reported(tmp_path: Path
     assert report.tag_frequencies[0][1] == 3  # "a photo of sks red circle" in 3 of 4
 
 
-def test_perceptual_hashes_are_close_for_a_resize_and_far_for_another_picture(tmp_path: Path) -> None:
+def test_perceptual_hashes_are_close_for_a_resize_and_far_for_another_picture(
+    tmp_path: Path,
+) -> None:
     folder = _dataset(tmp_path)
     first = Image.open(folder / "00000.png")
     other = Image.open(folder / "00001.png")

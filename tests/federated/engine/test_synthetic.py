@@ -21,8 +21,12 @@ def test_same_seed_same_bytes(tmp_path: Path) -> None:
 
 
 def test_different_seeds_give_different_images_of_the_same_concept(tmp_path: Path) -> None:
-    a = generate_synthetic_dataset(tmp_path / "a", n_images=3, seed=1, concept="blue square", token="zxq")
-    b = generate_synthetic_dataset(tmp_path / "b", n_images=3, seed=2, concept="blue square", token="zxq")
+    a = generate_synthetic_dataset(
+        tmp_path / "a", n_images=3, seed=1, concept="blue square", token="zxq"
+    )
+    b = generate_synthetic_dataset(
+        tmp_path / "b", n_images=3, seed=2, concept="blue square", token="zxq"
+    )
     images_a = {v for k, v in _digests(a).items() if k.endswith(".png")}
     images_b = {v for k, v in _digests(b).items() if k.endswith(".png")}
     assert images_a.isdisjoint(images_b)

@@ -9,36 +9,59 @@ import numpy as np
 import pytest
 import torch
 
-from federated.engine.evaluate import evaluate_adapter, pipeline_with_adapter, sample_grid
 from federated.engine.errors import AdapterCheckError, ConfigError
-from federated.engine.trainer import LoadedBase, RoundResult, TrainConfig, _check_adapter, train_round
+from federated.engine.evaluate import evaluate_adapter, pipeline_with_adapter, sample_grid
+from federated.engine.trainer import (
+    LoadedBase,
+    RoundResult,
+    TrainConfig,
+    _check_adapter,
+    train_round,
+)
 from sdcore.tiny import TinyModelPaths
 
 from .conftest import LEARNING_CONFIG, MODERATE_DP, TRAIN_RESOLUTION
 
 
-def _train(config: TrainConfig, tiny_model: TinyModelPaths, dataset: Path, cache_dir: Path) -> RoundResult:
+def _train(
+    config: TrainConfig, tiny_model: TinyModelPaths, dataset: Path, cache_dir: Path
+) -> RoundResult:
     return train_round(
-        config, base_model=tiny_model.diffusers_dir, dataset=dataset, cache_dir=cache_dir,
-        adapter_in=None, accountant_state=None, ledger=None, job_id="learn",
+        config,
+        base_model=tiny_model.diffusers_dir,
+        dataset=dataset,
+        cache_dir=cache_dir,
+        adapter_in=None,
+        accountant_state=None,
+        ledger=None,
+        job_id="learn",
     )
 
 
 @pytest.fixture(scope="module")
-def plain_round(tiny_model: TinyModelPaths, concept_dataset: Path, engine_cache_dir: Path) -> RoundResult:
+def plain_round(
+    tiny_model: TinyModelPaths, concept_dataset: Path, engine_cache_dir: Path
+) -> RoundResult:
     return _train(LEARNING_CONFIG, tiny_model, concept_dataset, engine_cache_dir)
 
 
 @pytest.fixture(scope="module")
-def dp_round(tiny_model: TinyModelPaths, concept_dataset: Path, engine_cache_dir: Path) -> RoundResult:
+def dp_round(
+    tiny_model: TinyModelPaths, concept_dataset: Path, engine_cache_dir: Path
+) -> RoundResult:
     config = dataclasses.replace(LEARNING_CONFIG, dp=MODERATE_DP)
     return _train(config, tiny_model, concept_dataset, engine_cache_dir)
 
 
 def _heldout_loss(base: LoadedBase, heldout: Path, cache_dir: Path, adapter: dict | None) -> float:  # type: ignore[type-arg]
     return evaluate_adapter(
-        base.pipe, dataset=heldout, cache_dir=cache_dir, resolution=TRAIN_RESOLUTION,
-        model_hash=base.fingerprint, spec=LEARNING_CONFIG.adapter, adapter=adapter,
+        base.pipe,
+        dataset=heldout,
+        cache_dir=cache_dir,
+        resolution=TRAIN_RESOLUTION,
+        model_hash=base.fingerprint,
+        spec=LEARNING_CONFIG.adapter,
+        adapter=adapter,
     )
 
 
@@ -56,16 +79,22 @@ def test_dp_training_at_epsilon_8_lowers_the_heldout_validation_loss(
 ) -> None:
     base_loss = _heldout_loss(tiny_base, heldout_dataset, engine_cache_dir, None)
     trained = _heldout_loss(tiny_base, heldout_dataset, engine_cache_dir, dict(dp_round.adapter))
-    print(f"held-out loss with DP (epsilon {dp_round.epsilon:.2f}): base {base_loss:.4f}, trained {trained:.4f}")
+    print(f"held-out loss, DP epsilon {dp_round.epsilon:.2f}: {base_loss:.4f} -> {trained:.4f}")
     assert dp_round.epsilon is not None and 7.5 < dp_round.epsilon <= 8.0
     assert trained < 0.99 * base_loss
 
 
-def test_the_adapter_changes_the_image_for_a_fixed_seed(plain_round: RoundResult, tiny_base: LoadedBase) -> None:
+def test_the_adapter_changes_the_image_for_a_fixed_seed(
+    plain_round: RoundResult, tiny_base: LoadedBase
+) -> None:
     def image(pipe: object) -> np.ndarray:
         out = pipe(  # type: ignore[operator]
-            "a photo of sks red circle", num_inference_steps=4, height=64, width=64,
-            generator=torch.Generator().manual_seed(0), output_type="np",
+            "a photo of sks red circle",
+            num_inference_steps=4,
+            height=64,
+            width=64,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
         )
         return np.asarray(out.images[0])
 
@@ -84,12 +113,21 @@ def test_the_round_reports_what_it_did(plain_round: RoundResult) -> None:
 
 
 def test_a_second_round_starts_from_the_adapter_it_is_given(
-    plain_round: RoundResult, tiny_model: TinyModelPaths, concept_dataset: Path, engine_cache_dir: Path
+    plain_round: RoundResult,
+    tiny_model: TinyModelPaths,
+    concept_dataset: Path,
+    engine_cache_dir: Path,
 ) -> None:
     config = dataclasses.replace(LEARNING_CONFIG, local_steps=1, learning_rate=1e-6)
     result = train_round(
-        config, base_model=tiny_model.diffusers_dir, dataset=concept_dataset, cache_dir=engine_cache_dir,
-        adapter_in=dict(plain_round.adapter), accountant_state=None, ledger=None, job_id="learn",
+        config,
+        base_model=tiny_model.diffusers_dir,
+        dataset=concept_dataset,
+        cache_dir=engine_cache_dir,
+        adapter_in=dict(plain_round.adapter),
+        accountant_state=None,
+        ledger=None,
+        job_id="learn",
         round_index=1,
     )
     start = np.concatenate([v.ravel() for v in plain_round.adapter.values()])
@@ -97,7 +135,9 @@ def test_a_second_round_starts_from_the_adapter_it_is_given(
     assert np.abs(end - start).max() < 1e-4 < np.abs(start).max()
 
 
-def test_an_adapter_that_did_not_change_fails_loudly(tiny_base: LoadedBase, plain_round: RoundResult) -> None:
+def test_an_adapter_that_did_not_change_fails_loudly(
+    tiny_base: LoadedBase, plain_round: RoundResult
+) -> None:
     arrays = plain_round.adapter
     with pytest.raises(AdapterCheckError, match="did not change"):
         _check_adapter(arrays, arrays, tiny_base.pipe.unet, None)  # type: ignore[arg-type]
@@ -127,7 +167,10 @@ def test_sample_grid_writes_one_cell_per_prompt_and_seed(
 ) -> None:
     adapted = pipeline_with_adapter(tiny_base.pipe, LEARNING_CONFIG.adapter, plain_round.adapter)
     path = sample_grid(
-        adapted, ["sks red circle", "a photo of sks"], [0, 1, 2], out_path=tmp_path / "grid.png",
+        adapted,
+        ["sks red circle", "a photo of sks"],
+        [0, 1, 2],
+        out_path=tmp_path / "grid.png",
         num_inference_steps=2,
     )
     from PIL import Image

@@ -1,0 +1,197 @@
+"""SecAgg+ mode (``aggregation = "secagg"``): Flower's legacy API, the same training code.
+
+The server sees only the masked sum of the nodes' (example-weighted) adapters, never one
+node's arrays: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with a legacy
+``FedAvg`` on the server, a ``NumPyClient`` behind ``secaggplus_mod`` on the nodes. Arrays
+travel as a bare list in the adapter's module order (both sides derive the names from the
+AdapterSpec). The privacy check then applies to what can be checked: the aggregate's shapes
+and every node's scalar metrics (which SecAgg+ leaves in clear).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from flwr.app import Context, Message
+
+from federated.engine.flower import state as saved
+from federated.engine.flower.reply_check import ALLOWED_METRICS
+from federated.engine.flower.settings import ServerSettings
+
+if TYPE_CHECKING:
+    from flwr.serverapp import Grid
+
+__all__ = ["legacy_client_app", "run_secagg"]
+
+logger = logging.getLogger(__name__)
+
+
+def _client_fn(context: Context):  # type: ignore[no-untyped-def]  # flwr's legacy Client type
+    from flwr.client import NumPyClient
+
+    from federated.engine.flower.settings import node_paths
+    from federated.engine.flower.task import adapter_names, run_node_round
+
+    class AdapterClient(NumPyClient):  # type: ignore[misc]  # flwr is untyped here
+        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+            names = adapter_names(node_paths(context.node_config), context.run_config)
+            reply = run_node_round(
+                run_config=context.run_config,
+                node_config=context.node_config,
+                adapter_in=OrderedDict(zip(names, parameters, strict=True)),
+                server_round=int(config.get("server-round", 0)),
+                run_id=context.run_id,
+            )
+            return (
+                [reply.arrays[n] for n in names],
+                int(reply.metrics["num-examples"]),
+                dict(reply.metrics),
+            )
+
+    return AdapterClient().to_client()
+
+
+def legacy_client_app(msg: Message, context: Context) -> Message:
+    from flwr.client import ClientApp as LegacyClientApp
+    from flwr.client.mod import secaggplus_mod
+
+    return LegacyClientApp(client_fn=_client_fn, mods=[secaggplus_mod])(msg, context)
+
+
+def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
+    from flwr.common import FitRes, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.server.strategy import FedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    from federated.engine.flower.strategy import FederationFailed, JobModel
+
+    out_dir = Path(settings.out_dir)
+    model = JobModel.load(settings, dict(context.run_config))
+    model.base_path = settings.base_model_path  # type: ignore[attr-defined]
+    names, expected = list(model.initial), model.expected
+    rounds: list[dict[str, object]] = []
+    nodes: dict[str, dict[str, object]] = {}
+    latest: dict[str, OrderedDict[str, np.ndarray]] = {"arrays": model.initial}
+    round_started = [time.perf_counter()]
+
+    class RecordingFedAvg(FedAvg):  # type: ignore[misc]
+        def aggregate_fit(
+            self,
+            server_round: int,
+            results: list[tuple[ClientProxy, FitRes]],
+            failures: list[object],
+        ) -> tuple[object, dict[str, Scalar]]:
+            per_node: dict[str, dict[str, float]] = {}
+            rejected: dict[str, list[str]] = {}
+            for proxy, res in results:
+                bad = [
+                    k
+                    for k, v in res.metrics.items()
+                    if k not in ALLOWED_METRICS or isinstance(v, (str, bytes, bool))
+                ]
+                if bad:
+                    rejected[str(proxy.cid)] = [f"unexpected metric {k!r}" for k in bad]
+                    continue
+                per_node[str(proxy.cid)] = {k: float(v) for k, v in res.metrics.items()}
+            aggregated, metrics = super().aggregate_fit(server_round, results, failures)
+            if aggregated is not None:
+                arrays = parameters_to_ndarrays(aggregated)
+                shapes_ok = len(arrays) == len(names) and all(
+                    tuple(a.shape) == expected[n] for a, n in zip(arrays, names, strict=False)
+                )
+                if not shapes_ok or rejected:
+                    raise FederationFailed(
+                        f"round {server_round}: the SecAgg+ aggregate or a node's metrics failed the check ({rejected})"
+                    )
+                latest["arrays"] = OrderedDict(
+                    (n, a.astype(np.float32)) for n, a in zip(names, arrays, strict=True)
+                )
+                for node, m in per_node.items():
+                    nodes.setdefault(node, {"rounds": []})["rounds"].append(server_round)  # type: ignore[union-attr]
+                    nodes[node].update(
+                        {
+                            k: m[k]
+                            for k in (
+                                "epsilon",
+                                "delta",
+                                "num-examples",
+                                "total-steps",
+                                "noise-multiplier",
+                            )
+                            if k in m
+                        }
+                    )
+                record = {
+                    "round": server_round,
+                    "nodes": per_node,
+                    "accepted": len(per_node),
+                    "failures": len(failures),
+                    "seconds": time.perf_counter() - round_started[0],
+                }
+                rounds.append(record)
+                saved.save_round(
+                    out_dir,
+                    server_round,
+                    latest["arrays"],
+                    {"history": {"job-id": settings.job_id, "rounds": rounds, "nodes": nodes}},
+                )
+                saved.post_progress(
+                    settings.progress_url,
+                    settings.progress_token,
+                    {"job-id": settings.job_id, "status": "running", **record},
+                )
+                round_started[0] = time.perf_counter()
+            return aggregated, metrics
+
+    strategy = RecordingFedAvg(
+        fraction_fit=1.0,
+        fraction_evaluate=0.0,
+        min_fit_clients=settings.min_nodes,
+        min_available_clients=settings.min_nodes,
+        initial_parameters=ndarrays_to_parameters([model.initial[n] for n in names]),
+        on_fit_config_fn=lambda r: {"server-round": r},
+        accept_failures=False,
+    )
+    legacy = LegacyContext(
+        context=context,
+        config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout),
+        strategy=strategy,
+    )
+    workflow = DefaultWorkflow(
+        fit_workflow=SecAggPlusWorkflow(
+            num_shares=1.0, reconstruction_threshold=1.0, timeout=settings.round_timeout
+        )
+    )
+    workflow(grid, legacy)
+    if len(rounds) < settings.num_rounds:
+        raise FederationFailed(f"SecAgg+ finished {len(rounds)} of {settings.num_rounds} rounds")
+    epsilons = [float(n["epsilon"]) for n in nodes.values() if float(n.get("epsilon", -1)) >= 0]  # type: ignore[arg-type]
+    steps = max((int(n.get("total-steps", 0)) for n in nodes.values()), default=0)  # type: ignore[call-overload]
+    files = model.export(
+        out_dir / "lora",
+        latest["arrays"],
+        steps=steps,
+        manifests=[],
+        epsilon=max(epsilons) if epsilons else None,
+        noise=None,
+        title=f"Atelier federated LoRA ({settings.job_id}, SecAgg+)",
+    )
+    result = {
+        "job-id": settings.job_id,
+        "rounds": rounds,
+        "nodes": nodes,
+        "status": "completed",
+        "aggregation": "secagg",
+        "num-server-rounds": settings.num_rounds,
+        "final": files,
+        "epsilon-max": max(epsilons) if epsilons else None,
+    }
+    saved.write_json(out_dir / saved.METRICS_FILE, result)
+    return result
