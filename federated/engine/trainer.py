@@ -507,7 +507,8 @@ def train_round(
         set_adapter_arrays(unet, config.adapter, adapter_in)
     before = get_adapter_arrays(unet, config.adapter)
     steps_so_far = state.steps if state else 0
-    seed = _derived_seed(config.seed, job_id, key, round_index, steps_so_far)
+    # From the content, not the path: the same data and job give the same round anywhere.
+    seed = _derived_seed(config.seed, job_id, manifest_hash, round_index, steps_so_far)
     loop = train_on_cache(
         unet,
         cache,

@@ -9,14 +9,16 @@ from django import template
 from marketplace import selectors
 from marketplace.forms import ReviewForm
 from marketplace.models import License, ListingShare
-from registry.models import ModelVersion
+from registry.models import DatasetVersion, ModelVersion
 
 register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def buy_box(context: template.Context, version: ModelVersion) -> dict[str, Any]:
-    """What the buy box shows for this user and version.
+def buy_box(
+    context: template.Context, version: ModelVersion | DatasetVersion
+) -> dict[str, Any]:
+    """What the buy box shows for this user and model or dataset version.
 
     ``state`` is one of: "free", "owner", "owned", "buy", "login".
     """
@@ -24,7 +26,12 @@ def buy_box(context: template.Context, version: ModelVersion) -> dict[str, Any]:
     listing = selectors.listing_for(version)
     price_now = selectors.listing_price_now(listing) if listing is not None else 0
     authenticated = bool(user is not None and user.is_authenticated)
-    if authenticated and version.model.owner_id == user.pk:  # type: ignore[union-attr]
+    owner_id = (
+        version.model.owner_id
+        if isinstance(version, ModelVersion)
+        else version.dataset.owner_id
+    )
+    if authenticated and owner_id == user.pk:  # type: ignore[union-attr]
         state = "owner"
     elif listing is None or price_now == 0:
         state = "free"
@@ -37,7 +44,8 @@ def buy_box(context: template.Context, version: ModelVersion) -> dict[str, Any]:
         state = "buy"
     else:
         state = "login"
-    return {"listing": listing, "price_now": price_now, "state": state}
+    is_model = isinstance(version, ModelVersion)
+    return {"listing": listing, "price_now": price_now, "state": state, "is_model": is_model}
 
 
 @register.simple_tag

@@ -398,3 +398,31 @@ def test_earnings_page_query_count(client, seller, listing, make_user, fund,
     client.force_login(seller)
     with django_assert_max_num_queries(8):
         assert client.get("/earnings/").status_code == 200
+
+
+# --- datasets ------------------------------------------------------------------------------
+
+
+def test_a_paid_public_dataset_page_has_the_buy_box_and_buying_it_unlocks_the_download(
+    client, seller, buyer
+) -> None:
+    # Given a hosted dataset sold for 100 credits
+    from tests.registry.factories import make_public_dataset
+
+    dataset_version = make_public_dataset(owner=seller)
+    listing = listing_create(seller=seller, target=dataset_version, price=100)
+    dataset = dataset_version.dataset
+    client.force_login(buyer)
+    url = f"/datasets/{dataset.pk}/{dataset.slug}/"
+    download = f"/api/download/datasets/{dataset_version.pk}"
+    assert client.get(download).status_code == 403
+
+    # When the buyer sees the page and confirms the purchase
+    page = client.get(url)
+    assert b"Buy for 100 credits" in page.content
+    key = _confirm_key(client, listing)
+    client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key})
+
+    # Then the page says owned and the download redirects to the file
+    assert b"Owned" in client.get(url).content
+    assert client.get(download).status_code == 302
