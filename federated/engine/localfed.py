@@ -1,4 +1,4 @@
-"""A real local federation on loopback: one SuperLink, N SuperNodes, runs driven by the ``flwr`` CLI.
+"""A real local federation on loopback: a SuperLink, N SuperNodes, runs driven by the ``flwr`` CLI.
 
 Used by the tests, the benchmark and the demo. It starts::
 
@@ -32,7 +32,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["APP_DIR", "FederationError", "LocalFederation", "NodeSpec", "RunOutcome", "free_port", "toml_value"]
+__all__ = [
+    "APP_DIR",
+    "FederationError",
+    "LocalFederation",
+    "NodeSpec",
+    "RunOutcome",
+    "free_port",
+    "toml_value",
+]
 
 APP_DIR = Path(__file__).resolve().parents[1] / "flower_app"
 CONNECTION = "local"
@@ -53,7 +61,10 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: flo
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise FederationError(f"process exited with {proc.returncode} before listening on {port}: {log.read_text()[-2000:]}")
+            raise FederationError(
+                f"process exited with {proc.returncode} before listening on {port}: "
+                f"{log.read_text()[-2000:]}"
+            )
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
                 return
@@ -180,7 +191,14 @@ class LocalFederation:
         log.parent.mkdir(parents=True, exist_ok=True)
         flwr_home.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self._env(flwr_home), cwd=self.workdir, start_new_session=True)
+            proc = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self._env(flwr_home),
+                cwd=self.workdir,
+                start_new_session=True,
+            )
         entry = _Proc(name, proc, log)
         self.procs.append(entry)
         return entry
@@ -191,14 +209,24 @@ class LocalFederation:
         self.port = free_port()
         link = self._spawn(
             "superlink",
-            [str(_BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
-             "--database", str(self.workdir / "state.db"), "--disable-runtime-dependency-installation"],
+            [
+                str(_BIN / "flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database",
+                str(self.workdir / "state.db"),
+                "--disable-runtime-dependency-installation",
+            ],
             self.flwr_home,
-        )  # fmt: skip
+        )
         _wait_port(self.port, link.proc, link.log)
         self.flwr_home.mkdir(parents=True, exist_ok=True)
         (self.flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n',
+            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n',
             encoding="utf-8",
         )
         for index, node in enumerate(self.nodes):
@@ -209,10 +237,18 @@ class LocalFederation:
         port = free_port()
         entry = self._spawn(
             f"supernode-{index}",
-            [str(_BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port", str(port),
-             "--node-config", node.node_config()],
+            [
+                str(_BIN / "flower-supernode"),
+                "--insecure",
+                "--superlink",
+                f"127.0.0.1:{self.port}",
+                "--port",
+                str(port),
+                "--node-config",
+                node.node_config(),
+            ],
             self.workdir / f"node-{index}" / "flwr-home",
-        )  # fmt: skip
+        )
         _wait_port(port, entry.proc, entry.log)
         return entry
 
@@ -257,7 +293,12 @@ class LocalFederation:
     def __enter__(self) -> LocalFederation:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
     # --- runs -------------------------------------------------------------------------------
@@ -265,18 +306,28 @@ class LocalFederation:
     def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, object]:
         done = subprocess.run(
             [str(_BIN / "flwr"), *args, "--format", "json"],
-            capture_output=True, env=self._env(self.flwr_home), cwd=self.workdir, timeout=timeout, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            env=self._env(self.flwr_home),
+            cwd=self.workdir,
+            timeout=timeout,
+            check=False,
+        )
         text = done.stdout.decode("utf-8", "replace")
         start = text.find("{")
         try:
-            return dict(json.loads(text[start:])) if start >= 0 else {"success": False, "error-message": text + done.stderr.decode()}
+            return (
+                dict(json.loads(text[start:]))
+                if start >= 0
+                else {"success": False, "error-message": text + done.stderr.decode()}
+            )
         except json.JSONDecodeError:
             return {"success": False, "error-message": text + done.stderr.decode()}
 
     def submit(self, run_config: Mapping[str, object]) -> int:
         overrides = self.workdir / f"run-config-{time.monotonic_ns()}.toml"
-        overrides.write_text("".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8")
+        overrides.write_text(
+            "".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8"
+        )
         app = self.workdir / "app"
         if not app.exists():
             shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("*.fab", "__pycache__"))
@@ -307,7 +358,10 @@ class LocalFederation:
         return self.wait(self.submit(run_config), timeout=timeout)
 
     def logs(self) -> dict[str, str]:
-        return {entry.name: entry.log.read_text(encoding="utf-8", errors="replace") for entry in self.procs}
+        return {
+            entry.name: entry.log.read_text(encoding="utf-8", errors="replace")
+            for entry in self.procs
+        }
 
 
 def temporary_workdir(prefix: str = "atelier-fed-") -> Path:

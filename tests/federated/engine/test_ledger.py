@@ -89,14 +89,14 @@ def test_train_round_past_the_budget_is_refused_before_any_step(
     tiny_model: TinyModelPaths,
     small_datasets: list[Path],
 ) -> None:
-    # Given a budget of epsilon 1 and a call planned to reach about 8
+    # Given a budget of epsilon 1 and a call whose 4 steps at sigma 0.6 would pass it
     ledger = _ledger(tmp_path)
     ledger.set_budget("owner-a", epsilon=1.0, delta=1e-4)
     _forbid_training(monkeypatch)
     # When the round is asked for / Then it is refused, nothing loaded, nothing recorded
     with pytest.raises(BudgetExceededError, match="nothing was trained"):
         train_round(
-            _config(DPConfig(target_epsilon=8.0, max_grad_norm=0.05)),
+            _config(DPConfig(noise_multiplier=0.6, max_grad_norm=0.05)),
             base_model=tiny_model.diffusers_dir,
             dataset=small_datasets[0],
             cache_dir=tmp_path,
