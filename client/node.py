@@ -7,10 +7,11 @@
     atelier node status
 
 The node folder (``--node-dir``, ``$ATELIER_NODE_DIR``, default ``~/.atelier/node``) holds
-the SuperNode key pair (ECDSA P-256, as Flower's SuperNode authentication expects: a PEM
-private key, mode 0600, and an OpenSSH public key to register with the SuperLink), the privacy
-ledger (``ledger.db``), the node's datasets (``node.json``) and its cache. Private images
-never leave the machine: ``add-dataset`` prints exactly what would be published (the manifest:
+the SuperNode key pair (ECDSA P-256, as Flower's SuperNode authentication expects: an
+OpenSSH private key that ``flower-supernode --auth-supernode-private-key`` loads, mode
+0600, and an OpenSSH public key to register with the SuperLink), the privacy ledger
+(``ledger.db``), the node's datasets (``node.json``) and its cache. Private images never
+leave the machine: ``add-dataset`` prints exactly what would be published (the manifest:
 counts and hashes) and the dataset report.
 """
 
@@ -63,8 +64,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     node_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(node_dir, 0o700)
     key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
     fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(pem)
@@ -73,7 +80,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     pub_path.write_bytes(public + b"\n")
     _save(node_dir, _load(node_dir))
     print(public.decode("ascii"))
-    print(f"private key: {key_path} (0600); register the public key with: flwr supernode register {pub_path}", file=sys.stderr)
+    print(
+        f"private key: {key_path} (0600); register the public key with: "
+        f"flwr supernode register {pub_path}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -99,7 +110,12 @@ def cmd_add_dataset(args: argparse.Namespace) -> int:
     PrivacyLedger(node_dir / "ledger.db").set_budget(key, epsilon=args.epsilon, delta=args.delta)
     data = _load(node_dir)
     datasets = dict(data.get("datasets", {}))  # type: ignore[call-overload]  # written by _save
-    datasets[key] = {"path": key, "manifest-hash": manifest.manifest_hash, "epsilon": args.epsilon, "delta": args.delta}
+    datasets[key] = {
+        "path": key,
+        "manifest-hash": manifest.manifest_hash,
+        "epsilon": args.epsilon,
+        "delta": args.delta,
+    }
     data["datasets"] = datasets
     _save(node_dir, data)
     print("What would be published (the manifest; no image, no caption):")
@@ -115,14 +131,20 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
 
     key_path = node_dir / KEY_NAME
     if not key_path.is_file():
-        raise AtelierError(f"this node has no key pair in {node_dir}; run `atelier node init` first")
+        raise AtelierError(
+            f"this node has no key pair in {node_dir}; run `atelier node init` first"
+        )
     datasets = dict(_load(node_dir).get("datasets", {}))  # type: ignore[call-overload]
     if not datasets:
-        raise AtelierError("this node has no dataset; run `atelier node add-dataset PATH ...` first")
+        raise AtelierError(
+            "this node has no dataset; run `atelier node add-dataset PATH ...` first"
+        )
     if args.dataset:
         chosen = str(Path(args.dataset).resolve())
         if chosen not in datasets:
-            raise AtelierError(f"{chosen} is not one of this node's datasets ({', '.join(datasets)})")
+            raise AtelierError(
+                f"{chosen} is not one of this node's datasets ({', '.join(datasets)})"
+            )
     elif len(datasets) == 1:
         chosen = next(iter(datasets))
     else:
@@ -139,13 +161,28 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
         "base-model-path": str(Path(args.base_model).resolve()),
     }
     exe = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
-    command = [exe, "--superlink", args.superlink, "--port", str(args.port), "--node-config", " ".join(f"{k}={toml_value(v)}" for k, v in config.items())]
+    command = [
+        exe,
+        "--superlink",
+        args.superlink,
+        "--port",
+        str(args.port),
+        "--node-config",
+        " ".join(f"{k}={toml_value(v)}" for k, v in config.items()),
+    ]
     if args.insecure:
         command.append("--insecure")
     else:
         if not args.root_certificates:
-            raise NodeUsageError("give --root-certificates PEM (TLS, needed for node authentication) or --insecure")
-        command += ["--root-certificates", args.root_certificates, "--auth-supernode-private-key", str(key_path)]
+            raise NodeUsageError(
+                "give --root-certificates PEM (TLS, needed for node authentication) or --insecure"
+            )
+        command += [
+            "--root-certificates",
+            args.root_certificates,
+            "--auth-supernode-private-key",
+            str(key_path),
+        ]
     if args.trusted_entities:
         if not Path(args.trusted_entities).is_file():
             raise AtelierError(f"--trusted-entities file {args.trusted_entities} does not exist")
@@ -159,8 +196,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(" ".join(command))
         return EXIT_OK
-    env = {**os.environ, "FLWR_HOME": str(node_dir / "flwr-home"), "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
-    os.execvpe(command[0], command, env)  # noqa: S606  # replaces this process with the SuperNode
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(node_dir / "flwr-home"),
+        "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+    }
+    os.execvpe(command[0], command, env)  # replaces this process with the SuperNode
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -181,18 +222,32 @@ def cmd_status(args: argparse.Namespace) -> int:
         budget, spent = ledger.budget(name), ledger.spent(name)
         print(f"dataset {name}")
         if budget:
-            print(f"  budget: epsilon {budget.epsilon:g}, delta {budget.delta:g}; spent: epsilon {spent.epsilon:.4g}, delta {spent.delta:.3g}")
+            print(
+                f"  budget: epsilon {budget.epsilon:g}, delta {budget.delta:g}; "
+                f"spent: epsilon {spent.epsilon:.4g}, delta {spent.delta:.3g}"
+            )
         for spend in ledger.spends(name):
             jobs.add(spend.job)
-            print(f"  job {spend.job}: epsilon {spend.epsilon:.4g}, delta {spend.delta:g}, {spend.steps} steps")
+            print(
+                f"  job {spend.job}: epsilon {spend.epsilon:.4g}, delta {spend.delta:g}, "
+                f"{spend.steps} steps"
+            )
     print(f"jobs served: {len(jobs)}")
     return EXIT_OK
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    handler = {"init": cmd_init, "add-dataset": cmd_add_dataset, "start": cmd_start, "status": cmd_status}.get(args.node_command or "")
+    handler = {
+        "init": cmd_init,
+        "add-dataset": cmd_add_dataset,
+        "start": cmd_start,
+        "status": cmd_status,
+    }.get(args.node_command or "")
     if handler is None:
-        print("atelier node: error: choose a command: init, add-dataset, start, status", file=sys.stderr)
+        print(
+            "atelier node: error: choose a command: init, add-dataset, start, status",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     try:
         return handler(args)
@@ -204,14 +259,19 @@ def cmd_node(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
 
-def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:  # noqa: SLF001  # argparse's own type
+# argparse._SubParsersAction is argparse's own (private) type for add_subparsers().
+def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--node-dir", help="the node's folder (default: $ATELIER_NODE_DIR or ~/.atelier/node)")
+    common.add_argument(
+        "--node-dir", help="the node's folder (default: $ATELIER_NODE_DIR or ~/.atelier/node)"
+    )
     node = sub.add_parser("node", help="run a data owner's node for federated training")
     node_sub = node.add_subparsers(dest="node_command", metavar="NODE_COMMAND")
     init = node_sub.add_parser("init", parents=[common], help="make the node's key pair")
     init.add_argument("--force", action="store_true", help="replace an existing key pair")
-    add = node_sub.add_parser("add-dataset", parents=[common], help="check a dataset folder and set its privacy budget")
+    add = node_sub.add_parser(
+        "add-dataset", parents=[common], help="check a dataset folder and set its privacy budget"
+    )
     add.add_argument("path")
     add.add_argument("--epsilon", type=float, required=True)
     add.add_argument("--delta", type=float, required=True)
@@ -221,10 +281,16 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument("--superlink", required=True, metavar="HOST:PORT")
     start.add_argument("--base-model", required=True, help="the base model in the node's cache")
     start.add_argument("--dataset", help="which of the node's datasets (default: the only one)")
-    start.add_argument("--port", type=int, default=9094, help="the ClientApp runtime port (default: 9094)")
+    start.add_argument(
+        "--port", type=int, default=9094, help="the ClientApp runtime port (default: 9094)"
+    )
     start.add_argument("--insecure", action="store_true", help="no TLS (a private network only)")
     start.add_argument("--root-certificates", help="the SuperLink's CA certificate (PEM)")
-    start.add_argument("--trusted-entities", help="YAML of public keys whose signed apps may run here")
-    start.add_argument("--dry-run", action="store_true", help="print the flower-supernode command, do not run it")
+    start.add_argument(
+        "--trusted-entities", help="YAML of public keys whose signed apps may run here"
+    )
+    start.add_argument(
+        "--dry-run", action="store_true", help="print the flower-supernode command, do not run it"
+    )
     node_sub.add_parser("status", parents=[common], help="datasets, budgets, what each job spent")
     node.set_defaults(func=cmd_node)

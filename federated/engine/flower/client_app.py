@@ -1,4 +1,4 @@
-"""ClientApp (one per SuperNode): train the adapter on the node's private data, reply arrays + scalars.
+"""ClientApp (one per SuperNode): train on the node's private data, reply arrays + scalars.
 
 Thin: paths come from ``context.node_config`` (``dataset-path``, ``cache-dir``, ``ledger-path``,
 ``base-model-path``), the job's settings from ``context.run_config``; the round itself is
@@ -15,10 +15,26 @@ from __future__ import annotations
 import logging
 import time
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
-from federated.engine.flower.reply_check import ARRAY_RECORD, INFO_RECORD, METRIC_RECORD
+from federated.engine.flower.reply_check import (
+    ARRAY_RECORD,
+    INFO_RECORD,
+    METRIC_RECORD,
+    PACKED_ARRAY,
+    pack,
+    unpack,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +60,19 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config.get("server-round", 0))  # type: ignore[arg-type]  # int sent by the server
     record = msg.content.array_records.get(ARRAY_RECORD)
     adapter_in = {name: array.numpy() for name, array in record.items()} if record else None
+    packed = adapter_in is not None and PACKED_ARRAY in adapter_in
     try:
+        if packed:
+            from federated.engine.flower.settings import node_paths
+            from federated.engine.flower.task import adapter_layout
+
+            layout = adapter_layout(node_paths(context.node_config), context.run_config)
+            unpacked = unpack(adapter_in, layout)  # type: ignore[arg-type]  # not None when packed
+            if isinstance(unpacked, str):
+                return Message(
+                    Error(code=NODE_FAILED, reason=f"adapter_mismatch: {unpacked}"), reply_to=msg
+                )
+            adapter_in = unpacked
         reply = run_node_round(
             run_config=context.run_config,
             node_config=context.node_config,
@@ -59,10 +87,17 @@ def train(msg: Message, context: Context) -> Message:
         logger.warning("round %s refused: %s", server_round, err)
         return Message(Error(code=code, reason=f"{err.code}: {err.message}"), reply_to=msg)
     metrics = dict(reply.metrics)
-    metrics["message-seconds"] = time.perf_counter() - started  # model loading included; "seconds" is train_round
+    metrics["message-seconds"] = (
+        time.perf_counter() - started
+    )  # model loading included; "seconds" is train_round
     content = RecordDict(
         {
-            ARRAY_RECORD: ArrayRecord({name: Array(value) for name, value in reply.arrays.items()}),
+            ARRAY_RECORD: ArrayRecord(
+                {
+                    name: Array(value)
+                    for name, value in (pack(reply.arrays) if packed else reply.arrays).items()
+                }
+            ),
             METRIC_RECORD: MetricRecord(metrics),
             INFO_RECORD: ConfigRecord({"manifest-hash": reply.manifest_hash}),
         }

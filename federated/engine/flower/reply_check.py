@@ -18,7 +18,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["ALLOWED_METRICS", "ReplyCheck", "ReplyParts", "check_reply"]
+__all__ = [
+    "ALLOWED_METRICS",
+    "PACKED_ARRAY",
+    "ReplyCheck",
+    "ReplyParts",
+    "check_reply",
+    "pack",
+    "unpack",
+]
 
 ALLOWED_METRICS = frozenset(
     {
@@ -37,6 +45,9 @@ ALLOWED_METRICS = frozenset(
 ARRAY_RECORD = "adapter"
 METRIC_RECORD = "metrics"
 INFO_RECORD = "info"
+PACKED_ARRAY = (
+    "lora.packed"  # transport="packed": every transported array, flattened, in module order
+)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
@@ -63,10 +74,52 @@ def _is_scalar_number(value: object) -> bool:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
+def pack(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """One flat float32 array (one header on the wire instead of one per LoRA tensor)."""
+    return {
+        PACKED_ARRAY: np.concatenate(
+            [np.asarray(v, dtype=np.float32).ravel() for v in arrays.values()]
+        )
+    }
+
+
+def unpack(
+    arrays: Mapping[str, np.ndarray], expected: Mapping[str, Sequence[int]]
+) -> dict[str, np.ndarray] | str:
+    """Named arrays from a packed record, or why it cannot be one; named records pass through."""
+    if PACKED_ARRAY not in arrays:
+        return dict(arrays)
+    if len(arrays) != 1:
+        return f"a packed adapter record holds {len(arrays)} arrays, expected exactly 1"
+    flat = np.asarray(arrays[PACKED_ARRAY])
+    sizes = [int(np.prod(shape)) for shape in expected.values()]
+    if flat.ndim != 1 or flat.shape[0] != sum(sizes):
+        return f"packed adapter has shape {tuple(flat.shape)}, expected ({sum(sizes)},)"
+    out, offset = {}, 0
+    for (name, shape), size in zip(expected.items(), sizes, strict=True):
+        out[name] = flat[offset : offset + size].reshape(tuple(shape))
+        offset += size
+    return out
+
+
 def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> ReplyCheck:
-    """Check one reply against the expected ``{array name: shape}``; list every problem."""
+    """Check one reply against the expected ``{array name: shape}``; list every problem.
+
+    A packed adapter (``transport="packed"``) must be exactly one 1-D array of the adapter's
+    total size; it is then checked as the named arrays it unpacks to.
+    """
     check = ReplyCheck()
     problems = check.problems
+    if ARRAY_RECORD in parts.arrays:
+        unpacked = unpack(parts.arrays[ARRAY_RECORD], expected)
+        if isinstance(unpacked, str):
+            problems.append(unpacked)
+            return check
+        parts = ReplyParts(
+            arrays={**parts.arrays, ARRAY_RECORD: unpacked},
+            metrics=parts.metrics,
+            configs=parts.configs,
+        )
     extra_records = (
         [f"array record {n!r}" for n in parts.arrays if n != ARRAY_RECORD]
         + [f"metric record {n!r}" for n in parts.metrics if n != METRIC_RECORD]
@@ -89,7 +142,10 @@ def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> Rep
                 continue
             value = np.asarray(arrays[name])
             if tuple(value.shape) != tuple(expected[name]):
-                problems.append(f"array {name!r} has shape {tuple(value.shape)}, expected {tuple(expected[name])}")
+                problems.append(
+                    f"array {name!r} has shape {tuple(value.shape)}, "
+                    f"expected {tuple(expected[name])}"
+                )
             elif str(value.dtype) not in _FLOAT_DTYPES:
                 problems.append(f"array {name!r} has dtype {value.dtype}, expected floating point")
             elif not np.isfinite(value.astype(np.float32)).all():
@@ -104,7 +160,11 @@ def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> Rep
                 problems.append(f"unexpected metric {key!r}")
             elif not _is_scalar_number(value):
                 problems.append(f"metric {key!r} is not a scalar number")
-        if "num-examples" not in metrics or not _is_scalar_number(metrics["num-examples"]) or metrics["num-examples"] < 1:  # type: ignore[operator]  # checked scalar
+        if (
+            "num-examples" not in metrics
+            or not _is_scalar_number(metrics["num-examples"])
+            or metrics["num-examples"] < 1
+        ):  # type: ignore[operator]  # checked scalar
             problems.append("metric 'num-examples' is missing or not positive")
 
     info = parts.configs.get(INFO_RECORD, {})

@@ -108,7 +108,8 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                 )
                 if not shapes_ok or rejected:
                     raise FederationFailed(
-                        f"round {server_round}: the SecAgg+ aggregate or a node's metrics failed the check ({rejected})"
+                        f"round {server_round}: the SecAgg+ aggregate or a node's metrics "
+                        f"failed the check ({rejected})"
                     )
                 latest["arrays"] = OrderedDict(
                     (n, a.astype(np.float32)) for n, a in zip(names, arrays, strict=True)

@@ -1,4 +1,4 @@
-"""ServerApp: FedAvg of LoRA adapters over the job's SuperNodes (or SecAgg+ with ``aggregation="secagg"``).
+"""ServerApp: FedAvg of LoRA adapters over the job's SuperNodes, or SecAgg+.
 
 Thin: reads ``context.run_config`` and hands over to :func:`.strategy.run_fedavg` (Message API,
 per-node records and a privacy check on every reply) or :func:`.secagg.run_secagg` (legacy

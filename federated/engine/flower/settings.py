@@ -1,4 +1,4 @@
-"""Run config (kebab-case keys, as ``flwr run -c`` and the app's pyproject give them) -> typed settings.
+"""Run config (kebab-case keys, from ``flwr run -c`` and the app's pyproject) -> typed settings.
 
 Pure Python: no Flower, no torch import at module load, so both apps and the coordinator can
 use it. Every key has a default in ``federated/flower_app/pyproject.toml``; the defaults here
@@ -60,7 +60,8 @@ def train_config_from_run_config(config: RunConfig) -> TrainConfig:
             target_epsilon=None if noise > 0 else target,
             target_delta=_float(config, "dp-delta", 1e-5),
             max_grad_norm=_float(config, "dp-max-grad-norm", 1.0),
-            planned_rounds=_int(config, "dp-planned-rounds", 0) or _int(config, "num-server-rounds", 3),
+            planned_rounds=_int(config, "dp-planned-rounds", 0)
+            or _int(config, "num-server-rounds", 3),
             accountant=_str(config, "dp-accountant", "rdp"),  # type: ignore[arg-type]  # checked by DPConfig
             grad_sample_mode=_str(config, "dp-grad-sample-mode", "ew"),  # type: ignore[arg-type]
         )
@@ -96,6 +97,7 @@ class ServerSettings:
     resume_from: str
     progress_url: str
     progress_token: str
+    transport: str = "named"
 
     @classmethod
     def from_run_config(cls, config: RunConfig, *, run_id: int) -> ServerSettings:
@@ -112,15 +114,24 @@ class ServerSettings:
             resume_from=_str(config, "resume-from"),
             progress_url=_str(config, "progress-url"),
             progress_token=_str(config, "progress-token"),
+            transport=_str(config, "transport", "named"),
         )
         if settings.num_rounds < 1 or settings.min_nodes < 1:
             raise ConfigError("num-server-rounds and min-nodes must be at least 1")
         if settings.aggregation not in AGGREGATIONS:
-            raise ConfigError(f"aggregation must be one of {AGGREGATIONS}, got {settings.aggregation!r}")
+            raise ConfigError(
+                f"aggregation must be one of {AGGREGATIONS}, got {settings.aggregation!r}"
+            )
+        if settings.transport not in ("named", "packed"):
+            raise ConfigError(f"transport must be 'named' or 'packed', got {settings.transport!r}")
         if not settings.out_dir:
-            raise ConfigError("run config 'out-dir' is required (where the ServerApp writes its results)")
+            raise ConfigError(
+                "run config 'out-dir' is required (where the ServerApp writes its results)"
+            )
         if not settings.base_model_path:
-            raise ConfigError("run config 'base-model-path' is required (the server's copy of the base model)")
+            raise ConfigError(
+                "run config 'base-model-path' is required (the server's copy of the base model)"
+            )
         return settings
 
 
@@ -135,7 +146,10 @@ class NodePaths:
 
 def node_paths(node_config: RunConfig) -> NodePaths:
     """The node's own paths, from ``flower-supernode --node-config``; all are required."""
-    values = {key: _str(node_config, key) for key in ("dataset-path", "cache-dir", "ledger-path", "base-model-path")}
+    values = {
+        key: _str(node_config, key)
+        for key in ("dataset-path", "cache-dir", "ledger-path", "base-model-path")
+    }
     missing = [key for key, value in values.items() if not value]
     if missing:
         raise ConfigError(f"the SuperNode's --node-config lacks {', '.join(missing)}")

@@ -1,4 +1,4 @@
-"""What the ServerApp keeps on disk: one ``round-N.npz`` per round, ``state.json``, ``metrics.json``.
+"""What the ServerApp keeps on disk: ``round-N.npz`` per round, ``state.json``, ``metrics.json``.
 
 ``state.json`` names the last saved round and holds the history, so a restarted ServerApp given
 ``resume-from`` (that folder) continues at the next round with the saved adapter. Progress
@@ -31,14 +31,19 @@ def write_json(path: Path, data: object) -> None:
     os.replace(tmp, path)
 
 
-def save_round(out_dir: Path, round_index: int, arrays: Mapping[str, np.ndarray], state: dict[str, object]) -> Path:
+def save_round(
+    out_dir: Path, round_index: int, arrays: Mapping[str, np.ndarray], state: dict[str, object]
+) -> Path:
     """Write ``round-N.npz`` then ``state.json`` pointing at it (in that order: crash-safe)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"round-{round_index}.npz"
     tmp = out_dir / f".round-{round_index}.tmp.npz"
     np.savez(tmp, **{name: np.asarray(value) for name, value in arrays.items()})
     os.replace(tmp, path)
-    write_json(out_dir / STATE_FILE, {**state, "last-round": round_index, "adapter": path.name, "names": list(arrays)})
+    write_json(
+        out_dir / STATE_FILE,
+        {**state, "last-round": round_index, "adapter": path.name, "names": list(arrays)},
+    )
     return path
 
 
@@ -52,7 +57,9 @@ def load_state(folder: Path) -> tuple[int, OrderedDict[str, np.ndarray], dict[st
     return int(state["last-round"]), arrays, state
 
 
-def post_progress(url: str, token: str, payload: Mapping[str, object], *, timeout: float = 5.0) -> bool:
+def post_progress(
+    url: str, token: str, payload: Mapping[str, object], *, timeout: float = 5.0
+) -> bool:
     """POST one round's report; log and return False on any failure."""
     if not url:
         return False
@@ -63,9 +70,10 @@ def post_progress(url: str, token: str, payload: Mapping[str, object], *, timeou
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310  # URL from the job's run config
+        # The URL comes from the job's run config (the coordinator).
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             response.read()
         return True
-    except Exception as exc:  # noqa: BLE001  # progress is best effort, never fatal
+    except Exception as exc:  # progress is best effort, never fatal
         logger.warning("progress report to %s failed: %s", url, exc)
         return False

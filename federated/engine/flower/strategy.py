@@ -21,7 +21,15 @@ from flwr.serverapp import Grid
 
 from federated.engine.flower import state as saved
 from federated.engine.flower.aggregate import fedavg, weighted_mean
-from federated.engine.flower.reply_check import ARRAY_RECORD, INFO_RECORD, METRIC_RECORD, ReplyParts, check_reply
+from federated.engine.flower.reply_check import (
+    ARRAY_RECORD,
+    INFO_RECORD,
+    METRIC_RECORD,
+    ReplyParts,
+    check_reply,
+    pack,
+    unpack,
+)
 from federated.engine.flower.settings import ServerSettings, train_config_from_run_config
 
 if TYPE_CHECKING:
@@ -53,7 +61,12 @@ class JobModel:
 
         config = train_config_from_run_config(run_config)
         cache = Path(settings.out_dir) / ".cache"
-        base = load_base(Path(settings.base_model_path), device=torch.device("cpu"), dtype=torch.float32, cache_dir=cache)
+        base = load_base(
+            Path(settings.base_model_path),
+            device=torch.device("cpu"),
+            dtype=torch.float32,
+            cache_dir=cache,
+        )
         unet = copy.deepcopy(base.pipe.unet)
         attach_adapter(unet, config.adapter)
         return cls(config=config, base=base, initial=get_adapter_arrays(unet, config.adapter))
@@ -62,7 +75,17 @@ class JobModel:
     def expected(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(value.shape) for name, value in self.initial.items()}
 
-    def export(self, out_dir: Path, arrays: OrderedDict[str, np.ndarray], *, steps: int, manifests: list[str], epsilon: float | None, noise: float | None, title: str) -> dict[str, str]:
+    def export(
+        self,
+        out_dir: Path,
+        arrays: OrderedDict[str, np.ndarray],
+        *,
+        steps: int,
+        manifests: list[str],
+        epsilon: float | None,
+        noise: float | None,
+        title: str,
+    ) -> dict[str, str]:
         from federated.engine.export import LoraProvenance, save_lora_files
 
         files = save_lora_files(
@@ -100,7 +123,11 @@ class History:
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> History:
-        return cls(job_id=str(data["job-id"]), rounds=list(data.get("rounds", [])), nodes=dict(data.get("nodes", {})))  # type: ignore[call-overload]  # written by to_dict
+        return cls(
+            job_id=str(data["job-id"]),
+            rounds=list(data.get("rounds", [])),
+            nodes=dict(data.get("nodes", {})),
+        )  # type: ignore[call-overload]  # written by to_dict
 
 
 def _parts(content: RecordDict) -> ReplyParts:
@@ -131,34 +158,63 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     if settings.resume_from:
         last, arrays, state = saved.load_state(Path(settings.resume_from))
         if list(arrays) != list(expected):
-            raise FederationFailed(f"resume-from {settings.resume_from} holds another adapter shape")
+            raise FederationFailed(
+                f"resume-from {settings.resume_from} holds another adapter shape"
+            )
         history = History.from_dict(state.get("history", {"job-id": settings.job_id}))  # type: ignore[arg-type]
         start = last + 1
-        logger.info("resuming job %s from round %d (saved in %s)", settings.job_id, last, settings.resume_from)
+        logger.info(
+            "resuming job %s from round %d (saved in %s)",
+            settings.job_id,
+            last,
+            settings.resume_from,
+        )
     manifests: set[str] = set()
 
     def fail(reason: str) -> FederationFailed:
-        saved.write_json(out_dir / saved.METRICS_FILE, {**history.to_dict(), "status": "failed", "reason": reason})
-        saved.post_progress(settings.progress_url, settings.progress_token, {"job-id": settings.job_id, "status": "failed", "reason": reason})
+        saved.write_json(
+            out_dir / saved.METRICS_FILE,
+            {**history.to_dict(), "status": "failed", "reason": reason},
+        )
+        saved.post_progress(
+            settings.progress_url,
+            settings.progress_token,
+            {"job-id": settings.job_id, "status": "failed", "reason": reason},
+        )
         return FederationFailed(reason)
 
     for server_round in range(start, settings.num_rounds + 1):
         started = time.perf_counter()
         nodes = _wait_for_nodes(grid, settings)
         if len(nodes) < settings.min_nodes:
-            raise fail(f"round {server_round}: {len(nodes)} nodes connected, min-nodes is {settings.min_nodes}")
-        out_record = ArrayRecord({name: Array(np.asarray(value, dtype=np.float32)) for name, value in arrays.items()})
+            raise fail(
+                f"round {server_round}: {len(nodes)} nodes connected, "
+                f"min-nodes is {settings.min_nodes}"
+            )
+        wire = pack(arrays) if settings.transport == "packed" else arrays
+        out_record = ArrayRecord(
+            {name: Array(np.asarray(value, dtype=np.float32)) for name, value in wire.items()}
+        )
         bytes_out = out_record.count_bytes()
         messages = [
             Message(
-                RecordDict({ARRAY_RECORD: out_record, "config": ConfigRecord({"server-round": server_round})}),
+                RecordDict(
+                    {
+                        ARRAY_RECORD: out_record,
+                        "config": ConfigRecord({"server-round": server_round}),
+                    }
+                ),
                 dst_node_id=node,
                 message_type=MessageType.TRAIN,
             )
             for node in nodes
         ]
         replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-        record: dict[str, object] = {"round": server_round, "nodes-asked": [str(n) for n in nodes], "bytes-out-per-node": bytes_out}
+        record: dict[str, object] = {
+            "round": server_round,
+            "nodes-asked": [str(n) for n in nodes],
+            "bytes-out-per-node": bytes_out,
+        }
         accepted: dict[str, dict[str, object]] = {}
         rejected: dict[str, list[str]] = {}
         refused: dict[str, str] = {}
@@ -172,7 +228,9 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             check = check_reply(parts, expected)
             if not check.ok:
                 rejected[node] = check.problems
-                logger.warning("round %d: reply of node %s rejected: %s", server_round, node, check.problems)
+                logger.warning(
+                    "round %d: reply of node %s rejected: %s", server_round, node, check.problems
+                )
                 continue
             metrics = {k: float(v) for k, v in parts.metrics[METRIC_RECORD].items()}  # type: ignore[arg-type]  # checked scalars
             metrics["bytes-in"] = float(reply.content.array_records[ARRAY_RECORD].count_bytes())
@@ -180,12 +238,26 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             info = parts.configs.get(INFO_RECORD, {})
             if "manifest-hash" in info:
                 manifests.add(str(info["manifest-hash"]))
-            node_arrays = OrderedDict((name, parts.arrays[ARRAY_RECORD][name]) for name in expected)
+            named = unpack(parts.arrays[ARRAY_RECORD], expected)
+            assert not isinstance(named, str)  # check_reply passed
+            node_arrays = OrderedDict((name, named[name]) for name in expected)
             good.append((node_arrays, int(metrics["num-examples"])))
             entry = history.nodes.setdefault(node, {"rounds": []})
             entry["rounds"].append(server_round)  # type: ignore[union-attr]  # list set just above
-            entry.update({"epsilon": metrics["epsilon"], "delta": metrics["delta"], "num-examples": metrics["num-examples"], "total-steps": metrics["total-steps"], "noise-multiplier": metrics["noise-multiplier"]})
-        missing = [str(n) for n in nodes if str(n) not in accepted and str(n) not in refused and str(n) not in rejected]
+            entry.update(
+                {
+                    "epsilon": metrics["epsilon"],
+                    "delta": metrics["delta"],
+                    "num-examples": metrics["num-examples"],
+                    "total-steps": metrics["total-steps"],
+                    "noise-multiplier": metrics["noise-multiplier"],
+                }
+            )
+        missing = [
+            str(n)
+            for n in nodes
+            if str(n) not in accepted and str(n) not in refused and str(n) not in rejected
+        ]
         record.update(
             {
                 "nodes": accepted,
@@ -198,23 +270,83 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         )
         if len(good) < settings.min_nodes:
             history.rounds.append(record)
-            why = "; ".join([f"node {n} refused: {r}" for n, r in refused.items()] + [f"node {n} rejected" for n in rejected] + [f"node {n} sent no reply within {settings.round_timeout:g} s" for n in missing])
-            raise fail(f"round {server_round}: {len(good)} accepted replies, min-nodes is {settings.min_nodes} ({why})")
+            why = "; ".join(
+                [f"node {n} refused: {r}" for n, r in refused.items()]
+                + [f"node {n} rejected" for n in rejected]
+                + [f"node {n} sent no reply within {settings.round_timeout:g} s" for n in missing]
+            )
+            raise fail(
+                f"round {server_round}: {len(good)} accepted replies, "
+                f"min-nodes is {settings.min_nodes} ({why})"
+            )
         arrays = fedavg(good)
-        record["train-loss"] = weighted_mean([(m["train-loss"], int(m["num-examples"])) for m in accepted.values()])
+        record["train-loss"] = weighted_mean(
+            [(m["train-loss"], int(m["num-examples"])) for m in accepted.values()]
+        )
         record["num-examples"] = sum(int(m["num-examples"]) for m in accepted.values())
         record["seconds"] = time.perf_counter() - started
         history.rounds.append(record)
-        saved.save_round(out_dir, server_round, arrays, {"history": history.to_dict(), "num-server-rounds": settings.num_rounds})
-        saved.post_progress(settings.progress_url, settings.progress_token, {"job-id": settings.job_id, "status": "running", **record})
-        logger.info("round %d: %d accepted, loss %.4f, %.1f s", server_round, len(accepted), record["train-loss"], record["seconds"])
+        saved.save_round(
+            out_dir,
+            server_round,
+            arrays,
+            {"history": history.to_dict(), "num-server-rounds": settings.num_rounds},
+        )
+        saved.post_progress(
+            settings.progress_url,
+            settings.progress_token,
+            {"job-id": settings.job_id, "status": "running", **record},
+        )
+        logger.info(
+            "round %d: %d accepted, loss %.4f, %.1f s",
+            server_round,
+            len(accepted),
+            record["train-loss"],
+            record["seconds"],
+        )
 
-    epsilons = [float(n["epsilon"]) for n in history.nodes.values() if float(n.get("epsilon", -1)) >= 0]  # type: ignore[arg-type]
-    noises = [float(n["noise-multiplier"]) for n in history.nodes.values() if float(n.get("noise-multiplier", -1)) > 0]  # type: ignore[arg-type]
+    epsilons = [
+        float(n["epsilon"]) for n in history.nodes.values() if float(n.get("epsilon", -1)) >= 0
+    ]  # type: ignore[arg-type]
+    noises = [
+        float(n["noise-multiplier"])
+        for n in history.nodes.values()
+        if float(n.get("noise-multiplier", -1)) > 0
+    ]  # type: ignore[arg-type]
     steps = max((int(n["total-steps"]) for n in history.nodes.values()), default=0)  # type: ignore[call-overload]
-    final = saved.save_round(out_dir, settings.num_rounds, arrays, {"history": history.to_dict(), "num-server-rounds": settings.num_rounds}) if start > settings.num_rounds else out_dir / f"round-{settings.num_rounds}.npz"
-    files = model.export(out_dir / "lora", arrays, steps=steps, manifests=sorted(manifests), epsilon=max(epsilons) if epsilons else None, noise=max(noises) if noises else None, title=f"Atelier federated LoRA ({settings.job_id})")
-    result = {**history.to_dict(), "status": "completed", "aggregation": "fedavg", "num-server-rounds": settings.num_rounds, "started-at-round": start, "final": {**files, "npz": str(final)}, "adapter-bytes": int(sum(v.nbytes for v in arrays.values())), "epsilon-max": max(epsilons) if epsilons else None}
+    final = (
+        saved.save_round(
+            out_dir,
+            settings.num_rounds,
+            arrays,
+            {"history": history.to_dict(), "num-server-rounds": settings.num_rounds},
+        )
+        if start > settings.num_rounds
+        else out_dir / f"round-{settings.num_rounds}.npz"
+    )
+    files = model.export(
+        out_dir / "lora",
+        arrays,
+        steps=steps,
+        manifests=sorted(manifests),
+        epsilon=max(epsilons) if epsilons else None,
+        noise=max(noises) if noises else None,
+        title=f"Atelier federated LoRA ({settings.job_id})",
+    )
+    result = {
+        **history.to_dict(),
+        "status": "completed",
+        "aggregation": "fedavg",
+        "num-server-rounds": settings.num_rounds,
+        "started-at-round": start,
+        "final": {**files, "npz": str(final)},
+        "adapter-bytes": int(sum(v.nbytes for v in arrays.values())),
+        "epsilon-max": max(epsilons) if epsilons else None,
+    }
     saved.write_json(out_dir / saved.METRICS_FILE, result)
-    saved.post_progress(settings.progress_url, settings.progress_token, {"job-id": settings.job_id, "status": "completed", "final": result["final"]})
+    saved.post_progress(
+        settings.progress_url,
+        settings.progress_token,
+        {"job-id": settings.job_id, "status": "completed", "final": result["final"]},
+    )
     return result

@@ -19,9 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from federated.engine.errors import ConfigError
-from federated.engine.flower.settings import NodePaths, RunConfig, node_paths, train_config_from_run_config
+from federated.engine.flower.settings import (
+    NodePaths,
+    RunConfig,
+    node_paths,
+    train_config_from_run_config,
+)
 
-__all__ = ["NodeReply", "accountant_path", "adapter_names", "run_node_round"]
+__all__ = ["NodeReply", "accountant_path", "adapter_layout", "adapter_names", "run_node_round"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +49,9 @@ def accountant_path(cache_dir: str | Path, job_id: str) -> Path:
 def _set_threads(node_config: RunConfig) -> None:
     import torch
 
-    threads = int(str(node_config.get("torch-threads", "") or os.environ.get("ATELIER_TORCH_THREADS", "1")))
+    threads = int(
+        str(node_config.get("torch-threads", "") or os.environ.get("ATELIER_TORCH_THREADS", "1"))
+    )
     torch.set_num_threads(max(1, threads))
 
 
@@ -63,6 +70,11 @@ def _check_base_model(paths: NodePaths, expected_sha: str) -> None:
 
 def adapter_names(paths: NodePaths, run_config: RunConfig) -> list[str]:
     """Transported array names in module order (the SecAgg+ mode sends bare lists)."""
+    return list(adapter_layout(paths, run_config))
+
+
+def adapter_layout(paths: NodePaths, run_config: RunConfig) -> dict[str, tuple[int, ...]]:
+    """Transported array names and shapes, in module order (to unpack packed transport)."""
     import copy
 
     import torch
@@ -72,11 +84,15 @@ def adapter_names(paths: NodePaths, run_config: RunConfig) -> list[str]:
 
     config = train_config_from_run_config(run_config)
     device, dtype = _device_and_dtype(config)
-    base = load_base(Path(paths.base_model), device=device, dtype=dtype, cache_dir=Path(paths.cache_dir))
+    base = load_base(
+        Path(paths.base_model), device=device, dtype=dtype, cache_dir=Path(paths.cache_dir)
+    )
     unet = copy.deepcopy(base.pipe.unet)
     attach_adapter(unet, config.adapter)
     del torch
-    return list(get_adapter_arrays(unet, config.adapter))
+    return {
+        name: tuple(value.shape) for name, value in get_adapter_arrays(unet, config.adapter).items()
+    }
 
 
 def run_node_round(

@@ -20,7 +20,13 @@ import torch
 from federated.engine.flower.state import load_state
 from federated.engine.localfed import LocalFederation
 from sdcore.tiny import TinyModelPaths
-from tests.federated.flower.conftest import BUDGET_EPSILON, RESOLUTION, Owner, make_owners, run_config
+from tests.federated.flower.conftest import (
+    BUDGET_EPSILON,
+    RESOLUTION,
+    Owner,
+    make_owners,
+    run_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +34,7 @@ pytestmark = pytest.mark.slow
 class _Progress(BaseHTTPRequestHandler):
     received: list[tuple[str, dict[str, object]]] = []
 
-    def do_POST(self) -> None:  # noqa: N802  # http.server's name
+    def do_POST(self) -> None:  # http.server's name
         body = self.rfile.read(int(self.headers["Content-Length"]))
         self.received.append((self.headers.get("Authorization", ""), json.loads(body)))
         self.send_response(204)
@@ -48,7 +54,9 @@ def progress_url() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def federation(tmp_path_factory: pytest.TempPathFactory, fed_model: TinyModelPaths) -> Iterator[tuple[LocalFederation, list[Owner]]]:
+def federation(
+    tmp_path_factory: pytest.TempPathFactory, fed_model: TinyModelPaths
+) -> Iterator[tuple[LocalFederation, list[Owner]]]:
     root = tmp_path_factory.mktemp("federation")
     owners = make_owners(root, fed_model)
     with LocalFederation([o.spec for o in owners], root / "fed") as fed:
@@ -56,14 +64,36 @@ def federation(tmp_path_factory: pytest.TempPathFactory, fed_model: TinyModelPat
 
 
 @pytest.fixture(scope="module")
-def e2e(federation: tuple[LocalFederation, list[Owner]], fed_model: TinyModelPaths, tmp_path_factory: pytest.TempPathFactory, progress_url: str) -> dict[str, object]:
-    """Rounds 1-2 in one run, then a restarted ServerApp resumes from the saved state for round 3."""
+def e2e(
+    federation: tuple[LocalFederation, list[Owner]],
+    fed_model: TinyModelPaths,
+    tmp_path_factory: pytest.TempPathFactory,
+    progress_url: str,
+) -> dict[str, object]:
+    """Rounds 1-2 in one run; a restarted ServerApp resumes from the saved state for round 3.
+
+    The second run also uses ``transport="packed"`` (one flat array on the wire).
+    """
     fed, _ = federation
     out = tmp_path_factory.mktemp("e2e-out")
-    first = fed.run(run_config(out / "first", fed_model, **{"num-server-rounds": 2, "dp-planned-rounds": 3}), timeout=400)
+    first = fed.run(
+        run_config(out / "first", fed_model, **{"num-server-rounds": 2, "dp-planned-rounds": 3}),
+        timeout=400,
+    )
     assert first.ok, (first.details, fed.logs()["superlink"][-3000:])
     second = fed.run(
-        run_config(out / "final", fed_model, **{"num-server-rounds": 3, "dp-planned-rounds": 3, "resume-from": str(out / "first"), "progress-url": progress_url, "progress-token": "tok-123"}),
+        run_config(
+            out / "final",
+            fed_model,
+            **{
+                "num-server-rounds": 3,
+                "dp-planned-rounds": 3,
+                "resume-from": str(out / "first"),
+                "progress-url": progress_url,
+                "progress-token": "tok-123",
+                "transport": "packed",  # the resumed round also exercises packed transport
+            },
+        ),
         timeout=300,
     )
     assert second.ok, second.details
@@ -78,19 +108,27 @@ def test_a_restarted_server_app_resumes_after_the_last_saved_round(e2e: dict[str
     assert last == 2
     assert metrics["started-at-round"] == 3  # type: ignore[index]
     assert [r["round"] for r in metrics["rounds"]] == [1, 2, 3]  # type: ignore[index]
-    assert (out / "final" / "round-3.npz").is_file() and not (out / "final" / "round-1.npz").exists()
+    assert (out / "final" / "round-3.npz").is_file() and not (
+        out / "final" / "round-1.npz"
+    ).exists()
 
 
-def test_every_reply_passed_the_privacy_check_and_per_node_metrics_are_recorded(e2e: dict[str, object]) -> None:
+def test_every_reply_passed_the_privacy_check_and_per_node_metrics_are_recorded(
+    e2e: dict[str, object],
+) -> None:
     metrics = e2e["metrics"]
     for record in metrics["rounds"]:  # type: ignore[index]
-        assert record["all-replies-passed-check"] and not record["rejected"] and not record["refused"]
+        assert (
+            record["all-replies-passed-check"] and not record["rejected"] and not record["refused"]
+        )
         assert len(record["nodes"]) == 2
         for node in record["nodes"].values():
             assert node["num-examples"] == 16 and node["train-loss"] > 0 and node["epsilon"] > 0
 
 
-def test_the_epsilon_in_the_metrics_file_equals_the_nodes_ledgers_and_stays_under_the_target(e2e: dict[str, object], federation: tuple[LocalFederation, list[Owner]]) -> None:
+def test_the_epsilon_in_the_metrics_file_equals_the_nodes_ledgers_and_stays_under_the_target(
+    e2e: dict[str, object], federation: tuple[LocalFederation, list[Owner]]
+) -> None:
     _, owners = federation
     reported = sorted(float(n["epsilon"]) for n in e2e["metrics"]["nodes"].values())  # type: ignore[index]
     ledgers = sorted(o.ledger.job_spend(o.key, "job-e2e").epsilon for o in owners)  # type: ignore[union-attr]
@@ -101,10 +139,14 @@ def test_the_epsilon_in_the_metrics_file_equals_the_nodes_ledgers_and_stays_unde
 def test_progress_is_posted_with_the_bearer_token(e2e: dict[str, object]) -> None:
     posts = _Progress.received
     assert posts and all(auth == "Bearer tok-123" for auth, _ in posts)
-    assert any(body.get("round") == 3 for _, body in posts) and posts[-1][1]["status"] == "completed"
+    assert (
+        any(body.get("round") == 3 for _, body in posts) and posts[-1][1]["status"] == "completed"
+    )
 
 
-def test_the_federated_adapter_lowers_the_heldout_loss_and_loads_in_both_formats(e2e: dict[str, object], fed_model: TinyModelPaths, heldout: Path, tmp_path: Path) -> None:
+def test_the_federated_adapter_lowers_the_heldout_loss_and_loads_in_both_formats(
+    e2e: dict[str, object], fed_model: TinyModelPaths, heldout: Path, tmp_path: Path
+) -> None:
     from diffusers import StableDiffusionPipeline
 
     from federated.engine.adapter import AdapterSpec
@@ -113,16 +155,32 @@ def test_the_federated_adapter_lowers_the_heldout_loss_and_loads_in_both_formats
 
     out: Path = e2e["out"]  # type: ignore[assignment]
     _, arrays, _ = load_state(out / "final")
-    base = load_base(fed_model.diffusers_dir, device=torch.device("cpu"), dtype=torch.float32, cache_dir=tmp_path)
-    kwargs = {"dataset": heldout, "cache_dir": tmp_path, "resolution": RESOLUTION, "model_hash": base.fingerprint}
+    base = load_base(
+        fed_model.diffusers_dir, device=torch.device("cpu"), dtype=torch.float32, cache_dir=tmp_path
+    )
+    kwargs = {
+        "dataset": heldout,
+        "cache_dir": tmp_path,
+        "resolution": RESOLUTION,
+        "model_hash": base.fingerprint,
+    }
     base_loss = evaluate_adapter(base.pipe, **kwargs)
-    trained = evaluate_adapter(base.pipe, spec=AdapterSpec(rank=1, alpha=1.0), adapter=arrays, **kwargs)
+    trained = evaluate_adapter(
+        base.pipe, spec=AdapterSpec(rank=1, alpha=1.0), adapter=arrays, **kwargs
+    )
     print(f"held-out loss: base {base_loss:.5f}, federated {trained:.5f}")
     assert trained < base_loss
 
     def image(pipe: StableDiffusionPipeline) -> np.ndarray:
         pipe.set_progress_bar_config(disable=True)
-        result = pipe("a photo of sks red circle", height=64, width=64, num_inference_steps=4, generator=torch.Generator().manual_seed(0), output_type="np")
+        result = pipe(
+            "a photo of sks red circle",
+            height=64,
+            width=64,
+            num_inference_steps=4,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
+        )
         return np.asarray(result.images[0])
 
     reference = image(StableDiffusionPipeline.from_pretrained(fed_model.diffusers_dir))
@@ -133,22 +191,50 @@ def test_the_federated_adapter_lowers_the_heldout_loss_and_loads_in_both_formats
         assert np.abs(image(pipe) - reference).max() > 0, path
 
 
-def test_a_node_refuses_a_round_past_its_budget_even_when_the_server_asks(federation: tuple[LocalFederation, list[Owner]], fed_model: TinyModelPaths, tmp_path: Path, e2e: dict[str, object]) -> None:
+def test_a_node_refuses_a_round_past_its_budget_even_when_the_server_asks(
+    federation: tuple[LocalFederation, list[Owner]],
+    fed_model: TinyModelPaths,
+    tmp_path: Path,
+    e2e: dict[str, object],
+) -> None:
     fed, owners = federation
     before = [(o.ledger.spent(o.key), o.ledger.job_spend(o.key, "job-greedy")) for o in owners]
-    outcome = fed.run(run_config(tmp_path, fed_model, **{"num-server-rounds": 1, "dp-target-epsilon": BUDGET_EPSILON, "job-id": "job-greedy"}), timeout=200)
+    outcome = fed.run(
+        run_config(
+            tmp_path,
+            fed_model,
+            **{"num-server-rounds": 1, "dp-target-epsilon": BUDGET_EPSILON, "job-id": "job-greedy"},
+        ),
+        timeout=200,
+    )
     assert outcome.status == "finished:failed"
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "privacy_budget_exceeded" in metrics["reason"]
-    assert [(o.ledger.spent(o.key), o.ledger.job_spend(o.key, "job-greedy")) for o in owners] == before
+    assert [
+        (o.ledger.spent(o.key), o.ledger.job_spend(o.key, "job-greedy")) for o in owners
+    ] == before
     assert all(spend is None for _, spend in before)
 
 
 @pytest.mark.parametrize(("min_nodes", "completes"), [(1, True), (2, False)])
-def test_a_supernode_killed_mid_round(tmp_path: Path, fed_model: TinyModelPaths, min_nodes: int, completes: bool) -> None:
+def test_a_supernode_killed_mid_round(
+    tmp_path: Path, fed_model: TinyModelPaths, min_nodes: int, completes: bool
+) -> None:
     owners = make_owners(tmp_path, fed_model)
     with LocalFederation([o.spec for o in owners], tmp_path / "fed") as fed:
-        run_id = fed.submit(run_config(tmp_path / "out", fed_model, **{"num-server-rounds": 1, "min-nodes": min_nodes, "round-timeout": 45.0, "local-steps": 2, "job-id": f"job-kill-{min_nodes}"}))
+        run_id = fed.submit(
+            run_config(
+                tmp_path / "out",
+                fed_model,
+                **{
+                    "num-server-rounds": 1,
+                    "min-nodes": min_nodes,
+                    "round-timeout": 60.0,
+                    "local-steps": 1,
+                    "job-id": f"job-kill-{min_nodes}",
+                },
+            )
+        )
         deadline = time.monotonic() + 60
         log = tmp_path / "fed" / "logs" / "supernode-1.log"
         while time.monotonic() < deadline and "flwr-clientapp" not in log.read_text():
@@ -162,3 +248,23 @@ def test_a_supernode_killed_mid_round(tmp_path: Path, fed_model: TinyModelPaths,
     else:
         assert outcome.status == "finished:failed"
         assert "min-nodes is 2" in metrics["reason"]
+
+
+def test_secagg_mode_aggregates_the_masked_adapters_and_records_each_node(
+    federation: tuple[LocalFederation, list[Owner]], fed_model: TinyModelPaths, tmp_path: Path
+) -> None:
+    fed, owners = federation
+    config = run_config(
+        tmp_path, fed_model, **{"num-server-rounds": 1, "aggregation": "secagg", "job-id": "job-sa"}
+    )
+    outcome = fed.run(config, timeout=300)
+    assert outcome.ok, outcome.details
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["aggregation"] == "secagg" and metrics["rounds"][0]["accepted"] == 2
+    _, arrays, _ = load_state(tmp_path)
+    assert all(np.isfinite(a).all() for a in arrays.values()) and any(
+        a.any() for a in arrays.values()
+    )
+    assert Path(metrics["final"]["kohya"]).is_file()
+    ledgers = sorted(o.ledger.job_spend(o.key, "job-sa").epsilon for o in owners)  # type: ignore[union-attr]
+    assert np.allclose(sorted(float(n["epsilon"]) for n in metrics["nodes"].values()), ledgers)
