@@ -213,6 +213,9 @@ class SampleImage(models.Model):
     class Meta:
         ordering = ("created_at",)
 
+    def __str__(self) -> str:
+        return f"Sample image {self.pk} of version {self.version_id}"
+
 
 class DatasetKind(models.TextChoices):
     PUBLIC = "public", "Public (hosted files)"
@@ -282,6 +285,9 @@ class DatasetPreview(models.Model):
     image = models.ImageField(upload_to="dataset-previews/%Y/%m/")
     caption = models.CharField(max_length=500, blank=True)
 
+    def __str__(self) -> str:
+        return f"Preview {self.pk} of dataset version {self.dataset_version_id}"
+
 
 class LineageRelation(models.TextChoices):
     ADAPTER = "adapter", "Adapter of"
@@ -321,6 +327,10 @@ class Lineage(models.Model):
                 name="lineage_exactly_one_parent",
             )
         ]
+
+    def __str__(self) -> str:
+        parent = self.parent_version_id or f"dataset {self.parent_dataset_id}"
+        return f"{self.child_id} {self.relation} {parent}"
 
 
 class UploadStatus(models.TextChoices):

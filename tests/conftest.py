@@ -137,7 +137,8 @@ def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: 
             if b"ready." in (tmp_path / "celery-worker.log").read_bytes():
                 break
             if proc.poll() is not None:
-                pytest.fail("the Celery worker exited: " + (tmp_path / "celery-worker.log").read_text())
+                output = (tmp_path / "celery-worker.log").read_text()
+                pytest.fail("the Celery worker exited: " + output)
             time.sleep(0.2)
         else:
             pytest.fail("the Celery worker did not start in 60 s")

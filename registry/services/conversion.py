@@ -96,7 +96,7 @@ def model_file_convert(*, model_file_id: int) -> ModelFile | None:
         try:
             assert_safe_pickle(pickled)
             loaded = torch.load(pickled, map_location="cpu", weights_only=True)
-        except (SdcoreError, Exception) as exc:  # noqa: BLE001 - any load failure is reported
+        except (SdcoreError, Exception) as exc:
             _fail(source, f"Could not load the file with weights_only=True: {exc}")
             log.info("conversion of file %s failed: %s", source.pk, exc)
             return None
