@@ -10,7 +10,8 @@ from core.errors import ApplicationError, ConflictError, NotFoundError
 from marketplace.models import Review
 from marketplace.selectors import is_entitled
 from registry.access import can_view_version
-from registry.models import Model, ModelVersion
+from registry.models import ModelVersion
+from registry.services.catalog import model_rating_set
 
 
 @transaction.atomic
@@ -40,7 +41,7 @@ def review_create(
     stats = Review.objects.filter(model_version__model_id=version.model_id).aggregate(
         avg=Avg("rating"), n=Count("pk")
     )
-    Model.objects.filter(pk=version.model_id).update(
-        rating_avg=float(stats["avg"] or 0), rating_count=stats["n"]
+    model_rating_set(
+        model_id=version.model_id, average=float(stats["avg"] or 0), count=stats["n"]
     )
     return review

@@ -299,6 +299,11 @@ def model_latest_published_refresh(*, model_id: int) -> None:
     Model.objects.filter(pk=model_id).update(latest_published_at=latest)
 
 
+def model_rating_set(*, model_id: int, average: float, count: int) -> None:
+    """The denormalised rating that sorting uses; the marketplace owns the reviews."""
+    Model.objects.filter(pk=model_id).update(rating_avg=average, rating_count=count)
+
+
 def download_count_increment(*, target: ModelVersion | DatasetVersion) -> None:
     type(target).objects.filter(pk=target.pk).update(download_count=F("download_count") + 1)
     if isinstance(target, ModelVersion):
