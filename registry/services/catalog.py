@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -84,7 +84,7 @@ def _tags(names: Iterable[str]) -> list[Tag]:
     return [Tag.objects.get_or_create(name=n)[0] for n in cleaned]
 
 
-def _unique_slug(queryset, name: str) -> str:  # type: ignore[no-untyped-def]
+def _unique_slug(queryset: QuerySet, name: str) -> str:
     base = slugify(name)[:180] or "untitled"
     slug, n = base, 1
     while queryset.filter(slug=slug).exists():
@@ -109,6 +109,25 @@ def model_search_vector_update(*, model: Model) -> None:
     )
 
 
+def _listing_fields(
+    *, owner: AbstractBaseUser, queryset: QuerySet, name: str, what: str, kind: str,
+    kinds: type, description: str, visibility: str,
+) -> dict[str, object]:
+    """The validated fields models and datasets share: name, unique slug, kind, text."""
+    name = name.strip()
+    if not name:
+        raise ApplicationError(f"A {what} needs a name.", code="name_required")
+    return {
+        "owner": owner,
+        "name": name[:200],
+        "slug": _unique_slug(queryset.filter(owner=owner), name),
+        "kind": _choice(kind, kinds, "kind"),
+        "description": description,
+        "description_html": render_markdown(description),
+        "visibility": _choice(visibility, Visibility, "visibility"),
+    }
+
+
 @transaction.atomic
 def model_create(
     *,
@@ -119,17 +138,11 @@ def model_create(
     tags: Sequence[str] = (),
     visibility: str = Visibility.PUBLIC,
 ) -> Model:
-    name = name.strip()
-    if not name:
-        raise ApplicationError("A model needs a name.", code="name_required")
     model = Model.objects.create(
-        owner=owner,
-        name=name[:200],
-        slug=_unique_slug(Model.objects.filter(owner=owner), name),
-        kind=_choice(kind, ModelKind, "kind"),
-        description=description,
-        description_html=render_markdown(description),
-        visibility=_choice(visibility, Visibility, "visibility"),
+        **_listing_fields(
+            owner=owner, queryset=Model.objects.all(), name=name, what="model", kind=kind,
+            kinds=ModelKind, description=description, visibility=visibility,
+        )
     )
     model.tags.set(_tags(tags))
     model_search_vector_update(model=model)
@@ -320,17 +333,11 @@ def dataset_create(
     tags: Sequence[str] = (),
     visibility: str = Visibility.PUBLIC,
 ) -> Dataset:
-    name = name.strip()
-    if not name:
-        raise ApplicationError("A dataset needs a name.", code="name_required")
     dataset = Dataset.objects.create(
-        owner=owner,
-        name=name[:200],
-        slug=_unique_slug(Dataset.objects.filter(owner=owner), name),
-        kind=_choice(kind, DatasetKind, "kind"),
-        description=description,
-        description_html=render_markdown(description),
-        visibility=_choice(visibility, Visibility, "visibility"),
+        **_listing_fields(
+            owner=owner, queryset=Dataset.objects.all(), name=name, what="dataset", kind=kind,
+            kinds=DatasetKind, description=description, visibility=visibility,
+        )
     )
     dataset.tags.set(_tags(tags))
     return dataset
