@@ -9,9 +9,11 @@ STAMP := $(VENV)/.installed
 # Tests use the real PostgreSQL and Redis on loopback; override to point elsewhere.
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/atelier
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+# The cache (rate limits, lockouts) gets a Redis database of its own: tests clear it.
+TEST_CACHE_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
 
-.PHONY: install demo test services lint bench clean
+.PHONY: install demo test services lint bench clean fuzz backup restore
 
 install: $(STAMP)
 
@@ -31,6 +33,7 @@ demo: install
 
 test: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
+	REDIS_CACHE_URL=$(TEST_CACHE_URL) \
 	SECRET_KEY=test-only ATELIER_HTTPS=0 HF_HUB_OFFLINE=1 \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -39,6 +42,22 @@ lint: install
 
 bench: install services
 	bash bench/run_all.sh
+
+# A longer schemathesis run: every operation as every role, FUZZ_EXAMPLES cases each.
+FUZZ_EXAMPLES ?= 50
+fuzz: install services
+	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
+	SECRET_KEY=test-only ATELIER_HTTPS=0 HF_HUB_OFFLINE=1 SECURITY_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) \
+	$(PY) -m pytest -p no:cacheprovider tests/security/test_api_fuzz.py -k every_operation $(PYTEST_ARGS)
+
+# Backups (docs/backups.md): DATABASE_URL and MEDIA_ROOT name what to save or fill.
+BACKUP_DIR ?= var/backups
+backup:
+	bash scripts/backup.sh $(BACKUP_DIR)
+
+restore:
+	test -n "$(FROM)" || { echo "make restore FROM=var/backups/atelier-..." >&2; exit 2; }
+	bash scripts/restore.sh $(FROM)
 
 clean:
 	rm -rf var test-artifacts

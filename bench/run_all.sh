@@ -13,4 +13,7 @@ mkdir -p "$(dirname "$LOG")"
   "$PY" bench/ingest.py --size 2G
   "$PY" bench/download.py --size 2G
   "$PY" bench/browse.py --models 100000 --versions 300000
+  # Federated job through the site vs the same `flwr run` by hand (needs Redis: BENCH_REDIS_URL).
+  HF_HUB_OFFLINE=1 "$PY" bench/coordinator.py --out var/bench-coordinator.json
+  if command -v wrk >/dev/null; then "$PY" bench/load.py --seconds 35; fi
 } 2>&1 | tee -a "$LOG"

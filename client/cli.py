@@ -4,7 +4,7 @@
     atelier whoami
     atelier push PATH --name NAME --kind lora [--version v1] [--trigger WORD ...] [--publish]
     atelier pull MODEL[@VERSION] [--out DIR]
-    atelier node init | add-dataset PATH | start --superlink HOST:PORT | status   (client/node.py)
+    atelier node init | add-dataset | register | publish | start | status   (client/node.py)
 
 Uploads stream in chunks and resume: the upload id is remembered per file (path, size,
 modification time), and a rerun asks the server how many bytes it has and sends the rest.

@@ -223,6 +223,21 @@ class VersionInfo:
         )
 
 
+@dataclass(frozen=True)
+class NodeRegistration:
+    """A node registered on the site; ``token`` (``atn_...``) is shown once, keep it secret."""
+
+    id: int | str
+    name: str
+    token: str
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> NodeRegistration:
+        if not data.get("token") or "id" not in data:
+            raise AtelierError("The site registered the node but sent no node id or token.")
+        return cls(id=data["id"], name=str(data.get("name", "")), token=str(data["token"]))
+
+
 # --- the client ------------------------------------------------------------------------------
 
 
@@ -441,6 +456,50 @@ class AtelierClient:
         return VersionInfo.from_json(
             self._json("GET", f"/api/v1/versions/{version_id}", not_found=ModelNotFoundError)
         )
+
+    # -- federated nodes (a data owner's node; see client/node.py) --
+
+    def node_register(self, *, name: str, public_key: str) -> NodeRegistration:
+        """``POST /api/federated/nodes`` as the logged-in owner: a new node and its token."""
+        if not self.token:
+            raise NotLoggedInError()
+        body = self._json(
+            "POST", "/api/federated/nodes", json={"name": name, "public_key": public_key}
+        )
+        return NodeRegistration.from_json(body)
+
+    def dataset_publish(
+        self,
+        *,
+        node_id: int | str,
+        name: str,
+        description: str,
+        manifest: dict[str, Any],
+        terms: dict[str, Any],
+    ) -> dict[str, Any]:
+        """``POST /api/federated/datasets``: list a private dataset (its manifest, never data)."""
+        if not self.token:
+            raise NotLoggedInError()
+        return self._json(
+            "POST",
+            "/api/federated/datasets",
+            json={
+                "node_id": node_id,
+                "name": name,
+                "description": description,
+                "manifest": manifest,
+                "terms": terms,
+            },
+        )
+
+    def node_heartbeat(
+        self, *, datasets: Sequence[str], version: str, flwr_node_id: str = ""
+    ) -> dict[str, Any]:
+        """``POST /api/federated/nodes/heartbeat`` with the NODE token (this client's token)."""
+        payload: dict[str, Any] = {"datasets": list(datasets), "version": version}
+        if flwr_node_id:
+            payload["flwr_node_id"] = flwr_node_id
+        return self._json("POST", "/api/federated/nodes/heartbeat", json=payload)
 
     # -- downloads --
 

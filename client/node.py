@@ -2,7 +2,11 @@
 
     atelier node init [--node-dir DIR] [--force]
     atelier node add-dataset PATH --epsilon E --delta D [--trigger WORD] [--resolution R]
-    atelier node start --superlink HOST:PORT --base-model PATH [--dataset PATH]
+    atelier node register --name NAME [--site URL] [--force]
+    atelier node publish PATH --name NAME --price-per-example N --epsilon-per-job E
+                         [--epsilon-lifetime L] [--delta D] [--approval auto|manual]
+                         [--families sd1,...] [--uses ...] [--commercial] [--description TEXT]
+    atelier node start --superlink HOST:PORT [--base-model PATH] [--dataset PATH]
                        [--insecure | --root-certificates PEM] [--trusted-entities YAML] [--dry-run]
     atelier node status
 
@@ -10,9 +14,16 @@ The node folder (``--node-dir``, ``$ATELIER_NODE_DIR``, default ``~/.atelier/nod
 the SuperNode key pair (ECDSA P-256, as Flower's SuperNode authentication expects: an
 OpenSSH private key that ``flower-supernode --auth-supernode-private-key`` loads, mode
 0600, and an OpenSSH public key to register with the SuperLink), the privacy ledger
-(``ledger.db``), the node's datasets (``node.json``) and its cache. Private images never
-leave the machine: ``add-dataset`` prints exactly what would be published (the manifest:
-counts and hashes) and the dataset report.
+(``ledger.db``), the node's datasets (``node.json``), its cache (base models fetched per
+job, latent caches) and, once registered on a site, ``registration.json`` (mode 0600: the
+site, the node's id and its node token). Private images never leave the machine:
+``add-dataset`` prints exactly what would be published (the manifest: counts and hashes) and
+the dataset report; ``publish`` sends that manifest and the owner's terms, nothing else.
+
+``start`` serves every dataset of the node (the ClientApp trains, per job, on the one whose
+manifest the job lists) or only ``--dataset``; without ``--base-model`` each job's base model
+is fetched from the site once and kept in the cache. A registered node sends a heartbeat to
+the site every 30 s while the SuperNode runs (failures are logged, never fatal).
 """
 
 from __future__ import annotations
@@ -21,15 +32,28 @@ import argparse
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
-from client.http import AtelierError
+from client import __version__
+from client.config import Config, read_json, write_private_json
+from client.http import AtelierClient, AtelierError, NotLoggedInError
 
-__all__ = ["add_node_parser", "cmd_node"]
+__all__ = ["Heartbeat", "Served", "add_node_parser", "cmd_node"]
 
 KEY_NAME = "node.key"
+REGISTRATION = "registration.json"
+HEARTBEAT_SECONDS = 30.0
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+# The site's base-model families (registry.models.BaseModelFamily), with common spellings.
+FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "other")
+FAMILY_ALIASES = {"sd15": "sd1", "sd1.5": "sd1", "sd21": "sd2", "sd2.1": "sd2"}
 
 
 class NodeUsageError(AtelierError):
@@ -51,6 +75,15 @@ def _save(node_dir: Path, data: dict[str, object]) -> None:
     tmp = node_dir / ".node.json.tmp"
     tmp.write_text(json.dumps(data, indent=2, sort_keys=True), encoding="utf-8")
     os.replace(tmp, node_dir / "node.json")
+
+
+def _registration(node_dir: Path) -> dict[str, object]:
+    """What ``atelier node register`` stored ({} when the node is not registered)."""
+    return read_json(node_dir / REGISTRATION)
+
+
+def _datasets(node_dir: Path) -> dict[str, dict[str, object]]:
+    return dict(_load(node_dir).get("datasets", {}))  # type: ignore[call-overload]  # by _save
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -126,15 +159,17 @@ def cmd_add_dataset(args: argparse.Namespace) -> int:
     return EXIT_OK if report.ok else EXIT_ERROR
 
 
-def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
-    from federated.engine.localfed import toml_value
+@dataclass(frozen=True)
+class Served:
+    """What a SuperNode serves: its node-config entries and the datasets' manifest hashes."""
 
-    key_path = node_dir / KEY_NAME
-    if not key_path.is_file():
-        raise AtelierError(
-            f"this node has no key pair in {node_dir}; run `atelier node init` first"
-        )
-    datasets = dict(_load(node_dir).get("datasets", {}))  # type: ignore[call-overload]
+    config: dict[str, str]
+    manifests: list[str]
+
+
+def _served(args: argparse.Namespace, node_dir: Path) -> Served:
+    """Every dataset of the node (``node-file``), or only ``--dataset`` (``dataset-path``)."""
+    datasets = _datasets(node_dir)
     if not datasets:
         raise AtelierError(
             "this node has no dataset; run `atelier node add-dataset PATH ...` first"
@@ -145,21 +180,40 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
             raise AtelierError(
                 f"{chosen} is not one of this node's datasets ({', '.join(datasets)})"
             )
-    elif len(datasets) == 1:
-        chosen = next(iter(datasets))
+        served = {chosen: datasets[chosen]}
+        config = {"dataset-path": chosen}
     else:
-        raise NodeUsageError("this node has several datasets; choose one with --dataset")
-    if not Path(args.base_model).exists():
+        served, config = datasets, {"node-file": str(node_dir / "node.json")}
+    hashes = [str(d.get("manifest-hash") or "") for d in served.values()]
+    return Served(config=config, manifests=[h for h in hashes if h])
+
+
+def _require_key(node_dir: Path) -> Path:
+    key_path = node_dir / KEY_NAME
+    if not key_path.is_file() or not key_path.with_name(KEY_NAME + ".pub").is_file():
+        raise AtelierError(
+            f"this node has no key pair in {node_dir}; run `atelier node init` first"
+        )
+    return key_path
+
+
+def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
+    from federated.engine.localfed import toml_value
+
+    key_path = _require_key(node_dir)
+    served = _served(args, node_dir)
+    if args.base_model and not Path(args.base_model).exists():
         raise AtelierError(f"base model {args.base_model} does not exist")
     host, _, port = args.superlink.rpartition(":")
     if not host or not port.isdigit():
         raise NodeUsageError(f"--superlink must be HOST:PORT, got {args.superlink!r}")
     config = {
-        "dataset-path": chosen,
+        **served.config,
         "cache-dir": str(node_dir / "cache"),
         "ledger-path": str(node_dir / "ledger.db"),
-        "base-model-path": str(Path(args.base_model).resolve()),
     }
+    if args.base_model:
+        config["base-model-path"] = str(Path(args.base_model).resolve())
     exe = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
     command = [
         exe,
@@ -190,18 +244,221 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
     return command
 
 
+def _log(message: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} atelier node: {message}", file=sys.stderr, flush=True)
+
+
+class Heartbeat(threading.Thread):
+    """Tell the site every ``interval`` seconds that this node is online and what it serves.
+
+    Runs beside the SuperNode; a failed heartbeat is logged and retried at the next beat.
+    """
+
+    def __init__(self, client: AtelierClient, datasets: list[str], interval: float) -> None:
+        super().__init__(name="atelier-heartbeat", daemon=True)
+        self.client, self.datasets, self.interval = client, datasets, interval
+        self.stopped = threading.Event()
+        self.sent = 0
+        self.failed = 0
+
+    def beat(self) -> None:
+        try:
+            self.client.node_heartbeat(datasets=self.datasets, version=__version__)
+        except Exception as err:  # logged, never fatal: the SuperNode keeps running
+            self.failed += 1
+            _log(f"heartbeat to {self.client.site} failed: {err}")
+            return
+        if self.sent == 0 or self.failed:
+            _log(f"heartbeat to {self.client.site}: online")
+        self.sent += 1
+        self.failed = 0
+
+    def run(self) -> None:
+        while True:
+            self.beat()
+            if self.stopped.wait(self.interval):
+                return
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
 def cmd_start(args: argparse.Namespace) -> int:
     node_dir = _node_dir(args)
     command = _supernode_command(args, node_dir)
     if args.dry_run:
         print(" ".join(command))
         return EXIT_OK
+    if args.heartbeat_seconds <= 0:
+        raise NodeUsageError(f"--heartbeat-seconds must be positive, got {args.heartbeat_seconds}")
     env = {
         **os.environ,
         "FLWR_HOME": str(node_dir / "flwr-home"),
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
     }
-    os.execvpe(command[0], command, env)  # replaces this process with the SuperNode
+    registration = _registration(node_dir)
+    heartbeat: Heartbeat | None = None
+    if registration.get("token") and registration.get("site"):
+        client = AtelierClient(str(registration["site"]), str(registration["token"]))
+        heartbeat = Heartbeat(client, _served(args, node_dir).manifests, args.heartbeat_seconds)
+    else:
+        _log("not registered on a site (atelier node register): no heartbeat")
+    proc = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    if heartbeat:
+        heartbeat.start()
+    try:
+        code = proc.wait()
+    finally:
+        if heartbeat:
+            heartbeat.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
+    return code if code >= 0 else EXIT_OK  # ended by the signal we forwarded
+
+
+def _owner_client(site: str) -> AtelierClient:
+    """The logged-in owner's client (``atelier login``) on ``site`` (default: the login's)."""
+    config = Config.load()
+    if not config.token:
+        raise NotLoggedInError()
+    return AtelierClient(site or config.site, config.token)
+
+
+def cmd_register(args: argparse.Namespace) -> int:
+    node_dir = _node_dir(args)
+    name = args.name.strip()
+    if not name:
+        raise NodeUsageError("--name must not be empty")
+    pub_path = _require_key(node_dir).with_name(KEY_NAME + ".pub")
+    existing = _registration(node_dir)
+    if existing.get("token") and not args.force:
+        raise AtelierError(
+            f"this node is already registered on {existing.get('site')} as node "
+            f"{existing.get('id')}; use --force to register it again"
+        )
+    client = _owner_client(args.site or "")
+    site = client.site
+    node = client.node_register(name=name, public_key=pub_path.read_text("ascii").strip())
+    path = node_dir / REGISTRATION
+    write_private_json(path, {"site": site, "id": node.id, "name": node.name, "token": node.token})
+    print(f"registered node {node.name or name!r} (id {node.id}) on {site}")
+    print(f"the node token is stored in {path} (readable by you only)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _families(text: str) -> list[str]:
+    families = []
+    for item in (t.strip().lower() for t in text.split(",")):
+        if not item:
+            continue
+        family = FAMILY_ALIASES.get(item, item)
+        if family not in FAMILIES:
+            raise NodeUsageError(
+                f"--families: unknown family {item!r} (choose from {', '.join(FAMILIES)})"
+            )
+        families.append(family)
+    if not families:
+        raise NodeUsageError("--families must name at least one base-model family")
+    return list(dict.fromkeys(families))
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from federated.engine.dataset import read_dataset
+    from federated.engine.errors import EngineError
+    from federated.engine.ledger import PrivacyLedger
+
+    node_dir = _node_dir(args)
+    key = str(Path(args.path).resolve())
+    datasets = _datasets(node_dir)
+    if key not in datasets:
+        raise AtelierError(
+            f"{key} is not one of this node's datasets; run `atelier node add-dataset` first"
+        )
+    registration = _registration(node_dir)
+    node_id = registration.get("id")
+    if not isinstance(node_id, int | str) or not node_id:
+        raise AtelierError("this node is not registered on a site; run `atelier node register`")
+    if not args.name.strip():
+        raise NodeUsageError("--name must not be empty")
+    if args.price_per_example < 0:
+        raise NodeUsageError(f"--price-per-example must be 0 or more, got {args.price_per_example}")
+    budget = PrivacyLedger(node_dir / "ledger.db").budget(key)
+    if budget is None:
+        raise AtelierError(f"{key} has no privacy budget; run `atelier node add-dataset` first")
+    lifetime = budget.epsilon if args.epsilon_lifetime is None else args.epsilon_lifetime
+    delta = budget.delta if args.delta is None else args.delta
+    if not args.epsilon_per_job > 0:
+        raise NodeUsageError(f"--epsilon-per-job must be positive, got {args.epsilon_per_job}")
+    if not lifetime >= args.epsilon_per_job:
+        raise NodeUsageError(
+            f"--epsilon-per-job ({args.epsilon_per_job:g}) is more than the lifetime budget "
+            f"({lifetime:g})"
+        )
+    if lifetime > budget.epsilon:
+        raise NodeUsageError(
+            f"--epsilon-lifetime {lifetime:g} is more than this node allows for the dataset "
+            f"(epsilon {budget.epsilon:g}, set by add-dataset): the node would refuse the jobs"
+        )
+    if not 0 < delta <= budget.delta:
+        raise NodeUsageError(
+            f"--delta must be positive and at most the node's {budget.delta:g}, got {delta:g}"
+        )
+    families = _families(args.families) if args.families else None
+    try:
+        manifest = read_dataset(Path(key)).manifest()
+    except EngineError as err:
+        raise AtelierError(err.message) from err
+    recorded = datasets[key].get("manifest-hash")
+    if manifest.manifest_hash != recorded:
+        raise AtelierError(
+            f"{key} changed since `atelier node add-dataset` (its manifest is now "
+            f"{manifest.manifest_hash[:12]}, not {str(recorded)[:12]}); run add-dataset again"
+        )
+    client = _owner_client(args.site or str(registration.get("site") or ""))
+    site = client.site
+    uses = [u.strip() for u in (args.uses or "").split(",") if u.strip()]
+    terms: dict[str, object] = {
+        "price_per_example_round": args.price_per_example,
+        "commercial_use": bool(args.commercial),
+        "epsilon_per_job": args.epsilon_per_job,
+        "delta": delta,
+        "epsilon_lifetime": lifetime,
+        "approval": args.approval,
+        "require_dp": True,  # the node's ledger trains only with DP-SGD
+    }
+    if families:  # otherwise the site's defaults
+        terms["allowed_families"] = families
+    if uses:
+        terms["allowed_uses"] = uses
+    published = client.dataset_publish(
+        node_id=node_id,
+        name=args.name.strip(),
+        description=args.description,
+        manifest={**manifest.to_dict(), "manifest_hash": manifest.manifest_hash},
+        terms=terms,
+    )
+    version_id = published.get("dataset_version_id", published.get("id"))
+    data = _load(node_dir)
+    entry = dict(datasets[key])
+    entry["published"] = {"site": site, "dataset_version_id": version_id}
+    data["datasets"] = {**datasets, key: entry}
+    _save(node_dir, data)
+    print(
+        f"published {args.name.strip()!r} (dataset version {version_id}, manifest "
+        f"{manifest.manifest_hash[:12]}...) on {site}: {manifest.count} examples, price "
+        f"{args.price_per_example} credits per example per round, epsilon {args.epsilon_per_job:g}"
+        f" per job, {lifetime:g} in all, approval {args.approval}"
+    )
+    return EXIT_OK
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -240,12 +497,15 @@ def cmd_node(args: argparse.Namespace) -> int:
     handler = {
         "init": cmd_init,
         "add-dataset": cmd_add_dataset,
+        "register": cmd_register,
+        "publish": cmd_publish,
         "start": cmd_start,
         "status": cmd_status,
     }.get(args.node_command or "")
     if handler is None:
         print(
-            "atelier node: error: choose a command: init, add-dataset, start, status",
+            "atelier node: error: choose a command: "
+            "init, add-dataset, register, publish, start, status",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -277,10 +537,56 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     add.add_argument("--delta", type=float, required=True)
     add.add_argument("--trigger", help="a word every caption should contain")
     add.add_argument("--resolution", type=int, default=512)
+    site = argparse.ArgumentParser(add_help=False)
+    site.add_argument("--site", help="the site's URL (default: the one you logged in to)")
+    register = node_sub.add_parser(
+        "register", parents=[common, site], help="register this node on the site (login needed)"
+    )
+    register.add_argument("--name", required=True, help="the node's name on the site")
+    register.add_argument("--force", action="store_true", help="register again (a new token)")
+    publish = node_sub.add_parser(
+        "publish",
+        parents=[common, site],
+        help="list one of the node's datasets on the site: its manifest and your terms",
+    )
+    publish.add_argument("path", help="a dataset added with `atelier node add-dataset`")
+    publish.add_argument("--name", required=True)
+    publish.add_argument("--description", default="", help="Markdown")
+    publish.add_argument(
+        "--price-per-example",
+        type=int,
+        required=True,
+        metavar="CREDITS",
+        help="credits per example per round",
+    )
+    publish.add_argument("--epsilon-per-job", type=float, required=True)
+    publish.add_argument(
+        "--epsilon-lifetime", type=float, help="default: the node's budget for the dataset"
+    )
+    publish.add_argument("--delta", type=float, help="default: the node's delta for the dataset")
+    publish.add_argument("--approval", choices=("auto", "manual"), default="manual")
+    publish.add_argument(
+        "--families",
+        help=f"comma-separated, from {', '.join(FAMILIES)} (default: the site's, SD 1.x and 2.x)",
+    )
+    publish.add_argument(
+        "--uses", help="comma-separated uses you allow (default: the site's, every use)"
+    )
+    publish.add_argument(
+        "--commercial", action="store_true", help="trained models may be used commercially"
+    )
     start = node_sub.add_parser("start", parents=[common], help="run the SuperNode")
     start.add_argument("--superlink", required=True, metavar="HOST:PORT")
-    start.add_argument("--base-model", required=True, help="the base model in the node's cache")
-    start.add_argument("--dataset", help="which of the node's datasets (default: the only one)")
+    start.add_argument(
+        "--base-model", help="a local base model (default: each job's, fetched from the site)"
+    )
+    start.add_argument("--dataset", help="serve only this dataset (default: all of the node's)")
+    start.add_argument(
+        "--heartbeat-seconds",
+        type=float,
+        default=HEARTBEAT_SECONDS,
+        help=f"seconds between heartbeats to the site (default: {HEARTBEAT_SECONDS:g})",
+    )
     start.add_argument(
         "--port", type=int, default=9094, help="the ClientApp runtime port (default: 9094)"
     )

@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "registry",
     "marketplace",
     "federated",
+    "studio",
 ]
 
 MIDDLEWARE = [
@@ -54,6 +55,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "core.security.ContentSecurityPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -69,6 +71,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "core.security.csp_nonce",
             ],
         },
     },
@@ -89,13 +92,20 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# Argon2id first (argon2-cffi); the others still verify older hashes and upgrade them on login.
 PASSWORD_HASHERS = env.list(
     "PASSWORD_HASHERS",
     default=[
+        "django.contrib.auth.hashers.Argon2PasswordHasher",
         "django.contrib.auth.hashers.PBKDF2PasswordHasher",
         "django.contrib.auth.hashers.ScryptPasswordHasher",
     ],
 )
+# Log in through the lockout backend (core.security); ModelBackend stays for sessions it made.
+AUTHENTICATION_BACKENDS = [
+    "core.security.LockoutModelBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "registry:browse"
 LOGOUT_REDIRECT_URL = "registry:browse"
@@ -151,6 +161,14 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    # Rate limits (core.throttles): "N/second|minute|hour|day", from the environment.
+    "DEFAULT_THROTTLE_CLASSES": ["core.throttles.ApiThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "api": env.str("ATELIER_RATE_API", default="3000/min"),
+        "login": env.str("ATELIER_RATE_LOGIN", default="30/min"),
+        "downloads": env.str("ATELIER_RATE_DOWNLOADS", default="600/min"),
+        "generation": env.str("ATELIER_RATE_GENERATION", default="30/min"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Atelier API",
@@ -158,6 +176,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "core.schema.add_error_responses",
+    ],
 }
 
 # Celery: Redis in tests and production; tasks run in-process when no broker is configured.
@@ -202,3 +224,81 @@ SECURE_HSTS_PRELOAD = HTTPS
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 WHITENOISE_USE_FINDERS = True
+
+# --- Security: caches (throttle counters, lockouts), lockout, quotas, CSP -----------------
+# Redis in tests and production (REDIS_CACHE_URL, a database of its own: tests clear it);
+# a per-process local-memory cache for the demo.
+REDIS_CACHE_URL = env.str("REDIS_CACHE_URL", default="")
+if REDIS_CACHE_URL:
+    CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_CACHE_URL,
+            "KEY_PREFIX": "atelier",
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# N failed logins for one username from one address lock that pair out for the window.
+ATELIER_LOGIN_MAX_FAILURES = env.int("ATELIER_LOGIN_MAX_FAILURES", default=10)
+ATELIER_LOGIN_LOCKOUT_SECONDS = env.int("ATELIER_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Bytes each user may keep in completed uploads (0: no quota). Staff are not limited.
+ATELIER_UPLOAD_QUOTA_BYTES = env.int("ATELIER_UPLOAD_QUOTA_BYTES", default=100 * 1024**3)
+# Content-Security-Policy: scripts only from our origin or with the per-response nonce.
+ATELIER_CSP = env.str(
+    "ATELIER_CSP",
+    default=(
+        "default-src 'self'; script-src 'self' 'nonce-{nonce}'; "
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data: blob:; "
+        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'self'; "
+        "form-action 'self'; frame-ancestors 'none'"
+    ),
+)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = "Lax"
+CSRF_COOKIE_SAMESITE = "Lax"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# A task whose worker died unacknowledged (acks_late) goes back to the queue after this.
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    }
+
+# --- Federated jobs: the coordinator's SuperLink (federated.coordinator) -------------------
+# The SuperLink's Control API (host:port on a private address; the site is its only client).
+# Empty: no federation, jobs stay queued. TLS unless it is on loopback (or set explicitly).
+ATELIER_SUPERLINK = env.str("ATELIER_SUPERLINK", default="")
+ATELIER_SUPERLINK_INSECURE = env.bool(
+    "ATELIER_SUPERLINK_INSECURE",
+    default=ATELIER_SUPERLINK.rsplit(":", 1)[0].strip("[]") in {"127.0.0.1", "localhost", "::1"},
+)
+ATELIER_SUPERLINK_ROOT_CERTIFICATES = env.str("ATELIER_SUPERLINK_ROOT_CERTIFICATES", default="")
+ATELIER_FLWR_HOME = Path(env.str("ATELIER_FLWR_HOME", default=str(VAR_DIR / "flwr")))
+# ServerApp out-dirs, one per job: shared between the Celery workers and the SuperLink host.
+ATELIER_FEDERATION_DIR = Path(
+    env.str("ATELIER_FEDERATION_DIR", default=str(VAR_DIR / "federation"))
+)
+ATELIER_SITE_URL = SITE_URL  # the base URL nodes and the ServerApp use to reach the site
+ATELIER_JOB_POLL_SECONDS = env.float("ATELIER_JOB_POLL_SECONDS", default=10.0)
+CELERY_BEAT_SCHEDULE = {
+    "federated-jobs-reconcile": {
+        "task": "federated.tasks.jobs_reconcile",
+        "schedule": env.float("ATELIER_JOB_RECONCILE_SECONDS", default=300.0),
+    },
+}
+
+# --- Studio: image generation on the Celery worker (studio/limits.py reads these) ---------
+# "auto": CUDA when the worker sees a GPU, else CPU. A GPU worker can take generations on a
+# queue of its own (`celery worker -Q generation`, with ATELIER_GENERATION_QUEUE=generation).
+ATELIER_GENERATION_DEVICE = env.str("ATELIER_GENERATION_DEVICE", default="auto")
+ATELIER_GENERATION_QUEUE = env.str("ATELIER_GENERATION_QUEUE", default="")
+ATELIER_GENERATION_MAX_STEPS = env.int("ATELIER_GENERATION_MAX_STEPS", default=50)
+ATELIER_GENERATION_MAX_SIDE = env.int("ATELIER_GENERATION_MAX_SIDE", default=1024)
+ATELIER_GENERATION_MAX_PIXELS = env.int("ATELIER_GENERATION_MAX_PIXELS", default=1024 * 768)
+ATELIER_GENERATION_MAX_ACTIVE = env.int("ATELIER_GENERATION_MAX_ACTIVE", default=3)
+ATELIER_GENERATION_TIME_LIMIT = env.int("ATELIER_GENERATION_TIME_LIMIT", default=600)
+# Model files the worker loads (links to stored blobs, or copies from object storage).
+ATELIER_MODEL_CACHE_DIR = Path(
+    env.str("ATELIER_MODEL_CACHE_DIR", default=str(VAR_DIR / "model-cache"))
+)

@@ -13,9 +13,15 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("api/v1/auth/", include("core.api_urls")),
+    path("api/federated/", include("federated.urls")),
+    path("", include("studio.urls")),
     path("", include("marketplace.urls")),
     path("", include("registry.urls")),
 ]
 
 # Sample images and previews in the demo (DEBUG); production serves media from storage.
 urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+# Unmatched and crashing API requests answer in the JSON error shape too (core.errors).
+handler404 = "core.errors.handler404"
+handler500 = "core.errors.handler500"

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from django.contrib.auth import authenticate
 from drf_spectacular.utils import extend_schema
-from rest_framework import serializers, status
+from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError
+from core.security import lockout_message
 from core.services import token_create, token_revoke
+from core.throttles import ApiThrottle, LoginThrottle
 
 
 class TokenOutputSerializer(serializers.Serializer):
@@ -26,6 +28,7 @@ class TokenCreateApi(APIView):
     """Create a token, either logged in (session or token) or with username and password."""
 
     permission_classes = [AllowAny]
+    throttle_classes = [ApiThrottle, LoginThrottle]
 
     class InputSerializer(serializers.Serializer):
         name = serializers.CharField(max_length=100, default="cli")
@@ -48,6 +51,11 @@ class TokenCreateApi(APIView):
                 username=data.validated_data["username"],
                 password=data.validated_data.get("password", ""),
             )
+            locked = getattr(request._request, "login_lockout", 0)
+            if user is None and locked:
+                raise exceptions.Throttled(
+                    wait=locked, detail=lockout_message(locked), code="locked_out"
+                )
             if user is None:
                 raise ApplicationError(
                     "Wrong username or password.", code="bad_credentials", status=401

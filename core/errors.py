@@ -101,7 +101,32 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             "message": _first_message(exc.detail),
             "details": {},
         }
+        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
+            body["details"] = {"retry_after": int(response.get("Retry-After", 1))}
     else:  # pragma: no cover - DRF only handles APIException subclasses
         return response
     response.data = body
     return response
+
+
+_API_PREFIXES = ("/api/", "/civitai/")
+
+
+def handler404(request: Any, exception: Exception | None = None) -> Any:
+    """No route matched: the JSON error shape under the API prefixes, else the HTML page."""
+    if request.path.startswith(_API_PREFIXES):
+        return error_response(NotFoundError("No such route or object.", code="not_found"))
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception or Http404())
+
+
+def handler500(request: Any) -> Any:
+    """An unexpected error: the JSON error shape under the API prefixes, else the HTML page."""
+    if request.path.startswith(_API_PREFIXES):
+        err = ApplicationError("Something went wrong on our side.", code="server_error",
+                               status=500)
+        return error_response(err)
+    from django.views.defaults import server_error
+
+    return server_error(request)

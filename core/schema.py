@@ -34,3 +34,35 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
         self, auto_schema: SpectacularAutoSchema
     ) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "atl_..."}
+
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "description": "Every API error: a stable code, a message for people, and details.",
+    "properties": {
+        "code": {"type": "string"},
+        "message": {"type": "string"},
+        "details": {"type": "object", "additionalProperties": {}},
+    },
+    "required": ["code", "message", "details"],
+}
+
+
+def add_error_responses(
+    result: dict, generator: object, request: object, public: bool
+) -> dict:
+    """Postprocessing hook: every operation documents its 4XX errors in the one shape.
+
+    Declared only where the operation does not describe that status itself.
+    """
+    components = result.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("Error", ERROR_SCHEMA)
+    error = {
+        "description": "An error (see the code and message).",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+    }
+    for operations in result.get("paths", {}).values():
+        for method, operation in operations.items():
+            if method in ("get", "post", "put", "patch", "delete", "head"):
+                operation.setdefault("responses", {}).setdefault("4XX", error)
+    return result

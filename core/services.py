@@ -6,9 +6,11 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.contrib.auth.password_validation import validate_password
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -74,3 +76,46 @@ def token_authenticate(*, secret: str) -> AbstractBaseUser | None:
     if token.last_used_at is None or (now - token.last_used_at).total_seconds() > 60:
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
     return token.user
+
+
+# --- login lockout -------------------------------------------------------------------------
+# Failed logins are counted per (username, client address) in the default cache (Redis in
+# production; ``incr`` is atomic there). The key does not depend on whether the username
+# exists, so a lockout tells nothing about which accounts there are.
+
+
+def _lockout_ident(username: str, address: str) -> str:
+    return hashlib.sha256(f"{username.strip().lower()}\n{address}".encode()).hexdigest()
+
+
+def login_lockout_remaining(*, username: str, address: str) -> int:
+    """Seconds left in this pair's lockout, or 0 when it may try to log in."""
+    until = cache.get(f"login-locked:{_lockout_ident(username, address)}")
+    if until is None:
+        return 0
+    return max(1, int(until - timezone.now().timestamp()))
+
+
+def login_failure_record(*, username: str, address: str) -> int:
+    """Count one failed login; the N-th in a window locks the pair out for the window.
+
+    Returns the failures counted in the current window.
+    """
+    window = settings.ATELIER_LOGIN_LOCKOUT_SECONDS
+    ident = _lockout_ident(username, address)
+    counter = f"login-failures:{ident}"
+    cache.add(counter, 0, timeout=window)
+    try:
+        count = int(cache.incr(counter))
+    except ValueError:  # expired between add and incr
+        cache.set(counter, 1, timeout=window)
+        count = 1
+    if count >= settings.ATELIER_LOGIN_MAX_FAILURES:
+        cache.set(f"login-locked:{ident}", timezone.now().timestamp() + window, timeout=window)
+        cache.delete(counter)
+    return count
+
+
+def login_failures_clear(*, username: str, address: str) -> None:
+    """After a successful login: the pair starts again from zero."""
+    cache.delete(f"login-failures:{_lockout_ident(username, address)}")

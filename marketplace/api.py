@@ -23,6 +23,7 @@ from marketplace.services.ledger import wallet_top_up
 from marketplace.services.listings import listing_create, listing_update
 from marketplace.services.purchases import purchase_create
 from registry.access import can_view_dataset, can_view_version
+from registry.api.common import paginated
 from registry.models import DatasetVersion, ModelVersion
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -101,7 +102,11 @@ class WalletTransactionListApi(APIView):
         memo = serializers.CharField()
         created_at = serializers.DateTimeField(source="transaction.created_at")
 
-    @extend_schema(responses=OutputSerializer(many=True), tags=["wallet"])
+    @extend_schema(
+        operation_id="v1_wallet_transactions_list",
+        responses=paginated("PaginatedWalletTransactionList", OutputSerializer(many=True)),
+        tags=["wallet"],
+    )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.wallet_entries(user=_user(request)),
@@ -186,7 +191,11 @@ class ListingListCreateApi(APIView):
                     "Give exactly one of model_version_id and dataset_version_id.")
             return attrs
 
-    @extend_schema(responses=ListingOutputSerializer(many=True), tags=["listings"])
+    @extend_schema(
+        operation_id="v1_listings_list",
+        responses=paginated("PaginatedListingList", ListingOutputSerializer(many=True)),
+        tags=["listings"],
+    )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         qs: QuerySet[Listing] = selectors.listings_browse()
@@ -308,7 +317,11 @@ class LibraryListApi(APIView):
                 return f"/api/download/models/{obj.model_version_id}"
             return f"/api/download/datasets/{obj.dataset_version_id}"
 
-    @extend_schema(responses=OutputSerializer(many=True), tags=["purchases"])
+    @extend_schema(
+        operation_id="v1_library_list",
+        responses=paginated("PaginatedLibraryList", OutputSerializer(many=True)),
+        tags=["purchases"],
+    )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.library_for(user=_user(request)),
@@ -353,8 +366,9 @@ class ReviewListCreateApi(APIView):
         created_at = serializers.DateTimeField()
 
     @extend_schema(
+        operation_id="v1_reviews_list",
         parameters=[OpenApiParameter("model_version_id", int, required=True)],
-        responses=OutputSerializer(many=True), tags=["reviews"],
+        responses=paginated("PaginatedReviewList", OutputSerializer(many=True)), tags=["reviews"],
     )
     def get(self, request: Request) -> Response:
         from marketplace.models import Review

@@ -19,6 +19,7 @@ from marketplace.exports import statement_response
 from marketplace.models import Payout, ReportReason
 from marketplace.services.payouts import payout_mark_paid, payout_reject, payout_request
 from marketplace.services.reports import report_create
+from registry.api.common import paginated
 from registry.models import Dataset, ModelVersion
 
 
@@ -37,7 +38,11 @@ class PayoutListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         amount = WholeNumberField(min_value=1)
 
-    @extend_schema(responses=PayoutOutputSerializer(many=True), tags=["payouts"])
+    @extend_schema(
+        operation_id="v1_payouts_list",
+        responses=paginated("PaginatedPayoutList", PayoutOutputSerializer(many=True)),
+        tags=["payouts"],
+    )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(selectors.payouts_for(user=_user(request)), request,

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
+from typing import Any
 
 from django import forms
 
-from marketplace.models import ReportReason
+from marketplace.models import License, ReportReason
 
 MAX_TOP_UP = 1_000_000
+MAX_PRICE = 1_000_000_000
 
 
 def new_key() -> str:
@@ -47,8 +50,8 @@ class PurchaseConfirmForm(forms.Form):
 
 
 class ReviewForm(forms.Form):
-    rating = forms.TypedChoiceField(choices=[(i, f"{i} ★") for i in range(5, 0, -1)],
-                                    coerce=int)
+    rating = forms.TypedChoiceField(
+        choices=[("", "Choose a rating"), *((i, f"{i} ★") for i in range(5, 0, -1))], coerce=int)
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
                            max_length=5000, label="Your review")
 
@@ -57,3 +60,21 @@ class ReportForm(forms.Form):
     reason = forms.ChoiceField(choices=ReportReason.choices, widget=forms.RadioSelect)
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=5000,
                            label="What is wrong?")
+
+
+class ListingForm(forms.Form):
+    """A model version's license and price (the owner's sell page)."""
+
+    license_code = forms.ChoiceField(label="License", required=False)
+    price = forms.IntegerField(min_value=0, max_value=MAX_PRICE, label="Price (credits)",
+                               help_text="0 makes it free to download.")
+
+    def __init__(self, *args: Any, licenses: Iterable[License], locked: bool,
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["license_code"]
+        field.choices = [("", "No license stated"),  # type: ignore[attr-defined]
+                         *((lic.code, f"{lic.name} ({lic.code})") for lic in licenses)]
+        if locked:
+            field.disabled = True
+            field.help_text = "A published version keeps its license."

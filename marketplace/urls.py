@@ -29,6 +29,7 @@ urlpatterns = [
     # pages
     path("buy/<int:listing_id>/", views.purchase_confirm, name="purchase-confirm"),
     path("buy/<int:listing_id>/confirm/", views.purchase_submit, name="purchase-submit"),
+    path("versions/<int:version_id>/listing/", views.listing_edit, name="listing-edit"),
     path("wallet/", views.wallet, name="wallet-page"),
     path("wallet/statement.csv", views.wallet_statement, name="wallet-statement-page"),
     path("wallet/payouts/", views.payouts, name="payouts-page"),

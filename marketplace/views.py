@@ -19,6 +19,7 @@ from marketplace import selectors
 from marketplace.charts import earnings_chart_svg
 from marketplace.exports import statement_response
 from marketplace.forms import (
+    ListingForm,
     PayoutForm,
     PurchaseConfirmForm,
     ReportForm,
@@ -30,6 +31,7 @@ from marketplace.forms import (
 from marketplace.models import Listing
 from marketplace.payments import default_provider
 from marketplace.services.ledger import wallet_top_up
+from marketplace.services.listings import listing_terms_set
 from marketplace.services.payouts import payout_minimum, payout_request
 from marketplace.services.purchases import purchase_create
 from marketplace.services.reports import report_create
@@ -110,6 +112,48 @@ def purchase_submit(request: HttpRequest, listing_id: int) -> HttpResponse:
         return _confirm_page(request, listing, form, err)
     messages.success(request, f"You own {listing.target} now.")
     return redirect(_target_url(listing.target))
+
+
+# --- selling: license and price ----------------------------------------------------------
+
+# Which field of the sell form an error from the services belongs to.
+_LISTING_FIELDS = {
+    "bad_price": "price",
+    "bad_early_access": "price",
+    "license_locked": "license_code",
+    "unknown_license": "license_code",
+    "license_conflict": "license_code",
+}
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def listing_edit(request: HttpRequest, version_id: int) -> HttpResponse:
+    """The owner sets a model version's license and price."""
+    version = _version_or_404(request, version_id)
+    if version.model.owner_id != request.user.pk:
+        raise Http404("No such version.")
+    listing = selectors.listing_for(version)
+    form = ListingForm(
+        request.POST or None,
+        licenses=selectors.licenses_by_code().values(),
+        locked=version.published_at is not None,
+        initial={"license_code": version.license_code, "price": listing.price if listing else 0},
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            listing_terms_set(seller=request.user, version=version,  # type: ignore[arg-type]
+                              license_code=form.cleaned_data["license_code"],
+                              price=form.cleaned_data["price"])
+        except ApplicationError as err:
+            form.add_error(_LISTING_FIELDS.get(err.code), err.message)
+        else:
+            messages.success(request, "License and price saved.")
+            return redirect(_target_url(version))
+    context = {"form": form, "version": version, "target_url": _target_url(version),
+               "licenses": selectors.licenses_by_code().values()}
+    return render(request, "marketplace/listing_form.html", context,
+                  status=400 if form.errors else 200)
 
 
 # --- wallet, statement, payouts -----------------------------------------------------------

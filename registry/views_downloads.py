@@ -12,6 +12,7 @@ from django.views.decorators.http import require_http_methods
 
 from core.auth import bearer_secret, request_user
 from core.errors import AccessDeniedError, ApplicationError, error_response
+from core.throttles import DownloadThrottle, throttle_view
 from registry.access import download_decision
 from registry.http import counts_as_download, serve_blob
 from registry.models import Blob, DatasetVersion, ModelFile, ModelVersion
@@ -63,6 +64,7 @@ def _pick_file(version: ModelVersion, request: HttpRequest) -> ModelFile | None:
 
 
 @require_http_methods(["GET", "HEAD"])
+@throttle_view(DownloadThrottle)
 def model_version_download(request: HttpRequest, version_id: int) -> HttpResponse:
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None:
@@ -84,6 +86,7 @@ def model_version_download(request: HttpRequest, version_id: int) -> HttpRespons
 
 
 @require_http_methods(["GET", "HEAD"])
+@throttle_view(DownloadThrottle)
 def dataset_version_download(request: HttpRequest, version_id: int) -> HttpResponse:
     user = request_user(request)
     dataset_version = dataset_version_for(version_id, user)
@@ -122,6 +125,7 @@ def _still_entitled(user_id: int, sha256: str) -> bool:
 
 
 @require_http_methods(["GET", "HEAD"])
+@throttle_view(DownloadThrottle)
 def signed_file(request: HttpRequest, sha256: str, filename: str) -> HttpResponse:
     try:
         signed = signed_file_verify(

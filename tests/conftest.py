@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -30,6 +32,22 @@ def _isolated_files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
             "OPTIONS": {"location": str(tmp_path / "media")},
         },
     }
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each Django test starts with an empty cache: no rate-limit or lockout counts carried
+    over (with REDIS_CACHE_URL the cache has a Redis database of its own)."""
+    django_fixtures = {"db", "transactional_db", "live_server", "settings", "client"}
+    if not django_fixtures & set(request.fixturenames) and not request.node.get_closest_marker(
+        "django_db"
+    ):
+        yield
+        return
+    from django.core.cache import caches
+
+    caches["default"].clear()
     yield
 
 
@@ -93,28 +111,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
-@pytest.fixture
-def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real Celery worker process on Redis, sharing the test database and storage.
-
-    Each test gets its own queue so that parallel runs never take each other's tasks. Data
-    the worker must see has to be committed: use it with ``transactional_db``.
-    """
-    import subprocess
-    import sys
-    import time
-    import uuid
-
+def celery_worker_env(settings: Any, queue: str) -> dict[str, str]:
+    """The environment of a test's Celery worker: the test database, storage and ``queue``."""
     from django.db import connection
 
-    from config.celery import app
-
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not broker:
-        pytest.fail("celery_worker_process needs CELERY_BROKER_URL (run `make test`)")
-    queue = f"test-{uuid.uuid4().hex[:12]}"
     db = connection.settings_dict
-    env = {
+    return {
         **os.environ,
         "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
         f"{db['PORT'] or 5432}/{db['NAME']}",
@@ -122,32 +124,63 @@ def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: 
         "ATELIER_UPLOAD_DIR": str(settings.UPLOAD_TEMP_DIR),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
     }
-    log = open(tmp_path / "celery-worker.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", queue,
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
+
+
+def celery_worker_start(
+    env: dict[str, str], log_path: Path, *, timeout: float = 60.0
+) -> subprocess.Popen[bytes]:
+    """Start a worker (solo pool) on ``env``'s queue, its output appended to ``log_path``;
+    return once it is ready. Also used to restart a worker a test killed."""
+    import sys
+    import time
+
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q",
+             env["CELERY_TASK_DEFAULT_QUEUE"], "--without-heartbeat", "--without-gossip",
+             "--without-mingle", "-l", "INFO"],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if b"ready." in log_path.read_bytes()[offset:]:
+            return proc
+        if proc.poll() is not None:
+            pytest.fail("the Celery worker exited: " + log_path.read_text()[offset:])
+        time.sleep(0.2)
+    proc.kill()
+    pytest.fail(f"the Celery worker did not start in {timeout:g} s")
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real Celery worker process on Redis, sharing the test database and storage.
+
+    Each test gets its own queue so that parallel runs never take each other's tasks. Data
+    the worker must see has to be committed: use it with ``transactional_db``.
+    """
+    import uuid
+
+    from config.celery import app
+
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not broker:
+        pytest.fail("celery_worker_process needs CELERY_BROKER_URL (run `make test`)")
+    queue = f"test-{uuid.uuid4().hex[:12]}"
+    env = celery_worker_env(settings, queue)
     old_queue = app.conf.task_default_queue
     app.conf.task_default_queue = queue
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    proc = None
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if b"ready." in (tmp_path / "celery-worker.log").read_bytes():
-                break
-            if proc.poll() is not None:
-                output = (tmp_path / "celery-worker.log").read_text()
-                pytest.fail("the Celery worker exited: " + output)
-            time.sleep(0.2)
-        else:
-            pytest.fail("the Celery worker did not start in 60 s")
+        proc = celery_worker_start(env, tmp_path / "celery-worker.log")
         yield proc
     finally:
         app.conf.task_default_queue = old_queue
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()

@@ -38,6 +38,7 @@ __all__ = [
     "cache_key",
     "encode_captions",
     "model_fingerprint",
+    "remember_fingerprint",
 ]
 
 CACHE_FORMAT = "atelier.latent-cache/1"
@@ -51,37 +52,58 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _fingerprint_stamp(path: Path) -> tuple[Path, list[Path], str]:
+    """(resolved path, its files, a key of their (path, size, mtime)) for the memo."""
+    path = Path(path).resolve()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    return path, files, hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
+
+
+def _memo_read(memo_file: Path) -> dict[str, str]:
+    if not memo_file.is_file():
+        return {}
+    try:
+        data = json.loads(memo_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _memo_write(memo_file: Path, stamp_key: str, fingerprint: str) -> None:
+    memo = _memo_read(memo_file)
+    memo[stamp_key] = fingerprint
+    memo_file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo_file.with_name(f".{memo_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(memo), encoding="utf-8")
+    os.replace(tmp, memo_file)
+
+
 def model_fingerprint(path: Path, *, memo_dir: Path | None = None) -> str:
     """SHA-256 of a single-file model, or of a folder's (relative path, file SHA-256) list.
 
     With ``memo_dir``, results are remembered by (absolute path, size, mtime) of every file, so
     a multi-gigabyte model is hashed once, not every round.
     """
-    path = Path(path).resolve()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stamp = [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    path, files, stamp_key = _fingerprint_stamp(path)
     memo_file = memo_dir / "fingerprints.json" if memo_dir else None
-    stamp_key = hashlib.sha256(json.dumps(stamp).encode()).hexdigest()
-    memo: dict[str, str] = {}
-    if memo_file and memo_file.is_file():
-        try:
-            memo = json.loads(memo_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            memo = {}
-        if stamp_key in memo:
-            return memo[stamp_key]
+    if memo_file:
+        known = _memo_read(memo_file).get(stamp_key)
+        if known:
+            return known
     if path.is_file():
         fingerprint = _file_sha256(path)
     else:
         listing = "\n".join(f"{f.relative_to(path).as_posix()}:{_file_sha256(f)}" for f in files)
         fingerprint = hashlib.sha256(listing.encode("utf-8")).hexdigest()
     if memo_file:
-        memo[stamp_key] = fingerprint
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(memo), encoding="utf-8")
-        os.replace(tmp, memo_file)
+        _memo_write(memo_file, stamp_key, fingerprint)
     return fingerprint
+
+
+def remember_fingerprint(path: Path, fingerprint: str, *, memo_dir: Path) -> None:
+    """Record a fingerprint already verified (a download checked while it streamed)."""
+    _memo_write(memo_dir / "fingerprints.json", _fingerprint_stamp(path)[2], fingerprint)
 
 
 def cache_key(*, manifest_hash: str, model_hash: str, resolution: int, family: str) -> str:

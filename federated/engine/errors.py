@@ -15,7 +15,9 @@ __all__ = [
     "BudgetNotSetError",
     "ConfigError",
     "DatasetError",
+    "DatasetNotInJobError",
     "EngineError",
+    "FetchError",
     "PrivacyError",
 ]
 
@@ -36,6 +38,18 @@ class DatasetError(EngineError):
     """The dataset cannot be used at all: missing folder, not a folder, no usable example."""
 
     default_code = "dataset_invalid"
+
+
+class DatasetNotInJobError(DatasetError):
+    """None of the node's datasets is one the job may train on (its manifest is not listed)."""
+
+    default_code = "dataset_not_in_job"
+
+
+class FetchError(EngineError):
+    """The job's base model could not be downloaded or failed its SHA-256 check."""
+
+    default_code = "model_fetch_failed"
 
 
 class PrivacyError(EngineError):

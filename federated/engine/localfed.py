@@ -12,13 +12,13 @@ connection into ``$FLWR_HOME/config.toml`` of the CLI, runs ``flwr run federated
 is read), polls ``flwr ls --run-id ID --format json`` until the run is finished, and ALWAYS
 stops its processes (context manager, plus ``atexit`` if the caller forgets).
 
-Pure Python and the Flower CLIs; no Django.
+The ``flwr`` calls go through :mod:`federated.superlink`, the wrapper the site's coordinator
+uses. Pure Python and the Flower CLIs; no Django.
 """
 
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import shutil
 import signal
@@ -32,17 +32,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from federated.superlink import (
+    APP_DIR,
+    Connection,
+    SuperLinkError,
+    run_start,
+    run_status,
+    run_stop,
+    toml_value,
+)
+
 __all__ = [
     "APP_DIR",
     "FederationError",
     "LocalFederation",
     "NodeSpec",
+    "descendants",
     "RunOutcome",
     "free_port",
     "toml_value",
 ]
 
-APP_DIR = Path(__file__).resolve().parents[1] / "flower_app"
 CONNECTION = "local"
 _BIN = Path(sys.executable).parent
 
@@ -83,7 +93,7 @@ def _children_map() -> dict[int, list[int]]:
     return children
 
 
-def _descendants(pid: int) -> list[int]:
+def descendants(pid: int) -> list[int]:
     children, found, todo = _children_map(), [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -109,30 +119,26 @@ def _kill(pid: int, sig: int) -> None:
         pass
 
 
-def toml_value(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    return json.dumps(str(value))  # a TOML basic string (JSON escapes are valid TOML)
-
-
 @dataclass(frozen=True)
 class NodeSpec:
-    """One data owner's SuperNode: where its private data, cache, ledger and model are."""
+    """One data owner's SuperNode: where its private data, cache, ledger and model are.
 
-    dataset_path: Path
+    ``dataset_path`` None: the datasets come from a ``node-file`` in ``extra``;
+    ``base_model_path`` None: the node fetches each job's ``base-model-url``.
+    """
+
+    dataset_path: Path | None
     cache_dir: Path
     ledger_path: Path
-    base_model_path: Path
+    base_model_path: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def node_config(self) -> str:
         values = {
-            "dataset-path": str(self.dataset_path),
             "cache-dir": str(self.cache_dir),
             "ledger-path": str(self.ledger_path),
-            "base-model-path": str(self.base_model_path),
+            **({"dataset-path": str(self.dataset_path)} if self.dataset_path else {}),
+            **({"base-model-path": str(self.base_model_path)} if self.base_model_path else {}),
             **self.extra,
         }
         return " ".join(f"{k}={toml_value(v)}" for k, v in values.items())
@@ -161,11 +167,14 @@ class _Proc:
 class LocalFederation:
     """``with LocalFederation(nodes, workdir) as fed: outcome = fed.run(config)``."""
 
-    def __init__(self, nodes: Sequence[NodeSpec], workdir: Path, *, torch_threads: int = 1) -> None:
+    def __init__(
+        self, nodes: Sequence[NodeSpec], workdir: Path, *, torch_threads: int = 1, port: int = 0
+    ) -> None:
+        """``port``: the SuperLink's (0: a free one, picked at start)."""
         self.nodes = list(nodes)
         self.workdir = Path(workdir)
         self.torch_threads = torch_threads
-        self.port = 0
+        self.port = port
         self.procs: list[_Proc] = []
         self.node_procs: list[_Proc] = []
         self.flwr_home = self.workdir / "flwr-home"
@@ -206,7 +215,7 @@ class LocalFederation:
     def start(self) -> LocalFederation:
         atexit.register(self.stop)
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
+        self.port = self.port or free_port()
         link = self._spawn(
             "superlink",
             [
@@ -223,12 +232,7 @@ class LocalFederation:
             self.flwr_home,
         )
         _wait_port(self.port, link.proc, link.log)
-        self.flwr_home.mkdir(parents=True, exist_ok=True)
-        (self.flwr_home / "config.toml").write_text(
-            f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n',
-            encoding="utf-8",
-        )
+        self.connection.write_config()
         for index, node in enumerate(self.nodes):
             self.node_procs.append(self.start_node(index, node))
         return self
@@ -255,7 +259,7 @@ class LocalFederation:
     def kill_node(self, index: int) -> None:
         """SIGKILL one SuperNode and its ClientApp processes (a machine that vanished)."""
         proc = self.node_procs[index].proc
-        family = _descendants(proc.pid)
+        family = descendants(proc.pid)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
@@ -265,7 +269,7 @@ class LocalFederation:
     def stop(self) -> None:
         # Flower starts its SuperExec and app processes detached (own sessions): find every
         # descendant of ours first, then end them all, by pid.
-        family = [pid for entry in self.procs for pid in _descendants(entry.proc.pid)]
+        family = [pid for entry in self.procs for pid in descendants(entry.proc.pid)]
         for entry in reversed(self.procs):
             if entry.proc.poll() is None:
                 try:
@@ -301,45 +305,29 @@ class LocalFederation:
     ) -> None:
         self.stop()
 
-    # --- runs -------------------------------------------------------------------------------
+    # --- runs (through federated.superlink, the coordinator's own CLI wrapper) ----------------
 
-    def flwr(self, *args: str, timeout: float = 120.0) -> dict[str, object]:
-        done = subprocess.run(
-            [str(_BIN / "flwr"), *args, "--format", "json"],
-            capture_output=True,
-            env=self._env(self.flwr_home),
-            cwd=self.workdir,
-            timeout=timeout,
-            check=False,
+    @property
+    def connection(self) -> Connection:
+        """The ``flwr`` CLI's connection to this federation's SuperLink."""
+        return Connection(
+            address=f"127.0.0.1:{self.port}",
+            flwr_home=self.flwr_home,
+            name=CONNECTION,
+            timeout=120.0,
         )
-        text = done.stdout.decode("utf-8", "replace")
-        start = text.find("{")
-        try:
-            return (
-                dict(json.loads(text[start:]))
-                if start >= 0
-                else {"success": False, "error-message": text + done.stderr.decode()}
-            )
-        except json.JSONDecodeError:
-            return {"success": False, "error-message": text + done.stderr.decode()}
 
     def submit(self, run_config: Mapping[str, object]) -> int:
-        overrides = self.workdir / f"run-config-{time.monotonic_ns()}.toml"
-        overrides.write_text(
-            "".join(f"{k} = {toml_value(v)}\n" for k, v in run_config.items()), encoding="utf-8"
-        )
         app = self.workdir / "app"
         if not app.exists():
             shutil.copytree(APP_DIR, app, ignore=shutil.ignore_patterns("*.fab", "__pycache__"))
-        result = self.flwr("run", str(app), CONNECTION, "--run-config", str(overrides))
-        if not result.get("success"):
-            raise FederationError(f"flwr run failed: {result}")
-        return int(result["run-id"])  # type: ignore[call-overload]  # the CLI's JSON
+        try:
+            return int(run_start(app, self.connection, run_config))
+        except SuperLinkError as exc:
+            raise FederationError(f"flwr run failed: {exc}") from exc
 
     def run_info(self, run_id: int) -> dict[str, object]:
-        result = self.flwr("ls", CONNECTION, "--run-id", str(run_id))
-        runs = result.get("runs") or []
-        return dict(runs[0]) if runs else result  # type: ignore[index]
+        return dict(run_status(str(run_id), self.connection).raw)
 
     def wait(self, run_id: int, *, timeout: float = 600.0, poll: float = 1.0) -> RunOutcome:
         started = time.monotonic()
@@ -351,7 +339,7 @@ class LocalFederation:
                 details = str(info.get("status-details", info.get("sub-status", "")))
                 return RunOutcome(run_id, status, details, time.monotonic() - started, info)
             time.sleep(poll)
-        self.flwr("stop", str(run_id), CONNECTION)
+        run_stop(str(run_id), self.connection)
         raise FederationError(f"run {run_id} did not finish in {timeout:g} s (last: {info})")
 
     def run(self, run_config: Mapping[str, object], *, timeout: float = 600.0) -> RunOutcome:

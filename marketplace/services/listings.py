@@ -13,6 +13,7 @@ from core.errors import AccessDeniedError, ApplicationError, ConflictError
 from marketplace.models import Listing, ListingShare
 from marketplace.services.licenses import license_check
 from registry.models import DatasetKind, DatasetVersion, ModelVersion
+from registry.services.catalog import version_license_set
 
 _UNSET = object()
 
@@ -142,3 +143,25 @@ def listing_update(
             ListingShare(listing=listing, user=u, percent=p) for u, p in cleaned
         )
     return listing
+
+
+@transaction.atomic
+def listing_terms_set(
+    *, seller: AbstractBaseUser, version: ModelVersion, license_code: str, price: object
+) -> Listing | None:
+    """The owner's "license and price" page: both in one step, all or nothing.
+
+    The license may change only until the version is first published (the registry's rule);
+    a price of 0 on a version that was never listed leaves it unlisted, that is free.
+    """
+    if version.model.owner_id != seller.pk:
+        raise AccessDeniedError("Only the owner can sell this.", code="not_owner")
+    if license_code != version.license_code:
+        version = version_license_set(version=version, user=seller, license_code=license_code)
+    listing = Listing.objects.filter(model_version=version).first()
+    if listing is not None:
+        return listing_update(listing=listing, user=seller, price=price, is_active=True)
+    if _price(price) == 0:
+        license_check(version=version, for_sale=False)
+        return None
+    return listing_create(seller=seller, target=version, price=price)

@@ -17,6 +17,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import ApplicationError, NotFoundError, PayloadTooLargeError
+from core.throttles import ApiThrottle, DownloadThrottle
 from registry.access import download_decision
 from registry.api.common import (
     PAGE_PARAMETERS,
@@ -430,6 +431,8 @@ class FileByHashApi(APIView):
 
 class FileDownloadApi(APIView):
     """302 to a short-lived signed URL of one file of a version (counts a download)."""
+
+    throttle_classes = [ApiThrottle, DownloadThrottle]
 
     @extend_schema(
         operation_id="files_download",

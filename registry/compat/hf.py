@@ -43,6 +43,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from core.auth import bearer_secret, request_user
 from core.errors import ApplicationError
+from core.throttles import DownloadThrottle, throttle_view
 from registry.access import can_view_model, download_decision
 from registry.compat.selectors import (
     MAIN_REVISION,
@@ -332,6 +333,7 @@ def _counts_as_download(request: HttpRequest, model_file: ModelFile) -> bool:
 
 
 @get_or_head_only
+@throttle_view(DownloadThrottle)
 def resolve(request: HttpRequest, owner: str, slug: str, revision: str, path: str) -> HttpResponse:
     opened = _open_revision(request, owner, slug, revision)
     if isinstance(opened, JsonResponse):

@@ -9,6 +9,7 @@ from django.core.files import File
 from django.core.files.storage import Storage, storages
 from django.db import IntegrityError, transaction
 
+from core.errors import ApplicationError
 from registry.models import Blob
 from sdcore.hashes import FileHashes
 
@@ -48,9 +49,22 @@ def blob_store_file(*, path: Path, hashes: FileHashes) -> Blob:
     local = _LocalFile(path)
     try:
         stored_name = storage.save(wanted, local)
-    finally:
+    except OSError as exc:  # for example ENOSPC: keep the part (the client may retry)
+        local.close()
+        if existing is None and storage.exists(wanted):
+            storage.delete(wanted)  # no partial blob stays under the content's name
+        raise ApplicationError(
+            "The server's storage is full or failing; the file was not stored. "
+            "Try completing the upload again later.",
+            code="storage_error",
+            status=507,
+        ) from exc
+    except BaseException:
         local.close()
         path.unlink(missing_ok=True)
+        raise
+    local.close()
+    path.unlink(missing_ok=True)
     fields = {
         "size": hashes.size,
         "storage_name": stored_name,

@@ -301,6 +301,24 @@ def version_unpublish(*, version: ModelVersion, user: AbstractBaseUser) -> Model
     return version
 
 
+@transaction.atomic
+def version_license_set(
+    *, version: ModelVersion, user: AbstractBaseUser, license_code: str
+) -> ModelVersion:
+    """Set the license of a version that was never published (buyers keep the terms they
+    bought under). The marketplace checks the code against its catalogue and the lineage."""
+    _require_owner(user, version.model.owner_id)
+    version = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
+    if version.published_at is not None:
+        raise ConflictError(
+            "A published version keeps its license; publish a new version to change it.",
+            code="license_locked",
+        )
+    version.license_code = license_code.strip()[:64]
+    version.save(update_fields=["license_code"])
+    return version
+
+
 def model_latest_published_refresh(*, model_id: int) -> None:
     """Recompute ``Model.latest_published_at`` after a version's status changed."""
     latest = (

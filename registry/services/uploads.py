@@ -19,8 +19,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Sum
 
 from core.errors import ApplicationError, ConflictError, PayloadTooLargeError
 from registry.inspection import ALLOWED_EXTENSIONS, inspect_file
@@ -76,11 +78,40 @@ def upload_create(
     sha = sha256.strip().lower()
     if sha and not re.fullmatch(r"[0-9a-f]{64}", sha):
         raise ApplicationError("sha256 must be 64 hexadecimal digits.", code="bad_sha256")
-    upload = Upload.objects.create(user=user, filename=name, size=size, expected_sha256=sha)
+    with transaction.atomic():
+        _quota_check(user=user, size=size)
+        upload = Upload.objects.create(user=user, filename=name, size=size, expected_sha256=sha)
     path = part_path(upload)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch()
     return upload
+
+
+def upload_bytes_used(user: AbstractBaseUser) -> int:
+    """Bytes counted against the user's quota: completed uploads and open ones (reserved)."""
+    used = Upload.objects.filter(
+        user=user, status__in=(UploadStatus.OPEN, UploadStatus.COMPLETE)
+    ).aggregate(total=Sum("size"))["total"]
+    return int(used or 0)
+
+
+def _quota_check(*, user: AbstractBaseUser, size: int) -> None:
+    """Refuse (413) an upload that would take the user past ``ATELIER_UPLOAD_QUOTA_BYTES``.
+
+    Locks the user's row so that two uploads started at once cannot both squeeze in.
+    """
+    quota = settings.ATELIER_UPLOAD_QUOTA_BYTES
+    if quota <= 0 or user.is_staff:
+        return
+    get_user_model().objects.select_for_update().filter(pk=user.pk).first()
+    used = upload_bytes_used(user)
+    if used + size > quota:
+        raise PayloadTooLargeError(
+            f"This upload of {size} bytes would exceed your storage quota: "
+            f"{used} of {quota} bytes are used.",
+            code="quota_exceeded",
+            details={"quota": quota, "used": used, "size": size},
+        )
 
 
 def _chunks(stream: IO[bytes], limit: int) -> Iterator[bytes]:

@@ -1,10 +1,16 @@
 """ClientApp (one per SuperNode): train on the node's private data, reply arrays + scalars.
 
-Thin: paths come from ``context.node_config`` (``dataset-path``, ``cache-dir``, ``ledger-path``,
-``base-model-path``), the job's settings from ``context.run_config``; the round itself is
-:func:`federated.engine.flower.task.run_node_round`. A round the node's privacy ledger does not
-allow (or any engine check that fails) is answered with a Flower ``Error`` whose reason says
-why (``privacy_budget_exceeded: ...``): the node refuses even when the server asks.
+Thin: paths come from ``context.node_config`` (``dataset-path`` and/or ``node-file``,
+``cache-dir``, ``ledger-path``, optional ``base-model-path``), the job's settings from
+``context.run_config``; the round itself is :func:`federated.engine.flower.task.run_node_round`.
+A round the node's privacy ledger does not allow (or any engine check that fails) is answered
+with a Flower ``Error`` whose reason says why (``privacy_budget_exceeded: ...``): the node
+refuses even when the server asks.
+
+A query message (``action = "prepare"``, sent by the ServerApp before round 1) makes the node
+ready: pick the job's dataset, fetch the base model, build the latent cache
+(:func:`federated.engine.flower.task.prepare_node`). The reply holds only the dataset's public
+manifest hash, where the model came from, and the seconds it took.
 
 Imports are lean at module load (Flower only); torch, diffusers and opacus are imported when a
 train message arrives, once per (fresh) process.
@@ -45,6 +51,47 @@ NODE_FAILED = 4002
 app = ClientApp()
 
 
+def _refusal(err: Exception) -> tuple[int, str]:
+    """The Flower error code and reason of an engine error (refusals vs. failures)."""
+    from federated.engine.errors import DatasetNotInJobError, EngineError, PrivacyError
+
+    if isinstance(err, EngineError):
+        refused = isinstance(err, PrivacyError | DatasetNotInJobError)
+        return (NODE_REFUSED if refused else NODE_FAILED), f"{err.code}: {err.message}"
+    return NODE_FAILED, f"node_error: {type(err).__name__}: {err}"
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    from federated.engine.flower.task import prepare_node
+
+    config = msg.content.config_records.get("config", ConfigRecord())
+    action = str(config.get("action", ""))
+    if action != "prepare":
+        return Message(Error(code=NODE_FAILED, reason=f"unknown_query: {action!r}"), reply_to=msg)
+    try:
+        ready = prepare_node(run_config=context.run_config, node_config=context.node_config)
+    except Exception as err:  # every failure is reported to the server, none kills the node
+        code, reason = _refusal(err)
+        logger.warning("prepare failed: %s", reason)
+        return Message(Error(code=code, reason=reason), reply_to=msg)
+    logger.info(
+        "ready for the job: dataset %s..., model %s, %.1f s",
+        ready.manifest_hash[:12],
+        ready.model_source,
+        ready.seconds,
+    )
+    content = RecordDict(
+        {
+            METRIC_RECORD: MetricRecord({"seconds": ready.seconds}),
+            INFO_RECORD: ConfigRecord(
+                {"manifest-hash": ready.manifest_hash, "model-source": ready.model_source}
+            ),
+        }
+    )
+    return Message(content, reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     if str(context.run_config.get("aggregation", "fedavg")) == "secagg":
@@ -81,11 +128,9 @@ def train(msg: Message, context: Context) -> Message:
             run_id=context.run_id,
         )
     except EngineError as err:
-        from federated.engine.errors import PrivacyError
-
-        code = NODE_REFUSED if isinstance(err, PrivacyError) else NODE_FAILED
+        code, reason = _refusal(err)
         logger.warning("round %s refused: %s", server_round, err)
-        return Message(Error(code=code, reason=f"{err.code}: {err.message}"), reply_to=msg)
+        return Message(Error(code=code, reason=reason), reply_to=msg)
     metrics = dict(reply.metrics)
     metrics["message-seconds"] = (
         time.perf_counter() - started

@@ -12,11 +12,12 @@ Pure: works on plain mappings (the Flower-specific unpacking is in :mod:`.strate
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from federated.engine.flower.settings import HEX64
 
 __all__ = [
     "ALLOWED_METRICS",
@@ -48,7 +49,6 @@ INFO_RECORD = "info"
 PACKED_ARRAY = (
     "lora.packed"  # transport="packed": every transported array, flattened, in module order
 )
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _FLOAT_DTYPES = ("float32", "float16", "bfloat16", "float64")
 
 
@@ -171,6 +171,6 @@ def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> Rep
     for key, value in info.items():
         if key != "manifest-hash":
             problems.append(f"unexpected info {key!r}")
-        elif not (isinstance(value, str) and _HEX64.match(value)):
+        elif not (isinstance(value, str) and HEX64.match(value)):
             problems.append("info 'manifest-hash' is not a SHA-256 hex digest")
     return check

@@ -21,7 +21,7 @@ from flwr.app import Context, Message
 
 from federated.engine.flower import state as saved
 from federated.engine.flower.reply_check import ALLOWED_METRICS
-from federated.engine.flower.settings import ServerSettings
+from federated.engine.flower.settings import HEX64, ServerSettings
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
@@ -50,7 +50,7 @@ def _client_fn(context: Context):  # type: ignore[no-untyped-def]  # flwr's lega
             return (
                 [reply.arrays[n] for n in names],
                 int(reply.metrics["num-examples"]),
-                dict(reply.metrics),
+                {**reply.metrics, "manifest-hash": reply.manifest_hash},
             )
 
     return AdapterClient().to_client()
@@ -70,11 +70,14 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-    from federated.engine.flower.strategy import FederationFailed, JobModel
+    from federated.engine.flower.strategy import FederationFailed, JobModel, ready_for_rounds
 
     out_dir = Path(settings.out_dir)
     model = JobModel.load(settings, dict(context.run_config))
-    model.base_path = settings.base_model_path  # type: ignore[attr-defined]
+    # The legacy workflow asks every connected node each round: nodes that fail to prepare
+    # are reported, not left out (they refuse the round, which fails it under SecAgg+).
+    extra: dict[str, object] = {}
+    ready_for_rounds(grid, settings, extra)
     names, expected = list(model.initial), model.expected
     rounds: list[dict[str, object]] = []
     nodes: dict[str, dict[str, object]] = {}
@@ -89,17 +92,25 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             failures: list[object],
         ) -> tuple[object, dict[str, Scalar]]:
             per_node: dict[str, dict[str, float]] = {}
+            node_datasets: dict[str, str] = {}
             rejected: dict[str, list[str]] = {}
             for proxy, res in results:
+                metrics = dict(res.metrics)
+                manifest = metrics.pop("manifest-hash", "")
                 bad = [
                     k
-                    for k, v in res.metrics.items()
+                    for k, v in metrics.items()
                     if k not in ALLOWED_METRICS or isinstance(v, (str, bytes, bool))
                 ]
+                if not (isinstance(manifest, str) and HEX64.match(manifest)) or (
+                    settings.dataset_manifests and manifest not in settings.dataset_manifests
+                ):
+                    bad.append("manifest-hash")
                 if bad:
                     rejected[str(proxy.cid)] = [f"unexpected metric {k!r}" for k in bad]
                     continue
-                per_node[str(proxy.cid)] = {k: float(v) for k, v in res.metrics.items()}
+                per_node[str(proxy.cid)] = {k: float(v) for k, v in metrics.items()}
+                node_datasets[str(proxy.cid)] = manifest
             aggregated, metrics = super().aggregate_fit(server_round, results, failures)
             if aggregated is not None:
                 arrays = parameters_to_ndarrays(aggregated)
@@ -116,6 +127,7 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                 )
                 for node, m in per_node.items():
                     nodes.setdefault(node, {"rounds": []})["rounds"].append(server_round)  # type: ignore[union-attr]
+                    nodes[node]["manifest-hash"] = node_datasets[node]
                     nodes[node].update(
                         {
                             k: m[k]
@@ -132,6 +144,7 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                 record = {
                     "round": server_round,
                     "nodes": per_node,
+                    "node-datasets": node_datasets,
                     "accepted": len(per_node),
                     "failures": len(failures),
                     "seconds": time.perf_counter() - round_started[0],
@@ -179,12 +192,13 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         out_dir / "lora",
         latest["arrays"],
         steps=steps,
-        manifests=[],
+        manifests=sorted({str(n["manifest-hash"]) for n in nodes.values()}),
         epsilon=max(epsilons) if epsilons else None,
         noise=None,
         title=f"Atelier federated LoRA ({settings.job_id}, SecAgg+)",
     )
     result = {
+        **extra,
         "job-id": settings.job_id,
         "rounds": rounds,
         "nodes": nodes,
@@ -195,4 +209,9 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         "epsilon-max": max(epsilons) if epsilons else None,
     }
     saved.write_json(out_dir / saved.METRICS_FILE, result)
+    saved.post_progress(
+        settings.progress_url,
+        settings.progress_token,
+        {"job-id": settings.job_id, "status": "completed", "final": files},
+    )
     return result

@@ -7,6 +7,7 @@ are the same, so a missing key never changes behaviour.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -16,10 +17,18 @@ from federated.engine.errors import ConfigError
 if TYPE_CHECKING:
     from federated.engine.trainer import TrainConfig
 
-__all__ = ["AGGREGATIONS", "ServerSettings", "node_paths", "train_config_from_run_config"]
+__all__ = [
+    "AGGREGATIONS",
+    "HEX64",
+    "ServerSettings",
+    "job_manifests",
+    "node_paths",
+    "train_config_from_run_config",
+]
 
 AGGREGATIONS = ("fedavg", "secagg")
 RunConfig = Mapping[str, object]
+HEX64 = re.compile(r"^[0-9a-f]{64}$")  # a SHA-256 hex digest
 
 
 def _get(config: RunConfig, key: str, default: object) -> object:
@@ -43,6 +52,21 @@ def _float(config: RunConfig, key: str, default: float) -> float:
 
 def _str(config: RunConfig, key: str, default: str = "") -> str:
     return str(_get(config, key, default))
+
+
+def job_manifests(config: RunConfig) -> tuple[str, ...]:
+    """The manifest hashes of the datasets the job may train on (``dataset-manifests``).
+
+    Comma-separated SHA-256 hex digests; empty means "the node's one dataset" (no check).
+    """
+    raw = _str(config, "dataset-manifests")
+    hashes = tuple(dict.fromkeys(h.strip().lower() for h in raw.split(",") if h.strip()))
+    bad = [h for h in hashes if not HEX64.match(h)]
+    if bad:
+        raise ConfigError(
+            f"run config 'dataset-manifests' must list SHA-256 hex digests, got {bad[0]!r}"
+        )
+    return hashes
 
 
 def train_config_from_run_config(config: RunConfig) -> TrainConfig:
@@ -98,6 +122,16 @@ class ServerSettings:
     progress_url: str
     progress_token: str
     transport: str = "named"
+    base_model_url: str = ""
+    job_token: str = ""
+    server_cache_dir: str = ""
+    prepare_timeout: float = 600.0
+    dataset_manifests: tuple[str, ...] = ()
+
+    @property
+    def cache_dir(self) -> str:
+        """Where the ServerApp keeps downloaded models and fingerprints."""
+        return self.server_cache_dir or f"{self.out_dir.rstrip('/')}/.cache"
 
     @classmethod
     def from_run_config(cls, config: RunConfig, *, run_id: int) -> ServerSettings:
@@ -115,6 +149,11 @@ class ServerSettings:
             progress_url=_str(config, "progress-url"),
             progress_token=_str(config, "progress-token"),
             transport=_str(config, "transport", "named"),
+            base_model_url=_str(config, "base-model-url"),
+            job_token=_str(config, "job-token"),
+            server_cache_dir=_str(config, "server-cache-dir"),
+            prepare_timeout=_float(config, "prepare-timeout", 600.0),
+            dataset_manifests=job_manifests(config),
         )
         if settings.num_rounds < 1 or settings.min_nodes < 1:
             raise ConfigError("num-server-rounds and min-nodes must be at least 1")
@@ -124,33 +163,52 @@ class ServerSettings:
             )
         if settings.transport not in ("named", "packed"):
             raise ConfigError(f"transport must be 'named' or 'packed', got {settings.transport!r}")
+        if settings.prepare_timeout < 0:
+            raise ConfigError("prepare-timeout must be 0 (no readiness step) or more seconds")
         if not settings.out_dir:
             raise ConfigError(
                 "run config 'out-dir' is required (where the ServerApp writes its results)"
             )
-        if not settings.base_model_path:
+        if not settings.base_model_path and not settings.base_model_url:
             raise ConfigError(
-                "run config 'base-model-path' is required (the server's copy of the base model)"
+                "run config needs 'base-model-url' (with 'base-model-sha' and 'job-token') or "
+                "'base-model-path' (the server's copy of the base model)"
+            )
+        if settings.base_model_url and not HEX64.match(settings.base_model_sha):
+            raise ConfigError(
+                "run config 'base-model-url' needs 'base-model-sha' (the SHA-256 of the file)"
             )
         return settings
 
 
 @dataclass(frozen=True)
 class NodePaths:
+    """The node's own settings (``flower-supernode --node-config``).
+
+    A node serves one dataset (``dataset-path``, ledger key ``dataset-key`` or the folder's
+    absolute path) and/or the datasets listed in ``node-file`` (the ``node.json`` that
+    ``atelier node add-dataset`` keeps: ``{"datasets": {key: {"path", "manifest-hash"}}}``).
+    ``base-model-path`` is optional: without it (or when its fingerprint is not the job's) the
+    node fetches the job's ``base-model-url`` into ``cache-dir``.
+    """
+
     dataset: str
     cache_dir: str
     ledger: str
     base_model: str
     dataset_key: str
+    node_file: str = ""
 
 
 def node_paths(node_config: RunConfig) -> NodePaths:
-    """The node's own paths, from ``flower-supernode --node-config``; all are required."""
+    """The node's own paths, from ``flower-supernode --node-config``."""
     values = {
         key: _str(node_config, key)
-        for key in ("dataset-path", "cache-dir", "ledger-path", "base-model-path")
+        for key in ("dataset-path", "node-file", "cache-dir", "ledger-path", "base-model-path")
     }
-    missing = [key for key, value in values.items() if not value]
+    missing = [key for key in ("cache-dir", "ledger-path") if not values[key]]
+    if not values["dataset-path"] and not values["node-file"]:
+        missing.append("dataset-path (or node-file)")
     if missing:
         raise ConfigError(f"the SuperNode's --node-config lacks {', '.join(missing)}")
     return NodePaths(
@@ -159,4 +217,5 @@ def node_paths(node_config: RunConfig) -> NodePaths:
         ledger=values["ledger-path"],
         base_model=values["base-model-path"],
         dataset_key=_str(node_config, "dataset-key"),
+        node_file=values["node-file"],
     )

@@ -3,6 +3,13 @@
 A custom loop rather than ``flwr.serverapp.strategy.FedAvg`` because every reply must pass the
 privacy check (:mod:`.reply_check`) before it is aggregated, and the job needs per-node
 (source node id) examples, loss and epsilon, refusals and rejections, each round.
+
+Before round 1 (``prepare-timeout`` > 0) every connected node gets a query message asking it to
+get ready (pick the job's dataset, fetch the base model, build its latent cache); the server
+waits up to ``prepare-timeout`` seconds, reports who is ready and who failed (progress status
+``preparing``), leaves failed nodes out of the rounds, and fails the run if fewer than
+``min-nodes`` are ready. Each round's report names the dataset (manifest hash) of every
+accepted node (``node-datasets``); a reply whose manifest the job does not list is rejected.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
+from federated.engine.errors import EngineError
 from federated.engine.flower import state as saved
 from federated.engine.flower.aggregate import fedavg, weighted_mean
 from federated.engine.flower.reply_check import (
@@ -30,18 +38,46 @@ from federated.engine.flower.reply_check import (
     pack,
     unpack,
 )
-from federated.engine.flower.settings import ServerSettings, train_config_from_run_config
+from federated.engine.flower.settings import (
+    HEX64,
+    ServerSettings,
+    train_config_from_run_config,
+)
 
 if TYPE_CHECKING:
     from federated.engine.trainer import LoadedBase, TrainConfig
 
-__all__ = ["FederationFailed", "JobModel", "run_fedavg"]
+__all__ = [
+    "FederationFailed",
+    "JobModel",
+    "PrepareReport",
+    "fail_run",
+    "prepare_nodes",
+    "ready_for_rounds",
+    "run_fedavg",
+    "server_base_model",
+]
 
 logger = logging.getLogger(__name__)
 
 
 class FederationFailed(RuntimeError):
     """The run cannot go on (too few nodes, too few accepted replies); the reason is the message."""
+
+
+def server_base_model(settings: ServerSettings) -> Path:
+    """The server's copy of the base model: ``base-model-path``, or the job's URL, fetched
+    once into ``server-cache-dir`` (default ``<out-dir>/.cache``)."""
+    if settings.base_model_path:
+        return Path(settings.base_model_path)
+    from federated.engine.fetch import fetch_model
+
+    return fetch_model(
+        settings.base_model_url,
+        sha256=settings.base_model_sha,
+        token=settings.job_token,
+        cache_dir=Path(settings.cache_dir),
+    ).path
 
 
 @dataclass
@@ -51,6 +87,7 @@ class JobModel:
     config: TrainConfig
     base: LoadedBase
     initial: OrderedDict[str, np.ndarray]
+    base_path: Path
 
     @classmethod
     def load(cls, settings: ServerSettings, run_config: dict[str, object]) -> JobModel:
@@ -60,16 +97,21 @@ class JobModel:
         from federated.engine.trainer import load_base
 
         config = train_config_from_run_config(run_config)
-        cache = Path(settings.out_dir) / ".cache"
+        path = server_base_model(settings)
         base = load_base(
-            Path(settings.base_model_path),
+            path,
             device=torch.device("cpu"),
             dtype=torch.float32,
-            cache_dir=cache,
+            cache_dir=Path(settings.cache_dir),
         )
         unet = copy.deepcopy(base.pipe.unet)
         attach_adapter(unet, config.adapter)
-        return cls(config=config, base=base, initial=get_adapter_arrays(unet, config.adapter))
+        return cls(
+            config=config,
+            base=base,
+            initial=get_adapter_arrays(unet, config.adapter),
+            base_path=path,
+        )
 
     @property
     def expected(self) -> dict[str, tuple[int, ...]]:
@@ -94,7 +136,7 @@ class JobModel:
             spec=self.config.adapter,
             arrays=arrays,
             provenance=LoraProvenance(
-                base_model_name=Path(self.base_path).name if hasattr(self, "base_path") else "base",
+                base_model_name=self.base_path.name,
                 base_model_hash=self.base.fingerprint,
                 family=self.base.family,
                 resolution=self.config.resolution,
@@ -138,23 +180,173 @@ def _parts(content: RecordDict) -> ReplyParts:
     )
 
 
-def _wait_for_nodes(grid: Grid, settings: ServerSettings) -> list[int]:
+def _wait_for_nodes(grid: Grid, settings: ServerSettings, left_out: set[str]) -> list[int]:
     deadline = time.monotonic() + settings.wait_for_nodes
     while True:
-        nodes = sorted(grid.get_node_ids())
+        nodes = sorted(n for n in grid.get_node_ids() if str(n) not in left_out)
         if len(nodes) >= settings.min_nodes or time.monotonic() > deadline:
             return nodes
         time.sleep(0.5)
+
+
+def fail_run(settings: ServerSettings, reason: str, record: dict[str, object]) -> FederationFailed:
+    """Write ``metrics.json`` (``record`` + status failed), post the failure, return the error."""
+    saved.write_json(
+        Path(settings.out_dir) / saved.METRICS_FILE,
+        {**record, "status": "failed", "reason": reason},
+    )
+    saved.post_progress(
+        settings.progress_url,
+        settings.progress_token,
+        {"job-id": settings.job_id, "status": "failed", "reason": reason},
+    )
+    return FederationFailed(reason)
+
+
+MODEL_SOURCES = frozenset({"local", "cached", "downloaded"})
+
+
+@dataclass
+class PrepareReport:
+    """Who got ready before round 1 (``ready``: node id -> what it said), who failed and why."""
+
+    asked: list[str]
+    ready: dict[str, dict[str, object]]
+    failed: dict[str, str]
+    no_reply: list[str]
+    seconds: float
+    timeout: float
+
+    @property
+    def node_datasets(self) -> dict[str, str]:
+        return {node: str(info["manifest-hash"]) for node, info in self.ready.items()}
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "nodes-asked": self.asked,
+            "ready": self.ready,
+            "failed": self.failed,
+            "no-reply": self.no_reply,
+            "seconds": self.seconds,
+            "timeout": self.timeout,
+        }
+
+
+def prepare_nodes(grid: Grid, settings: ServerSettings, nodes: list[int]) -> PrepareReport:
+    """Ask ``nodes`` to get ready (a query message) and wait up to ``prepare-timeout``.
+
+    Only three facts are taken from a reply: the dataset's manifest hash (a SHA-256 hex digest
+    the job must list), where the model came from, and the seconds it took.
+    """
+    started = time.perf_counter()
+    messages = [
+        Message(
+            RecordDict({"config": ConfigRecord({"action": "prepare"})}),
+            dst_node_id=node,
+            message_type=MessageType.QUERY,
+        )
+        for node in nodes
+    ]
+    ready: dict[str, dict[str, object]] = {}
+    failed: dict[str, str] = {}
+    for reply in grid.send_and_receive(messages, timeout=settings.prepare_timeout):
+        node = str(reply.metadata.src_node_id)
+        if reply.has_error():
+            failed[node] = f"[{reply.error.code}] {reply.error.reason}"
+            continue
+        info = reply.content.config_records.get(INFO_RECORD, ConfigRecord())
+        metrics = reply.content.metric_records.get(METRIC_RECORD)
+        manifest = str(info.get("manifest-hash", ""))
+        if not HEX64.match(manifest):
+            failed[node] = "the node named no dataset manifest (SHA-256 hex digest)"
+            continue
+        if settings.dataset_manifests and manifest not in settings.dataset_manifests:
+            failed[node] = f"dataset_not_in_job: dataset {manifest[:16]}... is not in the job"
+            continue
+        source = str(info.get("model-source", ""))
+        seconds = metrics.get("seconds") if metrics is not None else None
+        ready[node] = {
+            "manifest-hash": manifest,
+            "model-source": source if source in MODEL_SOURCES else "unknown",
+            "seconds": float(seconds) if isinstance(seconds, int | float) else None,
+        }
+    asked = [str(n) for n in nodes]
+    return PrepareReport(
+        asked=asked,
+        ready=ready,
+        failed=failed,
+        no_reply=[n for n in asked if n not in ready and n not in failed],
+        seconds=time.perf_counter() - started,
+        timeout=settings.prepare_timeout,
+    )
+
+
+def ready_for_rounds(
+    grid: Grid, settings: ServerSettings, record: dict[str, object]
+) -> PrepareReport | None:
+    """The readiness step before round 1 (None when ``prepare-timeout`` is 0).
+
+    Posts ``{"job-id", "status": "preparing", "prepare": {...}, "node-datasets": {...}}``;
+    raises (after :func:`fail_run`) if fewer than ``min-nodes`` are connected or ready.
+    """
+    if settings.prepare_timeout <= 0:
+        return None
+    nodes = _wait_for_nodes(grid, settings, set())
+    if len(nodes) < settings.min_nodes:
+        raise fail_run(
+            settings,
+            f"prepare: {len(nodes)} nodes connected, min-nodes is {settings.min_nodes}",
+            record,
+        )
+    report = prepare_nodes(grid, settings, nodes)
+    record["prepare"] = report.to_dict()
+    saved.post_progress(
+        settings.progress_url,
+        settings.progress_token,
+        {
+            "job-id": settings.job_id,
+            "status": "preparing",
+            "prepare": report.to_dict(),
+            "node-datasets": report.node_datasets,
+        },
+    )
+    logger.info(
+        "prepare: %d of %d nodes ready in %.1f s (failed: %s; no reply: %s)",
+        len(report.ready),
+        len(report.asked),
+        report.seconds,
+        report.failed or "none",
+        report.no_reply or "none",
+    )
+    if len(report.ready) < settings.min_nodes:
+        why = "; ".join(
+            [f"node {n} failed: {r}" for n, r in report.failed.items()]
+            + [
+                f"node {n} was not ready within {settings.prepare_timeout:g} s"
+                for n in report.no_reply
+            ]
+        )
+        raise fail_run(
+            settings,
+            f"prepare: {len(report.ready)} nodes ready, min-nodes is {settings.min_nodes} ({why})",
+            record,
+        )
+    return report
 
 
 def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
     """Run the rounds; write round files, ``metrics.json`` and the final LoRA files."""
     out_dir = Path(settings.out_dir)
     run_config = dict(context.run_config)
-    model = JobModel.load(settings, run_config)
-    model.base_path = settings.base_model_path  # type: ignore[attr-defined]  # name in the LoRA metadata
+    history = History(job_id=settings.job_id)
+    try:
+        model = JobModel.load(settings, run_config)
+    except EngineError as err:  # e.g. the base model could not be fetched
+        raise fail_run(
+            settings, f"base model: {err.code}: {err.message}", history.to_dict()
+        ) from err
     expected = model.expected
-    arrays, history, start = model.initial, History(job_id=settings.job_id), 1
+    arrays, start = model.initial, 1
     if settings.resume_from:
         last, arrays, state = saved.load_state(Path(settings.resume_from))
         if list(arrays) != list(expected):
@@ -170,22 +362,17 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             settings.resume_from,
         )
     manifests: set[str] = set()
+    extra: dict[str, object] = {}  # "prepare": the readiness report, in metrics.json
 
     def fail(reason: str) -> FederationFailed:
-        saved.write_json(
-            out_dir / saved.METRICS_FILE,
-            {**history.to_dict(), "status": "failed", "reason": reason},
-        )
-        saved.post_progress(
-            settings.progress_url,
-            settings.progress_token,
-            {"job-id": settings.job_id, "status": "failed", "reason": reason},
-        )
-        return FederationFailed(reason)
+        return fail_run(settings, reason, {**history.to_dict(), **extra})
+
+    prepared = ready_for_rounds(grid, settings, extra) if start <= settings.num_rounds else None
+    left_out = set(prepared.failed) if prepared else set()
 
     for server_round in range(start, settings.num_rounds + 1):
         started = time.perf_counter()
-        nodes = _wait_for_nodes(grid, settings)
+        nodes = _wait_for_nodes(grid, settings, left_out)
         if len(nodes) < settings.min_nodes:
             raise fail(
                 f"round {server_round}: {len(nodes)} nodes connected, "
@@ -216,6 +403,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             "bytes-out-per-node": bytes_out,
         }
         accepted: dict[str, dict[str, object]] = {}
+        node_datasets: dict[str, str] = {}
         rejected: dict[str, list[str]] = {}
         refused: dict[str, str] = {}
         good: list[tuple[OrderedDict[str, np.ndarray], int]] = []
@@ -232,12 +420,17 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                     "round %d: reply of node %s rejected: %s", server_round, node, check.problems
                 )
                 continue
+            manifest = str(parts.configs.get(INFO_RECORD, {}).get("manifest-hash", ""))
+            if settings.dataset_manifests and manifest not in settings.dataset_manifests:
+                rejected[node] = [f"dataset {manifest[:16] or '(none)'} is not one of the job's"]
+                logger.warning("round %d: node %s trained on another dataset", server_round, node)
+                continue
             metrics = {k: float(v) for k, v in parts.metrics[METRIC_RECORD].items()}  # type: ignore[arg-type]  # checked scalars
             metrics["bytes-in"] = float(reply.content.array_records[ARRAY_RECORD].count_bytes())
             accepted[node] = metrics
-            info = parts.configs.get(INFO_RECORD, {})
-            if "manifest-hash" in info:
-                manifests.add(str(info["manifest-hash"]))
+            if manifest:
+                manifests.add(manifest)
+                node_datasets[node] = manifest
             named = unpack(parts.arrays[ARRAY_RECORD], expected)
             assert not isinstance(named, str)  # check_reply passed
             node_arrays = OrderedDict((name, named[name]) for name in expected)
@@ -251,6 +444,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                     "num-examples": metrics["num-examples"],
                     "total-steps": metrics["total-steps"],
                     "noise-multiplier": metrics["noise-multiplier"],
+                    **({"manifest-hash": manifest} if manifest else {}),
                 }
             )
         missing = [
@@ -261,6 +455,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         record.update(
             {
                 "nodes": accepted,
+                "node-datasets": node_datasets,
                 "rejected": rejected,
                 "refused": refused,
                 "no-reply": missing,
@@ -335,6 +530,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     )
     result = {
         **history.to_dict(),
+        **extra,
         "status": "completed",
         "aggregation": "fedavg",
         "num-server-rounds": settings.num_rounds,

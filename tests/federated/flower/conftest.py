@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from federated.engine.dataset import read_dataset
 from federated.engine.ledger import PrivacyLedger
 from federated.engine.localfed import NodeSpec
 from federated.engine.synthetic import generate_synthetic_dataset
@@ -30,7 +31,13 @@ class Owner:
         return PrivacyLedger(self.spec.ledger_path)
 
     @property
+    def manifest(self) -> str:
+        assert self.spec.dataset_path is not None
+        return read_dataset(self.spec.dataset_path).manifest().manifest_hash
+
+    @property
     def key(self) -> str:
+        assert self.spec.dataset_path is not None  # make_owners gives every node a dataset
         return str(self.spec.dataset_path.resolve())
 
 
@@ -69,6 +76,9 @@ def run_config(out_dir: Path, model: TinyModelPaths, **overrides: object) -> dic
         "min-nodes": 2,
         "round-timeout": 180.0,
         "wait-for-nodes": 30.0,
+        # No readiness step by default: it costs a ClientApp process per node per run, and
+        # these nodes have their model locally. test_job_federation.py tests it.
+        "prepare-timeout": 0.0,
         "local-steps": 8,
         "batch-size": 16,
         "lr": 0.1,

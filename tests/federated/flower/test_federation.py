@@ -255,12 +255,27 @@ def test_secagg_mode_aggregates_the_masked_adapters_and_records_each_node(
 ) -> None:
     fed, owners = federation
     config = run_config(
-        tmp_path, fed_model, **{"num-server-rounds": 1, "aggregation": "secagg", "job-id": "job-sa"}
+        tmp_path,
+        fed_model,
+        **{
+            "num-server-rounds": 1,
+            "aggregation": "secagg",
+            "job-id": "job-sa",
+            "prepare-timeout": 120.0,  # the readiness step before the legacy workflow
+        },
     )
     outcome = fed.run(config, timeout=300)
     assert outcome.ok, outcome.details
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["aggregation"] == "secagg" and metrics["rounds"][0]["accepted"] == 2
+    assert len(metrics["prepare"]["ready"]) == 2 and metrics["prepare"]["failed"] == {}
+    manifests = {o.manifest for o in owners}
+    assert set(metrics["rounds"][0]["node-datasets"].values()) == manifests
+    from safetensors import safe_open
+
+    with safe_open(metrics["final"]["kohya"], framework="np") as lora:
+        listed = json.loads(lora.metadata()["ss_dataset_manifest_hashes"])
+    assert set(listed) == manifests  # the LoRA names the datasets (SecAgg+ too)
     _, arrays, _ = load_state(tmp_path)
     assert all(np.isfinite(a).all() for a in arrays.values()) and any(
         a.any() for a in arrays.values()

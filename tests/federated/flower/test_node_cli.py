@@ -170,3 +170,33 @@ def test_start_with_a_bad_superlink_address_is_a_usage_error(
         ]
     )
     assert code == 2 and "HOST:PORT" in capsys.readouterr().err
+
+
+@pytest.fixture
+def node_with_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    node = tmp_path / "node"
+    assert main(["node", "init", "--node-dir", str(node)]) == 0
+    for seed in (1, 2):
+        data = generate_synthetic_dataset(tmp_path / f"data-{seed}", n_images=2, seed=seed)
+        args = ["node", "add-dataset", str(data), "--epsilon", "4", "--delta", "1e-5"]
+        assert main([*args, "--node-dir", str(node)]) in (0, 1)
+    capsys.readouterr()
+    return node
+
+
+def test_start_serves_every_dataset_through_the_node_file_and_fetches_the_model_per_job(
+    node_with_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["node", "start", "--superlink", "127.0.0.1:9999", "--insecure", "--dry-run"]
+    assert main([*args, "--node-dir", str(node_with_data)]) == 0
+    command = capsys.readouterr().out
+    assert f'node-file="{node_with_data / "node.json"}"' in command
+    assert "base-model-path" not in command and "dataset-path" not in command
+
+
+def test_start_with_a_non_positive_heartbeat_interval_is_a_usage_error(
+    node_with_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["node", "start", "--superlink", "127.0.0.1:9999", "--insecure"]
+    code = main([*args, "--heartbeat-seconds", "0", "--node-dir", str(node_with_data)])
+    assert code == 2 and "--heartbeat-seconds must be positive" in capsys.readouterr().err

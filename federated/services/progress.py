@@ -1,0 +1,201 @@
+"""The ServerApp's reports: one per round (idempotent by round), a final and a failure report.
+
+A round maps each accepted node to the dataset it trained on through ``node-datasets``
+(``{flower node id: manifest hash}``): the dataset's examples and rounds completed (what its
+owner is paid for) and the epsilon its node reported (the site's privacy ledger, the largest
+per job and dataset). A node or manifest that is not in the job is logged and paid nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from django.db import transaction
+
+from core.errors import ApplicationError, ConflictError
+from federated.models import (
+    ApprovalState,
+    FederatedJob,
+    JobDataset,
+    JobEvent,
+    JobRound,
+    PrivacySpend,
+)
+from federated.services.events import job_event
+
+State = FederatedJob.State
+RECORDING_STATES = (State.QUEUED, State.RUNNING, State.PUBLISHING)
+MAX_NODES = 1000
+
+
+def _bad(message: str) -> ApplicationError:
+    return ApplicationError(f"Malformed progress report: {message}", code="bad_progress")
+
+
+def _number(value: object, what: str, *, default: float | None = None) -> float | None:
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _bad(f"{what} must be a number.")
+    number = float(value)
+    if not math.isfinite(number):
+        return default
+    return number
+
+
+def _mapping(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
+    value = payload.get(key, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_NODES:
+        raise _bad(f"{key!r} must be an object keyed by node id.")
+    return {str(k): v for k, v in value.items()}
+
+
+def _node_metrics(payload: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    nodes: dict[str, dict[str, float]] = {}
+    for node, metrics in _mapping(payload, "nodes").items():
+        if not isinstance(metrics, dict):
+            raise _bad(f"the metrics of node {node} must be an object.")
+        clean: dict[str, float] = {}
+        for key, value in metrics.items():  # numbers only; anything else is left out
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+                float(value)
+            ):
+                clean[str(key)[:60]] = float(value)
+        nodes[node] = clean
+    return nodes
+
+
+def _round_index(payload: Mapping[str, Any], job: FederatedJob) -> int:
+    index = payload.get("round")
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise _bad("'round' must be a whole number.")
+    if not 1 <= index <= job.num_rounds:
+        raise _bad(f"round {index} is outside 1..{job.num_rounds}.")
+    return index
+
+
+def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
+    index = _round_index(payload, job)
+    nodes = _node_metrics(payload)
+    node_datasets = {n: str(h).lower() for n, h in _mapping(payload, "node-datasets").items()}
+    existing = JobRound.objects.filter(job_id=job.pk, index=index).first()
+    if existing is not None:
+        return existing
+    by_hash = {
+        jd.manifest_hash: jd
+        for jd in job.datasets.select_for_update().order_by("pk")
+        .exclude(approval=ApprovalState.REJECTED)
+    }
+    examples: dict[int, int] = {}
+    epsilons: dict[int, tuple[float, float]] = {}
+    node_ids: dict[int, set[str]] = {}
+    ignored: list[dict[str, str]] = []
+    for node, metrics in nodes.items():
+        digest = node_datasets.get(node, "")
+        jd = by_hash.get(digest)
+        if jd is None:
+            ignored.append({"node": node, "manifest_hash": digest})
+            continue
+        reported = int(max(0.0, metrics.get("num-examples", 0.0)))
+        examples[jd.pk] = max(examples.get(jd.pk, 0), min(reported, jd.examples))
+        node_ids.setdefault(jd.pk, set()).add(node)
+        epsilon = metrics.get("epsilon", -1.0)
+        if epsilon >= 0:
+            old = epsilons.get(jd.pk, (0.0, 0.0))
+            epsilons[jd.pk] = (max(old[0], epsilon), max(old[1], metrics.get("delta", 0.0)))
+    for jd in by_hash.values():
+        if jd.pk not in examples:
+            continue
+        jd.rounds_completed += 1
+        jd.example_rounds += examples[jd.pk]
+        jd.flwr_node_ids = sorted(set(jd.flwr_node_ids) | node_ids[jd.pk])
+        jd.save(update_fields=["rounds_completed", "example_rounds", "flwr_node_ids"])
+        if jd.pk in epsilons:
+            _privacy_spend_record(job, jd, *epsilons[jd.pk])
+    accepted_eps = [m["epsilon"] for m in nodes.values() if m.get("epsilon", -1.0) >= 0]
+    refused = _mapping(payload, "refused")
+    rejected = _mapping(payload, "rejected")
+    no_reply = payload.get("no-reply") or []
+    if not isinstance(no_reply, list):
+        raise _bad("'no-reply' must be a list of node ids.")
+    record = JobRound.objects.create(
+        job=job,
+        index=index,
+        train_loss=_number(payload.get("train-loss"), "train-loss"),
+        num_examples=int(_number(payload.get("num-examples"), "num-examples", default=0) or 0),
+        seconds=_number(payload.get("seconds"), "seconds"),
+        bytes_out_per_node=int(_number(payload.get("bytes-out-per-node"), "bytes-out-per-node",
+                                       default=0) or 0),
+        epsilon_max=max(accepted_eps) if accepted_eps else None,
+        nodes=nodes,
+        node_datasets=node_datasets,
+        refused={k: str(v)[:500] for k, v in refused.items()},
+        rejected={k: [str(p)[:300] for p in v] if isinstance(v, list) else str(v)[:500]
+                  for k, v in rejected.items()},
+        no_reply=[str(n) for n in no_reply][:MAX_NODES],
+    )
+    loss = "n/a" if record.train_loss is None else f"{record.train_loss:.4f}"
+    job_event(job=job, kind="round", message=(
+        f"Round {index}/{job.num_rounds}: {len(nodes)} node(s), {record.num_examples} examples, "
+        f"loss {loss}."), data={"round": index})
+    if ignored:
+        job_event(job=job, kind="unknown_dataset", level=JobEvent.Level.WARNING, message=(
+            f"Round {index}: {len(ignored)} node(s) trained on a dataset that is not in this job; "
+            "ignored for payment."), data={"round": index, "nodes": ignored})
+    for node, reason in record.refused.items():
+        job_event(job=job, kind="node_refused", level=JobEvent.Level.WARNING,
+                  message=f"Round {index}: node {node} refused: {reason}",
+                  data={"round": index, "node": node})
+    for node in record.no_reply:
+        job_event(job=job, kind="node_no_reply", level=JobEvent.Level.WARNING,
+                  message=f"Round {index}: node {node} sent no reply.",
+                  data={"round": index, "node": node})
+    return record
+
+
+def _privacy_spend_record(job: FederatedJob, jd: JobDataset, epsilon: float,
+                          delta: float) -> None:
+    spend, _ = PrivacySpend.objects.select_for_update().get_or_create(
+        job=job, dataset_version_id=jd.dataset_version_id
+    )
+    if epsilon > spend.epsilon or delta > spend.delta:
+        spend.epsilon = max(spend.epsilon, epsilon)
+        spend.delta = max(spend.delta, delta)
+        spend.save(update_fields=["epsilon", "delta", "updated_at"])
+
+
+@transaction.atomic
+def job_progress_record(*, job: FederatedJob, payload: dict[str, Any]) -> JobRound | None:
+    """Record one report of the ServerApp. A round already recorded is returned unchanged;
+    the final and failure reports are logged (the coordinator completes or fails the job from
+    the SuperLink's state). 409 for a job that is finished or not started; 400 when malformed.
+
+    Locks the job row, then its datasets.
+    """
+    if not isinstance(payload, dict):
+        raise _bad("the body must be a JSON object.")
+    locked = FederatedJob.objects.select_for_update().get(pk=job.pk)
+    sent_id = payload.get("job-id")
+    if sent_id not in (None, "") and str(sent_id) != locked.flower_job_id:
+        raise ApplicationError(
+            f"This report is for {sent_id}, not {locked.flower_job_id}.", code="wrong_job")
+    if locked.state not in RECORDING_STATES:
+        raise ConflictError(f"The job is {locked.state}; it takes no more reports.",
+                            code="job_not_running", details={"state": locked.state})
+    status = payload.get("status", "running")
+    if status == "running":
+        return _record_round(locked, payload)
+    if status == "completed":
+        job_event(job=locked, kind="server_completed",
+                  message="The ServerApp finished every round and saved the LoRA.")
+        return None
+    if status == "failed":
+        reason = str(payload.get("reason", ""))[:2000]
+        job_event(job=locked, kind="server_failed", level=JobEvent.Level.ERROR,
+                  message=f"The ServerApp failed: {reason}", data={"reason": reason})
+        return None
+    raise _bad(f"unknown status {str(status)[:40]!r}.")

@@ -1,0 +1,1 @@
+"""Studio: generate images on the site with a checkpoint, LoRAs and embeddings."""

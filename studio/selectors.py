@@ -1,0 +1,113 @@
+"""Reads of the studio: a user's gallery, one generation, the choices of the generation form."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Prefetch, Q, QuerySet
+
+from registry.models import FileLayout, ModelKind, ModelVersion, VersionStatus, Visibility
+from studio.limits import GENERATION_FAMILIES
+from studio.models import Generation, GenerationResource, GenerationStatus, ResourceKind
+
+User = AbstractBaseUser | AnonymousUser
+
+MAX_CHOICES = 200
+
+
+def _with_details(qs: QuerySet[Generation]) -> QuerySet[Generation]:
+    return qs.select_related("base_version", "base_version__model").prefetch_related(
+        Prefetch(
+            "resources",
+            queryset=GenerationResource.objects.select_related("version", "version__model"),
+        )
+    )
+
+
+def generation_list(*, user: AbstractBaseUser) -> QuerySet[Generation]:
+    """The user's own generations, newest first, with what each used."""
+    return _with_details(Generation.objects.filter(user=user))
+
+
+def generation_get(*, generation_id: int, user: User) -> Generation | None:
+    """A generation its owner may see, or anyone when the owner made it public."""
+    visible = Q(is_public=True, status=GenerationStatus.SUCCEEDED)
+    if user.is_authenticated:
+        visible |= Q(user_id=user.pk)
+    return _with_details(Generation.objects.filter(visible, pk=generation_id)).first()
+
+
+def queue_position(generation: Generation) -> int | None:
+    """How many queued generations were asked for before this one (None unless queued)."""
+    if generation.status != GenerationStatus.QUEUED:
+        return None
+    return Generation.objects.filter(
+        status=GenerationStatus.QUEUED, created_at__lt=generation.created_at
+    ).count()
+
+
+def _usable_versions(user: AbstractBaseUser) -> QuerySet[ModelVersion]:
+    """Published versions of models others may see, and every version of the user's own.
+
+    Whether a paid version was bought is checked when the request is made (a 403 says what it
+    costs); listing it here lets the user find it.
+    """
+    public = Q(
+        status=VersionStatus.PUBLISHED,
+        model__is_removed=False,
+        model__visibility__in=[Visibility.PUBLIC, Visibility.UNLISTED],
+    )
+    return ModelVersion.objects.select_related("model", "model__owner").filter(
+        public | Q(model__owner=user)
+    )
+
+
+@dataclass(frozen=True)
+class FormChoices:
+    checkpoints: list[ModelVersion]
+    loras: list[ModelVersion]
+    embeddings: list[ModelVersion]
+
+
+def _ordered(qs: QuerySet[ModelVersion]) -> list[ModelVersion]:
+    return list(qs.order_by("-model__download_count", "model__name", "-created_at")[:MAX_CHOICES])
+
+
+def form_choices(*, user: AbstractBaseUser, include: int | None = None) -> FormChoices:
+    """Checkpoints, LoRAs and embeddings to offer (``include``: one version to keep listed)."""
+    usable = _usable_versions(user).filter(base_model__in=GENERATION_FAMILIES)
+    if include is not None:
+        usable = usable | _usable_versions(user).filter(pk=include)
+    checkpoints = usable.filter(model__kind=ModelKind.CHECKPOINT).filter(
+        Q(layout=FileLayout.DIFFUSERS) | Q(files__path__endswith=".safetensors")
+    ).distinct()
+    return FormChoices(
+        checkpoints=_ordered(checkpoints),
+        loras=_ordered(usable.filter(model__kind=ModelKind.LORA)),
+        embeddings=_ordered(
+            usable.filter(model__kind=ModelKind.EMBEDDING).prefetch_related("files")
+        ),
+    )
+
+
+def sample_targets(*, generation: Generation, user: AbstractBaseUser) -> list[ModelVersion]:
+    """The versions that made ``generation`` and that ``user`` owns (may get it as sample)."""
+    ids = {generation.base_version_id}
+    ids |= {r.version_id for r in generation.resources.all()}
+    ids.discard(None)
+    return list(
+        ModelVersion.objects.select_related("model").filter(pk__in=ids, model__owner=user)
+    )
+
+
+def resources_of(generation: Generation, kind: str) -> list[GenerationResource]:
+    return [r for r in generation.resources.all() if r.kind == kind]
+
+
+def loras_of(generation: Generation) -> list[GenerationResource]:
+    return resources_of(generation, ResourceKind.LORA)
+
+
+def embeddings_of(generation: Generation) -> list[GenerationResource]:
+    return resources_of(generation, ResourceKind.EMBEDDING)

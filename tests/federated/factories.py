@@ -1,0 +1,28 @@
+"""Test data of the federated app that needs no database: node keys and manifests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+
+def openssh_public_key(kind: str = "ed25519") -> str:
+    """A fresh OpenSSH public key line, as ``ssh-keygen`` writes it (with a comment)."""
+    private = (Ed25519PrivateKey.generate() if kind == "ed25519"
+               else ec.generate_private_key(ec.SECP384R1()))
+    line = private.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
+    return f"{line} owner@laptop"
+
+
+def manifest(*, count: int, seed: int) -> dict[str, Any]:
+    """A node's manifest: aggregates plus per-file entries that must never be shown."""
+    return {
+        "count": count,
+        "manifest_hash": f"{seed:064x}",
+        "resolutions": {"32x32": count},
+        "files": [{"name": f"secret_holiday_{i}.png", "caption": "my house"} for i in range(2)],
+        "root": "/home/owner/private-photos",
+    }

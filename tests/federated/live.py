@@ -1,0 +1,128 @@
+"""What the coordinator's tests share: data owners' SuperNodes on loopback with generated
+datasets, those datasets listed on the site, the site's coordinator settings for the test
+process and its Celery worker, and waiting for something to happen.
+
+Tiny settings (those of the federation tests: rank 1, lr 0.1, clip 0.05, resolution 32), so
+that a run takes well under a minute.
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from federated.engine.dataset import read_dataset
+from federated.engine.ledger import PrivacyLedger
+from federated.engine.localfed import LocalFederation, NodeSpec
+from federated.engine.synthetic import generate_synthetic_dataset
+
+RESOLUTION = 32
+IMAGES = 16
+PRICE_PER_EXAMPLE_ROUND = 2
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class OwnerData:
+    """One data owner's machine: a SuperNode's folders and its dataset's manifest."""
+
+    spec: NodeSpec
+    manifest: dict[str, Any]
+
+    @property
+    def manifest_hash(self) -> str:
+        return str(self.manifest["manifest_hash"])
+
+
+def owners_data(root: Path, *, base_model: Path | None, seeds: tuple[int, ...] = (11, 12)
+                ) -> list[OwnerData]:
+    """Generated datasets (16 images each), a privacy budget in each node's ledger, and the
+    manifest each owner lists. ``base_model`` None: the nodes fetch it from the site."""
+    owners = []
+    for index, seed in enumerate(seeds):
+        folder = root / f"owner-{index}"
+        data = generate_synthetic_dataset(folder / "data", n_images=IMAGES, seed=seed,
+                                          resolution=RESOLUTION)
+        ledger = folder / "ledger.db"
+        PrivacyLedger(ledger).set_budget(str(data.resolve()), epsilon=1e6, delta=0.5)
+        manifest = read_dataset(data).manifest()
+        owners.append(OwnerData(
+            spec=NodeSpec(data, folder / "cache", ledger, base_model),
+            manifest={**manifest.to_dict(), "manifest_hash": manifest.manifest_hash},
+        ))
+    return owners
+
+
+def federation_of(owners: list[OwnerData], workdir: Path) -> Iterator[LocalFederation]:
+    """A SuperLink and the owners' SuperNodes, for a module-scoped fixture to yield from."""
+    with LocalFederation([o.spec for o in owners], workdir) as fed:
+        yield fed
+
+
+def list_datasets(fed: Any, owners: list[OwnerData]) -> list[Any]:
+    """Each owner (a new user) registers a node and lists its dataset: the terms, in order."""
+    from federated.services.datasets import federated_dataset_create
+
+    listed = []
+    for index, owner in enumerate(owners):
+        user = fed.user(f"owner{index}")
+        node = fed.node(user, name=f"node {index}").node
+        listed.append(federated_dataset_create(
+            owner=user, node_id=node.pk, name=f"Shapes of owner {index}",
+            manifest=owner.manifest, description="Generated shapes.",
+            terms={"price_per_example_round": PRICE_PER_EXAMPLE_ROUND, "epsilon_per_job": 8.0,
+                   "epsilon_lifetime": 100.0},
+        ))
+    return listed
+
+
+def tiny_job(**overrides: Any) -> dict[str, Any]:
+    """The job settings of the tests (JobSpec fields)."""
+    return {"name": "Shapes LoRA", "use": "style", "trigger_word": "sks", "rounds": 1,
+            "local_steps": 4, "batch_size": 16, "learning_rate": 0.1, "rank": 1, "alpha": 1.0,
+            "resolution": RESOLUTION, "max_grad_norm": 0.05, "target_epsilon": 8.0,
+            **overrides}
+
+
+def coordinator_settings(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, *, superlink: str,
+    site_url: str, poll_seconds: float = 1.0,
+) -> None:
+    """The coordinator's settings, for this process (``settings``) and for the Celery worker
+    started afterwards (its environment)."""
+    values: dict[str, Any] = {
+        "ATELIER_SUPERLINK": superlink,
+        "ATELIER_SUPERLINK_INSECURE": True,
+        "ATELIER_FLWR_HOME": tmp_path / "flwr-home",
+        "ATELIER_FEDERATION_DIR": tmp_path / "federation",
+        "ATELIER_SITE_URL": site_url,
+        "ATELIER_JOB_POLL_SECONDS": poll_seconds,
+    }
+    for key, value in values.items():
+        setattr(settings, key, value)
+        monkeypatch.setenv(key, "1" if value is True else str(value))
+
+
+def load_license_catalogue() -> None:
+    """Transactional tests flush every table, the license catalogue (a data migration) too."""
+    from django.apps import apps
+
+    importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
+
+
+def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
+               log: Callable[[], str] | None = None) -> T:
+    """Poll ``check`` every 0.3 s until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(0.3)
+    pytest.fail(f"not within {timeout:g} s: {what}" + (f"\n{log()}" if log else ""))

@@ -1,0 +1,281 @@
+"""The coordinator against real parts: a Celery worker process, a live site, a real SuperLink
+(and two SuperNodes where a run must train), PostgreSQL and Redis.
+
+- a worker killed mid-job is restarted: the job is reconciled and completes once;
+- a run past its deadline is stopped and the job failed;
+- a SuperLink that is down at launch: the job stays queued and says why, then starts;
+- a run started by a worker that died before recording it is found, not started twice.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.utils import timezone
+
+from federated import coordinator
+from federated.engine.localfed import LocalFederation, free_port
+from federated.models import FederatedJob, JobEvent
+from federated.superlink import APP_DIR, run_start, run_status, runs_list
+from sdcore.tiny import TINY_SINGLE_FILE_NAME
+from tests.conftest import _tiny_model, celery_worker_env, celery_worker_start
+from tests.federated.live import (
+    IMAGES,
+    PRICE_PER_EXAMPLE_ROUND,
+    OwnerData,
+    coordinator_settings,
+    federation_of,
+    list_datasets,
+    load_license_catalogue,
+    owners_data,
+    tiny_job,
+    wait_until,
+)
+
+pytest_plugins = ["tests.federated.fixtures"]
+pytestmark = pytest.mark.usefixtures("fast_passwords")
+State = FederatedJob.State
+CREDITS = 10_000
+
+
+@pytest.fixture(scope="module")
+def owners(tmp_path_factory: pytest.TempPathFactory) -> list[OwnerData]:
+    """Two owners whose nodes hold a copy of the base model (the tiny single file)."""
+    tiny = _tiny_model(tmp_path_factory)
+    return owners_data(tmp_path_factory.mktemp("owners"), base_model=tiny / TINY_SINGLE_FILE_NAME)
+
+
+@pytest.fixture(scope="module")
+def federation(
+    owners: list[OwnerData], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalFederation]:
+    yield from federation_of(owners, tmp_path_factory.mktemp("fed"))
+
+
+@dataclass
+class Site:
+    """The site side of one test: people, the base model, the listed datasets, the worker."""
+
+    fed: Any
+    trainer: Any
+    base: Any
+    terms: list[Any]
+    worker: subprocess.Popen[bytes]
+    worker_log: Path
+    settings: Any
+
+    def launch(self, **overrides: Any) -> FederatedJob:
+        return self.fed.launch(self.trainer, self.fed.spec(self.base, self.terms,
+                                                           **tiny_job(**overrides)))
+
+    def job(self, job: FederatedJob) -> FederatedJob:
+        return FederatedJob.objects.get(pk=job.pk)
+
+    def log(self) -> str:
+        return self.worker_log.read_text(errors="replace")[-6000:]
+
+    def kill_worker(self) -> None:
+        os.kill(self.worker.pid, signal.SIGKILL)
+        self.worker.wait(timeout=10)
+
+    def restart_worker(self) -> None:
+        queue = self.settings.CELERY_TASK_DEFAULT_QUEUE
+        self.worker = celery_worker_start(celery_worker_env(self.settings, queue),
+                                          self.worker_log)
+
+    def wait_state(self, job: FederatedJob, *states: str, timeout: float) -> FederatedJob:
+        return wait_until(lambda: (j := self.job(job)).state in states and j,
+                          timeout=timeout, what=f"job {job.pk} in {states}", log=self.log)
+
+
+@pytest.fixture
+def make_site(
+    request: pytest.FixtureRequest, transactional_db: None, live_server: Any,
+    monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, fed: Any,
+    owners: list[OwnerData],
+) -> Iterator[Callable[[str], Site]]:
+    """``make_site("127.0.0.1:PORT")``: settings pointing at that SuperLink and the live
+    site, then the worker (which reads them from its environment), then the data."""
+    load_license_catalogue()
+    started: list[Site] = []
+
+    def make(superlink: str) -> Site:
+        coordinator_settings(monkeypatch, settings, tmp_path, superlink=superlink,
+                             site_url=live_server.url)
+        worker = request.getfixturevalue("celery_worker_process")
+        trainer = fed.user("trainer", credits=CREDITS)
+        site = Site(fed=fed, trainer=trainer, base=fed.base_version(fed.user("creator")),
+                    terms=list_datasets(fed, owners), worker=worker,
+                    worker_log=tmp_path / "celery-worker.log", settings=settings)
+        started.append(site)
+        return site
+
+    yield make
+    for site in started:  # a restarted worker is not the fixture's: stop it here
+        if site.worker.poll() is None:
+            site.worker.terminate()
+            site.worker.wait(timeout=15)
+    load_license_catalogue()
+
+
+def events(job: FederatedJob, kind: str) -> list[JobEvent]:
+    return list(JobEvent.objects.filter(job_id=job.pk, kind=kind))
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
+    make_site: Callable[[str], Site], federation: LocalFederation, ledger_checked: None,
+) -> None:
+    from marketplace.selectors import wallet_balance
+    from registry.models import Model, ModelKind
+
+    site = make_site(f"127.0.0.1:{federation.port}")
+    job = site.launch(rounds=1)
+    job = site.wait_state(job, State.RUNNING, timeout=90)
+    # When the worker dies while the run goes on, and the run finishes with nobody watching
+    site.kill_worker()
+    final = wait_until(
+        lambda: (s := run_status(job.run_id, federation.connection)).finished and s,
+        timeout=300, what="the run finishes", log=lambda: federation.logs()["superlink"][-3000:])
+    assert final.completed, final.details
+    assert site.job(job).state == State.RUNNING  # nobody has looked yet
+    # Then a new worker reconciles the job from the SuperLink's state: completed once
+    site.restart_worker()
+    job = site.wait_state(job, State.COMPLETED, State.FAILED, timeout=120)
+    assert job.state == State.COMPLETED, (job.failure_reason, site.log())
+    assert job.result_version is not None and job.settled_at is not None
+    assert Model.objects.filter(owner=site.trainer, kind=ModelKind.LORA).count() == 1
+    assert len(events(job, "completed")) == 1 and len(events(job, "published")) == 1
+    # Owners are paid for what their node trained on: 16 examples in 1 round, 2 credits each
+    paid = 0
+    for jd in job.datasets.select_related("dataset_version__dataset__owner"):
+        assert (jd.rounds_completed, jd.example_rounds) == (1, IMAGES)
+        assert jd.earned == PRICE_PER_EXAMPLE_ROUND * IMAGES
+        assert wallet_balance(user=jd.dataset_version.dataset.owner) == jd.earned
+        paid += jd.earned
+    assert job.owners_paid == paid and job.refunded == job.max_cost - paid - job.fee_paid
+    assert wallet_balance(user=site.trainer) == CREDITS - paid - job.fee_paid
+    # The SuperLink counted the run's traffic and compute time
+    assert final.inbound_bytes > 0 and final.outbound_bytes > 0
+    assert final.serverapp_seconds > 0 and final.clientapp_seconds > 0
+    # Running everything again (a redelivered task, another reconcile) changes nothing
+    settlement = job.settlement_id
+    assert coordinator.job_watch(job_id=job.pk).done
+    assert coordinator.job_start(job_id=job.pk).done
+    assert coordinator.jobs_reconcile(take_over=True) == []
+    job = site.job(job)
+    assert job.settlement_id == settlement and len(events(job, "completed")) == 1
+    assert Model.objects.filter(owner=site.trainer, kind=ModelKind.LORA).count() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_run_past_its_deadline_is_stopped_and_the_job_failed(
+    make_site: Callable[[str], Site], tmp_path: Path, ledger_checked: None,
+) -> None:
+    from marketplace.selectors import wallet_balance
+
+    # Given a SuperLink without nodes: the ServerApp waits for them, the run hangs
+    with LocalFederation([], tmp_path / "lonely") as link:
+        site = make_site(f"127.0.0.1:{link.port}")
+        job = site.launch()
+        FederatedJob.objects.filter(pk=job.pk).update(
+            deadline_at=timezone.now() + timedelta(seconds=6))
+        running = site.wait_state(job, State.RUNNING, State.FAILED, timeout=60)
+        assert running.run_id
+        # Then past the deadline the run is stopped and the job fails, refunding everything
+        job = site.wait_state(job, State.FAILED, timeout=60)
+        status = run_status(job.run_id, link.connection)
+    assert "deadline passed" in job.failure_reason
+    assert status.status == "finished:stopped", status
+    assert (job.owners_paid, job.fee_paid, job.refunded) == (0, 0, job.max_cost)
+    assert wallet_balance(user=site.trainer) == CREDITS
+    assert len(events(job, "failed")) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_job_launched_while_the_superlink_is_down_waits_then_starts(
+    make_site: Callable[[str], Site], tmp_path: Path, ledger_checked: None,
+) -> None:
+    # Given a SuperLink address where nothing listens yet
+    port = free_port()
+    site = make_site(f"127.0.0.1:{port}")
+    job = site.launch()
+    # Then the job stays queued, and says why (once, not once per retry)
+    wait_until(lambda: events(job, "superlink_unavailable"), timeout=60,
+               what="an event saying the SuperLink is unavailable", log=site.log)
+    assert site.job(job).state == State.QUEUED and not site.job(job).run_id
+    # When the SuperLink comes up, the job starts on it
+    with LocalFederation([], tmp_path / "late", port=port) as link:
+        job = site.wait_state(job, State.RUNNING, timeout=60)
+        assert len(events(job, "superlink_unavailable")) == 1
+        assert job.run_id in {run.run_id for run in runs_list(link.connection)}
+        # And cancelling it stops the run
+        from federated.services.jobs import job_cancel
+
+        job_cancel(job=job, user=site.trainer)
+        wait_until(lambda: events(job, "run_stopped"), timeout=60,
+                   what="the cancelled job's run is stopped", log=site.log)
+        status = run_status(job.run_id, link.connection)
+    assert status.status == "finished:stopped"
+    assert site.job(job).state == State.CANCELLED
+
+
+@pytest.mark.django_db
+def test_a_run_started_by_a_worker_that_died_before_recording_it_is_not_started_twice(
+    monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, fed: Any,
+    owners: list[OwnerData],
+) -> None:
+    from federated.services.jobs import job_run_config
+
+    with LocalFederation([], tmp_path / "link") as link:
+        # Given a job whose first start called `flwr run` and died before reading the answer
+        coordinator_settings(monkeypatch, settings, tmp_path, superlink=f"127.0.0.1:{link.port}",
+                             site_url=f"http://127.0.0.1:{free_port()}")
+        trainer = fed.user("trainer", credits=CREDITS)
+        job = fed.launch(trainer, fed.spec(fed.base_version(fed.user("creator")),
+                                           list_datasets(fed, owners), **tiny_job()))
+        config = job_run_config(job=job)
+        coordinator._marker(job.pk).write(**{"started-at": timezone.now().timestamp(),
+                                             "run-id": ""})
+        orphan = run_start(APP_DIR, link.connection, config)
+        before = {run.run_id for run in runs_list(link.connection)}
+        # When the start task runs again
+        step = coordinator.job_start(job_id=job.pk)
+        # Then it takes over that run instead of starting another
+        job = FederatedJob.objects.get(pk=job.pk)
+        assert (job.state, job.run_id) == (State.RUNNING, orphan)
+        assert {run.run_id for run in runs_list(link.connection)} == before
+        assert step.task == "job_watch" and step.lease
+        assert len(events(job, "run_recovered")) == 1
+        assert not coordinator._marker(job.pk).path.exists()
+
+
+def test_one_driver_chain_per_job_a_superseded_one_drops_out(
+    settings: Any, tmp_path: Path
+) -> None:
+    settings.ATELIER_FEDERATION_DIR = tmp_path
+    settings.ATELIER_SUPERLINK = "127.0.0.1:1"
+    # Given a chain driving job 7
+    first = coordinator.lease_take(7, "", ttl=60)
+    assert first and coordinator.lease_take(7, first, ttl=60) == first
+    # Then a periodic reconcile leaves it alone, a restarted worker takes over
+    assert coordinator.lease_take(7, "", ttl=60) is None
+    second = coordinator.lease_take(7, "", ttl=60, force=True)
+    assert second and second != first
+    # And the first chain's next task (redelivered late) drops out, touching nothing
+    assert coordinator.job_watch(job_id=7, lease=first).done
+    assert coordinator.job_start(job_id=7, lease=first).done is True
+    # A lapsed lease is free again
+    coordinator.lease_take(7, second, ttl=0)
+    assert coordinator.lease_take(7, "", ttl=60) not in (None, second)
