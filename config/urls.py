@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/federated/", include("federated.urls")),
     path("", include("studio.urls")),
     path("", include("marketplace.urls")),
+    path("", include("federated.web_urls")),
     path("", include("registry.urls")),
 ]
 

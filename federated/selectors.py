@@ -3,6 +3,7 @@ their rounds, the approval inbox, and the jobs the coordinator reconciles."""
 
 from __future__ import annotations
 
+import datetime
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -21,7 +22,15 @@ from federated.models import (
     Node,
     PrivacySpend,
 )
-from registry.models import DatasetKind, Visibility
+from registry.models import (
+    DatasetKind,
+    FileLayout,
+    ModelKind,
+    ModelVersion,
+    SampleImage,
+    Visibility,
+)
+from registry.selectors import visible_versions
 
 User = AbstractBaseUser | AnonymousUser
 State = FederatedJob.State
@@ -268,3 +277,125 @@ def approval_inbox(*, owner: AbstractBaseUser, pending_only: bool = True) -> Que
     return qs.select_related(
         "job__trainer", "job__base_version__model", "dataset_version__dataset"
     ).order_by("-job__created_at", "-pk")
+
+
+# --- the web pages (additions) ---------------------------------------------------------------
+
+
+def base_versions_for_training(*, user: User, limit: int = 200) -> QuerySet[ModelVersion]:
+    """Checkpoint versions the trainer may pick in the wizard: visible, of a trainable family,
+    whose own license allows derivatives. The launch checks the rest (ancestors' licenses,
+    entitlement, the file's format) and refuses with its reason."""
+    from federated.services.spec import TRAINABLE_FAMILIES  # spec imports this module
+    from marketplace.models import License
+
+    no_derivatives = License.objects.filter(derivatives_allowed=False).values("code")
+    return (
+        visible_versions(user)
+        .filter(model__kind=ModelKind.CHECKPOINT, base_model__in=TRAINABLE_FAMILIES,
+                layout=FileLayout.SINGLE_FILE)
+        .exclude(license_code__in=no_derivatives)
+        .order_by("model__name", "-created_at", "-pk")[:limit]
+    )
+
+
+def owned_federated_terms(*, dataset_version_id: int, user: User) -> DatasetTerms | None:
+    """A federated dataset's terms for its owner (and staff); None for anyone else."""
+    terms = federated_terms_for(dataset_version_id=dataset_version_id, user=user)
+    if terms is None or not user.is_authenticated:
+        return None
+    if user.pk != terms.dataset_version.dataset.owner_id and not user.is_staff:
+        return None
+    return terms
+
+
+@dataclass(frozen=True)
+class SettledEarning:
+    """What a dataset earned in one settled job, and when the job settled."""
+
+    job_id: int
+    job_name: str
+    state: str
+    rounds_completed: int
+    example_rounds: int
+    earned: int
+    settled_at: datetime.datetime
+
+
+def dataset_earnings_timeline(*, terms: DatasetTerms) -> list[SettledEarning]:
+    """The dataset's earnings per settled job, oldest settlement first."""
+    rows = (
+        JobDataset.objects.filter(dataset_version_id=terms.dataset_version_id,
+                                  job__settled_at__isnull=False)
+        .select_related("job").order_by("job__settled_at", "job_id")
+    )
+    return [
+        SettledEarning(r.job_id, r.job.name, r.job.state, r.rounds_completed, r.example_rounds,
+                       r.earned, r.job.settled_at)  # type: ignore[arg-type]  # filtered not null
+        for r in rows
+    ]
+
+
+@dataclass(frozen=True)
+class RoundNode:
+    """One node's reply in a round: the dataset it trained on (None: not in the job)."""
+
+    node_id: str
+    dataset_version_id: int | None
+    dataset: str
+    examples: int
+    epsilon: float | None
+
+
+@dataclass(frozen=True)
+class RoundRow:
+    index: int
+    train_loss: float | None
+    num_examples: int
+    seconds: float | None
+    bytes_out_per_node: int
+    epsilon_max: float | None
+    nodes: list[RoundNode]
+    refused: dict[str, str]
+    no_reply: list[str]
+
+    def epsilon_of(self, dataset_version_id: int) -> float | None:
+        values = [n.epsilon for n in self.nodes
+                  if n.dataset_version_id == dataset_version_id and n.epsilon is not None]
+        return max(values) if values else None
+
+
+def job_round_rows(*, job: FederatedJob) -> list[RoundRow]:
+    """The job's rounds with each node's reply mapped to its dataset (through the round's
+    ``node_datasets``), from a job loaded by :func:`job_detail` (no further query)."""
+    datasets = {jd.manifest_hash: jd for jd in job.datasets.all()}
+    rows: list[RoundRow] = []
+    for r in job.rounds.all():
+        nodes = []
+        for node_id, metrics in sorted(r.nodes.items()):
+            jd = datasets.get(str(r.node_datasets.get(node_id, "")))
+            epsilon = metrics.get("epsilon")
+            nodes.append(RoundNode(
+                node_id, jd.dataset_version_id if jd else None,
+                jd.dataset_version.dataset.name if jd else "",
+                int(metrics.get("num-examples", 0)),
+                float(epsilon) if epsilon is not None and epsilon >= 0 else None))
+        rows.append(RoundRow(r.index, r.train_loss, r.num_examples, r.seconds,
+                             r.bytes_out_per_node, r.epsilon_max, nodes,
+                             {str(k): str(v) for k, v in r.refused.items()},
+                             [str(n) for n in r.no_reply]))
+    return rows
+
+
+def job_samples(*, job: FederatedJob) -> list[SampleImage]:
+    """Sample images of the job's result (the engine's grid per round lands on the published
+    LoRA version, with the round in its parameters)."""
+    if job.result_version_id is None:
+        return []
+    return list(SampleImage.objects.filter(version_id=job.result_version_id)
+                .order_by("created_at", "pk"))
+
+
+def jobs_of_trainer_with_progress(*, trainer: AbstractBaseUser) -> QuerySet[FederatedJob]:
+    """The trainer's jobs (as :func:`jobs_of_trainer`) with ``rounds_done`` counted."""
+    return jobs_of_trainer(trainer=trainer).annotate(rounds_done=Count("rounds"))

@@ -1,0 +1,157 @@
+"""Forms of the federated pages; they parse input into a :class:`JobSpec`, the services
+decide (every check of a job is in ``federated.services.spec``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from django import forms
+
+from core.errors import ApplicationError
+from federated.models import DatasetTerms, TrainingUse
+from federated.services.spec import JobSpec
+from registry.models import ModelVersion
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec)
+             if f.default is not dataclasses.MISSING}
+
+# Which field of the wizard a problem or an error of the services belongs to (by its code or
+# its clause); a problem that names a dataset goes next to that dataset.
+_CLAUSE_FIELDS = {
+    "base_version": "base_version", "base_model_family": "base_version",
+    "derivatives_allowed": "base_version",
+}
+_CODE_FIELDS = {
+    "base_not_found": "base_version", "base_not_entitled": "base_version",
+    "bad_datasets": "datasets", "duplicate_dataset": "datasets",
+    "dataset_not_found": "datasets", "dataset_not_federated": "datasets",
+    "idempotency_key_required": None, "idempotency_key_reused": None,
+}
+
+
+@dataclass(frozen=True)
+class DatasetOption:
+    """A dataset checkbox of the wizard, with the problems the services found with it."""
+
+    terms: DatasetTerms
+    checked: bool
+    problems: list[str]
+
+
+class JobForm(forms.Form):
+    """The job wizard: every :class:`JobSpec` field a trainer sets, on one page."""
+
+    name = forms.CharField(max_length=200, label="Job name")
+    base_version = forms.TypedChoiceField(coerce=int, label="Base model version",
+                                          help_text="A Stable Diffusion checkpoint whose "
+                                          "license allows derivatives.")
+    datasets = forms.TypedMultipleChoiceField(coerce=int, required=False,
+                                              widget=forms.CheckboxSelectMultiple,
+                                              label="Private datasets")
+    use = forms.ChoiceField(choices=TrainingUse.choices, label="What the LoRA is for")
+    commercial_use = forms.BooleanField(required=False, label="Commercial use of the LoRA")
+    trigger_word = forms.CharField(max_length=100, required=False, label="Trigger word")
+    rank = forms.IntegerField(label="LoRA rank")
+    alpha = forms.FloatField(required=False, label="LoRA alpha",
+                             help_text="Empty: the same as the rank.")
+    local_steps = forms.IntegerField(label="Local steps per round")
+    learning_rate = forms.FloatField(label="Learning rate")
+    resolution = forms.IntegerField(label="Resolution (px)", help_text="A multiple of 8.")
+    batch_size = forms.IntegerField(label="Batch size")
+    rounds = forms.IntegerField(label="Rounds")
+    dp = forms.BooleanField(required=False, label="Differential privacy (DP-SGD)")
+    target_epsilon = forms.FloatField(required=False, label="Target epsilon",
+                                      help_text="Empty: the most every dataset allows.")
+    delta = forms.FloatField(required=False, label="Delta",
+                             help_text="Empty: the smallest delta of the datasets.")
+    max_grad_norm = forms.FloatField(label="Max gradient norm (clipping)")
+    idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
+
+    LORA_FIELDS = ("rank", "alpha", "local_steps", "learning_rate", "resolution", "batch_size",
+                   "rounds")
+    PRIVACY_FIELDS = ("dp", "target_epsilon", "delta", "max_grad_norm")
+
+    def __init__(self, *args: Any, base_versions: Iterable[ModelVersion],
+                 dataset_terms: Iterable[DatasetTerms], **kwargs: Any) -> None:
+        initial = {key: _DEFAULTS[key] for key in (*self.LORA_FIELDS, *self.PRIVACY_FIELDS)
+                   if key in _DEFAULTS}
+        initial.update(use=_DEFAULTS.get("use", TrainingUse.STYLE), **kwargs.pop("initial", {}))
+        super().__init__(*args, initial=initial, **kwargs)
+        self.dataset_terms = list(dataset_terms)
+        self.fields["base_version"].choices = [  # type: ignore[attr-defined]
+            ("", "Choose a base model"),
+            *((v.pk, f"{v.model.name} · {v.name} ({v.base_model})") for v in base_versions)]
+        self.fields["datasets"].choices = [  # type: ignore[attr-defined]
+            (t.dataset_version_id, t.dataset_version.dataset.name) for t in self.dataset_terms]
+        self.dataset_problems: dict[int, list[str]] = {}
+
+    def spec(self) -> JobSpec:
+        """The request, from a valid form."""
+        data = self.cleaned_data
+        return JobSpec(
+            name=data["name"], base_version_id=data["base_version"],
+            dataset_version_ids=tuple(data["datasets"]), use=data["use"],
+            commercial_use=data["commercial_use"], trigger_word=data["trigger_word"],
+            rounds=data["rounds"], local_steps=data["local_steps"], rank=data["rank"],
+            alpha=data["alpha"], learning_rate=data["learning_rate"],
+            resolution=data["resolution"], batch_size=data["batch_size"], dp=data["dp"],
+            target_epsilon=data["target_epsilon"] if data["dp"] else None,
+            delta=data["delta"] if data["dp"] else None, max_grad_norm=data["max_grad_norm"],
+        )
+
+    # --- what the services said, next to the field or dataset it concerns -------------------
+
+    def add_problems(self, problems: Iterable[Mapping[str, Any]]) -> None:
+        """Put each problem (``Problem.as_dict()``) next to its dataset or its field."""
+        for problem in problems:
+            dataset_id = problem.get("dataset_version_id")
+            message = str(problem.get("message", ""))
+            if dataset_id is not None and int(dataset_id) in self._offered:
+                self.dataset_problems.setdefault(int(dataset_id), []).append(message)
+            elif dataset_id is not None:
+                self.add_error("datasets", message)
+            else:
+                self.add_error(self._field_for(problem), message)
+
+    @property
+    def has_problems(self) -> bool:
+        return bool(self.errors or self.dataset_problems)
+
+    def add_application_error(self, err: ApplicationError) -> None:
+        problems = err.details.get("problems")
+        if isinstance(problems, list) and problems:
+            self.add_problems(problems)
+            return
+        dataset_id = err.details.get("dataset_version_id")
+        if dataset_id is not None and int(dataset_id) in self._offered:
+            self.dataset_problems.setdefault(int(dataset_id), []).append(err.message)
+        else:
+            self.add_error(self._field_for({"code": err.code}), err.message)
+
+    @property
+    def _offered(self) -> set[int]:
+        return {t.dataset_version_id for t in self.dataset_terms}
+
+    def _field_for(self, problem: Mapping[str, Any]) -> str | None:
+        code = str(problem.get("code", ""))
+        if code in _CODE_FIELDS:
+            return _CODE_FIELDS[code]
+        clause = str(problem.get("clause", ""))
+        if clause in _CLAUSE_FIELDS:
+            return _CLAUSE_FIELDS[clause]
+        return clause if clause in self.fields else None
+
+    def dataset_options(self) -> list[DatasetOption]:
+        raw = self["datasets"].value() or []
+        picked = {str(v) for v in (raw if isinstance(raw, list | tuple) else [raw])}
+        return [DatasetOption(t, str(t.dataset_version_id) in picked,
+                              self.dataset_problems.get(t.dataset_version_id, []))
+                for t in self.dataset_terms]
+
+
+class RejectForm(forms.Form):
+    note = forms.CharField(max_length=500, required=False, label="Note to the trainer",
+                           widget=forms.TextInput(attrs={"placeholder": "Optional"}))

@@ -1,0 +1,243 @@
+"""Server-rendered federated pages: the trainer's jobs, the job wizard and the job page (with
+its live section), and the data owner's dashboard, approval inbox and dataset pages. Thin:
+parse the form, call one service or selector, render."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from core.errors import ApplicationError, NotFoundError
+from federated import charts, selectors
+from federated.forms import JobForm, RejectForm
+from federated.models import FederatedJob, JobDataset
+from federated.services.jobs import (
+    JobEstimate,
+    job_approve,
+    job_cancel,
+    job_create_and_launch,
+    job_estimate,
+    job_reject,
+)
+from marketplace.forms import new_key
+from marketplace.selectors import wallet_balance
+
+MAX_DATASETS_OFFERED = 200
+LIVE_POLL_MS = 2000
+
+
+# --- trainer: jobs ----------------------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def job_list(request: HttpRequest) -> HttpResponse:
+    jobs = selectors.jobs_of_trainer_with_progress(
+        trainer=request.user)  # type: ignore[arg-type]
+    return render(request, "federated/job_list.html", {"jobs": jobs})
+
+
+def _job_form(request: HttpRequest, data: Any = None, **kwargs: Any) -> JobForm:
+    return JobForm(
+        data,
+        base_versions=selectors.base_versions_for_training(user=request.user),
+        dataset_terms=selectors.federated_datasets_available(
+            user=request.user)[:MAX_DATASETS_OFFERED],
+        **kwargs,
+    )
+
+
+def _wizard(request: HttpRequest, form: JobForm, *, estimate: JobEstimate | None = None,
+            error: ApplicationError | None = None, status: int = 200) -> HttpResponse:
+    by_dataset = {t.dataset_version_id: t for t in form.dataset_terms}
+    context = {
+        "form": form,
+        "estimate": estimate,
+        "estimate_lines": [(line, by_dataset.get(line.dataset_version_id))
+                           for line in estimate.lines] if estimate else [],
+        "error": error,
+        "balance": wallet_balance(user=request.user),  # type: ignore[arg-type]
+    }
+    return render(request, "federated/job_new.html", context, status=status)
+
+
+def _fresh_key(form: JobForm) -> None:
+    """A new idempotency key in the re-rendered form (the old one belongs to another job)."""
+    form.data = form.data.copy()
+    form.data["idempotency_key"] = new_key()
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_new(request: HttpRequest) -> HttpResponse:
+    """The wizard: "Estimate" re-renders with the cost and every problem; "Launch" creates
+    and launches the job (once per idempotency key) and goes to its page."""
+    if request.method == "GET":
+        return _wizard(request, _job_form(request, initial={"idempotency_key": new_key()}))
+    form = _job_form(request, request.POST)
+    if not form.is_valid():
+        return _wizard(request, form, status=400)
+    if request.POST.get("action") != "launch":
+        try:
+            estimate = job_estimate(trainer=request.user,  # type: ignore[arg-type]
+                                    spec=form.spec())
+        except ApplicationError as err:
+            form.add_application_error(err)
+            return _wizard(request, form, status=400)
+        form.add_problems(estimate.problems)
+        return _wizard(request, form, estimate=estimate)
+    try:
+        job, created = job_create_and_launch(
+            trainer=request.user, spec=form.spec(),  # type: ignore[arg-type]
+            idempotency_key=form.cleaned_data["idempotency_key"])
+    except ApplicationError as err:
+        form.add_application_error(err)
+        if err.code == "idempotency_key_reused":
+            _fresh_key(form)
+        return _wizard(request, form, error=err, status=400)
+    if created:
+        messages.success(request, f"Launched {job.name}: {job.max_cost} credits held in escrow.")
+    return redirect("training:job-detail", job_id=job.pk)
+
+
+def _job_or_404(request: HttpRequest, job_id: int) -> FederatedJob:
+    job = selectors.job_detail(job_id=job_id, user=request.user)
+    if job is None:
+        raise Http404("No such job.")
+    return job
+
+
+def _job_context(request: HttpRequest, job: FederatedJob) -> dict[str, Any]:
+    rows = selectors.job_round_rows(job=job)
+    datasets = list(job.datasets.all())
+    user = request.user
+    return {
+        "job": job,
+        "datasets": datasets,
+        "rounds": rows,
+        "events": selectors.job_events(job=job),
+        "samples": selectors.job_samples(job=job),
+        "loss_chart": charts.loss_chart_svg(rows, rounds_total=job.num_rounds),
+        "epsilon_chart": charts.epsilon_chart_svg(rows, datasets, rounds_total=job.num_rounds),
+        "is_trainer": user.pk == job.trainer_id or user.is_staff,
+        "can_cancel": (user.pk == job.trainer_id or user.is_staff) and not job.is_terminal
+        and job.state != FederatedJob.State.PUBLISHING,
+        "live_url": reverse("training:job-live", kwargs={"job_id": job.pk}),
+        "poll_ms": LIVE_POLL_MS,
+    }
+
+
+@login_required
+@require_GET
+def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _job_or_404(request, job_id)
+    return render(request, "federated/job_detail.html", _job_context(request, job))
+
+
+@login_required
+@require_GET
+def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The job page's live section alone, for ``static/federated/job.js`` to swap in."""
+    job = _job_or_404(request, job_id)
+    response = render(request, "federated/_job_live.html", _job_context(request, job))
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def job_cancel_view(request: HttpRequest, job_id: int) -> HttpResponse:
+    job = _job_or_404(request, job_id)
+    try:
+        job = job_cancel(job=job, user=request.user)  # type: ignore[arg-type]
+    except NotFoundError as err:
+        raise Http404(err.message) from err
+    except ApplicationError as err:
+        messages.error(request, err.message)
+    else:
+        messages.success(request, f"Cancelled. {job.refunded} credits came back to you.")
+    return redirect("training:job-detail", job_id=job.pk)
+
+
+# --- data owner: dashboard, approvals, datasets --------------------------------------------------
+
+
+@login_required
+@require_GET
+def node_dashboard(request: HttpRequest) -> HttpResponse:
+    owner = request.user
+    context = {
+        "nodes": selectors.nodes_of_owner(owner=owner, include_revoked=True),  # type: ignore[arg-type]
+        "datasets": selectors.datasets_of_owner(owner=owner),  # type: ignore[arg-type]
+        "inbox": selectors.approval_inbox(owner=owner),  # type: ignore[arg-type]
+        "reject_form": RejectForm(),
+    }
+    return render(request, "federated/dashboard.html", context)
+
+
+def _job_dataset_or_404(job_dataset_id: int) -> JobDataset:
+    jd = JobDataset.objects.filter(pk=job_dataset_id).first()
+    if jd is None:
+        raise Http404("No such approval request.")
+    return jd
+
+
+@login_required
+@require_POST
+def approval_approve(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
+    jd = _job_dataset_or_404(job_dataset_id)
+    try:
+        job = job_approve(job_dataset=jd, user=request.user)  # type: ignore[arg-type]
+    except NotFoundError as err:
+        raise Http404(err.message) from err
+    except ApplicationError as err:
+        messages.error(request, err.message)
+    else:
+        messages.success(request, f"Approved: {job.name} by {job.trainer.get_username()}.")
+    return redirect("training:dashboard")
+
+
+@login_required
+@require_POST
+def approval_reject(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
+    jd = _job_dataset_or_404(job_dataset_id)
+    form = RejectForm(request.POST)
+    note = form.cleaned_data["note"] if form.is_valid() else ""
+    try:
+        job = job_reject(job_dataset=jd, user=request.user, note=note)  # type: ignore[arg-type]
+    except NotFoundError as err:
+        raise Http404(err.message) from err
+    except ApplicationError as err:
+        messages.error(request, err.message)
+    else:
+        messages.success(request, f"Declined: {job.name}. The trainer's escrow was refunded.")
+    return redirect("training:dashboard")
+
+
+@login_required
+@require_GET
+def dataset_detail(request: HttpRequest, dataset_version_id: int) -> HttpResponse:
+    """One dataset's privacy budget (spent per job, reserved, remaining) and earnings."""
+    terms = selectors.owned_federated_terms(dataset_version_id=dataset_version_id,
+                                            user=request.user)
+    if terms is None:
+        raise Http404("No such dataset of yours.")
+    budget = selectors.dataset_budget(terms=terms)
+    earnings = selectors.dataset_earnings_timeline(terms=terms)
+    context = {
+        "terms": terms,
+        "dataset": terms.dataset_version.dataset,
+        "budget": budget,
+        "earnings": earnings,
+        "earned": sum(e.earned for e in earnings),
+        "budget_chart": charts.budget_bar_svg(budget),
+        "epsilon_chart": charts.epsilon_by_job_svg(budget),
+        "earnings_chart": charts.dataset_earnings_svg(earnings),
+    }
+    return render(request, "federated/dataset_detail.html", context)
