@@ -477,6 +477,10 @@ class JobRoundSerializer(serializers.Serializer):
         return len(obj.nodes)
 
 
+# The job's money, for its trainer and staff; null for a data owner looking at the job.
+JOB_MONEY_FIELDS = ("max_cost", "owners_paid", "fee_paid", "refunded")
+
+
 class JobSummarySerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -484,7 +488,7 @@ class JobSummarySerializer(serializers.Serializer):
     base_version_id = serializers.IntegerField()
     base_model = serializers.CharField(source="base_version.model.name")
     rounds_total = serializers.IntegerField(source="num_rounds")
-    max_cost = serializers.IntegerField()
+    max_cost = serializers.IntegerField(allow_null=True)
     result_version_id = serializers.IntegerField(allow_null=True)
     created_at = serializers.DateTimeField()
 
@@ -501,9 +505,9 @@ class JobDetailSerializer(JobSummarySerializer):
     publish_note = serializers.CharField()
     result_model_id = serializers.SerializerMethodField()
     fee_bps = serializers.IntegerField()
-    owners_paid = serializers.IntegerField()
-    fee_paid = serializers.IntegerField()
-    refunded = serializers.IntegerField()
+    owners_paid = serializers.IntegerField(allow_null=True)
+    fee_paid = serializers.IntegerField(allow_null=True)
+    refunded = serializers.IntegerField(allow_null=True)
     settled_at = serializers.DateTimeField(allow_null=True)
     launched_at = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
@@ -586,7 +590,11 @@ class JobDetailApi(APIView):
 
     @extend_schema(responses=JobDetailSerializer, tags=TAGS)
     def get(self, request: Request, job_id: int) -> Response:
-        return Response(JobDetailSerializer(_job(request, job_id)).data)
+        job = _job(request, job_id)
+        data = JobDetailSerializer(job).data
+        if not selectors.job_sees_everything(job=job, user=request.user):
+            data.update(dict.fromkeys(JOB_MONEY_FIELDS))  # a data owner: their lines only
+        return Response(data)
 
 
 class JobCancelApi(APIView):

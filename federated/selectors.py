@@ -231,12 +231,15 @@ def jobs_of_trainer(*, trainer: AbstractBaseUser) -> QuerySet[FederatedJob]:
     )
 
 
-def _job_queryset() -> QuerySet[FederatedJob]:
+def _job_queryset(*, dataset_owner_id: int | None = None) -> QuerySet[FederatedJob]:
+    """Jobs with their datasets and rounds; ``dataset_owner_id``: only that owner's datasets."""
+    datasets = JobDataset.objects.select_related("dataset_version__dataset__owner").order_by("pk")
+    if dataset_owner_id is not None:
+        datasets = datasets.filter(dataset_version__dataset__owner_id=dataset_owner_id)
     return FederatedJob.objects.select_related(
         "trainer", "base_version__model", "result_version__model"
     ).prefetch_related(
-        Prefetch("datasets", queryset=JobDataset.objects.select_related(
-            "dataset_version__dataset__owner").order_by("pk")),
+        Prefetch("datasets", queryset=datasets),
         Prefetch("rounds", queryset=JobRound.objects.order_by("index")),
     )
 
@@ -250,13 +253,21 @@ def job_visible_to(*, job: FederatedJob, user: User) -> bool:
     return job.datasets.filter(dataset_version__dataset__owner_id=user.pk).exists()
 
 
+def job_sees_everything(*, job: FederatedJob, user: User) -> bool:
+    """The trainer and staff see every dataset's line and the job's money; a data owner
+    whose dataset is in the job sees only their own lines (never another owner's earnings)."""
+    return bool(user.is_authenticated and (user.pk == job.trainer_id or user.is_staff))
+
+
 def job_detail(*, job_id: int, user: User) -> FederatedJob | None:
     """The job with its datasets (approval, participation, earnings) and rounds (loss and
-    epsilon per round), for those who may see it."""
+    epsilon per round), for those who may see it: a data owner gets only their datasets."""
     job = _job_queryset().filter(pk=job_id).first()
     if job is None or not job_visible_to(job=job, user=user):
         return None
-    return job
+    if job_sees_everything(job=job, user=user):
+        return job
+    return _job_queryset(dataset_owner_id=user.pk).get(pk=job_id)
 
 
 def job_rounds(*, job: FederatedJob, after: int = 0) -> QuerySet[JobRound]:
@@ -365,15 +376,20 @@ class RoundRow:
         return max(values) if values else None
 
 
-def job_round_rows(*, job: FederatedJob) -> list[RoundRow]:
+def job_round_rows(*, job: FederatedJob, own_only: bool = False) -> list[RoundRow]:
     """The job's rounds with each node's reply mapped to its dataset (through the round's
-    ``node_datasets``), from a job loaded by :func:`job_detail` (no further query)."""
+    ``node_datasets``), from a job loaded by :func:`job_detail` (no further query).
+
+    ``own_only`` (a data owner's view, whose job holds only their datasets): other nodes'
+    replies, refusals and silences are left out."""
     datasets = {jd.manifest_hash: jd for jd in job.datasets.all()}
     rows: list[RoundRow] = []
     for r in job.rounds.all():
         nodes = []
         for node_id, metrics in sorted(r.nodes.items()):
             jd = datasets.get(str(r.node_datasets.get(node_id, "")))
+            if own_only and jd is None:
+                continue
             epsilon = metrics.get("epsilon")
             nodes.append(RoundNode(
                 node_id, jd.dataset_version_id if jd else None,
@@ -382,8 +398,8 @@ def job_round_rows(*, job: FederatedJob) -> list[RoundRow]:
                 float(epsilon) if epsilon is not None and epsilon >= 0 else None))
         rows.append(RoundRow(r.index, r.train_loss, r.num_examples, r.seconds,
                              r.bytes_out_per_node, r.epsilon_max, nodes,
-                             {str(k): str(v) for k, v in r.refused.items()},
-                             [str(n) for n in r.no_reply]))
+                             {} if own_only else {str(k): str(v) for k, v in r.refused.items()},
+                             [] if own_only else [str(n) for n in r.no_reply]))
     return rows
 
 

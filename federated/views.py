@@ -114,9 +114,10 @@ def _job_or_404(request: HttpRequest, job_id: int) -> FederatedJob:
 
 
 def _job_context(request: HttpRequest, job: FederatedJob) -> dict[str, Any]:
-    rows = selectors.job_round_rows(job=job)
-    datasets = list(job.datasets.all())
     user = request.user
+    sees_all = selectors.job_sees_everything(job=job, user=user)
+    rows = selectors.job_round_rows(job=job, own_only=not sees_all)
+    datasets = list(job.datasets.all())
     return {
         "job": job,
         "datasets": datasets,
@@ -125,8 +126,8 @@ def _job_context(request: HttpRequest, job: FederatedJob) -> dict[str, Any]:
         "samples": selectors.job_samples(job=job),
         "loss_chart": charts.loss_chart_svg(rows, rounds_total=job.num_rounds),
         "epsilon_chart": charts.epsilon_chart_svg(rows, datasets, rounds_total=job.num_rounds),
-        "is_trainer": user.pk == job.trainer_id or user.is_staff,
-        "can_cancel": (user.pk == job.trainer_id or user.is_staff) and not job.is_terminal
+        "is_trainer": sees_all,
+        "can_cancel": sees_all and not job.is_terminal
         and job.state != FederatedJob.State.PUBLISHING,
         "live_url": reverse("training:job-live", kwargs={"job_id": job.pk}),
         "poll_ms": LIVE_POLL_MS,
