@@ -105,7 +105,7 @@ class GenerationOutputSerializer(serializers.Serializer):
         request = self.context.get("request")
         return request.build_absolute_uri(path) if request is not None else path
 
-    @extend_schema_field(OpenApiTypes.INT)
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_queue_position(self, obj: Generation) -> int | None:
         return queue_position(obj)
 
@@ -117,7 +117,7 @@ class GenerationOutputSerializer(serializers.Serializer):
     def get_embeddings(self, obj: Generation) -> list[dict[str, Any]]:
         return GenerationResourceSerializer(embeddings_of(obj), many=True).data
 
-    @extend_schema_field(OpenApiTypes.URI)
+    @extend_schema_field(serializers.URLField(allow_null=True))
     def get_image_url(self, obj: Generation) -> str | None:
         if obj.status != GenerationStatus.SUCCEEDED or not obj.image:
             return None
