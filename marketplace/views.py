@@ -38,6 +38,7 @@ from marketplace.services.reports import report_create
 from marketplace.services.reviews import review_create
 from registry.access import can_view_dataset, can_view_version
 from registry.models import Dataset, ModelVersion
+from registry.selectors import own_models
 
 ENTRIES_PER_PAGE = 25
 
@@ -261,7 +262,9 @@ def library(request: HttpRequest) -> HttpResponse:
                                args=[entitlement.dataset_version_id])
         items.append({"entitlement": entitlement, "target": target,
                       "url": _target_url(target), "download_url": download})
-    return render(request, "marketplace/library.html", {"items": items})
+    # What the user made (uploads, and LoRAs their federated jobs published) is theirs too.
+    mine = own_models(request.user).filter(is_removed=False).order_by("-created_at", "-pk")
+    return render(request, "marketplace/library.html", {"items": items, "mine": mine[:100]})
 
 
 @login_required

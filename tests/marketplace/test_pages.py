@@ -313,6 +313,22 @@ def test_library_lists_what_i_own_with_download_links(client, buyer, listing, ve
     assert links == [f"/api/download/models/{version.pk}".encode()]
 
 
+def test_library_lists_the_models_i_made_apart_from_what_i_bought(
+    client, seller, make_version, make_user
+) -> None:
+    mine = make_version(seller)
+    draft = make_version(seller, publish=False)
+    make_version(make_user("someone-else"))
+    client.force_login(seller)
+    response = client.get("/library/")
+    rows = re.findall(rb'<tr data-model="(\d+)">(.*?)</tr>', response.content, re.S)
+    assert sorted(int(pk) for pk, _ in rows) == sorted([mine.model_id, draft.model_id])
+    status = {int(pk): row for pk, row in rows}
+    assert b"not published" in status[draft.model_id]
+    assert b"not published" not in status[mine.model_id]
+    assert b"download-link" not in response.content  # nothing bought
+
+
 # --- earnings --------------------------------------------------------------------------
 
 
