@@ -4,7 +4,9 @@
 - a worker killed mid-job is restarted: the job is reconciled and completes once;
 - a run past its deadline is stopped and the job failed;
 - a SuperLink that is down at launch: the job stays queued and says why, then starts;
-- a run started by a worker that died before recording it is found, not started twice.
+- a run started by a worker that died before recording it is found, not started twice;
+- a SuperLink restarted mid-run: Flower fails the run its ServerApp lost; the job ends once,
+  paying the rounds done.
 """
 
 from __future__ import annotations
@@ -279,3 +281,52 @@ def test_one_driver_chain_per_job_a_superseded_one_drops_out(
     # A lapsed lease is free again
     coordinator.lease_take(7, second, ttl=0)
     assert coordinator.lease_take(7, "", ttl=60) not in (None, second)
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_superlink_restarted_mid_run_fails_the_job_once_paying_the_rounds_done(
+    make_site: Callable[[str], Site], owners: list[OwnerData], tmp_path: Path,
+    ledger_checked: None,
+) -> None:
+    from federated.models import JobRound
+    from marketplace.selectors import wallet_balance
+    from registry.models import Model, ModelKind
+
+    # Given a two-round job running on a SuperLink of its own (state kept in its database)
+    port, workdir = free_port(), tmp_path / "restarting"
+    nodes = [owner.spec for owner in owners]
+    link = LocalFederation(nodes, workdir, port=port).start()
+    try:
+        site = make_site(f"127.0.0.1:{port}")
+        job = site.wait_state(site.launch(rounds=2), State.RUNNING, timeout=90)
+        run_id = job.run_id
+        wait_until(lambda: JobRound.objects.filter(job_id=job.pk, index=1).exists(),
+                   timeout=300, what="round 1 is reported", log=site.log)
+        # When the SuperLink (and with it the ServerApp) stops after the first round
+        link.stop()
+        wait_until(lambda: events(job, "superlink_unavailable"), timeout=60,
+                   what="an event saying the SuperLink is unavailable", log=site.log)
+        # Then the job is not failed for the outage itself: it keeps its run and waits
+        assert (site.job(job).state, site.job(job).run_id) == (State.RUNNING, run_id)
+        # When the SuperLink comes back on its state database
+        link = LocalFederation(nodes, workdir, port=port).start()
+        # Then the coordinator finds the run again; Flower 1.41 fails a run whose ServerApp
+        # died with the old SuperLink (no heartbeat), and the job ends once, saying so
+        job = site.wait_state(job, State.COMPLETED, State.FAILED, timeout=400)
+        status = run_status(run_id, link.connection)
+    finally:
+        link.stop()
+    assert job.state == State.FAILED and job.run_id == run_id
+    assert status.status == "finished:failed", status
+    assert "heartbeat" in job.failure_reason.lower(), job.failure_reason
+    assert len(events(job, "failed")) == 1 and not events(job, "published")
+    assert not Model.objects.filter(owner=site.trainer, kind=ModelKind.LORA).exists()
+    # And the owners are paid for the round their nodes completed, the rest refunded
+    assert list(job.rounds.values_list("index", flat=True)) == [1]
+    for jd in job.datasets.select_related("dataset_version__dataset__owner"):
+        assert (jd.rounds_completed, jd.example_rounds) == (1, IMAGES)
+        assert jd.earned == PRICE_PER_EXAMPLE_ROUND * IMAGES
+        assert wallet_balance(user=jd.dataset_version.dataset.owner) == jd.earned
+    assert job.refunded == job.max_cost - job.owners_paid - job.fee_paid
+    assert wallet_balance(user=site.trainer) == CREDITS - job.owners_paid - job.fee_paid
