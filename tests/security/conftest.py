@@ -12,6 +12,16 @@ from tests.security.world import World, build_world
 NO_LIMITS = {scope: "100000/min" for scope in ("api", "login", "downloads", "generation")}
 
 
+def load_license_catalogue() -> None:
+    """The license catalogue is a data migration: a transactional test that ran before may
+    have flushed it. Loading it is idempotent."""
+    import importlib
+
+    from django.apps import apps
+
+    importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
+
+
 @pytest.fixture
 def restore_license_catalogue(django_db_blocker: Any) -> Iterator[None]:
     """A transactional test flushes every table; put the catalogue (data migration) back.
@@ -19,12 +29,8 @@ def restore_license_catalogue(django_db_blocker: Any) -> Iterator[None]:
     Request it before ``transactional_db`` so that this runs after the flush.
     """
     yield
-    import importlib
-
-    from django.apps import apps
-
     with django_db_blocker.unblock():
-        importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
+        load_license_catalogue()
 
 
 @pytest.fixture
@@ -36,6 +42,7 @@ def no_rate_limits(settings: Any) -> None:
 def world(db: None, settings: Any, no_rate_limits: None) -> World:
     """Every role and object, in the test's transaction."""
     settings.ALLOWED_HOSTS = ["*"]
+    load_license_catalogue()
     return build_world()
 
 
@@ -45,4 +52,5 @@ def committed_world(
 ) -> World:
     """The same, committed (for requests served by another thread or process)."""
     settings.ALLOWED_HOSTS = ["*"]
+    load_license_catalogue()
     return build_world()

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_the_load_benchmark_reports_latency_errors_and_memory(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
-        pytest.skip("wrk is not installed (bench only; apt-get install wrk)")
+        pytest.fail("wrk is not installed: apt-get install wrk (as .ci/run does)")
     out = tmp_path / "load.json"
     proc = subprocess.run(
         [sys.executable, "bench/load.py", "--seconds", "2", "--warmup", "1", "--models", "3",
