@@ -41,7 +41,8 @@ def test_main_pages_do_not_scroll_sideways_at_phone_width(
         buyer: ["/wallet/", "/library/", f"/models/{owned.model_id}/",
                 f"/report/version/{owned.pk}/", f"/u/{creator.username}/"],
         creator: ["/upload/", "/earnings/", "/wallet/payouts/", "/accounts/tokens/",
-                  f"/models/{draft.model_id}/", f"/versions/{draft.pk}/listing/"],
+                  f"/models/{draft.model_id}/", f"/versions/{draft.pk}/listing/",
+                  "/studio/", "/studio/gallery/", "/train/", "/train/new/", "/nodes/"],
     }
     too_wide: dict[str, int] = {}
     for n, (user, paths) in enumerate(pages.items()):
