@@ -143,7 +143,11 @@ def cmd_add_dataset(args: argparse.Namespace) -> int:
     PrivacyLedger(node_dir / "ledger.db").set_budget(key, epsilon=args.epsilon, delta=args.delta)
     data = _load(node_dir)
     datasets = dict(data.get("datasets", {}))  # type: ignore[call-overload]  # written by _save
+    previous = datasets.get(key, {})
+    # The same images again (a new budget, say): keep what the node knows of its listing.
+    kept = previous if previous.get("manifest-hash") == manifest.manifest_hash else {}
     datasets[key] = {
+        **kept,
         "path": key,
         "manifest-hash": manifest.manifest_hash,
         "epsilon": args.epsilon,
@@ -395,9 +399,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if budget is None:
         raise AtelierError(f"{key} has no privacy budget; run `atelier node add-dataset` first")
     lifetime = budget.epsilon if args.epsilon_lifetime is None else args.epsilon_lifetime
-    delta = budget.delta if args.delta is None else args.delta
     if not args.epsilon_per_job > 0:
         raise NodeUsageError(f"--epsilon-per-job must be positive, got {args.epsilon_per_job}")
+    # The node's ledger adds up delta over jobs as it does epsilon: by default, give each job
+    # the share of the delta budget that lets as many jobs run as epsilon does.
+    jobs = max(1, int(lifetime // args.epsilon_per_job))
+    delta = budget.delta / jobs if args.delta is None else args.delta
     if not lifetime >= args.epsilon_per_job:
         raise NodeUsageError(
             f"--epsilon-per-job ({args.epsilon_per_job:g}) is more than the lifetime budget "
@@ -563,7 +570,11 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     publish.add_argument(
         "--epsilon-lifetime", type=float, help="default: the node's budget for the dataset"
     )
-    publish.add_argument("--delta", type=float, help="default: the node's delta for the dataset")
+    publish.add_argument(
+        "--delta", type=float,
+        help="per job (default: the node's delta for the dataset shared among as many jobs as "
+        "the epsilon budget allows)",
+    )
     publish.add_argument("--approval", choices=("auto", "manual"), default="manual")
     publish.add_argument(
         "--families",

@@ -131,11 +131,28 @@ def test_publish_lists_the_manifest_and_terms_and_never_a_file_name(
     assert version.dataset.name == "Ink portraits"
     assert terms.node_id == json.loads((registered / "registration.json").read_text())["id"]
     assert terms.price_per_example_round == 3 and terms.commercial_use is True
-    assert (terms.epsilon_per_job, terms.epsilon_lifetime, terms.delta) == (2.5, 8.0, 1e-5)
+    # the node's delta (1e-5) is shared by the 3 jobs its epsilon budget allows (8 // 2.5)
+    assert (terms.epsilon_per_job, terms.epsilon_lifetime) == (2.5, 8.0)
+    assert terms.delta == pytest.approx(1e-5 / 3)
     assert terms.allowed_families == ["sd1", "sdxl"] and terms.approval == "auto"
     assert sorted(terms.allowed_uses) == ["research", "style"]
     recorded = json.loads((registered / "node.json").read_text())["datasets"]
     assert recorded[str(_dataset(registered))]["published"]["dataset_version_id"] == version.pk
+
+
+def test_adding_a_published_dataset_again_keeps_its_listing(
+    registered: Path, cli: Callable[..., Result]
+) -> None:
+    # Given a published dataset
+    assert _publish(cli, registered).code == 0
+    # When its owner adds it again with a new budget
+    again = cli("node", "add-dataset", str(_dataset(registered)), "--epsilon", "20", "--delta",
+                "1e-4", "--node-dir", str(registered))
+    # Then the node still knows its listing (and publishing again says it is listed)
+    assert again.code == 0, again.err
+    recorded = json.loads((registered / "node.json").read_text())["datasets"]
+    entry = recorded[str(_dataset(registered))]
+    assert entry["published"]["dataset_version_id"] > 0 and entry["epsilon"] == 20
 
 
 BAD_TERMS = [
