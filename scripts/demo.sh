@@ -1,56 +1,214 @@
 #!/usr/bin/env bash
-# `make demo`: migrate, build and publish the tiny base model and demo content, serve the site.
-# Embedded defaults: SQLite and files under var/, tasks run in-process. Ctrl-C stops it all.
+# `make demo`: the whole product on one machine, every part a real process.
+#
+#  1. migrate (SQLite under var/ unless DATABASE_URL says otherwise) and seed: demo accounts
+#     with credits, the tiny SD 1.x base model (built and published), a public dataset;
+#  2. start the site (gunicorn), a Celery worker (embedded filesystem broker unless
+#     CELERY_BROKER_URL says otherwise) and a Flower SuperLink;
+#  3. two data owners, each on "their machine" (var/demo/owner-N): a private dataset, then
+#     `atelier login`, `atelier node init | add-dataset | register | publish | start`;
+#  4. the trainer launches a small federated LoRA job with DP-SGD through the REST API and the
+#     demo follows it round by round until it is published and the owners are paid;
+#  5. it keeps serving until Ctrl-C, which (like any failing step) stops every process it
+#     started, SuperNodes' ClientApps included. Running it again reuses accounts, nodes and
+#     listings, and launches a new job.
+#
+# Environment: ATELIER_PORT (site, 8000), DEMO_SUPERLINK_PORT (9099), DEMO_NODE_PORTS
+# ("9094 9095"), ATELIER_VAR_DIR (var), DEMO_ROUNDS (3), DEMO_EPSILON (8),
+# DEMO_EXIT_AFTER_JOB=1 (stop everything and exit with the job's status once it is finished).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
 
-PY=.venv/bin/python
-mkdir -p var/log
+BIN="$ROOT/.venv/bin"
+PY="$BIN/python"
+export PATH="$BIN:$PATH"
+VAR="${ATELIER_VAR_DIR:-var}"
+mkdir -p "$VAR"
+VAR="$(cd "$VAR" && pwd)"
+export ATELIER_VAR_DIR="$VAR"
+LOG="$VAR/log"
+DEMO="$VAR/demo"
+PIDS="$DEMO/pids"
+mkdir -p "$LOG" "$DEMO"
+
+PORT="${ATELIER_PORT:-8000}"
+LINK_PORT="${DEMO_SUPERLINK_PORT:-9099}"
+read -r -a NODE_PORTS <<<"${DEMO_NODE_PORTS:-9094 9095}"
+SITE="http://127.0.0.1:${PORT}"
+PASSWORD="atelier-demo-pass"  # demo_seed's DEMO_PASSWORD
+OWNERS=(owner1 owner2)
+
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 export ATELIER_HTTPS="${ATELIER_HTTPS:-0}"
-export HF_HUB_OFFLINE=1
+export HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export FLWR_TELEMETRY_ENABLED=0  # Flower's usage telemetry: nothing to send from a demo
 if [ -z "${SECRET_KEY:-}" ]; then
-  [ -s var/secret_key ] || $PY -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key
-  SECRET_KEY="$(cat var/secret_key)"
+  [ -s "$VAR/secret_key" ] || $PY -c "import secrets; print(secrets.token_urlsafe(50))" >"$VAR/secret_key"
+  SECRET_KEY="$(cat "$VAR/secret_key")"
   export SECRET_KEY
 fi
-PORT="${ATELIER_PORT:-8000}"
 # Tasks go to a Celery worker: through Redis when CELERY_BROKER_URL says so, else through the
 # embedded filesystem broker under var/.
 export CELERY_BROKER_URL="${CELERY_BROKER_URL:-filesystem://}"
+# The coordinator (Celery) drives runs on this SuperLink; the ServerApp and the nodes reach the
+# site at ATELIER_SITE_URL.
+export ATELIER_SITE_URL="$SITE"
+export ATELIER_SUPERLINK="127.0.0.1:${LINK_PORT}" ATELIER_SUPERLINK_INSECURE=1
+export ATELIER_FLWR_HOME="$VAR/flwr" ATELIER_FEDERATION_DIR="$VAR/federation"
+# Two cores and two nodes on one machine: one torch thread per process.
+export OMP_NUM_THREADS=1 ATELIER_TORCH_THREADS=1
 
-echo "==> migrating (${DATABASE_URL:-SQLite at var/atelier.sqlite3})"
-$PY manage.py migrate --noinput >var/log/migrate.log
-echo "==> building and publishing the tiny base model and demo content"
-$PY manage.py demo_seed | tee var/log/seed.log
-
-pids=()
-cleanup() {
-  trap - INT TERM EXIT
-  echo; echo "==> stopping"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+helper() { $PY scripts/demo_helpers.py "$@"; }
+step() { printf '==> [%3d s] %s\n' "$SECONDS" "$*"; }
+# shown() ARGS...: the arguments as one would type them (quoted where needed).
+shown() {
+  local out="" arg
+  for arg in "$@"; do
+    if [[ "$arg" =~ ^[A-Za-z0-9_./:=@,+-]+$ ]]; then out+=" $arg"; else out+=" '$arg'"; fi
+  done
+  echo "${out# }"
 }
-trap cleanup INT TERM EXIT
 
-$PY -m gunicorn config.wsgi --bind "127.0.0.1:${PORT}" --workers 2 --threads 4 \
-  --access-logfile var/log/web-access.log --error-logfile var/log/web.log &
-pids+=($!)
-$PY -m celery -A config worker -P solo -l INFO >var/log/celery.log 2>&1 &
-pids+=($!)
-for _ in $(seq 1 60); do
-  curl -fs "http://127.0.0.1:${PORT}/" >/dev/null 2>&1 && break
-  sleep 0.5
+cleanup() {
+  local code=$?
+  trap - EXIT
+  trap '' INT TERM  # a second Ctrl-C does not cut the cleanup short
+  echo; step "stopping every process the demo started"
+  helper stop "$PIDS" || true
+  wait 2>/dev/null || true
+  exit "$code"
+}
+on_signal() { exit 130; }
+
+# A demo that was killed (kill -9, a closed terminal) may have left its processes behind.
+helper stop "$PIDS"
+if ! helper ports-free "$PORT" "$LINK_PORT" "${NODE_PORTS[@]}"; then
+  echo "Free those ports or pick others: ATELIER_PORT, DEMO_SUPERLINK_PORT, DEMO_NODE_PORTS." >&2
+  exit 1
+fi
+trap cleanup EXIT
+trap on_signal INT TERM
+
+# start NAME LOGFILE COMMAND...: in a session of its own (Ctrl-C reaches only this script,
+# whose cleanup stops them and their descendants), remembered in the pid file.
+start() {
+  local name=$1 log=$2
+  shift 2
+  setsid "$@" >"$log" 2>&1 </dev/null &
+  helper record "$PIDS" $! "$name"
+  LAST_PID=$!
+}
+
+step "migrating (${DATABASE_URL:-SQLite at $VAR/atelier.sqlite3})"
+$PY manage.py migrate --noinput >"$LOG/migrate.log"
+step "demo accounts with credits, the tiny base model (built and published), a public dataset"
+$PY manage.py demo_seed --password "$PASSWORD" | tee "$LOG/seed.log"
+
+step "starting the site on $SITE, a Celery worker and a Flower SuperLink on 127.0.0.1:$LINK_PORT"
+start web "$LOG/web.log" $PY -m gunicorn config.wsgi --bind "127.0.0.1:${PORT}" --workers 2 \
+  --threads 4 --timeout 300 --access-logfile "$LOG/web-access.log" --error-logfile -
+WEB_PID=$LAST_PID
+start celery "$LOG/celery.log" $PY -m celery -A config worker -P solo -l INFO
+CELERY_PID=$LAST_PID
+mkdir -p "$DEMO/superlink"
+start superlink "$LOG/superlink.log" env -C "$DEMO/superlink" flower-superlink --insecure \
+  --host 127.0.0.1 --port "$LINK_PORT" --database "$DEMO/superlink/state.db" \
+  --disable-runtime-dependency-installation
+LINK_PID=$LAST_PID
+helper wait-port "$PORT" "$WEB_PID" "$LOG/web.log" --url "$SITE/"
+helper wait-port "$LINK_PORT" "$LINK_PID" "$LOG/superlink.log"
+kill -0 "$CELERY_PID" 2>/dev/null || { tail -n 40 "$LOG/celery.log"; exit 1; }
+
+# owner N: the owner's commands on their own machine (folder), output in var/log/owner-N.log.
+for index in 1 2; do
+  owner="${OWNERS[$((index - 1))]}"
+  home="$DEMO/owner-$index"
+  node_dir="$home/node"
+  data="$home/data"
+  olog="$LOG/owner-$index.log"
+  export ATELIER_CONFIG="$home/atelier-config.json"  # this owner's `atelier login`
+  mkdir -p "$home"
+  : >>"$olog"
+  cli() {
+    echo "    \$ atelier $(shown "$@")"
+    echo "\$ atelier $(shown "$@")" >>"$olog"
+    if ! atelier "$@" >>"$olog" 2>&1; then
+      echo "    failed; the end of $olog:"; tail -n 20 "$olog" | sed 's/^/    | /'
+      return 1
+    fi
+  }
+  step "data owner $owner, on the machine $home"
+  helper dataset "$data" --seed "$((10 + index))"
+  if me="$(atelier whoami --site "$SITE" 2>/dev/null)"; then
+    echo "    logged in as $me"
+  else
+    echo "$PASSWORD" | cli login --site "$SITE" --username "$owner" --password-stdin
+  fi
+  [ -f "$node_dir/node.key" ] || cli node init --node-dir "$node_dir"
+  # The node's own budget for the dataset, over all jobs: epsilon 400 and delta 1e-3 (the
+  # node's ledger adds up each job's epsilon and delta); each job may spend 8 and 1e-5.
+  if ! helper added "$node_dir" "$data" 400 1e-3; then
+    cli node add-dataset "$data" --epsilon 400 --delta 1e-3 --trigger sks --resolution 32 \
+      --node-dir "$node_dir"
+  fi
+  if ! helper registered "$node_dir" "$SITE"; then
+    rm -f "$node_dir/registration.json"
+    cli node register --name "laptop of $owner" --site "$SITE" --node-dir "$node_dir" || {
+      echo "    registering a new key instead"
+      cli node init --force --node-dir "$node_dir"
+      cli node register --name "laptop of $owner" --site "$SITE" --node-dir "$node_dir"
+    }
+  fi
+  if ! helper published "$node_dir" "$data" "$SITE"; then
+    cli node publish "$data" --name "Red circles of $owner" --site "$SITE" \
+      --description "Sixteen generated pictures of a red circle, captioned with sks." \
+      --price-per-example 2 --epsilon-per-job 8 --delta 1e-5 --approval auto \
+      --node-dir "$node_dir"
+    tail -n 1 "$olog" | sed 's/^/    /'
+  fi
+  port="${NODE_PORTS[$((index - 1))]}"
+  echo "    \$ atelier node start --superlink 127.0.0.1:$LINK_PORT --insecure --port $port (log: $LOG/node-$index.log)"
+  start "node-$index" "$LOG/node-$index.log" atelier node start --node-dir "$node_dir" \
+    --superlink "127.0.0.1:$LINK_PORT" --insecure --port "$port"
+  helper wait-port "$port" "$LAST_PID" "$LOG/node-$index.log"
 done
+unset ATELIER_CONFIG
 
+step "the trainer launches a federated LoRA job with DP-SGD through the API"
+job_status=0
+rm -f "$DEMO/last-job.json"
+echo "$PASSWORD" | $PY scripts/demo_job.py --site "$SITE" --username trainer --password-stdin \
+  --owners "$(IFS=,; echo "${OWNERS[*]}")" --rounds "${DEMO_ROUNDS:-3}" \
+  --epsilon "${DEMO_EPSILON:-8}" --summary "$DEMO/last-job.json" 2>&1 | tee "$LOG/job.log" \
+  || job_status=$?  # pipefail: demo_job.py's status
+
+job_lines="$($PY - "$DEMO/last-job.json" 2>/dev/null <<'PY' || true
+import json, sys
+s = json.load(open(sys.argv[1]))
+print(f"  Job:           {s['job_url']}  ({s['job']['state']}; API {s['api_url']})")
+if s.get("model_url"):
+    print(f"  LoRA:          {s['model_url']}")
+PY
+)"
 cat <<INFO
 
 Atelier is running.
-  Site:        http://127.0.0.1:${PORT}/
-  Admin:       http://127.0.0.1:${PORT}/admin/
-  API docs:    http://127.0.0.1:${PORT}/api/docs/
-  Logins:      see the accounts printed above (var/log/seed.log)
-  Logs:        var/log/web.log, var/log/web-access.log, var/log/celery.log
-Press Ctrl-C to stop.
+  Site:          $SITE/
+$job_lines
+  Admin:         $SITE/admin/          (admin / $PASSWORD)
+  API docs:      $SITE/api/docs/
+  Earnings:      $SITE/earnings/       (log in as owner1 or owner2)
+  Logins:        admin, creator, buyer, owner1, owner2, trainer; password $PASSWORD
+                 (the trainer has credits to launch jobs, the buyer to buy)
+  Owners:        $DEMO/owner-1, $DEMO/owner-2 (private data, node keys, privacy ledgers)
+  Logs:          $LOG/web.log, web-access.log, celery.log, superlink.log,
+                 node-1.log, node-2.log, owner-1.log, owner-2.log, job.log, seed.log
 INFO
-wait
+if [ "${DEMO_EXIT_AFTER_JOB:-0}" = 1 ]; then
+  exit "$job_status"
+fi
+echo "Press Ctrl-C to stop."
+wait -n || true
+step "a process of the demo exited on its own; see the logs in $LOG" >&2
+exit 1

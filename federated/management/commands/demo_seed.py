@@ -1,7 +1,10 @@
-"""``manage.py demo_seed``: the demo's accounts and content, idempotent.
+"""``manage.py demo_seed``: the demo's accounts and content, idempotent. It lives in the
+federated app, the top floor, because it fills every app below (registry, marketplace).
 
-Creates staff and demo users (printing their logins), publishes the tiny SD 1.x base model,
-and a public dataset of synthetic captioned images. Running it again changes nothing.
+Creates staff and demo users (printing their logins), tops up the wallets of the trainer and
+the buyer with demo credits, publishes the tiny SD 1.x base model, and a public dataset of
+synthetic captioned images. Running it again changes nothing, except topping a wallet up again
+when earlier demo runs spent it below half of its demo credits.
 """
 
 from __future__ import annotations
@@ -13,9 +16,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from marketplace.models import TopUp
+from marketplace.payments import DemoProvider
+from marketplace.selectors import wallet_balance
+from marketplace.services.ledger import wallet_top_up
 from registry.models import Dataset, DatasetKind
 from registry.services.catalog import dataset_create, dataset_version_create_public
 from registry.services.uploads import upload_whole_file
@@ -29,6 +37,9 @@ DEMO_USERS = (
     ("owner2", "data owner (node 2)", False),
     ("trainer", "launches federated jobs", False),
 )
+# Demo credits (through the demo payment provider, as a top-up on the Wallet page would).
+DEMO_CREDITS = {"trainer": 10_000, "buyer": 1_000}
+TOP_UP_KEY = "demo-seed-"
 
 
 class Command(BaseCommand):
@@ -49,6 +60,8 @@ class Command(BaseCommand):
                 user.is_staff = user.is_superuser = staff
                 user.save()
             self.stdout.write(f"  login {username:8} / {password}   ({role})")
+        for username, credits in DEMO_CREDITS.items():
+            self._credits(User.objects.get(username=username), credits)
         call_command(
             "publish_tiny_model",
             owner="creator",
@@ -57,7 +70,17 @@ class Command(BaseCommand):
         )
         self._demo_dataset(User.objects.get(username="creator"))
 
-    def _demo_dataset(self, owner: object) -> None:
+    def _credits(self, user: AbstractBaseUser, credits: int) -> None:
+        """Top ``user`` up to ``credits`` when the wallet holds less than half of them."""
+        balance = wallet_balance(user=user)
+        if balance < credits // 2:
+            done = TopUp.objects.filter(user=user, idempotency_key__startswith=TOP_UP_KEY).count()
+            wallet_top_up(user=user, amount=credits - balance, provider=DemoProvider(),
+                          idempotency_key=f"{TOP_UP_KEY}{done + 1}")
+            balance = wallet_balance(user=user)
+        self.stdout.write(f"  wallet {user.get_username()}: {balance} credits")
+
+    def _demo_dataset(self, owner: AbstractBaseUser) -> None:
         name = "Red circles (synthetic)"
         if Dataset.objects.filter(owner=owner, name=name).exists():
             self.stdout.write(f"dataset {name!r} exists")
@@ -72,13 +95,13 @@ class Command(BaseCommand):
                     archive.write(path, arcname=path.name)
             data = buffer.getvalue()
         upload = upload_whole_file(
-            user=owner,  # type: ignore[arg-type]
+            user=owner,
             filename="red-circles.zip",
             stream=io.BytesIO(data),
             size=len(data),
         )
         dataset = dataset_create(
-            owner=owner,  # type: ignore[arg-type]
+            owner=owner,
             name=name,
             kind=DatasetKind.PUBLIC,
             description="Twelve 64x64 images of a red circle, captioned with the token `sks`.",
@@ -88,6 +111,6 @@ class Command(BaseCommand):
             dataset=dataset,
             user=owner,
             name="v1",
-            upload=upload,  # type: ignore[arg-type]
+            upload=upload,
         )
         self.stdout.write(f"published dataset {name!r}")
