@@ -155,3 +155,11 @@ class JobForm(forms.Form):
 class RejectForm(forms.Form):
     note = forms.CharField(max_length=500, required=False, label="Note to the trainer",
                            widget=forms.TextInput(attrs={"placeholder": "Optional"}))
+
+
+class PreviewForm(forms.Form):
+    """One preview image for a private dataset (the service checks and cleans it)."""
+
+    image = forms.FileField(label="Preview image", help_text=(
+        "PNG, JPEG or WebP. Stored as a PNG at most 512 px a side, without its metadata."))
+    caption = forms.CharField(max_length=500, required=False, label="Caption")

@@ -15,8 +15,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.errors import ApplicationError, NotFoundError
 from federated import charts, selectors
-from federated.forms import JobForm, RejectForm
-from federated.models import FederatedJob, JobDataset
+from federated.forms import JobForm, PreviewForm, RejectForm
+from federated.models import DatasetTerms, FederatedJob, JobDataset
 from federated.services.jobs import (
     JobEstimate,
     job_approve,
@@ -27,6 +27,7 @@ from federated.services.jobs import (
 )
 from marketplace.forms import new_key
 from marketplace.selectors import wallet_balance
+from registry.services.images import dataset_preview_add, dataset_preview_remove
 
 MAX_DATASETS_OFFERED = 200
 LIVE_POLL_MS = 2000
@@ -221,14 +222,16 @@ def approval_reject(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
     return redirect("training:dashboard")
 
 
-@login_required
-@require_GET
-def dataset_detail(request: HttpRequest, dataset_version_id: int) -> HttpResponse:
-    """One dataset's privacy budget (spent per job, reserved, remaining) and earnings."""
+def _owned_terms_or_404(request: HttpRequest, dataset_version_id: int) -> DatasetTerms:
     terms = selectors.owned_federated_terms(dataset_version_id=dataset_version_id,
                                             user=request.user)
     if terms is None:
         raise Http404("No such dataset of yours.")
+    return terms
+
+
+def _dataset_page(request: HttpRequest, terms: DatasetTerms, *,
+                  preview_form: PreviewForm | None = None, status: int = 200) -> HttpResponse:
     budget = selectors.dataset_budget(terms=terms)
     earnings = selectors.dataset_earnings_timeline(terms=terms)
     context = {
@@ -240,5 +243,47 @@ def dataset_detail(request: HttpRequest, dataset_version_id: int) -> HttpRespons
         "budget_chart": charts.budget_bar_svg(budget),
         "epsilon_chart": charts.epsilon_by_job_svg(budget),
         "earnings_chart": charts.dataset_earnings_svg(earnings),
+        "previews": list(terms.dataset_version.previews.order_by("pk")),
+        "preview_form": preview_form or PreviewForm(),
     }
-    return render(request, "federated/dataset_detail.html", context)
+    return render(request, "federated/dataset_detail.html", context, status=status)
+
+
+@login_required
+@require_GET
+def dataset_detail(request: HttpRequest, dataset_version_id: int) -> HttpResponse:
+    """One dataset's privacy budget (spent per job, reserved, remaining), earnings and the
+    preview images its owner chose to show."""
+    return _dataset_page(request, _owned_terms_or_404(request, dataset_version_id))
+
+
+@login_required
+@require_POST
+def dataset_preview_add_view(request: HttpRequest, dataset_version_id: int) -> HttpResponse:
+    terms = _owned_terms_or_404(request, dataset_version_id)
+    form = PreviewForm(request.POST, request.FILES)
+    if not form.is_valid():
+        return _dataset_page(request, terms, preview_form=form, status=400)
+    try:
+        dataset_preview_add(dataset_version=terms.dataset_version,
+                            user=request.user,  # type: ignore[arg-type]
+                            image=form.cleaned_data["image"],
+                            caption=form.cleaned_data["caption"])
+    except ApplicationError as err:
+        form.add_error("image", err.message)
+        return _dataset_page(request, terms, preview_form=form, status=err.status_code)
+    messages.success(request, "Preview added: it shows on the dataset's page.")
+    return redirect("training:dataset-detail", dataset_version_id=dataset_version_id)
+
+
+@login_required
+@require_POST
+def dataset_preview_remove_view(request: HttpRequest, dataset_version_id: int,
+                                preview_id: int) -> HttpResponse:
+    terms = _owned_terms_or_404(request, dataset_version_id)
+    preview = terms.dataset_version.previews.filter(pk=preview_id).first()
+    if preview is None:
+        raise Http404("No such preview.")
+    dataset_preview_remove(preview=preview, user=request.user)  # type: ignore[arg-type]
+    messages.success(request, "Preview removed.")
+    return redirect("training:dataset-detail", dataset_version_id=dataset_version_id)

@@ -20,4 +20,8 @@ urlpatterns = [
          name="approval-reject"),
     path("nodes/datasets/<int:dataset_version_id>/", views.dataset_detail,
          name="dataset-detail"),
+    path("nodes/datasets/<int:dataset_version_id>/previews/", views.dataset_preview_add_view,
+         name="dataset-preview-add"),
+    path("nodes/datasets/<int:dataset_version_id>/previews/<int:preview_id>/remove/",
+         views.dataset_preview_remove_view, name="dataset-preview-remove"),
 ]

@@ -1,18 +1,20 @@
-"""Sample images of a model version: checked with Pillow, size-limited, stored under a name
-the server chooses."""
+"""Sample images of a model version and preview images of a dataset: checked with Pillow,
+size-limited, stored under a name the server chooses."""
 
 from __future__ import annotations
 
+import io
 import uuid
 from typing import IO, Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files import File
+from django.core.files.base import ContentFile
 from PIL import Image, UnidentifiedImageError
 
 from core.errors import AccessDeniedError, ApplicationError, PayloadTooLargeError
-from registry.models import ModelVersion, SampleImage
+from registry.models import DatasetPreview, DatasetVersion, ModelVersion, SampleImage
 
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp"}
 MAX_IMAGE_PIXELS = 4096 * 4096
@@ -106,3 +108,63 @@ def sample_image_add(
         prompt=prompt,
         parameters=params,
     )
+
+
+# --- previews of private datasets ---------------------------------------------------------------
+
+MAX_PREVIEWS_PER_DATASET = 12
+PREVIEW_MAX_SIDE = 512
+MAX_CAPTION_CHARS = 500
+
+
+def _clean_preview(image: File) -> bytes:
+    """The preview re-encoded as a PNG at most ``PREVIEW_MAX_SIDE`` a side: the owner's EXIF
+    (camera, place, time), text chunks and any other metadata stay on their machine."""
+    image.seek(0)
+    with Image.open(image) as img:
+        img.load()
+        clean = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+    clean.thumbnail((PREVIEW_MAX_SIDE, PREVIEW_MAX_SIDE))
+    out = io.BytesIO()
+    clean.save(out, format="PNG")
+    return out.getvalue()
+
+
+def dataset_preview_add(
+    *, dataset_version: DatasetVersion, user: AbstractBaseUser, image: File, caption: str = ""
+) -> DatasetPreview:
+    """Show one image the owner chose on a dataset's page (owner or staff only). For a
+    private dataset it is the only pixels the site ever holds, so it is checked like a sample
+    image and stored without its metadata."""
+    if not (user.pk == dataset_version.dataset.owner_id or user.is_staff):
+        raise AccessDeniedError("Only the owner can add preview images.")
+    limit = sample_image_max_bytes()
+    size = image.size or 0
+    if size > limit:
+        raise PayloadTooLargeError(f"The image is {size} bytes; the limit is {limit} bytes.",
+                                   code="too_large", details={"limit": limit})
+    if size == 0:
+        raise ApplicationError("The image is empty.", code="empty_file")
+    caption = caption.strip()
+    if len(caption) > MAX_CAPTION_CHARS:
+        raise ApplicationError(f"The caption is longer than {MAX_CAPTION_CHARS} characters.",
+                               code="caption_too_long")
+    if DatasetPreview.objects.filter(dataset_version=dataset_version).count() >= (
+            MAX_PREVIEWS_PER_DATASET):
+        raise ApplicationError(
+            f"A dataset version shows at most {MAX_PREVIEWS_PER_DATASET} previews.",
+            code="too_many_previews")
+    _check_image(image)
+    png = _clean_preview(image)
+    return DatasetPreview.objects.create(
+        dataset_version=dataset_version,
+        image=ContentFile(png, name=f"{uuid.uuid4().hex}.png"),
+        caption=caption,
+    )
+
+
+def dataset_preview_remove(*, preview: DatasetPreview, user: AbstractBaseUser) -> None:
+    if not (user.pk == preview.dataset_version.dataset.owner_id or user.is_staff):
+        raise AccessDeniedError("Only the owner can remove preview images.")
+    preview.image.delete(save=False)
+    preview.delete()

@@ -4,6 +4,7 @@ dashboard, approvals and the dataset page."""
 
 from __future__ import annotations
 
+import io
 import re
 from types import SimpleNamespace
 from typing import Any
@@ -545,3 +546,84 @@ def test_dataset_page_shows_epsilon_spent_per_job_and_the_earnings_chart(
                       (str(spent[1].pk).encode(), b"20", b"40")]
     assert b'<strong class="total-earned">40</strong>' in html
     assert b'class="budget-spent"' in html
+
+
+# --- preview images of a private dataset ---------------------------------------------------------
+
+
+def _photo(*, size: tuple[int, int] = (800, 600), fmt: str = "JPEG") -> Any:
+    """A photo as a camera leaves it: EXIF with the camera's make and a GPS position."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+    from PIL import Image
+
+    image = Image.new("RGB", size, (200, 40, 40))
+    exif = Image.Exif()
+    exif[0x010F] = "SecretCam"  # Make
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}  # GPSInfo: latitude
+    out = io.BytesIO()
+    image.save(out, format=fmt, exif=exif)
+    return SimpleUploadedFile("IMG_0042.jpg", out.getvalue(), content_type="image/jpeg")
+
+
+def test_the_owner_adds_a_preview_stored_small_and_without_its_metadata(
+    client: Any, world: Any
+) -> None:
+    from PIL import Image
+
+    from registry.models import DatasetPreview
+
+    # When the owner adds a camera photo as a preview
+    client.force_login(world.owner)
+    url = f"/nodes/datasets/{world.terms.dataset_version_id}/previews/"
+    response = client.post(url, {"image": _photo(), "caption": "A red one"})
+    # Then it is kept as a PNG of at most 512 px a side, with no EXIF, under a server name
+    assert response.status_code == 302
+    preview = DatasetPreview.objects.get(dataset_version=world.terms.dataset_version)
+    with preview.image.open("rb") as stored:
+        data = stored.read()
+    image = Image.open(io.BytesIO(data))
+    assert (image.format, max(image.size)) == ("PNG", 512)
+    assert b"SecretCam" not in data and not image.getexif()
+    assert "IMG_0042" not in preview.image.name and preview.caption == "A red one"
+    # And it shows on the dataset's public page, and on the owner's page with a remove button
+    dataset = world.terms.dataset_version.dataset
+    public = client.get(f"/datasets/{dataset.pk}/{dataset.slug}/")
+    assert preview.image.url.encode() in public.content
+    mine = client.get(f"/nodes/datasets/{world.terms.dataset_version_id}/")
+    assert f'data-preview="{preview.pk}"'.encode() in mine.content
+
+
+def test_a_file_that_is_not_an_image_is_refused_next_to_the_field(
+    client: Any, world: Any
+) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from registry.models import DatasetPreview
+
+    client.force_login(world.owner)
+    url = f"/nodes/datasets/{world.terms.dataset_version_id}/previews/"
+    fake = SimpleUploadedFile("cat.png", b"not an image at all", content_type="image/png")
+    response = client.post(url, {"image": fake})
+    assert response.status_code == 400
+    assert "not a readable PNG, JPEG or WebP" in block(response.content, "field-image")
+    missing = client.post(url, {"caption": "no file"})
+    assert missing.status_code == 400 and "required" in block(missing.content, "field-image")
+    assert not DatasetPreview.objects.exists()
+
+
+def test_only_the_owner_adds_or_removes_previews(client: Any, world: Any) -> None:
+    from registry.models import DatasetPreview
+
+    client.force_login(world.owner)
+    url = f"/nodes/datasets/{world.terms.dataset_version_id}/previews/"
+    assert client.post(url, {"image": _photo(size=(64, 64))}).status_code == 302
+    preview = DatasetPreview.objects.get()
+    # Another user can neither add one nor remove the owner's
+    client.force_login(world.other)
+    assert client.post(url, {"image": _photo(size=(64, 64))}).status_code == 404
+    assert client.post(f"{url}{preview.pk}/remove/").status_code == 404
+    assert DatasetPreview.objects.count() == 1
+    # The owner removes it
+    client.force_login(world.owner)
+    assert client.post(f"{url}{preview.pk}/remove/").status_code == 302
+    assert not DatasetPreview.objects.exists()

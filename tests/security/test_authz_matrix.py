@@ -594,6 +594,13 @@ ROWS: list[Row] = [
         cells(404, anon=302, data_owner=200, staff=200), api=False),
     Row("training:dataset-detail", "/nodes/datasets/{fpeer}/",
         cells(404, anon=302, staff=200), api=False, label="GET dataset-detail page (the peer's)"),
+    Row("training:dataset-preview-add", "/nodes/datasets/{fdataset}/previews/",
+        cells(404, anon=302, data_owner=400, staff=400), method="post", api=False, data={}),
+    Row("training:dataset-preview-add", "/nodes/datasets/{fpeer}/previews/",
+        cells(404, anon=302, staff=400), method="post", api=False, data={},
+        label="POST dataset-preview-add (the peer's)"),
+    Row("training:dataset-preview-remove", "/nodes/datasets/{fdataset}/previews/999999/remove/",
+        cells(404, anon=302), method="post", api=False),
     # studio (owner's private and public generations, both done)
     Row("studio:generate", "/studio/", logged_in(200), api=False,
         checks=(no_hidden_models, no_private_generation)),
