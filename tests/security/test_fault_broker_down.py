@@ -68,6 +68,14 @@ class RedisServer:
             self.proc = None
 
 
+def _drop_connections(app: Any) -> None:
+    """Forget the app's pooled broker connections and producers (made for the broker URL of
+    their time). Celery 5 keeps them in these attributes; ``app.close()`` would also
+    deregister the app, and shared tasks imported later would then be unknown to it."""
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
 @pytest.fixture
 def broker(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
            ) -> Iterator[RedisServer]:
@@ -84,13 +92,13 @@ def broker(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("CELERY_BROKER_URL", server.url)  # Celery reads it before the conf
     settings.ATELIER_SUPERLINK = "127.0.0.1:1"  # configured (its state does not matter here)
     settings.ATELIER_FEDERATION_DIR = tmp_path / "federation"
-    current_app.close()  # drop pooled connections to the suite's broker
+    _drop_connections(current_app)  # pooled connections to the suite's broker
     try:
         yield server
     finally:
         server.stop()
         conf.broker_url, conf.task_default_queue, conf.broker_connection_retry_on_startup = old
-        current_app.close()
+        _drop_connections(current_app)
 
 
 def _queued(server: RedisServer) -> list[str]:
