@@ -36,6 +36,12 @@ class Node(models.Model):
     token_prefix = models.CharField(max_length=12)
     token_digest = models.CharField(max_length=64, unique=True)
     flwr_node_id = models.CharField(max_length=40, blank=True)
+    # The SuperLink's node id for this node's key (Flower node authentication): a uint64 as a
+    # decimal string (up to 20 digits; 2**64 - 1 does not fit a signed bigint). Empty until the
+    # site has registered the key on the SuperLink.
+    superlink_node_id = models.CharField(max_length=20, blank=True, default="")
+    # When the key was removed from the SuperLink after the node was revoked (NULL: not yet).
+    superlink_unregistered_at = models.DateTimeField(null=True, blank=True)
     software_version = models.CharField(max_length=60, blank=True)
     serving = models.JSONField(
         default=list, blank=True, help_text="Manifest hashes the node said it serves."
@@ -51,6 +57,11 @@ class Node(models.Model):
                 fields=("key_fingerprint",),
                 condition=models.Q(revoked_at__isnull=True),
                 name="node_active_key_unique",
+            ),
+            models.UniqueConstraint(
+                fields=("superlink_node_id",),
+                condition=models.Q(revoked_at__isnull=True) & ~models.Q(superlink_node_id=""),
+                name="node_active_superlink_id_unique",
             ),
         ]
 
