@@ -110,6 +110,7 @@ def bench_env(
         "DJANGO_DEBUG": "0",
         "HF_HUB_OFFLINE": "1",
         "MEDIA_ROOT": str(workdir / "media"),
+        "BLOB_ROOT": str(workdir / "blobs"),
         "ATELIER_UPLOAD_DIR": str(workdir / "uploads"),
         "ATELIER_VAR_DIR": str(workdir / "var"),
         "DJANGO_SETTINGS_MODULE": "config.settings",

@@ -132,6 +132,8 @@ STATIC_ROOT = VAR_DIR / "static"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 MEDIA_URL = "media/"
 MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
+# Model and dataset files on local storage: outside MEDIA_ROOT, never served as media.
+BLOB_ROOT = Path(env.str("BLOB_ROOT", default=str(VAR_DIR / "blobs")))
 
 # Storage: the filesystem by default; any S3-compatible service when a bucket is named.
 AWS_STORAGE_BUCKET_NAME = env.str("AWS_STORAGE_BUCKET_NAME", default="")
@@ -142,15 +144,37 @@ if AWS_STORAGE_BUCKET_NAME:
     AWS_DEFAULT_ACL = None
     AWS_S3_FILE_OVERWRITE = False
     _file_storage = {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {}}
+    # Model and dataset files: a private bucket (default: the same one), presigned GETs only,
+    # never a public custom domain.
+    _blob_storage = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": env.str("AWS_BLOB_BUCKET_NAME", default=AWS_STORAGE_BUCKET_NAME),
+            "location": env.str("AWS_BLOB_LOCATION", default=""),
+            "querystring_auth": True,
+            "custom_domain": None,
+            "default_acl": "private",
+        },
+    }
 else:
     _file_storage = {
         "BACKEND": "django.core.files.storage.FileSystemStorage",
         "OPTIONS": {"location": str(MEDIA_ROOT)},
     }
+    _blob_storage = {
+        "BACKEND": "registry.storage.PrivateFileSystemStorage",
+        "OPTIONS": {"location": str(BLOB_ROOT)},
+    }
 STORAGES = {
-    "default": _file_storage,
+    "default": _file_storage,  # public media: sample images, previews, generated images
+    "blobs": _blob_storage,  # model and dataset files: no URL maps to them (registry.storage)
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+# Serving a private file after the entitlement check: "" streams it from the web process;
+# "x-accel-redirect" (nginx) or "x-sendfile" (Apache, lighttpd) hands it to the proxy. With
+# nginx, ATELIER_SENDFILE_PREFIX is the `internal` location aliased to BLOB_ROOT.
+ATELIER_SENDFILE = env.str("ATELIER_SENDFILE", default="").lower()
+ATELIER_SENDFILE_PREFIX = env.str("ATELIER_SENDFILE_PREFIX", default="/_blobs/")
 
 # Uploads: parts are written here while they stream in, then moved to storage.
 UPLOAD_TEMP_DIR = Path(env.str("ATELIER_UPLOAD_DIR", default=str(VAR_DIR / "uploads")))

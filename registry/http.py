@@ -3,43 +3,67 @@
 Responses wrap the open file in a ``FileResponse`` so that gunicorn sends it with
 ``sendfile`` (zero copy); for a range, the file is positioned at the start and the
 Content-Length set to the range's length, which is exactly what gunicorn's sendfile sends.
+
+Callers check entitlement first: this module is the only way from a request to a blob's
+bytes. With ``ATELIER_SENDFILE`` set and local storage, the answer names the file for the
+proxy (``X-Accel-Redirect`` to an ``internal`` location, or ``X-Sendfile``), which sends it
+with Range support; the private folder itself is never served under a public URL.
 """
 
 from __future__ import annotations
 
 import io
-from typing import IO
+from typing import IO, Any
+from urllib.parse import quote
 
+from django.conf import settings
 from django.http import FileResponse, HttpRequest, HttpResponse
 
 from registry.models import Blob
-from registry.services.blobs import blob_open
+from registry.services.blobs import blob_open, blob_stored_path
 from registry.services.downloads import ByteRange, content_disposition, parse_range
 
 
 class _RangeReader(io.RawIOBase):
-    """A window of a file, for storages whose files cannot be sent with sendfile."""
+    """The window ``[start, end]`` of a file, read through the file's own descriptor.
+
+    Positions are the file's: gunicorn's sendfile reads the descriptor's position, sends
+    Content-Length bytes from there and seeks the file to where it stopped, so ``seek`` and
+    ``tell`` go to the file. Servers without sendfile (and object storage files, which have
+    no descriptor) read it, and never get a byte past the window.
+    """
 
     def __init__(self, fh: IO[bytes], byte_range: ByteRange) -> None:
         self._fh = fh
-        self._left = byte_range.length
+        self._end = byte_range.end + 1
         fh.seek(byte_range.start)
 
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
     def fileno(self) -> int:
-        # gunicorn's sendfile starts at the descriptor's position and sends Content-Length
-        # bytes: exactly the window. Storages without a descriptor raise, and are iterated.
         return self._fh.fileno()
 
-    def read(self, size: int = -1) -> bytes:
-        if self._left <= 0:
+    def read(self, size: int | None = -1) -> bytes:
+        left = self._end - self._fh.tell()
+        if left <= 0:
             return b""
-        size = self._left if size < 0 else min(size, self._left)
-        data = self._fh.read(size)
-        self._left -= len(data)
-        return data
+        size = left if size is None or size < 0 else min(size, left)
+        return self._fh.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
 
     def close(self) -> None:
         self._fh.close()
@@ -52,6 +76,21 @@ def counts_as_download(request: HttpRequest) -> bool:
         return False
     byte_range = request.headers.get("Range", "").replace(" ", "")
     return not byte_range or byte_range.startswith("bytes=0-")
+
+
+def _proxy_sendfile(blob: Blob) -> HttpResponse | None:
+    """An empty answer that tells the proxy which private file to send, when configured."""
+    mode = settings.ATELIER_SENDFILE
+    path = blob_stored_path(blob) if mode else None
+    if path is None:
+        return None
+    response = HttpResponse()
+    if mode == "x-accel-redirect":
+        prefix = settings.ATELIER_SENDFILE_PREFIX.rstrip("/")
+        response["X-Accel-Redirect"] = f"{prefix}/{quote(blob.storage_name)}"
+    else:  # "x-sendfile" (registry.checks refuses other values)
+        response["X-Sendfile"] = str(path)
+    return response
 
 
 def _etag(blob: Blob) -> str:
@@ -87,6 +126,8 @@ def serve_blob(
         response = HttpResponse(status=206 if byte_range else 200)
         length = byte_range.length if byte_range else blob.size
         response["Content-Length"] = str(length)
+    elif (handed := _proxy_sendfile(blob)) is not None:
+        response, byte_range = handed, None  # the proxy answers the Range itself
     else:
         fh = blob_open(blob)
         if byte_range is None:

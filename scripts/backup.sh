@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
-# Back up Atelier: the PostgreSQL database (pg_dump, custom format) and the blob store
-# (MEDIA_ROOT on the filesystem), into a new dated folder with a SHA-256 manifest.
+# Back up Atelier: the PostgreSQL database (pg_dump, custom format), the private blob store
+# (BLOB_ROOT: model and dataset files) and public media (MEDIA_ROOT: images), into a new
+# dated folder with a SHA-256 manifest.
 #
-#   DATABASE_URL=postgres://user@host:5432/atelier MEDIA_ROOT=/srv/atelier/media \
-#     scripts/backup.sh /backups            -> /backups/atelier-20260101T120000Z/
+#   DATABASE_URL=postgres://user@host:5432/atelier BLOB_ROOT=/srv/atelier/blobs \
+#   MEDIA_ROOT=/srv/atelier/media scripts/backup.sh /backups  -> /backups/atelier-<stamp>/
 #
-# The folder holds: db.dump (pg_restore format), media/ (a copy of MEDIA_ROOT: blobs, sample
-# images, previews), blobs.tsv (sha256, size and storage name of every Blob row) and
-# MANIFEST.sha256 (the SHA-256 of every file above, for `sha256sum -c`). With S3-compatible
-# storage, copy the bucket instead of media/ (see docs/backups.md). See scripts/restore.sh.
+# The folder holds: db.dump (pg_restore format), blobs/ (a copy of BLOB_ROOT), media/ (a copy
+# of MEDIA_ROOT: sample images, previews), blobs.tsv (sha256, size and storage name of every
+# Blob row) and MANIFEST.sha256 (the SHA-256 of every file above, for `sha256sum -c`). With
+# S3-compatible storage, copy the buckets instead (see docs/backups.md). See scripts/restore.sh.
 set -euo pipefail
 
 DEST_ROOT="${1:-${BACKUP_DIR:-var/backups}}"
 : "${DATABASE_URL:?set DATABASE_URL (postgres://...)}"
 MEDIA_ROOT="${MEDIA_ROOT:-var/media}"
+BLOB_ROOT="${BLOB_ROOT:-var/blobs}"
 case "$DATABASE_URL" in
   postgres://*|postgresql://*) ;;
   *) echo "backup: DATABASE_URL must be a PostgreSQL URL" >&2; exit 2 ;;
@@ -35,17 +37,24 @@ psql "$DATABASE_URL" -X -q -A -t -F $'\t' \
 
 # 3. The files. Blobs are content-addressed and never rewritten, so a copy taken after the
 #    dump holds every blob the dump refers to (blobs added meanwhile are harmless extras).
-mkdir -p "$dest.partial/media"
+mkdir -p "$dest.partial/media" "$dest.partial/blobs"
 if [ -d "$MEDIA_ROOT" ]; then
   cp -a "$MEDIA_ROOT/." "$dest.partial/media/"
+fi
+if [ -d "$BLOB_ROOT" ]; then
+  cp -a "$BLOB_ROOT/." "$dest.partial/blobs/"
 fi
 
 # 4. Every blob of the dump must be there, with the right bytes.
 missing=0
 while IFS=$'\t' read -r sha size name; do
   [ -n "$sha" ] || continue
-  file="$dest.partial/media/$name"
-  if [ ! -f "$file" ]; then echo "backup: blob $sha missing ($name)" >&2; missing=1; continue; fi
+  file="$dest.partial/blobs/$name"
+  if [ ! -f "$file" ]; then
+    echo "backup: blob $sha missing ($name under $BLOB_ROOT; if it is still under MEDIA_ROOT," \
+      "run manage.py blobs_move_private)" >&2
+    missing=1; continue
+  fi
   actual="$(sha256sum "$file" | cut -d' ' -f1)"
   if [ "$actual" != "$sha" ]; then echo "backup: blob $sha has other bytes" >&2; missing=1; fi
 done < "$dest.partial/blobs.tsv"

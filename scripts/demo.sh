@@ -102,6 +102,8 @@ start() {
 
 step "migrating (${DATABASE_URL:-SQLite at $VAR/atelier.sqlite3})"
 $PY manage.py migrate --noinput >"$LOG/migrate.log"
+# Model files an older demo stored under var/media move to the private folder (var/blobs).
+$PY manage.py blobs_move_private >>"$LOG/migrate.log"
 step "demo accounts with credits, the tiny base model (built and published), a public dataset"
 $PY manage.py demo_seed --password "$PASSWORD" | tee "$LOG/seed.log"
 

@@ -15,7 +15,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(autouse=True)
 def _isolated_files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[None]:
-    """Storage and upload parts go to a per-test folder (only for tests that use Django)."""
+    """Storage (public media, private blobs) and upload parts go to a per-test folder (only
+    for tests that use Django)."""
     django_fixtures = {"db", "transactional_db", "live_server", "settings", "client"}
     if not django_fixtures & set(request.fixturenames) and not request.node.get_closest_marker(
         "django_db"
@@ -25,11 +26,16 @@ def _isolated_files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     settings = request.getfixturevalue("settings")
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.UPLOAD_TEMP_DIR = tmp_path / "uploads"
+    settings.BLOB_ROOT = tmp_path / "blobs"
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": str(tmp_path / "media")},
+        },
+        "blobs": {
+            "BACKEND": "registry.storage.PrivateFileSystemStorage",
+            "OPTIONS": {"location": str(tmp_path / "blobs")},
         },
     }
     yield
@@ -121,6 +127,7 @@ def celery_worker_env(settings: Any, queue: str) -> dict[str, str]:
         "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
         f"{db['PORT'] or 5432}/{db['NAME']}",
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "BLOB_ROOT": str(settings.BLOB_ROOT),
         "ATELIER_UPLOAD_DIR": str(settings.UPLOAD_TEMP_DIR),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
     }

@@ -27,7 +27,7 @@ from django.conf import settings
 
 from core.errors import ApplicationError
 from registry.models import Blob, ModelFile
-from registry.services.blobs import blob_open, blob_storage
+from registry.services.blobs import blob_open, blob_stored_path
 
 COPY_CHUNK = 4 * 1024 * 1024
 
@@ -46,11 +46,8 @@ def _safe_name(name: str) -> str:
 
 def _stored_path(blob: Blob) -> Path | None:
     """The blob's path when the storage is a local folder, else None."""
-    try:
-        path = Path(blob_storage().path(blob.storage_name))
-    except NotImplementedError:
-        return None
-    return path if path.is_file() else None
+    path = blob_stored_path(blob)
+    return path if path is not None and path.is_file() else None
 
 
 def _atomic_link_or_copy(target: Path, blob: Blob) -> None:

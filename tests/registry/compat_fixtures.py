@@ -271,11 +271,16 @@ def shared_site(django_db_blocker: Any, folder: Path) -> Iterator[SharedSite]:
             "BACKEND": "django.core.files.storage.FileSystemStorage",
             "OPTIONS": {"location": str(media)},
         },
+        "blobs": {
+            "BACKEND": "registry.storage.PrivateFileSystemStorage",
+            "OPTIONS": {"location": str(folder / "blobs")},
+        },
     }
     with (
         django_db_blocker.unblock(),
         override_settings(
-            MEDIA_ROOT=str(media), UPLOAD_TEMP_DIR=folder / "uploads", STORAGES=storages
+            MEDIA_ROOT=str(media), BLOB_ROOT=folder / "blobs", UPLOAD_TEMP_DIR=folder / "uploads",
+            STORAGES=storages,
         ),
     ):
         server = LiveServer("localhost")

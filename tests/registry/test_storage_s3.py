@@ -92,6 +92,8 @@ def s3_bucket(  # type: ignore[no-untyped-def]
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {}},
+        "blobs": {"BACKEND": "storages.backends.s3.S3Storage",
+                  "OPTIONS": {"querystring_auth": True, "custom_domain": None}},
     }
     return client, bucket
 

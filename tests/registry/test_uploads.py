@@ -62,8 +62,10 @@ def upload_all(client: APIClient, data: bytes, filename: str = "lora.safetensors
 
 
 def stored_files() -> list[Path]:
-    root = Path(settings.MEDIA_ROOT)
-    return [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    files = []
+    for root in (Path(settings.MEDIA_ROOT), Path(settings.BLOB_ROOT)):
+        files += [p for p in root.rglob("*") if p.is_file()] if root.exists() else []
+    return files
 
 
 def part_files() -> list[Path]:

@@ -111,6 +111,7 @@ def test_refused_pickle_shows_the_error_next_to_the_file_and_stores_nothing(
     assert not Model.objects.exists()
     assert not Blob.objects.exists()
     assert stored_files(Path(settings.MEDIA_ROOT)) == []
+    assert stored_files(Path(settings.BLOB_ROOT)) == []
     assert stored_files(Path(settings.UPLOAD_TEMP_DIR)) == []
 
 

@@ -59,23 +59,24 @@ def test_backup_then_restore_into_empty_targets_finds_every_file_by_hash(
     # Given a seeded database and storage (models, datasets, purchases: 6 blobs)
     blobs = {b.sha256: b.storage_name for b in Blob.objects.all()}
     assert len(blobs) >= 5
-    media = Path(settings.MEDIA_ROOT)
+    media, private = Path(settings.MEDIA_ROOT), Path(settings.BLOB_ROOT)
 
     # When it is backed up
     backup = _script("backup.sh", str(tmp_path / "backups"),
-                     DATABASE_URL=_url(connection.settings_dict["NAME"]), MEDIA_ROOT=str(media))
+                     DATABASE_URL=_url(connection.settings_dict["NAME"]), MEDIA_ROOT=str(media),
+                     BLOB_ROOT=str(private))
     assert backup.returncode == 0, backup.stderr
     (folder,) = (tmp_path / "backups").iterdir()
     assert folder.name.startswith("atelier-")
     assert {p.name for p in folder.iterdir()} >= {"db.dump", "blobs.tsv", "MANIFEST.sha256",
-                                                  "media"}
+                                                  "media", "blobs"}
     listed = {line.split("\t")[0] for line in (folder / "blobs.tsv").read_text().splitlines()}
     assert listed == set(blobs)
 
     # And restored into a new, empty database and an empty folder
-    target = tmp_path / "restored-media"
+    target = tmp_path / "restored-blobs"
     restore = _script("restore.sh", str(folder), DATABASE_URL=restore_db,
-                      MEDIA_ROOT=str(target))
+                      MEDIA_ROOT=str(tmp_path / "restored-media"), BLOB_ROOT=str(target))
 
     # Then the restore reports every blob found by hash, intact
     assert restore.returncode == 0, restore.stdout + restore.stderr
@@ -95,7 +96,7 @@ def test_backup_then_restore_into_empty_targets_finds_every_file_by_hash(
         [sys.executable, "manage.py", "shell", "-c",
          "from registry.selectors import files_by_hash\n"
          f"print(files_by_hash({committed_world.paid_file.blob_id!r}).count())"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": restore_db, "MEDIA_ROOT": str(target)},
+        cwd=ROOT, env={**os.environ, "DATABASE_URL": restore_db, "BLOB_ROOT": str(target)},
         capture_output=True, text=True, timeout=120,
     )
     assert check.stdout.strip().splitlines()[-1] == "1", check.stderr
@@ -106,14 +107,14 @@ def test_restore_refuses_a_database_or_folder_that_is_not_empty(
 ) -> None:
     backup = _script("backup.sh", str(tmp_path / "b"),
                      DATABASE_URL=_url(connection.settings_dict["NAME"]),
-                     MEDIA_ROOT=str(settings.MEDIA_ROOT))
+                     MEDIA_ROOT=str(settings.MEDIA_ROOT), BLOB_ROOT=str(settings.BLOB_ROOT))
     assert backup.returncode == 0, backup.stderr
     (folder,) = (tmp_path / "b").iterdir()
 
     # Into the live (non-empty) database: refused, nothing touched
     into_live = _script("restore.sh", str(folder),
                         DATABASE_URL=_url(connection.settings_dict["NAME"]),
-                        MEDIA_ROOT=str(tmp_path / "empty"))
+                        MEDIA_ROOT=str(tmp_path / "empty"), BLOB_ROOT=str(tmp_path / "eb"))
     assert into_live.returncode == 3
     assert "not empty" in into_live.stderr
     assert not (tmp_path / "empty").exists()
@@ -123,17 +124,17 @@ def test_restore_refuses_a_database_or_folder_that_is_not_empty(
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
     into_busy = _script("restore.sh", str(folder), DATABASE_URL=restore_db,
-                        MEDIA_ROOT=str(busy))
+                        MEDIA_ROOT=str(busy), BLOB_ROOT=str(tmp_path / "busy-blobs"))
     assert into_busy.returncode == 3
     assert (busy / "keep.txt").read_text() == "mine"
 
     # A damaged backup: refused before anything is restored
-    blob_file = next((folder / "media" / "blobs").rglob("*"))
+    blob_file = next((folder / "blobs" / "blobs").rglob("*"))
     while blob_file.is_dir():
         blob_file = next(blob_file.iterdir())
     blob_file.write_bytes(b"corrupted")
     damaged = _script("restore.sh", str(folder), DATABASE_URL=restore_db,
-                      MEDIA_ROOT=str(tmp_path / "new"))
+                      MEDIA_ROOT=str(tmp_path / "new"), BLOB_ROOT=str(tmp_path / "new-blobs"))
     assert damaged.returncode == 4
     with psycopg.connect(restore_db.replace("postgres://", "postgresql://", 1)) as conn:
         tables = conn.execute("SELECT count(*) FROM information_schema.tables "

@@ -166,10 +166,10 @@ def test_disk_full_while_storing_the_blob_is_a_507_with_no_partial_blob(
     from registry.services.blobs import blob_storage_name
     from registry.services.uploads import upload_bytes_used
 
-    # Given storage (MEDIA_ROOT) on a 64 KiB disk, the upload folder on another file system
+    # Given blob storage (BLOB_ROOT) on a 64 KiB disk, the upload folder on another file system
     media = small_disk("64k")
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+    settings.STORAGES = {**settings.STORAGES, "blobs": {
+        "BACKEND": "registry.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": str(media)}}}
     alice = make_user("alice")
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}")
@@ -198,8 +198,8 @@ def test_disk_full_while_storing_the_blob_is_a_507_with_no_partial_blob(
     assert upload_bytes_used(alice) == used
 
     # And once there is room (storage moved to a larger disk), completing it works
-    settings.STORAGES = {**settings.STORAGES, "default": {
-        "BACKEND": "django.core.files.storage.FileSystemStorage",
+    settings.STORAGES = {**settings.STORAGES, "blobs": {
+        "BACKEND": "registry.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": str(small_disk("2m"))}}}
     retried = client.post(f"/api/v1/uploads/{upload_id}/complete")
     assert retried.status_code == 200, retried.content
@@ -257,6 +257,7 @@ def test_a_conversion_task_whose_worker_is_killed_midway_is_redone_once(
         "DATABASE_URL": f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:"
         f"{db['PORT'] or 5432}/{db['NAME']}",
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "BLOB_ROOT": str(settings.BLOB_ROOT),
         "ATELIER_UPLOAD_DIR": str(settings.UPLOAD_TEMP_DIR),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
         "CELERY_VISIBILITY_TIMEOUT": "2",
