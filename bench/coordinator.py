@@ -170,6 +170,11 @@ def main() -> None:
             bench.env.update({
                 "CELERY_BROKER_URL": redis_url, "CELERY_TASK_DEFAULT_QUEUE": queue,
                 "ATELIER_SUPERLINK": f"127.0.0.1:{fed.port}",
+                # TLS and node authentication, as in production: the site trusts the
+                # federation's CA; LocalFederation registered its own nodes' keys.
+                "ATELIER_SUPERLINK_INSECURE": "0",
+                "ATELIER_SUPERLINK_ROOT_CERTIFICATES": str(fed.certs.ca_cert if fed.certs else ""),
+                "ATELIER_SUPERLINK_NODE_AUTH": "0",
                 "ATELIER_FLWR_HOME": str(bench.workdir / "site-flwr"),
                 "ATELIER_FEDERATION_DIR": str(bench.workdir / "federation"),
                 "ATELIER_JOB_POLL_SECONDS": str(args.poll),

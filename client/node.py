@@ -218,6 +218,8 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
     }
     if args.base_model:
         config["base-model-path"] = str(Path(args.base_model).resolve())
+    if (node_dir / REGISTRATION).is_file():  # the node's own token, to fetch a job's model
+        config["registration-file"] = str((node_dir / REGISTRATION).resolve())
     exe = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
     command = [
         exe,

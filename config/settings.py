@@ -305,13 +305,17 @@ if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
 
 # --- Federated jobs: the coordinator's SuperLink (federated.coordinator) -------------------
 # The SuperLink's Control API (host:port on a private address; the site is its only client).
-# Empty: no federation, jobs stay queued. TLS unless it is on loopback (or set explicitly).
+# Empty: no federation, jobs stay queued.
 ATELIER_SUPERLINK = env.str("ATELIER_SUPERLINK", default="")
-ATELIER_SUPERLINK_INSECURE = env.bool(
-    "ATELIER_SUPERLINK_INSECURE",
-    default=ATELIER_SUPERLINK.rsplit(":", 1)[0].strip("[]") in {"127.0.0.1", "localhost", "::1"},
-)
+# TLS to the SuperLink's Control API unless told otherwise (ATELIER_SUPERLINK_INSECURE=1);
+# the SuperLink's CA certificate (PEM) when it is not one the system trusts.
+ATELIER_SUPERLINK_INSECURE = env.bool("ATELIER_SUPERLINK_INSECURE", default=False)
 ATELIER_SUPERLINK_ROOT_CERTIFICATES = env.str("ATELIER_SUPERLINK_ROOT_CERTIFICATES", default="")
+# The SuperLink runs with --enable-supernode-auth (it needs TLS): the site registers each node's
+# public key there when the node is registered, and unregisters it when the node is revoked.
+ATELIER_SUPERLINK_NODE_AUTH = env.bool(
+    "ATELIER_SUPERLINK_NODE_AUTH", default=not ATELIER_SUPERLINK_INSECURE
+)
 ATELIER_FLWR_HOME = Path(env.str("ATELIER_FLWR_HOME", default=str(VAR_DIR / "flwr")))
 # ServerApp out-dirs, one per job: shared between the Celery workers and the SuperLink host.
 ATELIER_FEDERATION_DIR = Path(
@@ -322,6 +326,10 @@ ATELIER_JOB_POLL_SECONDS = env.float("ATELIER_JOB_POLL_SECONDS", default=10.0)
 CELERY_BEAT_SCHEDULE = {
     "federated-jobs-reconcile": {
         "task": "federated.tasks.jobs_reconcile",
+        "schedule": env.float("ATELIER_JOB_RECONCILE_SECONDS", default=300.0),
+    },
+    "federated-nodes-superlink-reconcile": {
+        "task": "federated.tasks.nodes_superlink_reconcile",
         "schedule": env.float("ATELIER_JOB_RECONCILE_SECONDS", default=300.0),
     },
 }

@@ -1,8 +1,9 @@
 """The federated REST API under ``/api/federated/``: nodes, private datasets and their terms,
 jobs (estimate, launch, progress, cancel, the base model for nodes), approvals, earnings.
 
-Thin: parse, call one service or selector, render. Nodes authenticate with their node token,
-the ServerApp with the job's progress token, nodes fetching the base model with its job token.
+Thin: parse, call one service or selector, render. Nodes authenticate with their node token
+(also to fetch the base model of a job they serve), the ServerApp with the job's progress and
+job tokens from its credentials file (never the run config, which every node reads).
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from rest_framework.views import APIView
 
 from core.errors import ApplicationError, NotFoundError
 from federated import selectors
-from federated.auth import NodeTokenAuthentication, UserAuthentication, job_for_token, own_node
+from federated.auth import (
+    NodeTokenAuthentication,
+    UserAuthentication,
+    job_for_model_download,
+    job_for_token,
+    own_node,
+)
 from federated.models import DatasetTerms, FederatedJob, JobDataset, Node, TrainingUse
 from federated.services.datasets import (
     TERMS_FIELDS,
@@ -672,8 +679,9 @@ class JobProgressApi(APIView):
 
 
 class JobBaseModelApi(APIView):
-    """The job's base model, its single-file .safetensors checkpoint, for nodes and the
-    ServerApp (``Authorization: Bearer <job token>``): Range and ETag (its SHA-256)."""
+    """The job's base model, its single-file .safetensors checkpoint, for the nodes serving
+    its datasets (``Authorization: Bearer <node token>``) and the ServerApp (``Bearer <job
+    token>``): Range and ETag (its SHA-256)."""
 
     authentication_classes: list[type] = []
     permission_classes = [AllowAny]
@@ -681,10 +689,11 @@ class JobBaseModelApi(APIView):
     @extend_schema(
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
                    (206, "application/octet-stream"): OpenApiTypes.BINARY,
-                   401: OpenApiResponse(description="No or another job token.")},
+                   401: OpenApiResponse(description="No valid node or job token."),
+                   403: OpenApiResponse(description="The node serves no dataset of the job.")},
         tags=TAGS, auth=[])
     def get(self, request: Request, job_id: int) -> HttpResponse:
-        job = job_for_token(request, job_id, kind="job")
+        job = job_for_model_download(request, job_id)
         model_file = job.base_version.files.select_related("blob").filter(is_primary=True).first()
         if model_file is None:
             raise NotFoundError("The base model has no file.", code="not_found")

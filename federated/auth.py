@@ -1,5 +1,7 @@
-"""Bearer authentication of nodes (``atn_...``) and of a job's run (``atj_...`` job token for
-the base model, ``atp_...`` progress token for the ServerApp's reports)."""
+"""Bearer authentication of nodes (``atn_...``, also for the base model of a job they serve)
+and of a job's ServerApp (``atj_...`` job token for the base model, ``atp_...`` progress token
+for its reports; both only in its credentials file on the SuperLink host, never in the run
+config that nodes read)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from rest_framework.request import Request
 from core.auth import ApiTokenAuthentication, bearer_secret
 from core.errors import AccessDeniedError, ApplicationError, NotFoundError
 from federated.models import FederatedJob, Node
+from federated.selectors import node_serves_job
 from federated.services.jobs import job_token_check
 from federated.services.nodes import node_authenticate
-from federated.services.tokens import JOB_TOKEN_PREFIX, PROGRESS_TOKEN_PREFIX
+from federated.services.tokens import JOB_TOKEN_PREFIX, NODE_TOKEN_PREFIX, PROGRESS_TOKEN_PREFIX
 
 
 def _header_secret(request: Request) -> str:
@@ -68,6 +71,29 @@ def job_for_token(request: Request, job_id: int, *, kind: str) -> FederatedJob:
     if kind == "job" and job.is_terminal:
         raise AccessDeniedError(f"The job is {job.state}.", code="job_finished")
     return job
+
+
+def job_for_model_download(request: Request, job_id: int) -> FederatedJob:
+    """The job whose base model the request may download: with the job token (the
+    ServerApp's, from its credentials file), or with a node token (``atn_...``) of an active
+    node serving one of the job's approved datasets while the job is queued or running.
+
+    401 without a valid token (another job's, a revoked node's); 403 for a node that serves no
+    dataset of the job (``node_not_in_job``) or a job that is not running.
+    """
+    secret = _header_secret(request)
+    job = FederatedJob.objects.select_related("base_version__model").filter(pk=job_id).first()
+    if secret.startswith(NODE_TOKEN_PREFIX):
+        node = node_authenticate(token=secret)
+        if node is None or not node.owner.is_active:
+            raise ApplicationError("Invalid or revoked node token.", code="bad_token", status=401)
+        if job is None or not node_serves_job(node=node, job=job):
+            raise AccessDeniedError("This node serves no dataset of that job.",
+                                    code="node_not_in_job")
+        if job.state not in (FederatedJob.State.QUEUED, FederatedJob.State.RUNNING):
+            raise AccessDeniedError(f"The job is {job.state}.", code="job_not_running")
+        return job
+    return job_for_token(request, job_id, kind="job")
 
 
 def own_node(request: Request, node_id: int) -> Node:

@@ -415,3 +415,35 @@ def job_samples(*, job: FederatedJob) -> list[SampleImage]:
 def jobs_of_trainer_with_progress(*, trainer: AbstractBaseUser) -> QuerySet[FederatedJob]:
     """The trainer's jobs (as :func:`jobs_of_trainer`) with ``rounds_done`` counted."""
     return jobs_of_trainer(trainer=trainer).annotate(rounds_done=Count("rounds"))
+
+
+@dataclass(frozen=True)
+class JobNode:
+    """A node that serves approved datasets of a job: its SuperLink identity ("" if unknown)."""
+
+    node_id: int
+    superlink_node_id: str
+    manifests: tuple[str, ...]
+
+
+def job_nodes(*, job: FederatedJob) -> list[JobNode]:
+    """The active nodes serving the job's approved datasets, with the manifests each serves."""
+    rows = (
+        JobDataset.objects.filter(job=job, approval=ApprovalState.APPROVED,
+                                  dataset_version__federated_terms__node__revoked_at__isnull=True)
+        .order_by("dataset_version__federated_terms__node_id", "pk")
+        .values_list("dataset_version__federated_terms__node_id",
+                     "dataset_version__federated_terms__node__superlink_node_id",
+                     "manifest_hash")
+    )
+    nodes: dict[int, tuple[str, list[str]]] = {}
+    for node_id, superlink_id, manifest in rows:
+        nodes.setdefault(node_id, (superlink_id or "", []))[1].append(manifest)
+    return [JobNode(pk, sid, tuple(m)) for pk, (sid, m) in nodes.items()]
+
+
+def node_serves_job(*, node: Node, job: FederatedJob) -> bool:
+    """Whether ``node`` (active) serves an approved dataset of ``job``."""
+    return node.revoked_at is None and JobDataset.objects.filter(
+        job=job, approval=ApprovalState.APPROVED,
+        dataset_version__federated_terms__node=node).exists()

@@ -40,11 +40,19 @@ __all__ = [
     "RunStatus",
     "SuperLinkError",
     "SuperLinkUnavailable",
+    "SuperNodeInfo",
+    "SuperNodeKeyInUse",
+    "SuperNodeNotFound",
+    "public_key_pem",
     "run_log",
     "run_start",
     "run_status",
     "run_stop",
     "runs_list",
+    "supernode_find",
+    "supernode_register",
+    "supernode_unregister",
+    "supernodes_list",
     "toml_value",
 ]
 
@@ -87,6 +95,15 @@ class InvalidRunConfig(SuperLinkError):
 
 class FlwrCliError(SuperLinkError):
     """The CLI failed in a way that is not one of the above (its output is in the message)."""
+
+
+class SuperNodeKeyInUse(SuperLinkError):
+    """The SuperLink already has this node public key (registered, or unregistered: a key
+    the SuperLink has seen is never registered again)."""
+
+
+class SuperNodeNotFound(SuperLinkError):
+    """The SuperLink has no registered node with this id (never was, or already unregistered)."""
 
 
 def toml_value(value: object) -> str:
@@ -341,3 +358,132 @@ def run_log(run_id: str, connection: Connection, *, max_chars: int = LOG_TAIL_CH
     if done.returncode != 0:
         raise _error(text + done.stderr.decode("utf-8", "replace"))
     return text[-max_chars:]
+
+
+# --- SuperNode authentication: node keys on the SuperLink (Control API) -------------------------
+#
+# ``flower-superlink --enable-supernode-auth`` admits only SuperNodes whose public key was
+# registered through the Control API; unregistering a node ends its next pull. The CLI
+# (``flwr supernode register/unregister/ls``) does not show public keys, so these calls speak
+# the Control API's protobuf-over-HTTPS directly with Flower's own client and messages.
+
+_CODE_KEY_IN_USE = 23
+_CODE_NODE_NOT_FOUND = 24
+
+
+@dataclass(frozen=True)
+class SuperNodeInfo:
+    """A node the SuperLink knows: ``status`` is registered, online, offline or unregistered."""
+
+    node_id: str  # uint64 as a decimal string
+    status: str
+    public_key_pem: bytes  # SubjectPublicKeyInfo PEM, as the SuperLink stores it
+
+    @property
+    def registered(self) -> bool:
+        return self.status != "unregistered"
+
+
+def public_key_pem(openssh: str) -> bytes:
+    """An OpenSSH ECDSA public key line as the SuperLink stores keys (SubjectPublicKeyInfo PEM)."""
+    from cryptography.hazmat.primitives import serialization
+
+    parts = openssh.strip().split()
+    try:
+        key = serialization.load_ssh_public_key(" ".join(parts[:2]).encode("ascii"))
+    except (ValueError, UnicodeEncodeError) as exc:
+        raise SuperLinkError(f"not an OpenSSH public key: {exc}") from exc
+    return key.public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+
+
+def _control_call(connection: Connection, method: str, request: object) -> object:
+    """One Control API call; typed errors for what the SuperLink or the network answered."""
+    import httpx
+    from flwr.supercore.control import ControlHttpClient
+
+    use_tls = not connection.insecure
+    root = (
+        Path(connection.root_certificates).read_bytes()
+        if use_tls and connection.root_certificates is not None
+        else None
+    )
+    try:
+        client = ControlHttpClient.from_server_address(
+            server_address=connection.address,
+            insecure=not use_tls,
+            root_certificates=root,
+            interceptors=[],
+        )
+    except (ValueError, OSError) as exc:
+        raise SuperLinkError(f"cannot reach the Control API: {exc}") from exc
+    try:
+        with client:
+            return getattr(client, method)(request)
+    except httpx.HTTPStatusError as exc:
+        try:
+            body = exc.response.json()
+        except ValueError:
+            body = {}
+        code = body.get("code") if isinstance(body, dict) else None
+        detail = str(body.get("detail") if isinstance(body, dict) else "") or exc.response.text
+        if code == _CODE_KEY_IN_USE:
+            raise SuperNodeKeyInUse(detail, code=code) from exc
+        if code == _CODE_NODE_NOT_FOUND:
+            raise SuperNodeNotFound(detail, code=code) from exc
+        raise _error(f"[code: {code}] {detail}" if code is not None else detail) from exc
+    except httpx.TransportError as exc:
+        text = str(exc)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+            # Not something a retry fixes: the wrong CA, or TLS on one side only.
+            raise SuperLinkError(f"TLS to the SuperLink failed: {text}") from exc
+        raise SuperLinkUnavailable(f"SuperLink unavailable: {text}") from exc
+
+
+def supernode_register(public_key: str, connection: Connection, *, name: str = "") -> str:
+    """Register a node's OpenSSH ECDSA public key; the SuperLink's new node id (decimal).
+
+    :class:`SuperNodeKeyInUse` if the SuperLink already has the key (see :func:`supernode_find`).
+    """
+    from flwr.proto.control_pb2 import RegisterNodeRequest
+
+    request = RegisterNodeRequest(public_key=public_key_pem(public_key))
+    if name:
+        request.name = name[:100]
+    response = _control_call(connection, "RegisterNode", request)
+    node_id = int(getattr(response, "node_id", 0) or 0)
+    if not node_id:
+        raise FlwrCliError("the SuperLink registered the node without an id")
+    return str(node_id)
+
+
+def supernode_unregister(node_id: str, connection: Connection) -> bool:
+    """Unregister a node: True if it was registered, False if the SuperLink had no such node
+    (already unregistered): its key can no longer connect either way."""
+    from flwr.proto.control_pb2 import UnregisterNodeRequest
+
+    try:
+        _control_call(connection, "UnregisterNode", UnregisterNodeRequest(node_id=int(node_id)))
+    except SuperNodeNotFound:
+        return False
+    return True
+
+
+def supernodes_list(connection: Connection) -> list[SuperNodeInfo]:
+    """Every node the SuperLink knows, unregistered ones included."""
+    from flwr.proto.control_pb2 import ListNodesRequest
+
+    response = _control_call(connection, "ListNodes", ListNodesRequest())
+    return [
+        SuperNodeInfo(str(info.node_id), str(info.status), bytes(info.public_key))
+        for info in getattr(response, "nodes_info", [])
+    ]
+
+
+def supernode_find(public_key: str, connection: Connection) -> SuperNodeInfo | None:
+    """The SuperLink's node for this OpenSSH public key (a registered one first), or None."""
+    pem = public_key_pem(public_key)
+    found = [node for node in supernodes_list(connection) if node.public_key_pem == pem]
+    found.sort(key=lambda node: not node.registered)
+    return found[0] if found else None

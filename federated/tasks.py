@@ -15,6 +15,7 @@ from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 from federated import coordinator
+from federated.services import nodes as node_services
 from federated.superlink import SuperLinkUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,5 +75,33 @@ def _reconcile_on_worker_ready(**_: object) -> None:
     """A worker (re)started: every queued, running or publishing job gets a driver again."""
     try:
         jobs_reconcile.apply_async(kwargs={"take_over": True})
+        nodes_superlink_reconcile.apply_async()
     except Exception:  # the broker is down: beat's periodic reconcile will do it
-        log.exception("could not enqueue federated.tasks.jobs_reconcile at worker start")
+        log.exception("could not enqueue the federated reconciles at worker start")
+
+
+# --- node keys on the SuperLink (SuperNode authentication) -------------------------------------
+
+
+@shared_task(
+    name="federated.tasks.node_superlink_register", acks_late=True,
+    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE), retry_backoff=2,
+    retry_backoff_max=300, max_retries=50,
+)
+def node_superlink_register(node_id: int) -> str:
+    return node_services.node_superlink_register(node_id=node_id).superlink_node_id
+
+
+@shared_task(
+    name="federated.tasks.node_superlink_unregister", acks_late=True,
+    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE), retry_backoff=2,
+    retry_backoff_max=300, max_retries=50,
+)
+def node_superlink_unregister(node_id: int) -> bool:
+    node = node_services.node_superlink_unregister(node_id=node_id)
+    return node.superlink_unregistered_at is not None
+
+
+@shared_task(name="federated.tasks.nodes_superlink_reconcile", acks_late=True)
+def nodes_superlink_reconcile() -> list[int]:
+    return node_services.nodes_superlink_reconcile()

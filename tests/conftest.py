@@ -26,6 +26,7 @@ def _isolated_files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
     settings = request.getfixturevalue("settings")
     settings.MEDIA_ROOT = str(tmp_path / "media")
     settings.UPLOAD_TEMP_DIR = tmp_path / "uploads"
+    settings.ATELIER_FEDERATION_DIR = tmp_path / "federation"  # run out-dirs, credentials files
     settings.BLOB_ROOT = tmp_path / "blobs"
     settings.STORAGES = {
         **settings.STORAGES,

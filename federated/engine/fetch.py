@@ -1,7 +1,8 @@
 """Fetch a job's base model from the registry once per machine: streamed, resumable, verified.
 
 :func:`fetch_model` downloads the single-file ``.safetensors`` checkpoint the job names
-(``base-model-url``, authenticated with ``Authorization: Bearer <job-token>``) into::
+(``base-model-url``, authenticated with ``Authorization: Bearer <token>``: a node's own node
+token, or the ServerApp's job token) into::
 
     <cache-dir>/models/<sha256>.safetensors
 
@@ -160,8 +161,9 @@ def _stream_once(
         why = _error_message(err)
         if err.code in (401, 403):
             raise FetchError(
-                f"the site refused the job token for {url} (HTTP {err.code}"
-                f"{': ' + why if why else ''}); is the job still running?",
+                f"the site refused the token for {url} (HTTP {err.code}"
+                f"{': ' + why if why else ''}); is the job still running, and does it "
+                "train on a dataset of this node?",
                 code="model_fetch_unauthorized",
                 details={"status": err.code},
             ) from None

@@ -1,10 +1,19 @@
 """A real local federation on loopback: a SuperLink, N SuperNodes, runs driven by the ``flwr`` CLI.
 
-Used by the tests, the benchmark and the demo. It starts::
+Used by the tests, the benchmark and the demo. By default with TLS and SuperNode
+authentication, as in production: a CA and the SuperLink's certificate (``certs``, see
+:mod:`federated.engine.pki`; pass one ``certs`` to share a CA), a key pair per node,
+registered on the SuperLink through the Control API before the node starts::
 
-    flower-superlink --insecure --host 127.0.0.1 --port P --database <tmp>/state.db \
-        --disable-runtime-dependency-installation
-    flower-supernode --insecure --superlink 127.0.0.1:P --port Q_i --node-config '...'
+    flower-superlink --host 127.0.0.1 --port P --database <tmp>/state.db \
+        --ssl-ca-certfile ca.crt --ssl-certfile server.crt --ssl-keyfile server.key \
+        --enable-supernode-auth --disable-runtime-dependency-installation
+    flower-supernode --superlink 127.0.0.1:P --root-certificates ca.crt \
+        --auth-supernode-private-key node-i/node.key --port Q_i --node-config '...'
+
+``tls=False`` gives the old ``--insecure`` federation (no node authentication either);
+``register_nodes=False`` leaves the registration of node keys to the caller (the site), and
+``start_nodes=False`` starts only the SuperLink (``start_nodes()`` later).
 
 each SuperNode with its own folder (dataset, cache, privacy ledger, FLWR_HOME), writes the
 connection into ``$FLWR_HOME/config.toml`` of the CLI, runs ``flwr run federated/flower_app
@@ -32,13 +41,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from federated.engine.pki import (
+    NodeKey,
+    ServerCertificates,
+    generate_node_key,
+    generate_server_certificates,
+    load_node_key,
+)
 from federated.superlink import (
     APP_DIR,
     Connection,
     SuperLinkError,
+    SuperNodeKeyInUse,
     run_start,
     run_status,
     run_stop,
+    supernode_find,
+    supernode_register,
     toml_value,
 )
 
@@ -54,6 +73,9 @@ __all__ = [
 ]
 
 CONNECTION = "local"
+# A folder holding a CA (``ca.crt``, ``ca.key``; made there if missing) that signs every local
+# SuperLink's certificate: the tests set it once per session so that one CA file is trusted.
+CA_DIR_ENV = "ATELIER_LOCALFED_CA"
 _BIN = Path(sys.executable).parent
 
 
@@ -125,6 +147,9 @@ class NodeSpec:
 
     ``dataset_path`` None: the datasets come from a ``node-file`` in ``extra``;
     ``base_model_path`` None: the node fetches each job's ``base-model-url``.
+    ``private_key``: the node's key pair (OpenSSH private key, ``.pub`` next to it; None: one
+    is made in the federation's folder); ``root_certificates``: the CA the node trusts (None:
+    the federation's own).
     """
 
     dataset_path: Path | None
@@ -132,6 +157,8 @@ class NodeSpec:
     ledger_path: Path
     base_model_path: Path | None = None
     extra: Mapping[str, str] = field(default_factory=dict)
+    private_key: Path | None = None
+    root_certificates: Path | None = None
 
     def node_config(self) -> str:
         values = {
@@ -168,15 +195,36 @@ class LocalFederation:
     """``with LocalFederation(nodes, workdir) as fed: outcome = fed.run(config)``."""
 
     def __init__(
-        self, nodes: Sequence[NodeSpec], workdir: Path, *, torch_threads: int = 1, port: int = 0
+        self,
+        nodes: Sequence[NodeSpec],
+        workdir: Path,
+        *,
+        torch_threads: int = 1,
+        port: int = 0,
+        tls: bool = True,
+        node_auth: bool | None = None,
+        certs: ServerCertificates | None = None,
+        register_nodes: bool = True,
+        start_nodes: bool = True,
     ) -> None:
-        """``port``: the SuperLink's (0: a free one, picked at start)."""
+        """``port``: the SuperLink's (0: a free one, picked at start). ``node_auth`` (default:
+        ``tls``) needs TLS. ``certs``: the SuperLink's certificates (None: made in
+        ``workdir/certs``, signed by the CA in ``$ATELIER_LOCALFED_CA`` if set, else by a new
+        CA of its own)."""
         self.nodes = list(nodes)
         self.workdir = Path(workdir)
         self.torch_threads = torch_threads
         self.port = port
+        self.tls = tls
+        self.node_auth = tls if node_auth is None else node_auth
+        if self.node_auth and not tls:
+            raise FederationError("SuperNode authentication needs TLS")
+        self.certs = certs
+        self.register_nodes = register_nodes
+        self.auto_start_nodes = start_nodes
         self.procs: list[_Proc] = []
         self.node_procs: list[_Proc] = []
+        self.node_ids: dict[int, str] = {}  # node index -> the SuperLink's node id
         self.flwr_home = self.workdir / "flwr-home"
 
     # --- processes ---------------------------------------------------------------------------
@@ -216,11 +264,21 @@ class LocalFederation:
         atexit.register(self.stop)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = self.port or free_port()
+        security = ["--insecure"]
+        if self.tls:
+            if self.certs is None:
+                shared = os.environ.get(CA_DIR_ENV)
+                self.certs = generate_server_certificates(
+                    self.workdir / "certs", ca_folder=Path(shared) if shared else None
+                )
+            security = self.certs.superlink_args()
+            if self.node_auth:
+                security.append("--enable-supernode-auth")
         link = self._spawn(
             "superlink",
             [
                 str(_BIN / "flower-superlink"),
-                "--insecure",
+                *security,
                 "--host",
                 "127.0.0.1",
                 "--port",
@@ -233,17 +291,53 @@ class LocalFederation:
         )
         _wait_port(self.port, link.proc, link.log)
         self.connection.write_config()
-        for index, node in enumerate(self.nodes):
-            self.node_procs.append(self.start_node(index, node))
+        if self.auto_start_nodes:
+            self.start_nodes()
         return self
 
-    def start_node(self, index: int, node: NodeSpec) -> _Proc:
+    def start_nodes(self) -> None:
+        """Start every node of ``nodes`` (registering its key first, unless told not to)."""
+        for index, node in enumerate(self.nodes):
+            if self.node_auth and self.register_nodes:
+                self.register_node(index)
+            self.node_procs.append(self.start_node(index, node))
+
+    def node_key(self, index: int) -> NodeKey:
+        """Node ``index``'s key pair: its spec's, or one made (once) in ``node-<index>/``."""
+        spec = self.nodes[index] if index < len(self.nodes) else None
+        if spec is not None and spec.private_key is not None:
+            return load_node_key(spec.private_key)
+        path = self.workdir / f"node-{index}" / "node.key"
+        return load_node_key(path) if path.is_file() else generate_node_key(path)
+
+    def register_node(self, index: int) -> str:
+        """Register node ``index``'s public key on the SuperLink (idempotent); its node id."""
+        key = self.node_key(index).openssh
+        try:
+            node_id = supernode_register(key, self.connection, name=f"local-{index}")
+        except SuperNodeKeyInUse:
+            found = supernode_find(key, self.connection)
+            if found is None or not found.registered:
+                raise
+            node_id = found.node_id
+        self.node_ids[index] = node_id
+        return node_id
+
+    def start_node(self, index: int, node: NodeSpec, *, wait: bool = True, name: str = "") -> _Proc:
+        """Start one SuperNode; ``wait`` False: do not wait for it to listen (a node that
+        is expected to be refused, see :meth:`wait_exit`)."""
         port = free_port()
+        security = ["--insecure"]
+        if self.tls:
+            assert self.certs is not None  # made at start
+            security = ["--root-certificates", str(node.root_certificates or self.certs.ca_cert)]
+            if self.node_auth:
+                security += ["--auth-supernode-private-key", str(self.node_key(index).private_key)]
         entry = self._spawn(
-            f"supernode-{index}",
+            name or f"supernode-{index}",
             [
                 str(_BIN / "flower-supernode"),
-                "--insecure",
+                *security,
                 "--superlink",
                 f"127.0.0.1:{self.port}",
                 "--port",
@@ -253,8 +347,20 @@ class LocalFederation:
             ],
             self.workdir / f"node-{index}" / "flwr-home",
         )
-        _wait_port(port, entry.proc, entry.log)
+        if wait:
+            _wait_port(port, entry.proc, entry.log)
         return entry
+
+    @staticmethod
+    def wait_exit(entry: _Proc, *, timeout: float = 60.0) -> int:
+        """Wait for a SuperNode to end (the SuperLink refused it); its exit code."""
+        try:
+            return entry.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired as exc:
+            raise FederationError(
+                f"{entry.name} still runs after {timeout:g} s: "
+                f"{entry.log.read_text(errors='replace')[-2000:]}"
+            ) from exc
 
     def kill_node(self, index: int) -> None:
         """SIGKILL one SuperNode and its ClientApp processes (a machine that vanished)."""
@@ -313,6 +419,8 @@ class LocalFederation:
         return Connection(
             address=f"127.0.0.1:{self.port}",
             flwr_home=self.flwr_home,
+            insecure=not self.tls,
+            root_certificates=self.certs.ca_cert if self.tls and self.certs else None,
             name=CONNECTION,
             timeout=120.0,
         )

@@ -25,6 +25,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError, ConflictError, NotFoundError
+from federated.engine.flower.credentials import credentials_path, write_credentials
 from federated.models import (
     ApprovalMode,
     ApprovalState,
@@ -33,6 +34,7 @@ from federated.models import (
     JobDataset,
     JobEvent,
 )
+from federated.selectors import job_nodes
 from federated.services.events import job_event
 from federated.services.progress import job_progress_record
 from federated.services.publishing import PublishError, job_publish
@@ -50,7 +52,8 @@ from marketplace.services.purchases import platform_fee_bps
 __all__ = [
     "JobEstimate", "JobSpec", "job_approve", "job_cancel", "job_complete", "job_create",
     "job_create_and_launch", "job_estimate", "job_fail", "job_launch", "job_mark_running",
-    "job_progress_record", "job_reject", "job_run_config", "job_token_check",
+    "job_credentials_path", "job_progress_record", "job_reject", "job_run_config",
+    "job_token_check",
 ]
 
 log = logging.getLogger(__name__)
@@ -336,7 +339,15 @@ def _federation_dir() -> Path:
     return Path(configured) if configured else Path(settings.VAR_DIR) / "federation"
 
 
-def _run_config(job: FederatedJob, job_token: str, progress_token: str) -> dict[str, Any]:
+def job_credentials_path(*, job: FederatedJob) -> Path:
+    """Where the coordinator writes the job's ServerApp credentials: in its out-dir, which
+    the workers share with the SuperLink host and no node sees."""
+    return credentials_path(job.out_dir)
+
+
+def _run_config(job: FederatedJob) -> dict[str, Any]:
+    """The Flower run config: every SuperNode reads it and the SuperLink keeps it in clear, so
+    it holds nothing secret (the ServerApp's tokens go to its credentials file)."""
     c = job.config
     base_file = job.base_version.files.select_related("blob").get(is_primary=True)
     hashes = list(job.datasets.filter(approval=ApprovalState.APPROVED)
@@ -346,10 +357,8 @@ def _run_config(job: FederatedJob, job_token: str, progress_token: str) -> dict[
         "job-id": job.flower_job_id,
         "out-dir": job.out_dir,
         "progress-url": f"{site}/api/federated/jobs/{job.pk}/progress",
-        "progress-token": progress_token,
         "base-model-url": f"{site}/api/federated/jobs/{job.pk}/base-model",
         "base-model-sha": base_file.blob_id,
-        "job-token": job_token,
         "dataset-manifests": ",".join(hashes),
         "prepare-timeout": PREPARE_TIMEOUT_SECONDS,
         "aggregation": c["aggregation"],
@@ -377,8 +386,11 @@ def _run_config(job: FederatedJob, job_token: str, progress_token: str) -> dict[
 
 @transaction.atomic
 def job_run_config(*, job: FederatedJob) -> dict[str, object]:
-    """The job's complete Flower run config. Issues fresh ``job-token`` and
-    ``progress-token`` secrets (only their hashes are kept): the previous ones stop working."""
+    """The job's Flower run config, with no secret in it. Issues fresh ServerApp credentials
+    (a progress token and a job token, only their hashes kept: the previous ones stop working)
+    and writes them, with the map SuperLink node id -> the datasets that node serves in the
+    job, into the 0600 credentials file in the job's out-dir (the SuperLink host's side: nodes
+    never see it). Nodes fetch the base model with their own node token."""
     job = _lock(job)
     if job.state not in (State.QUEUED, State.RUNNING):
         raise ConflictError(f"The job is {job.state}; only a queued or running job runs.",
@@ -387,9 +399,24 @@ def job_run_config(*, job: FederatedJob) -> dict[str, object]:
     progress_token, job.progress_token_digest = secret_issue(PROGRESS_TOKEN_PREFIX)
     if not job.out_dir:
         job.out_dir = str(_federation_dir() / job.flower_job_id)
+    nodes = job_nodes(job=job)
+    unbound = [n.node_id for n in nodes if not n.superlink_node_id]
+    senders = {n.superlink_node_id: (n.node_id, n.manifests) for n in nodes
+               if n.superlink_node_id}
+    write_credentials(job.out_dir, job.flower_job_id, progress_token=progress_token,
+                      job_token=job_token, senders=senders)
     job.save(update_fields=["job_token_digest", "progress_token_digest", "out_dir",
                             "updated_at"])
-    return _run_config(job, job_token, progress_token)
+    if unbound:
+        # Some nodes known, some not: those replies will be refused (a warning). None known
+        # (node authentication off: the demo on loopback): the federation's setting (info).
+        level = JobEvent.Level.WARNING if senders else JobEvent.Level.INFO
+        job_event(job=job, kind="nodes_unbound", level=level, message=(
+            f"{len(unbound)} node(s) of this job have no SuperLink identity (node "
+            "authentication off or key not registered): "
+            + ("their replies will be rejected." if senders else
+               "replies are not bound to their senders.")), data={"nodes": unbound})
+    return _run_config(job)
 
 
 @transaction.atomic

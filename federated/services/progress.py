@@ -8,6 +8,7 @@ per job and dataset). A node or manifest that is not in the job is logged and pa
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -25,6 +26,7 @@ from federated.models import (
 )
 from federated.services.events import job_event
 
+log = logging.getLogger(__name__)
 State = FederatedJob.State
 RECORDING_STATES = (State.QUEUED, State.RUNNING, State.PUBLISHING)
 MAX_NODES = 1000
@@ -82,8 +84,15 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
     index = _round_index(payload, job)
     nodes = _node_metrics(payload)
     node_datasets = {n: str(h).lower() for n, h in _mapping(payload, "node-datasets").items()}
+    refused = {k: str(v)[:500] for k, v in _mapping(payload, "refused").items()}
+    rejected = {k: [str(p)[:300] for p in v] if isinstance(v, list) else str(v)[:500]
+                for k, v in _mapping(payload, "rejected").items()}
+    no_reply = payload.get("no-reply") or []
+    if not isinstance(no_reply, list):
+        raise _bad("'no-reply' must be a list of node ids.")
     existing = JobRound.objects.filter(job_id=job.pk, index=index).first()
     if existing is not None:
+        _same_round_or_conflict(job, existing, payload, nodes, node_datasets, rejected)
         return existing
     by_hash = {
         jd.manifest_hash: jd
@@ -117,11 +126,6 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         if jd.pk in epsilons:
             _privacy_spend_record(job, jd, *epsilons[jd.pk])
     accepted_eps = [m["epsilon"] for m in nodes.values() if m.get("epsilon", -1.0) >= 0]
-    refused = _mapping(payload, "refused")
-    rejected = _mapping(payload, "rejected")
-    no_reply = payload.get("no-reply") or []
-    if not isinstance(no_reply, list):
-        raise _bad("'no-reply' must be a list of node ids.")
     record = JobRound.objects.create(
         job=job,
         index=index,
@@ -133,9 +137,8 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         epsilon_max=max(accepted_eps) if accepted_eps else None,
         nodes=nodes,
         node_datasets=node_datasets,
-        refused={k: str(v)[:500] for k, v in refused.items()},
-        rejected={k: [str(p)[:300] for p in v] if isinstance(v, list) else str(v)[:500]
-                  for k, v in rejected.items()},
+        refused=refused,
+        rejected=rejected,
         no_reply=[str(n) for n in no_reply][:MAX_NODES],
     )
     loss = "n/a" if record.train_loss is None else f"{record.train_loss:.4f}"
@@ -150,11 +153,46 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         job_event(job=job, kind="node_refused", level=JobEvent.Level.WARNING,
                   message=f"Round {index}: node {node} refused: {reason}",
                   data={"round": index, "node": node})
+    for node, reasons in record.rejected.items():
+        why = "; ".join(reasons) if isinstance(reasons, list) else str(reasons)
+        job_event(job=job, kind="reply_rejected", level=JobEvent.Level.ERROR,
+                  message=f"Round {index}: the reply of node {node} was rejected and left out "
+                          f"of the average: {why}",
+                  data={"round": index, "node": node, "reasons": reasons})
     for node in record.no_reply:
         job_event(job=job, kind="node_no_reply", level=JobEvent.Level.WARNING,
                   message=f"Round {index}: node {node} sent no reply.",
                   data={"round": index, "node": node})
     return record
+
+
+def _same_round_or_conflict(job: FederatedJob, existing: JobRound, payload: Mapping[str, Any],
+                            nodes: dict[str, dict[str, float]], node_datasets: dict[str, str],
+                            rejected: dict[str, Any]) -> None:
+    """An identical repeat of a recorded round is fine (the ServerApp retried, the coordinator
+    replayed its files); a different one is a conflict: 409, logged, nothing changes."""
+    loss = _number(payload.get("train-loss"), "train-loss")
+    examples = int(_number(payload.get("num-examples"), "num-examples", default=0) or 0)
+    differs = [
+        name for name, same in (
+            ("nodes", nodes == existing.nodes),
+            ("node-datasets", node_datasets == existing.node_datasets),
+            ("rejected", rejected == existing.rejected),
+            ("num-examples", examples == existing.num_examples),
+            ("train-loss", loss == existing.train_loss or (
+                loss is not None and existing.train_loss is not None
+                and math.isclose(loss, existing.train_loss, rel_tol=1e-9))),
+        ) if not same
+    ]
+    if not differs:
+        return
+    log.warning("job %s: a different report for round %s, already recorded (%s differ)",
+                job.pk, existing.index, ", ".join(differs))
+    raise ConflictError(
+        f"Round {existing.index} is already recorded with another report "
+        f"({', '.join(differs)} differ); the first report stands.",
+        code="round_conflict", details={"round": existing.index, "differs": differs},
+    )
 
 
 def _privacy_spend_record(job: FederatedJob, jd: JobDataset, epsilon: float,
@@ -168,16 +206,29 @@ def _privacy_spend_record(job: FederatedJob, jd: JobDataset, epsilon: float,
         spend.save(update_fields=["epsilon", "delta", "updated_at"])
 
 
-@transaction.atomic
 def job_progress_record(*, job: FederatedJob, payload: dict[str, Any]) -> JobRound | None:
-    """Record one report of the ServerApp. A round already recorded is returned unchanged;
-    the final and failure reports are logged (the coordinator completes or fails the job from
-    the SuperLink's state). 409 for a job that is finished or not started; 400 when malformed.
+    """Record one report of the ServerApp. A round already recorded with the same report is
+    returned unchanged; a different report for it is 409 ``round_conflict`` (logged in the
+    job's log, the first report stands); the readiness, final and failure reports are logged
+    (the coordinator completes or fails the job from the SuperLink's state). 409 for a job
+    that is finished or not started; 400 when malformed.
 
     Locks the job row, then its datasets.
     """
     if not isinstance(payload, dict):
         raise _bad("the body must be a JSON object.")
+    try:
+        return _progress_record(job, payload)
+    except ConflictError as err:
+        if err.code == "round_conflict":  # outside the rolled-back transaction: it stays
+            job_event(job=job, kind="round_conflict", level=JobEvent.Level.ERROR,
+                      message=f"A conflicting progress report was refused: {err.message}",
+                      data=dict(err.details or {}))
+        raise
+
+
+@transaction.atomic
+def _progress_record(job: FederatedJob, payload: dict[str, Any]) -> JobRound | None:
     locked = FederatedJob.objects.select_for_update().get(pk=job.pk)
     sent_id = payload.get("job-id")
     if sent_id not in (None, "") and str(sent_id) != locked.flower_job_id:
@@ -189,6 +240,17 @@ def job_progress_record(*, job: FederatedJob, payload: dict[str, Any]) -> JobRou
     status = payload.get("status", "running")
     if status == "running":
         return _record_round(locked, payload)
+    if status == "preparing":
+        failed = _mapping(payload.get("prepare") or {}, "failed") if isinstance(
+            payload.get("prepare"), dict) else {}
+        for node, reason in failed.items():
+            text = str(reason)[:500]
+            hostile = text.startswith("dataset_not_owned")
+            job_event(job=locked, kind="reply_rejected" if hostile else "node_not_ready",
+                      level=JobEvent.Level.ERROR if hostile else JobEvent.Level.WARNING,
+                      message=f"Before round 1: node {node} left out: {text}",
+                      data={"node": node, "reason": text})
+        return None
     if status == "completed":
         job_event(job=locked, kind="server_completed",
                   message="The ServerApp finished every round and saved the LoRA.")

@@ -24,6 +24,7 @@ from client.node import Heartbeat
 from federated.engine.dataset import read_dataset
 from federated.engine.localfed import LocalFederation, descendants, free_port
 from federated.engine.synthetic import generate_synthetic_dataset
+from federated.superlink import supernode_register, supernodes_list
 from tests.client.conftest import Result
 from tests.marketplace.test_concurrency import _restore_license_catalogue  # noqa: F401
 
@@ -32,6 +33,17 @@ pytestmark = [
     pytest.mark.usefixtures("_restore_license_catalogue"),
 ]
 REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_online(fed: LocalFederation, superlink_id: str, timeout: float = 30.0) -> bool:
+    """Whether the SuperLink shows node ``superlink_id`` online within ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(n.node_id == superlink_id and n.status == "online"
+               for n in supernodes_list(fed.connection)):
+            return True
+        time.sleep(0.3)
+    return False
 
 
 @pytest.fixture
@@ -226,11 +238,18 @@ def test_start_runs_the_supernode_and_heartbeats_until_it_is_stopped(
 
     manifest = read_dataset(_dataset(registered)).manifest().manifest_hash
     node_id = json.loads((registered / "registration.json").read_text())["id"]
-    with LocalFederation([], tmp_path / "fed") as fed:  # a SuperLink, no node yet
+    # A SuperLink with TLS and node authentication, no node yet; the node's key is registered
+    # on it (the site does that when the node registers; here the operator does)
+    with LocalFederation([], tmp_path / "fed") as fed:
+        assert fed.certs is not None
+        superlink_id = supernode_register(
+            (registered / "node.key.pub").read_text(), fed.connection
+        )
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "client.cli", "node", "start",
-                "--superlink", f"127.0.0.1:{fed.port}", "--insecure", "--port", str(free_port()),
+                "--superlink", f"127.0.0.1:{fed.port}",
+                "--root-certificates", str(fed.certs.ca_cert), "--port", str(free_port()),
                 "--node-dir", str(registered), "--heartbeat-seconds", "0.5",
             ],
             cwd=REPO, stderr=subprocess.PIPE, text=True,
@@ -249,6 +268,9 @@ def test_start_runs_the_supernode_and_heartbeats_until_it_is_stopped(
             children = descendants(proc.pid)
             cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
             assert any(b"flower-supernode" in c and b"node-file" in c for c in cmdlines)
+            # The SuperNode verified the SuperLink's certificate and was admitted by its key
+            online = wait_online(fed, superlink_id)
+            assert online, [(n.node_id, n.status) for n in supernodes_list(fed.connection)]
         finally:
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=30)

@@ -116,6 +116,15 @@ class Fed:
         config = job_run_config(job=job)
         return job_mark_running(job=job, run_id=f"{next(_counter)}"), config
 
+    def credentials(self, job: Any) -> dict[str, Any]:
+        """The ServerApp's credentials file of a started job (progress and job tokens, the
+        SuperLink node id -> datasets map), as the ServerApp reads it."""
+        from federated.models import FederatedJob
+        from federated.services.jobs import job_credentials_path
+
+        path = job_credentials_path(job=FederatedJob.objects.get(pk=job.pk))
+        return dict(json.loads(path.read_text(encoding="utf-8")))
+
     def report(self, job: Any, index: int, nodes: dict[str, tuple[str, int, float]],
                **extra: Any) -> dict[str, Any]:
         """A round report as the ServerApp posts it: ``nodes`` maps a Flower node id to

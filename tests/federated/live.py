@@ -39,6 +39,17 @@ class OwnerData:
     def manifest_hash(self) -> str:
         return str(self.manifest["manifest_hash"])
 
+    @property
+    def registration(self) -> Path:
+        """The node's ``registration.json`` (its site token), in its node-config."""
+        return Path(self.spec.extra["registration-file"])
+
+    def register(self, token: str) -> None:
+        """Keep the node's token as ``atelier node register`` does (mode 0600)."""
+        from client.config import write_private_json
+
+        write_private_json(self.registration, {"site": "", "id": 0, "token": token})
+
 
 def owners_data(root: Path, *, base_model: Path | None, seeds: tuple[int, ...] = (11, 12)
                 ) -> list[OwnerData]:
@@ -53,7 +64,8 @@ def owners_data(root: Path, *, base_model: Path | None, seeds: tuple[int, ...] =
         PrivacyLedger(ledger).set_budget(str(data.resolve()), epsilon=1e6, delta=0.5)
         manifest = read_dataset(data).manifest()
         owners.append(OwnerData(
-            spec=NodeSpec(data, folder / "cache", ledger, base_model),
+            spec=NodeSpec(data, folder / "cache", ledger, base_model,
+                          extra={"registration-file": str(folder / "registration.json")}),
             manifest={**manifest.to_dict(), "manifest_hash": manifest.manifest_hash},
         ))
     return owners
@@ -72,7 +84,9 @@ def list_datasets(fed: Any, owners: list[OwnerData]) -> list[Any]:
     listed = []
     for index, owner in enumerate(owners):
         user = fed.user(f"owner{index}")
-        node = fed.node(user, name=f"node {index}").node
+        registered = fed.node(user, name=f"node {index}")
+        owner.register(registered.token)
+        node = registered.node
         listed.append(federated_dataset_create(
             owner=user, node_id=node.pk, name=f"Shapes of owner {index}",
             manifest=owner.manifest, description="Generated shapes.",

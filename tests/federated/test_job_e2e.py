@@ -1,6 +1,6 @@
 """A federated job end to end, every part real: PostgreSQL, Redis, a Celery worker process, the
 site served over HTTP (live_server), a SuperLink and two SuperNodes on loopback with generated
-datasets. The nodes hold no base model: they fetch it from the site with the job's token.
+datasets. The nodes hold no base model: each fetches it from the site with its own node token.
 
 From the API call that launches the job to a published LoRA that downloads and loads, with a
 balanced ledger, owners paid by participation and epsilon in the site's privacy ledger.
@@ -108,6 +108,7 @@ def test_a_job_launched_through_the_api_publishes_a_lora_that_loads_and_pays_its
         node = api.call("POST", "/api/federated/nodes", token, expect=201, json={
             "name": f"node {index}", "public_key": openssh_public_key()}).json()
         assert node["token"].startswith("atn_")
+        owner.register(node["token"])  # the node fetches the base model with its own token
         beat = api.call("POST", "/api/federated/nodes/heartbeat", node["token"], expect=200,
                         json={"datasets": [owner.manifest_hash], "version": "test"}).json()
         assert beat["status"] == "online"

@@ -394,11 +394,14 @@ def test_run_config_is_complete_for_the_engine_and_keeps_only_token_hashes(
     assert config["dataset-manifests"] == ",".join(
         [world["d1"].dataset_version.manifest_hash, world["d2"].dataset_version.manifest_hash])
     assert str(config["out-dir"]).endswith(f"job-{job.pk}") and job.out_dir == config["out-dir"]
-    # Only the hashes of the secrets are stored
-    assert str(config["job-token"]).startswith("atj_")
-    assert str(config["progress-token"]).startswith("atp_")
-    assert job.job_token_digest == secret_digest(str(config["job-token"]))
-    assert job.progress_token_digest == secret_digest(str(config["progress-token"]))
+    # No secret in the run config (every node reads it); the ServerApp's credentials are in
+    # its own file, and only their hashes in the database
+    assert "job-token" not in config and "progress-token" not in config
+    secrets = fed.credentials(job)
+    assert str(secrets["job-token"]).startswith("atj_")
+    assert str(secrets["progress-token"]).startswith("atp_")
+    assert job.job_token_digest == secret_digest(str(secrets["job-token"]))
+    assert job.progress_token_digest == secret_digest(str(secrets["progress-token"]))
     # The engine reads it as the same job
     server = ServerSettings.from_run_config(config, run_id=1)
     train = train_config_from_run_config(config)
@@ -408,9 +411,10 @@ def test_run_config_is_complete_for_the_engine_and_keeps_only_token_hashes(
     assert train.dp is not None and train.dp.target_epsilon == 5.0
     assert train.dp.max_grad_norm == 0.05
     # Issuing it again replaces the secrets: the old ones stop working
-    again = job_run_config(job=job)
+    job_run_config(job=job)
+    again = fed.credentials(job)
     job.refresh_from_db()
-    assert not job_token_check(job=job, secret=str(config["progress-token"]), kind="progress")
+    assert not job_token_check(job=job, secret=str(secrets["progress-token"]), kind="progress")
     assert job_token_check(job=job, secret=str(again["progress-token"]), kind="progress")
 
 

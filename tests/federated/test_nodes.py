@@ -25,7 +25,7 @@ pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")
 
 
-@pytest.mark.parametrize("kind", ["ed25519", "ecdsa"])
+@pytest.mark.parametrize("kind", ["ecdsa", "ecdsa-p256"])
 def test_register_keeps_the_key_without_comment_and_only_the_token_hash(
     make_user: Any, kind: str
 ) -> None:
@@ -51,12 +51,13 @@ def test_register_keeps_the_key_without_comment_and_only_the_token_hash(
         "",
         "not a key",
         "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 rsa@host",  # RSA is not accepted
+        openssh_public_key("ed25519"),  # Flower's node authentication takes only NIST ECDSA
         "ssh-ed25519 AAAA!!!notbase64",
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBadKeyThatIsTooShort",
         "-----BEGIN PUBLIC KEY-----",
     ],
 )
-def test_register_refuses_what_is_not_an_ecdsa_or_ed25519_openssh_key(
+def test_register_refuses_what_is_not_an_ecdsa_openssh_key(
     make_user: Any, bad: str
 ) -> None:
     owner = make_user("owner1")
@@ -66,16 +67,19 @@ def test_register_refuses_what_is_not_an_ecdsa_or_ed25519_openssh_key(
     assert Node.objects.count() == 0
 
 
-def test_the_same_key_registers_once_until_revoked(make_user: Any) -> None:
+def test_the_same_key_registers_once_and_never_after_it_was_revoked(make_user: Any) -> None:
     owner = make_user("owner1")
     key = openssh_public_key()
     first = node_register(owner=owner, name="a", public_key=key)
     with pytest.raises(ConflictError) as err:
         node_register(owner=owner, name="b", public_key=key)
     assert err.value.code == "duplicate_public_key"
-    # Once revoked, the key may be registered again (a new token)
+    # Once revoked, the key is burnt (the SuperLink never registers it again): a new key is
     node_revoke(node=first.node, user=owner)
-    again = node_register(owner=owner, name="b", public_key=key)
+    with pytest.raises(ConflictError) as err:
+        node_register(owner=owner, name="b", public_key=key)
+    assert err.value.code == "revoked_public_key"
+    again = node_register(owner=owner, name="b", public_key=openssh_public_key())
     assert again.node.pk != first.node.pk
 
 

@@ -67,7 +67,6 @@ def runs(
                 "base-model-path": str(model.diffusers_dir),
                 "min-nodes": 5,
                 "wait-for-nodes": 120.0,
-                "progress-token": "secret-token",
             },
         ),
         "failing": run_start(APP_DIR, connection, {"out-dir": str(out / "failing")}),

@@ -281,6 +281,17 @@ def build_world(*, payout_minimum_ok: bool = True) -> World:
     return world
 
 
+def _server_credentials(job: FederatedJob) -> dict[str, Any]:
+    """The ServerApp's credentials file of a started job (its tokens live there, not in the
+    run config)."""
+    import json
+
+    from federated.services.jobs import job_credentials_path
+
+    path = job_credentials_path(job=FederatedJob.objects.get(pk=job.pk))
+    return dict(json.loads(path.read_text(encoding="utf-8")))
+
+
 def _report(job: FederatedJob, index: int, nodes: dict[str, tuple[str, int]]) -> dict[str, Any]:
     """A round report as the ServerApp posts it: ``nodes`` maps a Flower node id to (the
     manifest hash it trained on, examples)."""
@@ -338,7 +349,7 @@ def _federated(*, data_owner: AbstractBaseUser, trainer: AbstractBaseUser,
     with mock.patch("federated.services.jobs._enqueue"):
         running, _ = job_create_and_launch(trainer=trainer, spec=spec("Sec running", fed_listed),
                                            idempotency_key="sec-job-running")
-        run = job_run_config(job=running)
+        run = {**job_run_config(job=running), **_server_credentials(running)}
         running = job_mark_running(job=running, run_id="9101")
         job_progress_record(job=running, payload=_report(running, 1,
                                                          {"11": (hash_of(fed_listed), 12)}))
@@ -347,7 +358,7 @@ def _federated(*, data_owner: AbstractBaseUser, trainer: AbstractBaseUser,
         settled, _ = job_create_and_launch(
             trainer=trainer, spec=spec("Sec settled", fed_listed, peer_listed),
             idempotency_key="sec-job-settled")
-        other_run = job_run_config(job=settled)
+        other_run = {**job_run_config(job=settled), **_server_credentials(settled)}
         settled = job_mark_running(job=settled, run_id="9102")
         job_progress_record(job=settled, payload=_report(settled, 1, {
             "11": (hash_of(fed_listed), 12), "21": (hash_of(peer_listed), 12)}))

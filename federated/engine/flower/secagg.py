@@ -6,6 +6,19 @@ node's arrays: ``DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(...))`` with a 
 travel as a bare list in the adapter's module order (both sides derive the names from the
 AdapterSpec). The privacy check then applies to what can be checked: the aggregate's shapes
 and every node's scalar metrics (which SecAgg+ leaves in clear).
+
+Why one node's refusal fails a SecAgg+ round (written down rather than "fixed"): the server
+only ever holds the masked sum. A node that refuses (its privacy budget is spent, its dataset
+changed) after the key-sharing stage leaves pairwise masks in the others' vectors that can be
+removed only by reconstructing its secret from ``reconstruction_threshold`` shares held by the
+survivors. The jobs here run with few nodes (2-3) and ``num_shares = reconstruction_threshold
+= 1.0`` (every node): with two nodes, going on without one would hand the server the other's
+update in clear, which is exactly what SecAgg+ promised not to do; a lower threshold trades
+that promise for dropout tolerance. So the legacy ``FedAvg`` runs with ``accept_failures =
+False`` and the round (and the run) fails with the refusing node named; the readiness step
+(:func:`.strategy.ready_for_rounds`) catches the common refusals (no budget set, dataset not in
+the job, another owner's dataset) before round 1, when failing costs nothing. A reply whose
+dataset its sender does not serve fails the round too: it cannot be taken out of a masked sum.
 """
 
 from __future__ import annotations
@@ -70,7 +83,12 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     from flwr.server.strategy import FedAvg
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 
-    from federated.engine.flower.strategy import FederationFailed, JobModel, ready_for_rounds
+    from federated.engine.flower.strategy import (
+        FederationFailed,
+        JobModel,
+        not_owned,
+        ready_for_rounds,
+    )
 
     out_dir = Path(settings.out_dir)
     model = JobModel.load(settings, dict(context.run_config))
@@ -106,8 +124,15 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                     settings.dataset_manifests and manifest not in settings.dataset_manifests
                 ):
                     bad.append("manifest-hash")
+                elif not settings.sender_owns(str(proxy.cid), manifest):
+                    # proxy.cid is the SuperLink's node id of the sender. The masked sum
+                    # cannot leave one node out: the round fails (below).
+                    bad.append(not_owned(str(proxy.cid), manifest))
                 if bad:
-                    rejected[str(proxy.cid)] = [f"unexpected metric {k!r}" for k in bad]
+                    rejected[str(proxy.cid)] = [
+                        k if k.startswith("dataset_not_owned") else f"unexpected metric {k!r}"
+                        for k in bad
+                    ]
                     continue
                 per_node[str(proxy.cid)] = {k: float(v) for k, v in metrics.items()}
                 node_datasets[str(proxy.cid)] = manifest

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from federated.engine.errors import ConfigError
@@ -120,13 +120,20 @@ class ServerSettings:
     base_model_sha: str
     resume_from: str
     progress_url: str
-    progress_token: str
+    progress_token: str = ""  # from the credentials file (never the run config)
     transport: str = "named"
     base_model_url: str = ""
-    job_token: str = ""
+    job_token: str = ""  # from the credentials file (never the run config)
     server_cache_dir: str = ""
     prepare_timeout: float = 600.0
     dataset_manifests: tuple[str, ...] = ()
+    # SuperLink node id -> the manifests its node serves in the job (credentials file);
+    # empty: replies are not bound to their senders (node ids unknown to the site).
+    senders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def sender_owns(self, node: str, manifest: str) -> bool:
+        """Whether the SuperLink's sender ``node`` serves ``manifest`` (always, unbound)."""
+        return not self.senders or manifest in self.senders.get(node, frozenset())
 
     @property
     def cache_dir(self) -> str:
@@ -147,14 +154,18 @@ class ServerSettings:
             base_model_sha=_str(config, "base-model-sha"),
             resume_from=_str(config, "resume-from"),
             progress_url=_str(config, "progress-url"),
-            progress_token=_str(config, "progress-token"),
             transport=_str(config, "transport", "named"),
             base_model_url=_str(config, "base-model-url"),
-            job_token=_str(config, "job-token"),
             server_cache_dir=_str(config, "server-cache-dir"),
             prepare_timeout=_float(config, "prepare-timeout", 600.0),
             dataset_manifests=job_manifests(config),
         )
+        leaked = sorted(k for k in ("progress-token", "job-token") if config.get(k))
+        if leaked:
+            raise ConfigError(
+                f"the run config holds {', '.join(leaked)}: every node reads it; the "
+                "ServerApp's credentials come from its credentials file"
+            )
         if settings.num_rounds < 1 or settings.min_nodes < 1:
             raise ConfigError("num-server-rounds and min-nodes must be at least 1")
         if settings.aggregation not in AGGREGATIONS:
@@ -171,7 +182,7 @@ class ServerSettings:
             )
         if not settings.base_model_path and not settings.base_model_url:
             raise ConfigError(
-                "run config needs 'base-model-url' (with 'base-model-sha' and 'job-token') or "
+                "run config needs 'base-model-url' (with 'base-model-sha') or "
                 "'base-model-path' (the server's copy of the base model)"
             )
         if settings.base_model_url and not HEX64.match(settings.base_model_sha):
@@ -189,7 +200,10 @@ class NodePaths:
     absolute path) and/or the datasets listed in ``node-file`` (the ``node.json`` that
     ``atelier node add-dataset`` keeps: ``{"datasets": {key: {"path", "manifest-hash"}}}``).
     ``base-model-path`` is optional: without it (or when its fingerprint is not the job's) the
-    node fetches the job's ``base-model-url`` into ``cache-dir``.
+    node fetches the job's ``base-model-url`` into ``cache-dir``, authenticated with its own
+    node token, read from ``registration-file`` (the ``registration.json`` that ``atelier node
+    register`` writes, mode 0600): the site lets a node fetch only the base model of a job
+    that trains on one of its datasets.
     """
 
     dataset: str
@@ -198,13 +212,21 @@ class NodePaths:
     base_model: str
     dataset_key: str
     node_file: str = ""
+    registration_file: str = ""  # the node's registration.json: its own site token
 
 
 def node_paths(node_config: RunConfig) -> NodePaths:
     """The node's own paths, from ``flower-supernode --node-config``."""
     values = {
         key: _str(node_config, key)
-        for key in ("dataset-path", "node-file", "cache-dir", "ledger-path", "base-model-path")
+        for key in (
+            "dataset-path",
+            "node-file",
+            "cache-dir",
+            "ledger-path",
+            "base-model-path",
+            "registration-file",
+        )
     }
     missing = [key for key in ("cache-dir", "ledger-path") if not values[key]]
     if not values["dataset-path"] and not values["node-file"]:
@@ -218,4 +240,5 @@ def node_paths(node_config: RunConfig) -> NodePaths:
         base_model=values["base-model-path"],
         dataset_key=_str(node_config, "dataset-key"),
         node_file=values["node-file"],
+        registration_file=values["registration-file"],
     )

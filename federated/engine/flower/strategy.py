@@ -9,7 +9,11 @@ get ready (pick the job's dataset, fetch the base model, build its latent cache)
 waits up to ``prepare-timeout`` seconds, reports who is ready and who failed (progress status
 ``preparing``), leaves failed nodes out of the rounds, and fails the run if fewer than
 ``min-nodes`` are ready. Each round's report names the dataset (manifest hash) of every
-accepted node (``node-datasets``); a reply whose manifest the job does not list is rejected.
+accepted node (``node-datasets``); a reply whose manifest the job does not list is rejected,
+and so is a reply whose manifest its sender does not serve: the sender is the SuperLink's
+``src_node_id``, mapped to the site's node and its datasets by the job's credentials file
+(:mod:`.credentials`), never what the reply says. A rejected reply is left out of the average
+and listed in the round's ``rejected`` with the reason (``dataset_not_owned: ...``).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ __all__ = [
     "JobModel",
     "PrepareReport",
     "fail_run",
+    "not_owned",
     "prepare_nodes",
     "ready_for_rounds",
     "run_fedavg",
@@ -204,6 +209,15 @@ def fail_run(settings: ServerSettings, reason: str, record: dict[str, object]) -
 
 
 MODEL_SOURCES = frozenset({"local", "cached", "downloaded"})
+NOT_OWNED = "dataset_not_owned"
+
+
+def not_owned(node: str, manifest: str) -> str:
+    """Why a reply from SuperLink node ``node`` naming ``manifest`` is refused."""
+    return (
+        f"{NOT_OWNED}: node {node} named dataset {manifest[:16] or '(none)'}..., which its "
+        "registered node does not serve in this job"
+    )
 
 
 @dataclass
@@ -262,6 +276,10 @@ def prepare_nodes(grid: Grid, settings: ServerSettings, nodes: list[int]) -> Pre
             continue
         if settings.dataset_manifests and manifest not in settings.dataset_manifests:
             failed[node] = f"dataset_not_in_job: dataset {manifest[:16]}... is not in the job"
+            continue
+        if not settings.sender_owns(node, manifest):
+            failed[node] = not_owned(node, manifest)
+            logger.warning("prepare: %s", failed[node])
             continue
         source = str(info.get("model-source", ""))
         seconds = metrics.get("seconds") if metrics is not None else None
@@ -367,6 +385,8 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     def fail(reason: str) -> FederationFailed:
         return fail_run(settings, reason, {**history.to_dict(), **extra})
 
+    if not settings.senders:
+        logger.warning("no sender map: replies are not bound to their SuperLink node ids")
     prepared = ready_for_rounds(grid, settings, extra) if start <= settings.num_rounds else None
     left_out = set(prepared.failed) if prepared else set()
 
@@ -424,6 +444,11 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             if settings.dataset_manifests and manifest not in settings.dataset_manifests:
                 rejected[node] = [f"dataset {manifest[:16] or '(none)'} is not one of the job's"]
                 logger.warning("round %d: node %s trained on another dataset", server_round, node)
+                continue
+            if not settings.sender_owns(node, manifest):
+                # The sender is the SuperLink's (src_node_id), never the reply's own claim.
+                rejected[node] = [not_owned(node, manifest)]
+                logger.warning("round %d: %s; excluded", server_round, rejected[node][0])
                 continue
             metrics = {k: float(v) for k, v in parts.metrics[METRIC_RECORD].items()}  # type: ignore[arg-type]  # checked scalars
             metrics["bytes-in"] = float(reply.content.array_records[ARRAY_RECORD].count_bytes())

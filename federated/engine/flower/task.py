@@ -47,6 +47,7 @@ __all__ = [
     "accountant_path",
     "adapter_layout",
     "adapter_names",
+    "node_token",
     "prepare_node",
     "resolve_base_model",
     "run_node_round",
@@ -170,6 +171,19 @@ def _scan_for_job(chosen: NodeDataset) -> DatasetScan:
     return scan
 
 
+def node_token(paths: NodePaths) -> str:
+    """The node's own site token (``registration-file``), or "" when it has none."""
+    if not paths.registration_file:
+        return ""
+    try:
+        data = json.loads(Path(paths.registration_file).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the node's registration {paths.registration_file}: {exc}"
+        ) from exc
+    return str(data.get("token", "")) if isinstance(data, dict) else ""
+
+
 def resolve_base_model(paths: NodePaths, run_config: RunConfig) -> tuple[Path, str]:
     """(the base model file or folder, where it came from: local, cached or downloaded).
 
@@ -195,8 +209,7 @@ def resolve_base_model(paths: NodePaths, run_config: RunConfig) -> tuple[Path, s
         )
     from federated.engine.fetch import fetch_model
 
-    token = str(run_config.get("job-token", "") or "")
-    fetched = fetch_model(url, sha256=sha, token=token, cache_dir=cache_dir)
+    fetched = fetch_model(url, sha256=sha, token=node_token(paths), cache_dir=cache_dir)
     return fetched.path, fetched.source
 
 

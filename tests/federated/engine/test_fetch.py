@@ -116,7 +116,7 @@ def test_a_wrong_job_token_is_a_clear_error_and_writes_nothing(
         fetch_model(server.url, sha256=_sha(server.body), token="atj_wrong", cache_dir=tmp_path)
     err = caught.value
     assert err.code == "model_fetch_unauthorized" and err.details == {"status": 401}
-    assert "refused the job token" in err.message and "Invalid job token." in err.message
+    assert "refused the token" in err.message and "Invalid job token." in err.message
     assert [p.name for p in (tmp_path / "models").iterdir() if not p.name.endswith(".lock")] == []
 
 

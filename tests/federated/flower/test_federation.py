@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from federated.engine.flower.credentials import write_credentials
 from federated.engine.flower.state import load_state
 from federated.engine.localfed import LocalFederation
 from sdcore.tiny import TinyModelPaths
@@ -81,6 +82,10 @@ def e2e(
         timeout=400,
     )
     assert first.ok, (first.details, fed.logs()["superlink"][-3000:])
+    # The progress token reaches the ServerApp through its credentials file (in its out-dir,
+    # on the SuperLink's side), never the run config every node reads
+    write_credentials(out / "final", "job-e2e", progress_token="tok-123", job_token="",
+                      senders={})
     second = fed.run(
         run_config(
             out / "final",
@@ -90,7 +95,6 @@ def e2e(
                 "dp-planned-rounds": 3,
                 "resume-from": str(out / "first"),
                 "progress-url": progress_url,
-                "progress-token": "tok-123",
                 "transport": "packed",  # the resumed round also exercises packed transport
             },
         ),

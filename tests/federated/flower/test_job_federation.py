@@ -22,6 +22,7 @@ import pytest
 
 from client.cli import main
 from federated.engine.dataset import read_dataset
+from federated.engine.flower.credentials import write_credentials
 from federated.engine.ledger import PrivacyLedger
 from federated.engine.localfed import LocalFederation, NodeSpec, RunOutcome
 from federated.engine.synthetic import generate_synthetic_dataset
@@ -37,7 +38,14 @@ def _owner_node(root: Path, name: str, datasets: list[Path]) -> Path:
     for data in datasets:
         args = ["node", "add-dataset", str(data), "--epsilon", "30", "--delta", "1e-3"]
         assert main([*args, "--resolution", str(RESOLUTION), "--node-dir", str(node)]) == 0
+    # The node's own site token, as `atelier node register` keeps it (the stand-in site
+    # accepts TOKEN from nodes and the ServerApp alike)
+    (node / "registration.json").write_text(json.dumps({"site": "", "id": 1, "token": TOKEN}))
     return node
+
+
+def _registered(node: Path) -> dict[str, str]:
+    return {"registration-file": str(node / "registration.json")}
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +67,11 @@ def job(
     ]
     specs = [
         NodeSpec(None, nodes[0] / "cache", nodes[0] / "ledger.db",
-                 extra={"node-file": str(nodes[0] / "node.json")}),
-        NodeSpec(data["B"], nodes[1] / "cache", nodes[1] / "ledger.db"),
+                 extra={"node-file": str(nodes[0] / "node.json"), **_registered(nodes[0])}),
+        NodeSpec(data["B"], nodes[1] / "cache", nodes[1] / "ledger.db",
+                 extra=_registered(nodes[1])),
         NodeSpec(None, nodes[2] / "cache", nodes[2] / "ledger.db",
-                 extra={"node-file": str(nodes[2] / "node.json")}),
+                 extra={"node-file": str(nodes[2] / "node.json"), **_registered(nodes[2])}),
     ]  # fmt: skip
     with (
         serve_model(fed_model.single_file.read_bytes()) as site,
@@ -76,15 +85,15 @@ def job(
                 "base-model-path": "",
                 "base-model-url": site.url,
                 "base-model-sha": hashlib.sha256(site.body).hexdigest(),
-                "job-token": TOKEN,
                 "server-cache-dir": str(root / "server-cache"),
                 "dataset-manifests": f"{manifests['A']},{manifests['B']}",
                 "prepare-timeout": 120.0,
                 "progress-url": site.site + "/api/federated/jobs/7/progress",
-                "progress-token": "atp_progress",
                 "job-id": "job-7",
             },
         )
+        write_credentials(root / "out", "job-7", progress_token="atp_progress",
+                          job_token=TOKEN, senders={})
         outcome = fed.run(config, timeout=400)
         yield {
             "outcome": outcome,
@@ -116,7 +125,7 @@ def test_the_job_completes_with_the_two_nodes_that_serve_listed_datasets(
     assert sorted(_node_ids(job).values()) == ["A", "B"]
 
 
-def test_the_server_and_each_ready_node_downloaded_the_model_once_with_the_job_token(
+def test_the_server_and_each_ready_node_downloaded_the_model_once_with_their_tokens(
     job: dict[str, object],
 ) -> None:
     site: ModelServer = job["site"]  # type: ignore[assignment]
@@ -180,11 +189,12 @@ def test_a_wrong_job_token_fails_the_run_with_a_clear_reason(
     site: ModelServer = job["site"]  # type: ignore[assignment]
     config = {
         **job["config"],  # type: ignore[dict-item]
-        "job-token": "atj_revoked",
         "out-dir": str(tmp_path),
         "server-cache-dir": str(tmp_path / "cache"),
         "job-id": "job-8",
     }
+    write_credentials(tmp_path, "job-8", progress_token="atp_progress",
+                      job_token="atj_revoked", senders={})
     site.posts.clear()
     outcome = fed.run(config, timeout=120)
     assert outcome.status == "finished:failed"

@@ -2,7 +2,7 @@
 
 The datasets are registered the way owners do it (``atelier node add-dataset``, which writes
 ``node.json`` and the privacy budget); the base model comes from a loopback HTTP server that
-checks the job token, as the site's base-model endpoint does.
+checks the node's token (from its registration.json), as the site's base-model endpoint does.
 """
 
 from __future__ import annotations
@@ -61,9 +61,15 @@ def node_dir(tmp_path: Path, datasets: dict[str, Path], capsys: pytest.CaptureFi
     return tmp_path / "node"
 
 
-def _node_config(node_dir: Path, **extra: str) -> dict[str, object]:
+def _node_config(node_dir: Path, *, token: str = TOKEN, **extra: str) -> dict[str, object]:
+    """The node's config; its own site token in ``registration.json``, as ``atelier node
+    register`` keeps it (the site's stand-in accepts ``TOKEN``)."""
+    registration = node_dir / "registration.json"
+    registration.parent.mkdir(parents=True, exist_ok=True)
+    registration.write_text(json.dumps({"site": "http://site.test", "id": 1, "token": token}))
     return {
         "node-file": str(node_dir / "node.json"),
+        "registration-file": str(registration),
         "cache-dir": str(node_dir / "cache"),
         "ledger-path": str(node_dir / "ledger.db"),
         **extra,
@@ -80,7 +86,6 @@ def _job(site: ModelServer, *manifests: str, **extra: object) -> dict[str, objec
     return {
         "base-model-url": site.url,
         "base-model-sha": hashlib.sha256(site.body).hexdigest(),
-        "job-token": TOKEN,
         "dataset-manifests": ",".join(manifests),
         "resolution": RESOLUTION,
         "job-id": "job-7",
@@ -183,12 +188,12 @@ def test_no_base_model_at_all_is_a_config_error(node_dir: Path) -> None:
         resolve_base_model(node_paths(_node_config(node_dir)), {})
 
 
-def test_prepare_with_a_wrong_job_token_fails_clearly(
+def test_prepare_with_a_token_the_site_refuses_fails_clearly(
     node_dir: Path, datasets: dict[str, Path], site: ModelServer
 ) -> None:
-    job = _job(site, _manifest(datasets["a"]), **{"job-token": "atj_stolen"})
+    job = _job(site, _manifest(datasets["a"]))
     with pytest.raises(FetchError) as caught:
-        prepare_node(run_config=job, node_config=_node_config(node_dir))
+        prepare_node(run_config=job, node_config=_node_config(node_dir, token="atn_stolen"))
     assert caught.value.code == "model_fetch_unauthorized"
 
 
@@ -209,6 +214,8 @@ def test_a_dataset_without_a_privacy_budget_is_not_ready(
     tmp_path: Path, datasets: dict[str, Path], site: ModelServer
 ) -> None:
     config = {
+        **_node_config(tmp_path),
+        "node-file": "",
         "dataset-path": str(datasets["c"]),
         "cache-dir": str(tmp_path / "cache"),
         "ledger-path": str(tmp_path / "ledger.db"),
