@@ -447,3 +447,13 @@ def node_serves_job(*, node: Node, job: FederatedJob) -> bool:
     return node.revoked_at is None and JobDataset.objects.filter(
         job=job, approval=ApprovalState.APPROVED,
         dataset_version__federated_terms__node=node).exists()
+
+
+def superlink_node_ids(*, node_ids: Iterable[int]) -> dict[int, str]:
+    """Site node id -> the SuperLink's node id, for the active nodes whose key the site
+    registered on the SuperLink (SuperNode authentication); others are left out."""
+    return dict(
+        Node.objects.filter(pk__in=list(node_ids), revoked_at__isnull=True)
+        .exclude(superlink_node_id="")
+        .values_list("pk", "superlink_node_id")
+    )

@@ -129,3 +129,16 @@ def test_revoked_token_no_longer_authenticates_and_only_the_owner_revokes(
     assert node.status == "revoked"
     assert node.revoked_at is not None and node.revoked_at <= timezone.now()
     assert node_authenticate(token=registered.token) is None
+
+
+def test_superlink_node_ids_maps_active_registered_nodes_only(make_user: Any) -> None:
+    from federated.selectors import superlink_node_ids
+
+    owner = make_user("owner1")
+    a, b, c = (node_register(owner=owner, name=n, public_key=openssh_public_key()).node
+               for n in "abc")
+    Node.objects.filter(pk=a.pk).update(superlink_node_id="18446744073709551615")  # 2**64 - 1
+    Node.objects.filter(pk=b.pk).update(superlink_node_id="42")
+    node_revoke(node=b, user=owner)
+    # c was never registered on the SuperLink; b is revoked
+    assert superlink_node_ids(node_ids=[a.pk, b.pk, c.pk]) == {a.pk: "18446744073709551615"}
