@@ -80,6 +80,24 @@ def token_for() -> Callable[[object], str]:
     return make
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _federation_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """One CA per test session signs every local SuperLink's TLS certificate
+    (``federated.engine.localfed``); clients trust its ``ca.crt``."""
+    from federated.engine.localfed import CA_DIR_ENV
+    from federated.engine.pki import generate_ca
+
+    folder = tmp_path_factory.mktemp("federation-ca")
+    generate_ca(folder)
+    old = os.environ.get(CA_DIR_ENV)
+    os.environ[CA_DIR_ENV] = str(folder)
+    yield folder
+    if old is None:
+        os.environ.pop(CA_DIR_ENV, None)
+    else:
+        os.environ[CA_DIR_ENV] = old
+
+
 @pytest.fixture
 def api_client():  # type: ignore[no-untyped-def]
     from rest_framework.test import APIClient

@@ -9,6 +9,7 @@ that a run takes well under a minute.
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import pytest
 
 from federated.engine.dataset import read_dataset
 from federated.engine.ledger import PrivacyLedger
-from federated.engine.localfed import LocalFederation, NodeSpec
+from federated.engine.localfed import CA_DIR_ENV, LocalFederation, NodeSpec
+from federated.engine.pki import CA_CERT
 from federated.engine.synthetic import generate_synthetic_dataset
 
 RESOLUTION = 32
@@ -106,13 +108,22 @@ def tiny_job(**overrides: Any) -> dict[str, Any]:
 
 def coordinator_settings(
     monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, *, superlink: str,
-    site_url: str, poll_seconds: float = 1.0,
+    site_url: str, poll_seconds: float = 1.0, insecure: bool = False, node_auth: bool = False,
 ) -> None:
     """The coordinator's settings, for this process (``settings``) and for the Celery worker
-    started afterwards (its environment)."""
+    started afterwards (its environment).
+
+    TLS to the SuperLink with the test session's CA (every ``LocalFederation`` of the session
+    has a certificate it signed) unless ``insecure``; ``node_auth``: the site registers and
+    unregisters node keys on the SuperLink (otherwise ``LocalFederation`` registers its own
+    nodes' keys, as an operator would)."""
+    ca_dir = os.environ.get(CA_DIR_ENV)
     values: dict[str, Any] = {
         "ATELIER_SUPERLINK": superlink,
-        "ATELIER_SUPERLINK_INSECURE": True,
+        "ATELIER_SUPERLINK_INSECURE": insecure,
+        "ATELIER_SUPERLINK_ROOT_CERTIFICATES": "" if insecure or not ca_dir
+        else str(Path(ca_dir) / CA_CERT),
+        "ATELIER_SUPERLINK_NODE_AUTH": node_auth,
         "ATELIER_FLWR_HOME": tmp_path / "flwr-home",
         "ATELIER_FEDERATION_DIR": tmp_path / "federation",
         "ATELIER_SITE_URL": site_url,
@@ -120,7 +131,8 @@ def coordinator_settings(
     }
     for key, value in values.items():
         setattr(settings, key, value)
-        monkeypatch.setenv(key, "1" if value is True else str(value))
+        monkeypatch.setenv(key, {True: "1", False: "0"}.get(value, str(value))
+                           if isinstance(value, bool) else str(value))
 
 
 def load_license_catalogue() -> None:
