@@ -6,6 +6,9 @@ name the tus protocol uses); it never buffers the body in memory.
 
 from __future__ import annotations
 
+from typing import Any
+
+from django.http import HttpRequest
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -15,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.bodies import request_body_discard
 from core.errors import ApplicationError
 from registry.models import Upload
 from registry.services.uploads import (
@@ -67,10 +71,20 @@ class UploadCreateApi(APIView):
 
 
 class UploadDetailApi(APIView):
-    """GET/HEAD: where the upload stands. PATCH: append bytes at ``Upload-Offset``."""
+    """GET/HEAD: where the upload stands. PATCH: append bytes at ``Upload-Offset``.
+
+    A PATCH refused before its body is read (413, 409, 404, 401, 429) reads and drops the
+    rest of the body before answering, so that the client's next request on the same
+    connection is served (see :mod:`core.bodies`).
+    """
 
     permission_classes = [IsAuthenticated]
     parser_classes = [RawBytesParser]
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
+        response: Response = super().dispatch(request, *args, **kwargs)
+        request_body_discard(request)
+        return response
 
     @extend_schema(responses={200: UploadOutputSerializer})
     def get(self, request: Request, upload_id: str) -> Response:

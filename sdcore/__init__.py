@@ -9,6 +9,8 @@ File-level inspection used by the registry on every upload, and shared with the 
 - `sdcore.pickles`: scan pickle checkpoints for dangerous imports, never unpickling.
 - `sdcore.sniff`: file format from magic bytes, and extension checks.
 - `sdcore.archives`: safe inspection and extraction of dataset archives.
+- `sdcore.paths`: the one check of a relative file path a stranger names (archive members,
+  version files): no `..`, absolute path, drive letter or backslash.
 - `sdcore.errors`: the error types, each with a stable `code`.
 
 Loading models and the tiny-model builder live beside these (`sdcore.loading`,

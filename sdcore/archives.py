@@ -4,8 +4,10 @@ Nothing is trusted: every member name is checked (no ``..``, no absolute path, n
 letter, no control characters, no duplicates, no file where a folder must be), only regular
 files and folders are allowed (no symlinks, hardlinks, devices or FIFOs), and the member
 count, the total uncompressed size and the compression ratio are bounded. Declared sizes
-are checked first, then enforced again while bytes are streamed, since a zip's central
-directory can lie. Extraction writes into a fresh temporary folder beside the destination
+are checked first; then, since a zip's headers can lie (declare 1 byte for a member that
+inflates to gigabytes), inspection and extraction alike decompress every member and count
+the bytes it really holds, refusing as soon as it holds more than it declares or the total
+goes over the cap. Extraction writes into a fresh temporary folder beside the destination
 and renames it into place only when every member is written, so an error leaves nothing.
 
 The listing pairs images with captions for dataset uploads: ``dir/0001.png`` with
@@ -15,11 +17,12 @@ The listing pairs images with captions for dataset uploads: ``dir/0001.png`` wit
 
 from __future__ import annotations
 
+import copy
 import json
 import os
-import re
 import shutil
 import stat
+import sys
 import tarfile
 import tempfile
 import zipfile
@@ -30,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import IO
 
-from sdcore.errors import ArchiveError
+from sdcore.errors import ArchiveError, UnsafePathError
+from sdcore.paths import safe_relative_path
 
 __all__ = [
     "CAPTION_EXTENSIONS",
@@ -55,7 +59,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", 
 CAPTION_EXTENSIONS = frozenset({".txt", ".caption"})
 _METADATA_NAMES = frozenset({"metadata.jsonl"})
 _JUNK_PARTS = frozenset({"__MACOSX", ".DS_Store", "Thumbs.db"})
-_DRIVE = re.compile(r"^[A-Za-z]:")
 
 
 @dataclass(frozen=True)
@@ -115,6 +118,7 @@ def inspect_archive(
     limits = _Limits(max_members, max_total_uncompressed, max_ratio)
     with _open(path) as archive:
         members = archive.check(limits)
+        archive.verify(members, limits)
         metadata = archive.read_metadata(members)
     return _listing(archive.format, members, metadata)
 
@@ -153,40 +157,16 @@ def extract_archive(
 
 
 def _normalize(raw: str) -> tuple[str, bool]:
-    """The checked relative path of a member name, and whether it names a folder."""
-    shown = raw if len(raw) <= 200 else raw[:200] + "..."
-    if not raw or any(ord(c) < 32 or ord(c) == 127 for c in raw):
-        raise ArchiveError(
-            f"member {shown!r} has an empty name or control characters in it",
-            code="bad_member_name",
-            details={"member": raw},
-        )
-    name = raw.replace("\\", "/")
-    if _DRIVE.match(name):
-        raise ArchiveError(
-            f"member {shown!r} has a drive letter: archives must hold relative paths",
-            code="drive_letter",
-            details={"member": raw},
-        )
-    if name.startswith("/"):
-        raise ArchiveError(
-            f"member {shown!r} is an absolute path: archives must hold relative paths",
-            code="absolute_path",
-            details={"member": raw},
-        )
-    is_dir = name.endswith("/")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise ArchiveError(
-            f"member {shown!r} has a '..' component and would be written outside the folder",
-            code="path_traversal",
-            details={"member": raw},
-        )
-    if not parts:
-        raise ArchiveError(
-            f"member {shown!r} names no path", code="bad_member_name", details={"member": raw}
-        )
-    return "/".join(parts), is_dir
+    """The checked relative path of a member name, and whether it names a folder.
+
+    Backslashes are read as separators (zip tools on Windows write them), so that
+    ``..\\..\\x`` is refused as the traversal it is.
+    """
+    try:
+        return safe_relative_path(raw, what="member", backslash_separates=True)
+    except UnsafePathError as exc:
+        code = "bad_member_name" if exc.code == "bad_path_name" else exc.code
+        raise ArchiveError(exc.message, code=code, details={"member": raw}) from None
 
 
 class _Names:
@@ -261,6 +241,13 @@ class _Archive:
                 rows.append(row)
         return rows
 
+    def verify(self, members: list[ArchiveMember], limits: _Limits) -> None:
+        """Read every file member to its end, counting the bytes it really holds."""
+        written = 0
+        for member in members:
+            if not member.is_dir:
+                written = self._stream(member, limits, written, None)
+
     def extract(self, members: list[ArchiveMember], root: str, limits: _Limits) -> None:
         written = 0
         for member in members:
@@ -275,35 +262,45 @@ class _Archive:
                 os.makedirs(target, exist_ok=True)
                 continue
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            size = 0
-            with self.open_member(member) as src, open(target, "xb") as dst:
-                while True:
-                    chunk = src.read(_COPY_CHUNK)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    written += len(chunk)
-                    if size > member.size:
-                        raise ArchiveError(
-                            f"member {member.name!r} holds more than the {member.size} bytes "
-                            "it declares",
-                            code="size_mismatch",
-                            details={"member": member.name},
-                        )
-                    if written > limits.max_total_uncompressed:
-                        raise ArchiveError(
-                            f"extracting {member.name!r} goes over the limit of "
-                            f"{limits.max_total_uncompressed} bytes in all",
-                            code="too_large",
-                            details={"member": member.name},
-                        )
-                    dst.write(chunk)
-            if size != member.size:
-                raise ArchiveError(
-                    f"member {member.name!r} holds {size} bytes but declares {member.size}",
-                    code="size_mismatch",
-                    details={"member": member.name},
-                )
+            with open(target, "xb") as dst:
+                written = self._stream(member, limits, written, dst)
+
+    def _stream(
+        self, member: ArchiveMember, limits: _Limits, written: int, sink: IO[bytes] | None
+    ) -> int:
+        """Decompress ``member`` (into ``sink`` when given) and return the running total.
+
+        Refuses a member that holds more or fewer bytes than it declares, and a running total
+        over the cap, as the bytes come: a lie costs at most one chunk more than the truth.
+        """
+        size = 0
+        with self.open_member(member) as src:
+            while chunk := src.read(_COPY_CHUNK):
+                size += len(chunk)
+                written += len(chunk)
+                if size > member.size:
+                    raise ArchiveError(
+                        f"member {member.name!r} holds more than the {member.size} bytes "
+                        "it declares",
+                        code="size_mismatch",
+                        details={"member": member.name, "declared": member.size},
+                    )
+                if written > limits.max_total_uncompressed:
+                    raise ArchiveError(
+                        f"reading {member.name!r} goes over the limit of "
+                        f"{limits.max_total_uncompressed} bytes in all",
+                        code="too_large",
+                        details={"member": member.name},
+                    )
+                if sink is not None:
+                    sink.write(chunk)
+        if size != member.size:
+            raise ArchiveError(
+                f"member {member.name!r} holds {size} bytes but declares {member.size}",
+                code="size_mismatch",
+                details={"member": member.name, "declared": member.size},
+            )
+        return written
 
     def close(self) -> None:
         raise NotImplementedError
@@ -389,7 +386,13 @@ class _Zip(_Archive):
         return members
 
     def open_member(self, member: ArchiveMember) -> IO[bytes]:
-        return self._zip.open(self._infos[member.name])
+        # zipfile stops reading at the size the central directory declares (and then finds
+        # the CRC wrong, or right if the liar set it for the truncated bytes): lift that stop,
+        # so that the real data comes out to its end and `_stream` counts it against the
+        # declaration, refusing at the first chunk past it.
+        probe = copy.copy(self._infos[member.name])
+        probe.file_size = sys.maxsize
+        return self._zip.open(probe)
 
     def close(self) -> None:
         self._zip.close()
@@ -435,6 +438,10 @@ class _Tar(_Archive):
             self._infos[name] = info
             members.append(ArchiveMember(name, size, None, is_dir))
         return members
+
+    def verify(self, members: list[ArchiveMember], limits: _Limits) -> None:
+        """Nothing to do: a tar member's data is exactly the size its header gives (tarfile
+        reads no more and no less), and the gzip stream was read through while listing."""
 
     def open_member(self, member: ArchiveMember) -> IO[bytes]:
         fh = self._tar.extractfile(self._infos[member.name])

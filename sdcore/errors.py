@@ -55,3 +55,9 @@ class FormatMismatchError(SdcoreError):
     """A file's bytes do not match what its name says it is."""
 
     default_code = "format_mismatch"
+
+
+class UnsafePathError(SdcoreError):
+    """A relative file path that could land outside its folder on some system."""
+
+    default_code = "unsafe_path"

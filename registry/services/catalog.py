@@ -32,6 +32,8 @@ from registry.models import (
     VersionStatus,
     Visibility,
 )
+from sdcore.errors import UnsafePathError
+from sdcore.paths import safe_relative_path
 
 MAX_TAGS = 20
 
@@ -174,6 +176,23 @@ def model_update(
     return model
 
 
+def _file_path(raw: str) -> str:
+    """A version file's path, relative and safe wherever a client saves it (`sdcore.paths`)."""
+    try:
+        path, is_dir = safe_relative_path(raw.strip(), what="File path")
+    except UnsafePathError as exc:
+        raise ApplicationError(
+            exc.message, code="bad_path", details={"path": raw, "reason": exc.code}
+        ) from None
+    if is_dir:
+        raise ApplicationError(
+            f"File path {raw!r} names a folder, not a file.",
+            code="bad_path",
+            details={"path": raw, "reason": "folder"},
+        )
+    return path
+
+
 def _file_from_upload(version: ModelVersion, spec: FileSpec, user: AbstractBaseUser) -> ModelFile:
     upload = spec.upload
     if upload.user_id != user.pk:
@@ -183,9 +202,7 @@ def _file_from_upload(version: ModelVersion, spec: FileSpec, user: AbstractBaseU
             f"Upload {upload.pk} is not complete.", code="upload_incomplete"
         )
     info = upload.inspection
-    path = (spec.path or upload.filename).strip("/")
-    if not path or ".." in path.split("/") or path.startswith("/"):
-        raise ApplicationError(f"Bad file path {path!r}.", code="bad_path")
+    path = _file_path(spec.path or upload.filename)
     if ModelFile.objects.filter(version=version, path=path).exists():
         raise ConflictError(f"The version already has a file at {path}.", code="duplicate_path")
     return ModelFile.objects.create(
