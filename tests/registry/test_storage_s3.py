@@ -194,3 +194,41 @@ def test_download_redirects_to_a_presigned_url_with_content_disposition(
     assert fetched.content == data
     assert fetched.headers["Content-Disposition"] == content_disposition("my-lora.safetensors")
 
+
+
+@pytest.mark.django_db
+def test_blobs_go_to_their_own_private_bucket_and_downloads_are_presigned_from_it(
+    s3_bucket, make_user, client, settings  # type: ignore[no-untyped-def]
+) -> None:
+    # given public media in one bucket and blobs in a private bucket of their own
+    # (AWS_BLOB_BUCKET_NAME)
+    from registry.services.catalog import FileSpec, model_create, version_create, version_publish
+
+    s3, media_bucket = s3_bucket
+    private = f"atelier-private-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=private)
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"bucket_name": private, "querystring_auth": True, "custom_domain": None},
+        },
+    }
+    owner = make_user("alice")
+    data = _tiny_safetensors(seed=3)
+    upload = _upload(owner, data, filename="private.safetensors")
+    version = version_create(
+        model=model_create(owner=owner, name="Private bucket", kind="lora"),
+        user=owner,
+        name="v1",
+        files=[FileSpec(upload=upload)],
+    )
+    version_publish(version=version, user=owner)
+    # then the file is in the private bucket only
+    assert _keys(s3, private) == [upload.blob.storage_name]
+    assert _keys(s3, media_bucket) == []
+    # and the download route redirects to a presigned URL of that bucket, which serves it
+    location = client.get(f"/api/download/models/{version.pk}")["Location"]
+    assert urlsplit(location).path.startswith(f"/{private}/blobs/sha256/")
+    assert "X-Amz-Signature" in parse_qs(urlsplit(location).query)
+    assert requests.get(location, timeout=10).content == data
