@@ -301,6 +301,10 @@ def cmd_start(args: argparse.Namespace) -> int:
         **os.environ,
         "FLWR_HOME": str(node_dir / "flwr-home"),
         "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+        # flower-supernode starts flower-superexec by name: let it find ours
+        "PATH": os.pathsep.join(
+            [str(Path(command[0]).parent), *filter(None, [os.environ.get("PATH")])]
+        ),
     }
     registration = _registration(node_dir)
     heartbeat: Heartbeat | None = None
