@@ -13,8 +13,10 @@ up to a bound, before the answer goes out: the connection then stays usable ever
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.http import HttpRequest, UnreadablePostError
+from django.http.response import HttpResponseBase
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +43,17 @@ def request_body_discard(request: HttpRequest, *, limit: int = DISCARD_LIMIT_BYT
         return False
     log.info("left an unread body of more than %s bytes: the server will close", limit)
     return False
+
+
+class UnreadBodyMiddleware:
+    """:func:`request_body_discard` after every view, for every route: a JSON body refused
+    as too large (413), a POST answered 401 or 429 before it was parsed. Put it first in
+    ``MIDDLEWARE`` so that it also sees answers made by the middleware below it."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponseBase]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponseBase:
+        response = self.get_response(request)
+        request_body_discard(request)
+        return response
