@@ -82,13 +82,17 @@ class WalletDetailApi(APIView):
     permission_classes = [IsAuthenticated]
 
     class OutputSerializer(serializers.Serializer):
-        balance = serializers.IntegerField()
+        balance = serializers.IntegerField(help_text="Every spendable credit, bought or earned.")
+        withdrawable = serializers.IntegerField(
+            help_text="The earned credits, the only ones a payout may take.")
         currency = serializers.CharField()
 
     @extend_schema(responses=OutputSerializer, tags=["wallet"])
     def get(self, request: Request) -> Response:
-        balance = selectors.wallet_balance(user=_user(request))
-        return Response(self.OutputSerializer({"balance": balance, "currency": "credits"}).data)
+        user = _user(request)
+        body = {"balance": selectors.wallet_balance(user=user),
+                "withdrawable": selectors.withdrawable_balance(user=user), "currency": "credits"}
+        return Response(self.OutputSerializer(body).data)
 
 
 class WalletTransactionListApi(APIView):

@@ -6,6 +6,7 @@ class MarketplaceConfig(AppConfig):
     verbose_name = "Marketplace"
 
     def ready(self) -> None:
+        from marketplace import checks  # noqa: F401  (registers the system checks)
         from marketplace.access import download_policy
         from marketplace.services.licenses import publish_check
         from registry.access import set_download_policy

@@ -13,7 +13,13 @@ from registry.models import DatasetVersion, ModelVersion
 
 
 class AccountKind(models.TextChoices):
-    WALLET = "wallet", "User wallet"
+    """A user has two accounts: ``wallet`` holds credits they bought (top-ups, grants,
+    refunds): spendable, not withdrawable; ``earnings`` holds credits they earned (sales,
+    royalties, collaborator shares, dataset earnings from federated jobs): spendable and the
+    only ones a payout can take. Spending takes bought credits first, then earned ones."""
+
+    WALLET = "wallet", "User wallet (bought credits)"
+    EARNINGS = "earnings", "User earnings (earned credits, withdrawable)"
     ESCROW = "escrow", "Escrow"
     PLATFORM_REVENUE = "platform_revenue", "Platform revenue"
     PAYOUTS_CLEARING = "payouts_clearing", "Payouts clearing"
@@ -54,6 +60,16 @@ class Account(models.Model):
             models.CheckConstraint(
                 condition=models.Q(kind="wallet", owner__isnull=False) | ~models.Q(kind="wallet"),
                 name="account_wallet_has_owner",
+            ),
+            models.UniqueConstraint(
+                fields=("owner",),
+                condition=models.Q(kind="earnings"),
+                name="account_one_earnings_per_user",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(kind="earnings", owner__isnull=False)
+                | ~models.Q(kind="earnings"),
+                name="account_earnings_has_owner",
             ),
         ]
 

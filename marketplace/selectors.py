@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime
-from collections import deque
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -24,9 +24,7 @@ from marketplace.models import (
     Review,
 )
 from registry.models import DatasetVersion, Lineage, ModelVersion
-
-MAX_LINEAGE_DEPTH = 20
-
+from registry.selectors import lineage_links_upstream
 
 # --- ledger ----------------------------------------------------------------------------
 
@@ -73,17 +71,31 @@ def platform_revenue_total() -> int:
     )
 
 
+# A user's credits: bought (wallet) and earned (earnings); see marketplace.services.ledger.
+USER_ACCOUNT_KINDS = (AccountKind.WALLET, AccountKind.EARNINGS)
+
+
 def wallet_balance(*, user: AbstractBaseUser) -> int:
-    account = Account.objects.filter(kind=AccountKind.WALLET, owner_id=user.pk).first()
+    """Every credit the user can spend: bought and earned together."""
+    return int(
+        Account.objects.filter(kind__in=USER_ACCOUNT_KINDS, owner_id=user.pk)
+        .aggregate(t=Coalesce(Sum("balance"), 0))["t"]
+    )
+
+
+def withdrawable_balance(*, user: AbstractBaseUser) -> int:
+    """The credits a payout may take: the earned ones."""
+    account = Account.objects.filter(kind=AccountKind.EARNINGS, owner_id=user.pk).first()
     return account.balance if account else 0
 
 
+def _user_entries(user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
+    return LedgerEntry.objects.filter(account__kind__in=USER_ACCOUNT_KINDS,
+                                      account__owner_id=user.pk)
+
+
 def wallet_entries(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
-    return (
-        LedgerEntry.objects.filter(account__kind=AccountKind.WALLET, account__owner_id=user.pk)
-        .select_related("transaction")
-        .order_by("-pk")
-    )
+    return _user_entries(user).select_related("transaction").order_by("-pk")
 
 
 # --- listings, entitlements ----------------------------------------------------------------
@@ -154,23 +166,21 @@ class Ancestor:
 
 
 def version_ancestors(version: ModelVersion) -> list[Ancestor]:
-    """Every ancestor (breadth first, each once, cycles ignored, depth-limited)."""
+    """Every ancestor, however deep (one recursive query), each once, nearest first (breadth
+    first); a cycle in the lineage table is walked once, not followed round."""
+    by_child: dict[int, list[Lineage]] = defaultdict(list)
+    for link in lineage_links_upstream(version.pk):
+        by_child[link.child_id].append(link)
     seen_versions: set[int] = {version.pk}
     seen_datasets: set[int] = set()
     out: list[Ancestor] = []
-    queue: deque[tuple[int, int]] = deque([(version.pk, 0)])
+    queue: deque[int] = deque([version.pk])
     while queue:
-        child_id, depth = queue.popleft()
-        if depth >= MAX_LINEAGE_DEPTH:
-            continue
-        links = Lineage.objects.filter(child_id=child_id).select_related(
-            "parent_version__model", "parent_dataset__dataset"
-        ).order_by("pk")
-        for link in links:
+        for link in by_child.get(queue.popleft(), ()):
             if link.parent_version is not None and link.parent_version_id not in seen_versions:
                 seen_versions.add(link.parent_version.pk)
                 out.append(Ancestor(model_version=link.parent_version))
-                queue.append((link.parent_version.pk, depth + 1))
+                queue.append(link.parent_version.pk)
             elif link.parent_dataset is not None and link.parent_dataset_id not in seen_datasets:
                 seen_datasets.add(link.parent_dataset.pk)
                 out.append(Ancestor(dataset_version=link.parent_dataset))
@@ -288,9 +298,7 @@ def wallet_statement(
 ) -> list[StatementLine]:
     """The user's wallet entries from ``start`` to ``end`` (both days included, local time),
     oldest first, each with the wallet balance right after it."""
-    entries = LedgerEntry.objects.filter(
-        account__kind=AccountKind.WALLET, account__owner_id=user.pk
-    )
+    entries = _user_entries(user)
     lo, hi = _day_start(start), _day_start(end + datetime.timedelta(days=1))
     balance = int(
         entries.filter(transaction__created_at__lt=lo)
@@ -314,9 +322,7 @@ EARNING_MEMOS = ("seller", "share", "royalty")
 
 def earning_entries(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
     """Credits the user earned: their part of purchases and escrow payouts (data owners)."""
-    return LedgerEntry.objects.filter(
-        account__kind=AccountKind.WALLET, account__owner_id=user.pk, amount__gt=0,
-    ).filter(
+    return _user_entries(user).filter(amount__gt=0).filter(
         Q(transaction__kind="purchase", memo__in=EARNING_MEMOS)
         | Q(transaction__kind="escrow_settle", memo="payout")
     )

@@ -1,9 +1,14 @@
 """How a price is divided: pure integer arithmetic, no Django.
 
-Order: the platform fee first, then upstream royalties (each a share of the gross price, in
-the order given, never more than what is left), then collaborators by percent of what
-remains. Every division rounds down; the remainder goes to the seller, so the parts always
-sum to the price exactly.
+Order: the platform fee first, then upstream royalties (each a share of the gross price),
+then collaborators by percent of what remains. Every division rounds down; the remainder goes
+to the seller, so the parts always sum to the price exactly.
+
+Royalties are honoured in full when they total at most what the fee leaves (10000 - fee bps);
+a listing whose lineage asks more is refused (``marketplace.services.listings``). Should they
+exceed it anyway (an ancestor raised its royalty after the listing), what the fee leaves is
+shared among the ancestors in proportion to their bps, all alike, and the seller gets the
+rounding remainder.
 """
 
 from __future__ import annotations
@@ -39,10 +44,14 @@ def revenue_split(
     fee = price * fee_bps // BPS
     parts.append(Part("platform", fee, "fee"))
     left = price - fee
-    for recipient, bps in royalties:
+    for _, bps in royalties:
         if not 0 <= bps <= BPS:
             raise ValueError("royalty bps within 0..10000")
-        amount = min(price * bps // BPS, left)
+    asked = [price * bps // BPS for _, bps in royalties]
+    if sum(asked) > left:  # more than the fee leaves: scale all alike
+        total_bps = sum(bps for _, bps in royalties)
+        asked = [left * bps // total_bps for _, bps in royalties]
+    for (recipient, _), amount in zip(royalties, asked, strict=True):
         parts.append(Part(recipient, amount, "royalty"))
         left -= amount
     shared = 0

@@ -239,6 +239,7 @@ def payouts(request: HttpRequest) -> HttpResponse:
     context = {
         "form": form,
         "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "withdrawable": selectors.withdrawable_balance(user=request.user),  # type: ignore[arg-type]
         "minimum": payout_minimum(),
         "payouts": selectors.payouts_for(user=request.user)[:50],  # type: ignore[arg-type]
     }
@@ -277,6 +278,7 @@ def earnings(request: HttpRequest) -> HttpResponse:
         "chart": earnings_chart_svg(days),
         "sales": selectors.sales_by_listing(user=request.user),  # type: ignore[arg-type]
         "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "withdrawable": selectors.withdrawable_balance(user=request.user),  # type: ignore[arg-type]
         "minimum": payout_minimum(),
     }
     return render(request, "marketplace/earnings.html", context)

@@ -8,6 +8,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 
 from core.errors import ApplicationError
@@ -140,6 +141,39 @@ def files_by_hash(hash_value: str) -> QuerySet[ModelFile]:
 def lineage_parents(version: ModelVersion) -> QuerySet[Lineage]:
     return version.parents.select_related(
         "parent_version", "parent_version__model", "parent_dataset", "parent_dataset__dataset"
+    )
+
+
+# Every model version upstream of one, at any depth. UNION (not UNION ALL) drops a row already
+# found, so a cycle in the table ends the recursion instead of looping (PostgreSQL and SQLite).
+_ANCESTOR_IDS_SQL = """
+WITH RECURSIVE ancestor(id) AS (
+    SELECT parent_version_id FROM registry_lineage
+        WHERE child_id = %s AND parent_version_id IS NOT NULL
+    UNION
+    SELECT l.parent_version_id FROM registry_lineage l JOIN ancestor a ON l.child_id = a.id
+        WHERE l.parent_version_id IS NOT NULL
+)
+SELECT id FROM ancestor
+"""
+
+
+def lineage_ancestor_version_ids(version_id: int) -> set[int]:
+    """The ids of every model version ``version_id`` derives from, however deep (one
+    recursive query, no depth limit, safe against cycles; the version itself only when it
+    lies on a cycle)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ANCESTOR_IDS_SQL, [version_id])
+        return {int(row[0]) for row in cursor.fetchall()}
+
+
+def lineage_links_upstream(version_id: int) -> list[Lineage]:
+    """Every lineage row of the version and of its ancestors, with parents loaded."""
+    children = lineage_ancestor_version_ids(version_id) | {version_id}
+    return list(
+        Lineage.objects.filter(child_id__in=children)
+        .select_related("parent_version__model", "parent_dataset__dataset")
+        .order_by("pk")
     )
 
 

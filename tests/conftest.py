@@ -58,6 +58,21 @@ def _fresh_cache(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
 
 
+@pytest.fixture(autouse=True)
+def _demo_payments(request: pytest.FixtureRequest) -> None:
+    """Tests top up wallets through the demo payment provider, named explicitly as the demo
+    does (tests run with DEBUG off, hence the allowance). A test that needs no provider
+    sets ``settings.ATELIER_PAYMENT_PROVIDER = ""``."""
+    django_fixtures = {"db", "transactional_db", "live_server", "settings", "client"}
+    if not django_fixtures & set(request.fixturenames) and not request.node.get_closest_marker(
+        "django_db"
+    ):
+        return
+    settings = request.getfixturevalue("settings")
+    settings.ATELIER_PAYMENT_PROVIDER = "demo"
+    settings.ATELIER_ALLOW_DEMO_PAYMENTS = True
+
+
 @pytest.fixture
 def make_user(db) -> Callable[..., object]:  # type: ignore[no-untyped-def]
     from django.contrib.auth import get_user_model

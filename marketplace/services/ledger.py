@@ -1,5 +1,15 @@
 """The double-entry ledger: accounts, transfers, escrow, top-ups and grants.
 
+Each user has two accounts. The ``wallet`` holds credits they bought (top-ups, staff grants,
+refunds): spendable, never withdrawable. ``earnings`` holds credits they earned (their part of
+a sale: seller, collaborator share, upstream royalty; a data owner's pay from a federated job's
+escrow): spendable, and the only credits a payout may take. Spending (a purchase, an escrow
+hold) takes bought credits first, then earned ones, so a user keeps as much withdrawable as
+possible. A refund from escrow gives back earned credits up to what the hold took from
+earnings (the part spent counts as bought first), the rest as bought credits. On PostgreSQL a
+trigger refuses a payout request that debits anything but an earnings account, and a credit to
+an earnings account from any transfer but an earning one (migration 0008).
+
 Amounts are integer credits. A transfer is a list of legs ``(account, amount)`` that sum to
 zero; it locks every account it touches with ``SELECT ... FOR UPDATE`` in ascending primary-key
 order (the one lock order used everywhere, so concurrent transfers cannot deadlock), writes one
@@ -15,6 +25,7 @@ from collections.abc import Iterable, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.db.models import Sum
 from django.utils import timezone
 
 from core.errors import ApplicationError, ConflictError, NotFoundError
@@ -40,6 +51,7 @@ Leg = tuple[Account, int]
 class InsufficientFundsError(ApplicationError):
     status_code = 402
     code = "insufficient_funds"
+
 
 
 def _is_int(value: object) -> bool:
@@ -92,17 +104,49 @@ def external_account(source: str) -> Account:
     return _system_account(f"external:{source}", AccountKind.EXTERNAL)
 
 
-def wallet_get_or_create(*, user: AbstractBaseUser) -> Account:
-    account = Account.objects.filter(kind=AccountKind.WALLET, owner_id=user.pk).first()
+def _user_account(user_id: int, kind: str) -> Account:
+    account = Account.objects.filter(kind=kind, owner_id=user_id).first()
     if account is not None:
         return account
     try:
         with transaction.atomic():
-            return Account.objects.create(
-                kind=AccountKind.WALLET, owner_id=user.pk, code=f"wallet:{user.pk}"
-            )
+            return Account.objects.create(kind=kind, owner_id=user_id, code=f"{kind}:{user_id}")
     except IntegrityError:
-        return Account.objects.get(kind=AccountKind.WALLET, owner_id=user.pk)
+        return Account.objects.get(kind=kind, owner_id=user_id)
+
+
+def wallet_get_or_create(*, user: AbstractBaseUser) -> Account:
+    """The user's bought credits: spendable, not withdrawable."""
+    return _user_account(user.pk, AccountKind.WALLET)
+
+
+def earnings_get_or_create(*, user: AbstractBaseUser) -> Account:
+    """The user's earned credits: spendable and withdrawable (payouts take only these)."""
+    return _user_account(user.pk, AccountKind.EARNINGS)
+
+
+def spending_legs(*, wallet: Account, earnings: Account, amount: int) -> list[Leg]:
+    """The debit legs that take ``amount`` from a user: bought credits (``wallet``) first,
+    then earned ones; 402 when both together fall short.
+
+    The caller holds the locks of both accounts (``accounts_lock``, with every other account
+    of the transfer, in one call) and passes the locked rows, whose balances are current.
+    """
+    total = wallet.balance + earnings.balance
+    if amount > total:
+        raise InsufficientFundsError(
+            f"Not enough credits: balance {total} ({wallet.balance} bought, "
+            f"{earnings.balance} earned), needs {amount}.",
+            details={"balance": total, "bought": wallet.balance, "earned": earnings.balance,
+                     "required": amount},
+        )
+    from_bought = min(wallet.balance, amount)
+    legs: list[Leg] = []
+    if from_bought:
+        legs.append((wallet, -from_bought))
+    if amount - from_bought:
+        legs.append((earnings, -(amount - from_bought)))
+    return legs
 
 
 def accounts_lock(account_ids: Iterable[int]) -> dict[int, Account]:
@@ -267,7 +311,8 @@ def credit_grant_create(
 def escrow_hold_create(
     *, payer: AbstractBaseUser, amount: object, reference: str
 ) -> EscrowHold:
-    """Move ``amount`` from the payer's wallet into a new escrow account (402 if short)."""
+    """Move ``amount`` from the payer's credits (bought first, then earned) into a new escrow
+    account (402 if short). Locks the payer's two accounts and the escrow's, ascending pk."""
     credits = positive_credits(amount)
     reference = reference.strip()
     if not reference:
@@ -278,8 +323,11 @@ def escrow_hold_create(
             raise ConflictError("That escrow reference is taken.", code="key_reused")
         return existing
     account = Account.objects.create(kind=AccountKind.ESCROW, code=f"escrow:{uuid.uuid4().hex}")
+    wallet, earnings = wallet_get_or_create(user=payer), earnings_get_or_create(user=payer)
+    locked = accounts_lock([wallet.pk, earnings.pk, account.pk])
+    legs = spending_legs(wallet=locked[wallet.pk], earnings=locked[earnings.pk], amount=credits)
     ledger_transfer(
-        legs=[(wallet_get_or_create(user=payer), -credits), (account, credits)],
+        legs=[*legs, (account, credits)],
         kind="escrow_hold",
         reference=reference,
         idempotency_key=f"escrow_hold:{reference}",
@@ -324,16 +372,26 @@ def escrow_settle(
     legs: list[Leg] = []
     memos: list[str] = []
     for user, amount in payouts:
-        if amount:
-            legs.append((wallet_get_or_create(user=user), amount))
+        if amount:  # earned: a data owner's pay (what the payer pays themselves stays bought)
+            own = user.pk == hold.payer_id
+            legs.append((wallet_get_or_create(user=user) if own
+                         else earnings_get_or_create(user=user), amount))
             memos.append("payout")
     if fee:
         legs.append((platform_revenue_account(), fee))
         memos.append("fee")
     if refund:
         refund_user = refund_to if refund_to is not None else hold.payer
-        legs.append((wallet_get_or_create(user=refund_user), refund))
-        memos.append("refund")
+        # Earned credits go back as earned, up to what the hold took from earnings (spending
+        # counts bought credits first); the rest, and any refund to someone else, as bought.
+        earned_back = (min(refund, _earned_into_escrow(hold))
+                       if refund_user.pk == hold.payer_id else 0)
+        if refund - earned_back:
+            legs.append((wallet_get_or_create(user=refund_user), refund - earned_back))
+            memos.append("refund")
+        if earned_back:
+            legs.append((earnings_get_or_create(user=refund_user), earned_back))
+            memos.append("refund")
     txn = None
     if account.balance:
         legs.append((account, -account.balance))
@@ -346,3 +404,12 @@ def escrow_settle(
     hold.settled_at = timezone.now()
     hold.save(update_fields=["status", "settled_at"])
     return txn
+
+
+def _earned_into_escrow(hold: EscrowHold) -> int:
+    """How many earned credits the hold took from its payer's earnings account."""
+    taken = LedgerEntry.objects.filter(
+        transaction__idempotency_key=f"escrow_hold:{hold.reference}",
+        account__kind=AccountKind.EARNINGS, account__owner_id=hold.payer_id, amount__lt=0,
+    ).aggregate(t=Sum("amount"))["t"]
+    return -int(taken or 0)

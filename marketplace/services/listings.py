@@ -11,7 +11,10 @@ from django.db import transaction
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
 from marketplace.models import Listing, ListingShare
+from marketplace.selectors import upstream_royalties
 from marketplace.services.licenses import license_check
+from marketplace.services.purchases import platform_fee_bps
+from marketplace.split import BPS
 from registry.models import DatasetKind, DatasetVersion, ModelVersion
 from registry.services.catalog import version_license_set
 
@@ -70,6 +73,34 @@ def _owner_id(target: ModelVersion | DatasetVersion) -> int:
 def _check_sale(listing: Listing) -> None:
     if listing.model_version is not None:
         license_check(version=listing.model_version, for_sale=listing.price > 0)
+        if listing.price > 0 and listing.is_active:
+            _check_royalties(listing.model_version, listing.price)
+
+
+def _check_royalties(version: ModelVersion, price: int) -> None:
+    """Refuse a price whose lineage's royalties cannot all be paid.
+
+    Royalties are shares of the full price, paid after the platform fee, so together they may
+    ask at most ``10000 - fee`` bps; a lineage asking more is refused, with the numbers.
+    """
+    royalties = upstream_royalties(version)
+    total = sum(bps for _, bps, _ in royalties)
+    fee_bps = platform_fee_bps()
+    room = BPS - fee_bps
+    if total <= room:
+        return
+    fee = price * fee_bps // BPS
+    asked = ", ".join(f"{label} {bps}" for _, bps, label in royalties)
+    raise ApplicationError(
+        f"The lineage of this version asks {total} bps in royalties ({asked}). Royalties are "
+        f"taken from the full price after the {fee_bps} bps platform fee, so they may total at "
+        f"most {room} bps: a price of {price} leaves {price - fee} credits after the fee of "
+        f"{fee}, less than the {price * total // BPS} the royalties ask.",
+        code="royalties_exceed_price",
+        details={"royalty_bps_total": total, "royalty_bps_max": room, "price": price,
+                 "fee": fee, "ancestors": [{"ancestor": label, "royalty_bps": bps}
+                                           for _, bps, label in royalties]},
+    )
 
 
 @transaction.atomic

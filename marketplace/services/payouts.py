@@ -1,8 +1,10 @@
-"""Payouts: creators and data owners cash out wallet credits; staff pay or reject them.
+"""Payouts: creators and data owners cash out earned credits; staff pay or reject them.
 
-Requesting moves the credits wallet -> payouts clearing in the ledger, so they cannot be spent
-while the request waits. Paid moves them clearing -> ``external:payouts`` (they left the
-platform); rejected moves them back to the wallet. Each step is one ledger transaction.
+Only earned credits (the user's ``earnings`` account: sales, royalties, shares, dataset
+earnings) can be paid out; bought credits (the ``wallet``: top-ups, grants) are spendable only.
+Requesting moves the credits earnings -> payouts clearing in the ledger, so they cannot be
+spent while the request waits. Paid moves them clearing -> ``external:payouts`` (they left the
+platform); rejected moves them back to earnings. Each step is one ledger transaction.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ from django.utils import timezone
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
 from marketplace.models import Payout, PayoutStatus
 from marketplace.services.ledger import (
+    earnings_get_or_create,
     external_account,
     ledger_transfer,
     payouts_clearing_account,
     positive_credits,
-    wallet_get_or_create,
 )
 
 
@@ -29,9 +31,11 @@ def payout_minimum() -> int:
 
 @transaction.atomic
 def payout_request(*, user: AbstractBaseUser, amount: object) -> Payout:
-    """Set ``amount`` credits aside for a payout (at least the minimum, at most the balance).
+    """Set ``amount`` earned credits aside for a payout (at least the minimum, at most the
+    earned balance: bought credits are never withdrawable).
 
-    Locks the user's wallet and the clearing account (inside ``ledger_transfer``).
+    Locks the user's earnings account and the clearing account (inside ``ledger_transfer``,
+    whose balance check under the lock is the final word).
     """
     credits = positive_credits(amount)
     minimum = payout_minimum()
@@ -40,16 +44,17 @@ def payout_request(*, user: AbstractBaseUser, amount: object) -> Payout:
             f"The minimum payout is {minimum} credits.", code="below_minimum",
             details={"amount": credits, "minimum": minimum},
         )
-    wallet = wallet_get_or_create(user=user)
-    wallet.refresh_from_db(fields=["balance"])
-    if credits > wallet.balance:
+    earnings = earnings_get_or_create(user=user)
+    earnings.refresh_from_db(fields=["balance"])
+    if credits > earnings.balance:
         raise ApplicationError(
-            f"You asked for {credits} credits but your balance is {wallet.balance}.",
-            code="above_balance", details={"amount": credits, "balance": wallet.balance},
+            f"You asked for {credits} credits but you have {earnings.balance} earned credits "
+            "to withdraw; bought credits can be spent, not paid out.",
+            code="above_balance", details={"amount": credits, "withdrawable": earnings.balance},
         )
     payout = Payout.objects.create(user_id=user.pk, amount=credits)
     payout.request_transaction = ledger_transfer(  # re-checks the balance under the lock
-        legs=[(wallet, -credits), (payouts_clearing_account(), credits)],
+        legs=[(earnings, -credits), (payouts_clearing_account(), credits)],
         kind="payout_request", reference=f"payout:{payout.pk}",
         idempotency_key=f"payout_request:{payout.pk}",
         memos=["payout requested", "payout pending"],
@@ -86,12 +91,12 @@ def payout_mark_paid(*, payout: Payout, staff: AbstractBaseUser, note: str = "")
 
 @transaction.atomic
 def payout_reject(*, payout: Payout, staff: AbstractBaseUser, note: str = "") -> Payout:
-    """Refuse the payout: the credits go back to the wallet. Locks the payout, then accounts."""
+    """Refuse the payout: the credits go back to earnings. Locks the payout, then accounts."""
     _require_staff(staff)
     locked = _lock_pending(payout)
     locked.settle_transaction = ledger_transfer(
         legs=[(payouts_clearing_account(), -locked.amount),
-              (wallet_get_or_create(user=locked.user), locked.amount)],
+              (earnings_get_or_create(user=locked.user), locked.amount)],
         kind="payout_rejected", reference=f"payout:{locked.pk}",
         idempotency_key=f"payout_settle:{locked.pk}", memos=["payout rejected", "returned"],
     )

@@ -12,8 +12,10 @@ from marketplace.selectors import is_entitled, listing_price_now, upstream_royal
 from marketplace.services.ledger import (
     Leg,
     accounts_lock,
+    earnings_get_or_create,
     ledger_transfer,
     platform_revenue_account,
+    spending_legs,
     wallet_get_or_create,
 )
 from marketplace.split import revenue_split
@@ -40,8 +42,9 @@ def purchase_create(
 ) -> Purchase:
     """Buy ``listing`` for ``buyer``. The same key and listing return the first purchase.
 
-    Locks, in this order: every ledger account involved, ascending pk (the buyer's wallet
-    among them), which serialises all purchases by one buyer; then checks the key and the
+    Locks, in this order: every ledger account involved, ascending pk (the buyer's wallet and
+    earnings among them), which serialises all purchases by one buyer; the price is taken from
+    the buyer's bought credits first, then earned ones; then checks the key and the
     entitlement again under the lock, moves the credits and grants the entitlement.
     """
     key = (idempotency_key or "").strip()
@@ -86,12 +89,18 @@ def _purchase_create(*, buyer: AbstractBaseUser, listing_id: int, key: str) -> P
                           royalties=royalties, shares=shares)
 
     buyer_wallet = wallet_get_or_create(user=buyer)
+    buyer_earnings = earnings_get_or_create(user=buyer)
     accounts: dict[object, Account] = {"platform": platform_revenue_account(buyer.pk)}
     for part in parts:
         if part.recipient not in accounts:
             assert isinstance(part.recipient, int)
-            accounts[part.recipient] = _wallet_for_id(part.recipient)
-    accounts_lock([buyer_wallet.pk, *(a.pk for a in accounts.values())])
+            # Earned credits, except what the buyer pays back to themselves (a royalty of
+            # their own base, their collaborator share): that stays bought.
+            accounts[part.recipient] = (
+                buyer_wallet if part.recipient == buyer.pk else _earnings_for_id(part.recipient)
+            )
+    locked = accounts_lock([buyer_wallet.pk, buyer_earnings.pk,
+                            *(a.pk for a in accounts.values())])
 
     # Under the buyer's wallet lock: no other purchase by this buyer is in flight.
     existing = Purchase.objects.filter(buyer_id=buyer.pk, idempotency_key=key).first()
@@ -104,8 +113,9 @@ def _purchase_create(*, buyer: AbstractBaseUser, listing_id: int, key: str) -> P
         buyer_id=buyer.pk, listing=listing, price=price, idempotency_key=key
     )
     if price > 0:
-        legs: list[Leg] = [(buyer_wallet, -price)]
-        memos = ["charge"]
+        legs: list[Leg] = spending_legs(wallet=locked[buyer_wallet.pk],
+                                        earnings=locked[buyer_earnings.pk], amount=price)
+        memos = ["charge"] * len(legs)
         for part in parts:
             legs.append((accounts[part.recipient], part.amount))
             memos.append(part.role)
@@ -119,7 +129,7 @@ def _purchase_create(*, buyer: AbstractBaseUser, listing_id: int, key: str) -> P
     return purchase
 
 
-def _wallet_for_id(user_id: int) -> Account:
+def _earnings_for_id(user_id: int) -> Account:
     from django.contrib.auth import get_user_model
 
-    return wallet_get_or_create(user=get_user_model()(pk=user_id))
+    return earnings_get_or_create(user=get_user_model()(pk=user_id))

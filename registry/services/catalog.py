@@ -32,6 +32,7 @@ from registry.models import (
     VersionStatus,
     Visibility,
 )
+from registry.selectors import lineage_ancestor_version_ids
 from sdcore.errors import UnsafePathError
 from sdcore.paths import safe_relative_path
 
@@ -286,6 +287,15 @@ def lineage_add(*, version: ModelVersion, user: AbstractBaseUser, parent: Parent
         raise ApplicationError("A parent is a model version or a dataset.", code="bad_parent")
     if parent.version is not None and parent.version.pk == version.pk:
         raise ApplicationError("A version cannot derive from itself.", code="bad_parent")
+    if parent.version is not None and version.pk in lineage_ancestor_version_ids(
+        parent.version.pk
+    ):
+        raise ApplicationError(
+            f"Model version {parent.version.pk} already derives from version {version.pk}; "
+            f"making {version.pk} derive from it would close a lineage cycle.",
+            code="lineage_cycle",
+            details={"version_id": version.pk, "parent_version_id": parent.version.pk},
+        )
     return Lineage.objects.create(
         child=version,
         parent_version=parent.version,

@@ -77,6 +77,25 @@ def fund() -> Callable[[Any, int], None]:
 
 
 @pytest.fixture
+def earn(fund: Callable[[Any, int], None]) -> Callable[[Any, int], None]:
+    """``earn(user, amount)``: ``user`` earns ``amount`` withdrawable credits, paid from a
+    patron's escrow as a federated job pays a data owner (fee 0)."""
+    from django.contrib.auth import get_user_model
+
+    from marketplace.services.ledger import escrow_hold_create, escrow_settle
+
+    def give(user: Any, amount: int) -> None:
+        _counter["n"] += 1
+        n = _counter["n"]
+        patron = get_user_model().objects.create_user(username=f"patron-{n}")
+        fund(patron, amount)
+        hold = escrow_hold_create(payer=patron, amount=amount, reference=f"earn-{n}")
+        escrow_settle(escrow_hold=hold, payouts=[(user, amount)], fee=0)
+
+    return give
+
+
+@pytest.fixture
 def ledger_is_balanced(db) -> Callable[[], None]:  # type: ignore[no-untyped-def]
     """Call at the end of a scenario: the ledger sums to zero and every balance reconciles."""
     from marketplace.selectors import ledger_reconcile, ledger_total, unbalanced_transactions

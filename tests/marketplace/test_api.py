@@ -31,7 +31,7 @@ def _as(api_client, token_for, user):  # type: ignore[no-untyped-def]
 def test_wallet_shows_the_balance(api_client, token_for, buyer) -> None:
     response = _as(api_client, token_for, buyer).get("/api/v1/wallet")
     assert response.status_code == 200
-    assert response.json() == {"balance": 300, "currency": "credits"}
+    assert response.json() == {"balance": 300, "withdrawable": 0, "currency": "credits"}
 
 
 def test_wallet_needs_a_login(api_client) -> None:

@@ -132,18 +132,23 @@ def test_simultaneous_purchases_keep_every_invariant(
     assert purchase_txns.count() == len(purchases)  # all listed prices are > 0
     for purchase in purchases:
         entries = list(purchase.ledger_transaction.entries.all())
-        charge = [e for e in entries if e.memo == "charge"]
-        assert [e.amount for e in charge] == [-purchase.price]
+        charge = [e for e in entries if e.memo == "charge"]  # bought credits, then earned
+        assert sum(e.amount for e in charge) == -purchase.price
+        assert {e.account.owner_id for e in charge} == {purchase.buyer_id}
         assert sum(e.amount for e in entries if e.memo != "charge") == purchase.price
         assert Entitlement.objects.filter(purchase=purchase).count() == 1
 
-    # every refused attempt moved nothing: each wallet = top-up + earnings - what it bought
+    # every refused attempt moved nothing: each buyer's credits (bought and earned) = top-up
+    # + earnings - what they bought; the earned ones are never more than they earned
     spent: dict[int, int] = defaultdict(int)
     for p in purchases:
         spent[p.buyer_id] += p.price
     for buyer in buyers:
-        account = Account.objects.get(kind="wallet", owner=buyer)
-        earned = sum(LedgerEntry.objects.filter(account=account, transaction__kind="purchase")
+        accounts = Account.objects.filter(kind__in=("wallet", "earnings"), owner=buyer)
+        earned = sum(LedgerEntry.objects.filter(account__in=accounts,
+                                                transaction__kind="purchase")
                      .exclude(memo="charge").values_list("amount", flat=True))
-        assert account.balance == initial[buyer.pk] + earned - spent[buyer.pk]
+        assert sum(a.balance for a in accounts) == initial[buyer.pk] + earned - spent[buyer.pk]
+        earnings = accounts.filter(kind="earnings").first()
+        assert earnings is None or earnings.balance <= earned
     assert LedgerTransaction.objects.count() == before_ledger + len(purchases)

@@ -283,8 +283,8 @@ def test_wallet_page_needs_login(client) -> None:
     assert response.status_code == 302 and "login" in response["Location"]
 
 
-def test_payout_page_requests_a_payout(client, seller, fund) -> None:
-    fund(seller, 1500)
+def test_payout_page_requests_a_payout(client, seller, earn) -> None:
+    earn(seller, 1500)
     client.force_login(seller)
     response = client.post("/wallet/payouts/", {"amount": "1200"})
     assert response.status_code == 302
@@ -349,7 +349,7 @@ def test_earnings_chart_has_one_point_per_day_matching_the_ledger(
     assert response.status_code == 200
     points = [(d, int(a)) for d, a in POINT_RE.findall(response.content.decode())]
     ledger: dict[str, int] = defaultdict(int)
-    for entry in LedgerEntry.objects.filter(account__kind=AccountKind.WALLET,
+    for entry in LedgerEntry.objects.filter(account__kind=AccountKind.EARNINGS,
                                             account__owner=seller, amount__gt=0):
         ledger[timezone.localdate(entry.transaction.created_at).isoformat()] += entry.amount
     assert points == sorted(ledger.items())

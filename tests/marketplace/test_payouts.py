@@ -24,9 +24,9 @@ def _minimum(settings) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def creator(make_user, fund):  # type: ignore[no-untyped-def]
+def creator(make_user, earn):  # type: ignore[no-untyped-def]
     user = make_user("creator")
-    fund(user, 2500)
+    earn(user, 2500)
     return user
 
 
@@ -197,7 +197,7 @@ def _rows(content: bytes) -> list[dict[str, str]]:
 
 
 def test_statement_lists_entries_with_running_balance(api_client, creator, fund) -> None:
-    # given: 2500 funded, 300 more, then a payout of 1000
+    # given: 2500 earned, 300 bought, then a payout of 1000
     fund(creator, 300)
     payout_request(user=creator, amount=1000)
     today = timezone.localdate().isoformat()
@@ -208,7 +208,7 @@ def test_statement_lists_entries_with_running_balance(api_client, creator, fund)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
     rows = _rows(response.content)
-    assert [r["kind"] for r in rows] == ["top_up", "top_up", "payout_request"]
+    assert [r["kind"] for r in rows] == ["escrow_settle", "top_up", "payout_request"]
     assert [int(r["amount"]) for r in rows] == [2500, 300, -1000]
     assert [int(r["balance_after"]) for r in rows] == [2500, 2800, 1800]
     assert rows[2]["reference"].startswith("payout:")

@@ -27,11 +27,20 @@ def test_split_of_an_odd_price_sends_the_rounding_remainder_to_the_seller() -> N
                    ("b", "share"): 28, ("c", "share"): 29, ("s", "seller"): 1}
 
 
-def test_royalties_never_take_more_than_is_left() -> None:
+def test_royalties_never_take_more_than_is_left_and_are_scaled_all_alike() -> None:
     parts = revenue_split(price=100, fee_bps=5000, seller="s",
                           royalties=[("x", 5000), ("y", 5000)])
     assert sum(p.amount for p in parts) == 100
-    assert {p.recipient: p.amount for p in parts} == {"platform": 50, "x": 50}
+    assert {p.recipient: p.amount for p in parts} == {"platform": 50, "x": 25, "y": 25}
+
+
+def test_three_bases_asking_5000_bps_each_share_what_the_fee_leaves_evenly() -> None:
+    # The case of issue 18: 37 credits, fee 10% (3); the third ancestor used to get 0
+    parts = revenue_split(price=37, fee_bps=1000, seller="s",
+                          royalties=[("a", 5000), ("b", 5000), ("c", 5000)])
+    got = {p.recipient: p.amount for p in parts}
+    assert got == {"platform": 3, "a": 11, "b": 11, "c": 11, "s": 1}
+    assert sum(got.values()) == 37
 
 
 def test_shares_that_do_not_sum_to_100_are_refused() -> None:

@@ -28,6 +28,8 @@ def production_env(**extra: str) -> dict[str, str]:
         "SECRET_KEY": secrets.token_urlsafe(50),
         "ALLOWED_HOSTS": "atelier.example",
         "DJANGO_SETTINGS_MODULE": "config.settings",
+        # No payment provider, on purpose (unset, the startup check warns: marketplace.W001)
+        "ATELIER_PAYMENT_PROVIDER": "none",
     }
     env.update(extra)
     return env
