@@ -223,6 +223,28 @@ def cmd_registered(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admitted(args: argparse.Namespace) -> int:
+    """Wait until the site has registered this node's key on the SuperLink (SuperNode
+    authentication: a node whose key is not registered there is refused)."""
+    import requests
+
+    registration = _read(Path(args.node_dir) / "registration.json")
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        response = requests.get(f"{args.site}/api/federated/nodes", timeout=30,
+                                headers={"Authorization": f"Bearer {_owner_token()}"})
+        if response.status_code == 200:
+            for node in response.json():
+                if node.get("id") == registration.get("id") and node.get("superlink_node_id"):
+                    print(f"    the site registered the node's key on the SuperLink "
+                          f"(SuperLink node {node['superlink_node_id']})")
+                    return 0
+        time.sleep(0.5)
+    print(f"    the node's key is not registered on the SuperLink after {args.timeout:g} s "
+          "(see var/log/celery.log)", file=sys.stderr)
+    return 1
+
+
 def cmd_published(args: argparse.Namespace) -> int:
     """The owner's datasets on SITE include this one (its manifest), listed from this node."""
     import requests
@@ -281,6 +303,11 @@ def main() -> int:
     p.add_argument("node_dir")
     p.add_argument("site")
     p.set_defaults(func=cmd_registered)
+    p = sub.add_parser("admitted")
+    p.add_argument("node_dir")
+    p.add_argument("site")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=cmd_admitted)
     p = sub.add_parser("published")
     p.add_argument("node_dir")
     p.add_argument("data")

@@ -71,6 +71,13 @@ def _read_until(proc: subprocess.Popen[bytes], marker: str, out: list[str], time
     return False
 
 
+def _family_of(var: Path) -> list[int]:
+    """The demo's recorded processes and their descendants, alive now."""
+    pids = [int(line.split()[0]) for line in
+            (var / "demo" / "pids").read_text().splitlines() if line.strip()]
+    return [pid for pid in pids + [c for pid in pids for c in descendants(pid)] if _alive(pid)]
+
+
 def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     var = tmp_path / "var"
     port, link, node_a, node_b = (free_port() for _ in range(4))
@@ -119,7 +126,22 @@ def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_pat
             # a fresh demo: this job paid them, in earned (withdrawable) credits
             assert wallets[d["owner"]] == d["earned"]
         assert sorted(d["owner"] for d in job["datasets"]) == ["owner1", "owner2"]
+        # With TLS and SuperNode authentication: the site registered both nodes' keys on the
+        # SuperLink, which runs with --enable-supernode-auth and the demo's certificate
+        superlink_ids = [row[0] for row in db.execute(
+            "SELECT superlink_node_id FROM federated_node WHERE revoked_at IS NULL")]
+        assert len(superlink_ids) == 2 and all(i.isdigit() for i in superlink_ids)
         db.close()
+        cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                    for pid in _family_of(var)]
+        link_cmd = next(c for c in cmdlines if any(b"flower-superlink" in a for a in c))
+        assert b"--enable-supernode-auth" in link_cmd and b"--ssl-certfile" in link_cmd
+        assert b"--insecure" not in link_cmd
+        node_cmds = [c for c in cmdlines if any(b"flower-supernode" in a for a in c)]
+        assert len(node_cmds) == 2
+        for c in node_cmds:
+            assert b"--root-certificates" in c and b"--auth-supernode-private-key" in c
+            assert b"--insecure" not in c
 
         pids = [int(line.split()[0]) for line in
                 (var / "demo" / "pids").read_text().splitlines() if line.strip()]

@@ -274,3 +274,45 @@ def nodes_superlink_reconcile() -> list[int]:
         _enqueue("node_superlink_unregister", node.pk)
         pending.append(node.pk)
     return pending
+
+
+@dataclass(frozen=True)
+class SuperLinkSync:
+    registered: list[int]  # site node ids whose key was (re)registered on the SuperLink
+    relinked: list[int]  # site node ids whose SuperLink id was corrected
+    unregistered: list[int]  # revoked site node ids whose key was removed
+    refused: list[int]  # active site node ids whose key the SuperLink refuses (unregistered)
+
+
+def nodes_superlink_sync() -> SuperLinkSync:
+    """Make the SuperLink's node keys match the site's, now (``manage.py superlink nodes
+    --sync``; after the SuperLink lost its database, or to check it): every active node's key
+    registered with the id the site keeps, every revoked node's key unregistered."""
+    connection = node_auth_connection()
+    if connection is None:
+        raise ApplicationError(
+            "No SuperLink with node authentication is configured (ATELIER_SUPERLINK, "
+            "ATELIER_SUPERLINK_NODE_AUTH).",
+            code="superlink_not_configured",
+        )
+    registered, relinked, unregistered, refused = [], [], [], []
+    for node in Node.objects.filter(revoked_at__isnull=True).order_by("pk"):
+        found = supernode_find(node.public_key, connection)
+        if found is not None and found.registered:
+            if found.node_id != node.superlink_node_id:
+                Node.objects.filter(pk=node.pk).update(superlink_node_id=found.node_id)
+                relinked.append(node.pk)
+            continue
+        Node.objects.filter(pk=node.pk).update(superlink_node_id="")
+        try:
+            node_superlink_register(node_id=node.pk)
+        except ConflictError:  # unregistered on the SuperLink by hand: the owner needs a new key
+            refused.append(node.pk)
+            continue
+        registered.append(node.pk)
+    for node in Node.objects.filter(
+        revoked_at__isnull=False, superlink_unregistered_at__isnull=True
+    ):
+        node_superlink_unregister(node_id=node.pk)
+        unregistered.append(node.pk)
+    return SuperLinkSync(registered, relinked, unregistered, refused)
