@@ -542,12 +542,28 @@ class JobEstimateApi(APIView):
             rounds = serializers.IntegerField()
             max_cost = serializers.IntegerField()
 
+        class AggregationSerializer(serializers.Serializer):
+            aggregation = serializers.CharField()
+            label = serializers.CharField()
+            extra_seconds_per_round = serializers.FloatField()
+            wall_time_factor = serializers.FloatField(
+                help_text="Whole run against FedAvg, same settings (measured).")
+            bytes_factor = serializers.FloatField(
+                help_text="Bytes a node sends per round against FedAvg (measured).")
+            what_it_adds = serializers.CharField()
+            limits = serializers.CharField()
+            source = serializers.CharField()
+
         lines = LineSerializer(many=True)
         owners_max = serializers.IntegerField()
         fee_bps = serializers.IntegerField()
         fee = serializers.IntegerField()
         total = serializers.IntegerField()
         problems = serializers.ListField(child=serializers.DictField())
+        aggregation = AggregationSerializer(allow_null=True, help_text=(
+            "The chosen aggregation and what it costs in time and bytes over FedAvg."))
+        aggregation_extra_seconds = serializers.FloatField(
+            help_text="Seconds the aggregation adds to the whole job (all rounds).")
 
     @extend_schema(request=JobSpecSerializer, responses=OutputSerializer, tags=TAGS)
     def post(self, request: Request) -> Response:

@@ -12,7 +12,7 @@ from django import forms
 
 from core.errors import ApplicationError
 from federated.models import DatasetTerms, TrainingUse
-from federated.services.spec import JobSpec
+from federated.services.spec import AGGREGATION_COSTS, JobSpec
 from registry.models import ModelVersion
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec)
@@ -68,11 +68,16 @@ class JobForm(forms.Form):
     delta = forms.FloatField(required=False, label="Delta",
                              help_text="Empty: the smallest delta of the datasets.")
     max_grad_norm = forms.FloatField(label="Max gradient norm (clipping)")
+    aggregation = forms.ChoiceField(
+        choices=[(key, cost.label) for key, cost in AGGREGATION_COSTS.items()],
+        label="Aggregation", widget=forms.RadioSelect, required=False,
+        help_text="Secure aggregation: the server sees only the sum of the nodes' updates, "
+                  "at a cost in time shown in the estimate.")
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
 
     LORA_FIELDS = ("rank", "alpha", "local_steps", "learning_rate", "resolution", "batch_size",
                    "rounds")
-    PRIVACY_FIELDS = ("dp", "target_epsilon", "delta", "max_grad_norm")
+    PRIVACY_FIELDS = ("dp", "target_epsilon", "delta", "max_grad_norm", "aggregation")
 
     def __init__(self, *args: Any, base_versions: Iterable[ModelVersion],
                  dataset_terms: Iterable[DatasetTerms], **kwargs: Any) -> None:
@@ -100,6 +105,7 @@ class JobForm(forms.Form):
             resolution=data["resolution"], batch_size=data["batch_size"], dp=data["dp"],
             target_epsilon=data["target_epsilon"] if data["dp"] else None,
             delta=data["delta"] if data["dp"] else None, max_grad_norm=data["max_grad_norm"],
+            aggregation=data["aggregation"] or "fedavg",
         )
 
     # --- what the services said, next to the field or dataset it concerns -------------------

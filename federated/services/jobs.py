@@ -39,7 +39,13 @@ from federated.services.events import job_event
 from federated.services.progress import job_progress_record
 from federated.services.publishing import PublishError, job_publish
 from federated.services.settlement import fee_for, job_settle, terms_max_cost
-from federated.services.spec import JobSpec, ResolvedSpec, job_spec_resolve
+from federated.services.spec import (
+    AGGREGATION_COSTS,
+    AggregationCost,
+    JobSpec,
+    ResolvedSpec,
+    job_spec_resolve,
+)
 from federated.services.tokens import (
     JOB_TOKEN_PREFIX,
     PROGRESS_TOKEN_PREFIX,
@@ -86,6 +92,12 @@ class JobEstimate:
     fee_bps: int
     fee: int
     problems: list[dict[str, Any]]
+    aggregation: AggregationCost | None = None  # None: an aggregation that does not exist
+    rounds: int = 0
+
+    @property
+    def aggregation_extra_seconds(self) -> float:
+        return self.aggregation.extra_seconds(self.rounds) if self.aggregation else 0.0
 
     @property
     def total(self) -> int:
@@ -106,7 +118,8 @@ def _estimate(resolved: ResolvedSpec, fee_bps: int) -> JobEstimate:
     ]
     owners_max = sum(line.max_cost for line in lines)
     return JobEstimate(lines, owners_max, fee_bps, fee_for(owners_max, fee_bps),
-                       [p.as_dict() for p in resolved.problems])
+                       [p.as_dict() for p in resolved.problems],
+                       AGGREGATION_COSTS.get(str(resolved.config.get("aggregation"))), rounds)
 
 
 def job_estimate(*, trainer: AbstractBaseUser, spec: JobSpec) -> JobEstimate:

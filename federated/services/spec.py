@@ -35,6 +35,48 @@ from registry.models import (
 TRAINABLE_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2)
 ADAPTER_MODES = ("ffa", "lora")
 AGGREGATIONS = ("fedavg", "secagg")
+
+
+@dataclass(frozen=True)
+class AggregationCost:
+    """What an aggregation costs over plain FedAvg, as measured (``source``)."""
+
+    aggregation: str
+    label: str
+    extra_seconds_per_round: float  # fixed cost added to each round
+    wall_time_factor: float  # whole run, against FedAvg, same settings
+    bytes_factor: float  # bytes a node sends per round, against FedAvg (named arrays)
+    what_it_adds: str
+    limits: str
+    source: str
+
+    def extra_seconds(self, rounds: int) -> float:
+        return self.extra_seconds_per_round * max(0, rounds)
+
+
+# Measured on 2 CPU cores, 2 nodes, 3 rounds, rank 1 (bench/RESULTS-federation.md, section 1):
+# FedAvg 106.3 s (rounds 30-33 s, 17-20 s fixed), SecAgg+ 151.1 s (rounds 46-47 s, 44-45 s
+# fixed); bytes a node sends per round 39,971 (FedAvg, named) against 26,586 (SecAgg+).
+AGGREGATION_COSTS: dict[str, AggregationCost] = {
+    "fedavg": AggregationCost(
+        aggregation="fedavg", label="FedAvg", extra_seconds_per_round=0.0,
+        wall_time_factor=1.0, bytes_factor=1.0,
+        what_it_adds="The server sees each node's update and checks it before averaging; a "
+                     "reply whose dataset its node does not serve is left out of the average.",
+        limits="", source="",
+    ),
+    "secagg": AggregationCost(
+        aggregation="secagg", label="Secure aggregation (SecAgg+)",
+        extra_seconds_per_round=25.0, wall_time_factor=1.42, bytes_factor=0.67,
+        what_it_adds="The server (and the SuperLink operator) sees only the sum of the nodes' "
+                     "updates, never one node's.",
+        limits="Each round is four message exchanges instead of one; a node that refuses a "
+               "round (its privacy budget) or names a dataset it does not serve fails the "
+               "round: a masked sum cannot leave one node out. Per-node metrics stay visible.",
+        source="bench/RESULTS-federation.md (2 CPU cores, 2 nodes, 3 rounds, rank 1): "
+               "151 s against 106 s, 44-45 s of fixed cost per round against 17-20 s.",
+    ),
+}
 MAX_DATASETS = 20
 LIMITS: dict[str, tuple[float, float]] = {
     "rounds": (1, 100),
