@@ -15,7 +15,10 @@
 #
 # Environment: ATELIER_PORT (site, 8000), DEMO_SUPERLINK_PORT (9099), DEMO_NODE_PORTS
 # ("9094 9095"), ATELIER_VAR_DIR (var), DEMO_ROUNDS (3), DEMO_EPSILON (8),
-# DEMO_EXIT_AFTER_JOB=1 (stop everything and exit with the job's status once it is finished).
+# DEMO_EXIT_AFTER_JOB=1 (stop everything and exit with the job's status once it is finished),
+# DEMO_INSECURE=1 (no TLS and no SuperNode authentication between the nodes and the SuperLink;
+# by default the demo makes a CA and the SuperLink's certificate under var/demo/certs, and the
+# SuperLink admits only node keys the site registered there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -57,7 +60,21 @@ export CELERY_BROKER_URL="${CELERY_BROKER_URL:-filesystem://}"
 # The coordinator (Celery) drives runs on this SuperLink; the ServerApp and the nodes reach the
 # site at ATELIER_SITE_URL.
 export ATELIER_SITE_URL="$SITE"
-export ATELIER_SUPERLINK="127.0.0.1:${LINK_PORT}" ATELIER_SUPERLINK_INSECURE=1
+export ATELIER_SUPERLINK="127.0.0.1:${LINK_PORT}"
+CERTS="$DEMO/certs"
+if [ "${DEMO_INSECURE:-0}" = 1 ]; then
+  export ATELIER_SUPERLINK_INSECURE=1 ATELIER_SUPERLINK_NODE_AUTH=0
+  LINK_SECURITY=(--insecure)
+  NODE_SECURITY=(--insecure)
+else
+  # TLS with the demo's own CA, and SuperNode authentication: the site registers each node's
+  # key on the SuperLink (Control API) when the node registers, and removes it when revoked.
+  export ATELIER_SUPERLINK_INSECURE=0 ATELIER_SUPERLINK_NODE_AUTH=1
+  export ATELIER_SUPERLINK_ROOT_CERTIFICATES="$CERTS/ca.crt"
+  LINK_SECURITY=(--ssl-ca-certfile "$CERTS/ca.crt" --ssl-certfile "$CERTS/server.crt"
+    --ssl-keyfile "$CERTS/server.key" --enable-supernode-auth)
+  NODE_SECURITY=(--root-certificates "$CERTS/ca.crt")
+fi
 export ATELIER_FLWR_HOME="$VAR/flwr" ATELIER_FEDERATION_DIR="$VAR/federation"
 # Two cores and two nodes on one machine: one torch thread per process.
 export OMP_NUM_THREADS=1 ATELIER_TORCH_THREADS=1
@@ -110,6 +127,10 @@ $PY manage.py blobs_move_private >>"$LOG/migrate.log"
 step "demo accounts with credits, the tiny base model (built and published), a public dataset"
 $PY manage.py demo_seed --password "$PASSWORD" | tee "$LOG/seed.log"
 
+if [ "${DEMO_INSECURE:-0}" != 1 ]; then
+  step "TLS for the SuperLink: the demo's CA and the SuperLink's certificate in $CERTS"
+  [ -s "$CERTS/server.crt" ] || $PY manage.py superlink certs "$CERTS" | sed 's/^/    /'
+fi
 step "starting the site on $SITE, a Celery worker and a Flower SuperLink on 127.0.0.1:$LINK_PORT"
 start web "$LOG/web.log" $PY -m gunicorn config.wsgi --bind "127.0.0.1:${PORT}" --workers 2 \
   --threads 4 --timeout 300 --access-logfile "$LOG/web-access.log" --error-logfile -
@@ -117,13 +138,19 @@ WEB_PID=$LAST_PID
 start celery "$LOG/celery.log" $PY -m celery -A config worker -P solo -l INFO
 CELERY_PID=$LAST_PID
 mkdir -p "$DEMO/superlink"
-start superlink "$LOG/superlink.log" env -C "$DEMO/superlink" flower-superlink --insecure \
-  --host 127.0.0.1 --port "$LINK_PORT" --database "$DEMO/superlink/state.db" \
-  --disable-runtime-dependency-installation
+start superlink "$LOG/superlink.log" env -C "$DEMO/superlink" flower-superlink \
+  "${LINK_SECURITY[@]}" --host 127.0.0.1 --port "$LINK_PORT" \
+  --database "$DEMO/superlink/state.db" --disable-runtime-dependency-installation
 LINK_PID=$LAST_PID
 helper wait-port "$PORT" "$WEB_PID" "$LOG/web.log" --url "$SITE/"
 helper wait-port "$LINK_PORT" "$LINK_PID" "$LOG/superlink.log"
 kill -0 "$CELERY_PID" 2>/dev/null || { tail -n 40 "$LOG/celery.log"; exit 1; }
+if [ "${DEMO_INSECURE:-0}" != 1 ]; then
+  # Nodes registered by an earlier demo (or whose key an earlier SuperLink held): their keys on
+  # this SuperLink match the site's again.
+  $PY manage.py superlink nodes --sync >"$LOG/superlink-nodes.log" 2>&1 \
+    || { tail -n 20 "$LOG/superlink-nodes.log"; exit 1; }
+fi
 
 # owner N: the owner's commands on their own machine (folder), output in var/log/owner-N.log.
 for index in 1 2; do
@@ -172,10 +199,13 @@ for index in 1 2; do
       --node-dir "$node_dir"
     tail -n 1 "$olog" | sed 's/^/    /'
   fi
+  if [ "${DEMO_INSECURE:-0}" != 1 ]; then
+    helper admitted "$node_dir" "$SITE"
+  fi
   port="${NODE_PORTS[$((index - 1))]}"
-  echo "    \$ atelier node start --superlink 127.0.0.1:$LINK_PORT --insecure --port $port (log: $LOG/node-$index.log)"
+  echo "    \$ atelier node start --superlink 127.0.0.1:$LINK_PORT $(shown "${NODE_SECURITY[@]}") --port $port (log: $LOG/node-$index.log)"
   start "node-$index" "$LOG/node-$index.log" atelier node start --node-dir "$node_dir" \
-    --superlink "127.0.0.1:$LINK_PORT" --insecure --port "$port"
+    --superlink "127.0.0.1:$LINK_PORT" "${NODE_SECURITY[@]}" --port "$port"
   helper wait-port "$port" "$LAST_PID" "$LOG/node-$index.log"
 done
 unset ATELIER_CONFIG
