@@ -125,8 +125,8 @@ class Connection:
 
     address: str
     flwr_home: Path
-    insecure: bool = True
-    root_certificates: Path | None = None
+    insecure: bool = False  # TLS unless told otherwise
+    root_certificates: Path | None = None  # the SuperLink's CA (None: the system's CAs)
     name: str = "atelier"
     flwr_bin: Path = FLWR_BIN
     timeout: float = 60.0

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from federated.engine.localfed import LocalFederation, free_port
+from federated.engine.pki import generate_node_key
 from federated.superlink import (
     APP_DIR,
     Connection,
@@ -20,11 +21,16 @@ from federated.superlink import (
     RunNotFound,
     RunStatus,
     SuperLinkUnavailable,
+    SuperNodeKeyInUse,
     run_log,
     run_start,
     run_status,
     run_stop,
     runs_list,
+    supernode_find,
+    supernode_register,
+    supernode_unregister,
+    supernodes_list,
 )
 from sdcore.tiny import TinyModelPaths, save_tiny_model
 
@@ -42,9 +48,13 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFedera
 
 @pytest.fixture(scope="module")
 def connection(federation: LocalFederation, tmp_path_factory: pytest.TempPathFactory) -> Connection:
-    """The site's own connection: its own FLWR_HOME and connection name."""
+    """The site's own connection: its own FLWR_HOME and connection name, TLS with the
+    federation's CA."""
+    assert federation.certs is not None
     return Connection(
-        address=f"127.0.0.1:{federation.port}", flwr_home=tmp_path_factory.mktemp("flwr")
+        address=f"127.0.0.1:{federation.port}",
+        flwr_home=tmp_path_factory.mktemp("flwr"),
+        root_certificates=federation.certs.ca_cert,
     )
 
 
@@ -151,3 +161,35 @@ def test_a_superlink_that_is_down_raises_superlink_unavailable(tmp_path: Path) -
         run_status("1", down)
     with pytest.raises(SuperLinkUnavailable):
         runs_list(down)
+
+
+def test_node_keys_register_once_unregister_once_and_never_come_back(
+    connection: Connection, tmp_path: Path
+) -> None:
+    key = generate_node_key(tmp_path / "node.key").openssh
+    node_id = supernode_register(key, connection, name="site node 1")
+    assert node_id.isdigit() and 0 < int(node_id) < 2**64
+    # The same key again: refused, and found by its key
+    with pytest.raises(SuperNodeKeyInUse):
+        supernode_register(key, connection)
+    found = supernode_find(key, connection)
+    assert found is not None and (found.node_id, found.status) == (node_id, "registered")
+    # Unregistered once; a second time is not an error (already gone)
+    assert supernode_unregister(node_id, connection) is True
+    assert supernode_unregister(node_id, connection) is False
+    found = supernode_find(key, connection)
+    assert found is not None and not found.registered
+    # The SuperLink never registers that key again
+    with pytest.raises(SuperNodeKeyInUse):
+        supernode_register(key, connection)
+    assert supernode_find(generate_node_key(tmp_path / "other.key").openssh, connection) is None
+
+
+def test_node_key_calls_to_a_superlink_that_is_down_raise_superlink_unavailable(
+    tmp_path: Path,
+) -> None:
+    down = Connection(address=f"127.0.0.1:{free_port()}", flwr_home=tmp_path / "flwr")
+    with pytest.raises(SuperLinkUnavailable):
+        supernode_register(generate_node_key(tmp_path / "node.key").openssh, down)
+    with pytest.raises(SuperLinkUnavailable):
+        supernodes_list(down)
