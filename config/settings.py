@@ -5,6 +5,7 @@ The one-command demo runs with no variables at all: SQLite under ``var/``, files
 ``DATABASE_URL`` and ``CELERY_BROKER_URL``. With ``DJANGO_DEBUG`` off, a ``SECRET_KEY`` is required.
 """
 
+import ipaddress
 from pathlib import Path
 
 import environ
@@ -47,6 +48,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "core.middleware.ApiErrorMiddleware",  # /api/: every error in the JSON shape, DEBUG or not
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -201,6 +203,14 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": 20,
     "DEFAULT_SCHEMA_CLASS": "core.schema.AutoSchema",
     "EXCEPTION_HANDLER": "core.errors.api_exception_handler",
+    # JSON bodies: depth, 64-bit integers and no NUL characters (core.parsers).
+    "DEFAULT_PARSER_CLASSES": [
+        "core.parsers.LimitedJSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    # Stock DRF throttles read REMOTE_ADDR only; ours use core.throttles.client_address.
+    "NUM_PROXIES": 0,
     # Rate limits (core.throttles): "N/second|minute|hour|day", from the environment.
     "DEFAULT_THROTTLE_CLASSES": ["core.throttles.ApiThrottle"],
     "DEFAULT_THROTTLE_RATES": {
@@ -249,7 +259,11 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    # API tokens never reach a log line (?token= on download links): core.redaction.
+    "filters": {"redact_tokens": {"()": "core.redaction.RedactTokensFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]},
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
 }
 
@@ -284,6 +298,22 @@ else:
 # N failed logins for one username from one address lock that pair out for the window.
 ATELIER_LOGIN_MAX_FAILURES = env.int("ATELIER_LOGIN_MAX_FAILURES", default=10)
 ATELIER_LOGIN_LOCKOUT_SECONDS = env.int("ATELIER_LOGIN_LOCKOUT_SECONDS", default=15 * 60)
+# Past this many failures for one username from all addresses in the window, each address may
+# fail only ..._UNDER_ATTACK times; a right password from an address that has not failed
+# still logs in (core.services: a stranger slows guessing down, never locks the owner out).
+ATELIER_LOGIN_ACCOUNT_MAX_FAILURES = env.int("ATELIER_LOGIN_ACCOUNT_MAX_FAILURES", default=50)
+ATELIER_LOGIN_MAX_FAILURES_UNDER_ATTACK = env.int(
+    "ATELIER_LOGIN_MAX_FAILURES_UNDER_ATTACK", default=3
+)
+# Proxies whose X-Forwarded-For is believed (addresses or CIDR networks, comma-separated):
+# the client is the right-most address in that header that is not one of them. Empty: the
+# peer's address (REMOTE_ADDR), whatever the header says. See docs/production.md.
+ATELIER_TRUSTED_PROXIES = env.list("ATELIER_TRUSTED_PROXIES", default=[])
+for _proxy in ATELIER_TRUSTED_PROXIES:
+    try:
+        ipaddress.ip_network(_proxy.strip(), strict=False)
+    except ValueError as _exc:
+        raise ImproperlyConfigured(f"ATELIER_TRUSTED_PROXIES: {_exc}") from _exc
 # Bytes each user may keep in completed uploads (0: no quota). Staff are not limited.
 ATELIER_UPLOAD_QUOTA_BYTES = env.int("ATELIER_UPLOAD_QUOTA_BYTES", default=100 * 1024**3)
 # Content-Security-Policy: scripts only from our origin or with the per-response nonce.

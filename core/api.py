@@ -14,6 +14,7 @@ from core.errors import ApplicationError
 from core.security import lockout_message
 from core.services import token_create, token_revoke
 from core.throttles import ApiThrottle, LoginThrottle
+from core.validators import refuse_invisible_characters
 
 
 class TokenOutputSerializer(serializers.Serializer):
@@ -31,7 +32,9 @@ class TokenCreateApi(APIView):
     throttle_classes = [ApiThrottle, LoginThrottle]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100, default="cli")
+        name = serializers.CharField(
+            max_length=100, default="cli", validators=[refuse_invisible_characters]
+        )
         username = serializers.CharField(required=False)
         password = serializers.CharField(required=False, style={"input_type": "password"})
 

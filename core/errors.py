@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.exceptions import PermissionDenied
+from django.conf import settings
+from django.core.exceptions import (
+    BadRequest,
+    PermissionDenied,
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
+from django.db import DataError
 from django.http import Http404, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -76,9 +85,46 @@ def _first_message(detail: Any) -> str:
     return str(detail)
 
 
+# SQLSTATEs of bad input that only the database noticed: a value out of a column's range.
+_OUT_OF_RANGE_STATES = {"22003": "number_out_of_range", "22001": "text_too_long"}
+
+
+def application_error_for(exc: BaseException) -> ApplicationError | None:
+    """The client's error behind a Django or database exception, or None when it is ours.
+
+    A body over ``DATA_UPLOAD_MAX_MEMORY_SIZE`` is 413 with the limit; too many form fields or
+    files, and other refused requests, are 400; a number the database cannot hold is 400.
+    """
+    if isinstance(exc, RequestDataTooBig):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return PayloadTooLargeError(
+            f"The request body is larger than the limit of {limit} bytes.",
+            code="too_large",
+            details={"limit": limit},
+        )
+    if isinstance(exc, TooManyFieldsSent | TooManyFilesSent):
+        return ApplicationError(str(exc) or "Too many fields.", code="too_many_fields")
+    if isinstance(exc, SuspiciousOperation | BadRequest):
+        return ApplicationError("Bad request.", code="bad_request")
+    if isinstance(exc, DataError):
+        state = getattr(exc.__cause__, "sqlstate", None) or getattr(exc.__cause__, "pgcode", None)
+        code = _OUT_OF_RANGE_STATES.get(str(state))
+        if code is not None:
+            from rest_framework.views import set_rollback
+
+            set_rollback()
+            message = str(exc.__cause__ or exc).splitlines()[0]
+            return ApplicationError(
+                f"A value is out of range: {message}.", code=code, details={"reason": message}
+            )
+    return None
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     from rest_framework.views import exception_handler  # not at import: DRF imports our auth
 
+    if not isinstance(exc, ApplicationError):
+        exc = application_error_for(exc) or exc
     if isinstance(exc, ApplicationError):
         return Response(exc.as_dict(), status=exc.status_code)
     if isinstance(exc, Http404):
@@ -112,21 +158,29 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
 _API_PREFIXES = ("/api/", "/civitai/")
 
 
+def is_api_path(path: str) -> bool:
+    """Routes whose every answer, error or not, is JSON (REST API and compatible APIs)."""
+    return path.startswith(_API_PREFIXES)
+
+
 def handler404(request: Any, exception: Exception | None = None) -> Any:
     """No route matched: the JSON error shape under the API prefixes, else the HTML page."""
-    if request.path.startswith(_API_PREFIXES):
+    if is_api_path(request.path):
         return error_response(NotFoundError("No such route or object.", code="not_found"))
     from django.views.defaults import page_not_found
 
     return page_not_found(request, exception or Http404())
 
 
+def server_error() -> ApplicationError:
+    """What a client is told of an unexpected error: nothing more than this."""
+    return ApplicationError("Something went wrong on our side.", code="server_error", status=500)
+
+
 def handler500(request: Any) -> Any:
     """An unexpected error: the JSON error shape under the API prefixes, else the HTML page."""
-    if request.path.startswith(_API_PREFIXES):
-        err = ApplicationError("Something went wrong on our side.", code="server_error",
-                               status=500)
-        return error_response(err)
-    from django.views.defaults import server_error
+    if is_api_path(request.path):
+        return error_response(server_error())
+    from django.views.defaults import server_error as server_error_page
 
-    return server_error(request)
+    return server_error_page(request)

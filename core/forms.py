@@ -1,5 +1,7 @@
 from django import forms
 
+from core.validators import refuse_invisible_characters
+
 
 class SignupForm(forms.Form):
     username = forms.RegexField(
@@ -12,4 +14,4 @@ class SignupForm(forms.Form):
 
 
 class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100)
+    name = forms.CharField(max_length=100, validators=[refuse_invisible_characters])

@@ -4,7 +4,10 @@
   with a fresh nonce per request in place of ``{nonce}``; templates give inline scripts
   ``nonce="{{ csp_nonce }}"`` (the :func:`csp_nonce` context processor).
 - :class:`LockoutModelBackend` authenticates like Django's ModelBackend, but refuses a
-  (username, client address) pair locked out after repeated failures, and counts failures.
+  (username, client address) pair locked out after repeated failures, and counts failures
+  (per pair and per username: see ``core.services``). The address is the proxy-aware
+  :func:`core.throttles.client_address`, so one stranger's failures never lock the owner out
+  of the account from another address.
   Every ``authenticate()`` goes through it: the web login form and the token API alike.
 """
 
@@ -21,7 +24,7 @@ from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 
 from core.services import login_failure_record, login_failures_clear, login_lockout_remaining
-from core.throttles import client_address
+from core.throttles import address_key, client_address
 
 
 class ContentSecurityPolicyMiddleware:
@@ -71,7 +74,7 @@ class LockoutModelBackend(ModelBackend):
             username = kwargs.get("username")
         if username is None or password is None:
             return None
-        address = client_address(request) if request is not None else "local"
+        address = address_key(client_address(request)) if request is not None else "local"
         remaining = login_lockout_remaining(username=username, address=address)
         if remaining:
             if request is not None:

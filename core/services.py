@@ -82,6 +82,18 @@ def token_authenticate(*, secret: str) -> AbstractBaseUser | None:
 # Failed logins are counted per (username, client address) in the default cache (Redis in
 # production; ``incr`` is atomic there). The key does not depend on whether the username
 # exists, so a lockout tells nothing about which accounts there are.
+#
+# Two counts, so that a stranger can neither guess freely nor lock the owner out:
+# - per (username, address): ATELIER_LOGIN_MAX_FAILURES failures lock that pair out for the
+#   window. Other addresses are not affected: a stranger cannot lock the owner out.
+# - per username, from every address: past ATELIER_LOGIN_ACCOUNT_MAX_FAILURES failures in a
+#   window the account is under attack, and each address may fail only
+#   ATELIER_LOGIN_MAX_FAILURES_UNDER_ATTACK times before its pair is locked. A correct
+#   password from an address that has not failed still logs in; the attack only slows down.
+
+
+def _account_ident(username: str) -> str:
+    return hashlib.sha256(f"{username.strip().lower()}".encode()).hexdigest()
 
 
 def _lockout_ident(username: str, address: str) -> str:
@@ -96,26 +108,43 @@ def login_lockout_remaining(*, username: str, address: str) -> int:
     return max(1, int(until - timezone.now().timestamp()))
 
 
+def _count(key: str, window: int) -> int:
+    cache.add(key, 0, timeout=window)
+    try:
+        return int(cache.incr(key))
+    except ValueError:  # expired between add and incr
+        cache.set(key, 1, timeout=window)
+        return 1
+
+
+def login_account_under_attack(*, username: str) -> bool:
+    """Whether this username failed too often, from all addresses together, in the window."""
+    failures = cache.get(f"login-account-failures:{_account_ident(username)}") or 0
+    return int(failures) >= settings.ATELIER_LOGIN_ACCOUNT_MAX_FAILURES
+
+
 def login_failure_record(*, username: str, address: str) -> int:
     """Count one failed login; the N-th in a window locks the pair out for the window.
 
-    Returns the failures counted in the current window.
+    N is ``ATELIER_LOGIN_MAX_FAILURES``, or ``ATELIER_LOGIN_MAX_FAILURES_UNDER_ATTACK`` while
+    the username is under attack (see above). Returns the failures counted in the current
+    window for the pair.
     """
     window = settings.ATELIER_LOGIN_LOCKOUT_SECONDS
     ident = _lockout_ident(username, address)
     counter = f"login-failures:{ident}"
-    cache.add(counter, 0, timeout=window)
-    try:
-        count = int(cache.incr(counter))
-    except ValueError:  # expired between add and incr
-        cache.set(counter, 1, timeout=window)
-        count = 1
-    if count >= settings.ATELIER_LOGIN_MAX_FAILURES:
+    _count(f"login-account-failures:{_account_ident(username)}", window)
+    count = _count(counter, window)
+    limit = settings.ATELIER_LOGIN_MAX_FAILURES
+    if login_account_under_attack(username=username):
+        limit = min(limit, settings.ATELIER_LOGIN_MAX_FAILURES_UNDER_ATTACK)
+    if count >= limit:
         cache.set(f"login-locked:{ident}", timezone.now().timestamp() + window, timeout=window)
         cache.delete(counter)
     return count
 
 
 def login_failures_clear(*, username: str, address: str) -> None:
-    """After a successful login: the pair starts again from zero."""
+    """After a successful login: the pair starts again from zero (the account's count stays:
+    a stranger's failures elsewhere are not forgiven by the owner's login)."""
     cache.delete(f"login-failures:{_lockout_ident(username, address)}")

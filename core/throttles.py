@@ -8,6 +8,12 @@ the environment, see ``config/settings.py``):
 - ``downloads``: download redirects and signed-file reads, per user or address;
 - ``generation``: reserved for the image-generation (studio) views.
 
+The client address is :func:`client_address`: the peer (``REMOTE_ADDR``), or, when the peer is
+one of ``settings.ATELIER_TRUSTED_PROXIES``, the right-most address of ``X-Forwarded-For``
+that is not a trusted proxy (what a client writes into the header itself is never believed).
+Counters key an IPv6 client by its /64 network (:func:`address_key`): one subscriber holds a
+whole /64, and rotating addresses inside it must not reset the count.
+
 Counters live in the default cache: Redis in tests and production (``REDIS_CACHE_URL``), a
 local-memory cache in the demo. A refused request gets 429, a ``Retry-After`` header and the
 JSON error shape ``{"code": "throttled", "message", "details": {"retry_after", "scope"}}``.
@@ -15,11 +21,13 @@ JSON error shape ``{"code": "throttled", "message", "details": {"retry_after", "
 
 from __future__ import annotations
 
+import ipaddress
 import math
-from collections.abc import Callable
-from functools import wraps
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from functools import lru_cache, wraps
+from typing import TYPE_CHECKING, Any, Protocol
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
@@ -30,9 +38,72 @@ if TYPE_CHECKING:  # rest_framework.views reads the settings that name this modu
     from rest_framework.views import APIView
 
 
-def client_address(request: HttpRequest) -> str:
-    """The peer address. ``X-Forwarded-For`` is trusted only via DRF's ``NUM_PROXIES``."""
-    return str(request.META.get("REMOTE_ADDR") or "unknown")
+AddressNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def _networks(entries: tuple[str, ...]) -> tuple[AddressNetwork, ...]:
+    return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in entries)
+
+
+def trusted_proxies() -> tuple[AddressNetwork, ...]:
+    """``settings.ATELIER_TRUSTED_PROXIES`` (addresses or CIDR networks), parsed once."""
+    return _networks(tuple(getattr(settings, "ATELIER_TRUSTED_PROXIES", ()) or ()))
+
+
+def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    text = text.strip()
+    if text.startswith("[") and "]" in text:  # "[2001:db8::1]:443"
+        text = text[1 : text.index("]")]
+    elif text.count(":") == 1:  # "192.0.2.1:443"
+        text = text.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    return any(address.version == net.version and address in net for net in trusted_proxies())
+
+
+class _HasMeta(Protocol):
+    META: Mapping[str, Any]
+
+
+def client_address(request: _HasMeta) -> str:
+    """The address of the client that sent ``request``.
+
+    ``X-Forwarded-For`` counts only when the peer is a trusted proxy; then the chain is read
+    from the right (each proxy appends the address it saw) and the first hop that is not a
+    trusted proxy is the client. Hops to its left were written by the client and are ignored.
+    """
+    peer = _ip(str(request.META.get("REMOTE_ADDR") or ""))
+    if peer is None:
+        return str(request.META.get("REMOTE_ADDR") or "unknown")
+    if not _trusted(peer):
+        return str(peer)
+    hops = str(request.META.get("HTTP_X_FORWARDED_FOR") or "").split(",")
+    client = peer
+    for hop in reversed([h for h in hops if h.strip()]):
+        address = _ip(hop)
+        if address is None:  # garbage where a trusted proxy wrote: stop at the last good hop
+            break
+        client = address
+        if not _trusted(address):
+            break
+    return str(client)
+
+
+def address_key(address: str) -> str:
+    """What counters key a client address by: IPv4 as is, IPv6 by its /64 network."""
+    parsed = _ip(address)
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed) if parsed is not None else address[:64]
 
 
 class _SettingsRate(SimpleRateThrottle):
@@ -42,6 +113,10 @@ class _SettingsRate(SimpleRateThrottle):
         from rest_framework.settings import api_settings
 
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+
+    def get_ident(self, request: Request) -> str:  # type: ignore[override]
+        """The client address (see :func:`client_address`), never DRF's raw header read."""
+        return address_key(client_address(request))
 
 
 class _UserOrAddressThrottle(_SettingsRate):
@@ -88,6 +163,9 @@ class ViewScopedThrottle(ScopedRateThrottle):
         from rest_framework.settings import api_settings
 
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+
+    def get_ident(self, request: Request) -> str:  # type: ignore[override]
+        return address_key(client_address(request))
 
 
 def retry_after_seconds(throttle: SimpleRateThrottle) -> int:

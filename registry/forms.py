@@ -6,8 +6,10 @@ from typing import Any
 
 from django import forms
 
+from core.validators import refuse_invisible_characters
 from registry.models import BaseModelFamily, ModelKind, Visibility
 from registry.selectors_web import DEFAULT_SORT, SORTS, ModelFilters
+from registry.services.catalog import MAX_TAGS
 
 SORT_CHOICES = [("newest", "Newest"), ("downloads", "Most downloaded"), ("rating", "Top rated")]
 assert {value for value, _ in SORT_CHOICES} == set(SORTS)
@@ -56,14 +58,19 @@ class ModelUploadForm(forms.Form):
     carries only ``upload_id``; without it, the file comes in the form itself.
     """
 
-    name = forms.CharField(max_length=200)
+    name = forms.CharField(max_length=200, validators=[refuse_invisible_characters])
     kind = forms.ChoiceField(choices=ModelKind.choices, initial=ModelKind.LORA)
     description = forms.CharField(
         required=False, widget=forms.Textarea(attrs={"rows": 5}), help_text="Markdown."
     )
     tags = forms.CharField(required=False, max_length=1000, help_text="Comma-separated.")
     visibility = forms.ChoiceField(choices=Visibility.choices, initial=Visibility.PUBLIC)
-    version_name = forms.CharField(max_length=100, initial="v1", label="Version name")
+    version_name = forms.CharField(
+        max_length=100,
+        initial="v1",
+        label="Version name",
+        validators=[refuse_invisible_characters],
+    )
     trigger_words = forms.CharField(
         required=False, max_length=2000, help_text="Comma-separated.", label="Trigger words"
     )
@@ -75,8 +82,10 @@ class ModelUploadForm(forms.Form):
 
     def clean_tags(self) -> list[str]:
         tags = split_words(self.cleaned_data.get("tags", ""))
-        if len(tags) > 20:
-            raise forms.ValidationError("At most 20 tags.")
+        for tag in tags:
+            refuse_invisible_characters(tag)
+        if len(tags) > MAX_TAGS:
+            raise forms.ValidationError(f"At most {MAX_TAGS} tags ({len(tags)} given).")
         return tags
 
     def clean_trigger_words(self) -> list[str]:

@@ -16,11 +16,25 @@ from django.utils.text import Truncator
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from core.validators import refuse_invisible_characters
 from registry.models import Dataset, DatasetKind, DatasetVersion, Model, ModelFile, ModelVersion
+from registry.services.catalog import MAX_TAGS
 
 SUMMARY_CHARS = 280
 STAT_KEY_MAX = 64
 STAT_MAP_MAX = 64
+
+
+def name_field(*, max_length: int, **kwargs: Any) -> serializers.CharField:
+    """An input name, title or tag: no control or invisible characters (core.validators)."""
+    return serializers.CharField(
+        max_length=max_length, validators=[refuse_invisible_characters], **kwargs
+    )
+
+
+def tags_field(**kwargs: Any) -> serializers.ListField:
+    """Input tags: at most ``MAX_TAGS``, each a name of at most 64 characters."""
+    return serializers.ListField(child=name_field(max_length=64), max_length=MAX_TAGS, **kwargs)
 
 
 def absolute_url(context: Mapping[str, Any], path: str) -> str:

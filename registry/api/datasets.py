@@ -33,6 +33,8 @@ from registry.serializers import (
     DatasetDetailSerializer,
     DatasetListItemSerializer,
     DatasetVersionDetailSerializer,
+    name_field,
+    tags_field,
 )
 from registry.services.catalog import (
     dataset_create,
@@ -75,14 +77,12 @@ class DatasetListCreateApi(APIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
+        name = name_field(max_length=200)
         kind = serializers.ChoiceField(choices=DatasetKind.choices)
         description = serializers.CharField(
             required=False, allow_blank=True, default="", max_length=MAX_DESCRIPTION_CHARS
         )
-        tags = serializers.ListField(
-            child=serializers.CharField(max_length=64), required=False, default=list
-        )
+        tags = tags_field(required=False, default=list)
         visibility = serializers.ChoiceField(
             choices=Visibility.choices, default=Visibility.PUBLIC
         )
@@ -126,7 +126,7 @@ class DatasetVersionCreateApi(APIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+        name = name_field(max_length=100)
         upload_id = serializers.UUIDField(required=False, allow_null=True)
         manifest = serializers.JSONField(required=False, allow_null=True)
         license_code = serializers.CharField(

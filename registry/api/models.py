@@ -58,6 +58,8 @@ from registry.serializers import (
     VersionDetailSerializer,
     VersionRefSerializer,
     VersionWithFilesSerializer,
+    name_field,
+    tags_field,
 )
 from registry.services.catalog import (
     FileSpec,
@@ -134,14 +136,12 @@ class ModelListCreateApi(APIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
+        name = name_field(max_length=200)
         kind = serializers.ChoiceField(choices=ModelKind.choices)
         description = serializers.CharField(
             required=False, allow_blank=True, default="", max_length=MAX_DESCRIPTION_CHARS
         )
-        tags = serializers.ListField(
-            child=serializers.CharField(max_length=64), required=False, default=list
-        )
+        tags = tags_field(required=False, default=list)
         visibility = serializers.ChoiceField(
             choices=Visibility.choices, default=Visibility.PUBLIC
         )
@@ -178,11 +178,11 @@ class ModelDetailApi(APIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200, required=False)
+        name = name_field(max_length=200, required=False)
         description = serializers.CharField(
             required=False, allow_blank=True, max_length=MAX_DESCRIPTION_CHARS
         )
-        tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False)
+        tags = tags_field(required=False)
         visibility = serializers.ChoiceField(choices=Visibility.choices, required=False)
 
     @extend_schema(operation_id="models_retrieve", responses={200: ModelDetailSerializer})
@@ -268,7 +268,7 @@ class ModelVersionListCreateApi(APIView):
     permission_classes = [IsAuthenticatedOrReadOnly]
 
     class InputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=100)
+        name = name_field(max_length=100)
         description = serializers.CharField(
             required=False, allow_blank=True, default="", max_length=MAX_DESCRIPTION_CHARS
         )

@@ -17,7 +17,9 @@ redirects to a short-lived signed URL with a ``Content-Disposition`` file name.
 Mapping: a model's ``nsfw`` is its ``nsfw`` tag; ``baseModel`` is the family's usual Civitai
 name (``SD 1.5``, ``SD 2.1``, ``SDXL 1.0``, ...); ratings and download counts are Atelier's.
 Errors are ``{"error": message}`` as on Civitai (with Atelier's ``code``/``message``/``details``
-alongside); a bearer token or ``?token=`` authenticates as on Civitai.
+alongside); a bearer token authenticates as on Civitai. ``?token=`` (which Civitai clients
+append to download links) is taken on the download route only and refused here with 401, so
+that tokens stay out of access logs (see :mod:`core.auth`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
 
-from core.auth import bearer_secret, request_user
+from core.auth import QUERY_TOKEN_REFUSED, bearer_secret, query_token_refused, request_user
 from registry.compat.selectors import (
     NSFW_TAG,
     CivitaiModelFilters,
@@ -167,6 +169,8 @@ def civitai_view(view: View) -> View:
             )
             response["Allow"] = "GET, HEAD"
             return response
+        if query_token_refused(request):
+            return civitai_error(401, QUERY_TOKEN_REFUSED, "token_in_query")
         user = request_user(request)
         if bearer_secret(request) and not user.is_authenticated:
             return civitai_error(401, "Invalid or revoked API token.", "bad_token")

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
+from core.validators import invisible_character, invisible_character_message
 from registry.markdown import render_markdown
 from registry.models import (
     BaseModelFamily,
@@ -76,14 +77,28 @@ def _choice(value: str, choices: type, field: str) -> str:
     return value
 
 
+def _visible(value: str, field: str) -> str:
+    """``value``, refused when it holds invisible or control characters (core.validators)."""
+    char = invisible_character(value)
+    if char is not None:
+        raise ApplicationError(
+            f"{field}: {invisible_character_message(char)}", code="invisible_characters",
+            details={"field": field, "codepoint": f"U+{ord(char):04X}"},
+        )
+    return value
+
+
 def _tags(names: Iterable[str]) -> list[Tag]:
     cleaned = []
     for name in names:
-        tag = name.strip().lower()[:64]
+        tag = _visible(name, "tags").strip().lower()[:64]
         if tag and tag not in cleaned:
             cleaned.append(tag)
     if len(cleaned) > MAX_TAGS:
-        raise ApplicationError(f"At most {MAX_TAGS} tags.", code="too_many_tags")
+        raise ApplicationError(
+            f"tags: at most {MAX_TAGS} tags ({len(cleaned)} given).", code="too_many_tags",
+            details={"field": "tags", "limit": MAX_TAGS, "count": len(cleaned)},
+        )
     return [Tag.objects.get_or_create(name=n)[0] for n in cleaned]
 
 
@@ -117,7 +132,7 @@ def _listing_fields(
     kinds: type, description: str, visibility: str,
 ) -> dict[str, object]:
     """The validated fields models and datasets share: name, unique slug, kind, text."""
-    name = name.strip()
+    name = _visible(name, "name").strip()
     if not name:
         raise ApplicationError(f"A {what} needs a name.", code="name_required")
     return {
@@ -163,7 +178,7 @@ def model_update(
     visibility: str | None = None,
 ) -> Model:
     _require_owner(user, model.owner_id)
-    if name is not None and name.strip():
+    if name is not None and _visible(name, "name").strip():
         model.name = name.strip()[:200]
     if description is not None:
         model.description = description
@@ -241,7 +256,7 @@ def version_create(
 ) -> ModelVersion:
     """A draft version with its files. The base-model family is detected unless given."""
     _require_owner(user, model.owner_id)
-    name = name.strip()[:100]
+    name = _visible(name, "name").strip()[:100]
     if not name:
         raise ApplicationError("A version needs a name.", code="name_required")
     if ModelVersion.objects.filter(model=model, name=name).exists():
@@ -405,7 +420,7 @@ def dataset_version_create_public(
     if upload.inspection.get("format") != "archive" or not archive:
         raise ApplicationError("A public dataset is uploaded as a .zip or .tar archive.",
                                code="not_an_archive")
-    if DatasetVersion.objects.filter(dataset=dataset, name=name).exists():
+    if DatasetVersion.objects.filter(dataset=dataset, name=_visible(name, "name")).exists():
         raise ConflictError(f"Version {name!r} already exists.", code="duplicate_version")
     return DatasetVersion.objects.create(
         dataset=dataset,
@@ -441,7 +456,7 @@ def dataset_version_create_private(
         raise ApplicationError(
             "The manifest needs a positive image count and a 64-digit hash.", code="bad_manifest"
         )
-    if DatasetVersion.objects.filter(dataset=dataset, name=name).exists():
+    if DatasetVersion.objects.filter(dataset=dataset, name=_visible(name, "name")).exists():
         raise ConflictError(f"Version {name!r} already exists.", code="duplicate_version")
     return DatasetVersion.objects.create(
         dataset=dataset,
