@@ -188,14 +188,26 @@ def version_ancestors(version: ModelVersion) -> list[Ancestor]:
 
 
 def upstream_royalties(version: ModelVersion | DatasetVersion) -> list[tuple[int, int, str]]:
-    """``(owner_id, bps, label)`` for each ancestor whose listing asks a royalty."""
+    """``(owner_id, bps, label)`` for each ancestor whose listing asks a royalty, nearest
+    first (one query for the listings, however long the lineage)."""
     if not isinstance(version, ModelVersion):
         return []
+    ancestors = version_ancestors(version)
+    asking = list(Listing.objects.filter(is_active=True, royalty_bps__gt=0).filter(
+        Q(model_version_id__in=[a.model_version.pk for a in ancestors if a.model_version])
+        | Q(dataset_version_id__in=[a.dataset_version.pk for a in ancestors
+                                    if a.dataset_version])
+    ))
+    by_version = {row.model_version_id: row.royalty_bps for row in asking
+                  if row.model_version_id is not None}
+    by_dataset = {row.dataset_version_id: row.royalty_bps for row in asking
+                  if row.dataset_version_id is not None}
     out = []
-    for ancestor in version_ancestors(version):
-        listing = listing_for(ancestor.target)
-        if listing is not None and listing.royalty_bps > 0:
-            out.append((ancestor.owner_id, listing.royalty_bps, ancestor.label))
+    for ancestor in ancestors:
+        bps = (by_version.get(ancestor.model_version.pk) if ancestor.model_version
+               else by_dataset.get(ancestor.target.pk))
+        if bps:
+            out.append((ancestor.owner_id, bps, ancestor.label))
     return out
 
 

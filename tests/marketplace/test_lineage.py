@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import ApplicationError
 from marketplace.models import Listing
-from marketplace.selectors import effective_permissions, version_ancestors
+from marketplace.selectors import effective_permissions, upstream_royalties, version_ancestors
 from marketplace.services.licenses import license_check
 from marketplace.services.listings import listing_create, listing_update
 from registry.models import Lineage
@@ -102,3 +102,20 @@ def test_royalties_over_what_the_fee_leaves_are_refused_with_the_numbers(
     listing.refresh_from_db()
     assert listing.price == 0
     assert Listing.objects.filter(model_version=derived, price=0).exists()
+
+
+def test_royalties_of_a_long_lineage_in_three_queries(
+    make_user, make_version, django_assert_num_queries
+) -> None:
+    # given: 40 ancestors, every other one listed with a 100 bps royalty
+    owner = make_user("owner")
+    chain = _chain(make_version, owner, make_version(owner, license_code="mit"), 40)
+    for i, version in enumerate(chain[:-1]):
+        if i % 2 == 0:
+            listing_create(seller=owner, target=version, price=0, royalty_bps=100)
+    # when
+    with django_assert_num_queries(3):  # ancestor ids, lineage rows, listings
+        royalties = upstream_royalties(chain[-1])
+    # then: nearest first
+    assert [bps for _, bps, _ in royalties] == [100] * 20
+    assert f"model version {chain[-3].pk}" in royalties[0][2]
