@@ -108,6 +108,40 @@ def test_behind_a_trusted_proxy_the_client_is_the_right_most_untrusted_address(
     assert other.status_code == 201, other.text
 
 
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "client"),
+    [
+        ("192.0.2.1", "203.0.113.5", "192.0.2.1"),  # untrusted peer: the header is ignored
+        ("10.0.0.2", "", "10.0.0.2"),  # trusted peer, no header: the peer
+        ("10.0.0.2", "203.0.113.5", "203.0.113.5"),
+        ("10.0.0.2", "6.6.6.6, 203.0.113.5, 10.0.0.9", "203.0.113.5"),  # right-most untrusted
+        ("10.0.0.2", "10.0.0.7, 10.0.0.9", "10.0.0.7"),  # all trusted: the left-most
+        ("10.0.0.2", "6.6.6.6, not-an-address", "10.0.0.2"),  # garbage: stop at the proxy
+        ("10.0.0.2", "[2001:db8::1]:443", "2001:db8::1"),
+        ("10.0.0.2", "203.0.113.5:5555", "203.0.113.5"),
+        ("::ffff:10.0.0.2", "::ffff:203.0.113.5", "203.0.113.5"),  # IPv4-mapped
+    ],
+)
+def test_the_client_address_believes_only_trusted_proxies(
+    settings: Any, peer: str, forwarded: str, client: str
+) -> None:
+    from django.test import RequestFactory
+
+    from core.throttles import client_address
+
+    settings.ATELIER_TRUSTED_PROXIES = ["10.0.0.0/8"]
+    request = RequestFactory().get("/", REMOTE_ADDR=peer, HTTP_X_FORWARDED_FOR=forwarded)
+    assert client_address(request) == client
+
+
+def test_ipv6_clients_are_counted_by_their_64_network() -> None:
+    from core.throttles import address_key
+
+    assert address_key("2001:db8:1:2:aaaa::1") == address_key("2001:db8:1:2:bbbb::9")
+    assert address_key("2001:db8:1:2::1") != address_key("2001:db8:1:3::1")
+    assert address_key("203.0.113.5") == "203.0.113.5"
+
+
 def test_a_strangers_failed_logins_from_many_addresses_do_not_lock_the_owner_out(
     site: str, settings: Any, alice: Any
 ) -> None:
