@@ -71,7 +71,8 @@ def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 class _HasMeta(Protocol):
-    META: Mapping[str, Any]
+    @property
+    def META(self) -> Mapping[str, Any]: ...
 
 
 def client_address(request: _HasMeta) -> str:
@@ -114,7 +115,7 @@ class _SettingsRate(SimpleRateThrottle):
 
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
 
-    def get_ident(self, request: Request) -> str:  # type: ignore[override]
+    def get_ident(self, request: Request) -> str:
         """The client address (see :func:`client_address`), never DRF's raw header read."""
         return address_key(client_address(request))
 
@@ -164,7 +165,7 @@ class ViewScopedThrottle(ScopedRateThrottle):
 
         return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
 
-    def get_ident(self, request: Request) -> str:  # type: ignore[override]
+    def get_ident(self, request: Request) -> str:
         return address_key(client_address(request))
 
 
