@@ -147,3 +147,21 @@ def test_a_node_fetches_the_base_model_only_of_a_job_it_serves(
     # A revoked node: 401
     node_revoke(node=nodes[1].node, user=nodes[1].node.owner)
     _error(get(nodes[1].token), 401, "bad_token")
+
+
+def test_the_readiness_report_logs_a_node_left_out_for_claiming_a_dataset_it_does_not_serve(
+    world: dict[str, Any], live_server: Any,
+) -> None:
+    job = world["job"]
+    url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
+    preparing = {"job-id": job.flower_job_id, "status": "preparing", "prepare": {
+        "nodes-asked": ["100", "101", "102"], "ready": {}, "no-reply": [],
+        "failed": {"102": "dataset_not_owned: node 102 named dataset 0123..., which its "
+                          "registered node does not serve in this job",
+                   "101": "[4001] privacy_budget_exceeded: spent"}}}
+    answer = _post(url, world["credentials"]["progress-token"], preparing)
+    assert answer.status_code == 200 and answer.json() == {"recorded": False, "round": None}
+    events = {e.kind: e for e in JobEvent.objects.filter(job=job, kind__in=(
+        "reply_rejected", "node_not_ready"))}
+    assert events["reply_rejected"].level == "error" and "102" in events["reply_rejected"].message
+    assert events["node_not_ready"].level == "warning"

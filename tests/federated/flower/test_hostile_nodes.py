@@ -244,6 +244,8 @@ def test_a_node_claiming_another_owners_dataset_is_rejected_and_paid_nothing(
     assert record.rejected[hostile_id][0].startswith("dataset_not_owned")
     rejected = JobEvent.objects.get(job=job, kind="reply_rejected")
     assert rejected.level == "error" and hostile_id in rejected.message
+    # The coordinator's replay of the ServerApp's saved rounds matched its reports: no conflict
+    assert not JobEvent.objects.filter(job=job, kind="round_conflict").exists()
     # The honest owners are paid exactly their examples; the hostile owner nothing
     lines = {jd.dataset_version_id: jd for jd in JobDataset.objects.filter(job=job)}
     for index in (0, 1):
