@@ -194,6 +194,21 @@ def test_start_serves_every_dataset_through_the_node_file_and_fetches_the_model_
     assert "base-model-path" not in command and "dataset-path" not in command
 
 
+def test_a_registered_node_fetches_job_models_with_its_own_token(
+    node_with_data: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["node", "start", "--superlink", "127.0.0.1:9999", "--insecure", "--dry-run"]
+    assert main([*args, "--node-dir", str(node_with_data)]) == 0
+    assert "registration-file" not in capsys.readouterr().out  # not registered: no token
+    registration = node_with_data / "registration.json"
+    registration.write_text('{"site": "http://site.test", "id": 3, "token": "atn_secret"}')
+    assert main([*args, "--node-dir", str(node_with_data)]) == 0
+    command = capsys.readouterr().out
+    # The node config names the file (the token itself never goes on the command line)
+    assert f'registration-file="{registration.resolve()}"' in command
+    assert "atn_secret" not in command
+
+
 def test_start_with_a_non_positive_heartbeat_interval_is_a_usage_error(
     node_with_data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
