@@ -142,3 +142,26 @@ def test_superlink_node_ids_maps_active_registered_nodes_only(make_user: Any) ->
     node_revoke(node=b, user=owner)
     # c was never registered on the SuperLink; b is revoked
     assert superlink_node_ids(node_ids=[a.pk, b.pk, c.pk]) == {a.pk: "18446744073709551615"}
+
+
+def test_the_system_check_warns_of_a_superlink_without_tls_or_node_auth(
+    settings: Any, tmp_path: Any
+) -> None:
+    from federated.checks import superlink_security_check
+
+    settings.DEBUG = False
+    settings.ATELIER_SUPERLINK = "10.0.0.5:9100"
+    ca = tmp_path / "ca.crt"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    settings.ATELIER_SUPERLINK_ROOT_CERTIFICATES = str(ca)
+    settings.ATELIER_SUPERLINK_INSECURE, settings.ATELIER_SUPERLINK_NODE_AUTH = False, True
+    assert superlink_security_check() == []
+    settings.ATELIER_SUPERLINK_NODE_AUTH = False
+    assert [m.id for m in superlink_security_check()] == ["federated.W001"]
+    settings.ATELIER_SUPERLINK_INSECURE = True
+    assert [m.id for m in superlink_security_check()] == ["federated.W001"]
+    settings.ATELIER_SUPERLINK_INSECURE, settings.ATELIER_SUPERLINK_NODE_AUTH = False, True
+    settings.ATELIER_SUPERLINK_ROOT_CERTIFICATES = str(tmp_path / "missing.crt")
+    assert [m.id for m in superlink_security_check()] == ["federated.E001"]
+    settings.ATELIER_SUPERLINK = ""
+    assert superlink_security_check() == []
