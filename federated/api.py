@@ -84,6 +84,8 @@ class NodeOutputSerializer(serializers.Serializer):
     key_type = serializers.CharField()
     key_fingerprint = serializers.CharField()
     flwr_node_id = serializers.CharField()
+    # The SuperLink's id for the node's key ("" until the site registered it there).
+    superlink_node_id = serializers.CharField()
     version = serializers.CharField(source="software_version")
     serving = serializers.ListField(child=serializers.CharField())
     datasets = NodeDatasetRefSerializer(many=True)
