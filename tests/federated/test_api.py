@@ -65,6 +65,7 @@ def test_a_node_registers_heartbeats_and_is_revoked(site: Any) -> None:
     # The list shows it without the token
     listed = site["as_owner"].get(f"{API}/nodes").json()
     assert [n["id"] for n in listed] == [node_id] and listed[0]["status"] == "offline"
+    assert listed[0]["superlink_node_id"] == ""  # no SuperLink configured: not registered there
     assert token not in json.dumps(listed)
     assert site["as_stranger"].get(f"{API}/nodes").json() == []
     # Heartbeat with the node token
