@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -283,7 +284,11 @@ def test_the_access_log_never_holds_a_token(people: People, settings: Any, tmp_p
         misplaced = requests.get(f"{server.url}/api/v1/auth/whoami?token={token}&x=1", timeout=30)
         assert download.status_code == 302
         assert misplaced.status_code == 401
-        log = server.log()
+        # (gunicorn writes an access line just after sending the response)
+        deadline = time.monotonic() + 15
+        while "whoami" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)
+    log = server.log()  # after the server stopped: every line is written
 
     # Then both requests are in the access log, with the token redacted
     assert f"/api/download/models/{draft}?token=[redacted]" in log, log[-3000:]
@@ -426,15 +431,29 @@ def test_a_number_too_big_for_its_column_is_a_400_not_a_500(people: People) -> N
     assert not DatasetVersion.objects.filter(dataset_id=dataset.json()["id"]).exists()
 
 
-def test_nul_characters_in_text_are_refused(people: People) -> None:
-    response = requests.post(
-        f"{people.site}/api/v1/models",
+def test_nul_characters_anywhere_in_a_json_body_are_refused(people: People) -> None:
+    # Given alice's private dataset, whose versions take a free-form JSON manifest
+    site, alice = people.site, people.headers("alice")
+    dataset = requests.post(
+        f"{site}/api/v1/datasets",
+        headers=alice,
         timeout=30,
-        json={"name": "a\x00b", "kind": "lora"},
-        headers=people.headers("alice"),
+        json={"name": "Holiday", "kind": "private"},
     )
+    assert dataset.status_code == 201, dataset.text
+
+    # When a NUL character hides in the manifest (PostgreSQL cannot store it)
+    manifest = {"count": 3, "manifest_hash": "a" * 64, "captions": {"note": "x\x00y"}}
+    response = requests.post(
+        f"{site}/api/v1/datasets/{dataset.json()['id']}/versions",
+        headers=alice,
+        timeout=30,
+        json={"name": "v1", "manifest": manifest},
+    )
+
+    # Then it is a 400 naming where it is, not a 500
     error = assert_error(response, 400, "bad_text")
-    assert error["details"]["field"] == "name"
+    assert error["details"]["field"] == "manifest.captions.note"
 
 
 def test_a_body_over_the_memory_limit_gets_413_json(people: People, settings: Any) -> None:
