@@ -253,3 +253,55 @@ def _round_nodes(out: Path) -> list[set[str]]:
 
     metrics = json.loads((out / "metrics.json").read_text())
     return [set(record["nodes"]) for record in metrics["rounds"]]
+
+
+# --- the site's node-key services against the real SuperLink --------------------------------
+
+
+@pytest.fixture
+def site_link(link: LocalFederation, settings: Any, tmp_path: Path, fed: Any) -> LocalFederation:
+    """The site's settings pointing at ``link`` with node authentication on (no worker: the
+    services are called directly)."""
+    assert link.certs is not None
+    settings.ATELIER_SUPERLINK = f"127.0.0.1:{link.port}"
+    settings.ATELIER_SUPERLINK_INSECURE = False
+    settings.ATELIER_SUPERLINK_ROOT_CERTIFICATES = str(link.certs.ca_cert)
+    settings.ATELIER_SUPERLINK_NODE_AUTH = True
+    settings.ATELIER_FLWR_HOME = tmp_path / "flwr-home"
+    return link
+
+
+@pytest.mark.django_db
+def test_registering_a_key_whose_answer_was_lost_finds_it_and_revoking_in_a_race_removes_it(
+    site_link: LocalFederation, fed: Any, tmp_path: Path
+) -> None:
+    from federated.models import Node
+    from federated.services.nodes import (
+        node_register,
+        node_revoke,
+        node_superlink_register,
+        node_superlink_unregister,
+    )
+    from federated.superlink import supernode_find, supernode_register
+
+    owner = fed.user("owner-lost")
+    key = generate_node_key(tmp_path / "lost.key").openssh
+    node = node_register(owner=owner, name="lost answer", public_key=key).node
+    # The SuperLink registered the key, but the site never heard back (a lost answer)
+    superlink_id = supernode_register(key, site_link.connection)
+    # Registering again finds the key on the SuperLink and keeps its id (no second node)
+    assert node_superlink_register(node_id=node.pk).superlink_node_id == superlink_id
+    assert node_superlink_register(node_id=node.pk).superlink_node_id == superlink_id
+    # A node revoked before the site stored its SuperLink id: the key is still found and
+    # removed (the register task may have reached the SuperLink first)
+    other_key = generate_node_key(tmp_path / "race.key").openssh
+    raced = node_register(owner=owner, name="race", public_key=other_key).node
+    raced_id = supernode_register(other_key, site_link.connection)
+    node_revoke(node=raced, user=owner)
+    assert Node.objects.get(pk=raced.pk).superlink_node_id == ""
+    done = node_superlink_unregister(node_id=raced.pk)
+    assert done.superlink_unregistered_at is not None
+    found = supernode_find(other_key, site_link.connection)
+    assert found is not None and (found.node_id, found.registered) == (raced_id, False)
+    # And registering a revoked node does nothing
+    assert node_superlink_register(node_id=raced.pk).superlink_node_id == ""
