@@ -48,6 +48,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: drops an unread request body before the answer, so a refused request (413, 401,
+    # 429) leaves a kept-alive connection usable under gunicorn (core.bodies).
+    "core.bodies.UnreadBodyMiddleware",
     "core.middleware.ApiErrorMiddleware",  # /api/: every error in the JSON shape, DEBUG or not
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

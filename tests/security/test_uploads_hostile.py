@@ -258,3 +258,33 @@ def test_after_an_early_413_the_next_request_on_the_connection_is_answered_by_ru
     assert status == 413 and body["code"] == "too_large", body
     assert next_status == 200 and next_body["offset"] == 0, next_body
     assert kept_open and same_socket
+
+
+def test_after_a_json_body_refused_as_too_large_gunicorn_answers_the_next_request(
+    small_upload: tuple[str, str], settings: Any, tmp_path: Path
+) -> None:
+    # Given the site under gunicorn with threads, and a client with a token
+    token, _ = small_upload
+    auth = {"Authorization": f"Bearer {token}"}
+    with gunicorn_server(settings, tmp_path / "gunicorn.log") as site:
+        conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=20)
+        # When it posts an 11 MB JSON body (over DATA_UPLOAD_MAX_MEMORY_SIZE), then asks again
+        big = json.dumps({"name": "x", "description": "y" * (11 * 1024 * 1024)}).encode()
+        conn.request(
+            "POST", "/api/v1/models", body=big, headers={**auth, "Content-Type": "application/json"}
+        )
+        first = conn.getresponse()
+        first_body = json.loads(first.read())
+        sock = conn.sock
+        conn.request("GET", "/api/v1/auth/whoami", headers=auth)
+        second = conn.getresponse()
+        second.read()
+        same_socket = conn.sock is sock and sock is not None
+        conn.close()
+        log = site.log()
+
+    # Then the refusal is a 413 in the JSON error shape
+    assert first.status == 413 and first_body["code"] == "too_large", first_body
+    # And the next request is answered on the same connection (no broken pipe)
+    assert second.status == 200 and same_socket
+    assert "Traceback" not in log, log[-3000:]
