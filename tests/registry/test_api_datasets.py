@@ -143,7 +143,7 @@ def test_a_public_dataset_refuses_an_upload_that_is_not_an_archive(alice, alice_
         ({"name": "v1", "manifest": [1, 2]}, "invalid"),
         ({"name": "v1", "manifest": {"count": 3}}, "bad_manifest"),
         ({"name": "v1", "manifest": {"count": 0, "manifest_hash": "0" * 64}}, "bad_manifest"),
-        ({"name": "v1", "manifest": {**private_manifest(), "x": "a\u0000"}}, "invalid"),
+        ({"name": "v1", "manifest": {**private_manifest(), "x": "a\u0000"}}, "bad_text"),
     ],
     ids=["nothing", "not-an-object", "no-hash", "zero-images", "nul-character"],
 )
