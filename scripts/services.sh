@@ -1,6 +1,26 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis on loopback if they are not answering (idempotent).
+# What the suite needs from the system, installed if missing (Debian packages; root), then
+# PostgreSQL and Redis started on loopback if they are not answering (idempotent).
+# `make test` runs this, so the README's command works on a fresh machine, as CI does.
 set -euo pipefail
+
+need=()
+command -v pg_isready >/dev/null || need+=(postgresql postgresql-client)
+command -v redis-server >/dev/null || need+=(redis-server)
+[ -x /usr/bin/chromium ] || need+=(chromium)  # browser journeys (Playwright drives it)
+command -v wrk >/dev/null || need+=(wrk)  # the load smoke test
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "services: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+  else
+    echo "services: the suite needs these Debian packages: ${need[*]}" \
+      "(sudo apt-get install ${need[*]})" >&2
+    exit 1
+  fi
+fi
 
 pg_up() { pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; }
 redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping 2>/dev/null | grep -q PONG; }
