@@ -6,11 +6,12 @@ import datetime
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
+from core.errors import AccessDeniedError, ApplicationError, ConflictError, NotFoundError
 from marketplace.models import (
     COMMERCIAL_LEVELS,
     Account,
@@ -23,6 +24,7 @@ from marketplace.models import (
     Payout,
     Review,
 )
+from registry.access import can_view_version
 from registry.models import DatasetVersion, Lineage, ModelVersion
 from registry.selectors import lineage_links_upstream
 
@@ -386,3 +388,36 @@ def payouts_for(*, user: AbstractBaseUser) -> QuerySet[Payout]:
 
 def reviews_for_version(version: ModelVersion) -> QuerySet[Review]:
     return Review.objects.filter(model_version=version).select_related("user")
+
+
+def review_refusal(
+    *, user: AbstractBaseUser | AnonymousUser, version: ModelVersion
+) -> ApplicationError | None:
+    """Why ``user`` may not review ``version``, or ``None`` when they may.
+
+    The one rule for reviews, used by ``review_create`` (API and form) and the page's form:
+    a logged-in user who can see the version, does not own it, has not reviewed it yet, and,
+    when it is on sale for a price right now, has bought it.
+    """
+    if not user.is_authenticated:
+        return AccessDeniedError("Log in to review.", code="authentication_required",
+                                 status=401)
+    if not can_view_version(user, version):
+        return NotFoundError("No such version.")
+    if version.model.owner_id == user.pk:
+        return ApplicationError("You cannot review your own model.", code="own_model")
+    listing = listing_for(version)
+    if (listing is not None and listing_price_now(listing) > 0
+            and not is_entitled(user, version)):
+        return AccessDeniedError(
+            f"Only buyers can review this model: it costs {listing.price} credits; "
+            "buy it to review it.",
+            code="purchase_required", details={"listing_id": listing.pk},
+        )
+    if Review.objects.filter(user_id=user.pk, model_version_id=version.pk).exists():
+        return ConflictError("You already reviewed this version.", code="already_reviewed")
+    return None
+
+
+def review_allowed(*, user: AbstractBaseUser | AnonymousUser, version: ModelVersion) -> bool:
+    return review_refusal(user=user, version=version) is None

@@ -1,4 +1,4 @@
-"""Reviews: one per user per version, verified for buyers."""
+"""Reviews: one per user per version, verified for buyers; paid models only by buyers."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count
 
-from core.errors import ApplicationError, ConflictError, NotFoundError
+from core.errors import ApplicationError, ConflictError
 from marketplace.models import Review
-from marketplace.selectors import is_entitled
-from registry.access import can_view_version
+from marketplace.selectors import is_entitled, review_refusal
 from registry.models import ModelVersion
 from registry.services.catalog import model_rating_set
 
@@ -18,14 +17,13 @@ from registry.services.catalog import model_rating_set
 def review_create(
     *, user: AbstractBaseUser, version: ModelVersion, rating: object, text: str = ""
 ) -> Review:
-    """Review a version you can see (not your own); ``verified`` if you are entitled to it.
+    """Review a version ``review_refusal`` allows; ``verified`` if you are entitled to it.
 
     Also refreshes the model's rating average and count (the registry's display fields).
     """
-    if not can_view_version(user, version):
-        raise NotFoundError("No such version.")
-    if version.model.owner_id == user.pk:
-        raise ApplicationError("You cannot review your own model.", code="own_model")
+    refusal = review_refusal(user=user, version=version)
+    if refusal is not None:
+        raise refusal
     if not isinstance(rating, int) or isinstance(rating, bool) or not 1 <= rating <= 5:
         raise ApplicationError("rating must be a whole number from 1 to 5.", code="bad_rating")
     try:

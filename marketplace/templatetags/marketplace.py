@@ -64,10 +64,7 @@ def reviews_for(context: template.Context, version: ModelVersion) -> dict[str, A
     reviews = list(selectors.reviews_for_version(version))
     authenticated = bool(user is not None and user.is_authenticated)
     mine = authenticated and any(r.user_id == user.pk for r in reviews)  # type: ignore[union-attr]
-    listing = selectors.listing_for(version)
-    paid = listing is not None and selectors.listing_price_now(listing) > 0
     can_review = (authenticated and not mine
-                  and version.model.owner_id != user.pk  # type: ignore[union-attr]
-                  and (not paid or selectors.is_entitled(user, version)))  # type: ignore[arg-type]
+                  and selectors.review_allowed(user=user, version=version))  # type: ignore[arg-type]
     return {"reviews": reviews, "can_review": can_review, "form": ReviewForm() if can_review
             else None, "reviewed": mine}

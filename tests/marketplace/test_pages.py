@@ -209,11 +209,13 @@ def test_license_block_shows_effective_permissions_and_their_source(
 # --- reviews ----------------------------------------------------------------------------------
 
 
-def test_reviews_show_the_verified_purchase_badge(client, buyer, make_user, listing,
+def test_reviews_show_the_verified_purchase_badge(client, buyer, make_user, seller,
                                                   version) -> None:
+    # a review written while the model was not on sale, then one by a buyer
+    review_create(user=make_user("drive-by"), version=version, rating=2, text="meh")
+    listing = listing_create(seller=seller, target=version, price=100)
     purchase_create(buyer=buyer, listing=listing, idempotency_key="k")
     review_create(user=buyer, version=version, rating=5, text="Lovely colours")
-    review_create(user=make_user("drive-by"), version=version, rating=2, text="meh")
     response = client.get(page_url(version))
     text = response.content.decode()
     assert "Lovely colours" in text and "meh" in text

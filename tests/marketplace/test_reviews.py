@@ -1,9 +1,11 @@
-"""Reviews: one per buyer per version, with a verified badge for buyers."""
+"""Reviews: one per user per version, a verified badge for buyers; a paid model only by buyers."""
 
 from __future__ import annotations
 
 import pytest
+import requests
 
+from marketplace.models import Review
 from marketplace.services.listings import listing_create
 from marketplace.services.purchases import purchase_create
 
@@ -24,6 +26,11 @@ def _post(api_client, token_for, user, body):  # type: ignore[no-untyped-def]
     return api_client.post("/api/v1/reviews", body, format="json")
 
 
+def _post_over_http(live_server, token, body):  # type: ignore[no-untyped-def]
+    return requests.post(f"{live_server.url}/api/v1/reviews", json=body,
+                         headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
 def test_buyer_review_is_verified(api_client, token_for, setup) -> None:
     _, buyer, _, version = setup
     response = _post(api_client, token_for, buyer, {"model_version_id": version.pk,
@@ -34,11 +41,44 @@ def test_buyer_review_is_verified(api_client, token_for, setup) -> None:
     assert (version.model.rating_avg, version.model.rating_count) == (5.0, 1)
 
 
-def test_non_buyer_review_is_not_verified(api_client, token_for, setup) -> None:
-    _, _, passer, version = setup
-    response = _post(api_client, token_for, passer, {"model_version_id": version.pk,
-                                                     "rating": 2})
+def test_non_buyer_review_of_a_free_model_is_not_verified(api_client, token_for, make_user,
+                                                          make_version) -> None:
+    # Given a model that is not on sale
+    version = make_version(make_user("maker"))
+    # When someone who holds no entitlement reviews it
+    response = _post(api_client, token_for, make_user("passer"),
+                     {"model_version_id": version.pk, "rating": 2})
+    # Then the review is taken, without the badge
+    assert response.status_code == 201
     assert response.json()["verified"] is False
+
+
+def test_non_buyer_cannot_review_a_paid_model_over_http(live_server, token_for,
+                                                        setup) -> None:
+    # Given a model on sale for 10 credits and a user who did not buy it
+    _, _, passer, version = setup
+    # When they post a review through the API
+    response = _post_over_http(live_server, token_for(passer),
+                               {"model_version_id": version.pk, "rating": 1})
+    # Then it is refused with a message that says why, and nothing is written
+    assert response.status_code == 403
+    body = response.json()
+    assert body["code"] == "purchase_required"
+    assert "buy it to review it" in body["message"]
+    assert not Review.objects.filter(model_version=version).exists()
+    version.model.refresh_from_db()
+    assert version.model.rating_count == 0
+
+
+def test_buyer_can_review_a_paid_model_over_http(live_server, token_for, setup) -> None:
+    # Given a buyer of a paid model
+    _, buyer, _, version = setup
+    # When they post a review through the API
+    response = _post_over_http(live_server, token_for(buyer),
+                               {"model_version_id": version.pk, "rating": 4})
+    # Then it is taken and marked verified
+    assert response.status_code == 201
+    assert response.json()["verified"] is True
 
 
 def test_second_review_of_the_same_version_is_409(api_client, token_for, setup) -> None:
