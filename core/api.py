@@ -10,6 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import ApplicationError
 from core.security import lockout_message
 from core.services import token_create, token_revoke
@@ -81,7 +82,7 @@ class TokenListApi(APIView):
 
     @extend_schema(responses={200: TokenOutputSerializer(many=True)})
     def get(self, request: Request) -> Response:
-        tokens = request.user.api_tokens.filter(revoked_at__isnull=True)
+        tokens = signed_in(request).api_tokens.filter(revoked_at__isnull=True)
         return Response(TokenOutputSerializer(tokens, many=True).data)
 
 
@@ -90,7 +91,7 @@ class TokenRevokeApi(APIView):
 
     @extend_schema(responses={204: None})
     def delete(self, request: Request, token_id: int) -> Response:
-        token_revoke(user=request.user, token_id=token_id)
+        token_revoke(user=signed_in(request), token_id=token_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

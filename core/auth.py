@@ -10,7 +10,7 @@ access logs, proxies' logs and browser histories; the access logs redact it anyw
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -53,7 +53,21 @@ def bearer_secret(request: HttpRequest) -> str | None:
     return token or None
 
 
-def request_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
+class AuthenticatedHttpRequest(HttpRequest):
+    """The request of a view behind ``login_required`` (or the admin): its user is signed in."""
+
+    user: User
+
+
+def signed_in(request: Request) -> User:
+    """The caller of a DRF view, who must be signed in (views check this with a permission)."""
+    user = request.user
+    if not user.is_authenticated:
+        raise exceptions.NotAuthenticated()
+    return user
+
+
+def request_user(request: HttpRequest) -> User | AnonymousUser:
     """The session user, else the token's user, else anonymous (for non-DRF views).
 
     A token that is present but unknown yields anonymous; callers answer 401.
@@ -72,7 +86,7 @@ def request_user(request: HttpRequest) -> AbstractBaseUser | AnonymousUser:
 class ApiTokenAuthentication(authentication.BaseAuthentication):
     keyword = "Bearer"
 
-    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, None] | None:
+    def authenticate(self, request: Request) -> tuple[User, None] | None:
         secret = bearer_secret(request._request)
         if not secret:
             if query_token_refused(request._request):

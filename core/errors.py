@@ -134,6 +134,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     response = exception_handler(exc, context)
     if response is None:
         return None
+    body: dict[str, object]
     if isinstance(exc, drf_exceptions.ValidationError):
         body = {
             "code": "invalid",
@@ -147,8 +148,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             "message": _first_message(exc.detail),
             "details": {},
         }
-        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:
-            body["details"] = {"retry_after": int(response.get("Retry-After", 1))}
+        # DRF's Throttled sets .wait (its __init__ argument); the stubs leave the attribute out.
+        if isinstance(exc, drf_exceptions.Throttled) and exc.wait is not None:  # type: ignore[attr-defined]
+            body["details"] = {"retry_after": int(response.get("Retry-After", "1"))}
     else:  # pragma: no cover - DRF only handles APIException subclasses
         return response
     response.data = body

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.contrib.auth.password_validation import validate_password
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
@@ -31,19 +31,19 @@ def token_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def user_signup(*, username: str, email: str, password: str) -> AbstractBaseUser:
-    User = get_user_model()
-    if User.objects.filter(username__iexact=username).exists():
+def user_signup(*, username: str, email: str, password: str) -> User:
+    user_model = get_user_model()
+    if user_model.objects.filter(username__iexact=username).exists():
         raise ApplicationError("That username is taken.", code="username_taken")
     try:
-        validate_password(password, User(username=username, email=email))
+        validate_password(password, user_model(username=username, email=email))
     except ValidationError as exc:
         raise ApplicationError(" ".join(exc.messages), code="weak_password") from exc
-    return User.objects.create_user(username=username, email=email, password=password)
+    return user_model.objects.create_user(username=username, email=email, password=password)
 
 
 @transaction.atomic
-def token_create(*, user: AbstractBaseUser, name: str) -> IssuedToken:
+def token_create(*, user: User, name: str) -> IssuedToken:
     """Create a token; the returned secret is never stored and never shown again."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
@@ -52,7 +52,7 @@ def token_create(*, user: AbstractBaseUser, name: str) -> IssuedToken:
     return IssuedToken(token=token, secret=secret)
 
 
-def token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
+def token_revoke(*, user: User, token_id: int) -> ApiToken:
     token = ApiToken.objects.filter(user=user, pk=token_id, revoked_at__isnull=True).first()
     if token is None:
         raise NotFoundError("No such active token.")
@@ -61,7 +61,7 @@ def token_revoke(*, user: AbstractBaseUser, token_id: int) -> ApiToken:
     return token
 
 
-def token_authenticate(*, secret: str) -> AbstractBaseUser | None:
+def token_authenticate(*, secret: str) -> User | None:
     """The user a token belongs to, or None when it is unknown or revoked."""
     if not secret.startswith(TOKEN_PREFIX):
         return None

@@ -113,7 +113,8 @@ class _SettingsRate(SimpleRateThrottle):
     def get_rate(self) -> str | None:
         from rest_framework.settings import api_settings
 
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        # The stubs type the rates as numbers; DRF's rates are strings ("100/min").
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")  # type: ignore[return-value]
 
     def get_ident(self, request: Request) -> str:
         """The client address (see :func:`client_address`), never DRF's raw header read."""
@@ -163,7 +164,8 @@ class ViewScopedThrottle(ScopedRateThrottle):
     def get_rate(self) -> str | None:
         from rest_framework.settings import api_settings
 
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")
+        # The stubs type the rates as numbers; DRF's rates are strings ("100/min").
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope or "")  # type: ignore[return-value]
 
     def get_ident(self, request: Request) -> str:
         return address_key(client_address(request))

@@ -9,11 +9,11 @@ from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.forms import AuthenticationForm
 from django.core.exceptions import ValidationError
-from django.forms.utils import ErrorDict
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
+from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from core.forms import SignupForm, TokenForm
 from core.security import lockout_message
@@ -41,7 +41,8 @@ class LoginView(auth_views.LoginView):
         refused = check_throttle(request, LoginThrottle)
         if refused is not None:
             form = self.get_form_class()(request)  # unbound: authenticate() is not called
-            form.cleaned_data, form._errors = {}, ErrorDict()
+            form.full_clean()  # unbound: only sets an empty error dict
+            form.cleaned_data = {}
             form.add_error(None, "Too many login attempts from your address; try again in "
                            f"{refused['Retry-After']} seconds.")
             response = self.render_to_response(self.get_context_data(form=form))
@@ -76,7 +77,7 @@ def signup(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def tokens(request: HttpRequest) -> HttpResponse:
+def tokens(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     issued = None
     if request.method == "POST" and form.is_valid():
@@ -92,7 +93,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke_view(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke_view(request: AuthenticatedHttpRequest, token_id: int) -> HttpResponse:
     try:
         token_revoke(user=request.user, token_id=token_id)
     except ApplicationError:
