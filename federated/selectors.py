@@ -9,10 +9,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Prefetch, Q, QuerySet, Sum
+from django.db.models import Count, Prefetch, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
 from federated.models import (
+    TRAINABLE_FAMILIES,
     ApprovalState,
     DatasetTerms,
     FederatedJob,
@@ -22,13 +23,14 @@ from federated.models import (
     Node,
     PrivacySpend,
 )
+from registry.access import can_view_dataset
 from registry.models import (
     DatasetKind,
     FileLayout,
     ModelKind,
     ModelVersion,
     SampleImage,
-    Visibility,
+    visible_q,
 )
 from registry.selectors import visible_versions
 
@@ -125,10 +127,7 @@ def dataset_budget(*, terms: DatasetTerms) -> Budget:
 
 def federated_datasets_available(*, user: User) -> QuerySet[DatasetTerms]:
     """Private datasets a trainer may pick: listed (not private, not removed), node active."""
-    visible = Q(dataset_version__dataset__is_removed=False) & ~Q(
-        dataset_version__dataset__visibility=Visibility.PRIVATE)
-    if user.is_authenticated:
-        visible |= Q(dataset_version__dataset__owner_id=user.pk)
+    visible = visible_q(user, via="dataset_version__dataset__", staff_sees_all=False)
     return (
         DatasetTerms.objects.filter(visible, node__revoked_at__isnull=True,
                                     dataset_version__dataset__kind=DatasetKind.PRIVATE)
@@ -145,12 +144,7 @@ def federated_terms_for(*, dataset_version_id: int, user: User) -> DatasetTerms 
     )
     if terms is None:
         return None
-    dataset = terms.dataset_version.dataset
-    if user.is_authenticated and (user.pk == dataset.owner_id or user.is_staff):
-        return terms
-    if dataset.is_removed or dataset.visibility == Visibility.PRIVATE:
-        return None
-    return terms
+    return terms if can_view_dataset(user, terms.dataset_version.dataset) else None
 
 
 @dataclass(frozen=True)
@@ -297,7 +291,6 @@ def base_versions_for_training(*, user: User, limit: int = 200) -> QuerySet[Mode
     """Checkpoint versions the trainer may pick in the wizard: visible, of a trainable family,
     whose own license allows derivatives. The launch checks the rest (ancestors' licenses,
     entitlement, the file's format) and refuses with its reason."""
-    from federated.services.spec import TRAINABLE_FAMILIES  # spec imports this module
     from marketplace.models import License
 
     no_derivatives = License.objects.filter(derivatives_allowed=False).values("code")

@@ -13,7 +13,14 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from registry.models import Dataset, DatasetVersion, Model, ModelVersion, Visibility
+from registry.models import (
+    Dataset,
+    DatasetVersion,
+    Model,
+    ModelVersion,
+    is_owner_or_staff,
+    is_visible_to,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -44,26 +51,20 @@ def set_download_policy(policy: DownloadPolicy) -> None:
     _download_policy = policy
 
 
-def is_owner_or_staff(user: User, owner_id: int) -> bool:
-    return bool(user.is_authenticated and (user.pk == owner_id or user.is_staff))
-
-
 def can_view_model(user: User, model: Model) -> bool:
-    if is_owner_or_staff(user, model.owner_id):
-        return True
-    return not model.is_removed and model.visibility != Visibility.PRIVATE
+    return is_visible_to(user, owner_id=model.owner_id, visibility=model.visibility,
+                         is_removed=model.is_removed)
 
 
 def can_view_version(user: User, version: ModelVersion) -> bool:
-    if is_owner_or_staff(user, version.model.owner_id):
-        return True
-    return can_view_model(user, version.model) and version.is_published
+    model = version.model
+    return is_visible_to(user, owner_id=model.owner_id, visibility=model.visibility,
+                         is_removed=model.is_removed, published=version.is_published)
 
 
 def can_view_dataset(user: User, dataset: Dataset) -> bool:
-    if is_owner_or_staff(user, dataset.owner_id):
-        return True
-    return not dataset.is_removed and dataset.visibility != Visibility.PRIVATE
+    return is_visible_to(user, owner_id=dataset.owner_id, visibility=dataset.visibility,
+                         is_removed=dataset.is_removed)
 
 
 def download_decision(user: User, target: ModelVersion | DatasetVersion) -> DownloadDecision:

@@ -7,10 +7,15 @@ Every write goes through ``registry.services``; reads beyond a plain get go thro
 from __future__ import annotations
 
 import uuid
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
+from django.db.models import Exists, OuterRef, Q
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
 
 class ModelKind(models.TextChoices):
@@ -36,6 +41,92 @@ class Visibility(models.TextChoices):
     PUBLIC = "public", "Public"
     UNLISTED = "unlisted", "Unlisted"
     PRIVATE = "private", "Private"
+
+
+# --- visibility: the one rule -------------------------------------------------------------
+# Staff see everything; an owner sees all of their own; everyone else sees what is neither
+# private nor removed (and, for a model's versions, only published ones). The querysets'
+# ``visible_to(user)`` and ``is_visible_to`` below are that rule for a query and for a row
+# (``registry.access`` asks it of rows already loaded).
+
+
+def is_owner_or_staff(user: AbstractBaseUser | AnonymousUser, owner_id: int) -> bool:
+    return bool(user.is_authenticated and (user.pk == owner_id or user.is_staff))
+
+
+def visible_q(
+    user: AbstractBaseUser | AnonymousUser,
+    *,
+    via: str = "",
+    public_also: Q | None = None,
+    staff_sees_all: bool = True,
+) -> Q:
+    """The rule as a filter on a ``Model`` or ``Dataset`` reached through ``via``
+    (``"model__"``, ``"dataset_version__dataset__"``). ``public_also`` narrows what others
+    see (a model's published versions); ``staff_sees_all=False`` applies the rule to staff as
+    to any member (the federated dataset picker)."""
+    if staff_sees_all and user.is_authenticated and user.is_staff:
+        return Q()
+    public = Q(**{f"{via}is_removed": False}) & ~Q(**{f"{via}visibility": Visibility.PRIVATE})
+    if public_also is not None:
+        public &= public_also
+    if user.is_authenticated:
+        return public | Q(**{f"{via}owner_id": user.pk})
+    return public
+
+
+def is_visible_to(
+    user: AbstractBaseUser | AnonymousUser,
+    *,
+    owner_id: int,
+    visibility: str,
+    is_removed: bool,
+    published: bool = True,
+) -> bool:
+    """The rule for one model or dataset already loaded (``published``: for a version)."""
+    if is_owner_or_staff(user, owner_id):
+        return True
+    return published and not is_removed and visibility != Visibility.PRIVATE
+
+
+class ModelQuerySet(models.QuerySet["Model"]):
+    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> ModelQuerySet:
+        """Models the user may open: listed ones, unlisted ones by link, and their own."""
+        return self.filter(visible_q(user))
+
+    def listed(self) -> ModelQuerySet:
+        """Models on browse and search: public, not removed, with a published version.
+
+        ``latest_published_at`` is kept by the publish services, so this needs no join and
+        a partial index serves it."""
+        return self.filter(
+            is_removed=False, visibility=Visibility.PUBLIC, latest_published_at__isnull=False
+        )
+
+
+class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
+    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> ModelVersionQuerySet:
+        """Published versions of visible models, and every version of the user's own."""
+        published = Q(status=VersionStatus.PUBLISHED)
+        return self.filter(visible_q(user, via="model__", public_also=published))
+
+
+class DatasetQuerySet(models.QuerySet["Dataset"]):
+    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> DatasetQuerySet:
+        """Datasets the user may open: listed ones, unlisted ones by link, and their own."""
+        return self.filter(visible_q(user))
+
+    def listed(self) -> DatasetQuerySet:
+        """Datasets on the public list: public, not removed, with at least one version."""
+        return self.filter(is_removed=False, visibility=Visibility.PUBLIC).filter(
+            Exists(DatasetVersion.objects.filter(dataset=OuterRef("pk")))
+        )
+
+
+class DatasetVersionQuerySet(models.QuerySet["DatasetVersion"]):
+    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> DatasetVersionQuerySet:
+        """Versions of the datasets the user may open."""
+        return self.filter(visible_q(user, via="dataset__"))
 
 
 class FileFormat(models.TextChoices):
@@ -96,6 +187,8 @@ class Model(models.Model):
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    objects = ModelQuerySet.as_manager()
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=("owner", "slug"), name="model_owner_slug_unique")
@@ -154,6 +247,8 @@ class ModelVersion(models.Model):
     download_count = models.BigIntegerField(default=0)
     published_at = models.DateTimeField(null=True, blank=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ("-created_at",)
@@ -238,6 +333,8 @@ class Dataset(models.Model):
     is_removed = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    objects = DatasetQuerySet.as_manager()
+
     class Meta:
         ordering = ("-created_at",)
         constraints = [
@@ -263,6 +360,8 @@ class DatasetVersion(models.Model):
     license_code = models.CharField(max_length=64, blank=True)
     download_count = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = DatasetVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ("-created_at",)

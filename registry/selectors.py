@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 
 from core.errors import ApplicationError
 from registry.models import (
@@ -21,7 +21,6 @@ from registry.models import (
     ModelVersion,
     SampleImage,
     VersionStatus,
-    Visibility,
 )
 
 User = AbstractBaseUser | AnonymousUser
@@ -29,24 +28,12 @@ User = AbstractBaseUser | AnonymousUser
 
 def visible_models(user: User) -> QuerySet[Model]:
     """Models the user may open: listed ones, plus unlisted by link, plus their own."""
-    qs = Model.objects.all()
-    if user.is_authenticated and user.is_staff:
-        return qs
-    public = Q(is_removed=False) & ~Q(visibility=Visibility.PRIVATE)
-    if user.is_authenticated:
-        return qs.filter(public | Q(owner=user))
-    return qs.filter(public)
+    return Model.objects.visible_to(user)
 
 
 def listed_models(user: User | None = None) -> QuerySet[Model]:
-    """Models that appear in browse and search: public, not removed, with a published version.
-
-    ``latest_published_at`` is kept by the publish services, so this needs no join and a
-    partial index serves it.
-    """
-    return Model.objects.filter(
-        is_removed=False, visibility=Visibility.PUBLIC, latest_published_at__isnull=False
-    )
+    """Models that appear in browse and search (``ModelQuerySet.listed``)."""
+    return Model.objects.listed()
 
 
 def _listed_models() -> QuerySet[Model]:
@@ -96,17 +83,7 @@ def search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
 
 
 def visible_versions(user: User) -> QuerySet[ModelVersion]:
-    qs = ModelVersion.objects.select_related("model", "model__owner")
-    if user.is_authenticated and user.is_staff:
-        return qs
-    public = (
-        Q(status=VersionStatus.PUBLISHED)
-        & Q(model__is_removed=False)
-        & ~Q(model__visibility=Visibility.PRIVATE)
-    )
-    if user.is_authenticated:
-        return qs.filter(public | Q(model__owner=user))
-    return qs.filter(public)
+    return ModelVersion.objects.select_related("model", "model__owner").visible_to(user)
 
 
 def version_with_files(version_id: int, user: User) -> ModelVersion | None:
@@ -184,13 +161,7 @@ def lineage_children(version: ModelVersion, user: User) -> QuerySet[Lineage]:
 
 
 def visible_datasets(user: User) -> QuerySet[Dataset]:
-    qs = Dataset.objects.select_related("owner")
-    if user.is_authenticated and user.is_staff:
-        return qs
-    public = Q(is_removed=False) & ~Q(visibility=Visibility.PRIVATE)
-    if user.is_authenticated:
-        return qs.filter(public | Q(owner=user))
-    return qs.filter(public)
+    return Dataset.objects.select_related("owner").visible_to(user)
 
 
 def dataset_version_for(dataset_version_id: int, user: User) -> DatasetVersion | None:
@@ -377,11 +348,8 @@ def visible_files_by_hash(*, hash_value: str, user: User) -> QuerySet[ModelFile]
 
 
 def listed_datasets(user: User) -> QuerySet[Dataset]:
-    """Datasets that appear in browse: public, not removed, with at least one version."""
-    has_version = DatasetVersion.objects.filter(dataset=OuterRef("pk"))
-    return Dataset.objects.filter(is_removed=False, visibility=Visibility.PUBLIC).filter(
-        Exists(has_version)
-    )
+    """Datasets that appear in browse (``DatasetQuerySet.listed``)."""
+    return Dataset.objects.listed()
 
 
 def _with_dataset_data(qs: QuerySet[Dataset]) -> QuerySet[Dataset]:

@@ -22,7 +22,6 @@ from registry.models import (
     ModelVersion,
     SampleImage,
     VersionStatus,
-    Visibility,
 )
 from registry.selectors import (
     lineage_children,
@@ -196,8 +195,7 @@ def lineage_for_page(
 def listed_datasets() -> QuerySet[Dataset]:
     """Datasets on the public list: public visibility, not removed, with a version."""
     return (
-        Dataset.objects.filter(is_removed=False, visibility=Visibility.PUBLIC)
-        .filter(Exists(DatasetVersion.objects.filter(dataset=OuterRef("pk"))))
+        Dataset.objects.listed()
         .select_related("owner")
         .prefetch_related("tags")
         .annotate(
