@@ -62,7 +62,7 @@ def build_pipeline(*, full_size: bool, device: str, dtype: torch.dtype) -> Stabl
         )
         from transformers import CLIPTextConfig, CLIPTextModel
 
-        from sdcore.tiny import SD1_SCHEDULER_CONFIG
+        from sdcore.loading import SD1_SCHEDULER_CONFIG
         from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
 
         torch.manual_seed(0)

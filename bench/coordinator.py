@@ -74,7 +74,7 @@ def hand_run_config(
 
 
 def time_hand_run(fed: Any, config: dict[str, Any]) -> float:
-    from federated.superlink import run_status
+    from federated.engine.superlink import run_status
 
     started = time.perf_counter()
     run_id = fed.submit(config)

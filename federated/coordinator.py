@@ -47,17 +47,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.errors import ApplicationError
-from federated.models import FederatedJob, JobEvent
-from federated.selectors import jobs_to_reconcile
-from federated.services.events import job_event
-from federated.services.jobs import (
-    job_complete,
-    job_fail,
-    job_mark_running,
-    job_progress_record,
-    job_run_config,
-)
-from federated.superlink import (
+from federated.engine.superlink import (
     APP_DIR,
     Connection,
     InvalidRunConfig,
@@ -69,6 +59,16 @@ from federated.superlink import (
     run_status,
     run_stop,
     runs_list,
+)
+from federated.models import FederatedJob, JobEvent
+from federated.selectors import jobs_to_reconcile
+from federated.services.events import job_event
+from federated.services.jobs import (
+    job_complete,
+    job_fail,
+    job_mark_running,
+    job_progress_record,
+    job_run_config,
 )
 
 __all__ = [

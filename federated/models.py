@@ -14,7 +14,11 @@ from django.db import models
 from django.utils import timezone
 
 from marketplace.models import EscrowHold, LedgerTransaction
-from registry.models import DatasetVersion, ModelVersion
+from registry.models import BaseModelFamily, DatasetVersion, ModelVersion
+
+# Families the engine can train (SDXL needs added conditioning it does not implement yet).
+# Here, below the selectors (the wizard's list) and the job spec (the launch check), both use it.
+TRAINABLE_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2)
 
 # A node is online when it sent a heartbeat within this many seconds.
 NODE_ONLINE_SECONDS = 120

@@ -15,8 +15,8 @@ from celery.signals import worker_ready
 from django.db import InterfaceError, OperationalError
 
 from federated import coordinator
+from federated.engine.superlink import SuperLinkUnavailable
 from federated.services import nodes as node_services
-from federated.superlink import SuperLinkUnavailable
 
 log = logging.getLogger(__name__)
 _DB_TROUBLE = (OperationalError, InterfaceError)

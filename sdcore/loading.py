@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FAMILIES",
+    "SD1_SCHEDULER_CONFIG",
     "ModelFamily",
     "ModelLoadError",
     "UnsupportedModelError",
@@ -62,6 +63,17 @@ OPEN_CLIP_PREFIX = "cond_stage_model.model."
 SDXL_PREFIX = "conditioner.embedders."
 CLIP_VIT_L_VOCAB = 49408
 CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
+
+# SD 1.x noise schedule, as in the v1-5 scheduler config.
+SD1_SCHEDULER_CONFIG: dict[str, object] = {
+    "num_train_timesteps": 1000,
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "epsilon",
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+}
 
 
 class ModelLoadError(SdcoreError):
@@ -293,8 +305,6 @@ def infer_sd1_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]:
         raise UnsupportedModelError(
             f"an SD 1.x checkpoint is missing the tensor {exc}; it may be damaged or pruned"
         ) from exc
-    from sdcore.tiny import SD1_SCHEDULER_CONFIG
-
     return {"unet": unet, "vae": vae, "text_encoder": text, "scheduler": SD1_SCHEDULER_CONFIG}
 
 

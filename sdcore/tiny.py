@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from sdcore.loading import SD1_SCHEDULER_CONFIG, save_original_single_file
 from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
 
 if TYPE_CHECKING:
@@ -40,17 +41,6 @@ __all__ = [
 TINY_RESOLUTION = 64  # pixels; UNet sample_size 8 x VAE scale factor 8
 TINY_SINGLE_FILE_NAME = "tiny-sd1.safetensors"
 TINY_DIFFUSERS_DIR_NAME = "diffusers"
-
-# SD 1.x noise schedule, as in the v1-5 scheduler config.
-SD1_SCHEDULER_CONFIG: dict[str, object] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "prediction_type": "epsilon",
-    "steps_offset": 1,
-    "timestep_spacing": "leading",
-}
 
 
 @dataclass(frozen=True)
@@ -148,8 +138,6 @@ def save_tiny_model(out_dir: Path, *, seed: int = 0) -> TinyModelPaths:
     ``first_stage_model.*`` and ``cond_stage_model.transformer.*`` keys with ``modelspec.*``
     metadata. Both are replaced atomically; the same seed gives the same bytes.
     """
-    from sdcore.loading import save_original_single_file
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pipe = build_tiny_pipeline(seed=seed)

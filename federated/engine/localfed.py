@@ -21,7 +21,7 @@ connection into ``$FLWR_HOME/config.toml`` of the CLI, runs ``flwr run federated
 is read), polls ``flwr ls --run-id ID --format json`` until the run is finished, and ALWAYS
 stops its processes (context manager, plus ``atexit`` if the caller forgets).
 
-The ``flwr`` calls go through :mod:`federated.superlink`, the wrapper the site's coordinator
+The ``flwr`` calls go through :mod:`federated.engine.superlink`, the wrapper the coordinator
 uses. Pure Python and the Flower CLIs; no Django.
 """
 
@@ -48,7 +48,7 @@ from federated.engine.pki import (
     generate_server_certificates,
     load_node_key,
 )
-from federated.superlink import (
+from federated.engine.superlink import (
     APP_DIR,
     Connection,
     SuperLinkError,
@@ -411,7 +411,7 @@ class LocalFederation:
     ) -> None:
         self.stop()
 
-    # --- runs (through federated.superlink, the coordinator's own CLI wrapper) ----------------
+    # --- runs (through federated.engine.superlink, the coordinator's CLI wrapper) --------------
 
     @property
     def connection(self) -> Connection:

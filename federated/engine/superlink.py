@@ -16,6 +16,7 @@ the call: they hold the job's bearer tokens, which must not show up in ``ps``.
 
 Pure Python: no Django here (the coordinator, ``federated.coordinator``, turns settings into a
 :class:`Connection`; ``federated.engine.localfed`` uses the same calls for local federations).
+It lives in the engine, the floor both of them stand on.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ __all__ = [
     "toml_value",
 ]
 
-APP_DIR = Path(__file__).resolve().parent / "flower_app"
+# The Flower app folder (federated/flower_app: its pyproject.toml; the code is the engine).
+APP_DIR = Path(__file__).resolve().parents[1] / "flower_app"
 FLWR_BIN = Path(sys.executable).parent / "flwr"
 LOG_TAIL_CHARS = 20_000
 

@@ -26,15 +26,15 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError, NotFoundError
-from federated.models import Node
-from federated.services.tokens import NODE_TOKEN_PREFIX, secret_digest, secret_issue
-from federated.superlink import (
+from federated.engine.superlink import (
     Connection,
     SuperNodeKeyInUse,
     supernode_find,
     supernode_register,
     supernode_unregister,
 )
+from federated.models import Node
+from federated.services.tokens import NODE_TOKEN_PREFIX, secret_digest, secret_issue
 
 log = logging.getLogger(__name__)
 # Flower's SuperNode authentication takes ECDSA keys on NIST curves only.
@@ -213,7 +213,7 @@ def node_superlink_register(*, node_id: int) -> Node:
 
     Idempotent: a node already registered, revoked, or a site without node auth is left as it
     is; a key the SuperLink already has (an earlier answer that was lost) is looked up. Raises
-    :class:`federated.superlink.SuperLinkUnavailable` for the task to retry.
+    :class:`federated.engine.superlink.SuperLinkUnavailable` for the task to retry.
     """
     connection = node_auth_connection()
     node = Node.objects.get(pk=node_id)

@@ -16,12 +16,11 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 
 from core.errors import AccessDeniedError, ApplicationError, NotFoundError
-from federated.models import DatasetTerms, TrainingUse
+from federated.models import TRAINABLE_FAMILIES, DatasetTerms, TrainingUse
 from federated.selectors import Budget, dataset_budgets
 from marketplace.selectors import effective_permissions
 from registry.access import can_view_dataset, can_view_version, download_decision
 from registry.models import (
-    BaseModelFamily,
     DatasetKind,
     DatasetVersion,
     FileFormat,
@@ -31,8 +30,6 @@ from registry.models import (
     ModelVersion,
 )
 
-# Families the engine can train (SDXL needs added conditioning it does not implement yet).
-TRAINABLE_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2)
 ADAPTER_MODES = ("ffa", "lora")
 AGGREGATIONS = ("fedavg", "secagg")
 

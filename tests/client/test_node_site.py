@@ -23,8 +23,8 @@ from client.http import AtelierClient
 from client.node import Heartbeat
 from federated.engine.dataset import read_dataset
 from federated.engine.localfed import LocalFederation, descendants, free_port
+from federated.engine.superlink import supernode_register, supernodes_list
 from federated.engine.synthetic import generate_synthetic_dataset
-from federated.superlink import supernode_register, supernodes_list
 from tests.client.conftest import Result
 from tests.marketplace.test_concurrency import _restore_license_catalogue  # noqa: F401
 

@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from federated import coordinator
 from federated.engine.localfed import LocalFederation, free_port
+from federated.engine.superlink import APP_DIR, run_start, run_status, runs_list
 from federated.models import FederatedJob, JobEvent
-from federated.superlink import APP_DIR, run_start, run_status, runs_list
 from sdcore.tiny import TINY_SINGLE_FILE_NAME
 from tests.conftest import _tiny_model, celery_worker_env, celery_worker_start
 from tests.federated.live import (

@@ -1,4 +1,4 @@
-"""federated.superlink against a real ``flower-superlink`` on loopback (no Django).
+"""federated.engine.superlink against a real ``flower-superlink`` on loopback (no Django).
 
 One SuperLink for the module and no SuperNodes: a run that must stay ``running`` asks for more
 nodes than there are. Completed runs (traffic, compute time) are in test_coordinator.py.
@@ -14,7 +14,7 @@ import pytest
 
 from federated.engine.localfed import LocalFederation, free_port
 from federated.engine.pki import generate_node_key
-from federated.superlink import (
+from federated.engine.superlink import (
     APP_DIR,
     Connection,
     InvalidRunConfig,

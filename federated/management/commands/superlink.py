@@ -17,7 +17,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import ApplicationError
 from federated.engine.pki import DEFAULT_HOSTS, generate_server_certificates
-from federated.superlink import SuperLinkError, public_key_pem, supernodes_list
+from federated.engine.superlink import SuperLinkError, public_key_pem, supernodes_list
 
 
 class Command(BaseCommand):

@@ -21,7 +21,7 @@ import requests
 
 from federated.engine.localfed import FederationError, LocalFederation, NodeSpec
 from federated.engine.pki import generate_ca, generate_node_key
-from federated.superlink import SuperLinkError, runs_list, supernodes_list
+from federated.engine.superlink import SuperLinkError, runs_list, supernodes_list
 from sdcore.tiny import TinyModelPaths
 from tests.federated.flower.conftest import make_owners, run_config
 from tests.federated.live import coordinator_settings, load_license_catalogue, wait_until
@@ -275,6 +275,7 @@ def site_link(link: LocalFederation, settings: Any, tmp_path: Path, fed: Any) ->
 def test_registering_a_key_whose_answer_was_lost_finds_it_and_revoking_in_a_race_removes_it(
     site_link: LocalFederation, fed: Any, tmp_path: Path
 ) -> None:
+    from federated.engine.superlink import supernode_find, supernode_register
     from federated.models import Node
     from federated.services.nodes import (
         node_register,
@@ -282,7 +283,6 @@ def test_registering_a_key_whose_answer_was_lost_finds_it_and_revoking_in_a_race
         node_superlink_register,
         node_superlink_unregister,
     )
-    from federated.superlink import supernode_find, supernode_register
 
     owner = fed.user("owner-lost")
     key = generate_node_key(tmp_path / "lost.key").openssh
