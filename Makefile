@@ -39,6 +39,7 @@ test: install services
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports  # the floors: [tool.importlinter] in pyproject.toml
 
 bench: install services
 	bash bench/run_all.sh
