@@ -9,8 +9,8 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from federated.models import DatasetTerms, FederatedJob, JobDataset
+from marketplace.revenue_split import BPS
 from marketplace.services.ledger import escrow_settle
-from marketplace.split import BPS
 
 
 def dataset_max_cost(*, price_per_example_round: int, price_per_job: int, examples: int,

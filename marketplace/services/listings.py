@@ -11,10 +11,10 @@ from django.db import transaction
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
 from marketplace.models import Listing, ListingShare
+from marketplace.revenue_split import BPS
 from marketplace.selectors import upstream_royalties
 from marketplace.services.licenses import license_check
 from marketplace.services.purchases import platform_fee_bps
-from marketplace.split import BPS
 from registry.models import DatasetKind, DatasetVersion, ModelVersion
 from registry.services.catalog import version_license_set
 

@@ -8,6 +8,7 @@ from django.db import IntegrityError, transaction
 
 from core.errors import ApplicationError, ConflictError, NotFoundError
 from marketplace.models import Account, Entitlement, Listing, Purchase
+from marketplace.revenue_split import revenue_split
 from marketplace.selectors import is_entitled, listing_price_now, upstream_royalties
 from marketplace.services.ledger import (
     Leg,
@@ -18,7 +19,6 @@ from marketplace.services.ledger import (
     spending_legs,
     wallet_get_or_create,
 )
-from marketplace.split import revenue_split
 from registry.access import can_view_dataset, can_view_version
 from registry.models import ModelVersion
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from marketplace.split import revenue_split
+from marketplace.revenue_split import revenue_split
 
 
 def test_fee_then_royalty_then_shares_with_the_remainder_to_the_seller() -> None:
