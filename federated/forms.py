@@ -1,5 +1,5 @@
 """Forms of the federated pages; they parse input into a :class:`JobSpec`, the services
-decide (every check of a job is in ``federated.services.spec``)."""
+decide (every check of a job is in ``federated.services.job_spec``)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from django import forms
 
 from core.errors import ApplicationError
 from federated.models import DatasetTerms, TrainingUse
-from federated.services.spec import AGGREGATION_COSTS, JobSpec
+from federated.services.job_spec import AGGREGATION_COSTS, JobSpec
 from registry.models import ModelVersion
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec)

@@ -36,16 +36,16 @@ from federated.models import (
 )
 from federated.selectors import job_nodes
 from federated.services.events import job_event
-from federated.services.progress import job_progress_record
-from federated.services.publishing import PublishError, job_publish
-from federated.services.settlement import fee_for, job_settle, terms_max_cost
-from federated.services.spec import (
+from federated.services.job_spec import (
     AGGREGATION_COSTS,
     AggregationCost,
     JobSpec,
     ResolvedSpec,
     job_spec_resolve,
 )
+from federated.services.progress import job_progress_record
+from federated.services.publishing import PublishError, job_publish
+from federated.services.settlement import fee_for, job_settle, terms_max_cost
 from federated.services.tokens import (
     JOB_TOKEN_PREFIX,
     PROGRESS_TOKEN_PREFIX,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from federated.models import FederatedJob
-from federated.services.spec import AGGREGATION_COSTS
+from federated.services.job_spec import AGGREGATION_COSTS
 from tests.federated.test_pages import form_data
 
 pytest_plugins = ["tests.federated.fixtures"]
