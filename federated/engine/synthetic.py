@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from federated.engine import constants
+from sdcore.shapes import draw_shape
 
 __all__ = ["COLOURS", "SHAPES", "generate_synthetic_dataset"]
 
@@ -70,15 +71,7 @@ def _draw(
         draw.ellipse((px - pr, py - pr, px + pr, py + pr), fill=(grey, grey, grey))
     radius = float(rng.uniform(0.18, 0.32)) * resolution
     cx, cy = rng.uniform(radius, resolution - radius, size=2)
-    box = (cx - radius, cy - radius, cx + radius, cy + radius)
-    if shape == "circle":
-        draw.ellipse(box, fill=colour)
-    elif shape == "square":
-        draw.rectangle(box, fill=colour)
-    else:
-        draw.polygon(
-            [(cx, cy - radius), (cx - radius, cy + radius), (cx + radius, cy + radius)], fill=colour
-        )
+    draw_shape(draw, shape, float(cx), float(cy), radius, colour)
     return image, background_name
 
 
