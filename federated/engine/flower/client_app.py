@@ -29,6 +29,7 @@ from flwr.app import (
     Error,
     Message,
     MetricRecord,
+    MetricRecordValues,
     RecordDict,
 )
 from flwr.clientapp import ClientApp
@@ -131,7 +132,7 @@ def train(msg: Message, context: Context) -> Message:
         code, reason = _refusal(err)
         logger.warning("round %s refused: %s", server_round, err)
         return Message(Error(code=code, reason=reason), reply_to=msg)
-    metrics = dict(reply.metrics)
+    metrics: dict[str, MetricRecordValues] = dict(reply.metrics)
     metrics["message-seconds"] = (
         time.perf_counter() - started
     )  # model loading included; "seconds" is train_round

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 import numpy as np
 
@@ -70,7 +71,7 @@ class ReplyCheck:
         return not self.problems
 
 
-def _is_scalar_number(value: object) -> bool:
+def _is_scalar_number(value: object) -> TypeGuard[int | float | np.integer | np.floating]:
     return isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
 
 
@@ -155,22 +156,19 @@ def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> Rep
     if metrics is None:
         problems.append("no metrics")
     else:
-        for key, value in metrics.items():
+        for key, metric in metrics.items():
             if key not in ALLOWED_METRICS:
                 problems.append(f"unexpected metric {key!r}")
-            elif not _is_scalar_number(value):
+            elif not _is_scalar_number(metric):
                 problems.append(f"metric {key!r} is not a scalar number")
-        if (
-            "num-examples" not in metrics
-            or not _is_scalar_number(metrics["num-examples"])
-            or metrics["num-examples"] < 1
-        ):  # type: ignore[operator]  # checked scalar
+        num_examples = metrics.get("num-examples")
+        if not _is_scalar_number(num_examples) or num_examples < 1:
             problems.append("metric 'num-examples' is missing or not positive")
 
     info = parts.configs.get(INFO_RECORD, {})
-    for key, value in info.items():
+    for key, info_value in info.items():
         if key != "manifest-hash":
             problems.append(f"unexpected info {key!r}")
-        elif not (isinstance(value, str) and HEX64.match(value)):
+        elif not (isinstance(info_value, str) and HEX64.match(info_value)):
             problems.append("info 'manifest-hash' is not a SHA-256 hex digest")
     return check

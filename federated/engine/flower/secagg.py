@@ -77,7 +77,13 @@ def legacy_client_app(msg: Message, context: Context) -> Message:
 
 
 def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
-    from flwr.common import FitRes, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.common import (
+        FitRes,
+        Parameters,
+        Scalar,
+        ndarrays_to_parameters,
+        parameters_to_ndarrays,
+    )
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.client_proxy import ClientProxy
     from flwr.server.strategy import FedAvg
@@ -86,6 +92,7 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     from federated.engine.flower.strategy import (
         FederationFailed,
         JobModel,
+        history_node_add_round,
         not_owned,
         ready_for_rounds,
     )
@@ -107,20 +114,21 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             self,
             server_round: int,
             results: list[tuple[ClientProxy, FitRes]],
-            failures: list[object],
-        ) -> tuple[object, dict[str, Scalar]]:
+            failures: list[tuple[ClientProxy, FitRes] | BaseException],
+        ) -> tuple[Parameters | None, dict[str, Scalar]]:
             per_node: dict[str, dict[str, float]] = {}
             node_datasets: dict[str, str] = {}
             rejected: dict[str, list[str]] = {}
             for proxy, res in results:
                 metrics = dict(res.metrics)
-                manifest = metrics.pop("manifest-hash", "")
+                sent_manifest = metrics.pop("manifest-hash", "")
+                manifest = sent_manifest if isinstance(sent_manifest, str) else ""
                 bad = [
                     k
                     for k, v in metrics.items()
                     if k not in ALLOWED_METRICS or isinstance(v, (str, bytes, bool))
                 ]
-                if not (isinstance(manifest, str) and HEX64.match(manifest)) or (
+                if not HEX64.match(manifest) or (
                     settings.dataset_manifests and manifest not in settings.dataset_manifests
                 ):
                     bad.append("manifest-hash")
@@ -151,7 +159,7 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
                     (n, a.astype(np.float32)) for n, a in zip(names, arrays, strict=True)
                 )
                 for node, m in per_node.items():
-                    nodes.setdefault(node, {"rounds": []})["rounds"].append(server_round)  # type: ignore[union-attr]
+                    history_node_add_round(nodes.setdefault(node, {"rounds": []}), server_round)
                     nodes[node]["manifest-hash"] = node_datasets[node]
                     nodes[node].update(
                         {

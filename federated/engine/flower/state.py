@@ -38,7 +38,8 @@ def save_round(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"round-{round_index}.npz"
     tmp = out_dir / f".round-{round_index}.tmp.npz"
-    np.savez(tmp, **{name: np.asarray(value) for name, value in arrays.items()})
+    # numpy's stub checks **kwds against allow_pickle (bool) as well; no LoRA name is that.
+    np.savez(tmp, **{name: np.asarray(value) for name, value in arrays.items()})  # type: ignore[arg-type]
     os.replace(tmp, path)
     write_json(
         out_dir / STATE_FILE,

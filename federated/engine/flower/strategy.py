@@ -22,6 +22,7 @@ import copy
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,6 +45,7 @@ from federated.engine.flower.reply_check import (
 )
 from federated.engine.flower.settings import (
     HEX64,
+    RunConfig,
     ServerSettings,
     train_config_from_run_config,
 )
@@ -56,6 +58,7 @@ __all__ = [
     "JobModel",
     "PrepareReport",
     "fail_run",
+    "history_node_add_round",
     "not_owned",
     "prepare_nodes",
     "ready_for_rounds",
@@ -95,7 +98,7 @@ class JobModel:
     base_path: Path
 
     @classmethod
-    def load(cls, settings: ServerSettings, run_config: dict[str, object]) -> JobModel:
+    def load(cls, settings: ServerSettings, run_config: RunConfig) -> JobModel:
         import torch
 
         from federated.engine.adapter import attach_adapter, get_adapter_arrays
@@ -169,12 +172,30 @@ class History:
         return {"job-id": self.job_id, "rounds": self.rounds, "nodes": self.nodes}
 
     @classmethod
-    def from_dict(cls, data: dict[str, object]) -> History:
-        return cls(
-            job_id=str(data["job-id"]),
-            rounds=list(data.get("rounds", [])),
-            nodes=dict(data.get("nodes", {})),
-        )  # type: ignore[call-overload]  # written by to_dict
+    def from_dict(cls, data: object) -> History:
+        """The history :meth:`to_dict` wrote (``state.json``, read back to resume)."""
+        if not isinstance(data, dict):
+            raise FederationFailed("the saved state's history is not an object")
+        rounds, nodes = data.get("rounds", []), data.get("nodes", {})
+        if not isinstance(rounds, list) or not isinstance(nodes, dict):
+            raise FederationFailed("the saved state's history has no rounds list or nodes object")
+        return cls(job_id=str(data["job-id"]), rounds=list(rounds), nodes=dict(nodes))
+
+
+def history_node_add_round(entry: dict[str, object], server_round: int) -> None:
+    """Add ``server_round`` to the ``rounds`` list of one node's history entry."""
+    rounds = entry.setdefault("rounds", [])
+    if not isinstance(rounds, list):
+        raise FederationFailed(f"a node's history has rounds={rounds!r}, not a list")
+    rounds.append(server_round)
+
+
+def _history_number(entry: Mapping[str, object], key: str, default: float) -> float:
+    """A number in one node's history entry (the checked metrics copied there), or ``default``."""
+    value = entry.get(key, default)
+    if not isinstance(value, int | float):
+        raise FederationFailed(f"a node's history has {key}={value!r}, not a number")
+    return float(value)
 
 
 def _parts(content: RecordDict) -> ReplyParts:
@@ -371,7 +392,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             raise FederationFailed(
                 f"resume-from {settings.resume_from} holds another adapter shape"
             )
-        history = History.from_dict(state.get("history", {"job-id": settings.job_id}))  # type: ignore[arg-type]
+        history = History.from_dict(state.get("history", {"job-id": settings.job_id}))
         start = last + 1
         logger.info(
             "resuming job %s from round %d (saved in %s)",
@@ -422,7 +443,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             "nodes-asked": [str(n) for n in nodes],
             "bytes-out-per-node": bytes_out,
         }
-        accepted: dict[str, dict[str, object]] = {}
+        accepted: dict[str, dict[str, float]] = {}
         node_datasets: dict[str, str] = {}
         rejected: dict[str, list[str]] = {}
         refused: dict[str, str] = {}
@@ -461,7 +482,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             node_arrays = OrderedDict((name, named[name]) for name in expected)
             good.append((node_arrays, int(metrics["num-examples"])))
             entry = history.nodes.setdefault(node, {"rounds": []})
-            entry["rounds"].append(server_round)  # type: ignore[union-attr]  # list set just above
+            history_node_add_round(entry, server_round)
             entry.update(
                 {
                     "epsilon": metrics["epsilon"],
@@ -526,14 +547,18 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         )
 
     epsilons = [
-        float(n["epsilon"]) for n in history.nodes.values() if float(n.get("epsilon", -1)) >= 0
-    ]  # type: ignore[arg-type]
-    noises = [
-        float(n["noise-multiplier"])
+        _history_number(n, "epsilon", -1)
         for n in history.nodes.values()
-        if float(n.get("noise-multiplier", -1)) > 0
-    ]  # type: ignore[arg-type]
-    steps = max((int(n["total-steps"]) for n in history.nodes.values()), default=0)  # type: ignore[call-overload]
+        if _history_number(n, "epsilon", -1) >= 0
+    ]
+    noises = [
+        _history_number(n, "noise-multiplier", -1)
+        for n in history.nodes.values()
+        if _history_number(n, "noise-multiplier", -1) > 0
+    ]
+    steps = max(
+        (int(_history_number(n, "total-steps", 0)) for n in history.nodes.values()), default=0
+    )
     final = (
         saved.save_round(
             out_dir,
