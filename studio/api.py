@@ -21,8 +21,9 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import BaseThrottle, ScopedRateThrottle
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import NotFoundError
-from registry.api.common import PAGE_PARAMETERS, ListPagination, paginated, signed_in
+from registry.api.common import PAGE_PARAMETERS, ListPagination, paginated
 from registry.selectors import visible_versions
 from registry.serializers import SampleImageSerializer
 from sdcore.generate import SAMPLERS
@@ -109,13 +110,15 @@ class GenerationOutputSerializer(serializers.Serializer):
     def get_queue_position(self, obj: Generation) -> int | None:
         return queue_position(obj)
 
+    # Serializer(many=True) makes a ListSerializer, whose .data is a list; the stubs type the
+    # call as the Serializer (a dict's data).
     @extend_schema_field(GenerationResourceSerializer(many=True))
     def get_loras(self, obj: Generation) -> list[dict[str, Any]]:
-        return GenerationResourceSerializer(loras_of(obj), many=True).data
+        return GenerationResourceSerializer(loras_of(obj), many=True).data  # type: ignore[return-value]
 
     @extend_schema_field(GenerationResourceSerializer(many=True))
     def get_embeddings(self, obj: Generation) -> list[dict[str, Any]]:
-        return GenerationResourceSerializer(embeddings_of(obj), many=True).data
+        return GenerationResourceSerializer(embeddings_of(obj), many=True).data  # type: ignore[return-value]
 
     @extend_schema_field(serializers.URLField(allow_null=True))
     def get_image_url(self, obj: Generation) -> str | None:

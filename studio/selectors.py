@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.db.models import Prefetch, Q, QuerySet
 
 from registry.models import FileLayout, ModelKind, ModelVersion, VersionStatus, Visibility
 from studio.limits import GENERATION_FAMILIES
 from studio.models import Generation, GenerationResource, GenerationStatus, ResourceKind
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 
 MAX_CHOICES = 200
 
@@ -25,7 +26,7 @@ def _with_details(qs: QuerySet[Generation]) -> QuerySet[Generation]:
     )
 
 
-def generation_list(*, user: AbstractBaseUser) -> QuerySet[Generation]:
+def generation_list(*, user: AuthUser) -> QuerySet[Generation]:
     """The user's own generations, newest first, with what each used."""
     return _with_details(Generation.objects.filter(user=user))
 
@@ -47,7 +48,7 @@ def queue_position(generation: Generation) -> int | None:
     ).count()
 
 
-def _usable_versions(user: AbstractBaseUser) -> QuerySet[ModelVersion]:
+def _usable_versions(user: AuthUser) -> QuerySet[ModelVersion]:
     """Published versions of models others may see, and every version of the user's own.
 
     Whether a paid version was bought is checked when the request is made (a 403 says what it
@@ -74,7 +75,7 @@ def _ordered(qs: QuerySet[ModelVersion]) -> list[ModelVersion]:
     return list(qs.order_by("-model__download_count", "model__name", "-created_at")[:MAX_CHOICES])
 
 
-def form_choices(*, user: AbstractBaseUser, include: int | None = None) -> FormChoices:
+def form_choices(*, user: AuthUser, include: int | None = None) -> FormChoices:
     """Checkpoints, LoRAs and embeddings to offer (``include``: one version to keep listed)."""
     usable = _usable_versions(user).filter(base_model__in=GENERATION_FAMILIES)
     if include is not None:
@@ -91,11 +92,10 @@ def form_choices(*, user: AbstractBaseUser, include: int | None = None) -> FormC
     )
 
 
-def sample_targets(*, generation: Generation, user: AbstractBaseUser) -> list[ModelVersion]:
+def sample_targets(*, generation: Generation, user: AuthUser) -> list[ModelVersion]:
     """The versions that made ``generation`` and that ``user`` owns (may get it as sample)."""
-    ids = {generation.base_version_id}
-    ids |= {r.version_id for r in generation.resources.all()}
-    ids.discard(None)
+    used = [generation.base_version_id, *(r.version_id for r in generation.resources.all())]
+    ids = {pk for pk in used if pk is not None}
     return list(
         ModelVersion.objects.select_related("model").filter(pk__in=ids, model__owner=user)
     )

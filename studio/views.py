@@ -10,12 +10,12 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from core.auth import request_user
+from core.auth import AuthenticatedHttpRequest, request_user
 from core.errors import ApplicationError, NotFoundError, error_response
 from registry.models import ModelKind, ModelVersion
 from studio.forms import GenerationForm, initial_from_generation
@@ -66,7 +66,7 @@ def _initial_for(version_id: int | None, choices: FormChoices) -> dict[str, Any]
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def generate(request: HttpRequest) -> HttpResponse:
+def generate(request: AuthenticatedHttpRequest) -> HttpResponse:
     wanted = _int(request.GET.get("version"))
     choices = form_choices(user=request.user, include=wanted)
     initial = _initial_for(wanted, choices)
@@ -101,15 +101,16 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
     generation = generation_get(generation_id=generation_id, user=request.user)
     if generation is None:
         raise Http404("No such generation.")
-    is_owner = request.user.is_authenticated and generation.user_id == request.user.pk
+    user = request.user
+    owner = user if user.is_authenticated and generation.user_id == user.pk else None
     context = {
         "generation": generation,
-        "is_owner": is_owner,
+        "is_owner": owner is not None,
         "loras": loras_of(generation),
         "embeddings": embeddings_of(generation),
         "queue_position": queue_position(generation),
-        "sample_targets": sample_targets(generation=generation, user=request.user)
-        if is_owner and generation.status == GenerationStatus.SUCCEEDED
+        "sample_targets": sample_targets(generation=generation, user=owner)
+        if owner is not None and generation.status == GenerationStatus.SUCCEEDED
         else [],
         "status_url": reverse("studio:api-generation-detail", args=[generation.pk]),
     }
@@ -118,7 +119,7 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def gallery(request: HttpRequest) -> HttpResponse:
+def gallery(request: AuthenticatedHttpRequest) -> HttpResponse:
     page = Paginator(generation_list(user=request.user), GALLERY_PER_PAGE).get_page(
         request.GET.get("page")
     )
@@ -126,7 +127,7 @@ def gallery(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def generation_image(request: HttpRequest, generation_id: int) -> HttpResponse:
+def generation_image(request: HttpRequest, generation_id: int) -> HttpResponseBase:
     """The PNG, to its owner (session or API token), or to anyone when it is public."""
     user = request_user(request)
     generation = generation_get(generation_id=generation_id, user=user)
@@ -146,7 +147,7 @@ def generation_image(request: HttpRequest, generation_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def generation_visibility(request: HttpRequest, generation_id: int) -> HttpResponse:
+def generation_visibility(request: AuthenticatedHttpRequest, generation_id: int) -> HttpResponse:
     generation = generation_get(generation_id=generation_id, user=request.user)
     if generation is None:
         raise Http404("No such generation.")
@@ -164,7 +165,7 @@ def generation_visibility(request: HttpRequest, generation_id: int) -> HttpRespo
 
 @login_required
 @require_POST
-def generation_sample(request: HttpRequest, generation_id: int) -> HttpResponse:
+def generation_sample(request: AuthenticatedHttpRequest, generation_id: int) -> HttpResponse:
     generation = generation_get(generation_id=generation_id, user=request.user)
     if generation is None:
         raise Http404("No such generation.")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.utils import timezone
@@ -153,7 +153,7 @@ def _family_label(family: str) -> str:
     return family or "an unknown base model"
 
 
-def _version_for_use(*, user: AbstractBaseUser, version_id: int, field: str) -> ModelVersion:
+def _version_for_use(*, user: User, version_id: int, field: str) -> ModelVersion:
     """The version, if ``user`` may use its files: 404 when not visible, 403 when not bought."""
     version = (
         ModelVersion.objects.select_related("model", "model__owner").filter(pk=version_id).first()
@@ -197,7 +197,7 @@ def _safetensors_file(version: ModelVersion, field: str) -> ModelFile:
     )
 
 
-def _check_base(user: AbstractBaseUser, version_id: int) -> tuple[ModelVersion, ModelFile | None]:
+def _check_base(user: User, version_id: int) -> tuple[ModelVersion, ModelFile | None]:
     field = "base_version_id"
     version = _version_for_use(user=user, version_id=version_id, field=field)
     if version.model.kind != ModelKind.CHECKPOINT:
@@ -251,7 +251,7 @@ def _resource_name(kind: str, version: ModelVersion, model_file: ModelFile) -> s
 
 
 def _check_resources(
-    user: AbstractBaseUser, base: ModelVersion, kind: str, items: Sequence[ResourceInput]
+    user: User, base: ModelVersion, kind: str, items: Sequence[ResourceInput]
 ) -> list[_Resource]:
     model_kind, key, article = _RESOURCE_KINDS[ResourceKind(kind)]
     limit = MAX_LORAS if kind == ResourceKind.LORA else MAX_EMBEDDINGS
@@ -311,7 +311,7 @@ def _enqueue(generation_id: int) -> None:
 @transaction.atomic
 def generation_create(
     *,
-    user: AbstractBaseUser,
+    user: User,
     base_version_id: int,
     prompt: str,
     negative_prompt: str = "",
@@ -528,13 +528,13 @@ def generation_run(*, generation_id: int) -> Generation:
 # --------------------------------------------------------------------------------------
 
 
-def _require_owner(generation: Generation, user: AbstractBaseUser) -> None:
+def _require_owner(generation: Generation, user: User) -> None:
     if generation.user_id != user.pk:
         raise AccessDeniedError("Only its owner can change this generation.")
 
 
 def generation_visibility_set(
-    *, generation: Generation, user: AbstractBaseUser, is_public: bool
+    *, generation: Generation, user: User, is_public: bool
 ) -> Generation:
     """Show the image to anyone with the link (public) or to its owner only."""
     _require_owner(generation, user)
@@ -550,7 +550,7 @@ def generation_visibility_set(
 
 
 def generation_sample_attach(
-    *, generation: Generation, user: AbstractBaseUser, version: ModelVersion
+    *, generation: Generation, user: User, version: ModelVersion
 ) -> SampleImage:
     """Add the image as a sample image of ``version``, a version that made it and that
     ``user`` owns (the registry's ``sample_image_add`` checks ownership and the image)."""
