@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 from marketplace.selectors import is_entitled, listing_for, listing_price_now
 from registry.access import ALLOW, DownloadDecision
@@ -10,7 +10,7 @@ from registry.models import DatasetVersion, ModelVersion
 
 
 def download_policy(
-    user: AbstractBaseUser | AnonymousUser, target: ModelVersion | DatasetVersion
+    user: User | AnonymousUser, target: ModelVersion | DatasetVersion
 ) -> DownloadDecision:
     """Free, unlisted, past early access, collaborators and buyers may download; else 401/403.
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -15,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import ApplicationError, NotFoundError
 from marketplace import selectors
 from marketplace.models import Listing, Purchase
@@ -71,10 +71,6 @@ def _idempotency_key(request: Request) -> str:
     return key
 
 
-def _user(request: Request) -> AbstractBaseUser:
-    return request.user  # type: ignore[return-value]
-
-
 # --- wallet ------------------------------------------------------------------------------
 
 
@@ -89,7 +85,7 @@ class WalletDetailApi(APIView):
 
     @extend_schema(responses=OutputSerializer, tags=["wallet"])
     def get(self, request: Request) -> Response:
-        user = _user(request)
+        user = signed_in(request)
         body = {"balance": selectors.wallet_balance(user=user),
                 "withdrawable": selectors.withdrawable_balance(user=user), "currency": "credits"}
         return Response(self.OutputSerializer(body).data)
@@ -113,7 +109,7 @@ class WalletTransactionListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.wallet_entries(user=_user(request)),
+        page = paginator.paginate_queryset(selectors.wallet_entries(user=signed_in(request)),
                                            request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
@@ -136,12 +132,12 @@ class TopUpCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        top_up = wallet_top_up(user=_user(request), amount=data.validated_data["amount"],
+        top_up = wallet_top_up(user=signed_in(request), amount=data.validated_data["amount"],
                                provider=default_provider(),
                                idempotency_key=_idempotency_key(request))
         body = {"id": top_up.pk, "amount": top_up.amount, "provider": top_up.provider,
                 "provider_reference": top_up.provider_reference,
-                "balance": selectors.wallet_balance(user=_user(request))}
+                "balance": selectors.wallet_balance(user=signed_in(request))}
         return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
@@ -227,7 +223,7 @@ class ListingListCreateApi(APIView):
         if target is None:
             raise NotFoundError("No such version.")
         listing = listing_create(
-            seller=_user(request), target=target, price=v["price"],
+            seller=signed_in(request), target=target, price=v["price"],
             early_access_until=v.get("early_access_until"), royalty_bps=v["royalty_bps"],
             shares=[(s["username"], s["percent"]) for s in v.get("shares", [])],
         )
@@ -264,7 +260,7 @@ class ListingDetailApi(APIView):
         changes = dict(data.validated_data)
         if "shares" in changes:
             changes["shares"] = [(s["username"], s["percent"]) for s in changes["shares"]]
-        listing = listing_update(listing=listing, user=_user(request), **changes)
+        listing = listing_update(listing=listing, user=signed_in(request), **changes)
         return Response(ListingOutputSerializer(listing).data)
 
 
@@ -296,7 +292,7 @@ class PurchaseCreateApi(APIView):
         if listing is None:
             raise NotFoundError("No such listing.")
         replay = Purchase.objects.filter(buyer_id=request.user.pk, idempotency_key=key).exists()
-        purchase = purchase_create(buyer=_user(request), listing=listing, idempotency_key=key)
+        purchase = purchase_create(buyer=signed_in(request), listing=listing, idempotency_key=key)
         return Response(PurchaseOutputSerializer(purchase).data,
                         status=status.HTTP_200_OK if replay else status.HTTP_201_CREATED)
 
@@ -328,7 +324,7 @@ class LibraryListApi(APIView):
     )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.library_for(user=_user(request)),
+        page = paginator.paginate_queryset(selectors.library_for(user=signed_in(request)),
                                            request, view=self)
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
@@ -401,6 +397,6 @@ class ReviewListCreateApi(APIView):
             pk=v["model_version_id"]).first()
         if version is None:
             raise NotFoundError("No such version.")
-        review = review_create(user=_user(request), version=version, rating=v["rating"],
+        review = review_create(user=signed_in(request), version=version, rating=v["rating"],
                                text=v.get("text", ""))
         return Response(self.OutputSerializer(review).data, status=status.HTTP_201_CREATED)

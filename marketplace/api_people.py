@@ -12,9 +12,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import NotFoundError
 from marketplace import selectors
-from marketplace.api import WholeNumberField, _user
+from marketplace.api import WholeNumberField
 from marketplace.exports import statement_response
 from marketplace.models import Payout, ReportReason
 from marketplace.services.payouts import payout_mark_paid, payout_reject, payout_request
@@ -45,7 +46,7 @@ class PayoutListCreateApi(APIView):
     )
     def get(self, request: Request) -> Response:
         paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.payouts_for(user=_user(request)), request,
+        page = paginator.paginate_queryset(selectors.payouts_for(user=signed_in(request)), request,
                                            view=self)
         return paginator.get_paginated_response(PayoutOutputSerializer(page, many=True).data)
 
@@ -54,7 +55,7 @@ class PayoutListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        payout = payout_request(user=_user(request), amount=data.validated_data["amount"])
+        payout = payout_request(user=signed_in(request), amount=data.validated_data["amount"])
         return Response(PayoutOutputSerializer(payout).data, status=status.HTTP_201_CREATED)
 
 
@@ -75,7 +76,7 @@ class PayoutSettleApi(APIView):
         if payout is None:
             raise NotFoundError("No such payout.")
         settle = payout_mark_paid if self.outcome == "paid" else payout_reject
-        payout = settle(payout=payout, staff=_user(request),
+        payout = settle(payout=payout, staff=signed_in(request),
                         note=data.validated_data.get("note", ""))
         return Response(PayoutOutputSerializer(payout).data)
 
@@ -93,7 +94,7 @@ class WalletStatementApi(APIView):
     def get(self, request: Request) -> HttpResponse:
         start, end = selectors.statement_period(request.query_params.get("from", ""),
                                                 request.query_params.get("to", ""))
-        lines = selectors.wallet_statement(user=_user(request), start=start, end=end)
+        lines = selectors.wallet_statement(user=signed_in(request), start=start, end=end)
         return statement_response(lines, start, end)
 
 
@@ -131,7 +132,7 @@ class ReportCreateApi(APIView):
             target = Dataset.objects.filter(pk=v["dataset_id"]).first()
         if target is None:
             raise NotFoundError("No such version or dataset.")
-        report = report_create(reporter=_user(request), target=target, reason=v["reason"],
+        report = report_create(reporter=signed_in(request), target=target, reason=v["reason"],
                                text=v["text"])
         return Response(self.OutputSerializer(report).data, status=status.HTTP_201_CREATED)
 

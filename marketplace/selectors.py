@@ -6,7 +6,7 @@ import datetime
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
@@ -77,7 +77,7 @@ def platform_revenue_total() -> int:
 USER_ACCOUNT_KINDS = (AccountKind.WALLET, AccountKind.EARNINGS)
 
 
-def wallet_balance(*, user: AbstractBaseUser) -> int:
+def wallet_balance(*, user: User) -> int:
     """Every credit the user can spend: bought and earned together."""
     return int(
         Account.objects.filter(kind__in=USER_ACCOUNT_KINDS, owner_id=user.pk)
@@ -85,18 +85,18 @@ def wallet_balance(*, user: AbstractBaseUser) -> int:
     )
 
 
-def withdrawable_balance(*, user: AbstractBaseUser) -> int:
+def withdrawable_balance(*, user: User) -> int:
     """The credits a payout may take: the earned ones."""
     account = Account.objects.filter(kind=AccountKind.EARNINGS, owner_id=user.pk).first()
     return account.balance if account else 0
 
 
-def _user_entries(user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
+def _user_entries(user: User) -> QuerySet[LedgerEntry]:
     return LedgerEntry.objects.filter(account__kind__in=USER_ACCOUNT_KINDS,
                                       account__owner_id=user.pk)
 
 
-def wallet_entries(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
+def wallet_entries(*, user: User) -> QuerySet[LedgerEntry]:
     return _user_entries(user).select_related("transaction").order_by("-pk")
 
 
@@ -116,13 +116,13 @@ def listing_price_now(listing: Listing) -> int:
     return listing.price
 
 
-def is_entitled(user: AbstractBaseUser, target: ModelVersion | DatasetVersion) -> bool:
+def is_entitled(user: User, target: ModelVersion | DatasetVersion) -> bool:
     if isinstance(target, ModelVersion):
         return Entitlement.objects.filter(user_id=user.pk, model_version_id=target.pk).exists()
     return Entitlement.objects.filter(user_id=user.pk, dataset_version_id=target.pk).exists()
 
 
-def library_for(*, user: AbstractBaseUser) -> QuerySet[Entitlement]:
+def library_for(*, user: User) -> QuerySet[Entitlement]:
     return Entitlement.objects.filter(user_id=user.pk).select_related(
         "model_version__model", "dataset_version__dataset", "purchase"
     )
@@ -308,7 +308,7 @@ def _day_start(day: datetime.date) -> datetime.datetime:
 
 
 def wallet_statement(
-    *, user: AbstractBaseUser, start: datetime.date, end: datetime.date
+    *, user: User, start: datetime.date, end: datetime.date
 ) -> list[StatementLine]:
     """The user's wallet entries from ``start`` to ``end`` (both days included, local time),
     oldest first, each with the wallet balance right after it."""
@@ -334,7 +334,7 @@ def wallet_statement(
 EARNING_MEMOS = ("seller", "share", "royalty")
 
 
-def earning_entries(*, user: AbstractBaseUser) -> QuerySet[LedgerEntry]:
+def earning_entries(*, user: User) -> QuerySet[LedgerEntry]:
     """Credits the user earned: their part of purchases and escrow payouts (data owners)."""
     return _user_entries(user).filter(amount__gt=0).filter(
         Q(transaction__kind="purchase", memo__in=EARNING_MEMOS)
@@ -348,7 +348,7 @@ class DayEarning:
     amount: int
 
 
-def earnings_by_day(*, user: AbstractBaseUser) -> list[DayEarning]:
+def earnings_by_day(*, user: User) -> list[DayEarning]:
     """One row per (local) day with earnings, oldest first."""
     rows = (
         earning_entries(user=user)
@@ -365,7 +365,7 @@ class ListingSales:
     earned: int
 
 
-def sales_by_listing(*, user: AbstractBaseUser) -> list[ListingSales]:
+def sales_by_listing(*, user: User) -> list[ListingSales]:
     """For each listing the user earned from (as seller, collaborator or upstream owner)."""
     rows = list(
         earning_entries(user=user).filter(transaction__kind="purchase")
@@ -382,7 +382,7 @@ def sales_by_listing(*, user: AbstractBaseUser) -> list[ListingSales]:
     ]
 
 
-def payouts_for(*, user: AbstractBaseUser) -> QuerySet[Payout]:
+def payouts_for(*, user: User) -> QuerySet[Payout]:
     return Payout.objects.filter(user_id=user.pk).order_by("-created_at", "-pk")
 
 
@@ -391,7 +391,7 @@ def reviews_for_version(version: ModelVersion) -> QuerySet[Review]:
 
 
 def review_refusal(
-    *, user: AbstractBaseUser | AnonymousUser, version: ModelVersion
+    *, user: User | AnonymousUser, version: ModelVersion
 ) -> ApplicationError | None:
     """Why ``user`` may not review ``version``, or ``None`` when they may.
 
@@ -419,5 +419,5 @@ def review_refusal(
     return None
 
 
-def review_allowed(*, user: AbstractBaseUser | AnonymousUser, version: ModelVersion) -> bool:
+def review_allowed(*, user: User | AnonymousUser, version: ModelVersion) -> bool:
     return review_refusal(user=user, version=version) is None

@@ -23,7 +23,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Sum
 from django.utils import timezone
@@ -115,12 +115,12 @@ def _user_account(user_id: int, kind: str) -> Account:
         return Account.objects.get(kind=kind, owner_id=user_id)
 
 
-def wallet_get_or_create(*, user: AbstractBaseUser) -> Account:
+def wallet_get_or_create(*, user: User) -> Account:
     """The user's bought credits: spendable, not withdrawable."""
     return _user_account(user.pk, AccountKind.WALLET)
 
 
-def earnings_get_or_create(*, user: AbstractBaseUser) -> Account:
+def earnings_get_or_create(*, user: User) -> Account:
     """The user's earned credits: spendable and withdrawable (payouts take only these)."""
     return _user_account(user.pk, AccountKind.EARNINGS)
 
@@ -250,7 +250,7 @@ def ledger_transfer(
 
 @transaction.atomic
 def wallet_top_up(
-    *, user: AbstractBaseUser, amount: object, provider: PaymentProvider, idempotency_key: str
+    *, user: User, amount: object, provider: PaymentProvider, idempotency_key: str
 ) -> TopUp:
     """Charge ``provider`` and credit the wallet. The same key returns the same top-up."""
     credits = positive_credits(amount)
@@ -286,7 +286,7 @@ def wallet_top_up(
 
 @transaction.atomic
 def credit_grant_create(
-    *, staff: AbstractBaseUser, user: AbstractBaseUser, amount: object, reason: str
+    *, staff: User, user: User, amount: object, reason: str
 ) -> CreditGrant:
     if not getattr(staff, "is_staff", False):
         raise ApplicationError("Only staff can grant credits.", code="forbidden", status=403)
@@ -309,7 +309,7 @@ def credit_grant_create(
 
 @transaction.atomic
 def escrow_hold_create(
-    *, payer: AbstractBaseUser, amount: object, reference: str
+    *, payer: User, amount: object, reference: str
 ) -> EscrowHold:
     """Move ``amount`` from the payer's credits (bought first, then earned) into a new escrow
     account (402 if short). Locks the payer's two accounts and the escrow's, ascending pk."""
@@ -341,9 +341,9 @@ def escrow_hold_create(
 def escrow_settle(
     *,
     escrow_hold: EscrowHold,
-    payouts: Sequence[tuple[AbstractBaseUser, int]],
+    payouts: Sequence[tuple[User, int]],
     fee: int,
-    refund_to: AbstractBaseUser | None = None,
+    refund_to: User | None = None,
 ) -> LedgerTransaction | None:
     """Pay these parties these amounts from this escrow, the platform ``fee``, and refund
     the rest to ``refund_to`` (the payer by default). Settles once; a second call is refused.

@@ -6,7 +6,7 @@ import datetime
 from collections.abc import Sequence
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
@@ -39,8 +39,8 @@ def _royalty(value: object) -> int:
     return value
 
 
-def _shares(shares: Sequence[tuple[str, object]]) -> list[tuple[AbstractBaseUser, int]]:
-    out: list[tuple[AbstractBaseUser, int]] = []
+def _shares(shares: Sequence[tuple[str, object]]) -> list[tuple[User, int]]:
+    out: list[tuple[User, int]] = []
     seen: set[str] = set()
     for username, percent in shares:
         if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 100:
@@ -106,7 +106,7 @@ def _check_royalties(version: ModelVersion, price: int) -> None:
 @transaction.atomic
 def listing_create(
     *,
-    seller: AbstractBaseUser,
+    seller: User,
     target: ModelVersion | DatasetVersion,
     price: object = 0,
     early_access_until: datetime.datetime | None = None,
@@ -145,7 +145,7 @@ def listing_create(
 def listing_update(
     *,
     listing: Listing,
-    user: AbstractBaseUser,
+    user: User,
     price: object = _UNSET,
     early_access_until: object = _UNSET,
     royalty_bps: object = _UNSET,
@@ -178,7 +178,7 @@ def listing_update(
 
 @transaction.atomic
 def listing_terms_set(
-    *, seller: AbstractBaseUser, version: ModelVersion, license_code: str, price: object
+    *, seller: User, version: ModelVersion, license_code: str, price: object
 ) -> Listing | None:
     """The owner's "license and price" page: both in one step, all or nothing.
 

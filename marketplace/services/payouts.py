@@ -10,7 +10,7 @@ platform); rejected moves them back to earnings. Each step is one ledger transac
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -30,7 +30,7 @@ def payout_minimum() -> int:
 
 
 @transaction.atomic
-def payout_request(*, user: AbstractBaseUser, amount: object) -> Payout:
+def payout_request(*, user: User, amount: object) -> Payout:
     """Set ``amount`` earned credits aside for a payout (at least the minimum, at most the
     earned balance: bought credits are never withdrawable).
 
@@ -63,7 +63,7 @@ def payout_request(*, user: AbstractBaseUser, amount: object) -> Payout:
     return payout
 
 
-def _require_staff(staff: AbstractBaseUser) -> None:
+def _require_staff(staff: User) -> None:
     if not getattr(staff, "is_staff", False):
         raise AccessDeniedError("Only staff can settle payouts.", code="staff_only")
 
@@ -76,7 +76,7 @@ def _lock_pending(payout: Payout) -> Payout:
 
 
 @transaction.atomic
-def payout_mark_paid(*, payout: Payout, staff: AbstractBaseUser, note: str = "") -> Payout:
+def payout_mark_paid(*, payout: Payout, staff: User, note: str = "") -> Payout:
     """Record that the money was sent: pending -> paid. Locks the payout row, then accounts."""
     _require_staff(staff)
     locked = _lock_pending(payout)
@@ -90,7 +90,7 @@ def payout_mark_paid(*, payout: Payout, staff: AbstractBaseUser, note: str = "")
 
 
 @transaction.atomic
-def payout_reject(*, payout: Payout, staff: AbstractBaseUser, note: str = "") -> Payout:
+def payout_reject(*, payout: Payout, staff: User, note: str = "") -> Payout:
     """Refuse the payout: the credits go back to earnings. Locks the payout, then accounts."""
     _require_staff(staff)
     locked = _lock_pending(payout)
@@ -103,7 +103,7 @@ def payout_reject(*, payout: Payout, staff: AbstractBaseUser, note: str = "") ->
     return _handled(locked, staff, PayoutStatus.REJECTED, note)
 
 
-def _handled(payout: Payout, staff: AbstractBaseUser, status: str, note: str) -> Payout:
+def _handled(payout: Payout, staff: User, status: str, note: str) -> Payout:
     payout.status = status
     payout.handled_by_id = staff.pk
     payout.handled_at = timezone.now()

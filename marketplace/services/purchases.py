@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 
 from core.errors import ApplicationError, ConflictError, NotFoundError
@@ -38,7 +38,7 @@ def _same_purchase(existing: Purchase, listing: Listing) -> Purchase:
 
 
 def purchase_create(
-    *, buyer: AbstractBaseUser, listing: Listing, idempotency_key: str
+    *, buyer: User, listing: Listing, idempotency_key: str
 ) -> Purchase:
     """Buy ``listing`` for ``buyer``. The same key and listing return the first purchase.
 
@@ -62,7 +62,7 @@ def purchase_create(
 
 
 @transaction.atomic
-def _purchase_create(*, buyer: AbstractBaseUser, listing_id: int, key: str) -> Purchase:
+def _purchase_create(*, buyer: User, listing_id: int, key: str) -> Purchase:
     existing = Purchase.objects.filter(buyer_id=buyer.pk, idempotency_key=key).first()
     listing = (
         Listing.objects.select_related("model_version__model", "dataset_version__dataset")

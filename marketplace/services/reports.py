@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.utils import timezone
 
@@ -17,7 +17,7 @@ MAX_REPORT_TEXT = 5000
 
 
 def report_create(
-    *, reporter: AbstractBaseUser, target: ModelVersion | Dataset, reason: str, text: str
+    *, reporter: User, target: ModelVersion | Dataset, reason: str, text: str
 ) -> Report:
     """File a report about a version or dataset the reporter can see."""
     if not getattr(reporter, "is_authenticated", False):
@@ -45,7 +45,7 @@ def report_create(
                                  text=text)
 
 
-def _lock_open(report: Report, staff: AbstractBaseUser) -> Report:
+def _lock_open(report: Report, staff: User) -> Report:
     if not getattr(staff, "is_staff", False):
         raise AccessDeniedError("Only staff can handle reports.", code="staff_only")
     locked = (
@@ -59,7 +59,7 @@ def _lock_open(report: Report, staff: AbstractBaseUser) -> Report:
     return locked
 
 
-def _close(report: Report, staff: AbstractBaseUser, status: str) -> Report:
+def _close(report: Report, staff: User, status: str) -> Report:
     report.status = status
     report.handled_by_id = staff.pk
     report.handled_at = timezone.now()
@@ -68,7 +68,7 @@ def _close(report: Report, staff: AbstractBaseUser, status: str) -> Report:
 
 
 @transaction.atomic
-def report_unpublish_version(*, report: Report, staff: AbstractBaseUser) -> Report:
+def report_unpublish_version(*, report: Report, staff: User) -> Report:
     """Unpublish the reported version (through the registry, as staff). Locks the report."""
     locked = _lock_open(report, staff)
     if locked.model_version is None:
@@ -79,7 +79,7 @@ def report_unpublish_version(*, report: Report, staff: AbstractBaseUser) -> Repo
 
 
 @transaction.atomic
-def report_remove_target(*, report: Report, staff: AbstractBaseUser) -> Report:
+def report_remove_target(*, report: Report, staff: User) -> Report:
     """Remove the reported version's model (or the dataset) from the site. Locks the report."""
     locked = _lock_open(report, staff)
     if locked.model_version is not None:
@@ -91,5 +91,5 @@ def report_remove_target(*, report: Report, staff: AbstractBaseUser) -> Report:
 
 
 @transaction.atomic
-def report_dismiss(*, report: Report, staff: AbstractBaseUser) -> Report:
+def report_dismiss(*, report: Report, staff: User) -> Report:
     return _close(_lock_open(report, staff), staff, ReportStatus.DISMISSED)

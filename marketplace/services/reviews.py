@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count
 
@@ -15,7 +15,7 @@ from registry.services.catalog import model_rating_set
 
 @transaction.atomic
 def review_create(
-    *, user: AbstractBaseUser, version: ModelVersion, rating: object, text: str = ""
+    *, user: User, version: ModelVersion, rating: object, text: str = ""
 ) -> Review:
     """Review a version ``review_refusal`` allows; ``verified`` if you are entitled to it.
 
