@@ -10,6 +10,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.auth import AuthenticatedHttpRequest
 from federated.models import (
     DatasetTerms,
     FederatedJob,
@@ -44,7 +45,7 @@ class NodeAdmin(ReadOnlyAdmin):
     actions = ["revoke"]
 
     @admin.action(description="Revoke the selected nodes' tokens")
-    def revoke(self, request: HttpRequest, queryset: QuerySet[Node]) -> None:
+    def revoke(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Node]) -> None:
         _run_each(self, request, queryset, lambda node: node_revoke(node=node, user=request.user),
               "node(s) revoked")
 
@@ -87,7 +88,7 @@ class FederatedJobAdmin(ReadOnlyAdmin):
     actions = ["cancel", "fail"]
 
     @admin.action(description="Cancel the selected jobs (pay what was earned, refund the rest)")
-    def cancel(self, request: HttpRequest, queryset: QuerySet[FederatedJob]) -> None:
+    def cancel(self, request: AuthenticatedHttpRequest, queryset: QuerySet[FederatedJob]) -> None:
         _run_each(self, request, queryset, lambda job: job_cancel(job=job, user=request.user),
               "job(s) cancelled")
 

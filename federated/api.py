@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
-from django.http import HttpResponse
+from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -22,6 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import ApplicationError, NotFoundError
 from federated import selectors
 from federated.auth import (
@@ -56,15 +56,12 @@ from registry.serializers import aggregate_stats
 TAGS = ["federated"]
 
 
-def _user(request: Request) -> AbstractBaseUser:
-    return request.user  # type: ignore[return-value]
-
-
 def _page(request: Request, view: APIView, items: Any, serializer: type[serializers.Serializer],
           context: dict[str, Any] | None = None) -> Response:
     paginator = PageNumberPagination()
-    page = paginator.paginate_queryset(items, request, view=view)
-    return paginator.get_paginated_response(serializer(page, many=True, context=context).data)
+    page: list[object] | None = paginator.paginate_queryset(items, request, view=view)
+    return paginator.get_paginated_response(
+        serializer(page, many=True, context=context or {}).data)
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -117,14 +114,14 @@ class NodeListCreateApi(APIView):
     )
     def get(self, request: Request) -> Response:
         revoked = request.query_params.get("revoked", "") in ("1", "true", "yes")
-        nodes = selectors.nodes_of_owner(owner=_user(request), include_revoked=revoked)
+        nodes = selectors.nodes_of_owner(owner=signed_in(request), include_revoked=revoked)
         return Response(NodeOutputSerializer(nodes, many=True).data)
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, tags=TAGS)
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        registered = node_register(owner=_user(request), **data.validated_data)
+        registered = node_register(owner=signed_in(request), **data.validated_data)
         body = {"id": registered.node.pk, "name": registered.node.name,
                 "token": registered.token, "key_fingerprint": registered.node.key_fingerprint}
         return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
@@ -169,7 +166,7 @@ class NodeRevokeApi(APIView):
 
     @extend_schema(request=None, responses=NodeOutputSerializer, tags=TAGS)
     def post(self, request: Request, node_id: int) -> Response:
-        node = node_revoke(node=own_node(request, node_id), user=_user(request))
+        node = node_revoke(node=own_node(request, node_id), user=signed_in(request))
         return Response(NodeOutputSerializer(node).data)
 
 
@@ -315,7 +312,7 @@ class FederatedDatasetListCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        terms = federated_dataset_create(owner=_user(request), **data.validated_data)
+        terms = federated_dataset_create(owner=signed_in(request), **data.validated_data)
         return Response(_owner_data(_owner_row(terms)), status=status.HTTP_201_CREATED)
 
 
@@ -326,7 +323,7 @@ class FederatedDatasetMineApi(APIView):
 
     @extend_schema(responses=OwnerDatasetSerializer(many=True), tags=TAGS)
     def get(self, request: Request) -> Response:
-        rows = selectors.datasets_of_owner(owner=_user(request))
+        rows = selectors.datasets_of_owner(owner=signed_in(request))
         return Response([_owner_data(row) for row in rows])
 
 
@@ -364,7 +361,7 @@ class DatasetTermsUpdateApi(APIView):
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         node_id = changes.pop("node_id", None)
-        terms = dataset_terms_update(terms=terms, user=_user(request), changes=changes,
+        terms = dataset_terms_update(terms=terms, user=signed_in(request), changes=changes,
                                      node_id=node_id)
         return Response(TermsOutputSerializer(terms).data)
 
@@ -415,7 +412,7 @@ class EarningsListApi(APIView):
 
     @extend_schema(responses=OutputSerializer(many=True), tags=TAGS)
     def get(self, request: Request) -> Response:
-        rows = selectors.datasets_of_owner(owner=_user(request))
+        rows = selectors.datasets_of_owner(owner=signed_in(request))
         return Response(self.OutputSerializer(rows, many=True).data)
 
 
@@ -546,7 +543,9 @@ class JobEstimateApi(APIView):
 
         class AggregationSerializer(serializers.Serializer):
             aggregation = serializers.CharField()
-            label = serializers.CharField()
+            # A field named like a Field attribute (label, source): DRF's metaclass moves
+            # declared fields into _declared_fields; the stubs see an attribute override.
+            label = serializers.CharField()  # type: ignore[assignment]
             extra_seconds_per_round = serializers.FloatField()
             wall_time_factor = serializers.FloatField(
                 help_text="Whole run against FedAvg, same settings (measured).")
@@ -554,7 +553,7 @@ class JobEstimateApi(APIView):
                 help_text="Bytes a node sends per round against FedAvg (measured).")
             what_it_adds = serializers.CharField()
             limits = serializers.CharField()
-            source = serializers.CharField()
+            source = serializers.CharField()  # type: ignore[assignment]
 
         lines = LineSerializer(many=True)
         owners_max = serializers.IntegerField()
@@ -571,7 +570,7 @@ class JobEstimateApi(APIView):
     def post(self, request: Request) -> Response:
         data = JobSpecSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        estimate = job_estimate(trainer=_user(request), spec=data.spec())
+        estimate = job_estimate(trainer=signed_in(request), spec=data.spec())
         return Response(self.OutputSerializer(estimate).data)
 
 
@@ -585,7 +584,7 @@ class JobListCreateApi(APIView):
                    responses=paginated("PaginatedJobList", JobSummarySerializer(many=True)),
                    tags=TAGS)
     def get(self, request: Request) -> Response:
-        return _page(request, self, selectors.jobs_of_trainer(trainer=_user(request)),
+        return _page(request, self, selectors.jobs_of_trainer(trainer=signed_in(request)),
                      JobSummarySerializer)
 
     @extend_schema(request=JobSpecSerializer, parameters=[IDEMPOTENCY_KEY],
@@ -594,7 +593,7 @@ class JobListCreateApi(APIView):
         data = JobSpecSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job, created = job_create_and_launch(
-            trainer=_user(request), spec=data.spec(),
+            trainer=signed_in(request), spec=data.spec(),
             idempotency_key=request.headers.get("Idempotency-Key", ""))
         detail = selectors.job_detail(job_id=job.pk, user=request.user)
         return Response(JobDetailSerializer(detail).data,
@@ -629,7 +628,7 @@ class JobCancelApi(APIView):
 
     @extend_schema(request=None, responses=JobDetailSerializer, tags=TAGS)
     def post(self, request: Request, job_id: int) -> Response:
-        job = job_cancel(job=_job(request, job_id), user=_user(request))
+        job = job_cancel(job=_job(request, job_id), user=signed_in(request))
         return Response(JobDetailSerializer(selectors.job_detail(job_id=job.pk,
                                                                  user=request.user)).data)
 
@@ -710,12 +709,12 @@ class JobBaseModelApi(APIView):
                    401: OpenApiResponse(description="No valid node or job token."),
                    403: OpenApiResponse(description="The node serves no dataset of the job.")},
         tags=TAGS, auth=[])
-    def get(self, request: Request, job_id: int) -> HttpResponse:
+    def get(self, request: Request, job_id: int) -> HttpResponseBase:
         job = job_for_model_download(request, job_id)
         model_file = job.base_version.files.select_related("blob").filter(is_primary=True).first()
         if model_file is None:
             raise NotFoundError("The base model has no file.", code="not_found")
-        return serve_blob(request, model_file.blob, model_file.filename)  # type: ignore[arg-type]
+        return serve_blob(request._request, model_file.blob, model_file.filename)
 
 
 # --- approvals -----------------------------------------------------------------------------------
@@ -750,7 +749,7 @@ class ApprovalListApi(APIView):
         responses=paginated("PaginatedApprovalList", ApprovalSerializer(many=True)), tags=TAGS)
     def get(self, request: Request) -> Response:
         everything = request.query_params.get("all", "") in ("1", "true", "yes")
-        inbox = selectors.approval_inbox(owner=_user(request), pending_only=not everything)
+        inbox = selectors.approval_inbox(owner=signed_in(request), pending_only=not everything)
         return _page(request, self, inbox, ApprovalSerializer)
 
 
@@ -768,7 +767,7 @@ class ApprovalApproveApi(APIView):
     @extend_schema(request=None, responses=ApprovalSerializer, tags=TAGS)
     def post(self, request: Request, job_dataset_id: int) -> Response:
         jd = _request_for_owner(request, job_dataset_id)
-        job_approve(job_dataset=jd, user=_user(request))
+        job_approve(job_dataset=jd, user=signed_in(request))
         jd.refresh_from_db()
         return Response(ApprovalSerializer(jd).data)
 
@@ -785,7 +784,7 @@ class ApprovalRejectApi(APIView):
         jd = _request_for_owner(request, job_dataset_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        job_reject(job_dataset=jd, user=_user(request), note=data.validated_data["note"])
+        job_reject(job_dataset=jd, user=signed_in(request), note=data.validated_data["note"])
         jd.refresh_from_db()
         return Response(ApprovalSerializer(jd).data)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
@@ -33,7 +33,7 @@ class NodeTokenAuthentication(authentication.BaseAuthentication):
 
     keyword = "Bearer"
 
-    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, Node] | None:
+    def authenticate(self, request: Request) -> tuple[User, Node] | None:
         secret = _header_secret(request)
         if not secret:
             return None
@@ -49,7 +49,7 @@ class NodeTokenAuthentication(authentication.BaseAuthentication):
 class UserAuthentication(ApiTokenAuthentication):
     """The site's API tokens, leaving job and progress tokens to the view that checks them."""
 
-    def authenticate(self, request: Request) -> tuple[AbstractBaseUser, None] | None:
+    def authenticate(self, request: Request) -> tuple[User, None] | None:
         secret = bearer_secret(request._request)
         if secret and secret.startswith((JOB_TOKEN_PREFIX, PROGRESS_TOKEN_PREFIX)):
             return None

@@ -79,12 +79,13 @@ class JobForm(forms.Form):
                    "rounds")
     PRIVACY_FIELDS = ("dp", "target_epsilon", "delta", "max_grad_norm", "aggregation")
 
-    def __init__(self, *args: Any, base_versions: Iterable[ModelVersion],
-                 dataset_terms: Iterable[DatasetTerms], **kwargs: Any) -> None:
-        initial = {key: _DEFAULTS[key] for key in (*self.LORA_FIELDS, *self.PRIVACY_FIELDS)
-                   if key in _DEFAULTS}
-        initial.update(use=_DEFAULTS.get("use", TrainingUse.STYLE), **kwargs.pop("initial", {}))
-        super().__init__(*args, initial=initial, **kwargs)
+    def __init__(self, data: Mapping[str, Any] | None = None, *,
+                 base_versions: Iterable[ModelVersion], dataset_terms: Iterable[DatasetTerms],
+                 initial: Mapping[str, object] | None = None) -> None:
+        values = {key: _DEFAULTS[key] for key in (*self.LORA_FIELDS, *self.PRIVACY_FIELDS)
+                  if key in _DEFAULTS}
+        values.update(use=_DEFAULTS.get("use", TrainingUse.STYLE), **(initial or {}))
+        super().__init__(data, initial=values)
         self.dataset_terms = list(dataset_terms)
         self.fields["base_version"].choices = [  # type: ignore[attr-defined]
             ("", "Choose a base model"),

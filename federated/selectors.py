@@ -8,7 +8,8 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.db.models import Count, Prefetch, QuerySet, Sum
 from django.db.models.functions import Coalesce
 
@@ -34,14 +35,14 @@ from registry.models import (
 )
 from registry.selectors import visible_versions
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 State = FederatedJob.State
 
 
 # --- nodes -----------------------------------------------------------------------------------
 
 
-def nodes_of_owner(*, owner: AbstractBaseUser, include_revoked: bool = False) -> QuerySet[Node]:
+def nodes_of_owner(*, owner: AuthUser, include_revoked: bool = False) -> QuerySet[Node]:
     qs = Node.objects.filter(owner_id=owner.pk).prefetch_related(
         Prefetch("datasets", queryset=DatasetTerms.objects.select_related(
             "dataset_version__dataset"))
@@ -157,7 +158,7 @@ class OwnerDataset:
     jobs: int
 
 
-def earnings_by_dataset(*, owner: AbstractBaseUser) -> dict[int, tuple[int, int]]:
+def earnings_by_dataset(*, owner: AuthUser) -> dict[int, tuple[int, int]]:
     """``{dataset_version_id: (credits earned, settled jobs)}`` for the owner's datasets."""
     rows = (
         JobDataset.objects.filter(dataset_version__dataset__owner_id=owner.pk,
@@ -168,7 +169,7 @@ def earnings_by_dataset(*, owner: AbstractBaseUser) -> dict[int, tuple[int, int]
     return {r["dataset_version_id"]: (int(r["total"]), int(r["jobs"])) for r in rows}
 
 
-def datasets_of_owner(*, owner: AbstractBaseUser) -> list[OwnerDataset]:
+def datasets_of_owner(*, owner: AuthUser) -> list[OwnerDataset]:
     """The owner's federated datasets with budget spent and remaining, and earnings."""
     terms = list(
         DatasetTerms.objects.filter(dataset_version__dataset__owner_id=owner.pk)
@@ -217,7 +218,7 @@ def jobs_to_reconcile() -> QuerySet[FederatedJob]:
     ).order_by("pk")
 
 
-def jobs_of_trainer(*, trainer: AbstractBaseUser) -> QuerySet[FederatedJob]:
+def jobs_of_trainer(*, trainer: AuthUser) -> QuerySet[FederatedJob]:
     return (
         FederatedJob.objects.filter(trainer_id=trainer.pk)
         .select_related("base_version__model", "result_version__model")
@@ -272,7 +273,7 @@ def job_events(*, job: FederatedJob, limit: int = 200) -> list[JobEvent]:
     return list(reversed(JobEvent.objects.filter(job_id=job.pk).order_by("-pk")[:limit]))
 
 
-def approval_inbox(*, owner: AbstractBaseUser, pending_only: bool = True) -> QuerySet[JobDataset]:
+def approval_inbox(*, owner: AuthUser, pending_only: bool = True) -> QuerySet[JobDataset]:
     """Requests to train on the owner's datasets (manual approval), newest first."""
     qs = JobDataset.objects.filter(
         dataset_version__dataset__owner_id=owner.pk, auto_approved=False,
@@ -405,7 +406,7 @@ def job_samples(*, job: FederatedJob) -> list[SampleImage]:
                 .order_by("created_at", "pk"))
 
 
-def jobs_of_trainer_with_progress(*, trainer: AbstractBaseUser) -> QuerySet[FederatedJob]:
+def jobs_of_trainer_with_progress(*, trainer: AuthUser) -> QuerySet[FederatedJob]:
     """The trainer's jobs (as :func:`jobs_of_trainer`) with ``rounds_done`` counted."""
     return jobs_of_trainer(trainer=trainer).annotate(rounds_done=Count("rounds"))
 

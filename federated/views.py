@@ -8,11 +8,12 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError, NotFoundError
 from federated import charts, selectors
 from federated.forms import JobForm, PreviewForm, RejectForm
@@ -38,13 +39,13 @@ LIVE_POLL_MS = 2000
 
 @login_required
 @require_GET
-def job_list(request: HttpRequest) -> HttpResponse:
+def job_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     jobs = selectors.jobs_of_trainer_with_progress(
-        trainer=request.user)  # type: ignore[arg-type]
+        trainer=request.user)
     return render(request, "federated/job_list.html", {"jobs": jobs})
 
 
-def _job_form(request: HttpRequest, data: Any = None, **kwargs: Any) -> JobForm:
+def _job_form(request: AuthenticatedHttpRequest, data: Any = None, **kwargs: Any) -> JobForm:
     return JobForm(
         data,
         base_versions=selectors.base_versions_for_training(user=request.user),
@@ -54,8 +55,9 @@ def _job_form(request: HttpRequest, data: Any = None, **kwargs: Any) -> JobForm:
     )
 
 
-def _wizard(request: HttpRequest, form: JobForm, *, estimate: JobEstimate | None = None,
-            error: ApplicationError | None = None, status: int = 200) -> HttpResponse:
+def _wizard(request: AuthenticatedHttpRequest, form: JobForm, *,
+            estimate: JobEstimate | None = None, error: ApplicationError | None = None,
+            status: int = 200) -> HttpResponse:
     by_dataset = {t.dataset_version_id: t for t in form.dataset_terms}
     context = {
         "form": form,
@@ -63,20 +65,21 @@ def _wizard(request: HttpRequest, form: JobForm, *, estimate: JobEstimate | None
         "estimate_lines": [(line, by_dataset.get(line.dataset_version_id))
                            for line in estimate.lines] if estimate else [],
         "error": error,
-        "balance": wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "balance": wallet_balance(user=request.user),
     }
     return render(request, "federated/job_new.html", context, status=status)
 
 
 def _fresh_key(form: JobForm) -> None:
     """A new idempotency key in the re-rendered form (the old one belongs to another job)."""
-    form.data = form.data.copy()
-    form.data["idempotency_key"] = new_key()
+    data = form.data.copy() if isinstance(form.data, QueryDict) else {**form.data}
+    data["idempotency_key"] = new_key()
+    form.data = data
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def job_new(request: HttpRequest) -> HttpResponse:
+def job_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The wizard: "Estimate" re-renders with the cost and every problem; "Launch" creates
     and launches the job (once per idempotency key) and goes to its page."""
     if request.method == "GET":
@@ -86,7 +89,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         return _wizard(request, form, status=400)
     if request.POST.get("action") != "launch":
         try:
-            estimate = job_estimate(trainer=request.user,  # type: ignore[arg-type]
+            estimate = job_estimate(trainer=request.user,
                                     spec=form.spec())
         except ApplicationError as err:
             form.add_application_error(err)
@@ -95,7 +98,7 @@ def job_new(request: HttpRequest) -> HttpResponse:
         return _wizard(request, form, estimate=estimate)
     try:
         job, created = job_create_and_launch(
-            trainer=request.user, spec=form.spec(),  # type: ignore[arg-type]
+            trainer=request.user, spec=form.spec(),
             idempotency_key=form.cleaned_data["idempotency_key"])
     except ApplicationError as err:
         form.add_application_error(err)
@@ -107,14 +110,14 @@ def job_new(request: HttpRequest) -> HttpResponse:
     return redirect("training:job-detail", job_id=job.pk)
 
 
-def _job_or_404(request: HttpRequest, job_id: int) -> FederatedJob:
+def _job_or_404(request: AuthenticatedHttpRequest, job_id: int) -> FederatedJob:
     job = selectors.job_detail(job_id=job_id, user=request.user)
     if job is None:
         raise Http404("No such job.")
     return job
 
 
-def _job_context(request: HttpRequest, job: FederatedJob) -> dict[str, Any]:
+def _job_context(request: AuthenticatedHttpRequest, job: FederatedJob) -> dict[str, Any]:
     user = request.user
     sees_all = selectors.job_sees_everything(job=job, user=user)
     rows = selectors.job_round_rows(job=job, own_only=not sees_all)
@@ -137,14 +140,14 @@ def _job_context(request: HttpRequest, job: FederatedJob) -> dict[str, Any]:
 
 @login_required
 @require_GET
-def job_detail(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_detail(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = _job_or_404(request, job_id)
     return render(request, "federated/job_detail.html", _job_context(request, job))
 
 
 @login_required
 @require_GET
-def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_live(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     """The job page's live section alone, for ``static/federated/job.js`` to swap in."""
     job = _job_or_404(request, job_id)
     response = render(request, "federated/_job_live.html", _job_context(request, job))
@@ -154,10 +157,10 @@ def job_live(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def job_cancel_view(request: HttpRequest, job_id: int) -> HttpResponse:
+def job_cancel_view(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = _job_or_404(request, job_id)
     try:
-        job = job_cancel(job=job, user=request.user)  # type: ignore[arg-type]
+        job = job_cancel(job=job, user=request.user)
     except NotFoundError as err:
         raise Http404(err.message) from err
     except ApplicationError as err:
@@ -172,12 +175,12 @@ def job_cancel_view(request: HttpRequest, job_id: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def node_dashboard(request: HttpRequest) -> HttpResponse:
+def node_dashboard(request: AuthenticatedHttpRequest) -> HttpResponse:
     owner = request.user
     context = {
-        "nodes": selectors.nodes_of_owner(owner=owner, include_revoked=True),  # type: ignore[arg-type]
-        "datasets": selectors.datasets_of_owner(owner=owner),  # type: ignore[arg-type]
-        "inbox": selectors.approval_inbox(owner=owner),  # type: ignore[arg-type]
+        "nodes": selectors.nodes_of_owner(owner=owner, include_revoked=True),
+        "datasets": selectors.datasets_of_owner(owner=owner),
+        "inbox": selectors.approval_inbox(owner=owner),
         "reject_form": RejectForm(),
     }
     return render(request, "federated/dashboard.html", context)
@@ -192,10 +195,10 @@ def _job_dataset_or_404(job_dataset_id: int) -> JobDataset:
 
 @login_required
 @require_POST
-def approval_approve(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
+def approval_approve(request: AuthenticatedHttpRequest, job_dataset_id: int) -> HttpResponse:
     jd = _job_dataset_or_404(job_dataset_id)
     try:
-        job = job_approve(job_dataset=jd, user=request.user)  # type: ignore[arg-type]
+        job = job_approve(job_dataset=jd, user=request.user)
     except NotFoundError as err:
         raise Http404(err.message) from err
     except ApplicationError as err:
@@ -207,12 +210,12 @@ def approval_approve(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def approval_reject(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
+def approval_reject(request: AuthenticatedHttpRequest, job_dataset_id: int) -> HttpResponse:
     jd = _job_dataset_or_404(job_dataset_id)
     form = RejectForm(request.POST)
     note = form.cleaned_data["note"] if form.is_valid() else ""
     try:
-        job = job_reject(job_dataset=jd, user=request.user, note=note)  # type: ignore[arg-type]
+        job = job_reject(job_dataset=jd, user=request.user, note=note)
     except NotFoundError as err:
         raise Http404(err.message) from err
     except ApplicationError as err:
@@ -222,7 +225,7 @@ def approval_reject(request: HttpRequest, job_dataset_id: int) -> HttpResponse:
     return redirect("training:dashboard")
 
 
-def _owned_terms_or_404(request: HttpRequest, dataset_version_id: int) -> DatasetTerms:
+def _owned_terms_or_404(request: AuthenticatedHttpRequest, dataset_version_id: int) -> DatasetTerms:
     terms = selectors.owned_federated_terms(dataset_version_id=dataset_version_id,
                                             user=request.user)
     if terms is None:
@@ -230,7 +233,7 @@ def _owned_terms_or_404(request: HttpRequest, dataset_version_id: int) -> Datase
     return terms
 
 
-def _dataset_page(request: HttpRequest, terms: DatasetTerms, *,
+def _dataset_page(request: AuthenticatedHttpRequest, terms: DatasetTerms, *,
                   preview_form: PreviewForm | None = None, status: int = 200) -> HttpResponse:
     budget = selectors.dataset_budget(terms=terms)
     earnings = selectors.dataset_earnings_timeline(terms=terms)
@@ -251,7 +254,7 @@ def _dataset_page(request: HttpRequest, terms: DatasetTerms, *,
 
 @login_required
 @require_GET
-def dataset_detail(request: HttpRequest, dataset_version_id: int) -> HttpResponse:
+def dataset_detail(request: AuthenticatedHttpRequest, dataset_version_id: int) -> HttpResponse:
     """One dataset's privacy budget (spent per job, reserved, remaining), earnings and the
     preview images its owner chose to show."""
     return _dataset_page(request, _owned_terms_or_404(request, dataset_version_id))
@@ -259,14 +262,15 @@ def dataset_detail(request: HttpRequest, dataset_version_id: int) -> HttpRespons
 
 @login_required
 @require_POST
-def dataset_preview_add_view(request: HttpRequest, dataset_version_id: int) -> HttpResponse:
+def dataset_preview_add_view(request: AuthenticatedHttpRequest,
+                             dataset_version_id: int) -> HttpResponse:
     terms = _owned_terms_or_404(request, dataset_version_id)
     form = PreviewForm(request.POST, request.FILES)
     if not form.is_valid():
         return _dataset_page(request, terms, preview_form=form, status=400)
     try:
         dataset_preview_add(dataset_version=terms.dataset_version,
-                            user=request.user,  # type: ignore[arg-type]
+                            user=request.user,
                             image=form.cleaned_data["image"],
                             caption=form.cleaned_data["caption"])
     except ApplicationError as err:
@@ -278,12 +282,12 @@ def dataset_preview_add_view(request: HttpRequest, dataset_version_id: int) -> H
 
 @login_required
 @require_POST
-def dataset_preview_remove_view(request: HttpRequest, dataset_version_id: int,
+def dataset_preview_remove_view(request: AuthenticatedHttpRequest, dataset_version_id: int,
                                 preview_id: int) -> HttpResponse:
     terms = _owned_terms_or_404(request, dataset_version_id)
     preview = terms.dataset_version.previews.filter(pk=preview_id).first()
     if preview is None:
         raise Http404("No such preview.")
-    dataset_preview_remove(preview=preview, user=request.user)  # type: ignore[arg-type]
+    dataset_preview_remove(preview=preview, user=request.user)
     messages.success(request, "Preview removed.")
     return redirect("training:dataset-detail", dataset_version_id=dataset_version_id)

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError, NotFoundError
@@ -114,7 +114,7 @@ def terms_clean(values: Mapping[str, Any], current: DatasetTerms | None = None) 
     return out
 
 
-def _owned_node(owner: AbstractBaseUser, node_id: int) -> Node:
+def _owned_node(owner: User, node_id: int) -> Node:
     node = Node.objects.filter(pk=node_id, owner_id=owner.pk).first()
     if node is None:
         raise NotFoundError("No such node of yours.", code="node_not_found")
@@ -134,7 +134,7 @@ def _next_version_name(dataset: Dataset) -> str:
 @transaction.atomic
 def federated_dataset_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     node_id: int,
     name: str,
     manifest: dict[str, Any],
@@ -175,7 +175,7 @@ def federated_dataset_create(
 
 @transaction.atomic
 def dataset_terms_update(
-    *, terms: DatasetTerms, user: AbstractBaseUser, changes: Mapping[str, Any],
+    *, terms: DatasetTerms, user: User, changes: Mapping[str, Any],
     node_id: int | None = None,
 ) -> DatasetTerms:
     """Change a dataset's terms (its owner only). Jobs already launched keep their terms."""

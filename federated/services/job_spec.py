@@ -13,7 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 
 from core.errors import AccessDeniedError, ApplicationError, NotFoundError
 from federated.models import TRAINABLE_FAMILIES, DatasetTerms, TrainingUse
@@ -223,7 +223,7 @@ def _hyperparameters(spec: JobSpec, problems: list[Problem]) -> dict[str, Any]:
 
 
 def _base_problems(
-    trainer: AbstractBaseUser, spec: JobSpec, problems: list[Problem]
+    trainer: User, spec: JobSpec, problems: list[Problem]
 ) -> tuple[ModelVersion, ModelFile | None]:
     base = (
         ModelVersion.objects.select_related("model").filter(pk=spec.base_version_id).first()
@@ -265,7 +265,7 @@ def _base_problems(
     return base, primary
 
 
-def _dataset_terms(trainer: AbstractBaseUser, spec: JobSpec) -> list[DatasetTerms]:
+def _dataset_terms(trainer: User, spec: JobSpec) -> list[DatasetTerms]:
     ids = list(spec.dataset_version_ids)
     if not ids or len(ids) > MAX_DATASETS:
         raise ApplicationError(f"Pick 1 to {MAX_DATASETS} datasets.", code="bad_datasets")
@@ -391,7 +391,7 @@ def _privacy_defaults(
 
 
 def job_spec_resolve(
-    *, trainer: AbstractBaseUser, spec: JobSpec, exclude_job_id: int | None = None
+    *, trainer: User, spec: JobSpec, exclude_job_id: int | None = None
 ) -> ResolvedSpec:
     """Load the spec's base version and datasets (404/403 when the trainer may not see or use
     them) and list every problem; the caller raises (:meth:`ResolvedSpec.raise_first`)."""

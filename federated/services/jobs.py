@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -122,7 +122,7 @@ def _estimate(resolved: ResolvedSpec, fee_bps: int) -> JobEstimate:
                        AGGREGATION_COSTS.get(str(resolved.config.get("aggregation"))), rounds)
 
 
-def job_estimate(*, trainer: AbstractBaseUser, spec: JobSpec) -> JobEstimate:
+def job_estimate(*, trainer: User, spec: JobSpec) -> JobEstimate:
     """The cost before launch, with every problem the launch would refuse for."""
     return _estimate(job_spec_resolve(trainer=trainer, spec=spec), platform_fee_bps())
 
@@ -156,7 +156,7 @@ def _lock(job: FederatedJob) -> FederatedJob:
 
 
 @transaction.atomic
-def job_create(*, trainer: AbstractBaseUser, spec: JobSpec) -> FederatedJob:
+def job_create(*, trainer: User, spec: JobSpec) -> FederatedJob:
     """A draft job, after every check (400 naming the first problem and listing all)."""
     resolved = job_spec_resolve(trainer=trainer, spec=spec)
     resolved.raise_first()
@@ -267,7 +267,7 @@ def _same_request(existing: FederatedJob, fingerprint: str) -> FederatedJob:
 
 
 def job_create_and_launch(
-    *, trainer: AbstractBaseUser, spec: JobSpec, idempotency_key: str
+    *, trainer: User, spec: JobSpec, idempotency_key: str
 ) -> tuple[FederatedJob, bool]:
     """Create and launch in one transaction: ``(job, created)``. The same key with the same
     request returns the first job (created False) and charges nothing more; the same key with
@@ -295,7 +295,7 @@ def job_create_and_launch(
 # --- approvals -------------------------------------------------------------------------------
 
 
-def _job_dataset_for_owner(job_dataset: JobDataset, user: AbstractBaseUser) -> JobDataset:
+def _job_dataset_for_owner(job_dataset: JobDataset, user: User) -> JobDataset:
     jd = JobDataset.objects.select_related("dataset_version__dataset").get(pk=job_dataset.pk)
     if jd.dataset_version.dataset.owner_id != user.pk:
         raise NotFoundError("No such approval request.", code="approval_not_found")
@@ -303,7 +303,7 @@ def _job_dataset_for_owner(job_dataset: JobDataset, user: AbstractBaseUser) -> J
 
 
 @transaction.atomic
-def job_approve(*, job_dataset: JobDataset, user: AbstractBaseUser) -> FederatedJob:
+def job_approve(*, job_dataset: JobDataset, user: User) -> FederatedJob:
     """The dataset's owner approves; when every dataset is approved the job is queued."""
     jd = _job_dataset_for_owner(job_dataset, user)
     job = _lock(jd.job)
@@ -323,7 +323,7 @@ def job_approve(*, job_dataset: JobDataset, user: AbstractBaseUser) -> Federated
 
 
 @transaction.atomic
-def job_reject(*, job_dataset: JobDataset, user: AbstractBaseUser, note: str = "") -> FederatedJob:
+def job_reject(*, job_dataset: JobDataset, user: User, note: str = "") -> FederatedJob:
     """The dataset's owner refuses: the job is cancelled and its escrow refunded in full."""
     jd = _job_dataset_for_owner(job_dataset, user)
     job = _lock(jd.job)
@@ -520,7 +520,7 @@ def job_fail(*, job: FederatedJob, reason: str) -> FederatedJob:
 
 
 @transaction.atomic
-def job_cancel(*, job: FederatedJob, user: AbstractBaseUser) -> FederatedJob:
+def job_cancel(*, job: FederatedJob, user: User) -> FederatedJob:
     """The trainer (or staff) cancels: pay what was earned, refund the rest; a started run is
     stopped by ``federated.tasks.job_stop``. Cancelling again changes nothing; a job being
     published or finished cannot be cancelled (409)."""

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePublicKey
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -87,7 +87,7 @@ def _clean_name(name: str) -> str:
 
 
 @transaction.atomic
-def node_register(*, owner: AbstractBaseUser, name: str, public_key: str) -> RegisteredNode:
+def node_register(*, owner: User, name: str, public_key: str) -> RegisteredNode:
     """Register a node for ``owner``; the returned token is the only copy of the secret."""
     key = public_key_parse(public_key)
     if Node.objects.filter(key_fingerprint=key.fingerprint, revoked_at__isnull=True).exists():
@@ -168,7 +168,7 @@ def node_heartbeat(
 
 
 @transaction.atomic
-def node_revoke(*, node: Node, user: AbstractBaseUser) -> Node:
+def node_revoke(*, node: Node, user: User) -> Node:
     """Revoke the node's token (owner or staff). Its datasets cannot join new jobs."""
     if not (user.pk == node.owner_id or user.is_staff):
         raise NotFoundError("No such node.")

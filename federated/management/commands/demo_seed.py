@@ -16,7 +16,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
@@ -50,9 +50,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, **options: object) -> None:
         password = str(options["password"])
-        User = get_user_model()
+        user_model = get_user_model()
         for username, role, staff in DEMO_USERS:
-            user, created = User.objects.get_or_create(
+            user, created = user_model.objects.get_or_create(
                 username=username, defaults={"email": f"{username}@demo.atelier.test"}
             )
             if created:
@@ -61,16 +61,16 @@ class Command(BaseCommand):
                 user.save()
             self.stdout.write(f"  login {username:8} / {password}   ({role})")
         for username, credits in DEMO_CREDITS.items():
-            self._credits(User.objects.get(username=username), credits)
+            self._credits(user_model.objects.get(username=username), credits)
         call_command(
             "publish_tiny_model",
             owner="creator",
             out=str(Path(settings.VAR_DIR) / "tiny-model"),
             stdout=self.stdout,
         )
-        self._demo_dataset(User.objects.get(username="creator"))
+        self._demo_dataset(user_model.objects.get(username="creator"))
 
-    def _credits(self, user: AbstractBaseUser, credits: int) -> None:
+    def _credits(self, user: User, credits: int) -> None:
         """Top ``user`` up to ``credits`` when the wallet holds less than half of them."""
         balance = wallet_balance(user=user)
         if balance < credits // 2:
@@ -80,7 +80,7 @@ class Command(BaseCommand):
             balance = wallet_balance(user=user)
         self.stdout.write(f"  wallet {user.get_username()}: {balance} credits")
 
-    def _demo_dataset(self, owner: AbstractBaseUser) -> None:
+    def _demo_dataset(self, owner: User) -> None:
         name = "Red circles (synthetic)"
         if Dataset.objects.filter(owner=owner, name=name).exists():
             self.stdout.write(f"dataset {name!r} exists")
