@@ -7,6 +7,7 @@ The one-command demo runs with no variables at all: SQLite under ``var/``, files
 
 import ipaddress
 from pathlib import Path
+from typing import Any
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
@@ -170,7 +171,7 @@ else:
         "BACKEND": "registry.storage.PrivateFileSystemStorage",
         "OPTIONS": {"location": str(BLOB_ROOT)},
     }
-STORAGES = {
+STORAGES: dict[str, dict[str, Any]] = {  # the type Django's settings give it
     "default": _file_storage,  # public media: sample images, previews, generated images
     "blobs": _blob_storage,  # model and dataset files: no URL maps to them (registry.storage)
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},

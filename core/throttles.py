@@ -28,7 +28,7 @@ from functools import lru_cache, wraps
 from typing import TYPE_CHECKING, Any, Protocol
 
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpRequest, HttpResponseBase, JsonResponse
 from rest_framework.throttling import ScopedRateThrottle, SimpleRateThrottle
 
 from core.auth import request_user
@@ -213,12 +213,12 @@ def check_throttle(
 
 def throttle_view(
     throttle_class: type[SimpleRateThrottle],
-) -> Callable[[Callable[..., HttpResponse]], Callable[..., HttpResponse]]:
+) -> Callable[[Callable[..., HttpResponseBase]], Callable[..., HttpResponseBase]]:
     """Decorate a plain Django view with one of the throttles above."""
 
-    def decorate(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    def decorate(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
         @wraps(view)
-        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             refused = check_throttle(request, throttle_class)
             if refused is not None:
                 return refused

@@ -8,7 +8,7 @@ dataset removed, restore it), which call :mod:`registry.services`.
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -73,7 +73,7 @@ class DatasetVersionInline(ReadOnlyInline):
     fields = ("name", "image_count", "license_code", "manifest_hash", "created_at")
 
 
-def _staff(request: HttpRequest) -> AbstractBaseUser:
+def _staff(request: HttpRequest) -> User:
     """The signed-in staff member acting (the admin only lets staff in)."""
     user = request.user
     if isinstance(user, AnonymousUser) or not user.is_staff:

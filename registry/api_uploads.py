@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.bodies import request_body_discard
 from core.errors import ApplicationError
 from registry.models import Upload
@@ -66,7 +67,7 @@ class UploadCreateApi(APIView):
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        upload = upload_create(user=request.user, **data.validated_data)
+        upload = upload_create(user=signed_in(request), **data.validated_data)
         return Response(upload_summary(upload), status=status.HTTP_201_CREATED)
 
 
@@ -81,8 +82,8 @@ class UploadDetailApi(APIView):
     permission_classes = [IsAuthenticated]
     parser_classes = [RawBytesParser]
 
-    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Response:
-        response: Response = super().dispatch(request, *args, **kwargs)
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = super().dispatch(request, *args, **kwargs)
         request_body_discard(request)
         return response
 

@@ -17,7 +17,7 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
 
 from registry.models import Blob
 from registry.services.blobs import blob_open, blob_stored_path
@@ -104,7 +104,7 @@ def serve_blob(
     *,
     extra_headers: dict[str, str] | None = None,
     disposition: str | None = None,
-) -> HttpResponse:
+) -> HttpResponseBase:
     etag = _etag(blob)
     headers = {
         "ETag": etag,
@@ -113,6 +113,7 @@ def serve_blob(
         "Cache-Control": "private, max-age=0",
         **(extra_headers or {}),
     }
+    response: HttpResponseBase
     if request.headers.get("If-None-Match") == etag:
         response = HttpResponse(status=304)
         for key, value in headers.items():

@@ -15,7 +15,7 @@ from django.db import models
 from django.db.models import Exists, OuterRef, Q
 
 if TYPE_CHECKING:
-    from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+    from django.contrib.auth.models import AnonymousUser, User
 
 
 class ModelKind(models.TextChoices):
@@ -50,12 +50,12 @@ class Visibility(models.TextChoices):
 # (``registry.access`` asks it of rows already loaded).
 
 
-def is_owner_or_staff(user: AbstractBaseUser | AnonymousUser, owner_id: int) -> bool:
+def is_owner_or_staff(user: User | AnonymousUser, owner_id: int) -> bool:
     return bool(user.is_authenticated and (user.pk == owner_id or user.is_staff))
 
 
 def visible_q(
-    user: AbstractBaseUser | AnonymousUser,
+    user: User | AnonymousUser,
     *,
     via: str = "",
     public_also: Q | None = None,
@@ -76,7 +76,7 @@ def visible_q(
 
 
 def is_visible_to(
-    user: AbstractBaseUser | AnonymousUser,
+    user: User | AnonymousUser,
     *,
     owner_id: int,
     visibility: str,
@@ -90,7 +90,7 @@ def is_visible_to(
 
 
 class ModelQuerySet(models.QuerySet["Model"]):
-    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> ModelQuerySet:
+    def visible_to(self, user: User | AnonymousUser) -> ModelQuerySet:
         """Models the user may open: listed ones, unlisted ones by link, and their own."""
         return self.filter(visible_q(user))
 
@@ -105,14 +105,14 @@ class ModelQuerySet(models.QuerySet["Model"]):
 
 
 class ModelVersionQuerySet(models.QuerySet["ModelVersion"]):
-    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> ModelVersionQuerySet:
+    def visible_to(self, user: User | AnonymousUser) -> ModelVersionQuerySet:
         """Published versions of visible models, and every version of the user's own."""
         published = Q(status=VersionStatus.PUBLISHED)
         return self.filter(visible_q(user, via="model__", public_also=published))
 
 
 class DatasetQuerySet(models.QuerySet["Dataset"]):
-    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> DatasetQuerySet:
+    def visible_to(self, user: User | AnonymousUser) -> DatasetQuerySet:
         """Datasets the user may open: listed ones, unlisted ones by link, and their own."""
         return self.filter(visible_q(user))
 
@@ -124,7 +124,7 @@ class DatasetQuerySet(models.QuerySet["Dataset"]):
 
 
 class DatasetVersionQuerySet(models.QuerySet["DatasetVersion"]):
-    def visible_to(self, user: AbstractBaseUser | AnonymousUser) -> DatasetVersionQuerySet:
+    def visible_to(self, user: User | AnonymousUser) -> DatasetVersionQuerySet:
         """Versions of the datasets the user may open."""
         return self.filter(visible_q(user, via="dataset__"))
 

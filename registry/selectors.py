@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.db import connection
 from django.db.models import F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
 
@@ -23,7 +24,7 @@ from registry.models import (
     VersionStatus,
 )
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 
 
 def visible_models(user: User) -> QuerySet[Model]:

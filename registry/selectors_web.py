@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet, Subquery
 
 from registry.models import (
@@ -32,7 +33,7 @@ from registry.selectors import (
     visible_versions,
 )
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 
 SORTS = {
     "newest": ("-created_at", "-pk"),
@@ -242,7 +243,7 @@ def manifest_stats(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
 
 @dataclass
 class CreatorProfile:
-    creator: AbstractBaseUser
+    creator: AuthUser
     models: list[Model] = field(default_factory=list)
     datasets: list[Dataset] = field(default_factory=list)
     is_self: bool = False

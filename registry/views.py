@@ -20,6 +20,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from registry.forms import BrowseForm, ModelUploadForm
 from registry.models import DatasetKind, Model, ModelFile, ModelVersion, Upload, UploadStatus
@@ -131,13 +132,13 @@ def _selected_version(versions: list[ModelVersion], wanted: str) -> ModelVersion
             if version.pk == int(wanted):
                 return version
         raise Http404("No such version.")
-    published = [v for v in versions if v.is_published]
-    return (published or versions or [None])[0]
+    candidates = [v for v in versions if v.is_published] or versions
+    return candidates[0] if candidates else None
 
 
 @login_required
 @require_POST
-def file_convert_view(request: HttpRequest, file_id: int) -> HttpResponse:
+def file_convert_view(request: AuthenticatedHttpRequest, file_id: int) -> HttpResponse:
     """Queue the conversion of a pickle file to safetensors (the owner's button)."""
     model_file = (
         ModelFile.objects.select_related("version", "version__model").filter(pk=file_id).first()
@@ -157,7 +158,7 @@ def file_convert_view(request: HttpRequest, file_id: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def version_publish_view(request: HttpRequest, version_id: int) -> HttpResponse:
+def version_publish_view(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     version = visible_versions(request.user).filter(pk=version_id).first()
     if version is None:
         raise Http404("No such version.")
@@ -172,7 +173,7 @@ def version_publish_view(request: HttpRequest, version_id: int) -> HttpResponse:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def upload(request: HttpRequest) -> HttpResponse:
+def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ModelUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
         stored = _stored_upload(request, form)
@@ -188,7 +189,7 @@ def upload(request: HttpRequest) -> HttpResponse:
     return render(request, "registry/upload.html", context, status=status)
 
 
-def _stored_upload(request: HttpRequest, form: ModelUploadForm) -> Upload | None:
+def _stored_upload(request: AuthenticatedHttpRequest, form: ModelUploadForm) -> Upload | None:
     """The completed upload the form refers to, or the form's own file stored now."""
     upload_id = form.cleaned_data.get("upload_id")
     if upload_id:
@@ -210,7 +211,7 @@ def _stored_upload(request: HttpRequest, form: ModelUploadForm) -> Upload | None
 
 
 def _create_model_and_version(
-    request: HttpRequest, form: ModelUploadForm, stored: Upload
+    request: AuthenticatedHttpRequest, form: ModelUploadForm, stored: Upload
 ) -> ModelVersion | None:
     data = form.cleaned_data
     try:

@@ -6,8 +6,14 @@ URL; ``/files/{sha256}/{filename}`` serves the bytes with Range and ETag.
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect, JsonResponse
+from django.contrib.auth.models import AnonymousUser, User
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    JsonResponse,
+)
 from django.views.decorators.http import require_http_methods
 
 from core.auth import bearer_secret, request_user
@@ -21,7 +27,7 @@ from registry.services.catalog import download_count_increment
 from registry.services.downloads import signed_file_url, signed_file_verify
 
 
-def _denied(user: AbstractBaseUser | AnonymousUser, status: int, body: dict) -> JsonResponse:
+def _denied(user: User | AnonymousUser, status: int, body: dict) -> JsonResponse:
     if status == 403 and not user.is_authenticated:
         body = {
             "code": "authentication_required",
@@ -37,7 +43,7 @@ def _denied(user: AbstractBaseUser | AnonymousUser, status: int, body: dict) -> 
 
 def authorize_download(
     request: HttpRequest, target: ModelVersion | DatasetVersion
-) -> tuple[AbstractBaseUser | AnonymousUser, JsonResponse | None]:
+) -> tuple[User | AnonymousUser, JsonResponse | None]:
     """The requesting user, and an error response when they may not download ``target``."""
     user = request_user(request)
     if bearer_secret(request) and not user.is_authenticated:
@@ -108,7 +114,7 @@ def _still_entitled(user_id: int, sha256: str) -> bool:
     """The signed URL's user may still download some version or dataset holding the blob."""
     from django.contrib.auth import get_user_model
 
-    user: AbstractBaseUser | AnonymousUser = (
+    user: User | AnonymousUser = (
         get_user_model().objects.filter(pk=user_id, is_active=True).first() or AnonymousUser()
     )
     for model_file in ModelFile.objects.filter(blob_id=sha256).select_related(
@@ -126,7 +132,7 @@ def _still_entitled(user_id: int, sha256: str) -> bool:
 
 @require_http_methods(["GET", "HEAD"])
 @throttle_view(DownloadThrottle)
-def signed_file(request: HttpRequest, sha256: str, filename: str) -> HttpResponse:
+def signed_file(request: HttpRequest, sha256: str, filename: str) -> HttpResponseBase:
     try:
         signed = signed_file_verify(
             sha256=sha256,

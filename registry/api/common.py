@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
@@ -51,14 +50,6 @@ PAGE_PARAMETERS = [
 
 def not_found_message(what: str) -> str:
     return f"No such {what}, or it is not visible to you."
-
-
-def signed_in(request: Request) -> AbstractBaseUser:
-    """The caller, who must be signed in (views check this with a permission first)."""
-    user = request.user
-    if isinstance(user, AnonymousUser) or not user.is_authenticated:
-        raise NotAuthenticated()
-    return user
 
 
 def has_nul(value: object) -> bool:

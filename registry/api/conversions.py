@@ -9,9 +9,10 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import NotFoundError
 from registry.access import can_view_version
-from registry.api.common import not_found_message, signed_in
+from registry.api.common import not_found_message
 from registry.models import ModelFile
 from registry.services.conversion import model_file_conversion_request
 

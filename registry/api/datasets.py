@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import NotFoundError
 from registry.api.common import (
     PAGE_PARAMETERS,
@@ -19,7 +20,6 @@ from registry.api.common import (
     has_nul,
     not_found_message,
     paginated,
-    signed_in,
     wants_mine,
 )
 from registry.models import Dataset, DatasetKind, Upload, Visibility

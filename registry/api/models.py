@@ -16,6 +16,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from core.auth import signed_in
 from core.errors import ApplicationError, NotFoundError, PayloadTooLargeError
 from core.throttles import ApiThrottle, DownloadThrottle
 from registry.access import download_decision
@@ -25,7 +26,6 @@ from registry.api.common import (
     has_nul,
     not_found_message,
     paginated,
-    signed_in,
     wants_mine,
 )
 from registry.http import counts_as_download

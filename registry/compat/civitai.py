@@ -32,7 +32,8 @@ from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
@@ -58,7 +59,7 @@ from registry.models import (
     VersionStatus,
 )
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 View = Callable[..., HttpResponse]
 
 # Civitai's ModelType enum -> Atelier's kind (None: a valid Civitai type Atelier has no
@@ -81,7 +82,7 @@ CIVITAI_TYPES: dict[str, str | None] = {
     "Detection": None,
     "Other": None,
 }
-KIND_TO_CIVITAI = {
+KIND_TO_CIVITAI: dict[str, str] = {
     ModelKind.CHECKPOINT: "Checkpoint",
     ModelKind.EMBEDDING: "TextualInversion",
     ModelKind.LORA: "LORA",
@@ -89,7 +90,7 @@ KIND_TO_CIVITAI = {
     ModelKind.CONTROLNET: "Controlnet",
     ModelKind.VAE: "VAE",
 }
-KIND_TO_AIR = {
+KIND_TO_AIR: dict[str, str] = {
     ModelKind.CHECKPOINT: "checkpoint",
     ModelKind.EMBEDDING: "embedding",
     ModelKind.LORA: "lora",
@@ -97,7 +98,7 @@ KIND_TO_AIR = {
     ModelKind.CONTROLNET: "controlnet",
     ModelKind.VAE: "vae",
 }
-FAMILY_TO_CIVITAI = {
+FAMILY_TO_CIVITAI: dict[str, str] = {
     BaseModelFamily.SD1: "SD 1.5",
     BaseModelFamily.SD2: "SD 2.1",
     BaseModelFamily.SDXL: "SDXL 1.0",
@@ -122,13 +123,13 @@ SORTS: dict[str, tuple[str, ...]] = {
     "most downloaded": ("-download_count", "-rating_avg", "-pk"),
     "newest": ("-created_at", "-pk"),
 }
-FORMAT_TO_CIVITAI = {
+FORMAT_TO_CIVITAI: dict[str, str] = {
     FileFormat.SAFETENSORS: "SafeTensor",
     FileFormat.PICKLE: "PickleTensor",
     FileFormat.ARCHIVE: "Other",
     FileFormat.OTHER: "Other",
 }
-STATUS_TO_CIVITAI = {
+STATUS_TO_CIVITAI: dict[str, str] = {
     VersionStatus.PUBLISHED: "Published",
     VersionStatus.DRAFT: "Draft",
     VersionStatus.UNPUBLISHED: "Unpublished",

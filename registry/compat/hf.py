@@ -37,8 +37,9 @@ from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from core.auth import bearer_secret, request_user
@@ -65,8 +66,8 @@ from registry.models import (
 )
 from registry.services.catalog import download_count_increment
 
-User = AbstractBaseUser | AnonymousUser
-View = Callable[..., HttpResponse]
+User = AuthUser | AnonymousUser
+View = Callable[..., HttpResponseBase]
 
 LFS_POINTER = "version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
@@ -127,7 +128,7 @@ def get_or_head_only(view: View) -> View:
 
     @csrf_exempt
     @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
         if request.method not in ("GET", "HEAD"):
             response = _hf_error(
                 405, "", f"Method {request.method} is not allowed here.", code="method_not_allowed"
@@ -334,7 +335,9 @@ def _counts_as_download(request: HttpRequest, model_file: ModelFile) -> bool:
 
 @get_or_head_only
 @throttle_view(DownloadThrottle)
-def resolve(request: HttpRequest, owner: str, slug: str, revision: str, path: str) -> HttpResponse:
+def resolve(
+    request: HttpRequest, owner: str, slug: str, revision: str, path: str
+) -> HttpResponseBase:
     opened = _open_revision(request, owner, slug, revision)
     if isinstance(opened, JsonResponse):
         return opened

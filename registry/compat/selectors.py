@@ -12,13 +12,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as AuthUser
 from django.db.models import Prefetch, Q, QuerySet
 
 from registry.models import FileLayout, Model, ModelFile, ModelVersion, VersionStatus
 from registry.selectors import files_by_hash, listed_models, visible_models, visible_versions
 
-User = AbstractBaseUser | AnonymousUser
+User = AuthUser | AnonymousUser
 
 COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 MAIN_REVISION = "main"

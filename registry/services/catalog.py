@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import connection, transaction
-from django.db.models import F, QuerySet
+from django.db.models import Choices, F, QuerySet
 from django.utils import timezone
 from django.utils.text import slugify
 
@@ -65,12 +65,12 @@ class ParentSpec:
     dataset_version: DatasetVersion | None = None
 
 
-def _require_owner(user: AbstractBaseUser, owner_id: int) -> None:
+def _require_owner(user: User, owner_id: int) -> None:
     if not (user.pk == owner_id or user.is_staff):
         raise AccessDeniedError("Only the owner can change this.")
 
 
-def _choice(value: str, choices: type, field: str) -> str:
+def _choice(value: str, choices: type[Choices], field: str) -> str:
     if value not in choices.values:
         allowed = ", ".join(choices.values)
         raise ApplicationError(f"{field} must be one of: {allowed}.", code=f"bad_{field}")
@@ -128,8 +128,8 @@ def model_search_vector_update(*, model: Model) -> None:
 
 
 def _listing_fields(
-    *, owner: AbstractBaseUser, queryset: QuerySet, name: str, what: str, kind: str,
-    kinds: type, description: str, visibility: str,
+    *, owner: User, queryset: QuerySet, name: str, what: str, kind: str,
+    kinds: type[Choices], description: str, visibility: str,
 ) -> dict[str, object]:
     """The validated fields models and datasets share: name, unique slug, kind, text."""
     name = _visible(name, "name").strip()
@@ -149,7 +149,7 @@ def _listing_fields(
 @transaction.atomic
 def model_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str,
     kind: str,
     description: str = "",
@@ -171,7 +171,7 @@ def model_create(
 def model_update(
     *,
     model: Model,
-    user: AbstractBaseUser,
+    user: User,
     name: str | None = None,
     description: str | None = None,
     tags: Sequence[str] | None = None,
@@ -209,7 +209,7 @@ def _file_path(raw: str) -> str:
     return path
 
 
-def _file_from_upload(version: ModelVersion, spec: FileSpec, user: AbstractBaseUser) -> ModelFile:
+def _file_from_upload(version: ModelVersion, spec: FileSpec, user: User) -> ModelFile:
     upload = spec.upload
     if upload.user_id != user.pk:
         raise AccessDeniedError("That upload belongs to someone else.", code="not_your_upload")
@@ -244,7 +244,7 @@ def _base_family(architecture: str) -> str:
 def version_create(
     *,
     model: Model,
-    user: AbstractBaseUser,
+    user: User,
     name: str,
     files: Sequence[FileSpec],
     description: str = "",
@@ -295,7 +295,7 @@ def version_create(
     return version
 
 
-def lineage_add(*, version: ModelVersion, user: AbstractBaseUser, parent: ParentSpec) -> Lineage:
+def lineage_add(*, version: ModelVersion, user: User, parent: ParentSpec) -> Lineage:
     _require_owner(user, version.model.owner_id)
     relation = _choice(parent.relation, LineageRelation, "relation")
     if (parent.version is None) == (parent.dataset_version is None):
@@ -320,7 +320,7 @@ def lineage_add(*, version: ModelVersion, user: AbstractBaseUser, parent: Parent
 
 
 @transaction.atomic
-def version_publish(*, version: ModelVersion, user: AbstractBaseUser) -> ModelVersion:
+def version_publish(*, version: ModelVersion, user: User) -> ModelVersion:
     _require_owner(user, version.model.owner_id)
     version = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
     if version.is_published:
@@ -335,7 +335,7 @@ def version_publish(*, version: ModelVersion, user: AbstractBaseUser) -> ModelVe
 
 
 @transaction.atomic
-def version_unpublish(*, version: ModelVersion, user: AbstractBaseUser) -> ModelVersion:
+def version_unpublish(*, version: ModelVersion, user: User) -> ModelVersion:
     _require_owner(user, version.model.owner_id)
     version.status = VersionStatus.UNPUBLISHED
     version.save(update_fields=["status"])
@@ -345,7 +345,7 @@ def version_unpublish(*, version: ModelVersion, user: AbstractBaseUser) -> Model
 
 @transaction.atomic
 def version_license_set(
-    *, version: ModelVersion, user: AbstractBaseUser, license_code: str
+    *, version: ModelVersion, user: User, license_code: str
 ) -> ModelVersion:
     """Set the license of a version that was never published (buyers keep the terms they
     bought under). The marketplace checks the code against its catalogue and the lineage."""
@@ -386,7 +386,7 @@ def download_count_increment(*, target: ModelVersion | DatasetVersion) -> None:
 @transaction.atomic
 def dataset_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str,
     kind: str,
     description: str = "",
@@ -405,7 +405,7 @@ def dataset_create(
 
 @transaction.atomic
 def dataset_version_create_public(
-    *, dataset: Dataset, user: AbstractBaseUser, name: str, upload: Upload, license_code: str = ""
+    *, dataset: Dataset, user: User, name: str, upload: Upload, license_code: str = ""
 ) -> DatasetVersion:
     """A hosted dataset version from an uploaded archive of image + caption pairs."""
     _require_owner(user, dataset.owner_id)
@@ -439,7 +439,7 @@ MANIFEST_KEYS = ("count", "manifest_hash")
 
 @transaction.atomic
 def dataset_version_create_private(
-    *, dataset: Dataset, user: AbstractBaseUser, name: str, manifest: dict, license_code: str = ""
+    *, dataset: Dataset, user: User, name: str, manifest: dict, license_code: str = ""
 ) -> DatasetVersion:
     """A private dataset version: the node's manifest only, never images."""
     _require_owner(user, dataset.owner_id)

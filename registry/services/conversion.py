@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 QUEUED, DONE, FAILED = "queued", "done", "failed"
 
 
-def model_file_conversion_request(*, model_file: ModelFile, user: AbstractBaseUser) -> ModelFile:
+def model_file_conversion_request(*, model_file: ModelFile, user: User) -> ModelFile:
     """Queue the conversion of a pickle file; the task runs after the transaction commits."""
     from registry.tasks import convert_pickle_file
 

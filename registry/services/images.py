@@ -8,7 +8,7 @@ import uuid
 from typing import IO, Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files import File
 from django.core.files.base import ContentFile
 from PIL import Image, UnidentifiedImageError
@@ -64,7 +64,7 @@ def _check_image(stream: IO[bytes]) -> tuple[str, dict[str, str]]:
 def sample_image_add(
     *,
     version: ModelVersion,
-    user: AbstractBaseUser,
+    user: User,
     image: File,
     prompt: str = "",
     parameters: dict[str, Any] | None = None,
@@ -131,7 +131,7 @@ def _clean_preview(image: File) -> bytes:
 
 
 def dataset_preview_add(
-    *, dataset_version: DatasetVersion, user: AbstractBaseUser, image: File, caption: str = ""
+    *, dataset_version: DatasetVersion, user: User, image: File, caption: str = ""
 ) -> DatasetPreview:
     """Show one image the owner chose on a dataset's page (owner or staff only). For a
     private dataset it is the only pixels the site ever holds, so it is checked like a sample
@@ -163,7 +163,7 @@ def dataset_preview_add(
     )
 
 
-def dataset_preview_remove(*, preview: DatasetPreview, user: AbstractBaseUser) -> None:
+def dataset_preview_remove(*, preview: DatasetPreview, user: User) -> None:
     if not (user.pk == preview.dataset_version.dataset.owner_id or user.is_staff):
         raise AccessDeniedError("Only the owner can remove preview images.")
     preview.image.delete(save=False)

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from core.errors import AccessDeniedError
 from registry.models import Dataset, Model
 
 
-def _require_staff(user: AbstractBaseUser) -> None:
+def _require_staff(user: User) -> None:
     if not user.is_staff:
         raise AccessDeniedError("Only staff can moderate.", code="staff_only")
 
 
 @transaction.atomic
-def model_set_removed(*, model: Model, user: AbstractBaseUser, removed: bool) -> Model:
+def model_set_removed(*, model: Model, user: User, removed: bool) -> Model:
     """Hide ``model`` from everyone but its owner and staff (or show it again)."""
     _require_staff(user)
     Model.objects.filter(pk=model.pk).update(is_removed=removed)
@@ -24,7 +24,7 @@ def model_set_removed(*, model: Model, user: AbstractBaseUser, removed: bool) ->
 
 
 @transaction.atomic
-def dataset_set_removed(*, dataset: Dataset, user: AbstractBaseUser, removed: bool) -> Dataset:
+def dataset_set_removed(*, dataset: Dataset, user: User, removed: bool) -> Dataset:
     _require_staff(user)
     Dataset.objects.filter(pk=dataset.pk).update(is_removed=removed)
     dataset.is_removed = removed

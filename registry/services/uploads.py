@@ -16,11 +16,11 @@ import logging
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Sum
 
@@ -63,7 +63,7 @@ def _validate_filename(filename: str) -> str:
 
 
 def upload_create(
-    *, user: AbstractBaseUser, filename: str, size: int, sha256: str = ""
+    *, user: User, filename: str, size: int, sha256: str = ""
 ) -> Upload:
     name = _validate_filename(filename)
     limit = settings.ATELIER_MAX_UPLOAD_BYTES
@@ -87,7 +87,7 @@ def upload_create(
     return upload
 
 
-def upload_bytes_used(user: AbstractBaseUser) -> int:
+def upload_bytes_used(user: User) -> int:
     """Bytes counted against the user's quota: completed uploads and open ones (reserved)."""
     used = Upload.objects.filter(
         user=user, status__in=(UploadStatus.OPEN, UploadStatus.COMPLETE)
@@ -95,7 +95,7 @@ def upload_bytes_used(user: AbstractBaseUser) -> int:
     return int(used or 0)
 
 
-def _quota_check(*, user: AbstractBaseUser, size: int) -> None:
+def _quota_check(*, user: User, size: int) -> None:
     """Refuse (413) an upload that would take the user past ``ATELIER_UPLOAD_QUOTA_BYTES``.
 
     Locks the user's row so that two uploads started at once cannot both squeeze in.
@@ -114,7 +114,13 @@ def _quota_check(*, user: AbstractBaseUser, size: int) -> None:
         )
 
 
-def _chunks(stream: IO[bytes], limit: int) -> Iterator[bytes]:
+class ByteStream(Protocol):
+    """What an upload reads from: a file, an uploaded file or a request body."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+def _chunks(stream: ByteStream, limit: int) -> Iterator[bytes]:
     """Read at most ``limit`` bytes; one byte more means the client sent too much."""
     remaining = limit + 1
     while remaining > 0:
@@ -156,7 +162,7 @@ def _hasher_at(upload: Upload, path: Path) -> MultiHasher:
     return MultiHasher.resume_from(path, upload.offset)
 
 
-def upload_append(*, upload: Upload, offset: int, stream: IO[bytes]) -> Upload:
+def upload_append(*, upload: Upload, offset: int, stream: ByteStream) -> Upload:
     """Append the bytes of ``stream`` at ``offset``, which must equal the upload's offset.
 
     An interrupted stream keeps what arrived; the client resumes from the offset reported.
@@ -273,7 +279,7 @@ def upload_abort(*, upload: Upload) -> None:
 
 
 def upload_whole_file(
-    *, user: AbstractBaseUser, filename: str, stream: IO[bytes], size: int, sha256: str = ""
+    *, user: User, filename: str, stream: ByteStream, size: int, sha256: str = ""
 ) -> Upload:
     """One-shot upload (the web form, management commands): create, append, complete."""
     upload = upload_create(user=user, filename=filename, size=size, sha256=sha256)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from core.errors import ApplicationError
@@ -71,7 +71,7 @@ def _diffusers_files(folder: Path) -> dict[str, Path]:
 def _version_upsert(
     *,
     model: Model,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str,
     layout: str,
     files: dict[str, Path],
@@ -117,7 +117,7 @@ def _version_upsert(
 
 def tiny_model_publish(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     paths: TinyModelPaths,
     name: str,
     seed: int,
@@ -159,13 +159,13 @@ def tiny_model_publish(
     return TinyPublishResult(model=model, model_created=model_created, versions=[diffusers, single])
 
 
-def owner_get_or_create(*, username: str) -> tuple[AbstractBaseUser, bool]:
+def owner_get_or_create(*, username: str) -> tuple[User, bool]:
     """The user called ``username``; created without a usable password when missing."""
-    User = get_user_model()
-    user = User.objects.filter(username__iexact=username).first()
+    user_model = get_user_model()
+    user = user_model.objects.filter(username__iexact=username).first()
     if user is not None:
         return user, False
-    return User.objects.create_user(username=username, email=f"{username}@localhost"), True
+    return user_model.objects.create_user(username=username, email=f"{username}@localhost"), True
 
 
 class Command(BaseCommand):
