@@ -98,12 +98,18 @@ def _train_vae(
 @torch.no_grad()
 def _rescale_latents(vae: torch.nn.Module, images: torch.Tensor) -> float:
     """Rescale the latent space exactly so that ``latents * 0.18215`` has unit variance."""
+    # vae is an AutoencoderKL: torch types a Module's attributes as Tensor | Module.
+    encode = vae.encode
     means = torch.cat(
-        [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]
-    )  # type: ignore[operator]
+        [encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]  # type: ignore[operator]
+    )
     std = float(means.std())
     c = 1.0 / (SD_SCALING_FACTOR * std)
-    quant, post = vae.quant_conv, vae.post_quant_conv  # type: ignore[union-attr]
+    quant, post = vae.quant_conv, vae.post_quant_conv
+    if not isinstance(quant, torch.nn.Conv2d) or not isinstance(post, torch.nn.Conv2d):
+        raise TypeError("the VAE has no quant_conv and post_quant_conv to rescale")
+    if quant.bias is None:
+        raise TypeError("the VAE's quant_conv has no bias to shift")
     ch = quant.out_channels // 2
     quant.weight[:ch] *= c
     quant.bias[:ch] *= c
