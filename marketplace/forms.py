@@ -40,7 +40,7 @@ class StatementForm(forms.Form):
     def clean(self) -> dict[str, object]:
         data = super().clean() or {}
         start, end = data.get("from_"), data.get("to")
-        if start and end and start > end:  # type: ignore[operator]
+        if start and end and start > end:
             self.add_error("to", "'to' must be on or after 'from'.")
         return data
 

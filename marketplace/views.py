@@ -143,7 +143,7 @@ def listing_edit(request: HttpRequest, version_id: int) -> HttpResponse:
     )
     if request.method == "POST" and form.is_valid():
         try:
-            listing_terms_set(seller=request.user, version=version,  # type: ignore[arg-type]
+            listing_terms_set(seller=request.user, version=version,
                               license_code=form.cleaned_data["license_code"],
                               price=form.cleaned_data["price"])
         except ApplicationError as err:

@@ -112,10 +112,10 @@ def build_tiny_pipeline(*, seed: int = 0) -> StableDiffusionPipeline:
     # Weight init uses the global RNG: fork it so the caller's random state is untouched.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        unet = UNet2DConditionModel(**configs["unet"])  # type: ignore[arg-type]  # kwargs dict
-        vae = AutoencoderKL(**configs["vae"])  # type: ignore[arg-type]  # kwargs dict
+        unet = UNet2DConditionModel(**configs["unet"])
+        vae = AutoencoderKL(**configs["vae"])
         text_encoder = CLIPTextModel(CLIPTextConfig(**configs["text_encoder"]))  # type: ignore[arg-type]
-    scheduler = EulerDiscreteScheduler(**configs["scheduler"])  # type: ignore[arg-type]
+    scheduler = EulerDiscreteScheduler(**configs["scheduler"])
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

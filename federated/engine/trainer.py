@@ -244,7 +244,7 @@ def denoising_loss(
     else:
         target = noise
     prediction = unet(noisy, timesteps, **conditioning).sample
-    return criterion(prediction, target)  # type: ignore[no-any-return]
+    return criterion(prediction, target)
 
 
 def training_scheduler(pipe: StableDiffusionPipeline) -> object:

@@ -44,14 +44,14 @@ __all__ = ["legacy_client_app", "run_secagg"]
 logger = logging.getLogger(__name__)
 
 
-def _client_fn(context: Context):  # type: ignore[no-untyped-def]  # flwr's legacy Client type
+def _client_fn(context: Context):  # flwr's legacy Client type
     from flwr.client import NumPyClient
 
     from federated.engine.flower.settings import node_paths
     from federated.engine.flower.task import adapter_names, run_node_round
 
-    class AdapterClient(NumPyClient):  # type: ignore[misc]  # flwr is untyped here
-        def fit(self, parameters, config):  # type: ignore[no-untyped-def]
+    class AdapterClient(NumPyClient):
+        def fit(self, parameters, config):
             names = adapter_names(node_paths(context.node_config), context.run_config)
             reply = run_node_round(
                 run_config=context.run_config,
@@ -109,7 +109,7 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     latest: dict[str, OrderedDict[str, np.ndarray]] = {"arrays": model.initial}
     round_started = [time.perf_counter()]
 
-    class RecordingFedAvg(FedAvg):  # type: ignore[misc]
+    class RecordingFedAvg(FedAvg):
         def aggregate_fit(
             self,
             server_round: int,

@@ -330,4 +330,4 @@ def run_node_round(
         os.replace(tmp, state_file)
     metrics = {k: v for k, v in result.metrics().items() if not isinstance(v, str)}
     metrics["server-round"] = server_round
-    return NodeReply(arrays=result.adapter, metrics=metrics, manifest_hash=result.manifest_hash)  # type: ignore[arg-type]  # strings removed above
+    return NodeReply(arrays=result.adapter, metrics=metrics, manifest_hash=result.manifest_hash)
