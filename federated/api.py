@@ -15,7 +15,6 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -48,20 +47,12 @@ from federated.services.jobs import (
 )
 from federated.services.nodes import node_heartbeat, node_register, node_revoke
 from marketplace.api import IDEMPOTENCY_KEY, WholeNumberField
-from registry.api.common import has_nul, paginated
+from registry.api.common import has_nul, page_response, paginated
 from registry.http import serve_blob
 from registry.models import Visibility
 from registry.serializers import aggregate_stats
 
 TAGS = ["federated"]
-
-
-def _page(request: Request, view: APIView, items: Any, serializer: type[serializers.Serializer],
-          context: dict[str, Any] | None = None) -> Response:
-    paginator = PageNumberPagination()
-    page: list[object] | None = paginator.paginate_queryset(items, request, view=view)
-    return paginator.get_paginated_response(
-        serializer(page, many=True, context=context or {}).data)
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -305,8 +296,8 @@ class FederatedDatasetListCreateApi(APIView):
                    responses=paginated("PaginatedFederatedDatasetList",
                                        FederatedDatasetSerializer(many=True)), tags=TAGS)
     def get(self, request: Request) -> Response:
-        return _page(request, self, selectors.federated_datasets_available(user=request.user),
-                     FederatedDatasetSerializer)
+        available = selectors.federated_datasets_available(user=request.user)
+        return page_response(request, self, available, FederatedDatasetSerializer)
 
     @extend_schema(request=InputSerializer, responses={201: OwnerDatasetSerializer}, tags=TAGS)
     def post(self, request: Request) -> Response:
@@ -584,8 +575,8 @@ class JobListCreateApi(APIView):
                    responses=paginated("PaginatedJobList", JobSummarySerializer(many=True)),
                    tags=TAGS)
     def get(self, request: Request) -> Response:
-        return _page(request, self, selectors.jobs_of_trainer(trainer=signed_in(request)),
-                     JobSummarySerializer)
+        jobs = selectors.jobs_of_trainer(trainer=signed_in(request))
+        return page_response(request, self, jobs, JobSummarySerializer)
 
     @extend_schema(request=JobSpecSerializer, parameters=[IDEMPOTENCY_KEY],
                    responses={201: JobDetailSerializer, 200: JobDetailSerializer}, tags=TAGS)
@@ -750,7 +741,7 @@ class ApprovalListApi(APIView):
     def get(self, request: Request) -> Response:
         everything = request.query_params.get("all", "") in ("1", "true", "yes")
         inbox = selectors.approval_inbox(owner=signed_in(request), pending_only=not everything)
-        return _page(request, self, inbox, ApprovalSerializer)
+        return page_response(request, self, inbox, ApprovalSerializer)
 
 
 def _request_for_owner(request: Request, job_dataset_id: int) -> JobDataset:

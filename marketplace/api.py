@@ -8,7 +8,6 @@ from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated, IsAuthenticatedOrReadOnly
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -23,7 +22,7 @@ from marketplace.services.ledger import wallet_top_up
 from marketplace.services.listings import listing_create, listing_update
 from marketplace.services.purchases import purchase_create
 from registry.access import can_view_dataset, can_view_version
-from registry.api.common import paginated
+from registry.api.common import page_response, paginated
 from registry.models import DatasetVersion, ModelVersion
 
 IDEMPOTENCY_KEY = OpenApiParameter(
@@ -108,10 +107,8 @@ class WalletTransactionListApi(APIView):
         tags=["wallet"],
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.wallet_entries(user=signed_in(request)),
-                                           request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return page_response(request, self, selectors.wallet_entries(user=signed_in(request)),
+                             self.OutputSerializer)
 
 
 class TopUpCreateApi(APIView):
@@ -197,11 +194,9 @@ class ListingListCreateApi(APIView):
         tags=["listings"],
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
         qs: QuerySet[Listing] = selectors.listings_browse()
-        page = paginator.paginate_queryset(qs, request, view=self)
-        visible = [lst for lst in page or [] if _listing_visible(lst, request.user)]
-        return paginator.get_paginated_response(ListingOutputSerializer(visible, many=True).data)
+        return page_response(request, self, qs, ListingOutputSerializer,
+                             keep=lambda listing: _listing_visible(listing, request.user))
 
     @extend_schema(request=InputSerializer, responses={201: ListingOutputSerializer},
                    tags=["listings"])
@@ -323,10 +318,8 @@ class LibraryListApi(APIView):
         tags=["purchases"],
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.library_for(user=signed_in(request)),
-                                           request, view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return page_response(request, self, selectors.library_for(user=signed_in(request)),
+                             self.OutputSerializer)
 
 
 class LicenseListApi(APIView):
@@ -371,8 +364,6 @@ class ReviewListCreateApi(APIView):
         responses=paginated("PaginatedReviewList", OutputSerializer(many=True)), tags=["reviews"],
     )
     def get(self, request: Request) -> Response:
-        from marketplace.models import Review
-
         raw = request.query_params.get("model_version_id", "")
         if not raw.isdigit():
             raise ApplicationError("model_version_id must be a version id.",
@@ -380,11 +371,8 @@ class ReviewListCreateApi(APIView):
         version = ModelVersion.objects.select_related("model").filter(pk=int(raw)).first()
         if version is None or not can_view_version(request.user, version):
             raise NotFoundError("No such version.")
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(
-            Review.objects.filter(model_version=version).select_related("user"), request,
-            view=self)
-        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+        return page_response(request, self, selectors.reviews_for_version(version),
+                             self.OutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, tags=["reviews"])
     def post(self, request: Request) -> Response:

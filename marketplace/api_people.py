@@ -6,7 +6,6 @@ from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,7 +19,7 @@ from marketplace.exports import statement_response
 from marketplace.models import Payout, ReportReason
 from marketplace.services.payouts import payout_mark_paid, payout_reject, payout_request
 from marketplace.services.reports import report_create
-from registry.api.common import paginated
+from registry.api.common import page_response, paginated
 from registry.models import Dataset, ModelVersion
 
 
@@ -45,10 +44,8 @@ class PayoutListCreateApi(APIView):
         tags=["payouts"],
     )
     def get(self, request: Request) -> Response:
-        paginator = PageNumberPagination()
-        page = paginator.paginate_queryset(selectors.payouts_for(user=signed_in(request)), request,
-                                           view=self)
-        return paginator.get_paginated_response(PayoutOutputSerializer(page, many=True).data)
+        return page_response(request, self, selectors.payouts_for(user=signed_in(request)),
+                             PayoutOutputSerializer)
 
     @extend_schema(request=InputSerializer, responses={201: PayoutOutputSerializer},
                    tags=["payouts"])

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from core.auth import signed_in
 from core.errors import NotFoundError
-from registry.api.common import PAGE_PARAMETERS, ListPagination, paginated
+from registry.api.common import PAGE_PARAMETERS, page_response, paginated
 from registry.selectors import visible_versions
 from registry.serializers import SampleImageSerializer
 from sdcore.generate import SAMPLERS
@@ -175,12 +175,8 @@ class GenerationListCreateApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        paginator = ListPagination()
-        page = paginator.paginate_queryset(
-            generation_list(user=signed_in(request)), request, view=self
-        )
-        data = GenerationOutputSerializer(page, many=True, context={"request": request}).data
-        return paginator.get_paginated_response(data)
+        return page_response(request, self, generation_list(user=signed_in(request)),
+                             GenerationOutputSerializer, context={"request": request})
 
     @extend_schema(
         operation_id="generations_create",

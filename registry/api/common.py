@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, inline_serializer
 from rest_framework import serializers
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 
@@ -16,6 +22,27 @@ class ListPagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+
+def page_response(
+    request: Request,
+    view: APIView,
+    items: QuerySet[Any] | Sequence[Any],
+    serializer: type[serializers.BaseSerializer[Any]],
+    *,
+    context: dict[str, Any] | None = None,
+    keep: Callable[[Any], bool] | None = None,
+) -> Response:
+    """The one pagination of every API list: a page of ``items`` (``page``, and ``page_size``
+    up to 100) through ``serializer``, in DRF's page-number envelope. ``keep`` drops rows of
+    the page that the caller may not see (the listings)."""
+    paginator = ListPagination()
+    page: list[Any] = paginator.paginate_queryset(items, request, view=view) or []
+    if keep is not None:
+        page = [row for row in page if keep(row)]
+    return paginator.get_paginated_response(
+        serializer(page, many=True, context=context or {}).data
+    )
 
 
 def wants_mine(request: Request) -> bool:

@@ -16,9 +16,9 @@ from core.auth import signed_in
 from core.errors import NotFoundError
 from registry.api.common import (
     PAGE_PARAMETERS,
-    ListPagination,
     has_nul,
     not_found_message,
+    page_response,
     paginated,
     wants_mine,
 )
@@ -96,10 +96,9 @@ class DatasetListCreateApi(APIView):
         datasets = dataset_list(
             user=request.user, filters=request.query_params, mine=wants_mine(request)
         )
-        paginator = ListPagination()
-        page = paginator.paginate_queryset(datasets, request, view=self)
-        data = DatasetListItemSerializer(page, many=True, context={"request": request}).data
-        return paginator.get_paginated_response(data)
+        return page_response(
+            request, self, datasets, DatasetListItemSerializer, context={"request": request}
+        )
 
     @extend_schema(
         operation_id="datasets_create",

@@ -22,9 +22,9 @@ from core.throttles import ApiThrottle, DownloadThrottle
 from registry.access import download_decision
 from registry.api.common import (
     PAGE_PARAMETERS,
-    ListPagination,
     has_nul,
     not_found_message,
+    page_response,
     paginated,
     wants_mine,
 )
@@ -155,10 +155,9 @@ class ModelListCreateApi(APIView):
         models = model_list(
             user=request.user, filters=request.query_params, mine=wants_mine(request)
         )
-        paginator = ListPagination()
-        page = paginator.paginate_queryset(models, request, view=self)
-        data = ModelListItemSerializer(page, many=True, context={"request": request}).data
-        return paginator.get_paginated_response(data)
+        return page_response(
+            request, self, models, ModelListItemSerializer, context={"request": request}
+        )
 
     @extend_schema(
         operation_id="models_create",

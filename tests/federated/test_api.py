@@ -130,6 +130,19 @@ def test_listing_a_dataset_and_who_sees_its_manifest(site: Any) -> None:
            "dataset_not_found")
 
 
+def test_the_dataset_list_pages_by_page_size_like_every_list(site: Any) -> None:
+    # Given three listed datasets
+    for _ in range(3):
+        site["fed"].dataset(site["owner"])
+    # When a trainer asks for pages of two
+    first = site["as_trainer"].get(f"{API}/datasets?page_size=2").json()
+    second = site["as_trainer"].get(f"{API}/datasets?page_size=2&page=2").json()
+    # Then each page holds at most two, and together they hold all three once
+    assert (first["count"], len(first["results"]), len(second["results"])) == (3, 2, 1)
+    ids = [d["dataset_version_id"] for d in first["results"] + second["results"]]
+    assert len(set(ids)) == 3
+
+
 def test_terms_update_by_the_owner_only_and_bad_terms_are_400(site: Any) -> None:
     terms = site["fed"].dataset(site["owner"])
     path = f"{API}/datasets/{terms.dataset_version_id}/terms"

@@ -114,3 +114,18 @@ def test_reviews_are_listed_by_version(api_client, token_for, setup) -> None:
 
 def test_review_list_without_a_version_is_400(api_client) -> None:
     assert api_client.get("/api/v1/reviews?model_version_id=abc").status_code == 400
+
+
+def test_review_list_pages_by_page_size(api_client, token_for, make_user,
+                                        make_version) -> None:
+    # Given a free model with three reviews
+    version = make_version(make_user("maker"))
+    for name in ("r1", "r2", "r3"):
+        assert _post(api_client, token_for, make_user(name),
+                     {"model_version_id": version.pk, "rating": 3}).status_code == 201
+    api_client.credentials()
+    # When the list is asked for pages of two
+    url = f"/api/v1/reviews?model_version_id={version.pk}&page_size=2"
+    body = api_client.get(url).json()
+    # Then the page holds two of the three
+    assert (body["count"], len(body["results"])) == (3, 2)
