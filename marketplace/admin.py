@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import Case, QuerySet, Value, When
 from django.http import HttpRequest
 
+from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from marketplace.models import (
     Account,
@@ -119,6 +120,7 @@ class CreditGrantAdmin(admin.ModelAdmin):
         return False
 
     def save_model(self, request: HttpRequest, obj: CreditGrant, form: Any, change: bool) -> None:
+        # The admin lets only signed-in staff in; ModelAdmin types the request as any request.
         grant = credit_grant_create(staff=request.user, user=obj.user,  # type: ignore[arg-type]
                                     amount=obj.amount, reason=obj.reason)
         obj.pk = grant.pk
@@ -185,15 +187,15 @@ class PayoutAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description="Mark the selected payouts paid")
-    def mark_paid(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+    def mark_paid(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Payout]) -> None:
         _run_each(self, request, queryset,
-                  lambda p: payout_mark_paid(payout=p, staff=request.user),  # type: ignore[arg-type]
+                  lambda p: payout_mark_paid(payout=p, staff=request.user),
                   "payout(s) marked paid")
 
     @admin.action(description="Reject the selected payouts (credits go back)")
-    def reject(self, request: HttpRequest, queryset: QuerySet[Payout]) -> None:
+    def reject(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Payout]) -> None:
         _run_each(self, request, queryset,
-                  lambda p: payout_reject(payout=p, staff=request.user),  # type: ignore[arg-type]
+                  lambda p: payout_reject(payout=p, staff=request.user),
                   "payout(s) rejected")
 
 
@@ -228,19 +230,20 @@ class ReportAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description="Unpublish the version")
-    def unpublish_version(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+    def unpublish_version(self, request: AuthenticatedHttpRequest,
+                          queryset: QuerySet[Report]) -> None:
         _run_each(self, request, queryset,
-                  lambda r: report_unpublish_version(report=r, staff=request.user),  # type: ignore[arg-type]
+                  lambda r: report_unpublish_version(report=r, staff=request.user),
                   "version(s) unpublished")
 
     @admin.action(description="Remove the model (or dataset)")
-    def remove_model(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+    def remove_model(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]) -> None:
         _run_each(self, request, queryset,
-                  lambda r: report_remove_target(report=r, staff=request.user),  # type: ignore[arg-type]
+                  lambda r: report_remove_target(report=r, staff=request.user),
                   "item(s) removed")
 
     @admin.action(description="Dismiss")
-    def dismiss(self, request: HttpRequest, queryset: QuerySet[Report]) -> None:
+    def dismiss(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]) -> None:
         _run_each(self, request, queryset,
-                  lambda r: report_dismiss(report=r, staff=request.user),  # type: ignore[arg-type]
+                  lambda r: report_dismiss(report=r, staff=request.user),
                   "report(s) dismissed")

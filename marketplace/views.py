@@ -14,6 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from marketplace import selectors
 from marketplace.charts import earnings_chart_svg
@@ -72,21 +73,21 @@ def _visible_listing(request: HttpRequest, listing_id: int) -> Listing:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def purchase_confirm(request: HttpRequest, listing_id: int) -> HttpResponse:
+def purchase_confirm(request: AuthenticatedHttpRequest, listing_id: int) -> HttpResponse:
     """The confirmation page; its form carries a fresh idempotency key."""
     listing = _visible_listing(request, listing_id)
     form = PurchaseConfirmForm(initial={"idempotency_key": new_key()})
     return _confirm_page(request, listing, form)
 
 
-def _confirm_page(request: HttpRequest, listing: Listing, form: PurchaseConfirmForm,
+def _confirm_page(request: AuthenticatedHttpRequest, listing: Listing, form: PurchaseConfirmForm,
                   error: ApplicationError | None = None) -> HttpResponse:
     context = {
         "listing": listing,
         "target": listing.target,
         "target_url": _target_url(listing.target),
         "price": selectors.listing_price_now(listing),
-        "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
+        "balance": selectors.wallet_balance(user=request.user),
         "form": form,
         "error": error,
     }
@@ -96,7 +97,7 @@ def _confirm_page(request: HttpRequest, listing: Listing, form: PurchaseConfirmF
 
 @login_required
 @require_POST
-def purchase_submit(request: HttpRequest, listing_id: int) -> HttpResponse:
+def purchase_submit(request: AuthenticatedHttpRequest, listing_id: int) -> HttpResponse:
     listing = _visible_listing(request, listing_id)
     form = PurchaseConfirmForm(request.POST)
     if not form.is_valid():
@@ -104,7 +105,7 @@ def purchase_submit(request: HttpRequest, listing_id: int) -> HttpResponse:
         return _confirm_page(request, listing,
                              PurchaseConfirmForm(initial={"idempotency_key": new_key()}), err)
     try:
-        purchase_create(buyer=request.user, listing=listing,  # type: ignore[arg-type]
+        purchase_create(buyer=request.user, listing=listing,
                         idempotency_key=form.cleaned_data["idempotency_key"])
     except ApplicationError as err:
         if err.code == "already_owned":
@@ -129,7 +130,7 @@ _LISTING_FIELDS = {
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def listing_edit(request: HttpRequest, version_id: int) -> HttpResponse:
+def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     """The owner sets a model version's license and price."""
     version = _version_or_404(request, version_id)
     if version.model.owner_id != request.user.pk:
@@ -160,13 +161,13 @@ def listing_edit(request: HttpRequest, version_id: int) -> HttpResponse:
 # --- wallet, statement, payouts -----------------------------------------------------------
 
 
-def _wallet_page(request: HttpRequest, top_up: TopUpForm, statement: StatementForm,
+def _wallet_page(request: AuthenticatedHttpRequest, top_up: TopUpForm, statement: StatementForm,
                  status: int = 200) -> HttpResponse:
     user = request.user
-    entries = Paginator(selectors.wallet_entries(user=user),  # type: ignore[arg-type]
+    entries = Paginator(selectors.wallet_entries(user=user),
                         ENTRIES_PER_PAGE).get_page(request.GET.get("page"))
     context = {
-        "balance": selectors.wallet_balance(user=user),  # type: ignore[arg-type]
+        "balance": selectors.wallet_balance(user=user),
         "entries": entries,
         "top_up_form": top_up,
         "statement_form": statement,
@@ -181,14 +182,14 @@ def _default_statement_form() -> StatementForm:
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def wallet(request: HttpRequest) -> HttpResponse:
+def wallet(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "GET":
         return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}),
                             _default_statement_form())
     form = TopUpForm(request.POST)
     if form.is_valid():
         try:
-            top_up = wallet_top_up(user=request.user,  # type: ignore[arg-type]
+            top_up = wallet_top_up(user=request.user,
                                    amount=form.cleaned_data["amount"],
                                    provider=default_provider(),
                                    idempotency_key=form.cleaned_data["idempotency_key"])
@@ -202,7 +203,7 @@ def wallet(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def wallet_statement(request: HttpRequest) -> HttpResponse:
+def wallet_statement(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = StatementForm(request.GET)
     if not form.is_valid():
         return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}), form,
@@ -215,20 +216,20 @@ def wallet_statement(request: HttpRequest) -> HttpResponse:
         form.add_error("to", err.message)
         return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}), form,
                             status=400)
-    lines = selectors.wallet_statement(user=request.user,  # type: ignore[arg-type]
+    lines = selectors.wallet_statement(user=request.user,
                                        start=start, end=end)
     return statement_response(lines, start, end)
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def payouts(request: HttpRequest) -> HttpResponse:
+def payouts(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = PayoutForm(request.POST or None)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                payout = payout_request(user=request.user,  # type: ignore[arg-type]
+                payout = payout_request(user=request.user,
                                         amount=form.cleaned_data["amount"])
             except ApplicationError as err:
                 form.add_error("amount", err.message)
@@ -238,10 +239,10 @@ def payouts(request: HttpRequest) -> HttpResponse:
         status = 400
     context = {
         "form": form,
-        "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
-        "withdrawable": selectors.withdrawable_balance(user=request.user),  # type: ignore[arg-type]
+        "balance": selectors.wallet_balance(user=request.user),
+        "withdrawable": selectors.withdrawable_balance(user=request.user),
         "minimum": payout_minimum(),
-        "payouts": selectors.payouts_for(user=request.user)[:50],  # type: ignore[arg-type]
+        "payouts": selectors.payouts_for(user=request.user)[:50],
     }
     return render(request, "marketplace/payouts.html", context, status=status)
 
@@ -251,9 +252,9 @@ def payouts(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def library(request: HttpRequest) -> HttpResponse:
+def library(request: AuthenticatedHttpRequest) -> HttpResponse:
     items = []
-    for entitlement in selectors.library_for(user=request.user):  # type: ignore[arg-type]
+    for entitlement in selectors.library_for(user=request.user):
         target = entitlement.model_version or entitlement.dataset_version
         if entitlement.model_version_id:
             download = reverse("registry:download-model-version",
@@ -270,15 +271,15 @@ def library(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def earnings(request: HttpRequest) -> HttpResponse:
-    days = selectors.earnings_by_day(user=request.user)  # type: ignore[arg-type]
+def earnings(request: AuthenticatedHttpRequest) -> HttpResponse:
+    days = selectors.earnings_by_day(user=request.user)
     context = {
         "days": days,
         "total": sum(d.amount for d in days),
         "chart": earnings_chart_svg(days),
-        "sales": selectors.sales_by_listing(user=request.user),  # type: ignore[arg-type]
-        "balance": selectors.wallet_balance(user=request.user),  # type: ignore[arg-type]
-        "withdrawable": selectors.withdrawable_balance(user=request.user),  # type: ignore[arg-type]
+        "sales": selectors.sales_by_listing(user=request.user),
+        "balance": selectors.wallet_balance(user=request.user),
+        "withdrawable": selectors.withdrawable_balance(user=request.user),
         "minimum": payout_minimum(),
     }
     return render(request, "marketplace/earnings.html", context)
@@ -299,12 +300,12 @@ _REVIEW_FIELDS = {"bad_rating": "rating"}
 
 @login_required
 @require_POST
-def review_submit(request: HttpRequest, version_id: int) -> HttpResponse:
+def review_submit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     version = _version_or_404(request, version_id)
     form = ReviewForm(request.POST)
     if form.is_valid():
         try:
-            review_create(user=request.user, version=version,  # type: ignore[arg-type]
+            review_create(user=request.user, version=version,
                           rating=form.cleaned_data["rating"], text=form.cleaned_data["text"])
         except ApplicationError as err:
             form.add_error(_REVIEW_FIELDS.get(err.code), err.message)
@@ -315,13 +316,13 @@ def review_submit(request: HttpRequest, version_id: int) -> HttpResponse:
     return render(request, "marketplace/review_form.html", context, status=400)
 
 
-def _report(request: HttpRequest, target: ModelVersion | Dataset) -> HttpResponse:
+def _report(request: AuthenticatedHttpRequest, target: ModelVersion | Dataset) -> HttpResponse:
     form = ReportForm(request.POST or None)
     status = 200
     if request.method == "POST":
         if form.is_valid():
             try:
-                report_create(reporter=request.user, target=target,  # type: ignore[arg-type]
+                report_create(reporter=request.user, target=target,
                               reason=form.cleaned_data["reason"], text=form.cleaned_data["text"])
             except ApplicationError as err:
                 form.add_error(err.details.get("field"), err.message)
@@ -335,13 +336,13 @@ def _report(request: HttpRequest, target: ModelVersion | Dataset) -> HttpRespons
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def report_version(request: HttpRequest, version_id: int) -> HttpResponse:
+def report_version(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
     return _report(request, _version_or_404(request, version_id))
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
-def report_dataset(request: HttpRequest, dataset_id: int) -> HttpResponse:
+def report_dataset(request: AuthenticatedHttpRequest, dataset_id: int) -> HttpResponse:
     dataset = Dataset.objects.filter(pk=dataset_id).first()
     if dataset is None or not can_view_dataset(request.user, dataset):
         raise Http404("No such dataset.")
