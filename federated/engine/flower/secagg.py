@@ -93,6 +93,7 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         FederationFailed,
         JobModel,
         history_node_add_round,
+        history_number,
         not_owned,
         ready_for_rounds,
     )
@@ -219,8 +220,12 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     workflow(grid, legacy)
     if len(rounds) < settings.num_rounds:
         raise FederationFailed(f"SecAgg+ finished {len(rounds)} of {settings.num_rounds} rounds")
-    epsilons = [float(n["epsilon"]) for n in nodes.values() if float(n.get("epsilon", -1)) >= 0]  # type: ignore[arg-type]
-    steps = max((int(n.get("total-steps", 0)) for n in nodes.values()), default=0)  # type: ignore[call-overload]
+    epsilons = [
+        history_number(n, "epsilon", -1)
+        for n in nodes.values()
+        if history_number(n, "epsilon", -1) >= 0
+    ]
+    steps = max((int(history_number(n, "total-steps", 0)) for n in nodes.values()), default=0)
     files = model.export(
         out_dir / "lora",
         latest["arrays"],

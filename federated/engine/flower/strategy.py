@@ -59,6 +59,7 @@ __all__ = [
     "PrepareReport",
     "fail_run",
     "history_node_add_round",
+    "history_number",
     "not_owned",
     "prepare_nodes",
     "ready_for_rounds",
@@ -190,7 +191,7 @@ def history_node_add_round(entry: dict[str, object], server_round: int) -> None:
     rounds.append(server_round)
 
 
-def _history_number(entry: Mapping[str, object], key: str, default: float) -> float:
+def history_number(entry: Mapping[str, object], key: str, default: float) -> float:
     """A number in one node's history entry (the checked metrics copied there), or ``default``."""
     value = entry.get(key, default)
     if not isinstance(value, int | float):
@@ -547,17 +548,17 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         )
 
     epsilons = [
-        _history_number(n, "epsilon", -1)
+        history_number(n, "epsilon", -1)
         for n in history.nodes.values()
-        if _history_number(n, "epsilon", -1) >= 0
+        if history_number(n, "epsilon", -1) >= 0
     ]
     noises = [
-        _history_number(n, "noise-multiplier", -1)
+        history_number(n, "noise-multiplier", -1)
         for n in history.nodes.values()
-        if _history_number(n, "noise-multiplier", -1) > 0
+        if history_number(n, "noise-multiplier", -1) > 0
     ]
     steps = max(
-        (int(_history_number(n, "total-steps", 0)) for n in history.nodes.values()), default=0
+        (int(history_number(n, "total-steps", 0)) for n in history.nodes.values()), default=0
     )
     final = (
         saved.save_round(
