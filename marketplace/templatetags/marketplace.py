@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import template
+from django.contrib.auth.models import User
 
 from marketplace import selectors
 from marketplace.forms import ReviewForm
@@ -23,24 +24,24 @@ def buy_box(
     ``state`` is one of: "free", "owner", "owned", "buy", "login".
     """
     user = context.get("user")
+    member = user if isinstance(user, User) and user.is_authenticated else None
     listing = selectors.listing_for(version)
     price_now = selectors.listing_price_now(listing) if listing is not None else 0
-    authenticated = bool(user is not None and user.is_authenticated)
     owner_id = (
         version.model.owner_id
         if isinstance(version, ModelVersion)
         else version.dataset.owner_id
     )
-    if authenticated and owner_id == user.pk:  # type: ignore[union-attr]
+    if member is not None and owner_id == member.pk:
         state = "owner"
     elif listing is None or price_now == 0:
         state = "free"
-    elif authenticated and (
-        selectors.is_entitled(user, version)  # type: ignore[arg-type]
-        or ListingShare.objects.filter(listing=listing, user_id=user.pk).exists()  # type: ignore[union-attr]
+    elif member is not None and (
+        selectors.is_entitled(member, version)
+        or ListingShare.objects.filter(listing=listing, user_id=member.pk).exists()
     ):
         state = "owned"
-    elif authenticated:
+    elif member is not None:
         state = "buy"
     else:
         state = "login"
@@ -61,10 +62,10 @@ def license_for(version: ModelVersion) -> dict[str, Any]:
 @register.simple_tag(takes_context=True)
 def reviews_for(context: template.Context, version: ModelVersion) -> dict[str, Any]:
     user = context.get("user")
+    member = user if isinstance(user, User) and user.is_authenticated else None
     reviews = list(selectors.reviews_for_version(version))
-    authenticated = bool(user is not None and user.is_authenticated)
-    mine = authenticated and any(r.user_id == user.pk for r in reviews)  # type: ignore[union-attr]
-    can_review = (authenticated and not mine
-                  and selectors.review_allowed(user=user, version=version))  # type: ignore[arg-type]
+    mine = member is not None and any(r.user_id == member.pk for r in reviews)
+    can_review = (member is not None and not mine
+                  and selectors.review_allowed(user=member, version=version))
     return {"reviews": reviews, "can_review": can_review, "form": ReviewForm() if can_review
             else None, "reviewed": mine}
