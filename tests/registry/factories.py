@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from PIL import Image
 from safetensors.numpy import save as save_safetensors
 
@@ -108,7 +108,7 @@ def private_manifest(*, count: int = 12, seed: int = 0) -> dict[str, Any]:
 
 
 def complete_upload(
-    *, user: AbstractBaseUser, data: bytes | None = None, filename: str = "lora.safetensors"
+    *, user: User, data: bytes | None = None, filename: str = "lora.safetensors"
 ) -> Upload:
     """A completed upload through the real service (hashing, inspection, storage)."""
     payload = lora_bytes() if data is None else data
@@ -120,7 +120,7 @@ def complete_upload(
 def make_version(
     *,
     model: Model,
-    user: AbstractBaseUser | None = None,
+    user: User | None = None,
     name: str = "v1",
     upload: Upload | None = None,
     publish: bool = True,
@@ -147,7 +147,7 @@ def make_version(
 
 def make_model(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     name: str = "Tiny LoRA",
     kind: str = "lora",
     description: str = "",
@@ -177,7 +177,7 @@ def make_model(
 
 
 def make_private_dataset(
-    *, owner: AbstractBaseUser, name: str = "Holiday photos", visibility: str = Visibility.PUBLIC
+    *, owner: User, name: str = "Holiday photos", visibility: str = Visibility.PUBLIC
 ) -> DatasetVersion:
     dataset = dataset_create(
         owner=owner, name=name, kind=DatasetKind.PRIVATE, visibility=visibility
@@ -187,7 +187,7 @@ def make_private_dataset(
     )
 
 
-def make_public_dataset(*, owner: AbstractBaseUser, name: str = "Colors") -> DatasetVersion:
+def make_public_dataset(*, owner: User, name: str = "Colors") -> DatasetVersion:
     dataset: Dataset = dataset_create(owner=owner, name=name, kind=DatasetKind.PUBLIC)
     upload = complete_upload(user=owner, data=dataset_zip_bytes(), filename="colors.zip")
     return dataset_version_create_public(dataset=dataset, user=owner, name="v1", upload=upload)

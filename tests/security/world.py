@@ -27,7 +27,7 @@ from unittest import mock
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.base import ContentFile
 from django.utils import timezone
 
@@ -108,7 +108,7 @@ class FederatedWorld:
 
 @dataclass
 class World:
-    users: dict[str, AbstractBaseUser]
+    users: dict[str, User]
     tokens: dict[str, str]
     spare_token_ids: dict[str, int]
     paid_version: ModelVersion
@@ -128,7 +128,7 @@ class World:
     base_checkpoint: ModelVersion
     fed: FederatedWorld
     generations: dict[str, Generation]  # owner's "private" and "public" (both done)
-    peer: AbstractBaseUser
+    peer: User
     signed_urls: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -198,11 +198,11 @@ def _password_hash() -> str:
 
 
 def build_world(*, payout_minimum_ok: bool = True) -> World:
-    User = get_user_model()
-    users: dict[str, AbstractBaseUser] = {}
+    user_model = get_user_model()
+    users: dict[str, User] = {}
     for role in ROLES[1:]:
         extra = {"is_staff": True, "is_superuser": True} if role == "staff" else {}
-        users[role] = User.objects.create_user(
+        users[role] = user_model.objects.create_user(
             username=f"sec-{role.replace('_', '-')}", email=f"{role}@example.test",
             password=None, **extra,
         )
@@ -252,7 +252,7 @@ def build_world(*, payout_minimum_ok: bool = True) -> World:
     )
     wallet_top_up(user=users["trainer"], amount=5000, provider=provider,
                   idempotency_key="sec-fund-trainer")
-    peer = User.objects.create_user(username="sec-peer", email="peer@example.test",
+    peer = user_model.objects.create_user(username="sec-peer", email="peer@example.test",
                                     password=None)
     fed = _federated(data_owner=users["data_owner"], trainer=users["trainer"], peer=peer,
                      base=checkpoint)
@@ -306,8 +306,8 @@ def _report(job: FederatedJob, index: int, nodes: dict[str, tuple[str, int]]) ->
     }
 
 
-def _federated(*, data_owner: AbstractBaseUser, trainer: AbstractBaseUser,
-               peer: AbstractBaseUser, base: ModelVersion) -> FederatedWorld:
+def _federated(*, data_owner: User, trainer: User,
+               peer: User, base: ModelVersion) -> FederatedWorld:
     """Nodes, listed datasets and jobs, through the federated services. The coordinator's
     tasks are never sent (``_enqueue`` is a no-op here): no job starts a real run, and a
     committed world sends nothing to a broker other test runs share."""
@@ -384,7 +384,7 @@ def _federated(*, data_owner: AbstractBaseUser, trainer: AbstractBaseUser,
     )
 
 
-def _generation(*, owner: AbstractBaseUser, base: ModelVersion, prompt: str,
+def _generation(*, owner: User, base: ModelVersion, prompt: str,
                 public: bool) -> Generation:
     """A finished generation, written as the worker leaves it (the service would queue a
     task: no worker runs in these tests)."""
