@@ -51,6 +51,7 @@ def purchase_create(
     if not key or len(key) > 200:
         raise ApplicationError("An Idempotency-Key (1-200 characters) is required.",
                                code="idempotency_key_required")
+    _accounts_ensure(buyer=buyer, listing=listing)
     try:
         return _purchase_create(buyer=buyer, listing_id=listing.pk, key=key)
     except IntegrityError:
@@ -59,6 +60,20 @@ def purchase_create(
         if existing is None:
             raise
         return _same_purchase(existing, listing)
+
+
+def _accounts_ensure(*, buyer: User, listing: Listing) -> None:
+    """Create, each in its own committed transaction, the ledger accounts a purchase of
+    ``listing`` credits or debits. Created inside the purchase's transaction, a first sale's
+    new account row would hold its unique-key lock until commit while that transaction waits
+    for other accounts' row locks: concurrent first sales then deadlock on PostgreSQL."""
+    wallet_get_or_create(user=buyer)
+    earnings_get_or_create(user=buyer)
+    platform_revenue_account(buyer.pk)
+    recipients = {listing.seller_id, *(s.user_id for s in listing.shares.all())}
+    recipients.update(owner for owner, _, _ in upstream_royalties(listing.target))
+    for user_id in recipients - {buyer.pk}:
+        _earnings_for_id(user_id)
 
 
 @transaction.atomic

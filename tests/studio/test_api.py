@@ -148,10 +148,20 @@ def test_bad_settings_are_400_naming_the_field(
 
 def test_input_of_the_wrong_type_is_400_naming_the_field(studio, client_for) -> None:
     response = client_for(studio.artist).post(
-        URL, _body(studio, steps="many", sampler="Heun++", prompt="a\x00b"), format="json"
+        URL, _body(studio, steps="many", sampler="Heun++", prompt=["a"]), format="json"
     )
     assert response.status_code == 400
     assert set(response.json()["details"]) == {"steps", "sampler", "prompt"}
+
+
+def test_a_nul_character_in_the_prompt_is_refused_by_the_json_parser(studio, client_for) -> None:
+    response = client_for(studio.artist).post(
+        URL, _body(studio, steps="many", prompt="a\x00b"), format="json"
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["code"], body["details"]["field"]) == ("bad_text", "prompt")
+    assert not Generation.objects.exists()
 
 
 def test_a_lora_for_another_architecture_is_400(
