@@ -120,6 +120,10 @@ start() {
   LAST_PID=$!
 }
 
+if [ "${DEMO_INSECURE:-0}" != 1 ]; then
+  step "TLS for the SuperLink: the demo's CA and the SuperLink's certificate in $CERTS"
+  [ -s "$CERTS/server.crt" ] || $PY manage.py superlink certs "$CERTS" | sed 's/^/    /'
+fi
 step "migrating (${DATABASE_URL:-SQLite at $VAR/atelier.sqlite3})"
 $PY manage.py migrate --noinput >"$LOG/migrate.log"
 # Model files an older demo stored under var/media move to the private folder (var/blobs).
@@ -127,10 +131,6 @@ $PY manage.py blobs_move_private >>"$LOG/migrate.log"
 step "demo accounts with credits, the tiny base model (built and published), a public dataset"
 $PY manage.py demo_seed --password "$PASSWORD" | tee "$LOG/seed.log"
 
-if [ "${DEMO_INSECURE:-0}" != 1 ]; then
-  step "TLS for the SuperLink: the demo's CA and the SuperLink's certificate in $CERTS"
-  [ -s "$CERTS/server.crt" ] || $PY manage.py superlink certs "$CERTS" | sed 's/^/    /'
-fi
 step "starting the site on $SITE, a Celery worker and a Flower SuperLink on 127.0.0.1:$LINK_PORT"
 start web "$LOG/web.log" $PY -m gunicorn config.wsgi --bind "127.0.0.1:${PORT}" --workers 2 \
   --threads 4 --timeout 300 --access-logfile "$LOG/web-access.log" --error-logfile -

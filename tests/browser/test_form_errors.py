@@ -98,7 +98,7 @@ def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
     page.fill("#id_tags", ", ".join(f"t{i}" for i in range(21)))
     page.click("#upload-submit")
     expect(field_errors(page, "name")).to_have_text("This field is required.")
-    expect(field_errors(page, "tags")).to_have_text("At most 20 tags.")
+    expect(field_errors(page, "tags")).to_have_text("At most 20 tags (21 given).")
     expect(page.locator("#kept-upload")).to_be_visible()
     shot(page, "upload-missing-name")
     page.fill("#id_name", "Ink")

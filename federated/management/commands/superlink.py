@@ -22,6 +22,9 @@ from federated.engine.superlink import SuperLinkError, public_key_pem, supernode
 
 class Command(BaseCommand):
     help = "SuperLink operator tools: TLS certificates, node keys (SuperNode authentication)."
+    # `certs` makes the CA file whose absence the federation's check reports (federated.E001):
+    # it must run before that file exists. `nodes` runs them itself.
+    requires_system_checks: list[str] = []
 
     def add_arguments(self, parser: CommandParser) -> None:
         sub = parser.add_subparsers(dest="action", required=True)
@@ -37,6 +40,7 @@ class Command(BaseCommand):
         if options["action"] == "certs":
             self._certs(options["dir"], options["host"] or list(DEFAULT_HOSTS))
         else:
+            self.check()
             self._nodes(sync=options["sync"])
 
     def _certs(self, folder: Path, hosts: list[str]) -> None:
