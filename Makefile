@@ -39,6 +39,7 @@ test: install services
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports  # the floors: [tool.importlinter] in pyproject.toml
 	SECRET_KEY=lint-only $(VENV)/bin/mypy  # the django plugin loads the settings
 

@@ -86,8 +86,10 @@ def _migrate(bench: BenchEnv) -> None:
         bench.manage("migrate", "--noinput", "-v", "0")
     except RuntimeError as exc:
         last = str(exc).strip().splitlines()[-1][:300]
-        print(f"WARNING: full migrate failed ({last}); migrating core, sessions and registry "
-              "only", file=sys.stderr)
+        print(
+            f"WARNING: full migrate failed ({last}); migrating core, sessions and registry only",
+            file=sys.stderr,
+        )
         for app in ("core", "sessions", "registry"):
             bench.manage("migrate", app, "--noinput", "-v", "0")
 
@@ -170,13 +172,22 @@ class Server:
         self._log = open(self.log_path, "wb")  # closed in stop()
         self.proc = subprocess.Popen(
             [
-                PYTHON, "-m", "gunicorn", "config.wsgi",
-                "--workers", str(workers),
-                "--worker-class", "sync",
-                "--bind", f"127.0.0.1:{self.port}",
-                "--timeout", str(timeout),
-                "--graceful-timeout", "5",
-                "--log-level", "warning",
+                PYTHON,
+                "-m",
+                "gunicorn",
+                "config.wsgi",
+                "--workers",
+                str(workers),
+                "--worker-class",
+                "sync",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                str(timeout),
+                "--graceful-timeout",
+                "5",
+                "--log-level",
+                "warning",
                 *extra_args,
             ],
             cwd=ROOT,

@@ -53,8 +53,10 @@ FAMILIES = ("sd1", "sdxl", "sdxl", "sd2", "flux")
 
 # --------------------------------------------------------------------------- data
 
-def _rows_for(model: Any, values: Callable[[int], dict[str, Any]], count: int,
-              start: int = 1) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
+
+def _rows_for(
+    model: Any, values: Callable[[int], dict[str, Any]], count: int, start: int = 1
+) -> tuple[list[str], Iterable[tuple[Any, ...]]]:
     """Columns of ``model``'s table and rows: explicit values, else each field's default.
 
     Fields another part of the project adds later get their defaults, so the loader keeps
@@ -118,18 +120,43 @@ def generate(models: int, versions: int, *, seed: int = 0) -> dict[str, int]:
     connection.ensure_connection()
     raw = connection.connection
     with raw.cursor() as cur:
-        _copy(cur, User, lambda i: {
-            "id": i, "username": f"creator{i}", "email": f"creator{i}@example.test",
-            "password": "!", "is_active": True, "date_joined": now,
-        }, owners)
-        _copy(cur, Tag, lambda i: {"id": i, "name": f"{WORDS[(i - 1) % len(WORDS)]}"
-                                   f"{'' if i <= len(WORDS) else (i - 1) // len(WORDS)}"}, tags)
+        _copy(
+            cur,
+            User,
+            lambda i: {
+                "id": i,
+                "username": f"creator{i}",
+                "email": f"creator{i}@example.test",
+                "password": "!",
+                "is_active": True,
+                "date_joined": now,
+            },
+            owners,
+        )
+        _copy(
+            cur,
+            Tag,
+            lambda i: {
+                "id": i,
+                "name": f"{WORDS[(i - 1) % len(WORDS)]}"
+                f"{'' if i <= len(WORDS) else (i - 1) // len(WORDS)}",
+            },
+            tags,
+        )
 
         def blob_row(i: int) -> dict[str, Any]:
             sha = f"{i:064x}"
-            return {"sha256": sha, "size": 1024 * i, "storage_name": f"blobs/sha256/{sha}",
-                    "autov1": sha[:8], "autov2": sha[:10], "autov3": sha[:12],
-                    "crc32": sha[:8], "blake3": sha, "created_at": now}
+            return {
+                "sha256": sha,
+                "size": 1024 * i,
+                "storage_name": f"blobs/sha256/{sha}",
+                "autov1": sha[:8],
+                "autov2": sha[:10],
+                "autov3": sha[:12],
+                "crc32": sha[:8],
+                "blake3": sha,
+                "created_at": now,
+            }
 
         _copy(cur, Blob, blob_row, blobs)
 
@@ -138,23 +165,31 @@ def generate(models: int, versions: int, *, seed: int = 0) -> dict[str, int]:
             name = f"{words[0].title()} {words[1].title()} {i}"
             created = now - timedelta(minutes=i)
             return {
-                "id": i, "owner_id": 1 + i % owners, "name": name,
-                "slug": f"{words[0]}-{words[1]}-{i}", "kind": KINDS[i % len(KINDS)],
+                "id": i,
+                "owner_id": 1 + i % owners,
+                "name": name,
+                "slug": f"{words[0]}-{words[1]}-{i}",
+                "kind": KINDS[i % len(KINDS)],
                 "description": f"A {words[2]} model for {words[0]} images.",
                 "description_html": f"<p>A {words[2]} model for {words[0]} images.</p>",
-                "visibility": "public", "is_removed": False,
-                "download_count": (i * 7919) % 100000, "rating_avg": (i % 50) / 10,
-                "rating_count": i % 300, "search_vector": None,
+                "visibility": "public",
+                "is_removed": False,
+                "download_count": (i * 7919) % 100000,
+                "rating_avg": (i % 50) / 10,
+                "rating_count": i % 300,
+                "search_vector": None,
                 # every model gets a published version below, published at this instant
                 "latest_published_at": now - timedelta(minutes=i, seconds=1),
-                "created_at": created, "updated_at": created,
+                "created_at": created,
+                "updated_at": created,
             }
 
         _copy(cur, Model, model_row, models)
         through = Model.tags.through
         cols = (through._meta.get_field("model").column, through._meta.get_field("tag").column)
-        with cur.copy(f'COPY "{through._meta.db_table}" ("{cols[0]}", "{cols[1]}") '
-                      "FROM STDIN") as copy:
+        with cur.copy(
+            f'COPY "{through._meta.db_table}" ("{cols[0]}", "{cols[1]}") FROM STDIN'
+        ) as copy:
             for i in range(1, models + 1):
                 for t in {1 + (i * k * 31) % tags for k in (1, 2, 3)}:
                     copy.write_row((i, t))
@@ -164,23 +199,39 @@ def generate(models: int, versions: int, *, seed: int = 0) -> dict[str, int]:
             number = 1 + (i - 1) // models
             published = now - timedelta(minutes=model_id, seconds=number)
             return {
-                "id": i, "model_id": model_id, "name": f"v{number}",
-                "description": "", "description_html": "",
-                "base_model": FAMILIES[model_id % len(FAMILIES)], "trigger_words": [],
-                "layout": "single", "status": "published", "license_code": "",
-                "training_metadata": {}, "download_count": i % 1000,
-                "published_at": published, "created_at": published,
+                "id": i,
+                "model_id": model_id,
+                "name": f"v{number}",
+                "description": "",
+                "description_html": "",
+                "base_model": FAMILIES[model_id % len(FAMILIES)],
+                "trigger_words": [],
+                "layout": "single",
+                "status": "published",
+                "license_code": "",
+                "training_metadata": {},
+                "download_count": i % 1000,
+                "published_at": published,
+                "created_at": published,
             }
 
         _copy(cur, ModelVersion, version_row, versions)
 
         def file_row(i: int) -> dict[str, Any]:
             return {
-                "id": i, "version_id": i, "blob_id": f"{1 + i % blobs:064x}",
-                "path": f"model-{i}.safetensors", "format": "safetensors",
-                "is_primary": True, "detected_kind": "lora", "architecture": "sd1",
-                "lora_rank": 16, "lora_alpha": 8.0, "header_metadata": {},
-                "pickle_globals": [], "created_at": now,
+                "id": i,
+                "version_id": i,
+                "blob_id": f"{1 + i % blobs:064x}",
+                "path": f"model-{i}.safetensors",
+                "format": "safetensors",
+                "is_primary": True,
+                "detected_kind": "lora",
+                "architecture": "sd1",
+                "lora_rank": 16,
+                "lora_alpha": 8.0,
+                "header_metadata": {},
+                "pickle_globals": [],
+                "created_at": now,
             }
 
         _copy(cur, ModelFile, file_row, versions)
@@ -208,11 +259,18 @@ def generate(models: int, versions: int, *, seed: int = 0) -> dict[str, int]:
     with raw.cursor() as cur:
         cur.execute("VACUUM ANALYZE")
     raw.autocommit = old_autocommit
-    return {"owners": owners, "tags": tags, "models": models, "versions": versions,
-            "files": versions, "blobs": blobs}
+    return {
+        "owners": owners,
+        "tags": tags,
+        "models": models,
+        "versions": versions,
+        "files": versions,
+        "blobs": blobs,
+    }
 
 
 # --------------------------------------------------------------------------- (a) queries
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -222,8 +280,10 @@ class Endpoint:
 
 LIST_ENDPOINTS = (
     Endpoint("api list", "/api/v1/models?page_size={size}&limit={size}"),
-    Endpoint("api search", "/api/v1/models?page_size={size}&limit={size}"
-                           f"&q={SEARCH_WORD}&query={SEARCH_WORD}"),
+    Endpoint(
+        "api search",
+        f"/api/v1/models?page_size={{size}}&limit={{size}}&q={SEARCH_WORD}&query={SEARCH_WORD}",
+    ),
     Endpoint("browse list", "/?page_size={size}&limit={size}"),
     Endpoint("browse search", "/?page_size={size}&limit={size}&q=" + SEARCH_WORD),
 )
@@ -300,8 +360,10 @@ def _count_model_page(client: Any) -> str:
             status = client.get(match.group(1)).status_code
             seconds = time.perf_counter() - t0
         slow = max(ctx.captured_queries, key=lambda q: float(q.get("time") or 0), default=None)
-        line = (f"queries model page     {len(ctx.captured_queries)} queries, HTTP {status}, "
-                f"{seconds * 1000:.0f} ms in process ({match.group(1)})")
+        line = (
+            f"queries model page     {len(ctx.captured_queries)} queries, HTTP {status}, "
+            f"{seconds * 1000:.0f} ms in process ({match.group(1)})"
+        )
         if slow is not None and float(slow.get("time") or 0) >= SLOW_QUERY_S:
             line += f"\n    slowest query {float(slow['time']) * 1000:.0f} ms: {slow['sql'][:600]}"
     print(line)
@@ -309,6 +371,7 @@ def _count_model_page(client: Any) -> str:
 
 
 # --------------------------------------------------------------------------- (b) latency
+
 
 @dataclass
 class LoadResult:
@@ -330,8 +393,7 @@ class LoadResult:
         return len(self.latencies_ms) / self.seconds if self.seconds else 0.0
 
 
-def load(base_url: str, label: str, path: str, *, concurrency: int,
-         duration: float) -> LoadResult:
+def load(base_url: str, label: str, path: str, *, concurrency: int, duration: float) -> LoadResult:
     """``concurrency`` threads, each with its own session, GET ``path`` until time is up."""
     latencies: list[float] = []
     errors = [0]
@@ -422,8 +484,10 @@ def latency(bench: BenchEnv, *, concurrency: int, duration: float) -> list[str]:
             )
             print(line)
             lines.append(line)
-        print(f"latency: gunicorn 2 sync workers, {concurrency} client threads, {duration:.0f} s "
-              f"per endpoint; worker peak RSS {server.peak_rss_mb():.0f} MB")
+        print(
+            f"latency: gunicorn 2 sync workers, {concurrency} client threads, {duration:.0f} s "
+            f"per endpoint; worker peak RSS {server.peak_rss_mb():.0f} MB"
+        )
     return lines
 
 

@@ -48,10 +48,21 @@ RESOLUTION = 32
 
 def job_settings(rounds: int) -> dict[str, Any]:
     """The job's hyperparameters (the site's JobSpec fields), those of the federation tests."""
-    return {"rounds": rounds, "local_steps": 8, "batch_size": 16, "learning_rate": 0.1,
-            "rank": 1, "alpha": 1.0, "resolution": RESOLUTION, "max_grad_norm": 0.05,
-            "target_epsilon": 8.0, "delta": 1e-5, "seed": 0, "adapter_mode": "ffa",
-            "aggregation": "fedavg"}
+    return {
+        "rounds": rounds,
+        "local_steps": 8,
+        "batch_size": 16,
+        "learning_rate": 0.1,
+        "rank": 1,
+        "alpha": 1.0,
+        "resolution": RESOLUTION,
+        "max_grad_norm": 0.05,
+        "target_epsilon": 8.0,
+        "delta": 1e-5,
+        "seed": 0,
+        "adapter_mode": "ffa",
+        "aggregation": "fedavg",
+    }
 
 
 def hand_run_config(
@@ -60,15 +71,24 @@ def hand_run_config(
     """The same run as ``flwr run`` keys, as an operator would write them by hand."""
     return {
         "dataset-manifests": ",".join(manifests),
-        "num-server-rounds": settings["rounds"], "min-nodes": 2,
-        "local-steps": settings["local_steps"], "batch-size": settings["batch_size"],
-        "lr": settings["learning_rate"], "rank": settings["rank"], "alpha": settings["alpha"],
-        "resolution": settings["resolution"], "adapter-mode": settings["adapter_mode"],
-        "aggregation": settings["aggregation"], "seed": settings["seed"], "dp": "on",
-        "dp-target-epsilon": settings["target_epsilon"], "dp-delta": settings["delta"],
+        "num-server-rounds": settings["rounds"],
+        "min-nodes": 2,
+        "local-steps": settings["local_steps"],
+        "batch-size": settings["batch_size"],
+        "lr": settings["learning_rate"],
+        "rank": settings["rank"],
+        "alpha": settings["alpha"],
+        "resolution": settings["resolution"],
+        "adapter-mode": settings["adapter_mode"],
+        "aggregation": settings["aggregation"],
+        "seed": settings["seed"],
+        "dp": "on",
+        "dp-target-epsilon": settings["target_epsilon"],
+        "dp-delta": settings["delta"],
         "dp-max-grad-norm": settings["max_grad_norm"],
         "dp-planned-rounds": settings["rounds"],
-        "base-model-path": str(base_model), "out-dir": str(out_dir),
+        "base-model-path": str(base_model),
+        "out-dir": str(out_dir),
         "job-id": f"hand-{uuid.uuid4().hex[:8]}",
     }
 
@@ -92,14 +112,19 @@ def time_hand_run(fed: Any, config: dict[str, Any]) -> float:
 def time_site_run(base_url: str, token: str, body: dict[str, Any]) -> tuple[float, dict[str, Any]]:
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
-    response = requests.post(f"{base_url}/api/federated/jobs", json=body, timeout=60,
-                             headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    response = requests.post(
+        f"{base_url}/api/federated/jobs",
+        json=body,
+        timeout=60,
+        headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
+    )
     if response.status_code != 201:
         raise RuntimeError(f"launch refused: {response.status_code} {response.text[:2000]}")
     job_id = response.json()["id"]
     while True:
-        detail = requests.get(f"{base_url}/api/federated/jobs/{job_id}", headers=headers,
-                              timeout=60).json()
+        detail = requests.get(
+            f"{base_url}/api/federated/jobs/{job_id}", headers=headers, timeout=60
+        ).json()
         if detail["state"] in ("completed", "failed", "cancelled"):
             break
         time.sleep(0.5)
@@ -111,8 +136,13 @@ def time_site_run(base_url: str, token: str, body: dict[str, Any]) -> tuple[floa
 
 def _site_data(bench: BenchEnv, server: Server, owners: list[Any], credits: int) -> dict[str, Any]:
     """A base model, two owners' nodes and datasets (through the API), a funded trainer."""
-    out = bench.manage("publish_tiny_model", "--owner", "creator",  # the same bytes (seed 0)
-                       "--out", str(bench.workdir / "tiny-site"))
+    out = bench.manage(
+        "publish_tiny_model",
+        "--owner",
+        "creator",  # the same bytes (seed 0)
+        "--out",
+        str(bench.workdir / "tiny-site"),
+    )
     match = re.search(r"version single-file: id (\d+)", out)
     if match is None:
         raise RuntimeError(f"no single-file version in: {out}")
@@ -131,27 +161,44 @@ def _site_data(bench: BenchEnv, server: Server, owners: list[Any], credits: int)
     for index, owner in enumerate(owners):
         token = create_user_and_token(bench, f"owner{index}")
         headers = {"Authorization": f"Bearer {token}"}
-        node = requests.post(f"{server.base_url}/api/federated/nodes", headers=headers,
-                             json={"name": f"node {index}", "public_key": openssh_public_key()},
-                             timeout=60).json()
-        listed = requests.post(f"{server.base_url}/api/federated/datasets", headers=headers,
-                               timeout=60, json={
-            "node_id": node["id"], "name": f"Shapes {index}", "manifest": owner.manifest,
-            "terms": {"price_per_example_round": 1, "epsilon_per_job": 8.0,
-                      "epsilon_lifetime": 1000.0}})
+        node = requests.post(
+            f"{server.base_url}/api/federated/nodes",
+            headers=headers,
+            json={"name": f"node {index}", "public_key": openssh_public_key()},
+            timeout=60,
+        ).json()
+        listed = requests.post(
+            f"{server.base_url}/api/federated/datasets",
+            headers=headers,
+            timeout=60,
+            json={
+                "node_id": node["id"],
+                "name": f"Shapes {index}",
+                "manifest": owner.manifest,
+                "terms": {
+                    "price_per_example_round": 1,
+                    "epsilon_per_job": 8.0,
+                    "epsilon_lifetime": 1000.0,
+                },
+            },
+        )
         if listed.status_code != 201:
             raise RuntimeError(f"listing refused: {listed.text[:2000]}")
         dataset_ids.append(listed.json()["dataset_version_id"])
-    return {"base_version_id": int(match.group(1)), "dataset_version_ids": dataset_ids,
-            "trainer_token": trainer_token}
+    return {
+        "base_version_id": int(match.group(1)),
+        "dataset_version_ids": dataset_ids,
+        "trainer_token": trainer_token,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--poll", type=float, default=2.0,
-                        help="ATELIER_JOB_POLL_SECONDS of the coordinator")
+    parser.add_argument(
+        "--poll", type=float, default=2.0, help="ATELIER_JOB_POLL_SECONDS of the coordinator"
+    )
     parser.add_argument("--out", default="bench-coordinator.json")
     args = parser.parse_args()
 
@@ -167,46 +214,92 @@ def main() -> None:
         assert base_model.name == TINY_SINGLE_FILE_NAME
         owners = owners_data(bench.workdir / "owners", base_model=base_model)
         with LocalFederation([o.spec for o in owners], bench.workdir / "fed") as fed:
-            bench.env.update({
-                "CELERY_BROKER_URL": redis_url, "CELERY_TASK_DEFAULT_QUEUE": queue,
-                "ATELIER_SUPERLINK": f"127.0.0.1:{fed.port}",
-                # TLS and node authentication, as in production: the site trusts the
-                # federation's CA; LocalFederation registered its own nodes' keys.
-                "ATELIER_SUPERLINK_INSECURE": "0",
-                "ATELIER_SUPERLINK_ROOT_CERTIFICATES": str(fed.certs.ca_cert if fed.certs else ""),
-                "ATELIER_SUPERLINK_NODE_AUTH": "0",
-                "ATELIER_FLWR_HOME": str(bench.workdir / "site-flwr"),
-                "ATELIER_FEDERATION_DIR": str(bench.workdir / "federation"),
-                "ATELIER_JOB_POLL_SECONDS": str(args.poll),
-                "ATELIER_RATE_API": "100000/min",
-            })
+            bench.env.update(
+                {
+                    "CELERY_BROKER_URL": redis_url,
+                    "CELERY_TASK_DEFAULT_QUEUE": queue,
+                    "ATELIER_SUPERLINK": f"127.0.0.1:{fed.port}",
+                    # TLS and node authentication, as in production: the site trusts the
+                    # federation's CA; LocalFederation registered its own nodes' keys.
+                    "ATELIER_SUPERLINK_INSECURE": "0",
+                    "ATELIER_SUPERLINK_ROOT_CERTIFICATES": str(
+                        fed.certs.ca_cert if fed.certs else ""
+                    ),
+                    "ATELIER_SUPERLINK_NODE_AUTH": "0",
+                    "ATELIER_FLWR_HOME": str(bench.workdir / "site-flwr"),
+                    "ATELIER_FEDERATION_DIR": str(bench.workdir / "federation"),
+                    "ATELIER_JOB_POLL_SECONDS": str(args.poll),
+                    "ATELIER_RATE_API": "100000/min",
+                }
+            )
             with Server(bench, workers=2) as server:
                 bench.env["ATELIER_SITE_URL"] = server.base_url
                 log = open(bench.workdir / "celery.log", "wb")  # closed below
                 worker = subprocess.Popen(
-                    [PYTHON, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", queue,
-                     "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO"],
-                    cwd=ROOT, env=bench.env, stdout=log, stderr=subprocess.STDOUT)
+                    [
+                        PYTHON,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "config",
+                        "worker",
+                        "-P",
+                        "solo",
+                        "-Q",
+                        queue,
+                        "--without-heartbeat",
+                        "--without-gossip",
+                        "--without-mingle",
+                        "-l",
+                        "INFO",
+                    ],
+                    cwd=ROOT,
+                    env=bench.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
                 try:
                     data = _site_data(bench, server, owners, credits=1_000_000)
-                    body = {"name": "Bench LoRA", "use": "style", "trigger_word": "sks",
-                            "base_version_id": data["base_version_id"],
-                            "dataset_version_ids": data["dataset_version_ids"], **settings}
+                    body = {
+                        "name": "Bench LoRA",
+                        "use": "style",
+                        "trigger_word": "sks",
+                        "base_version_id": data["base_version_id"],
+                        "dataset_version_ids": data["dataset_version_ids"],
+                        **settings,
+                    }
                     manifests = [o.manifest_hash for o in owners]
-                    warm = time_hand_run(fed, hand_run_config(
-                        settings, base_model=base_model, out_dir=bench.workdir / "warm",
-                        manifests=manifests))
+                    warm = time_hand_run(
+                        fed,
+                        hand_run_config(
+                            settings,
+                            base_model=base_model,
+                            out_dir=bench.workdir / "warm",
+                            manifests=manifests,
+                        ),
+                    )
                     print(f"warm-up run by hand: {warm:.1f} s", flush=True)
                     hand: list[float] = []
                     site: list[float] = []
                     for i in range(args.repeats):
-                        hand.append(time_hand_run(fed, hand_run_config(
-                            settings, base_model=base_model, out_dir=bench.workdir / f"h{i}",
-                            manifests=manifests)))
+                        hand.append(
+                            time_hand_run(
+                                fed,
+                                hand_run_config(
+                                    settings,
+                                    base_model=base_model,
+                                    out_dir=bench.workdir / f"h{i}",
+                                    manifests=manifests,
+                                ),
+                            )
+                        )
                         seconds, _ = time_site_run(server.base_url, data["trainer_token"], body)
                         site.append(seconds)
-                        print(f"repeat {i + 1}: by hand {hand[-1]:.1f} s, through the site "
-                              f"{site[-1]:.1f} s", flush=True)
+                        print(
+                            f"repeat {i + 1}: by hand {hand[-1]:.1f} s, through the site "
+                            f"{site[-1]:.1f} s",
+                            flush=True,
+                        )
                 finally:
                     worker.terminate()
                     worker.wait(timeout=30)
@@ -215,15 +308,21 @@ def main() -> None:
     report = {
         "settings": {**vars(args), **settings, "images-per-node": IMAGES, "nodes": 2},
         "load-average": os.getloadavg()[0],
-        "hand-seconds": hand, "site-seconds": site, "warm-up-seconds": warm,
-        "hand-median": hand_median, "site-median": site_median,
-        "ratio": site_median / hand_median, "difference-seconds": site_median - hand_median,
+        "hand-seconds": hand,
+        "site-seconds": site,
+        "warm-up-seconds": warm,
+        "hand-median": hand_median,
+        "site-median": site_median,
+        "ratio": site_median / hand_median,
+        "difference-seconds": site_median - hand_median,
     }
     Path(args.out).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
-    print(f"coordinator overhead: through the site {site_median:.1f} s vs by hand "
-          f"{hand_median:.1f} s = {report['ratio']:.2f}x (+{report['difference-seconds']:.1f} s); "
-          "target <= 1.1x + a few seconds")
+    print(
+        f"coordinator overhead: through the site {site_median:.1f} s vs by hand "
+        f"{hand_median:.1f} s = {report['ratio']:.2f}x (+{report['difference-seconds']:.1f} s); "
+        "target <= 1.1x + a few seconds"
+    )
 
 
 if __name__ == "__main__":

@@ -93,8 +93,16 @@ def measure(url: str, token: str | None, size: int, repeat: int, client: str) ->
 def http_server(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [PYTHON, "-m", "http.server", str(port), "--bind", "127.0.0.1", "--directory",
-         str(directory)],
+        [
+            PYTHON,
+            "-m",
+            "http.server",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            str(directory),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -120,8 +128,9 @@ def run(size: int, repeat: int, client: str, bench: BenchEnv) -> dict[str, float
         upload = api_upload(server.base_url, token, path)
         version_id = publish(bench, upload.upload_id)
         url = f"{server.base_url}/api/download/models/{version_id}"
-        redirect = requests.get(url, headers={"Authorization": f"Bearer {token}"},
-                                allow_redirects=False, timeout=30)
+        redirect = requests.get(
+            url, headers={"Authorization": f"Bearer {token}"}, allow_redirects=False, timeout=30
+        )
         if redirect.status_code != 302:
             raise RuntimeError(f"expected 302 from {url}, got {redirect.status_code}")
         warm_cache(path)

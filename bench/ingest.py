@@ -58,8 +58,12 @@ def write_safetensors(path: Path, size: int, *, rank: int = 8) -> int:
 
     def header_for(big: int) -> bytes:
         entries: dict[str, object] = {
-            "__metadata__": {"ss_network_module": "networks.lora", "ss_network_dim": str(rank),
-                             "ss_network_alpha": str(rank), "bench": "atelier"}
+            "__metadata__": {
+                "ss_network_module": "networks.lora",
+                "ss_network_dim": str(rank),
+                "ss_network_alpha": str(rank),
+                "bench": "atelier",
+            }
         }
         offset = 0
         for name, dtype, shape in small:
@@ -67,7 +71,9 @@ def write_safetensors(path: Path, size: int, *, rank: int = 8) -> int:
             entries[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}
             offset = end
         entries["bench_padding.weight"] = {
-            "dtype": "U8", "shape": [big], "data_offsets": [offset, offset + big]
+            "dtype": "U8",
+            "shape": [big],
+            "data_offsets": [offset, offset + big],
         }
         raw = json.dumps(entries, separators=(",", ":")).encode()
         return raw + b" " * (-len(raw) % 8)
@@ -183,8 +189,7 @@ def time_sha256sum(path: Path) -> tuple[float, str]:
 def time_openssl(path: Path) -> float | None:
     t0 = time.perf_counter()
     try:
-        subprocess.run(["openssl", "dgst", "-sha256", str(path)], check=True,
-                       capture_output=True)
+        subprocess.run(["openssl", "dgst", "-sha256", str(path)], check=True, capture_output=True)
     except (OSError, subprocess.CalledProcessError):
         return None
     return time.perf_counter() - t0
@@ -241,16 +246,22 @@ def run(size: int, bench: BenchEnv, profile_dir: Path | None = None) -> dict[str
     )
     print(f"ingest: worker peak RSS {rss:.0f} MB (target < {RSS_TARGET_MB} MB)")
     if ssl_s is not None:  # context only: OpenSSL's SHA-256 uses the CPU's SHA extensions
-        print(f"ingest (context): openssl dgst -sha256 {ssl_s:.2f} s, server/openssl "
-              f"{timing.total_s / ssl_s:.2f}")
+        print(
+            f"ingest (context): openssl dgst -sha256 {ssl_s:.2f} s, server/openssl "
+            f"{timing.total_s / ssl_s:.2f}"
+        )
     return {"server_s": timing.total_s, "sha256sum_s": ref_s, "ratio": ratio, "rss_mb": rss}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", default="2G", help="file size: 2G, 512M, 4M, ...")
-    parser.add_argument("--profile", type=Path, default=None,
-                        help="folder for cProfile dumps of each upload request in the worker")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="folder for cProfile dumps of each upload request in the worker",
+    )
     args = parser.parse_args(argv)
     size = parse_size(args.size)
     print(f"== ingest --size {args.size} ({size} bytes)")

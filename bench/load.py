@@ -73,9 +73,23 @@ def rss_mb(pid: int) -> float:
 
 def run_wrk(url: str, *, seconds: int, connections: int, threads: int, script: Path) -> dict:
     proc = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s",
-         "--timeout", "10s", "-s", str(script), url],
-        capture_output=True, text=True, timeout=seconds + 60,
+        [
+            "wrk",
+            "-t",
+            str(threads),
+            "-c",
+            str(connections),
+            "-d",
+            f"{seconds}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
     )
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr or proc.stdout)
@@ -107,16 +121,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     with bench_env("load") as bench:
-        bench.env.update({
-            "ATELIER_RATE_API": "1000000/min", "ATELIER_RATE_DOWNLOADS": "1000000/min",
-            "ATELIER_RATE_LOGIN": "1000000/min", "ATELIER_SIGNED_URL_TTL": "86400",
-        })
+        bench.env.update(
+            {
+                "ATELIER_RATE_API": "1000000/min",
+                "ATELIER_RATE_DOWNLOADS": "1000000/min",
+                "ATELIER_RATE_LOGIN": "1000000/min",
+                "ATELIER_SIGNED_URL_TTL": "86400",
+            }
+        )
         create_user_and_token(bench)
         started = time.monotonic()
         out = bench.shell(SEED.format(models=args.models))
         seeded = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-        print(f"load: seeded {args.models} models in {time.monotonic() - started:.0f} s",
-              flush=True)
+        print(
+            f"load: seeded {args.models} models in {time.monotonic() - started:.0f} s", flush=True
+        )
         script = bench.workdir / "report.lua"
         script.write_text(REPORT)
         with Server(bench, workers=args.workers) as server:
@@ -129,31 +148,48 @@ def main(argv: list[str] | None = None) -> int:
             for path in targets.values():  # warm-up: every code path runs in every worker
                 response = requests.get(server.base_url + path, timeout=30)
                 assert response.status_code == 200, (path, response.status_code)
-                run_wrk(server.base_url + path, seconds=args.warmup,
-                        connections=args.connections, threads=args.threads, script=script)
+                run_wrk(
+                    server.base_url + path,
+                    seconds=args.warmup,
+                    connections=args.connections,
+                    threads=args.threads,
+                    script=script,
+                )
             workers = server.worker_pids()
             before = {pid: rss_mb(pid) for pid in workers}
             results = {}
             series = [round(sum(before.values()), 1)]
             for label, path in targets.items():
-                results[label] = run_wrk(server.base_url + path, seconds=args.seconds,
-                                         connections=args.connections, threads=args.threads,
-                                         script=script)
+                results[label] = run_wrk(
+                    server.base_url + path,
+                    seconds=args.seconds,
+                    connections=args.connections,
+                    threads=args.threads,
+                    script=script,
+                )
                 r = results[label]
                 series.append(round(sum(rss_mb(pid) for pid in workers), 1))
-                print(f"load: {label:<10} {r['rps']:7.1f} req/s  errors {r['error_rate']:.2%}  "
-                      f"p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
-                      f"p99 {r['p99_ms']:.1f} ms  (workers' RSS {series[-1]:.1f} MiB)",
-                      flush=True)
+                print(
+                    f"load: {label:<10} {r['rps']:7.1f} req/s  errors {r['error_rate']:.2%}  "
+                    f"p50 {r['p50_ms']:.1f} ms  p95 {r['p95_ms']:.1f} ms  "
+                    f"p99 {r['p99_ms']:.1f} ms  (workers' RSS {series[-1]:.1f} MiB)",
+                    flush=True,
+                )
             after = {pid: rss_mb(pid) for pid in workers if Path(f"/proc/{pid}").exists()}
         for pid in workers:
             grown = after.get(pid, float("nan")) - before[pid]
-            print(f"load: worker {pid} RSS {before[pid]:.1f} MiB after warm-up, "
-                  f"{after.get(pid, float('nan')):.1f} MiB after the run ({grown:+.1f} MiB)")
+            print(
+                f"load: worker {pid} RSS {before[pid]:.1f} MiB after warm-up, "
+                f"{after.get(pid, float('nan')):.1f} MiB after the run ({grown:+.1f} MiB)"
+            )
         summary = {
-            "seconds_each": args.seconds, "connections": args.connections,
-            "workers": args.workers, "models": args.models, "results": results,
-            "rss_mb_before": list(before.values()), "rss_mb_after": list(after.values()),
+            "seconds_each": args.seconds,
+            "connections": args.connections,
+            "workers": args.workers,
+            "models": args.models,
+            "results": results,
+            "rss_mb_before": list(before.values()),
+            "rss_mb_after": list(after.values()),
             "rss_mb_total_after_each_endpoint": series,
         }
         if args.json:

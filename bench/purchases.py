@@ -39,14 +39,22 @@ def _setup(n_buyers: int, n_listings: int) -> tuple[list, object, list]:  # type
     from registry.models import Blob, Model, ModelFile, ModelVersion
 
     User = get_user_model()
-    blob = Blob.objects.create(sha256="0" * 64, size=1, storage_name="x", autov1="0" * 8,
-                               autov2="0" * 10, crc32="0" * 8, blake3="0" * 64)
+    blob = Blob.objects.create(
+        sha256="0" * 64,
+        size=1,
+        storage_name="x",
+        autov1="0" * 8,
+        autov2="0" * 10,
+        crc32="0" * 8,
+        blake3="0" * 64,
+    )
 
     def listed(seller: object, i: int) -> Listing:
         model = Model.objects.create(owner=seller, name=f"m{i}", slug=f"m{i}", kind="lora")
         version = ModelVersion.objects.create(model=model, name="v1", status="published")
-        ModelFile.objects.create(version=version, blob=blob, path="m.safetensors",
-                                 format="safetensors", is_primary=True)
+        ModelFile.objects.create(
+            version=version, blob=blob, path="m.safetensors", format="safetensors", is_primary=True
+        )
         return Listing.objects.create(seller=seller, model_version=version, price=100)
 
     sellers = [User.objects.create_user(username=f"seller{i}") for i in range(n_listings + 1)]
@@ -138,10 +146,14 @@ def main() -> int:
         connections.close_all()
     hot_rate, spread_rate = ok_hot / t_hot, ok_spread / t_spread
     print(f"purchases: {args.buyers} buyers, {args.threads} threads, {os.cpu_count()} cores")
-    print(f"  (a) one hot listing : {ok_hot} ok, {ref_hot} refused in {t_hot:.2f}s "
-          f"= {hot_rate:.0f} purchases/s")
-    print(f"  (b) {args.listings} listings  : {ok_spread} ok, {ref_spread} refused in "
-          f"{t_spread:.2f}s = {spread_rate:.0f} purchases/s")
+    print(
+        f"  (a) one hot listing : {ok_hot} ok, {ref_hot} refused in {t_hot:.2f}s "
+        f"= {hot_rate:.0f} purchases/s"
+    )
+    print(
+        f"  (b) {args.listings} listings  : {ok_spread} ok, {ref_spread} refused in "
+        f"{t_spread:.2f}s = {spread_rate:.0f} purchases/s"
+    )
     print(f"  ratio (b)/(a): {spread_rate / hot_rate:.2f}")
     print("  invariants: " + ("OK" if not problems else "; ".join(problems)))
     return 1 if problems else 0

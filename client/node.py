@@ -577,7 +577,8 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--epsilon-lifetime", type=float, help="default: the node's budget for the dataset"
     )
     publish.add_argument(
-        "--delta", type=float,
+        "--delta",
+        type=float,
         help="per job (default: the node's delta for the dataset shared among as many jobs as "
         "the epsilon budget allows)",
     )

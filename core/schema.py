@@ -30,9 +30,7 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
     target_class = "core.auth.ApiTokenAuthentication"
     name = "ApiToken"
 
-    def get_security_definition(
-        self, auto_schema: SpectacularAutoSchema
-    ) -> dict[str, str]:
+    def get_security_definition(self, auto_schema: SpectacularAutoSchema) -> dict[str, str]:
         return {"type": "http", "scheme": "bearer", "bearerFormat": "atl_..."}
 
 
@@ -48,9 +46,7 @@ ERROR_SCHEMA = {
 }
 
 
-def add_error_responses(
-    result: dict, generator: object, request: object, public: bool
-) -> dict:
+def add_error_responses(result: dict, generator: object, request: object, public: bool) -> dict:
     """Postprocessing hook: every operation documents its 4XX errors in the one shape.
 
     Declared only where the operation does not describe that status itself.

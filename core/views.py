@@ -43,8 +43,11 @@ class LoginView(auth_views.LoginView):
             form = self.get_form_class()(request)  # unbound: authenticate() is not called
             form.full_clean()  # unbound: only sets an empty error dict
             form.cleaned_data = {}
-            form.add_error(None, "Too many login attempts from your address; try again in "
-                           f"{refused['Retry-After']} seconds.")
+            form.add_error(
+                None,
+                "Too many login attempts from your address; try again in "
+                f"{refused['Retry-After']} seconds.",
+            )
             response = self.render_to_response(self.get_context_data(form=form))
             response.status_code = 429
             response["Retry-After"] = refused["Retry-After"]

@@ -46,22 +46,42 @@ class NodeAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke the selected nodes' tokens")
     def revoke(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Node]) -> None:
-        _run_each(self, request, queryset, lambda node: node_revoke(node=node, user=request.user),
-              "node(s) revoked")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda node: node_revoke(node=node, user=request.user),
+            "node(s) revoked",
+        )
 
 
 @admin.register(DatasetTerms)
 class DatasetTermsAdmin(ReadOnlyAdmin):
-    list_display = ("dataset_version", "node", "pricing", "price_per_example_round",
-                    "price_per_job", "epsilon_per_job", "epsilon_lifetime", "approval")
+    list_display = (
+        "dataset_version",
+        "node",
+        "pricing",
+        "price_per_example_round",
+        "price_per_job",
+        "epsilon_per_job",
+        "epsilon_lifetime",
+        "approval",
+    )
     list_filter = ("approval", "require_dp", "commercial_use")
     search_fields = ("dataset_version__dataset__name", "node__name")
 
 
 class JobDatasetInline(ReadOnlyInline):
     model = JobDataset
-    fields = ("dataset_version", "approval", "examples", "max_cost", "rounds_completed",
-              "example_rounds", "earned")
+    fields = (
+        "dataset_version",
+        "approval",
+        "examples",
+        "max_cost",
+        "rounds_completed",
+        "example_rounds",
+        "earned",
+    )
     readonly_fields = fields
 
 
@@ -79,8 +99,18 @@ class JobEventInline(ReadOnlyInline):
 
 @admin.register(FederatedJob)
 class FederatedJobAdmin(ReadOnlyAdmin):
-    list_display = ("pk", "name", "trainer", "state", "run_id", "max_cost", "owners_paid",
-                    "fee_paid", "refunded", "created_at")
+    list_display = (
+        "pk",
+        "name",
+        "trainer",
+        "state",
+        "run_id",
+        "max_cost",
+        "owners_paid",
+        "fee_paid",
+        "refunded",
+        "created_at",
+    )
     list_filter = ("state", "use")
     search_fields = ("name", "trainer__username", "run_id")
     exclude = ("job_token_digest", "progress_token_digest")
@@ -89,14 +119,23 @@ class FederatedJobAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Cancel the selected jobs (pay what was earned, refund the rest)")
     def cancel(self, request: AuthenticatedHttpRequest, queryset: QuerySet[FederatedJob]) -> None:
-        _run_each(self, request, queryset, lambda job: job_cancel(job=job, user=request.user),
-              "job(s) cancelled")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda job: job_cancel(job=job, user=request.user),
+            "job(s) cancelled",
+        )
 
     @admin.action(description="Fail the selected jobs (pay what was earned, refund the rest)")
     def fail(self, request: HttpRequest, queryset: QuerySet[FederatedJob]) -> None:
-        _run_each(self, request, queryset,
-              lambda job: job_fail(job=job, reason=f"Failed by staff ({request.user})."),
-              "job(s) failed")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda job: job_fail(job=job, reason=f"Failed by staff ({request.user})."),
+            "job(s) failed",
+        )
 
 
 @admin.register(PrivacySpend)

@@ -99,9 +99,11 @@ class NodeListCreateApi(APIView):
         key_fingerprint = serializers.CharField()
 
     @extend_schema(
-        parameters=[OpenApiParameter("revoked", OpenApiTypes.BOOL,
-                                     description="Include revoked nodes.")],
-        responses=NodeOutputSerializer(many=True), tags=TAGS,
+        parameters=[
+            OpenApiParameter("revoked", OpenApiTypes.BOOL, description="Include revoked nodes.")
+        ],
+        responses=NodeOutputSerializer(many=True),
+        tags=TAGS,
     )
     def get(self, request: Request) -> Response:
         revoked = request.query_params.get("revoked", "") in ("1", "true", "yes")
@@ -113,8 +115,12 @@ class NodeListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         registered = node_register(owner=signed_in(request), **data.validated_data)
-        body = {"id": registered.node.pk, "name": registered.node.name,
-                "token": registered.token, "key_fingerprint": registered.node.key_fingerprint}
+        body = {
+            "id": registered.node.pk,
+            "name": registered.node.name,
+            "token": registered.token,
+            "key_fingerprint": registered.node.key_fingerprint,
+        }
         return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
@@ -125,12 +131,13 @@ class NodeHeartbeatApi(APIView):
     permission_classes = [IsAuthenticated]
 
     class InputSerializer(serializers.Serializer):
-        datasets = serializers.ListField(child=serializers.CharField(max_length=64),
-                                         max_length=100, required=False, default=list)
-        flwr_node_id = serializers.CharField(max_length=40, required=False, allow_blank=True,
-                                             default="")
-        version = serializers.CharField(max_length=60, required=False, allow_blank=True,
-                                        default="")
+        datasets = serializers.ListField(
+            child=serializers.CharField(max_length=64), max_length=100, required=False, default=list
+        )
+        flwr_node_id = serializers.CharField(
+            max_length=40, required=False, allow_blank=True, default=""
+        )
+        version = serializers.CharField(max_length=60, required=False, allow_blank=True, default="")
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
@@ -145,10 +152,18 @@ class NodeHeartbeatApi(APIView):
         data.is_valid(raise_exception=True)
         assert isinstance(request.auth, Node)  # NodeTokenAuthentication
         node = node_heartbeat(node=request.auth, **data.validated_data)
-        served = [t for t in node.datasets.select_related("dataset_version__dataset")
-                  if t.dataset_version.manifest_hash in node.serving]
-        body = {"id": node.pk, "name": node.name, "status": node.status,
-                "last_seen_at": node.last_seen_at, "datasets": served}
+        served = [
+            t
+            for t in node.datasets.select_related("dataset_version__dataset")
+            if t.dataset_version.manifest_hash in node.serving
+        ]
+        body = {
+            "id": node.pk,
+            "name": node.name,
+            "status": node.status,
+            "last_seen_at": node.last_seen_at,
+            "datasets": served,
+        }
         return Response(self.OutputSerializer(body).data)
 
 
@@ -168,8 +183,11 @@ class TermsSerializer(serializers.Serializer):
     price_per_example_round = WholeNumberField(min_value=0, required=False)
     price_per_job = WholeNumberField(min_value=0, required=False)
     allowed_families = serializers.ListField(child=serializers.CharField(), required=False)
-    allowed_uses = serializers.ListField(child=serializers.CharField(), required=False,
-                                         help_text="Uses: " + ", ".join(TrainingUse.values))
+    allowed_uses = serializers.ListField(
+        child=serializers.CharField(),
+        required=False,
+        help_text="Uses: " + ", ".join(TrainingUse.values),
+    )
     commercial_use = serializers.BooleanField(required=False)
     epsilon_per_job = serializers.FloatField(required=False)
     delta = serializers.FloatField(required=False)
@@ -245,20 +263,24 @@ class OwnerDatasetSerializer(FederatedDatasetSerializer):
 
 def _owner_row(terms: DatasetTerms) -> selectors.OwnerDataset:
     earnings = selectors.earnings_for_dataset(terms=terms)
-    return selectors.OwnerDataset(terms, selectors.dataset_budget(terms=terms),
-                                  sum(e.earned for e in earnings), len(earnings))
+    return selectors.OwnerDataset(
+        terms, selectors.dataset_budget(terms=terms), sum(e.earned for e in earnings), len(earnings)
+    )
 
 
 def _owner_data(row: selectors.OwnerDataset) -> dict[str, Any]:
     data = dict(FederatedDatasetSerializer(row.terms).data)
-    data.update(manifest=row.terms.dataset_version.manifest,
-                budget=BudgetSerializer(row.budget).data, earned=row.earned, jobs=row.jobs)
+    data.update(
+        manifest=row.terms.dataset_version.manifest,
+        budget=BudgetSerializer(row.budget).data,
+        earned=row.earned,
+        jobs=row.jobs,
+    )
     return data
 
 
 def _owned_terms(request: Request, dataset_version_id: int) -> DatasetTerms:
-    terms = selectors.federated_terms_for(dataset_version_id=dataset_version_id,
-                                          user=request.user)
+    terms = selectors.federated_terms_for(dataset_version_id=dataset_version_id, user=request.user)
     user = request.user
     if terms is None or not (user.pk == terms.dataset_version.dataset.owner_id or user.is_staff):
         raise NotFoundError("No such dataset of yours.", code="dataset_not_found")
@@ -274,14 +296,19 @@ class FederatedDatasetListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         node_id = serializers.IntegerField()
         name = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=50_000, required=False, allow_blank=True,
-                                            default="")
-        tags = serializers.ListField(child=serializers.CharField(max_length=64), required=False,
-                                     default=list)
-        visibility = serializers.ChoiceField(choices=Visibility.choices,
-                                             default=Visibility.PUBLIC)
-        dataset_id = serializers.IntegerField(required=False, allow_null=True, default=None,
-                                              help_text="Add a version to this dataset.")
+        description = serializers.CharField(
+            max_length=50_000, required=False, allow_blank=True, default=""
+        )
+        tags = serializers.ListField(
+            child=serializers.CharField(max_length=64), required=False, default=list
+        )
+        visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
+        dataset_id = serializers.IntegerField(
+            required=False,
+            allow_null=True,
+            default=None,
+            help_text="Add a version to this dataset.",
+        )
         manifest = serializers.JSONField()
         terms = TermsSerializer()
 
@@ -292,9 +319,11 @@ class FederatedDatasetListCreateApi(APIView):
                 raise serializers.ValidationError("Must not hold NUL characters.")
             return value
 
-    @extend_schema(operation_id="federated_datasets_list",
-                   responses=paginated("PaginatedFederatedDatasetList",
-                                       FederatedDatasetSerializer(many=True)), tags=TAGS)
+    @extend_schema(
+        operation_id="federated_datasets_list",
+        responses=paginated("PaginatedFederatedDatasetList", FederatedDatasetSerializer(many=True)),
+        tags=TAGS,
+    )
     def get(self, request: Request) -> Response:
         available = selectors.federated_datasets_available(user=request.user)
         return page_response(request, self, available, FederatedDatasetSerializer)
@@ -325,8 +354,9 @@ class FederatedDatasetDetailApi(APIView):
 
     @extend_schema(responses=FederatedDatasetSerializer, tags=TAGS)
     def get(self, request: Request, dataset_version_id: int) -> Response:
-        terms = selectors.federated_terms_for(dataset_version_id=dataset_version_id,
-                                              user=request.user)
+        terms = selectors.federated_terms_for(
+            dataset_version_id=dataset_version_id, user=request.user
+        )
         if terms is None:
             raise NotFoundError("No such dataset.", code="dataset_not_found")
         if request.user.pk == terms.dataset_version.dataset.owner_id:
@@ -344,16 +374,18 @@ class DatasetTermsUpdateApi(APIView):
 
     @extend_schema(request=InputSerializer, responses=TermsOutputSerializer, tags=TAGS)
     def patch(self, request: Request, dataset_version_id: int) -> Response:
-        terms = selectors.federated_terms_for(dataset_version_id=dataset_version_id,
-                                              user=request.user)
+        terms = selectors.federated_terms_for(
+            dataset_version_id=dataset_version_id, user=request.user
+        )
         if terms is None:
             raise NotFoundError("No such dataset.", code="dataset_not_found")
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         changes = dict(data.validated_data)
         node_id = changes.pop("node_id", None)
-        terms = dataset_terms_update(terms=terms, user=signed_in(request), changes=changes,
-                                     node_id=node_id)
+        terms = dataset_terms_update(
+            terms=terms, user=signed_in(request), changes=changes, node_id=node_id
+        )
         return Response(TermsOutputSerializer(terms).data)
 
 
@@ -413,12 +445,14 @@ class EarningsListApi(APIView):
 class JobSpecSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     base_version_id = serializers.IntegerField()
-    dataset_version_ids = serializers.ListField(child=serializers.IntegerField(), min_length=1,
-                                                max_length=20)
+    dataset_version_ids = serializers.ListField(
+        child=serializers.IntegerField(), min_length=1, max_length=20
+    )
     use = serializers.ChoiceField(choices=TrainingUse.choices)
     commercial_use = serializers.BooleanField(default=False)
-    trigger_word = serializers.CharField(max_length=100, required=False, allow_blank=True,
-                                         default="")
+    trigger_word = serializers.CharField(
+        max_length=100, required=False, allow_blank=True, default=""
+    )
     rounds = WholeNumberField(min_value=1, default=3)
     local_steps = WholeNumberField(min_value=1, default=10)
     rank = WholeNumberField(min_value=1, default=4)
@@ -539,9 +573,11 @@ class JobEstimateApi(APIView):
             label = serializers.CharField()  # type: ignore[assignment]
             extra_seconds_per_round = serializers.FloatField()
             wall_time_factor = serializers.FloatField(
-                help_text="Whole run against FedAvg, same settings (measured).")
+                help_text="Whole run against FedAvg, same settings (measured)."
+            )
             bytes_factor = serializers.FloatField(
-                help_text="Bytes a node sends per round against FedAvg (measured).")
+                help_text="Bytes a node sends per round against FedAvg (measured)."
+            )
             what_it_adds = serializers.CharField()
             limits = serializers.CharField()
             source = serializers.CharField()  # type: ignore[assignment]
@@ -552,10 +588,13 @@ class JobEstimateApi(APIView):
         fee = serializers.IntegerField()
         total = serializers.IntegerField()
         problems = serializers.ListField(child=serializers.DictField())
-        aggregation = AggregationSerializer(allow_null=True, help_text=(
-            "The chosen aggregation and what it costs in time and bytes over FedAvg."))
+        aggregation = AggregationSerializer(
+            allow_null=True,
+            help_text=("The chosen aggregation and what it costs in time and bytes over FedAvg."),
+        )
         aggregation_extra_seconds = serializers.FloatField(
-            help_text="Seconds the aggregation adds to the whole job (all rounds).")
+            help_text="Seconds the aggregation adds to the whole job (all rounds)."
+        )
 
     @extend_schema(request=JobSpecSerializer, responses=OutputSerializer, tags=TAGS)
     def post(self, request: Request) -> Response:
@@ -571,24 +610,34 @@ class JobListCreateApi(APIView):
 
     permission_classes = [IsAuthenticated]
 
-    @extend_schema(operation_id="federated_jobs_list",
-                   responses=paginated("PaginatedJobList", JobSummarySerializer(many=True)),
-                   tags=TAGS)
+    @extend_schema(
+        operation_id="federated_jobs_list",
+        responses=paginated("PaginatedJobList", JobSummarySerializer(many=True)),
+        tags=TAGS,
+    )
     def get(self, request: Request) -> Response:
         jobs = selectors.jobs_of_trainer(trainer=signed_in(request))
         return page_response(request, self, jobs, JobSummarySerializer)
 
-    @extend_schema(request=JobSpecSerializer, parameters=[IDEMPOTENCY_KEY],
-                   responses={201: JobDetailSerializer, 200: JobDetailSerializer}, tags=TAGS)
+    @extend_schema(
+        request=JobSpecSerializer,
+        parameters=[IDEMPOTENCY_KEY],
+        responses={201: JobDetailSerializer, 200: JobDetailSerializer},
+        tags=TAGS,
+    )
     def post(self, request: Request) -> Response:
         data = JobSpecSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         job, created = job_create_and_launch(
-            trainer=signed_in(request), spec=data.spec(),
-            idempotency_key=request.headers.get("Idempotency-Key", ""))
+            trainer=signed_in(request),
+            spec=data.spec(),
+            idempotency_key=request.headers.get("Idempotency-Key", ""),
+        )
         detail = selectors.job_detail(job_id=job.pk, user=request.user)
-        return Response(JobDetailSerializer(detail).data,
-                        status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+        return Response(
+            JobDetailSerializer(detail).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
 
 
 def _job(request: Request, job_id: int) -> FederatedJob:
@@ -620,8 +669,9 @@ class JobCancelApi(APIView):
     @extend_schema(request=None, responses=JobDetailSerializer, tags=TAGS)
     def post(self, request: Request, job_id: int) -> Response:
         job = job_cancel(job=_job(request, job_id), user=signed_in(request))
-        return Response(JobDetailSerializer(selectors.job_detail(job_id=job.pk,
-                                                                 user=request.user)).data)
+        return Response(
+            JobDetailSerializer(selectors.job_detail(job_id=job.pk, user=request.user)).data
+        )
 
 
 class JobEventSerializer(serializers.Serializer):
@@ -653,20 +703,28 @@ class JobProgressApi(APIView):
         round = serializers.IntegerField(allow_null=True)
 
     @extend_schema(
-        parameters=[OpenApiParameter("after", OpenApiTypes.INT,
-                                     description="Only rounds after this index.")],
-        responses=OutputSerializer, tags=TAGS)
+        parameters=[
+            OpenApiParameter("after", OpenApiTypes.INT, description="Only rounds after this index.")
+        ],
+        responses=OutputSerializer,
+        tags=TAGS,
+    )
     def get(self, request: Request, job_id: int) -> Response:
         job = FederatedJob.objects.filter(pk=job_id).first()
         user = request.user
-        if job is None or not user.is_authenticated or not (
-                user.pk == job.trainer_id or user.is_staff):
+        if (
+            job is None
+            or not user.is_authenticated
+            or not (user.pk == job.trainer_id or user.is_staff)
+        ):
             raise NotFoundError("No such job.", code="job_not_found")
         after = request.query_params.get("after", "0")
         if not after.isdigit():
             raise ApplicationError("after must be a round index.", code="bad_after")
         body = {
-            "id": job.pk, "state": job.state, "num_rounds": job.num_rounds,
+            "id": job.pk,
+            "state": job.state,
+            "num_rounds": job.num_rounds,
             "failure_reason": job.failure_reason,
             "rounds": selectors.job_rounds(job=job, after=int(after)),
             "datasets": job.datasets.select_related("dataset_version__dataset__owner"),
@@ -674,15 +732,22 @@ class JobProgressApi(APIView):
         }
         return Response(self.OutputSerializer(body).data)
 
-    @extend_schema(request=OpenApiTypes.OBJECT, responses=ReportOutputSerializer, tags=TAGS,
-                   auth=[], description="The ServerApp's report, with the job's progress token.")
+    @extend_schema(
+        request=OpenApiTypes.OBJECT,
+        responses=ReportOutputSerializer,
+        tags=TAGS,
+        auth=[],
+        description="The ServerApp's report, with the job's progress token.",
+    )
     def post(self, request: Request, job_id: int) -> Response:
         job = job_for_token(request, job_id, kind="progress")
         if not isinstance(request.data, dict):
             raise ApplicationError("The report is a JSON object.", code="bad_progress")
         recorded = job_progress_record(job=job, payload=dict(request.data))
-        body = {"recorded": recorded is not None,
-                "round": recorded.index if recorded is not None else None}
+        body = {
+            "recorded": recorded is not None,
+            "round": recorded.index if recorded is not None else None,
+        }
         return Response(self.ReportOutputSerializer(body).data)
 
 
@@ -695,11 +760,15 @@ class JobBaseModelApi(APIView):
     permission_classes = [AllowAny]
 
     @extend_schema(
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY,
-                   (206, "application/octet-stream"): OpenApiTypes.BINARY,
-                   401: OpenApiResponse(description="No valid node or job token."),
-                   403: OpenApiResponse(description="The node serves no dataset of the job.")},
-        tags=TAGS, auth=[])
+        responses={
+            (200, "application/octet-stream"): OpenApiTypes.BINARY,
+            (206, "application/octet-stream"): OpenApiTypes.BINARY,
+            401: OpenApiResponse(description="No valid node or job token."),
+            403: OpenApiResponse(description="The node serves no dataset of the job."),
+        },
+        tags=TAGS,
+        auth=[],
+    )
     def get(self, request: Request, job_id: int) -> HttpResponseBase:
         job = job_for_model_download(request, job_id)
         model_file = job.base_version.files.select_related("blob").filter(is_primary=True).first()
@@ -735,9 +804,14 @@ class ApprovalListApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        parameters=[OpenApiParameter("all", OpenApiTypes.BOOL,
-                                     description="Include requests already decided.")],
-        responses=paginated("PaginatedApprovalList", ApprovalSerializer(many=True)), tags=TAGS)
+        parameters=[
+            OpenApiParameter(
+                "all", OpenApiTypes.BOOL, description="Include requests already decided."
+            )
+        ],
+        responses=paginated("PaginatedApprovalList", ApprovalSerializer(many=True)),
+        tags=TAGS,
+    )
     def get(self, request: Request) -> Response:
         everything = request.query_params.get("all", "") in ("1", "true", "yes")
         inbox = selectors.approval_inbox(owner=signed_in(request), pending_only=not everything)
@@ -746,7 +820,8 @@ class ApprovalListApi(APIView):
 
 def _request_for_owner(request: Request, job_dataset_id: int) -> JobDataset:
     jd = JobDataset.objects.filter(
-        pk=job_dataset_id, dataset_version__dataset__owner_id=request.user.pk).first()
+        pk=job_dataset_id, dataset_version__dataset__owner_id=request.user.pk
+    ).first()
     if jd is None:
         raise NotFoundError("No such approval request.", code="approval_not_found")
     return jd
@@ -767,8 +842,7 @@ class ApprovalRejectApi(APIView):
     permission_classes = [IsAuthenticated]
 
     class InputSerializer(serializers.Serializer):
-        note = serializers.CharField(max_length=500, required=False, allow_blank=True,
-                                     default="")
+        note = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
 
     @extend_schema(request=InputSerializer, responses=ApprovalSerializer, tags=TAGS)
     def post(self, request: Request, job_dataset_id: int) -> Response:
@@ -778,4 +852,3 @@ class ApprovalRejectApi(APIView):
         job_reject(job_dataset=jd, user=signed_in(request), note=data.validated_data["note"])
         jd.refresh_from_db()
         return Response(ApprovalSerializer(jd).data)
-

@@ -66,8 +66,9 @@ def job_for_token(request: Request, job_id: int, *, kind: str) -> FederatedJob:
     secret = _header_secret(request)
     job = FederatedJob.objects.select_related("base_version__model").filter(pk=job_id).first()
     if not secret or job is None or not job_token_check(job=job, secret=secret, kind=kind):
-        raise ApplicationError(f"A valid {kind} token of this job is required.",
-                               code="bad_token", status=401)
+        raise ApplicationError(
+            f"A valid {kind} token of this job is required.", code="bad_token", status=401
+        )
     if kind == "job" and job.is_terminal:
         raise AccessDeniedError(f"The job is {job.state}.", code="job_finished")
     return job
@@ -88,8 +89,9 @@ def job_for_model_download(request: Request, job_id: int) -> FederatedJob:
         if node is None or not node.owner.is_active:
             raise ApplicationError("Invalid or revoked node token.", code="bad_token", status=401)
         if job is None or not node_serves_job(node=node, job=job):
-            raise AccessDeniedError("This node serves no dataset of that job.",
-                                    code="node_not_in_job")
+            raise AccessDeniedError(
+                "This node serves no dataset of that job.", code="node_not_in_job"
+            )
         if job.state not in (FederatedJob.State.QUEUED, FederatedJob.State.RUNNING):
             raise AccessDeniedError(f"The job is {job.state}.", code="job_not_running")
         return job

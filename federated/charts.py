@@ -26,43 +26,63 @@ def _round_domain(rounds_total: int, rows: Sequence[RoundRow]) -> tuple[float, f
 
 
 def _round_point(row: RoundRow, value: float, what: str, series: str = "") -> ChartPoint:
-    data: tuple[tuple[str, str | int | float], ...] = (("round", row.index),
-                                                        ("value", f"{value:.6g}"))
+    data: tuple[tuple[str, str | int | float], ...] = (
+        ("round", row.index),
+        ("value", f"{value:.6g}"),
+    )
     if series:
         data = (*data, ("dataset", series))
-    return ChartPoint(x=row.index, y=value, title=f"Round {row.index}: {what} {value:.4g}",
-                      data=data)
+    return ChartPoint(
+        x=row.index, y=value, title=f"Round {row.index}: {what} {value:.4g}", data=data
+    )
 
 
 def loss_chart_svg(rows: Sequence[RoundRow], *, rounds_total: int) -> SafeString:
     """Training loss by round: one point per round that reported a loss."""
     points = [_round_point(r, r.train_loss, "loss") for r in rows if r.train_loss is not None]
     return line_chart_svg(
-        [ChartSeries("Training loss", points)], label="Training loss by round",
-        css_class="loss-chart", x_first="round 1",
+        [ChartSeries("Training loss", points)],
+        label="Training loss by round",
+        css_class="loss-chart",
+        x_first="round 1",
         x_last=f"round {int(_round_domain(rounds_total, rows)[1])}",
-        x_domain=_round_domain(rounds_total, rows), y_format=_number)
+        x_domain=_round_domain(rounds_total, rows),
+        y_format=_number,
+    )
 
 
-def epsilon_chart_svg(rows: Sequence[RoundRow], datasets: Sequence[JobDataset], *,
-                      rounds_total: int) -> SafeString:
+def epsilon_chart_svg(
+    rows: Sequence[RoundRow], datasets: Sequence[JobDataset], *, rounds_total: int
+) -> SafeString:
     """Epsilon spent by round: one series per dataset whose node reported its epsilon, else
     the round's largest epsilon (``epsilon_max``)."""
     series = []
     for jd in datasets:
         name = jd.dataset_version.dataset.name
-        points = [_round_point(r, eps, "epsilon", str(jd.dataset_version_id))
-                  for r in rows if (eps := r.epsilon_of(jd.dataset_version_id)) is not None]
+        points = [
+            _round_point(r, eps, "epsilon", str(jd.dataset_version_id))
+            for r in rows
+            if (eps := r.epsilon_of(jd.dataset_version_id)) is not None
+        ]
         if points:
             series.append(ChartSeries(name, points))
     if not series:
-        points = [_round_point(r, r.epsilon_max, "epsilon (largest)") for r in rows
-                  if r.epsilon_max is not None]
+        points = [
+            _round_point(r, r.epsilon_max, "epsilon (largest)")
+            for r in rows
+            if r.epsilon_max is not None
+        ]
         series = [ChartSeries("Epsilon (largest of the nodes)", points)]
     domain = _round_domain(rounds_total, rows)
-    return line_chart_svg(series, label="Epsilon spent by round", css_class="epsilon-chart",
-                          x_first="round 1", x_last=f"round {int(domain[1])}", x_domain=domain,
-                          y_format=_number)
+    return line_chart_svg(
+        series,
+        label="Epsilon spent by round",
+        css_class="epsilon-chart",
+        x_first="round 1",
+        x_last=f"round {int(domain[1])}",
+        x_domain=domain,
+        y_format=_number,
+    )
 
 
 def budget_bar_svg(budget: Budget) -> SafeString:
@@ -70,8 +90,11 @@ def budget_bar_svg(budget: Budget) -> SafeString:
     lifetime = budget.epsilon_lifetime
     if lifetime <= 0:
         return mark_safe("")
-    parts = [("spent", budget.spent, PALETTE[1]), ("reserved", budget.reserved, PALETTE[4]),
-             ("remaining", budget.remaining, "#d9d9e3")]
+    parts = [
+        ("spent", budget.spent, PALETTE[1]),
+        ("reserved", budget.reserved, PALETTE[4]),
+        ("remaining", budget.remaining, "#d9d9e3"),
+    ]
     x = 0.0
     rects = []
     for name, value, color in parts:
@@ -79,17 +102,25 @@ def budget_bar_svg(budget: Budget) -> SafeString:
         rects.append((name, x, width, color, f"{value:.4g}", name, f"{value:.4g}"))
         x = round(x + width, 1)
     bars = format_html_join(
-        "", '<rect class="budget-{}" x="{}" y="0" width="{}" height="40" fill="{}" '
-        'data-epsilon="{}"><title>{}: epsilon {}</title></rect>', rects)
+        "",
+        '<rect class="budget-{}" x="{}" y="0" width="{}" height="40" fill="{}" '
+        'data-epsilon="{}"><title>{}: epsilon {}</title></rect>',
+        rects,
+    )
     return format_html(
         '<svg class="chart budget-bar" viewBox="0 0 {w} {h}" width="100%" role="img" '
         'aria-label="Privacy budget: spent {spent}, reserved {reserved}, remaining {remaining} '
         'of {lifetime}" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">'
         '{bars}<text x="4" y="58" font-size="11">0</text>'
         '<text x="{w}" y="58" font-size="11" text-anchor="end">lifetime {lifetime}</text></svg>',
-        w=BAR_WIDTH, h=BAR_HEIGHT, spent=f"{budget.spent:.4g}",
-        reserved=f"{budget.reserved:.4g}", remaining=f"{budget.remaining:.4g}",
-        lifetime=f"{lifetime:.4g}", bars=bars)
+        w=BAR_WIDTH,
+        h=BAR_HEIGHT,
+        spent=f"{budget.spent:.4g}",
+        reserved=f"{budget.reserved:.4g}",
+        remaining=f"{budget.remaining:.4g}",
+        lifetime=f"{lifetime:.4g}",
+        bars=bars,
+    )
 
 
 def epsilon_by_job_svg(budget: Budget) -> SafeString:
@@ -99,16 +130,28 @@ def epsilon_by_job_svg(budget: Budget) -> SafeString:
     points = []
     for i, j in enumerate(spent, 1):
         total += j.epsilon
-        points.append(ChartPoint(x=i, y=total, title=(
-            f"Job {j.job_id} {j.job_name}: epsilon {j.epsilon:.4g} (total {total:.4g})"),
-            data=(("job", j.job_id), ("epsilon", f"{j.epsilon:.6g}"),
-                  ("total", f"{total:.6g}"))))
+        points.append(
+            ChartPoint(
+                x=i,
+                y=total,
+                title=(f"Job {j.job_id} {j.job_name}: epsilon {j.epsilon:.4g} (total {total:.4g})"),
+                data=(
+                    ("job", j.job_id),
+                    ("epsilon", f"{j.epsilon:.6g}"),
+                    ("total", f"{total:.6g}"),
+                ),
+            )
+        )
     if not points:
         return mark_safe("")
-    return line_chart_svg([ChartSeries("Epsilon spent", points)],
-                          label="Epsilon spent in total, job by job",
-                          css_class="epsilon-jobs-chart", x_first=f"job {spent[0].job_id}",
-                          x_last=f"job {spent[-1].job_id}", y_format=_number)
+    return line_chart_svg(
+        [ChartSeries("Epsilon spent", points)],
+        label="Epsilon spent in total, job by job",
+        css_class="epsilon-jobs-chart",
+        x_first=f"job {spent[0].job_id}",
+        x_last=f"job {spent[-1].job_id}",
+        y_format=_number,
+    )
 
 
 def dataset_earnings_svg(rows: Sequence[SettledEarning]) -> SafeString:
@@ -121,11 +164,18 @@ def dataset_earnings_svg(rows: Sequence[SettledEarning]) -> SafeString:
     for r in rows:
         total += r.earned
         day = timezone.localdate(r.settled_at).isoformat()
-        points.append(ChartPoint(
-            x=(r.settled_at - first).total_seconds(), y=total,
-            title=f"{day}, job {r.job_id}: {r.earned} credits (total {total})",
-            data=(("job", r.job_id), ("earned", r.earned), ("total", total))))
-    return line_chart_svg([ChartSeries("Earned", points)], label="Credits earned over time",
-                          css_class="dataset-earnings-chart",
-                          x_first=timezone.localdate(first).isoformat(),
-                          x_last=timezone.localdate(rows[-1].settled_at).isoformat())
+        points.append(
+            ChartPoint(
+                x=(r.settled_at - first).total_seconds(),
+                y=total,
+                title=f"{day}, job {r.job_id}: {r.earned} credits (total {total})",
+                data=(("job", r.job_id), ("earned", r.earned), ("total", total)),
+            )
+        )
+    return line_chart_svg(
+        [ChartSeries("Earned", points)],
+        label="Credits earned over time",
+        css_class="dataset-earnings-chart",
+        x_first=timezone.localdate(first).isoformat(),
+        x_last=timezone.localdate(rows[-1].settled_at).isoformat(),
+    )

@@ -260,8 +260,11 @@ def _superlink_trouble(job: FederatedJob, exc: SuperLinkError) -> None:
     _event_once(
         job,
         kind="superlink_unavailable" if unavailable else "superlink_error",
-        message=(f"The SuperLink cannot be reached ({exc.message}); retrying." if unavailable
-                 else f"The SuperLink answered with an error ({exc.message}); retrying."),
+        message=(
+            f"The SuperLink cannot be reached ({exc.message}); retrying."
+            if unavailable
+            else f"The SuperLink answered with an error ({exc.message}); retrying."
+        ),
         level=JobEvent.Level.WARNING,
     )
 
@@ -305,11 +308,20 @@ def _find_launched_run(job: FederatedJob, connection: Connection) -> str | None:
         return None
     found.sort(key=lambda run: (run.pending_at or timezone.now(), run.run_id))
     if len(found) > 1:
-        log.warning("job %s: %d unclaimed runs after its launch; taking %s",
-                    job.pk, len(found), found[0].run_id)
+        log.warning(
+            "job %s: %d unclaimed runs after its launch; taking %s",
+            job.pk,
+            len(found),
+            found[0].run_id,
+        )
     marker.write(**{**data, "run-id": found[0].run_id})
-    job_event(job=job, kind="run_recovered", message=(
-        f"Found Flower run {found[0].run_id}, started by an attempt that did not record it."))
+    job_event(
+        job=job,
+        kind="run_recovered",
+        message=(
+            f"Found Flower run {found[0].run_id}, started by an attempt that did not record it."
+        ),
+    )
     return found[0].run_id
 
 
@@ -354,8 +366,11 @@ def _stop_unrecorded_run(job: FederatedJob, connection: Connection) -> None:
     if run_id and run_id != job.run_id:
         try:
             if run_stop(run_id, connection):  # SuperLinkUnavailable: the marker stays, retry
-                job_event(job=job, kind="run_stopped",
-                          message=f"Flower run {run_id} was stopped (the job is {job.state}).")
+                job_event(
+                    job=job,
+                    kind="run_stopped",
+                    message=f"Flower run {run_id} was stopped (the job is {job.state}).",
+                )
         except RunNotFound:
             pass
     marker.clear()
@@ -368,8 +383,14 @@ def job_start(*, job_id: int, lease: str = "", attempt: int = 0) -> Step:
     if connection is None:
         job = FederatedJob.objects.get(pk=job_id)
         if job.state == State.QUEUED:
-            _event_once(job, kind="no_superlink", level=JobEvent.Level.WARNING, message=(
-                "No SuperLink is configured (ATELIER_SUPERLINK); the job waits in the queue."))
+            _event_once(
+                job,
+                kind="no_superlink",
+                level=JobEvent.Level.WARNING,
+                message=(
+                    "No SuperLink is configured (ATELIER_SUPERLINK); the job waits in the queue."
+                ),
+            )
         return DONE
     token = lease_take(job_id, lease, ttl=_lease_ttl(_backoff(attempt)))
     if token is None:
@@ -437,8 +458,9 @@ def _replay_rounds(job: FederatedJob) -> None:
         try:
             job_progress_record(job=job, payload=payload)
         except ApplicationError as exc:
-            log.warning("job %s: round %s not replayed: %s", job.pk, record.get("round"),
-                        exc.message)
+            log.warning(
+                "job %s: round %s not replayed: %s", job.pk, record.get("round"), exc.message
+            )
 
 
 def _finish_run(job: FederatedJob, status: RunStatus) -> None:
@@ -485,8 +507,12 @@ def _watch(job: FederatedJob, token: str, connection: Connection) -> Step:
     if _deadline_passed(job):
         run_stop(job.run_id, connection)
         _replay_rounds(job)
-        job_fail(job=job, reason=(f"The deadline passed ({job.deadline_at:%Y-%m-%d %H:%M} "
-                                  "UTC); the run was stopped."))
+        job_fail(
+            job=job,
+            reason=(
+                f"The deadline passed ({job.deadline_at:%Y-%m-%d %H:%M} UTC); the run was stopped."
+            ),
+        )
         return _done(job.pk, token)
     return _continue("job_watch", job.pk, token, _poll_seconds())
 

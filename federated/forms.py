@@ -15,20 +15,26 @@ from federated.models import DatasetTerms, TrainingUse
 from federated.services.job_spec import AGGREGATION_COSTS, JobSpec
 from registry.models import ModelVersion
 
-_DEFAULTS = {f.name: f.default for f in dataclasses.fields(JobSpec)
-             if f.default is not dataclasses.MISSING}
+_DEFAULTS = {
+    f.name: f.default for f in dataclasses.fields(JobSpec) if f.default is not dataclasses.MISSING
+}
 
 # Which field of the wizard a problem or an error of the services belongs to (by its code or
 # its clause); a problem that names a dataset goes next to that dataset.
 _CLAUSE_FIELDS = {
-    "base_version": "base_version", "base_model_family": "base_version",
+    "base_version": "base_version",
+    "base_model_family": "base_version",
     "derivatives_allowed": "base_version",
 }
 _CODE_FIELDS = {
-    "base_not_found": "base_version", "base_not_entitled": "base_version",
-    "bad_datasets": "datasets", "duplicate_dataset": "datasets",
-    "dataset_not_found": "datasets", "dataset_not_federated": "datasets",
-    "idempotency_key_required": None, "idempotency_key_reused": None,
+    "base_not_found": "base_version",
+    "base_not_entitled": "base_version",
+    "bad_datasets": "datasets",
+    "duplicate_dataset": "datasets",
+    "dataset_not_found": "datasets",
+    "dataset_not_federated": "datasets",
+    "idempotency_key_required": None,
+    "idempotency_key_reused": None,
 }
 
 
@@ -45,67 +51,101 @@ class JobForm(forms.Form):
     """The job wizard: every :class:`JobSpec` field a trainer sets, on one page."""
 
     name = forms.CharField(max_length=200, label="Job name")
-    base_version = forms.TypedChoiceField(coerce=int, label="Base model version",
-                                          help_text="A Stable Diffusion checkpoint whose "
-                                          "license allows derivatives.")
-    datasets = forms.TypedMultipleChoiceField(coerce=int, required=False,
-                                              widget=forms.CheckboxSelectMultiple,
-                                              label="Private datasets")
+    base_version = forms.TypedChoiceField(
+        coerce=int,
+        label="Base model version",
+        help_text="A Stable Diffusion checkpoint whose license allows derivatives.",
+    )
+    datasets = forms.TypedMultipleChoiceField(
+        coerce=int, required=False, widget=forms.CheckboxSelectMultiple, label="Private datasets"
+    )
     use = forms.ChoiceField(choices=TrainingUse.choices, label="What the LoRA is for")
     commercial_use = forms.BooleanField(required=False, label="Commercial use of the LoRA")
     trigger_word = forms.CharField(max_length=100, required=False, label="Trigger word")
     rank = forms.IntegerField(label="LoRA rank")
-    alpha = forms.FloatField(required=False, label="LoRA alpha",
-                             help_text="Empty: the same as the rank.")
+    alpha = forms.FloatField(
+        required=False, label="LoRA alpha", help_text="Empty: the same as the rank."
+    )
     local_steps = forms.IntegerField(label="Local steps per round")
     learning_rate = forms.FloatField(label="Learning rate")
     resolution = forms.IntegerField(label="Resolution (px)", help_text="A multiple of 8.")
     batch_size = forms.IntegerField(label="Batch size")
     rounds = forms.IntegerField(label="Rounds")
     dp = forms.BooleanField(required=False, label="Differential privacy (DP-SGD)")
-    target_epsilon = forms.FloatField(required=False, label="Target epsilon",
-                                      help_text="Empty: the most every dataset allows.")
-    delta = forms.FloatField(required=False, label="Delta",
-                             help_text="Empty: the smallest delta of the datasets.")
+    target_epsilon = forms.FloatField(
+        required=False, label="Target epsilon", help_text="Empty: the most every dataset allows."
+    )
+    delta = forms.FloatField(
+        required=False, label="Delta", help_text="Empty: the smallest delta of the datasets."
+    )
     max_grad_norm = forms.FloatField(label="Max gradient norm (clipping)")
     aggregation = forms.ChoiceField(
         choices=[(key, cost.label) for key, cost in AGGREGATION_COSTS.items()],
-        label="Aggregation", widget=forms.RadioSelect, required=False,
+        label="Aggregation",
+        widget=forms.RadioSelect,
+        required=False,
         help_text="Secure aggregation: the server sees only the sum of the nodes' updates, "
-                  "at a cost in time shown in the estimate.")
+        "at a cost in time shown in the estimate.",
+    )
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
 
-    LORA_FIELDS = ("rank", "alpha", "local_steps", "learning_rate", "resolution", "batch_size",
-                   "rounds")
+    LORA_FIELDS = (
+        "rank",
+        "alpha",
+        "local_steps",
+        "learning_rate",
+        "resolution",
+        "batch_size",
+        "rounds",
+    )
     PRIVACY_FIELDS = ("dp", "target_epsilon", "delta", "max_grad_norm", "aggregation")
 
-    def __init__(self, data: Mapping[str, Any] | None = None, *,
-                 base_versions: Iterable[ModelVersion], dataset_terms: Iterable[DatasetTerms],
-                 initial: Mapping[str, object] | None = None) -> None:
-        values = {key: _DEFAULTS[key] for key in (*self.LORA_FIELDS, *self.PRIVACY_FIELDS)
-                  if key in _DEFAULTS}
+    def __init__(
+        self,
+        data: Mapping[str, Any] | None = None,
+        *,
+        base_versions: Iterable[ModelVersion],
+        dataset_terms: Iterable[DatasetTerms],
+        initial: Mapping[str, object] | None = None,
+    ) -> None:
+        values = {
+            key: _DEFAULTS[key]
+            for key in (*self.LORA_FIELDS, *self.PRIVACY_FIELDS)
+            if key in _DEFAULTS
+        }
         values.update(use=_DEFAULTS.get("use", TrainingUse.STYLE), **(initial or {}))
         super().__init__(data, initial=values)
         self.dataset_terms = list(dataset_terms)
         self.fields["base_version"].choices = [  # type: ignore[attr-defined]
             ("", "Choose a base model"),
-            *((v.pk, f"{v.model.name} · {v.name} ({v.base_model})") for v in base_versions)]
+            *((v.pk, f"{v.model.name} · {v.name} ({v.base_model})") for v in base_versions),
+        ]
         self.fields["datasets"].choices = [  # type: ignore[attr-defined]
-            (t.dataset_version_id, t.dataset_version.dataset.name) for t in self.dataset_terms]
+            (t.dataset_version_id, t.dataset_version.dataset.name) for t in self.dataset_terms
+        ]
         self.dataset_problems: dict[int, list[str]] = {}
 
     def spec(self) -> JobSpec:
         """The request, from a valid form."""
         data = self.cleaned_data
         return JobSpec(
-            name=data["name"], base_version_id=data["base_version"],
-            dataset_version_ids=tuple(data["datasets"]), use=data["use"],
-            commercial_use=data["commercial_use"], trigger_word=data["trigger_word"],
-            rounds=data["rounds"], local_steps=data["local_steps"], rank=data["rank"],
-            alpha=data["alpha"], learning_rate=data["learning_rate"],
-            resolution=data["resolution"], batch_size=data["batch_size"], dp=data["dp"],
+            name=data["name"],
+            base_version_id=data["base_version"],
+            dataset_version_ids=tuple(data["datasets"]),
+            use=data["use"],
+            commercial_use=data["commercial_use"],
+            trigger_word=data["trigger_word"],
+            rounds=data["rounds"],
+            local_steps=data["local_steps"],
+            rank=data["rank"],
+            alpha=data["alpha"],
+            learning_rate=data["learning_rate"],
+            resolution=data["resolution"],
+            batch_size=data["batch_size"],
+            dp=data["dp"],
             target_epsilon=data["target_epsilon"] if data["dp"] else None,
-            delta=data["delta"] if data["dp"] else None, max_grad_norm=data["max_grad_norm"],
+            delta=data["delta"] if data["dp"] else None,
+            max_grad_norm=data["max_grad_norm"],
             aggregation=data["aggregation"] or "fedavg",
         )
 
@@ -154,19 +194,32 @@ class JobForm(forms.Form):
     def dataset_options(self) -> list[DatasetOption]:
         raw = self["datasets"].value() or []
         picked = {str(v) for v in (raw if isinstance(raw, list | tuple) else [raw])}
-        return [DatasetOption(t, str(t.dataset_version_id) in picked,
-                              self.dataset_problems.get(t.dataset_version_id, []))
-                for t in self.dataset_terms]
+        return [
+            DatasetOption(
+                t,
+                str(t.dataset_version_id) in picked,
+                self.dataset_problems.get(t.dataset_version_id, []),
+            )
+            for t in self.dataset_terms
+        ]
 
 
 class RejectForm(forms.Form):
-    note = forms.CharField(max_length=500, required=False, label="Note to the trainer",
-                           widget=forms.TextInput(attrs={"placeholder": "Optional"}))
+    note = forms.CharField(
+        max_length=500,
+        required=False,
+        label="Note to the trainer",
+        widget=forms.TextInput(attrs={"placeholder": "Optional"}),
+    )
 
 
 class PreviewForm(forms.Form):
     """One preview image for a private dataset (the service checks and cleans it)."""
 
-    image = forms.FileField(label="Preview image", help_text=(
-        "PNG, JPEG or WebP. Stored as a PNG at most 512 px a side, without its metadata."))
+    image = forms.FileField(
+        label="Preview image",
+        help_text=(
+            "PNG, JPEG or WebP. Stored as a PNG at most 512 px a side, without its metadata."
+        ),
+    )
     caption = forms.CharField(max_length=500, required=False, label="Caption")

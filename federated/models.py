@@ -79,9 +79,10 @@ class Node(models.Model):
     def status_at(self, now: datetime.datetime) -> str:
         if self.revoked_at is not None:
             return "revoked"
-        if self.last_seen_at is not None and (
-            now - self.last_seen_at
-        ).total_seconds() <= NODE_ONLINE_SECONDS:
+        if (
+            self.last_seen_at is not None
+            and (now - self.last_seen_at).total_seconds() <= NODE_ONLINE_SECONDS
+        ):
             return "online"
         return "offline"
 
@@ -140,8 +141,9 @@ class DatasetTerms(models.Model):
                 name="terms_one_pricing",
             ),
             models.CheckConstraint(
-                condition=models.Q(epsilon_per_job__gt=0, epsilon_lifetime__gte=models.F(
-                    "epsilon_per_job")),
+                condition=models.Q(
+                    epsilon_per_job__gt=0, epsilon_lifetime__gte=models.F("epsilon_per_job")
+                ),
                 name="terms_epsilon_range",
             ),
             models.CheckConstraint(
@@ -196,7 +198,10 @@ class FederatedJob(models.Model):
     job_token_digest = models.CharField(max_length=64, blank=True)
     progress_token_digest = models.CharField(max_length=64, blank=True)
     result_version = models.OneToOneField(
-        ModelVersion, null=True, blank=True, on_delete=models.PROTECT,
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="federated_job_result",
     )
     publish_note = models.TextField(blank=True)
@@ -204,7 +209,10 @@ class FederatedJob(models.Model):
     fee_paid = models.BigIntegerField(default=0)
     refunded = models.BigIntegerField(default=0)
     settlement = models.OneToOneField(
-        LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT,
+        LedgerTransaction,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="federated_job",
     )
     settled_at = models.DateTimeField(null=True, blank=True)
@@ -226,8 +234,9 @@ class FederatedJob(models.Model):
                 name="fedjob_trainer_key_unique",
             ),
             models.CheckConstraint(
-                condition=models.Q(max_cost__gte=0, owners_paid__gte=0, fee_paid__gte=0,
-                                   refunded__gte=0),
+                condition=models.Q(
+                    max_cost__gte=0, owners_paid__gte=0, fee_paid__gte=0, refunded__gte=0
+                ),
                 name="fedjob_amounts_gte0",
             ),
         ]
@@ -276,7 +285,10 @@ class JobDataset(models.Model):
     )
     auto_approved = models.BooleanField(default=False)
     decided_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     decided_at = models.DateTimeField(null=True, blank=True)

@@ -44,8 +44,9 @@ State = FederatedJob.State
 
 def nodes_of_owner(*, owner: AuthUser, include_revoked: bool = False) -> QuerySet[Node]:
     qs = Node.objects.filter(owner_id=owner.pk).prefetch_related(
-        Prefetch("datasets", queryset=DatasetTerms.objects.select_related(
-            "dataset_version__dataset"))
+        Prefetch(
+            "datasets", queryset=DatasetTerms.objects.select_related("dataset_version__dataset")
+        )
     )
     return qs if include_revoked else qs.filter(revoked_at__isnull=True)
 
@@ -104,15 +105,15 @@ def dataset_budgets(
         spent = spends.get((row.dataset_version_id, job.pk), 0.0)
         target = job.target_epsilon or 0.0
         reserved = max(0.0, target - spent) if job.state in FederatedJob.ACTIVE else 0.0
-        jobs[row.dataset_version_id].append(
-            JobSpend(job.pk, job.name, job.state, spent, reserved))
+        jobs[row.dataset_version_id].append(JobSpend(job.pk, job.name, job.state, spent, reserved))
         seen.add((row.dataset_version_id, job.pk))
     for (dv_id, job_id), eps in spends.items():  # spends of jobs no longer listed (defensive)
         if (dv_id, job_id) not in seen and job_id != exclude_job_id:
             jobs[dv_id].append(JobSpend(job_id, "", "", eps, 0.0))
     return {
         t.dataset_version_id: Budget(
-            epsilon_per_job=t.epsilon_per_job, epsilon_lifetime=t.epsilon_lifetime,
+            epsilon_per_job=t.epsilon_per_job,
+            epsilon_lifetime=t.epsilon_lifetime,
             delta=t.delta,
             spent=sum(j.epsilon for j in jobs[t.dataset_version_id]),
             reserved=sum(j.reserved for j in jobs[t.dataset_version_id]),
@@ -130,8 +131,11 @@ def federated_datasets_available(*, user: User) -> QuerySet[DatasetTerms]:
     """Private datasets a trainer may pick: listed (not private, not removed), node active."""
     visible = visible_q(user, via="dataset_version__dataset__", staff_sees_all=False)
     return (
-        DatasetTerms.objects.filter(visible, node__revoked_at__isnull=True,
-                                    dataset_version__dataset__kind=DatasetKind.PRIVATE)
+        DatasetTerms.objects.filter(
+            visible,
+            node__revoked_at__isnull=True,
+            dataset_version__dataset__kind=DatasetKind.PRIVATE,
+        )
         .select_related("dataset_version__dataset__owner", "node")
         .order_by("-created_at", "-pk")
     )
@@ -141,7 +145,8 @@ def federated_terms_for(*, dataset_version_id: int, user: User) -> DatasetTerms 
     """A dataset's terms as ``user`` may see them (owner and staff: always)."""
     terms = (
         DatasetTerms.objects.select_related("dataset_version__dataset__owner", "node")
-        .filter(dataset_version_id=dataset_version_id).first()
+        .filter(dataset_version_id=dataset_version_id)
+        .first()
     )
     if terms is None:
         return None
@@ -161,8 +166,9 @@ class OwnerDataset:
 def earnings_by_dataset(*, owner: AuthUser) -> dict[int, tuple[int, int]]:
     """``{dataset_version_id: (credits earned, settled jobs)}`` for the owner's datasets."""
     rows = (
-        JobDataset.objects.filter(dataset_version__dataset__owner_id=owner.pk,
-                                  job__settled_at__isnull=False)
+        JobDataset.objects.filter(
+            dataset_version__dataset__owner_id=owner.pk, job__settled_at__isnull=False
+        )
         .values("dataset_version_id")
         .annotate(total=Coalesce(Sum("earned"), 0), jobs=Count("pk"))
     )
@@ -179,8 +185,7 @@ def datasets_of_owner(*, owner: AuthUser) -> list[OwnerDataset]:
     budgets = dataset_budgets(terms)
     earnings = earnings_by_dataset(owner=owner)
     return [
-        OwnerDataset(t, budgets[t.dataset_version_id],
-                     *earnings.get(t.dataset_version_id, (0, 0)))
+        OwnerDataset(t, budgets[t.dataset_version_id], *earnings.get(t.dataset_version_id, (0, 0)))
         for t in terms
     ]
 
@@ -197,13 +202,16 @@ class DatasetEarning:
 
 def earnings_for_dataset(*, terms: DatasetTerms) -> list[DatasetEarning]:
     rows = (
-        JobDataset.objects.filter(dataset_version_id=terms.dataset_version_id,
-                                  job__settled_at__isnull=False)
-        .select_related("job").order_by("-job_id")
+        JobDataset.objects.filter(
+            dataset_version_id=terms.dataset_version_id, job__settled_at__isnull=False
+        )
+        .select_related("job")
+        .order_by("-job_id")
     )
     return [
-        DatasetEarning(r.job_id, r.job.name, r.job.state, r.rounds_completed, r.example_rounds,
-                       r.earned)
+        DatasetEarning(
+            r.job_id, r.job.name, r.job.state, r.rounds_completed, r.example_rounds, r.earned
+        )
         for r in rows
     ]
 
@@ -275,9 +283,14 @@ def job_events(*, job: FederatedJob, limit: int = 200) -> list[JobEvent]:
 
 def approval_inbox(*, owner: AuthUser, pending_only: bool = True) -> QuerySet[JobDataset]:
     """Requests to train on the owner's datasets (manual approval), newest first."""
-    qs = JobDataset.objects.filter(
-        dataset_version__dataset__owner_id=owner.pk, auto_approved=False,
-    ).exclude(job__state=State.DRAFT).exclude(job__trainer_id=owner.pk)
+    qs = (
+        JobDataset.objects.filter(
+            dataset_version__dataset__owner_id=owner.pk,
+            auto_approved=False,
+        )
+        .exclude(job__state=State.DRAFT)
+        .exclude(job__trainer_id=owner.pk)
+    )
     if pending_only:
         qs = qs.filter(approval=ApprovalState.PENDING, job__state=State.AWAITING_APPROVAL)
     return qs.select_related(
@@ -297,8 +310,11 @@ def base_versions_for_training(*, user: User, limit: int = 200) -> QuerySet[Mode
     no_derivatives = License.objects.filter(derivatives_allowed=False).values("code")
     return (
         visible_versions(user)
-        .filter(model__kind=ModelKind.CHECKPOINT, base_model__in=TRAINABLE_FAMILIES,
-                layout=FileLayout.SINGLE_FILE)
+        .filter(
+            model__kind=ModelKind.CHECKPOINT,
+            base_model__in=TRAINABLE_FAMILIES,
+            layout=FileLayout.SINGLE_FILE,
+        )
         .exclude(license_code__in=no_derivatives)
         .order_by("model__name", "-created_at", "-pk")[:limit]
     )
@@ -330,13 +346,22 @@ class SettledEarning:
 def dataset_earnings_timeline(*, terms: DatasetTerms) -> list[SettledEarning]:
     """The dataset's earnings per settled job, oldest settlement first."""
     rows = (
-        JobDataset.objects.filter(dataset_version_id=terms.dataset_version_id,
-                                  job__settled_at__isnull=False)
-        .select_related("job").order_by("job__settled_at", "job_id")
+        JobDataset.objects.filter(
+            dataset_version_id=terms.dataset_version_id, job__settled_at__isnull=False
+        )
+        .select_related("job")
+        .order_by("job__settled_at", "job_id")
     )
     return [
-        SettledEarning(r.job_id, r.job.name, r.job.state, r.rounds_completed, r.example_rounds,
-                       r.earned, r.job.settled_at)  # type: ignore[arg-type]  # filtered not null
+        SettledEarning(
+            r.job_id,
+            r.job.name,
+            r.job.state,
+            r.rounds_completed,
+            r.example_rounds,
+            r.earned,
+            r.job.settled_at,  # type: ignore[arg-type]  # filtered not null
+        )
         for r in rows
     ]
 
@@ -365,8 +390,11 @@ class RoundRow:
     no_reply: list[str]
 
     def epsilon_of(self, dataset_version_id: int) -> float | None:
-        values = [n.epsilon for n in self.nodes
-                  if n.dataset_version_id == dataset_version_id and n.epsilon is not None]
+        values = [
+            n.epsilon
+            for n in self.nodes
+            if n.dataset_version_id == dataset_version_id and n.epsilon is not None
+        ]
         return max(values) if values else None
 
 
@@ -385,15 +413,28 @@ def job_round_rows(*, job: FederatedJob, own_only: bool = False) -> list[RoundRo
             if own_only and jd is None:
                 continue
             epsilon = metrics.get("epsilon")
-            nodes.append(RoundNode(
-                node_id, jd.dataset_version_id if jd else None,
-                jd.dataset_version.dataset.name if jd else "",
-                int(metrics.get("num-examples", 0)),
-                float(epsilon) if epsilon is not None and epsilon >= 0 else None))
-        rows.append(RoundRow(r.index, r.train_loss, r.num_examples, r.seconds,
-                             r.bytes_out_per_node, r.epsilon_max, nodes,
-                             {} if own_only else {str(k): str(v) for k, v in r.refused.items()},
-                             [] if own_only else [str(n) for n in r.no_reply]))
+            nodes.append(
+                RoundNode(
+                    node_id,
+                    jd.dataset_version_id if jd else None,
+                    jd.dataset_version.dataset.name if jd else "",
+                    int(metrics.get("num-examples", 0)),
+                    float(epsilon) if epsilon is not None and epsilon >= 0 else None,
+                )
+            )
+        rows.append(
+            RoundRow(
+                r.index,
+                r.train_loss,
+                r.num_examples,
+                r.seconds,
+                r.bytes_out_per_node,
+                r.epsilon_max,
+                nodes,
+                {} if own_only else {str(k): str(v) for k, v in r.refused.items()},
+                [] if own_only else [str(n) for n in r.no_reply],
+            )
+        )
     return rows
 
 
@@ -402,8 +443,9 @@ def job_samples(*, job: FederatedJob) -> list[SampleImage]:
     LoRA version, with the round in its parameters)."""
     if job.result_version_id is None:
         return []
-    return list(SampleImage.objects.filter(version_id=job.result_version_id)
-                .order_by("created_at", "pk"))
+    return list(
+        SampleImage.objects.filter(version_id=job.result_version_id).order_by("created_at", "pk")
+    )
 
 
 def jobs_of_trainer_with_progress(*, trainer: AuthUser) -> QuerySet[FederatedJob]:
@@ -423,12 +465,17 @@ class JobNode:
 def job_nodes(*, job: FederatedJob) -> list[JobNode]:
     """The active nodes serving the job's approved datasets, with the manifests each serves."""
     rows = (
-        JobDataset.objects.filter(job=job, approval=ApprovalState.APPROVED,
-                                  dataset_version__federated_terms__node__revoked_at__isnull=True)
+        JobDataset.objects.filter(
+            job=job,
+            approval=ApprovalState.APPROVED,
+            dataset_version__federated_terms__node__revoked_at__isnull=True,
+        )
         .order_by("dataset_version__federated_terms__node_id", "pk")
-        .values_list("dataset_version__federated_terms__node_id",
-                     "dataset_version__federated_terms__node__superlink_node_id",
-                     "manifest_hash")
+        .values_list(
+            "dataset_version__federated_terms__node_id",
+            "dataset_version__federated_terms__node__superlink_node_id",
+            "manifest_hash",
+        )
     )
     nodes: dict[int, tuple[str, list[str]]] = {}
     for node_id, superlink_id, manifest in rows:
@@ -438,9 +485,12 @@ def job_nodes(*, job: FederatedJob) -> list[JobNode]:
 
 def node_serves_job(*, node: Node, job: FederatedJob) -> bool:
     """Whether ``node`` (active) serves an approved dataset of ``job``."""
-    return node.revoked_at is None and JobDataset.objects.filter(
-        job=job, approval=ApprovalState.APPROVED,
-        dataset_version__federated_terms__node=node).exists()
+    return (
+        node.revoked_at is None
+        and JobDataset.objects.filter(
+            job=job, approval=ApprovalState.APPROVED, dataset_version__federated_terms__node=node
+        ).exists()
+    )
 
 
 def superlink_node_ids(*, node_ids: Iterable[int]) -> dict[int, str]:

@@ -38,25 +38,34 @@ def _follow(job_id: int, step: coordinator.Step) -> None:
 
 
 @shared_task(
-    name="federated.tasks.job_start", acks_late=True, autoretry_for=_DB_TROUBLE,
-    retry_backoff=True, max_retries=8,
+    name="federated.tasks.job_start",
+    acks_late=True,
+    autoretry_for=_DB_TROUBLE,
+    retry_backoff=True,
+    max_retries=8,
 )
 def job_start(job_id: int, lease: str = "", attempt: int = 0) -> None:
     _follow(job_id, coordinator.job_start(job_id=job_id, lease=lease, attempt=attempt))
 
 
 @shared_task(
-    name="federated.tasks.job_watch", acks_late=True, autoretry_for=_DB_TROUBLE,
-    retry_backoff=True, max_retries=8,
+    name="federated.tasks.job_watch",
+    acks_late=True,
+    autoretry_for=_DB_TROUBLE,
+    retry_backoff=True,
+    max_retries=8,
 )
 def job_watch(job_id: int, lease: str = "", attempt: int = 0) -> None:
     _follow(job_id, coordinator.job_watch(job_id=job_id, lease=lease, attempt=attempt))
 
 
 @shared_task(
-    name="federated.tasks.job_stop", acks_late=True,
-    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE), retry_backoff=5,
-    retry_backoff_max=300, max_retries=50,
+    name="federated.tasks.job_stop",
+    acks_late=True,
+    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE),
+    retry_backoff=5,
+    retry_backoff_max=300,
+    max_retries=50,
 )
 def job_stop(job_id: int) -> bool:
     return coordinator.job_stop(job_id=job_id)
@@ -84,18 +93,24 @@ def _reconcile_on_worker_ready(**_: object) -> None:
 
 
 @shared_task(
-    name="federated.tasks.node_superlink_register", acks_late=True,
-    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE), retry_backoff=2,
-    retry_backoff_max=300, max_retries=50,
+    name="federated.tasks.node_superlink_register",
+    acks_late=True,
+    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    max_retries=50,
 )
 def node_superlink_register(node_id: int) -> str:
     return node_services.node_superlink_register(node_id=node_id).superlink_node_id
 
 
 @shared_task(
-    name="federated.tasks.node_superlink_unregister", acks_late=True,
-    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE), retry_backoff=2,
-    retry_backoff_max=300, max_retries=50,
+    name="federated.tasks.node_superlink_unregister",
+    acks_late=True,
+    autoretry_for=(SuperLinkUnavailable, *_DB_TROUBLE),
+    retry_backoff=2,
+    retry_backoff_max=300,
+    max_retries=50,
 )
 def node_superlink_unregister(node_id: int) -> bool:
     node = node_services.node_superlink_unregister(node_id=node_id)

@@ -40,8 +40,7 @@ LIVE_POLL_MS = 2000
 @login_required
 @require_GET
 def job_list(request: AuthenticatedHttpRequest) -> HttpResponse:
-    jobs = selectors.jobs_of_trainer_with_progress(
-        trainer=request.user)
+    jobs = selectors.jobs_of_trainer_with_progress(trainer=request.user)
     return render(request, "federated/job_list.html", {"jobs": jobs})
 
 
@@ -49,21 +48,30 @@ def _job_form(request: AuthenticatedHttpRequest, data: Any = None, **kwargs: Any
     return JobForm(
         data,
         base_versions=selectors.base_versions_for_training(user=request.user),
-        dataset_terms=selectors.federated_datasets_available(
-            user=request.user)[:MAX_DATASETS_OFFERED],
+        dataset_terms=selectors.federated_datasets_available(user=request.user)[
+            :MAX_DATASETS_OFFERED
+        ],
         **kwargs,
     )
 
 
-def _wizard(request: AuthenticatedHttpRequest, form: JobForm, *,
-            estimate: JobEstimate | None = None, error: ApplicationError | None = None,
-            status: int = 200) -> HttpResponse:
+def _wizard(
+    request: AuthenticatedHttpRequest,
+    form: JobForm,
+    *,
+    estimate: JobEstimate | None = None,
+    error: ApplicationError | None = None,
+    status: int = 200,
+) -> HttpResponse:
     by_dataset = {t.dataset_version_id: t for t in form.dataset_terms}
     context = {
         "form": form,
         "estimate": estimate,
-        "estimate_lines": [(line, by_dataset.get(line.dataset_version_id))
-                           for line in estimate.lines] if estimate else [],
+        "estimate_lines": [
+            (line, by_dataset.get(line.dataset_version_id)) for line in estimate.lines
+        ]
+        if estimate
+        else [],
         "error": error,
         "balance": wallet_balance(user=request.user),
     }
@@ -89,8 +97,7 @@ def job_new(request: AuthenticatedHttpRequest) -> HttpResponse:
         return _wizard(request, form, status=400)
     if request.POST.get("action") != "launch":
         try:
-            estimate = job_estimate(trainer=request.user,
-                                    spec=form.spec())
+            estimate = job_estimate(trainer=request.user, spec=form.spec())
         except ApplicationError as err:
             form.add_application_error(err)
             return _wizard(request, form, status=400)
@@ -98,8 +105,10 @@ def job_new(request: AuthenticatedHttpRequest) -> HttpResponse:
         return _wizard(request, form, estimate=estimate)
     try:
         job, created = job_create_and_launch(
-            trainer=request.user, spec=form.spec(),
-            idempotency_key=form.cleaned_data["idempotency_key"])
+            trainer=request.user,
+            spec=form.spec(),
+            idempotency_key=form.cleaned_data["idempotency_key"],
+        )
     except ApplicationError as err:
         form.add_application_error(err)
         if err.code == "idempotency_key_reused":
@@ -131,7 +140,8 @@ def _job_context(request: AuthenticatedHttpRequest, job: FederatedJob) -> dict[s
         "loss_chart": charts.loss_chart_svg(rows, rounds_total=job.num_rounds),
         "epsilon_chart": charts.epsilon_chart_svg(rows, datasets, rounds_total=job.num_rounds),
         "is_trainer": sees_all,
-        "can_cancel": sees_all and not job.is_terminal
+        "can_cancel": sees_all
+        and not job.is_terminal
         and job.state != FederatedJob.State.PUBLISHING,
         "live_url": reverse("training:job-live", kwargs={"job_id": job.pk}),
         "poll_ms": LIVE_POLL_MS,
@@ -226,15 +236,21 @@ def approval_reject(request: AuthenticatedHttpRequest, job_dataset_id: int) -> H
 
 
 def _owned_terms_or_404(request: AuthenticatedHttpRequest, dataset_version_id: int) -> DatasetTerms:
-    terms = selectors.owned_federated_terms(dataset_version_id=dataset_version_id,
-                                            user=request.user)
+    terms = selectors.owned_federated_terms(
+        dataset_version_id=dataset_version_id, user=request.user
+    )
     if terms is None:
         raise Http404("No such dataset of yours.")
     return terms
 
 
-def _dataset_page(request: AuthenticatedHttpRequest, terms: DatasetTerms, *,
-                  preview_form: PreviewForm | None = None, status: int = 200) -> HttpResponse:
+def _dataset_page(
+    request: AuthenticatedHttpRequest,
+    terms: DatasetTerms,
+    *,
+    preview_form: PreviewForm | None = None,
+    status: int = 200,
+) -> HttpResponse:
     budget = selectors.dataset_budget(terms=terms)
     earnings = selectors.dataset_earnings_timeline(terms=terms)
     context = {
@@ -262,17 +278,20 @@ def dataset_detail(request: AuthenticatedHttpRequest, dataset_version_id: int) -
 
 @login_required
 @require_POST
-def dataset_preview_add_view(request: AuthenticatedHttpRequest,
-                             dataset_version_id: int) -> HttpResponse:
+def dataset_preview_add_view(
+    request: AuthenticatedHttpRequest, dataset_version_id: int
+) -> HttpResponse:
     terms = _owned_terms_or_404(request, dataset_version_id)
     form = PreviewForm(request.POST, request.FILES)
     if not form.is_valid():
         return _dataset_page(request, terms, preview_form=form, status=400)
     try:
-        dataset_preview_add(dataset_version=terms.dataset_version,
-                            user=request.user,
-                            image=form.cleaned_data["image"],
-                            caption=form.cleaned_data["caption"])
+        dataset_preview_add(
+            dataset_version=terms.dataset_version,
+            user=request.user,
+            image=form.cleaned_data["image"],
+            caption=form.cleaned_data["caption"],
+        )
     except ApplicationError as err:
         form.add_error("image", err.message)
         return _dataset_page(request, terms, preview_form=form, status=err.status_code)
@@ -282,8 +301,9 @@ def dataset_preview_add_view(request: AuthenticatedHttpRequest,
 
 @login_required
 @require_POST
-def dataset_preview_remove_view(request: AuthenticatedHttpRequest, dataset_version_id: int,
-                                preview_id: int) -> HttpResponse:
+def dataset_preview_remove_view(
+    request: AuthenticatedHttpRequest, dataset_version_id: int, preview_id: int
+) -> HttpResponse:
     terms = _owned_terms_or_404(request, dataset_version_id)
     preview = terms.dataset_version.previews.filter(pk=preview_id).first()
     if preview is None:

@@ -30,19 +30,29 @@ def download_policy(
         "early_access_until": (
             listing.early_access_until.isoformat() if listing.early_access_until else None
         ),
-        "purchase": {"method": "POST", "url": "/api/v1/purchases",
-                     "body": {"listing_id": listing.pk}},
+        "purchase": {
+            "method": "POST",
+            "url": "/api/v1/purchases",
+            "body": {"listing_id": listing.pk},
+        },
     }
     when = (
         f" (free after {listing.early_access_until.date().isoformat()})"
-        if listing.early_access_until else ""
+        if listing.early_access_until
+        else ""
     )
     if not user.is_authenticated:
         return DownloadDecision(
-            False, 401, "authentication_required",
-            f"Log in and buy this for {listing.price} credits to download it{when}.", details,
+            False,
+            401,
+            "authentication_required",
+            f"Log in and buy this for {listing.price} credits to download it{when}.",
+            details,
         )
     return DownloadDecision(
-        False, 403, "purchase_required",
-        f"This costs {listing.price} credits{when}; buy it to download.", details,
+        False,
+        403,
+        "purchase_required",
+        f"This costs {listing.price} credits{when}; buy it to download.",
+        details,
     )

@@ -74,12 +74,18 @@ class AccountAdmin(ReadOnlyAdmin):
         mismatches = ledger_reconcile()
         total = ledger_total()
         if not mismatches and total == 0:
-            self.message_user(request, "Ledger reconciles: every balance equals its entries "
-                              "and all entries sum to zero.", messages.SUCCESS)
+            self.message_user(
+                request,
+                "Ledger reconciles: every balance equals its entries and all entries sum to zero.",
+                messages.SUCCESS,
+            )
             return
         for m in mismatches:
-            self.message_user(request, f"{m.code}: balance {m.balance} but entries sum to "
-                              f"{m.entries_sum}", messages.ERROR)
+            self.message_user(
+                request,
+                f"{m.code}: balance {m.balance} but entries sum to {m.entries_sum}",
+                messages.ERROR,
+            )
         if total:
             self.message_user(request, f"All entries sum to {total}, not 0.", messages.ERROR)
 
@@ -121,8 +127,12 @@ class CreditGrantAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: CreditGrant, form: Any, change: bool) -> None:
         # The admin lets only signed-in staff in; ModelAdmin types the request as any request.
-        grant = credit_grant_create(staff=request.user, user=obj.user,  # type: ignore[arg-type]
-                                    amount=obj.amount, reason=obj.reason)
+        grant = credit_grant_create(
+            staff=request.user,  # type: ignore[arg-type]
+            user=obj.user,
+            amount=obj.amount,
+            reason=obj.reason,
+        )
         obj.pk = grant.pk
         obj.ledger_transaction = grant.ledger_transaction
         obj.granted_by = grant.granted_by
@@ -141,20 +151,35 @@ class ListingShareInline(admin.TabularInline):
 class ListingAdmin(admin.ModelAdmin):
     list_display = ("pk", "seller", "model_version", "dataset_version", "price", "is_active")
     list_filter = ("is_active",)
-    readonly_fields = ("seller", "model_version", "dataset_version", "price",
-                       "early_access_until", "royalty_bps")
+    readonly_fields = (
+        "seller",
+        "model_version",
+        "dataset_version",
+        "price",
+        "early_access_until",
+        "royalty_bps",
+    )
     inlines = [ListingShareInline]
 
 
 @admin.register(License)
 class LicenseAdmin(admin.ModelAdmin):
-    list_display = ("code", "name", "credit_required", "commercial_use", "derivatives_allowed",
-                    "different_license_allowed")
+    list_display = (
+        "code",
+        "name",
+        "credit_required",
+        "commercial_use",
+        "derivatives_allowed",
+        "different_license_allowed",
+    )
 
 
 def _run_each(
-    modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Any],
-    action: Callable[..., Any], done: str,
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet[Any],
+    action: Callable[..., Any],
+    done: str,
 ) -> None:
     """Call a service on each selected row; report successes and refusals separately."""
     ok = 0
@@ -176,8 +201,17 @@ class PayoutAdmin(admin.ModelAdmin):
     list_display = ("pk", "user", "amount", "status", "created_at", "handled_by", "handled_at")
     list_filter = ("status",)
     search_fields = ("user__username",)
-    readonly_fields = ("user", "amount", "status", "request_transaction", "settle_transaction",
-                       "handled_by", "handled_at", "note", "created_at")
+    readonly_fields = (
+        "user",
+        "amount",
+        "status",
+        "request_transaction",
+        "settle_transaction",
+        "handled_by",
+        "handled_at",
+        "note",
+        "created_at",
+    )
     actions = ["mark_paid", "reject"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -188,32 +222,60 @@ class PayoutAdmin(admin.ModelAdmin):
 
     @admin.action(description="Mark the selected payouts paid")
     def mark_paid(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Payout]) -> None:
-        _run_each(self, request, queryset,
-                  lambda p: payout_mark_paid(payout=p, staff=request.user),
-                  "payout(s) marked paid")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda p: payout_mark_paid(payout=p, staff=request.user),
+            "payout(s) marked paid",
+        )
 
     @admin.action(description="Reject the selected payouts (credits go back)")
     def reject(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Payout]) -> None:
-        _run_each(self, request, queryset,
-                  lambda p: payout_reject(payout=p, staff=request.user),
-                  "payout(s) rejected")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda p: payout_reject(payout=p, staff=request.user),
+            "payout(s) rejected",
+        )
 
 
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
     """The moderation queue: open reports first; each action records who handled it."""
 
-    list_display = ("pk", "reason", "target", "reporter", "status", "created_at", "handled_by",
-                    "handled_at")
+    list_display = (
+        "pk",
+        "reason",
+        "target",
+        "reporter",
+        "status",
+        "created_at",
+        "handled_by",
+        "handled_at",
+    )
     list_filter = ("status", "reason")
     search_fields = ("text", "reporter__username")
-    readonly_fields = ("reporter", "model_version", "dataset", "reason", "text", "status",
-                       "handled_by", "handled_at", "created_at")
+    readonly_fields = (
+        "reporter",
+        "model_version",
+        "dataset",
+        "reason",
+        "text",
+        "status",
+        "handled_by",
+        "handled_at",
+        "created_at",
+    )
     actions = ["unpublish_version", "remove_model", "dismiss"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
-        return super().get_queryset(request).select_related(
-            "reporter", "handled_by", "model_version__model", "dataset")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("reporter", "handled_by", "model_version__model", "dataset")
+        )
 
     def get_ordering(self, request: HttpRequest) -> list[Any]:
         open_first = Case(When(status=ReportStatus.OPEN, then=Value(0)), default=Value(1))
@@ -230,20 +292,33 @@ class ReportAdmin(admin.ModelAdmin):
         return False
 
     @admin.action(description="Unpublish the version")
-    def unpublish_version(self, request: AuthenticatedHttpRequest,
-                          queryset: QuerySet[Report]) -> None:
-        _run_each(self, request, queryset,
-                  lambda r: report_unpublish_version(report=r, staff=request.user),
-                  "version(s) unpublished")
+    def unpublish_version(
+        self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]
+    ) -> None:
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: report_unpublish_version(report=r, staff=request.user),
+            "version(s) unpublished",
+        )
 
     @admin.action(description="Remove the model (or dataset)")
     def remove_model(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]) -> None:
-        _run_each(self, request, queryset,
-                  lambda r: report_remove_target(report=r, staff=request.user),
-                  "item(s) removed")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: report_remove_target(report=r, staff=request.user),
+            "item(s) removed",
+        )
 
     @admin.action(description="Dismiss")
     def dismiss(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]) -> None:
-        _run_each(self, request, queryset,
-                  lambda r: report_dismiss(report=r, staff=request.user),
-                  "report(s) dismissed")
+        _run_each(
+            self,
+            request,
+            queryset,
+            lambda r: report_dismiss(report=r, staff=request.user),
+            "report(s) dismissed",
+        )

@@ -26,7 +26,10 @@ from registry.api.common import page_response, paginated
 from registry.models import DatasetVersion, ModelVersion
 
 IDEMPOTENCY_KEY = OpenApiParameter(
-    "Idempotency-Key", str, OpenApiParameter.HEADER, required=True,
+    "Idempotency-Key",
+    str,
+    OpenApiParameter.HEADER,
+    required=True,
     description="Any unique string; repeating it returns the first result and moves nothing.",
 )
 
@@ -65,8 +68,9 @@ class WholeNumberFieldExtension(OpenApiSerializerFieldExtension):
 def _idempotency_key(request: Request) -> str:
     key = request.headers.get("Idempotency-Key", "").strip()
     if not key or len(key) > 200:
-        raise ApplicationError("Send an Idempotency-Key header (1-200 characters).",
-                               code="idempotency_key_required")
+        raise ApplicationError(
+            "Send an Idempotency-Key header (1-200 characters).", code="idempotency_key_required"
+        )
     return key
 
 
@@ -79,14 +83,18 @@ class WalletDetailApi(APIView):
     class OutputSerializer(serializers.Serializer):
         balance = serializers.IntegerField(help_text="Every spendable credit, bought or earned.")
         withdrawable = serializers.IntegerField(
-            help_text="The earned credits, the only ones a payout may take.")
+            help_text="The earned credits, the only ones a payout may take."
+        )
         currency = serializers.CharField()
 
     @extend_schema(responses=OutputSerializer, tags=["wallet"])
     def get(self, request: Request) -> Response:
         user = signed_in(request)
-        body = {"balance": selectors.wallet_balance(user=user),
-                "withdrawable": selectors.withdrawable_balance(user=user), "currency": "credits"}
+        body = {
+            "balance": selectors.wallet_balance(user=user),
+            "withdrawable": selectors.withdrawable_balance(user=user),
+            "currency": "credits",
+        }
         return Response(self.OutputSerializer(body).data)
 
 
@@ -107,8 +115,9 @@ class WalletTransactionListApi(APIView):
         tags=["wallet"],
     )
     def get(self, request: Request) -> Response:
-        return page_response(request, self, selectors.wallet_entries(user=signed_in(request)),
-                             self.OutputSerializer)
+        return page_response(
+            request, self, selectors.wallet_entries(user=signed_in(request)), self.OutputSerializer
+        )
 
 
 class TopUpCreateApi(APIView):
@@ -124,17 +133,28 @@ class TopUpCreateApi(APIView):
         provider_reference = serializers.CharField()
         balance = serializers.IntegerField()
 
-    @extend_schema(request=InputSerializer, responses={201: OutputSerializer},
-                   parameters=[IDEMPOTENCY_KEY], tags=["wallet"])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: OutputSerializer},
+        parameters=[IDEMPOTENCY_KEY],
+        tags=["wallet"],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        top_up = wallet_top_up(user=signed_in(request), amount=data.validated_data["amount"],
-                               provider=default_provider(),
-                               idempotency_key=_idempotency_key(request))
-        body = {"id": top_up.pk, "amount": top_up.amount, "provider": top_up.provider,
-                "provider_reference": top_up.provider_reference,
-                "balance": selectors.wallet_balance(user=signed_in(request))}
+        top_up = wallet_top_up(
+            user=signed_in(request),
+            amount=data.validated_data["amount"],
+            provider=default_provider(),
+            idempotency_key=_idempotency_key(request),
+        )
+        body = {
+            "id": top_up.pk,
+            "amount": top_up.amount,
+            "provider": top_up.provider,
+            "provider_reference": top_up.provider_reference,
+            "balance": selectors.wallet_balance(user=signed_in(request)),
+        }
         return Response(self.OutputSerializer(body).data, status=status.HTTP_201_CREATED)
 
 
@@ -185,7 +205,8 @@ class ListingListCreateApi(APIView):
         def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
             if ("model_version_id" in attrs) == ("dataset_version_id" in attrs):
                 raise serializers.ValidationError(
-                    "Give exactly one of model_version_id and dataset_version_id.")
+                    "Give exactly one of model_version_id and dataset_version_id."
+                )
             return attrs
 
     @extend_schema(
@@ -195,31 +216,46 @@ class ListingListCreateApi(APIView):
     )
     def get(self, request: Request) -> Response:
         qs: QuerySet[Listing] = selectors.listings_browse()
-        return page_response(request, self, qs, ListingOutputSerializer,
-                             keep=lambda listing: _listing_visible(listing, request.user))
+        return page_response(
+            request,
+            self,
+            qs,
+            ListingOutputSerializer,
+            keep=lambda listing: _listing_visible(listing, request.user),
+        )
 
-    @extend_schema(request=InputSerializer, responses={201: ListingOutputSerializer},
-                   tags=["listings"])
+    @extend_schema(
+        request=InputSerializer, responses={201: ListingOutputSerializer}, tags=["listings"]
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
         target: ModelVersion | DatasetVersion | None
         if "model_version_id" in v:
-            target = ModelVersion.objects.select_related("model").filter(
-                pk=v["model_version_id"]).first()
+            target = (
+                ModelVersion.objects.select_related("model")
+                .filter(pk=v["model_version_id"])
+                .first()
+            )
             if target is not None and not can_view_version(request.user, target):
                 target = None
         else:
-            target = DatasetVersion.objects.select_related("dataset").filter(
-                pk=v["dataset_version_id"]).first()
+            target = (
+                DatasetVersion.objects.select_related("dataset")
+                .filter(pk=v["dataset_version_id"])
+                .first()
+            )
             if target is not None and not can_view_dataset(request.user, target.dataset):
                 target = None
         if target is None:
             raise NotFoundError("No such version.")
         listing = listing_create(
-            seller=signed_in(request), target=target, price=v["price"],
-            early_access_until=v.get("early_access_until"), royalty_bps=v["royalty_bps"],
+            seller=signed_in(request),
+            target=target,
+            price=v["price"],
+            early_access_until=v.get("early_access_until"),
+            royalty_bps=v["royalty_bps"],
             shares=[(s["username"], s["percent"]) for s in v.get("shares", [])],
         )
         return Response(ListingOutputSerializer(listing).data, status=status.HTTP_201_CREATED)
@@ -237,8 +273,11 @@ class ListingDetailApi(APIView):
 
     def _get(self, request: Request, listing_id: int) -> Listing:
         listing = get_object_or_404(
-            Listing.objects.select_related("seller", "model_version__model",
-                                           "dataset_version__dataset"), pk=listing_id)
+            Listing.objects.select_related(
+                "seller", "model_version__model", "dataset_version__dataset"
+            ),
+            pk=listing_id,
+        )
         if not _listing_visible(listing, request.user):
             raise NotFoundError("No such listing.")
         return listing
@@ -276,9 +315,12 @@ class PurchaseCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         listing_id = serializers.IntegerField()
 
-    @extend_schema(request=InputSerializer,
-                   responses={201: PurchaseOutputSerializer, 200: PurchaseOutputSerializer},
-                   parameters=[IDEMPOTENCY_KEY], tags=["purchases"])
+    @extend_schema(
+        request=InputSerializer,
+        responses={201: PurchaseOutputSerializer, 200: PurchaseOutputSerializer},
+        parameters=[IDEMPOTENCY_KEY],
+        tags=["purchases"],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -288,8 +330,10 @@ class PurchaseCreateApi(APIView):
             raise NotFoundError("No such listing.")
         replay = Purchase.objects.filter(buyer_id=request.user.pk, idempotency_key=key).exists()
         purchase = purchase_create(buyer=signed_in(request), listing=listing, idempotency_key=key)
-        return Response(PurchaseOutputSerializer(purchase).data,
-                        status=status.HTTP_200_OK if replay else status.HTTP_201_CREATED)
+        return Response(
+            PurchaseOutputSerializer(purchase).data,
+            status=status.HTTP_200_OK if replay else status.HTTP_201_CREATED,
+        )
 
 
 class LibraryListApi(APIView):
@@ -318,8 +362,9 @@ class LibraryListApi(APIView):
         tags=["purchases"],
     )
     def get(self, request: Request) -> Response:
-        return page_response(request, self, selectors.library_for(user=signed_in(request)),
-                             self.OutputSerializer)
+        return page_response(
+            request, self, selectors.library_for(user=signed_in(request)), self.OutputSerializer
+        )
 
 
 class LicenseListApi(APIView):
@@ -361,18 +406,19 @@ class ReviewListCreateApi(APIView):
     @extend_schema(
         operation_id="v1_reviews_list",
         parameters=[OpenApiParameter("model_version_id", int, required=True)],
-        responses=paginated("PaginatedReviewList", OutputSerializer(many=True)), tags=["reviews"],
+        responses=paginated("PaginatedReviewList", OutputSerializer(many=True)),
+        tags=["reviews"],
     )
     def get(self, request: Request) -> Response:
         raw = request.query_params.get("model_version_id", "")
         if not raw.isdigit():
-            raise ApplicationError("model_version_id must be a version id.",
-                                   code="invalid_filter")
+            raise ApplicationError("model_version_id must be a version id.", code="invalid_filter")
         version = ModelVersion.objects.select_related("model").filter(pk=int(raw)).first()
         if version is None or not can_view_version(request.user, version):
             raise NotFoundError("No such version.")
-        return page_response(request, self, selectors.reviews_for_version(version),
-                             self.OutputSerializer)
+        return page_response(
+            request, self, selectors.reviews_for_version(version), self.OutputSerializer
+        )
 
     @extend_schema(request=InputSerializer, responses={201: OutputSerializer}, tags=["reviews"])
     def post(self, request: Request) -> Response:
@@ -381,10 +427,12 @@ class ReviewListCreateApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         v = data.validated_data
-        version = ModelVersion.objects.select_related("model").filter(
-            pk=v["model_version_id"]).first()
+        version = (
+            ModelVersion.objects.select_related("model").filter(pk=v["model_version_id"]).first()
+        )
         if version is None:
             raise NotFoundError("No such version.")
-        review = review_create(user=signed_in(request), version=version, rating=v["rating"],
-                               text=v.get("text", ""))
+        review = review_create(
+            user=signed_in(request), version=version, rating=v["rating"], text=v.get("text", "")
+        )
         return Response(self.OutputSerializer(review).data, status=status.HTTP_201_CREATED)

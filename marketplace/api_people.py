@@ -44,11 +44,13 @@ class PayoutListCreateApi(APIView):
         tags=["payouts"],
     )
     def get(self, request: Request) -> Response:
-        return page_response(request, self, selectors.payouts_for(user=signed_in(request)),
-                             PayoutOutputSerializer)
+        return page_response(
+            request, self, selectors.payouts_for(user=signed_in(request)), PayoutOutputSerializer
+        )
 
-    @extend_schema(request=InputSerializer, responses={201: PayoutOutputSerializer},
-                   tags=["payouts"])
+    @extend_schema(
+        request=InputSerializer, responses={201: PayoutOutputSerializer}, tags=["payouts"]
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -73,8 +75,9 @@ class PayoutSettleApi(APIView):
         if payout is None:
             raise NotFoundError("No such payout.")
         settle = payout_mark_paid if self.outcome == "paid" else payout_reject
-        payout = settle(payout=payout, staff=signed_in(request),
-                        note=data.validated_data.get("note", ""))
+        payout = settle(
+            payout=payout, staff=signed_in(request), note=data.validated_data.get("note", "")
+        )
         return Response(PayoutOutputSerializer(payout).data)
 
 
@@ -84,13 +87,17 @@ class WalletStatementApi(APIView):
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
-        parameters=[OpenApiParameter("from", OpenApiTypes.DATE, required=True),
-                    OpenApiParameter("to", OpenApiTypes.DATE, required=True)],
-        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR)}, tags=["wallet"],
+        parameters=[
+            OpenApiParameter("from", OpenApiTypes.DATE, required=True),
+            OpenApiParameter("to", OpenApiTypes.DATE, required=True),
+        ],
+        responses={(200, "text/csv"): OpenApiResponse(OpenApiTypes.STR)},
+        tags=["wallet"],
     )
     def get(self, request: Request) -> HttpResponse:
-        start, end = selectors.statement_period(request.query_params.get("from", ""),
-                                                request.query_params.get("to", ""))
+        start, end = selectors.statement_period(
+            request.query_params.get("from", ""), request.query_params.get("to", "")
+        )
         lines = selectors.wallet_statement(user=signed_in(request), start=start, end=end)
         return statement_response(lines, start, end)
 
@@ -107,7 +114,8 @@ class ReportCreateApi(APIView):
         def validate(self, attrs: dict[str, object]) -> dict[str, object]:
             if ("model_version_id" in attrs) == ("dataset_id" in attrs):
                 raise serializers.ValidationError(
-                    "Give exactly one of model_version_id and dataset_id.")
+                    "Give exactly one of model_version_id and dataset_id."
+                )
             return attrs
 
     class OutputSerializer(serializers.Serializer):
@@ -123,13 +131,16 @@ class ReportCreateApi(APIView):
         v = data.validated_data
         target: ModelVersion | Dataset | None
         if "model_version_id" in v:
-            target = ModelVersion.objects.select_related("model").filter(
-                pk=v["model_version_id"]).first()
+            target = (
+                ModelVersion.objects.select_related("model")
+                .filter(pk=v["model_version_id"])
+                .first()
+            )
         else:
             target = Dataset.objects.filter(pk=v["dataset_id"]).first()
         if target is None:
             raise NotFoundError("No such version or dataset.")
-        report = report_create(reporter=signed_in(request), target=target, reason=v["reason"],
-                               text=v["text"])
+        report = report_create(
+            reporter=signed_in(request), target=target, reason=v["reason"], text=v["text"]
+        )
         return Response(self.OutputSerializer(report).data, status=status.HTTP_201_CREATED)
-

@@ -40,39 +40,60 @@ def _plain(value: float) -> str:
     return str(value)
 
 
-def _series_svg(series: ChartSeries, color: str, xy: Callable[[ChartPoint], tuple[float, float]],
-                tagged: bool) -> SafeString:
+def _series_svg(
+    series: ChartSeries, color: str, xy: Callable[[ChartPoint], tuple[float, float]], tagged: bool
+) -> SafeString:
     points = [xy(p) for p in series.points]
     line = " ".join(f"{x},{y}" for x, y in points)
     circles = format_html_join(
-        "", '<circle class="point" cx="{}" cy="{}" r="4"{}><title>{}</title></circle>',
-        ((x, y, format_html_join("", ' data-{}="{}"', p.data), p.title)
-         for (x, y), p in zip(points, series.points, strict=True)),
+        "",
+        '<circle class="point" cx="{}" cy="{}" r="4"{}><title>{}</title></circle>',
+        (
+            (x, y, format_html_join("", ' data-{}="{}"', p.data), p.title)
+            for (x, y), p in zip(points, series.points, strict=True)
+        ),
     )
     if not tagged:
         return format_html(
             '<polyline fill="none" stroke="{c}" stroke-width="2" points="{line}"/>'
-            '<g fill="{c}">{circles}</g>', c=color, line=line, circles=circles)
+            '<g fill="{c}">{circles}</g>',
+            c=color,
+            line=line,
+            circles=circles,
+        )
     return format_html(
         '<g class="series" data-series="{name}">'
         '<polyline fill="none" stroke="{c}" stroke-width="2" points="{line}"/>'
-        '<g fill="{c}">{circles}</g></g>', name=series.name, c=color, line=line,
-        circles=circles)
+        '<g fill="{c}">{circles}</g></g>',
+        name=series.name,
+        c=color,
+        line=line,
+        circles=circles,
+    )
 
 
 def _legend_svg(series: Sequence[ChartSeries], colors: Sequence[str]) -> SafeString:
     x = WIDTH - PAD_RIGHT - 6
     return format_html_join(
-        "", '<g class="legend-item"><rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
+        "",
+        '<g class="legend-item"><rect x="{}" y="{}" width="10" height="10" fill="{}"/>'
         '<text x="{}" y="{}" font-size="11" text-anchor="end">{}</text></g>',
-        ((x - 8, PAD_TOP + 2 + 14 * i, color, x - 12, PAD_TOP + 11 + 14 * i, s.name)
-         for i, (s, color) in enumerate(zip(series, colors, strict=True))),
+        (
+            (x - 8, PAD_TOP + 2 + 14 * i, color, x - 12, PAD_TOP + 11 + 14 * i, s.name)
+            for i, (s, color) in enumerate(zip(series, colors, strict=True))
+        ),
     )
 
 
 def line_chart_svg(
-    series: Sequence[ChartSeries], *, label: str, css_class: str, x_first: str, x_last: str,
-    x_domain: tuple[float, float] | None = None, y_format: Callable[[float], str] = _plain,
+    series: Sequence[ChartSeries],
+    *,
+    label: str,
+    css_class: str,
+    x_first: str,
+    x_last: str,
+    x_domain: tuple[float, float] | None = None,
+    y_format: Callable[[float], str] = _plain,
 ) -> SafeString:
     """A line chart of ``series`` (empty string when no series has a point): y from 0 to the
     largest value, x over ``x_domain`` (default: the points' range), ``x_first`` and
@@ -99,8 +120,9 @@ def line_chart_svg(
 
     tagged = len(drawn) > 1
     colors = [s.color or PALETTE[i % len(PALETTE)] for i, s in enumerate(drawn)]
-    lines = format_html_join("", "{}", ((_series_svg(s, c, xy, tagged),)
-                                        for s, c in zip(drawn, colors, strict=True)))
+    lines = format_html_join(
+        "", "{}", ((_series_svg(s, c, xy, tagged),) for s, c in zip(drawn, colors, strict=True))
+    )
     legend = _legend_svg(drawn, colors) if tagged else mark_safe("")
     base = PAD_TOP + plot_h
     return format_html(
@@ -113,10 +135,23 @@ def line_chart_svg(
         '<text x="{tl}" y="{b}" font-size="11" text-anchor="end">0</text>'
         '<text x="{l}" y="{dy}" font-size="11">{first}</text>'
         '<text x="{r}" y="{dy}" font-size="11" text-anchor="end">{last}</text>'
-        '{lines}{legend}</svg>',
-        cls=css_class, label=label, w=WIDTH, h=HEIGHT, l=PAD_LEFT, r=WIDTH - PAD_RIGHT,
-        t=PAD_TOP, b=base, tl=PAD_LEFT - 6, ty=PAD_TOP + 4, top=y_format(top), dy=HEIGHT - 8,
-        first=x_first, last=x_last, lines=lines, legend=legend,
+        "{lines}{legend}</svg>",
+        cls=css_class,
+        label=label,
+        w=WIDTH,
+        h=HEIGHT,
+        l=PAD_LEFT,
+        r=WIDTH - PAD_RIGHT,
+        t=PAD_TOP,
+        b=base,
+        tl=PAD_LEFT - 6,
+        ty=PAD_TOP + 4,
+        top=y_format(top),
+        dy=HEIGHT - 8,
+        first=x_first,
+        last=x_last,
+        lines=lines,
+        legend=legend,
     )
 
 
@@ -129,11 +164,18 @@ def earnings_chart_svg(days: Sequence[DayEarning]) -> SafeString:
         return mark_safe("")
     first = days[0].day
     points = [
-        ChartPoint(x=(d.day - first).days, y=d.amount,
-                   title=f"{d.day.isoformat()}: {d.amount} credits",
-                   data=(("day", d.day.isoformat()), ("amount", d.amount)))
+        ChartPoint(
+            x=(d.day - first).days,
+            y=d.amount,
+            title=f"{d.day.isoformat()}: {d.amount} credits",
+            data=(("day", d.day.isoformat()), ("amount", d.amount)),
+        )
         for d in days
     ]
-    return line_chart_svg([ChartSeries("Earnings", points)], label="Earnings per day",
-                          css_class="earnings-chart", x_first=first.isoformat(),
-                          x_last=days[-1].day.isoformat())
+    return line_chart_svg(
+        [ChartSeries("Earnings", points)],
+        label="Earnings per day",
+        css_class="earnings-chart",
+        x_first=first.isoformat(),
+        x_last=days[-1].day.isoformat(),
+    )

@@ -19,8 +19,15 @@ def statement_csv(lines: Sequence[StatementLine]) -> str:
     writer = csv.writer(out)
     writer.writerow(STATEMENT_COLUMNS)
     for line in lines:
-        writer.writerow([line.date.isoformat(timespec="seconds"), line.kind, line.reference,
-                         line.amount, line.balance_after])
+        writer.writerow(
+            [
+                line.date.isoformat(timespec="seconds"),
+                line.kind,
+                line.reference,
+                line.amount,
+                line.balance_after,
+            ]
+        )
     return out.getvalue()
 
 

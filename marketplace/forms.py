@@ -19,8 +19,12 @@ def new_key() -> str:
 
 
 class TopUpForm(forms.Form):
-    amount = forms.IntegerField(min_value=1, max_value=MAX_TOP_UP, label="Credits",
-                                help_text="The demo provider approves at once.")
+    amount = forms.IntegerField(
+        min_value=1,
+        max_value=MAX_TOP_UP,
+        label="Credits",
+        help_text="The demo provider approves at once.",
+    )
     idempotency_key = forms.CharField(widget=forms.HiddenInput, max_length=200)
 
 
@@ -29,10 +33,12 @@ class PayoutForm(forms.Form):
 
 
 class StatementForm(forms.Form):
-    from_ = forms.DateField(label="From", widget=forms.DateInput(attrs={"type": "date"}),
-                            input_formats=["%Y-%m-%d"])
-    to = forms.DateField(label="To", widget=forms.DateInput(attrs={"type": "date"}),
-                         input_formats=["%Y-%m-%d"])
+    from_ = forms.DateField(
+        label="From", widget=forms.DateInput(attrs={"type": "date"}), input_formats=["%Y-%m-%d"]
+    )
+    to = forms.DateField(
+        label="To", widget=forms.DateInput(attrs={"type": "date"}), input_formats=["%Y-%m-%d"]
+    )
 
     def add_prefix(self, field_name: str) -> str:  # the query string says ?from=...
         return "from" if field_name == "from_" else field_name
@@ -51,30 +57,43 @@ class PurchaseConfirmForm(forms.Form):
 
 class ReviewForm(forms.Form):
     rating = forms.TypedChoiceField(
-        choices=[("", "Choose a rating"), *((i, f"{i} ★") for i in range(5, 0, -1))], coerce=int)
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 3}), required=False,
-                           max_length=5000, label="Your review")
+        choices=[("", "Choose a rating"), *((i, f"{i} ★") for i in range(5, 0, -1))], coerce=int
+    )
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 3}),
+        required=False,
+        max_length=5000,
+        label="Your review",
+    )
 
 
 class ReportForm(forms.Form):
     reason = forms.ChoiceField(choices=ReportReason.choices, widget=forms.RadioSelect)
-    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 5}), max_length=5000,
-                           label="What is wrong?")
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 5}), max_length=5000, label="What is wrong?"
+    )
 
 
 class ListingForm(forms.Form):
     """A model version's license and price (the owner's sell page)."""
 
     license_code = forms.ChoiceField(label="License", required=False)
-    price = forms.IntegerField(min_value=0, max_value=MAX_PRICE, label="Price (credits)",
-                               help_text="0 makes it free to download.")
+    price = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_PRICE,
+        label="Price (credits)",
+        help_text="0 makes it free to download.",
+    )
 
-    def __init__(self, *args: Any, licenses: Iterable[License], locked: bool,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, licenses: Iterable[License], locked: bool, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         field = self.fields["license_code"]
-        field.choices = [("", "No license stated"),  # type: ignore[attr-defined]
-                         *((lic.code, f"{lic.name} ({lic.code})") for lic in licenses)]
+        field.choices = [  # type: ignore[attr-defined]  # a ChoiceField; typed as Field
+            ("", "No license stated"),
+            *((lic.code, f"{lic.name} ({lic.code})") for lic in licenses),
+        ]
         if locked:
             field.disabled = True
             field.help_text = "A published version keeps its license."

@@ -134,7 +134,6 @@ class EscrowHold(models.Model):
         return f"escrow {self.reference} ({self.status})"
 
 
-
 class TopUp(models.Model):
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="top_ups"
@@ -156,7 +155,6 @@ class TopUp(models.Model):
 
     def __str__(self) -> str:
         return f"top-up {self.amount} for {self.user_id}"
-
 
 
 class CreditGrant(models.Model):
@@ -182,7 +180,6 @@ class CreditGrant(models.Model):
 
     def __str__(self) -> str:
         return f"grant {self.amount} to {self.user_id}"
-
 
 
 class CommercialUse(models.TextChoices):
@@ -275,7 +272,6 @@ class ListingShare(models.Model):
         return f"{self.user_id}: {self.percent}%"
 
 
-
 class Purchase(models.Model):
     buyer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="purchases"
@@ -291,15 +287,12 @@ class Purchase(models.Model):
     class Meta:
         ordering = ("-created_at",)
         constraints = [
-            models.UniqueConstraint(
-                fields=("buyer", "idempotency_key"), name="purchase_buyer_key"
-            ),
+            models.UniqueConstraint(fields=("buyer", "idempotency_key"), name="purchase_buyer_key"),
             models.CheckConstraint(condition=models.Q(price__gte=0), name="purchase_price_gte0"),
         ]
 
     def __str__(self) -> str:
         return f"purchase #{self.pk}"
-
 
 
 class Entitlement(models.Model):
@@ -343,7 +336,6 @@ class Entitlement(models.Model):
 
     def __str__(self) -> str:
         return f"entitlement #{self.pk}"
-
 
 
 class Review(models.Model):
@@ -395,15 +387,24 @@ class Payout(models.Model):
         max_length=10, choices=PayoutStatus.choices, default=PayoutStatus.PENDING
     )
     request_transaction = models.OneToOneField(
-        LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT,
+        LedgerTransaction,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="payout_request",
     )
     settle_transaction = models.OneToOneField(
-        LedgerTransaction, null=True, blank=True, on_delete=models.PROTECT,
+        LedgerTransaction,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="payout_settle",
     )
     handled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     handled_at = models.DateTimeField(null=True, blank=True)
@@ -451,7 +452,10 @@ class Report(models.Model):
         max_length=12, choices=ReportStatus.choices, default=ReportStatus.OPEN
     )
     handled_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     handled_at = models.DateTimeField(null=True, blank=True)

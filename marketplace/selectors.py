@@ -68,8 +68,9 @@ def unbalanced_transactions() -> list[int]:
 def platform_revenue_total() -> int:
     """The platform's revenue: the sum of its (sharded) revenue accounts."""
     return int(
-        Account.objects.filter(kind=AccountKind.PLATFORM_REVENUE)
-        .aggregate(t=Coalesce(Sum("balance"), 0))["t"]
+        Account.objects.filter(kind=AccountKind.PLATFORM_REVENUE).aggregate(
+            t=Coalesce(Sum("balance"), 0)
+        )["t"]
     )
 
 
@@ -80,8 +81,9 @@ USER_ACCOUNT_KINDS = (AccountKind.WALLET, AccountKind.EARNINGS)
 def wallet_balance(*, user: User) -> int:
     """Every credit the user can spend: bought and earned together."""
     return int(
-        Account.objects.filter(kind__in=USER_ACCOUNT_KINDS, owner_id=user.pk)
-        .aggregate(t=Coalesce(Sum("balance"), 0))["t"]
+        Account.objects.filter(kind__in=USER_ACCOUNT_KINDS, owner_id=user.pk).aggregate(
+            t=Coalesce(Sum("balance"), 0)
+        )["t"]
     )
 
 
@@ -92,8 +94,9 @@ def withdrawable_balance(*, user: User) -> int:
 
 
 def _user_entries(user: User) -> QuerySet[LedgerEntry]:
-    return LedgerEntry.objects.filter(account__kind__in=USER_ACCOUNT_KINDS,
-                                      account__owner_id=user.pk)
+    return LedgerEntry.objects.filter(
+        account__kind__in=USER_ACCOUNT_KINDS, account__owner_id=user.pk
+    )
 
 
 def wallet_entries(*, user: User) -> QuerySet[LedgerEntry]:
@@ -195,19 +198,31 @@ def upstream_royalties(version: ModelVersion | DatasetVersion) -> list[tuple[int
     if not isinstance(version, ModelVersion):
         return []
     ancestors = version_ancestors(version)
-    asking = list(Listing.objects.filter(is_active=True, royalty_bps__gt=0).filter(
-        Q(model_version_id__in=[a.model_version.pk for a in ancestors if a.model_version])
-        | Q(dataset_version_id__in=[a.dataset_version.pk for a in ancestors
-                                    if a.dataset_version])
-    ))
-    by_version = {row.model_version_id: row.royalty_bps for row in asking
-                  if row.model_version_id is not None}
-    by_dataset = {row.dataset_version_id: row.royalty_bps for row in asking
-                  if row.dataset_version_id is not None}
+    asking = list(
+        Listing.objects.filter(is_active=True, royalty_bps__gt=0).filter(
+            Q(model_version_id__in=[a.model_version.pk for a in ancestors if a.model_version])
+            | Q(
+                dataset_version_id__in=[
+                    a.dataset_version.pk for a in ancestors if a.dataset_version
+                ]
+            )
+        )
+    )
+    by_version = {
+        row.model_version_id: row.royalty_bps for row in asking if row.model_version_id is not None
+    }
+    by_dataset = {
+        row.dataset_version_id: row.royalty_bps
+        for row in asking
+        if row.dataset_version_id is not None
+    }
     out = []
     for ancestor in ancestors:
-        bps = (by_version.get(ancestor.model_version.pk) if ancestor.model_version
-               else by_dataset.get(ancestor.target.pk))
+        bps = (
+            by_version.get(ancestor.model_version.pk)
+            if ancestor.model_version
+            else by_dataset.get(ancestor.target.pk)
+        )
         if bps:
             out.append((ancestor.owner_id, bps, ancestor.label))
     return out
@@ -292,12 +307,16 @@ def statement_period(raw_from: str, raw_to: str) -> tuple[datetime.date, datetim
         except ValueError:
             raise ApplicationError(
                 f"'{name}' must be a date written YYYY-MM-DD (got {raw!r}).",
-                code="bad_period", details={"field": name},
+                code="bad_period",
+                details={"field": name},
             ) from None
     start, end = parsed
     if start > end:
-        raise ApplicationError("'from' must be on or before 'to'.", code="bad_period",
-                               details={"from": start.isoformat(), "to": end.isoformat()})
+        raise ApplicationError(
+            "'from' must be on or before 'to'.",
+            code="bad_period",
+            details={"from": start.isoformat(), "to": end.isoformat()},
+        )
     if (end - start).days > 3660:
         raise ApplicationError("A statement covers at most ten years.", code="bad_period")
     return start, end
@@ -315,19 +334,22 @@ def wallet_statement(
     entries = _user_entries(user)
     lo, hi = _day_start(start), _day_start(end + datetime.timedelta(days=1))
     balance = int(
-        entries.filter(transaction__created_at__lt=lo)
-        .aggregate(t=Coalesce(Sum("amount"), 0))["t"]
+        entries.filter(transaction__created_at__lt=lo).aggregate(t=Coalesce(Sum("amount"), 0))["t"]
     )
     lines: list[StatementLine] = []
     period = (
         entries.filter(transaction__created_at__gte=lo, transaction__created_at__lt=hi)
-        .select_related("transaction").order_by("transaction__created_at", "pk")
+        .select_related("transaction")
+        .order_by("transaction__created_at", "pk")
     )
     for entry in period:
         balance += entry.amount
         txn = entry.transaction
-        lines.append(StatementLine(txn.created_at, txn.kind, txn.reference, entry.memo,
-                                   entry.amount, balance))
+        lines.append(
+            StatementLine(
+                txn.created_at, txn.kind, txn.reference, entry.memo, entry.amount, balance
+            )
+        )
     return lines
 
 
@@ -336,9 +358,13 @@ EARNING_MEMOS = ("seller", "share", "royalty")
 
 def earning_entries(*, user: User) -> QuerySet[LedgerEntry]:
     """Credits the user earned: their part of purchases and escrow payouts (data owners)."""
-    return _user_entries(user).filter(amount__gt=0).filter(
-        Q(transaction__kind="purchase", memo__in=EARNING_MEMOS)
-        | Q(transaction__kind="escrow_settle", memo="payout")
+    return (
+        _user_entries(user)
+        .filter(amount__gt=0)
+        .filter(
+            Q(transaction__kind="purchase", memo__in=EARNING_MEMOS)
+            | Q(transaction__kind="escrow_settle", memo="payout")
+        )
     )
 
 
@@ -353,7 +379,9 @@ def earnings_by_day(*, user: User) -> list[DayEarning]:
     rows = (
         earning_entries(user=user)
         .annotate(day=TruncDate("transaction__created_at"))
-        .values("day").annotate(total=Sum("amount")).order_by("day")
+        .values("day")
+        .annotate(total=Sum("amount"))
+        .order_by("day")
     )
     return [DayEarning(r["day"], int(r["total"])) for r in rows]
 
@@ -368,7 +396,8 @@ class ListingSales:
 def sales_by_listing(*, user: User) -> list[ListingSales]:
     """For each listing the user earned from (as seller, collaborator or upstream owner)."""
     rows = list(
-        earning_entries(user=user).filter(transaction__kind="purchase")
+        earning_entries(user=user)
+        .filter(transaction__kind="purchase")
         .values("transaction__purchase__listing")
         .annotate(sales=Count("pk"), earned=Sum("amount"))
         .order_by("-earned")
@@ -378,7 +407,8 @@ def sales_by_listing(*, user: User) -> list[ListingSales]:
     ).in_bulk([r["transaction__purchase__listing"] for r in rows])
     return [
         ListingSales(listings[r["transaction__purchase__listing"]], r["sales"], int(r["earned"]))
-        for r in rows if r["transaction__purchase__listing"] in listings
+        for r in rows
+        if r["transaction__purchase__listing"] in listings
     ]
 
 
@@ -390,9 +420,7 @@ def reviews_for_version(version: ModelVersion) -> QuerySet[Review]:
     return Review.objects.filter(model_version=version).select_related("user")
 
 
-def review_refusal(
-    *, user: User | AnonymousUser, version: ModelVersion
-) -> ApplicationError | None:
+def review_refusal(*, user: User | AnonymousUser, version: ModelVersion) -> ApplicationError | None:
     """Why ``user`` may not review ``version``, or ``None`` when they may.
 
     The one rule for reviews, used by ``review_create`` (API and form) and the page's form:
@@ -400,19 +428,18 @@ def review_refusal(
     when it is on sale for a price right now, has bought it.
     """
     if not user.is_authenticated:
-        return AccessDeniedError("Log in to review.", code="authentication_required",
-                                 status=401)
+        return AccessDeniedError("Log in to review.", code="authentication_required", status=401)
     if not can_view_version(user, version):
         return NotFoundError("No such version.")
     if version.model.owner_id == user.pk:
         return ApplicationError("You cannot review your own model.", code="own_model")
     listing = listing_for(version)
-    if (listing is not None and listing_price_now(listing) > 0
-            and not is_entitled(user, version)):
+    if listing is not None and listing_price_now(listing) > 0 and not is_entitled(user, version):
         return AccessDeniedError(
             f"Only buyers can review this model: it costs {listing.price} credits; "
             "buy it to review it.",
-            code="purchase_required", details={"listing_id": listing.pk},
+            code="purchase_required",
+            details={"listing_id": listing.pk},
         )
     if Review.objects.filter(user_id=user.pk, model_version_id=version.pk).exists():
         return ConflictError("You already reviewed this version.", code="already_reviewed")

@@ -8,20 +8,29 @@ app_name = "marketplace"
 
 urlpatterns = [
     path("api/v1/wallet", api.WalletDetailApi.as_view(), name="wallet"),
-    path("api/v1/wallet/transactions", api.WalletTransactionListApi.as_view(),
-         name="wallet-transactions"),
+    path(
+        "api/v1/wallet/transactions",
+        api.WalletTransactionListApi.as_view(),
+        name="wallet-transactions",
+    ),
     path("api/v1/wallet/top-ups", api.TopUpCreateApi.as_view(), name="top-up-create"),
-    path("api/v1/wallet/statement", api_people.WalletStatementApi.as_view(),
-         name="wallet-statement"),
+    path(
+        "api/v1/wallet/statement", api_people.WalletStatementApi.as_view(), name="wallet-statement"
+    ),
     path("api/v1/payouts", api_people.PayoutListCreateApi.as_view(), name="payout-list"),
-    path("api/v1/payouts/<int:payout_id>/paid",
-         api_people.PayoutSettleApi.as_view(outcome="paid"), name="payout-paid"),
-    path("api/v1/payouts/<int:payout_id>/rejected",
-         api_people.PayoutSettleApi.as_view(outcome="rejected"), name="payout-rejected"),
+    path(
+        "api/v1/payouts/<int:payout_id>/paid",
+        api_people.PayoutSettleApi.as_view(outcome="paid"),
+        name="payout-paid",
+    ),
+    path(
+        "api/v1/payouts/<int:payout_id>/rejected",
+        api_people.PayoutSettleApi.as_view(outcome="rejected"),
+        name="payout-rejected",
+    ),
     path("api/v1/reports", api_people.ReportCreateApi.as_view(), name="report-create"),
     path("api/v1/listings", api.ListingListCreateApi.as_view(), name="listing-list"),
-    path("api/v1/listings/<int:listing_id>", api.ListingDetailApi.as_view(),
-         name="listing-detail"),
+    path("api/v1/listings/<int:listing_id>", api.ListingDetailApi.as_view(), name="listing-detail"),
     path("api/v1/purchases", api.PurchaseCreateApi.as_view(), name="purchase-create"),
     path("api/v1/library", api.LibraryListApi.as_view(), name="library"),
     path("api/v1/licenses", api.LicenseListApi.as_view(), name="license-list"),

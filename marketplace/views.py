@@ -46,23 +46,30 @@ ENTRIES_PER_PAGE = 25
 
 def _target_url(target: ModelVersion | Dataset | object) -> str:
     if isinstance(target, ModelVersion):
-        url = reverse("registry:model-detail", kwargs={"model_id": target.model_id,
-                                                        "slug": target.model.slug})
+        url = reverse(
+            "registry:model-detail", kwargs={"model_id": target.model_id, "slug": target.model.slug}
+        )
         return f"{url}?version={target.pk}"
     dataset = target if isinstance(target, Dataset) else target.dataset  # type: ignore[attr-defined]
-    return reverse("registry:dataset-detail", kwargs={"dataset_id": dataset.pk,
-                                                      "slug": dataset.slug})
+    return reverse(
+        "registry:dataset-detail", kwargs={"dataset_id": dataset.pk, "slug": dataset.slug}
+    )
 
 
 def _visible_listing(request: HttpRequest, listing_id: int) -> Listing:
-    listing = Listing.objects.select_related(
-        "seller", "model_version__model", "dataset_version__dataset").filter(
-        pk=listing_id, is_active=True).first()
+    listing = (
+        Listing.objects.select_related("seller", "model_version__model", "dataset_version__dataset")
+        .filter(pk=listing_id, is_active=True)
+        .first()
+    )
     if listing is None:
         raise Http404("No such listing.")
     target = listing.target
-    visible = (can_view_version(request.user, target) if isinstance(target, ModelVersion)
-               else can_view_dataset(request.user, target.dataset))
+    visible = (
+        can_view_version(request.user, target)
+        if isinstance(target, ModelVersion)
+        else can_view_dataset(request.user, target.dataset)
+    )
     if not visible:
         raise Http404("No such listing.")
     return listing
@@ -80,8 +87,12 @@ def purchase_confirm(request: AuthenticatedHttpRequest, listing_id: int) -> Http
     return _confirm_page(request, listing, form)
 
 
-def _confirm_page(request: AuthenticatedHttpRequest, listing: Listing, form: PurchaseConfirmForm,
-                  error: ApplicationError | None = None) -> HttpResponse:
+def _confirm_page(
+    request: AuthenticatedHttpRequest,
+    listing: Listing,
+    form: PurchaseConfirmForm,
+    error: ApplicationError | None = None,
+) -> HttpResponse:
     context = {
         "listing": listing,
         "target": listing.target,
@@ -91,8 +102,12 @@ def _confirm_page(request: AuthenticatedHttpRequest, listing: Listing, form: Pur
         "form": form,
         "error": error,
     }
-    return render(request, "marketplace/purchase_confirm.html", context,
-                  status=error.status_code if error else 200)
+    return render(
+        request,
+        "marketplace/purchase_confirm.html",
+        context,
+        status=error.status_code if error else 200,
+    )
 
 
 @login_required
@@ -102,11 +117,15 @@ def purchase_submit(request: AuthenticatedHttpRequest, listing_id: int) -> HttpR
     form = PurchaseConfirmForm(request.POST)
     if not form.is_valid():
         err = ApplicationError("The form expired; confirm again.", code="idempotency_key_required")
-        return _confirm_page(request, listing,
-                             PurchaseConfirmForm(initial={"idempotency_key": new_key()}), err)
+        return _confirm_page(
+            request, listing, PurchaseConfirmForm(initial={"idempotency_key": new_key()}), err
+        )
     try:
-        purchase_create(buyer=request.user, listing=listing,
-                        idempotency_key=form.cleaned_data["idempotency_key"])
+        purchase_create(
+            buyer=request.user,
+            listing=listing,
+            idempotency_key=form.cleaned_data["idempotency_key"],
+        )
     except ApplicationError as err:
         if err.code == "already_owned":
             messages.info(request, "You already own this.")
@@ -144,28 +163,41 @@ def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResp
     )
     if request.method == "POST" and form.is_valid():
         try:
-            listing_terms_set(seller=request.user, version=version,
-                              license_code=form.cleaned_data["license_code"],
-                              price=form.cleaned_data["price"])
+            listing_terms_set(
+                seller=request.user,
+                version=version,
+                license_code=form.cleaned_data["license_code"],
+                price=form.cleaned_data["price"],
+            )
         except ApplicationError as err:
             form.add_error(_LISTING_FIELDS.get(err.code), err.message)
         else:
             messages.success(request, "License and price saved.")
             return redirect(_target_url(version))
-    context = {"form": form, "version": version, "target_url": _target_url(version),
-               "licenses": selectors.licenses_by_code().values()}
-    return render(request, "marketplace/listing_form.html", context,
-                  status=400 if form.errors else 200)
+    context = {
+        "form": form,
+        "version": version,
+        "target_url": _target_url(version),
+        "licenses": selectors.licenses_by_code().values(),
+    }
+    return render(
+        request, "marketplace/listing_form.html", context, status=400 if form.errors else 200
+    )
 
 
 # --- wallet, statement, payouts -----------------------------------------------------------
 
 
-def _wallet_page(request: AuthenticatedHttpRequest, top_up: TopUpForm, statement: StatementForm,
-                 status: int = 200) -> HttpResponse:
+def _wallet_page(
+    request: AuthenticatedHttpRequest,
+    top_up: TopUpForm,
+    statement: StatementForm,
+    status: int = 200,
+) -> HttpResponse:
     user = request.user
-    entries = Paginator(selectors.wallet_entries(user=user),
-                        ENTRIES_PER_PAGE).get_page(request.GET.get("page"))
+    entries = Paginator(selectors.wallet_entries(user=user), ENTRIES_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
     context = {
         "balance": selectors.wallet_balance(user=user),
         "entries": entries,
@@ -184,15 +216,18 @@ def _default_statement_form() -> StatementForm:
 @require_http_methods(["GET", "POST"])
 def wallet(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}),
-                            _default_statement_form())
+        return _wallet_page(
+            request, TopUpForm(initial={"idempotency_key": new_key()}), _default_statement_form()
+        )
     form = TopUpForm(request.POST)
     if form.is_valid():
         try:
-            top_up = wallet_top_up(user=request.user,
-                                   amount=form.cleaned_data["amount"],
-                                   provider=default_provider(),
-                                   idempotency_key=form.cleaned_data["idempotency_key"])
+            top_up = wallet_top_up(
+                user=request.user,
+                amount=form.cleaned_data["amount"],
+                provider=default_provider(),
+                idempotency_key=form.cleaned_data["idempotency_key"],
+            )
         except ApplicationError as err:
             form.add_error("amount", err.message)
         else:
@@ -206,18 +241,19 @@ def wallet(request: AuthenticatedHttpRequest) -> HttpResponse:
 def wallet_statement(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = StatementForm(request.GET)
     if not form.is_valid():
-        return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}), form,
-                            status=400)
+        return _wallet_page(
+            request, TopUpForm(initial={"idempotency_key": new_key()}), form, status=400
+        )
     start: datetime.date = form.cleaned_data["from_"]
     end: datetime.date = form.cleaned_data["to"]
     try:
         start, end = selectors.statement_period(start.isoformat(), end.isoformat())
     except ApplicationError as err:
         form.add_error("to", err.message)
-        return _wallet_page(request, TopUpForm(initial={"idempotency_key": new_key()}), form,
-                            status=400)
-    lines = selectors.wallet_statement(user=request.user,
-                                       start=start, end=end)
+        return _wallet_page(
+            request, TopUpForm(initial={"idempotency_key": new_key()}), form, status=400
+        )
+    lines = selectors.wallet_statement(user=request.user, start=start, end=end)
     return statement_response(lines, start, end)
 
 
@@ -229,8 +265,7 @@ def payouts(request: AuthenticatedHttpRequest) -> HttpResponse:
     if request.method == "POST":
         if form.is_valid():
             try:
-                payout = payout_request(user=request.user,
-                                        amount=form.cleaned_data["amount"])
+                payout = payout_request(user=request.user, amount=form.cleaned_data["amount"])
             except ApplicationError as err:
                 form.add_error("amount", err.message)
             else:
@@ -257,13 +292,21 @@ def library(request: AuthenticatedHttpRequest) -> HttpResponse:
     for entitlement in selectors.library_for(user=request.user):
         target = entitlement.model_version or entitlement.dataset_version
         if entitlement.model_version_id:
-            download = reverse("registry:download-model-version",
-                               args=[entitlement.model_version_id])
+            download = reverse(
+                "registry:download-model-version", args=[entitlement.model_version_id]
+            )
         else:
-            download = reverse("registry:download-dataset-version",
-                               args=[entitlement.dataset_version_id])
-        items.append({"entitlement": entitlement, "target": target,
-                      "url": _target_url(target), "download_url": download})
+            download = reverse(
+                "registry:download-dataset-version", args=[entitlement.dataset_version_id]
+            )
+        items.append(
+            {
+                "entitlement": entitlement,
+                "target": target,
+                "url": _target_url(target),
+                "download_url": download,
+            }
+        )
     # What the user made (uploads, and LoRAs their federated jobs published) is theirs too.
     mine = own_models(request.user).filter(is_removed=False).order_by("-created_at", "-pk")
     return render(request, "marketplace/library.html", {"items": items, "mine": mine[:100]})
@@ -305,8 +348,12 @@ def review_submit(request: AuthenticatedHttpRequest, version_id: int) -> HttpRes
     form = ReviewForm(request.POST)
     if form.is_valid():
         try:
-            review_create(user=request.user, version=version,
-                          rating=form.cleaned_data["rating"], text=form.cleaned_data["text"])
+            review_create(
+                user=request.user,
+                version=version,
+                rating=form.cleaned_data["rating"],
+                text=form.cleaned_data["text"],
+            )
         except ApplicationError as err:
             form.add_error(_REVIEW_FIELDS.get(err.code), err.message)
         else:
@@ -322,8 +369,12 @@ def _report(request: AuthenticatedHttpRequest, target: ModelVersion | Dataset) -
     if request.method == "POST":
         if form.is_valid():
             try:
-                report_create(reporter=request.user, target=target,
-                              reason=form.cleaned_data["reason"], text=form.cleaned_data["text"])
+                report_create(
+                    reporter=request.user,
+                    target=target,
+                    reason=form.cleaned_data["reason"],
+                    text=form.cleaned_data["text"],
+                )
             except ApplicationError as err:
                 form.add_error(err.details.get("field"), err.message)
             else:

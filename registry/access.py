@@ -53,19 +53,29 @@ def set_download_policy(policy: DownloadPolicy) -> None:
 
 
 def can_view_model(user: User, model: Model) -> bool:
-    return is_visible_to(user, owner_id=model.owner_id, visibility=model.visibility,
-                         is_removed=model.is_removed)
+    return is_visible_to(
+        user, owner_id=model.owner_id, visibility=model.visibility, is_removed=model.is_removed
+    )
 
 
 def can_view_version(user: User, version: ModelVersion) -> bool:
     model = version.model
-    return is_visible_to(user, owner_id=model.owner_id, visibility=model.visibility,
-                         is_removed=model.is_removed, published=version.is_published)
+    return is_visible_to(
+        user,
+        owner_id=model.owner_id,
+        visibility=model.visibility,
+        is_removed=model.is_removed,
+        published=version.is_published,
+    )
 
 
 def can_view_dataset(user: User, dataset: Dataset) -> bool:
-    return is_visible_to(user, owner_id=dataset.owner_id, visibility=dataset.visibility,
-                         is_removed=dataset.is_removed)
+    return is_visible_to(
+        user,
+        owner_id=dataset.owner_id,
+        visibility=dataset.visibility,
+        is_removed=dataset.is_removed,
+    )
 
 
 def download_decision(user: User, target: ModelVersion | DatasetVersion) -> DownloadDecision:

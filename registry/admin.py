@@ -91,14 +91,30 @@ def _report(request: HttpRequest, done: int, what: str, failures: list[str]) -> 
 @admin.register(Model)
 class ModelAdmin(ServiceOwnedAdmin):
     list_display = (
-        "name", "owner", "kind", "visibility", "is_removed", "download_count", "created_at"
+        "name",
+        "owner",
+        "kind",
+        "visibility",
+        "is_removed",
+        "download_count",
+        "created_at",
     )
     list_filter = ("kind", "visibility", "is_removed")
     search_fields = ("name", "slug", "owner__username")
     list_select_related = ("owner",)
     readonly_fields = (
-        "owner", "name", "slug", "kind", "description", "visibility", "is_removed",
-        "download_count", "rating_avg", "rating_count", "created_at", "updated_at",
+        "owner",
+        "name",
+        "slug",
+        "kind",
+        "description",
+        "visibility",
+        "is_removed",
+        "download_count",
+        "rating_avg",
+        "rating_count",
+        "created_at",
+        "updated_at",
     )
     exclude = ("description_html", "tags")
     inlines = (ModelVersionInline,)
@@ -124,8 +140,18 @@ class ModelVersionAdmin(ServiceOwnedAdmin):
     search_fields = ("name", "model__name", "model__owner__username")
     list_select_related = ("model",)
     readonly_fields = (
-        "model", "name", "description", "base_model", "trigger_words", "layout", "status",
-        "license_code", "training_metadata", "download_count", "published_at", "created_at",
+        "model",
+        "name",
+        "description",
+        "base_model",
+        "trigger_words",
+        "layout",
+        "status",
+        "license_code",
+        "training_metadata",
+        "download_count",
+        "published_at",
+        "created_at",
     )
     exclude = ("description_html",)
     inlines = (ModelFileInline,)
@@ -164,7 +190,14 @@ class DatasetAdmin(ServiceOwnedAdmin):
     search_fields = ("name", "slug", "owner__username")
     list_select_related = ("owner",)
     readonly_fields = (
-        "owner", "name", "slug", "kind", "description", "visibility", "is_removed", "created_at"
+        "owner",
+        "name",
+        "slug",
+        "kind",
+        "description",
+        "visibility",
+        "is_removed",
+        "created_at",
     )
     exclude = ("description_html", "tags")
     inlines = (DatasetVersionInline,)

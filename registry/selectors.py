@@ -193,9 +193,7 @@ def _filter_errors(errors: Mapping[str, Any]) -> dict[str, list[str]]:
 def _invalid_filters(errors: Mapping[str, Any]) -> ApplicationError:
     details = _filter_errors(errors)
     field, messages = next(iter(details.items()))
-    return ApplicationError(
-        f"{field}: {messages[0]}", code="invalid_filter", details=details
-    )
+    return ApplicationError(f"{field}: {messages[0]}", code="invalid_filter", details=details)
 
 
 def own_models(user: User) -> QuerySet[Model]:
@@ -232,11 +230,15 @@ def _with_listing_data(qs: QuerySet[Model], *, published_only: bool) -> QuerySet
     """Owner, tags, versions (``shown_versions``) and a cover image in a constant number of
     queries, whatever the page size: the page, then one query each for tags and versions."""
     images = Q(version__status=VersionStatus.PUBLISHED) if published_only else Q()
-    return qs.select_related("owner").annotate(cover_image=_cover_image(images)).prefetch_related(
-        "tags",
-        Prefetch(
-            "versions", queryset=_listing_versions(published_only), to_attr="shown_versions"
-        ),
+    return (
+        qs.select_related("owner")
+        .annotate(cover_image=_cover_image(images))
+        .prefetch_related(
+            "tags",
+            Prefetch(
+                "versions", queryset=_listing_versions(published_only), to_attr="shown_versions"
+            ),
+        )
     )
 
 
@@ -280,9 +282,7 @@ def _visible_versions_q(user: User) -> Q:
 
 def model_detail(*, model_id: int, user: User) -> Model | None:
     """A model the user may open, with owner, tags and the versions they may see."""
-    versions = ModelVersion.objects.filter(_visible_versions_q(user)).order_by(
-        "-created_at", "-pk"
-    )
+    versions = ModelVersion.objects.filter(_visible_versions_q(user)).order_by("-created_at", "-pk")
     images = Q(version__in=ModelVersion.objects.filter(_visible_versions_q(user)).values("pk"))
     return (
         visible_models(user)
@@ -322,9 +322,9 @@ def version_detail(*, version_id: int, user: User) -> ModelVersion | None:
         "parent_dataset__dataset",
         "parent_dataset__dataset__owner",
     )
-    children = Lineage.objects.filter(
-        child__in=visible_versions(user).values("pk")
-    ).select_related("child", "child__model", "child__model__owner")
+    children = Lineage.objects.filter(child__in=visible_versions(user).values("pk")).select_related(
+        "child", "child__model", "child__model__owner"
+    )
     return (
         visible_versions(user)
         .prefetch_related(
@@ -366,7 +366,8 @@ def dataset_list(
     from registry.filters import DatasetFilter
 
     base = (
-        Dataset.objects.filter(owner_id=user.pk) if mine and user.is_authenticated
+        Dataset.objects.filter(owner_id=user.pk)
+        if mine and user.is_authenticated
         else listed_datasets(user)
     )
     filterset = DatasetFilter(filters, queryset=base)
@@ -392,9 +393,7 @@ def creator_profile(*, username: str, user: User) -> dict[str, Any] | None:
     and counts. ``None`` when no active user has that name."""
     from django.db.models import Count, Sum
 
-    creator = (
-        get_user_model().objects.filter(username__iexact=username, is_active=True).first()
-    )
+    creator = get_user_model().objects.filter(username__iexact=username, is_active=True).first()
     if creator is None:
         return None
     is_self = user.is_authenticated and user.pk == creator.pk

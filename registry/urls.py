@@ -28,9 +28,7 @@ urlpatterns = [
         views_downloads.dataset_version_download,
         name="download-dataset-version",
     ),
-    path(
-        "files/<str:sha256>/<str:filename>", views_downloads.signed_file, name="signed-file"
-    ),
+    path("files/<str:sha256>/<str:filename>", views_downloads.signed_file, name="signed-file"),
     path("", include("registry.api_urls")),
     path("", include("registry.compat.urls")),
     path("", include("registry.web_urls")),

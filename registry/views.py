@@ -143,9 +143,10 @@ def file_convert_view(request: AuthenticatedHttpRequest, file_id: int) -> HttpRe
     model_file = (
         ModelFile.objects.select_related("version", "version__model").filter(pk=file_id).first()
     )
-    if model_file is None or not visible_versions(request.user).filter(
-        pk=model_file.version_id
-    ).exists():
+    if (
+        model_file is None
+        or not visible_versions(request.user).filter(pk=model_file.version_id).exists()
+    ):
         raise Http404("No such file.")
     try:
         model_file_conversion_request(model_file=model_file, user=request.user)

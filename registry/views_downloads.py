@@ -74,20 +74,20 @@ def _pick_file(version: ModelVersion, request: HttpRequest) -> ModelFile | None:
 def model_version_download(request: HttpRequest, version_id: int) -> HttpResponse:
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None:
-        return error_response(ApplicationError("No such model version.", code="not_found",
-                                               status=404))
+        return error_response(
+            ApplicationError("No such model version.", code="not_found", status=404)
+        )
     user, denied = authorize_download(request, version)
     if denied is not None:
         return denied
     model_file = _pick_file(version, request)
     if model_file is None:
-        return error_response(ApplicationError("This version has no files.", code="not_found",
-                                               status=404))
+        return error_response(
+            ApplicationError("This version has no files.", code="not_found", status=404)
+        )
     if counts_as_download(request):
         download_count_increment(target=version)
-    url = signed_file_url(
-        blob=model_file.blob, filename=model_file.filename, user_id=user.pk or 0
-    )
+    url = signed_file_url(blob=model_file.blob, filename=model_file.filename, user_id=user.pk or 0)
     return HttpResponseRedirect(request.build_absolute_uri(url) if url.startswith("/") else url)
 
 
@@ -97,8 +97,9 @@ def dataset_version_download(request: HttpRequest, version_id: int) -> HttpRespo
     user = request_user(request)
     dataset_version = dataset_version_for(version_id, user)
     if dataset_version is None or dataset_version.blob is None:
-        return error_response(ApplicationError("No such dataset file.", code="not_found",
-                                               status=404))
+        return error_response(
+            ApplicationError("No such dataset file.", code="not_found", status=404)
+        )
     user, denied = authorize_download(request, dataset_version)
     if denied is not None:
         return denied
@@ -122,9 +123,7 @@ def _still_entitled(user_id: int, sha256: str) -> bool:
     ):
         if download_decision(user, model_file.version).allowed:
             return True
-    for dataset_version in DatasetVersion.objects.filter(blob_id=sha256).select_related(
-        "dataset"
-    ):
+    for dataset_version in DatasetVersion.objects.filter(blob_id=sha256).select_related("dataset"):
         if download_decision(user, dataset_version).allowed:
             return True
     return False
@@ -145,8 +144,9 @@ def signed_file(request: HttpRequest, sha256: str, filename: str) -> HttpRespons
         return error_response(err)
     blob = Blob.objects.filter(pk=signed.sha256).first()
     if blob is None or not _still_entitled(signed.user_id, signed.sha256):
-        return error_response(AccessDeniedError("This file is not available to you.",
-                                                code="forbidden"))
+        return error_response(
+            AccessDeniedError("This file is not available to you.", code="forbidden")
+        )
     try:
         return serve_blob(request, blob, signed.filename)
     except ApplicationError as err:

@@ -126,8 +126,9 @@ def cmd_ports_free(args: argparse.Namespace) -> int:
     for port in taken:
         holder = ""
         try:
-            out = subprocess.run(["ss", "-Hltnp", f"sport = :{port}"], capture_output=True,
-                                 text=True, timeout=5).stdout.strip()
+            out = subprocess.run(
+                ["ss", "-Hltnp", f"sport = :{port}"], capture_output=True, text=True, timeout=5
+            ).stdout.strip()
             holder = f" by {out.split('users:', 1)[1]}" if "users:" in out else ""
         except (OSError, subprocess.SubprocessError):
             pass
@@ -139,8 +140,10 @@ def cmd_wait_port(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if not _alive(args.pid):
-            print(f"the process exited before listening on port {args.port}; the end of "
-                  f"{args.log}:", file=sys.stderr)
+            print(
+                f"the process exited before listening on port {args.port}; the end of {args.log}:",
+                file=sys.stderr,
+            )
             try:
                 print(Path(args.log).read_text(errors="replace")[-3000:], file=sys.stderr)
             except OSError:
@@ -157,8 +160,10 @@ def cmd_wait_port(args: argparse.Namespace) -> int:
             except requests.RequestException:
                 pass
         time.sleep(0.2)
-    print(f"nothing answers on port {args.port} after {args.timeout:g} s; see {args.log}",
-          file=sys.stderr)
+    print(
+        f"nothing answers on port {args.port} after {args.timeout:g} s; see {args.log}",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -169,10 +174,17 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     if folder.is_dir() and len(list(folder.glob("*.png"))) == args.images:
         print(f"    {folder}: {args.images} images (kept from an earlier run)")
         return 0
-    generate_synthetic_dataset(folder, n_images=args.images, seed=args.seed,
-                               resolution=args.resolution, concept=args.concept)
-    print(f"    {folder}: {args.images} generated {args.resolution}x{args.resolution} images of "
-          f"a {args.concept} (seed {args.seed}), captioned with 'sks'")
+    generate_synthetic_dataset(
+        folder,
+        n_images=args.images,
+        seed=args.seed,
+        resolution=args.resolution,
+        concept=args.concept,
+    )
+    print(
+        f"    {folder}: {args.images} generated {args.resolution}x{args.resolution} images of "
+        f"a {args.concept} (seed {args.seed}), captioned with 'sks'"
+    )
     return 0
 
 
@@ -213,8 +225,11 @@ def cmd_registered(args: argparse.Namespace) -> int:
     registration = _read(Path(args.node_dir) / "registration.json")
     if not registration.get("token") or registration.get("site") != args.site.rstrip("/"):
         return 1
-    response = requests.get(f"{args.site}/api/federated/nodes", timeout=30,
-                            headers={"Authorization": f"Bearer {_owner_token()}"})
+    response = requests.get(
+        f"{args.site}/api/federated/nodes",
+        timeout=30,
+        headers={"Authorization": f"Bearer {_owner_token()}"},
+    )
     if response.status_code != 200:
         return 1
     if not any(n.get("id") == registration.get("id") for n in response.json()):
@@ -231,17 +246,25 @@ def cmd_admitted(args: argparse.Namespace) -> int:
     registration = _read(Path(args.node_dir) / "registration.json")
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        response = requests.get(f"{args.site}/api/federated/nodes", timeout=30,
-                                headers={"Authorization": f"Bearer {_owner_token()}"})
+        response = requests.get(
+            f"{args.site}/api/federated/nodes",
+            timeout=30,
+            headers={"Authorization": f"Bearer {_owner_token()}"},
+        )
         if response.status_code == 200:
             for node in response.json():
                 if node.get("id") == registration.get("id") and node.get("superlink_node_id"):
-                    print(f"    the site registered the node's key on the SuperLink "
-                          f"(SuperLink node {node['superlink_node_id']})")
+                    print(
+                        f"    the site registered the node's key on the SuperLink "
+                        f"(SuperLink node {node['superlink_node_id']})"
+                    )
                     return 0
         time.sleep(0.5)
-    print(f"    the node's key is not registered on the SuperLink after {args.timeout:g} s "
-          "(see var/log/celery.log)", file=sys.stderr)
+    print(
+        f"    the node's key is not registered on the SuperLink after {args.timeout:g} s "
+        "(see var/log/celery.log)",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -251,15 +274,21 @@ def cmd_published(args: argparse.Namespace) -> int:
 
     entry = _entry(args.node_dir, args.data)
     registration = _read(Path(args.node_dir) / "registration.json")
-    response = requests.get(f"{args.site}/api/federated/datasets/mine", timeout=30,
-                            headers={"Authorization": f"Bearer {_owner_token()}"})
+    response = requests.get(
+        f"{args.site}/api/federated/datasets/mine",
+        timeout=30,
+        headers={"Authorization": f"Bearer {_owner_token()}"},
+    )
     if response.status_code != 200 or not entry.get("manifest-hash"):
         return 1
     for listed in response.json():
-        if (listed.get("manifest_hash") == entry["manifest-hash"]
-                and (listed.get("node") or {}).get("id") == registration.get("id")):
-            print(f"    already listed: {listed.get('name')!r} (dataset version "
-                  f"{listed.get('dataset_version_id')})")
+        if listed.get("manifest_hash") == entry["manifest-hash"] and (listed.get("node") or {}).get(
+            "id"
+        ) == registration.get("id"):
+            print(
+                f"    already listed: {listed.get('name')!r} (dataset version "
+                f"{listed.get('dataset_version_id')})"
+            )
             return 0
     return 1
 

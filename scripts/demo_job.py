@@ -45,8 +45,7 @@ class Trainer:
     def __init__(self, site: str, username: str, password: str) -> None:
         self.site = site.rstrip("/")
         anonymous = AtelierClient(self.site)
-        token, _ = anonymous.token_create(username=username, password=password,
-                                          name="demo trainer")
+        token, _ = anonymous.token_create(username=username, password=password, name="demo trainer")
         self.api = AtelierClient(self.site, token)
 
     def get(self, path: str, **params: str) -> Any:
@@ -83,9 +82,11 @@ class Trainer:
         for job in listed.get("results", listed) if isinstance(listed, dict) else listed:
             if job.get("state") in ACTIVE and job.get("name") == JOB_NAME:
                 done = self.post(f"/api/federated/jobs/{job['id']}/cancel")
-                say(f"    cancelled job {job['id']} of an earlier demo run (it was "
+                say(
+                    f"    cancelled job {job['id']} of an earlier demo run (it was "
                     f"{job['state']}): owners paid {done.get('owners_paid')} credits for its "
-                    f"rounds, {done.get('refunded')} refunded")
+                    f"rounds, {done.get('refunded')} refunded"
+                )
 
 
 def _fmt(value: object, spec: str) -> str:
@@ -101,18 +102,22 @@ def follow(trainer: Trainer, job_id: int, timeout: float, poll: float) -> dict[s
         events = progress.get("events", [])
         events = sorted(events, key=lambda e: e.get("created_at", ""))
         for event in events[seen_events:]:
-            say(f"    [{time.monotonic() - started:5.0f} s] event {event['kind']}: "
-                f"{event['message']}")
+            say(
+                f"    [{time.monotonic() - started:5.0f} s] event {event['kind']}: "
+                f"{event['message']}"
+            )
         seen_events = max(seen_events, len(events))
         if progress["state"] != state:
             state = progress["state"]
             say(f"    [{time.monotonic() - started:5.0f} s] job {job_id} is {state}")
         for r in progress.get("rounds", [])[seen_rounds:]:
             refused = f", refused: {r['refused']}" if r.get("refused") else ""
-            say(f"    [{time.monotonic() - started:5.0f} s] round {r['index']}/"
+            say(
+                f"    [{time.monotonic() - started:5.0f} s] round {r['index']}/"
                 f"{progress['rounds_total']}: loss {_fmt(r.get('train_loss'), '.4f')}, "
                 f"epsilon {_fmt(r.get('epsilon_max'), '.2f')}, {r.get('nodes')} nodes, "
-                f"{r.get('num_examples')} examples, {_fmt(r.get('seconds'), '.1f')} s{refused}")
+                f"{r.get('num_examples')} examples, {_fmt(r.get('seconds'), '.1f')} s{refused}"
+            )
         seen_rounds = max(seen_rounds, len(progress.get("rounds", [])))
         if state in TERMINAL:
             return dict(trainer.get(f"/api/federated/jobs/{job_id}"))
@@ -150,57 +155,83 @@ def run(args: argparse.Namespace, password: str) -> int:
     owners = [o.strip() for o in args.owners.split(",") if o.strip()]
     datasets = trainer.datasets(owners)
     body = {
-        "name": JOB_NAME, "base_version_id": trainer.base_version(),
+        "name": JOB_NAME,
+        "base_version_id": trainer.base_version(),
         "dataset_version_ids": [int(d["dataset_version_id"]) for d in datasets],
-        "use": "style", "trigger_word": "sks", "rounds": args.rounds, "dp": True,
+        "use": "style",
+        "trigger_word": "sks",
+        "rounds": args.rounds,
+        "dp": True,
         "target_epsilon": args.epsilon,
         # The tiny model's settings (tests/federated/live.py): per-sample gradient norms are
         # about 0.08, so DP-SGD clips at 0.05 or it learns nothing.
-        "local_steps": 4, "batch_size": 16, "learning_rate": 0.1, "rank": 1, "alpha": 1.0,
-        "resolution": 32, "max_grad_norm": 0.05, "timeout_minutes": 30,
+        "local_steps": 4,
+        "batch_size": 16,
+        "learning_rate": 0.1,
+        "rank": 1,
+        "alpha": 1.0,
+        "resolution": 32,
+        "max_grad_norm": 0.05,
+        "timeout_minutes": 30,
     }
     for d in datasets:
-        say(f"    dataset {d['name']!r} of {d['owner']} (version {d['dataset_version_id']}, "
+        say(
+            f"    dataset {d['name']!r} of {d['owner']} (version {d['dataset_version_id']}, "
             f"{d['image_count']} images, node {d['node']['name']!r} {d['node']['status']}): "
             f"{d['terms']['price_per_example_round']} credits per example per round, "
-            f"epsilon {d['terms']['epsilon_per_job']:g} per job")
+            f"epsilon {d['terms']['epsilon_per_job']:g} per job"
+        )
     estimate = trainer.post("/api/federated/jobs/estimate", body)
     if estimate["problems"]:
         for problem in estimate["problems"]:
             say(f"    refused: {problem['message']}")
         return 1
-    say(f"    estimate: at most {estimate['owners_max']} credits to owners + "
-        f"{estimate['fee']} fee = {estimate['total']} held in escrow")
+    say(
+        f"    estimate: at most {estimate['owners_max']} credits to owners + "
+        f"{estimate['fee']} fee = {estimate['total']} held in escrow"
+    )
     job = trainer.post("/api/federated/jobs", body, **{"Idempotency-Key": str(uuid.uuid4())})
     job_id = int(job["id"])
-    say(f"    launched job {job_id}: {args.rounds} rounds, DP-SGD to epsilon {args.epsilon:g}, "
-        f"2 nodes")
+    say(
+        f"    launched job {job_id}: {args.rounds} rounds, DP-SGD to epsilon {args.epsilon:g}, "
+        f"2 nodes"
+    )
     say(f"    job page: {site}/train/jobs/{job_id}/")
     say(f"    API:      {site}/api/federated/jobs/{job_id}")
     started = time.monotonic()
     detail = follow(trainer, job_id, args.timeout, args.poll)
     seconds = time.monotonic() - started
-    summary: dict[str, Any] = {"job": detail, "seconds": seconds,
-                               "job_url": f"{site}/train/jobs/{job_id}/",
-                               "api_url": f"{site}/api/federated/jobs/{job_id}"}
+    summary: dict[str, Any] = {
+        "job": detail,
+        "seconds": seconds,
+        "job_url": f"{site}/train/jobs/{job_id}/",
+        "api_url": f"{site}/api/federated/jobs/{job_id}",
+    }
     ok = detail["state"] == "completed" and detail.get("result_version_id")
     if ok:
         model = trainer.api.model_get(int(detail["result_model_id"]))
-        summary["model_url"] = (f"{site}/models/{model.id}/{model.slug}/"
-                                f"?version={detail['result_version_id']}")
+        summary["model_url"] = (
+            f"{site}/models/{model.id}/{model.slug}/?version={detail['result_version_id']}"
+        )
         say(f"==> job {job_id} completed in {seconds:.0f} s; the LoRA is published:")
         say(f"    {summary['model_url']}")
         if detail.get("publish_note"):
             say(f"    note: {detail['publish_note']}")
     else:
-        say(f"==> job {job_id} {detail['state']} after {seconds:.0f} s: "
-            f"{detail.get('failure_reason') or detail.get('publish_note') or 'no reason given'}")
+        say(
+            f"==> job {job_id} {detail['state']} after {seconds:.0f} s: "
+            f"{detail.get('failure_reason') or detail.get('publish_note') or 'no reason given'}"
+        )
     for d in detail.get("datasets", []):
-        say(f"    {d['owner']} earned {d['earned']} credits for {d['dataset']!r}: "
+        say(
+            f"    {d['owner']} earned {d['earned']} credits for {d['dataset']!r}: "
             f"{d['rounds_completed']} rounds x {d['examples']} examples at "
-            f"{d['price_per_example_round']} per example per round")
-    say(f"    owners paid {detail.get('owners_paid')}, platform fee {detail.get('fee_paid')}, "
-        f"refunded to the trainer {detail.get('refunded')} (of {detail.get('max_cost')} held)")
+            f"{d['price_per_example_round']} per example per round"
+        )
+    say(
+        f"    owners paid {detail.get('owners_paid')}, platform fee {detail.get('fee_paid')}, "
+        f"refunded to the trainer {detail.get('refunded')} (of {detail.get('max_cost')} held)"
+    )
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return 0 if ok else 1

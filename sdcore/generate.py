@@ -201,8 +201,9 @@ class PipelineCache:
                 return pipe
         started = time.monotonic()
         pipe = load_pipeline(Path(checkpoint), dtype=dtype, device=device)
-        log.info("loaded %s on %s in %.1f s", Path(checkpoint).name, device,
-                 time.monotonic() - started)
+        log.info(
+            "loaded %s on %s in %.1f s", Path(checkpoint).name, device, time.monotonic() - started
+        )
         with self._lock:
             if self.max_entries:
                 self._pipes[cache_key] = pipe
@@ -262,9 +263,7 @@ def _check_lora_file(spec: LoraSpec, unet_config: Mapping[str, Any]) -> None:
             for module in kohya:
                 kohya_module_to_diffusers(module, unet_layout=unet_config)
         except LoraFormatError as exc:
-            raise GenerationError(
-                f"LoRA {spec.label}: {exc.message}", code="lora_invalid"
-            ) from exc
+            raise GenerationError(f"LoRA {spec.label}: {exc.message}", code="lora_invalid") from exc
         return
     if not any(".lora_A." in n or ".lora.down." in n or ".lora_down." in n for n in names):
         raise GenerationError(

@@ -341,9 +341,7 @@ def _write_config_folder(
     text_config = {k: v for k, v in configs["text_encoder"].items() if k != "model_type"}
     text_encoder_config = CLIPTextConfig(**text_config)  # type: ignore[arg-type]  # kwargs dict
     text_encoder_config.save_pretrained(str(folder / "text_encoder"))
-    EulerDiscreteScheduler(**configs["scheduler"]).save_pretrained(
-        str(folder / "scheduler")
-    )
+    EulerDiscreteScheduler(**configs["scheduler"]).save_pretrained(str(folder / "scheduler"))
 
     if tokenizer_dir is not None:
         tokenizer = CLIPTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)

@@ -149,7 +149,9 @@ class GenerationListCreateApi(APIView):
         prompt = serializers.CharField(trim_whitespace=True)
         negative_prompt = serializers.CharField(required=False, allow_blank=True, default="")
         seed = serializers.IntegerField(
-            required=False, allow_null=True, default=None,
+            required=False,
+            allow_null=True,
+            default=None,
             help_text="0 to 4294967295; -1 or null for a random seed.",
         )
         steps = serializers.IntegerField(default=20, help_text="1 to the server's maximum.")
@@ -175,8 +177,13 @@ class GenerationListCreateApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        return page_response(request, self, generation_list(user=signed_in(request)),
-                             GenerationOutputSerializer, context={"request": request})
+        return page_response(
+            request,
+            self,
+            generation_list(user=signed_in(request)),
+            GenerationOutputSerializer,
+            context={"request": request},
+        )
 
     @extend_schema(
         operation_id="generations_create",

@@ -49,7 +49,11 @@ def version_label(version: ModelVersion, *, word: bool = False) -> str:
 
 
 def _select(
-    versions: list[ModelVersion], *, empty: str | None, label: str, required: bool,
+    versions: list[ModelVersion],
+    *,
+    empty: str | None,
+    label: str,
+    required: bool,
     words: bool = False,
 ) -> forms.TypedChoiceField:
     choices: list[tuple[Any, str]] = [("", empty)] if empty is not None else []
@@ -73,9 +77,7 @@ def _weight(label: str) -> forms.FloatField:
 
 class GenerationForm(forms.Form):
     base_version = forms.TypedChoiceField(coerce=int, label="Checkpoint")
-    prompt = forms.CharField(
-        max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 3})
-    )
+    prompt = forms.CharField(max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
     negative_prompt = forms.CharField(
         required=False, max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 2})
     )
@@ -102,7 +104,10 @@ class GenerationForm(forms.Form):
             self.fields[f"lora_{slot}_weight"] = _weight("Weight")
         for slot in range(1, EMBEDDING_SLOTS + 1):
             self.fields[f"embedding_{slot}"] = _select(
-                choices.embeddings, empty="—", label=f"Embedding {slot}", required=False,
+                choices.embeddings,
+                empty="—",
+                label=f"Embedding {slot}",
+                required=False,
                 words=True,
             )
             self.fields[f"embedding_{slot}_weight"] = _weight("Weight")

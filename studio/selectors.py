@@ -80,9 +80,11 @@ def form_choices(*, user: AuthUser, include: int | None = None) -> FormChoices:
     usable = _usable_versions(user).filter(base_model__in=GENERATION_FAMILIES)
     if include is not None:
         usable = usable | _usable_versions(user).filter(pk=include)
-    checkpoints = usable.filter(model__kind=ModelKind.CHECKPOINT).filter(
-        Q(layout=FileLayout.DIFFUSERS) | Q(files__path__endswith=".safetensors")
-    ).distinct()
+    checkpoints = (
+        usable.filter(model__kind=ModelKind.CHECKPOINT)
+        .filter(Q(layout=FileLayout.DIFFUSERS) | Q(files__path__endswith=".safetensors"))
+        .distinct()
+    )
     return FormChoices(
         checkpoints=_ordered(checkpoints),
         loras=_ordered(usable.filter(model__kind=ModelKind.LORA)),
@@ -96,9 +98,7 @@ def sample_targets(*, generation: Generation, user: AuthUser) -> list[ModelVersi
     """The versions that made ``generation`` and that ``user`` owns (may get it as sample)."""
     used = [generation.base_version_id, *(r.version_id for r in generation.resources.all())]
     ids = {pk for pk in used if pk is not None}
-    return list(
-        ModelVersion.objects.select_related("model").filter(pk__in=ids, model__owner=user)
-    )
+    return list(ModelVersion.objects.select_related("model").filter(pk__in=ids, model__owner=user))
 
 
 def resources_of(generation: Generation, kind: str) -> list[GenerationResource]:

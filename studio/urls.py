@@ -24,9 +24,7 @@ urlpatterns = [
         views.generation_sample,
         name="generation-sample",
     ),
-    path(
-        "api/v1/generations", api.GenerationListCreateApi.as_view(), name="api-generation-list"
-    ),
+    path("api/v1/generations", api.GenerationListCreateApi.as_view(), name="api-generation-list"),
     path(
         "api/v1/generations/<int:generation_id>",
         api.GenerationDetailApi.as_view(),

@@ -45,7 +45,7 @@ def _int(value: str | None) -> int | None:
 
 
 def _initial_for(version_id: int | None, choices: FormChoices) -> dict[str, Any]:
-    """"Try it" on a version: a checkpoint becomes the base; a LoRA or an embedding fills the
+    """ "Try it" on a version: a checkpoint becomes the base; a LoRA or an embedding fills the
     first slot, with a checkpoint of its family as the base."""
     everything: list[ModelVersion] = [*choices.checkpoints, *choices.loras, *choices.embeddings]
     version = next((v for v in everything if v.pk == version_id), None)

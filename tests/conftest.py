@@ -178,10 +178,26 @@ def celery_worker_start(
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q",
-             env["CELERY_TASK_DEFAULT_QUEUE"], "--without-heartbeat", "--without-gossip",
-             "--without-mingle", "-l", "INFO"],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "-P",
+                "solo",
+                "-Q",
+                env["CELERY_TASK_DEFAULT_QUEUE"],
+                "--without-heartbeat",
+                "--without-gossip",
+                "--without-mingle",
+                "-l",
+                "INFO",
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -46,8 +46,7 @@ def _listening(port: int) -> bool:
         return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
-def _read_until(proc: subprocess.Popen[bytes], marker: str, out: list[str], timeout: float
-                ) -> bool:
+def _read_until(proc: subprocess.Popen[bytes], marker: str, out: list[str], timeout: float) -> bool:
     """Collect the demo's output lines until one contains ``marker`` (False: it exited or
     the time ran out)."""
     assert proc.stdout is not None
@@ -73,23 +72,40 @@ def _read_until(proc: subprocess.Popen[bytes], marker: str, out: list[str], time
 
 def _family_of(var: Path) -> list[int]:
     """The demo's recorded processes and their descendants, alive now."""
-    pids = [int(line.split()[0]) for line in
-            (var / "demo" / "pids").read_text().splitlines() if line.strip()]
+    pids = [
+        int(line.split()[0])
+        for line in (var / "demo" / "pids").read_text().splitlines()
+        if line.strip()
+    ]
     return [pid for pid in pids + [c for pid in pids for c in descendants(pid)] if _alive(pid)]
 
 
 def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     var = tmp_path / "var"
     port, link, node_a, node_b = (free_port() for _ in range(4))
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(SUITE_ENV_PREFIXES) and k != "SECRET_KEY"}
-    env.update({"ATELIER_PORT": str(port), "DEMO_SUPERLINK_PORT": str(link),
-                "DEMO_NODE_PORTS": f"{node_a} {node_b}", "ATELIER_VAR_DIR": str(var),
-                "DEMO_ROUNDS": "1"})
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(SUITE_ENV_PREFIXES) and k != "SECRET_KEY"
+    }
+    env.update(
+        {
+            "ATELIER_PORT": str(port),
+            "DEMO_SUPERLINK_PORT": str(link),
+            "DEMO_NODE_PORTS": f"{node_a} {node_b}",
+            "ATELIER_VAR_DIR": str(var),
+            "DEMO_ROUNDS": "1",
+        }
+    )
     started = time.monotonic()
     proc = subprocess.Popen(
-        ["bash", "scripts/demo.sh"], cwd=REPO, env=env, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        ["bash", "scripts/demo.sh"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
         # As from a terminal: SIGINT is not ignored (a background runner may ignore it).
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
@@ -112,28 +128,41 @@ def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_pat
 
         db = sqlite3.connect(var / "atelier.sqlite3")
         state, version_id, paid = db.execute(
-            "SELECT state, result_version_id, owners_paid FROM federated_federatedjob "
-            "WHERE id = ?", (job["id"],)).fetchone()
-        assert (state, version_id, paid) == ("completed", job["result_version_id"],
-                                             job["owners_paid"])
-        (status,) = db.execute("SELECT status FROM registry_modelversion WHERE id = ?",
-                               (version_id,)).fetchone()
+            "SELECT state, result_version_id, owners_paid FROM federated_federatedjob WHERE id = ?",
+            (job["id"],),
+        ).fetchone()
+        assert (state, version_id, paid) == (
+            "completed",
+            job["result_version_id"],
+            job["owners_paid"],
+        )
+        (status,) = db.execute(
+            "SELECT status FROM registry_modelversion WHERE id = ?", (version_id,)
+        ).fetchone()
         assert status == "published"
-        wallets = dict(db.execute(
-            "SELECT u.username, a.balance FROM marketplace_account a JOIN auth_user u "
-            "ON u.id = a.owner_id WHERE a.kind = 'earnings'").fetchall())
+        wallets = dict(
+            db.execute(
+                "SELECT u.username, a.balance FROM marketplace_account a JOIN auth_user u "
+                "ON u.id = a.owner_id WHERE a.kind = 'earnings'"
+            ).fetchall()
+        )
         for d in job["datasets"]:
             # a fresh demo: this job paid them, in earned (withdrawable) credits
             assert wallets[d["owner"]] == d["earned"]
         assert sorted(d["owner"] for d in job["datasets"]) == ["owner1", "owner2"]
         # With TLS and SuperNode authentication: the site registered both nodes' keys on the
         # SuperLink, which runs with --enable-supernode-auth and the demo's certificate
-        superlink_ids = [row[0] for row in db.execute(
-            "SELECT superlink_node_id FROM federated_node WHERE revoked_at IS NULL")]
+        superlink_ids = [
+            row[0]
+            for row in db.execute(
+                "SELECT superlink_node_id FROM federated_node WHERE revoked_at IS NULL"
+            )
+        ]
         assert len(superlink_ids) == 2 and all(i.isdigit() for i in superlink_ids)
         db.close()
-        cmdlines = [Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-                    for pid in _family_of(var)]
+        cmdlines = [
+            Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0") for pid in _family_of(var)
+        ]
         link_cmd = next(c for c in cmdlines if any(b"flower-superlink" in a for a in c))
         assert b"--enable-supernode-auth" in link_cmd and b"--ssl-certfile" in link_cmd
         assert b"--insecure" not in link_cmd
@@ -143,8 +172,11 @@ def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_pat
             assert b"--root-certificates" in c and b"--auth-supernode-private-key" in c
             assert b"--insecure" not in c
 
-        pids = [int(line.split()[0]) for line in
-                (var / "demo" / "pids").read_text().splitlines() if line.strip()]
+        pids = [
+            int(line.split()[0])
+            for line in (var / "demo" / "pids").read_text().splitlines()
+            if line.strip()
+        ]
         assert len(pids) == 5  # web, celery, superlink, two nodes
         family = pids + [child for pid in pids for child in descendants(pid)]
     finally:

@@ -16,8 +16,16 @@ from registry.models import BaseModelFamily, Dataset, DatasetKind, Visibility
 from registry.services.catalog import dataset_create, dataset_version_create_private
 
 TERMS_FIELDS = (
-    "price_per_example_round", "price_per_job", "allowed_families", "allowed_uses",
-    "commercial_use", "epsilon_per_job", "delta", "epsilon_lifetime", "approval", "require_dp",
+    "price_per_example_round",
+    "price_per_job",
+    "allowed_families",
+    "allowed_uses",
+    "commercial_use",
+    "epsilon_per_job",
+    "delta",
+    "epsilon_lifetime",
+    "approval",
+    "require_dp",
 )
 DEFAULT_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2)
 DEFAULT_DELTA = 1e-5
@@ -69,13 +77,20 @@ def terms_clean(values: Mapping[str, Any], current: DatasetTerms | None = None) 
     """Validated terms: ``values`` over the current terms (or the defaults)."""
     unknown = sorted(set(values) - set(TERMS_FIELDS))
     if unknown:
-        raise ApplicationError(f"Unknown terms: {', '.join(unknown)}.", code="bad_terms",
-                               details={"unknown": unknown})
+        raise ApplicationError(
+            f"Unknown terms: {', '.join(unknown)}.", code="bad_terms", details={"unknown": unknown}
+        )
     base: dict[str, Any] = (
-        {f: getattr(current, f) for f in TERMS_FIELDS} if current is not None else {
-            "price_per_example_round": 0, "price_per_job": 0,
-            "allowed_families": list(DEFAULT_FAMILIES), "allowed_uses": list(TrainingUse.values),
-            "commercial_use": False, "delta": DEFAULT_DELTA, "approval": ApprovalMode.AUTO,
+        {f: getattr(current, f) for f in TERMS_FIELDS}
+        if current is not None
+        else {
+            "price_per_example_round": 0,
+            "price_per_job": 0,
+            "allowed_families": list(DEFAULT_FAMILIES),
+            "allowed_uses": list(TrainingUse.values),
+            "commercial_use": False,
+            "delta": DEFAULT_DELTA,
+            "approval": ApprovalMode.AUTO,
             "require_dp": True,
         }
     )
@@ -87,18 +102,22 @@ def terms_clean(values: Mapping[str, Any], current: DatasetTerms | None = None) 
     if current is None and "epsilon_lifetime" not in values:
         merged["epsilon_lifetime"] = float(merged["epsilon_per_job"]) * DEFAULT_LIFETIME_JOBS
     out = {
-        "price_per_example_round": _credits(merged["price_per_example_round"],
-                                            "price_per_example_round"),
+        "price_per_example_round": _credits(
+            merged["price_per_example_round"], "price_per_example_round"
+        ),
         "price_per_job": _credits(merged["price_per_job"], "price_per_job"),
-        "allowed_families": _choices(merged["allowed_families"], "allowed_families",
-                                     BaseModelFamily.values),
+        "allowed_families": _choices(
+            merged["allowed_families"], "allowed_families", BaseModelFamily.values
+        ),
         "allowed_uses": _choices(merged["allowed_uses"], "allowed_uses", TrainingUse.values),
         "commercial_use": _bool(merged["commercial_use"], "commercial_use"),
-        "epsilon_per_job": _number(merged["epsilon_per_job"], "epsilon_per_job", low=0,
-                                   high=MAX_EPSILON),
+        "epsilon_per_job": _number(
+            merged["epsilon_per_job"], "epsilon_per_job", low=0, high=MAX_EPSILON
+        ),
         "delta": _number(merged["delta"], "delta", low=0, high=0.1),
-        "epsilon_lifetime": _number(merged["epsilon_lifetime"], "epsilon_lifetime", low=0,
-                                    high=MAX_EPSILON * 100),
+        "epsilon_lifetime": _number(
+            merged["epsilon_lifetime"], "epsilon_lifetime", low=0, high=MAX_EPSILON * 100
+        ),
         "approval": merged["approval"],
         "require_dp": _bool(merged["require_dp"], "require_dp"),
     }
@@ -106,7 +125,8 @@ def terms_clean(values: Mapping[str, Any], current: DatasetTerms | None = None) 
         raise _bad("approval", f"must be one of: {', '.join(ApprovalMode.values)}.")
     if out["price_per_example_round"] and out["price_per_job"]:
         raise ApplicationError(
-            "Price per example and round, or per job: not both.", code="bad_pricing",
+            "Price per example and round, or per job: not both.",
+            code="bad_pricing",
             details={"field": "price_per_job"},
         )
     if out["epsilon_lifetime"] < out["epsilon_per_job"]:
@@ -150,24 +170,34 @@ def federated_dataset_create(
     cleaned = terms_clean(terms)
     digest = str(manifest.get("manifest_hash", "")).lower() if isinstance(manifest, dict) else ""
     listed = DatasetTerms.objects.filter(
-        dataset_version__manifest_hash=digest, dataset_version__dataset__owner_id=owner.pk,
+        dataset_version__manifest_hash=digest,
+        dataset_version__dataset__owner_id=owner.pk,
         dataset_version__dataset__is_removed=False,
     ).first()
     if digest and listed is not None:
         raise ConflictError(
-            "You already listed a dataset with this manifest.", code="already_listed",
+            "You already listed a dataset with this manifest.",
+            code="already_listed",
             details={"dataset_version_id": listed.dataset_version_id},
         )
     if dataset_id is None:
-        dataset = dataset_create(owner=owner, name=name, kind=DatasetKind.PRIVATE,
-                                 description=description, tags=tags, visibility=visibility)
+        dataset = dataset_create(
+            owner=owner,
+            name=name,
+            kind=DatasetKind.PRIVATE,
+            description=description,
+            tags=tags,
+            visibility=visibility,
+        )
     else:
         found = Dataset.objects.filter(pk=dataset_id, owner_id=owner.pk).first()
         if found is None:
             raise NotFoundError("No such dataset of yours.", code="dataset_not_found")
         dataset = found
     version = dataset_version_create_private(
-        dataset=dataset, user=owner, name=_next_version_name(dataset),
+        dataset=dataset,
+        user=owner,
+        name=_next_version_name(dataset),
         manifest={**manifest, "manifest_hash": digest} if digest else manifest,
     )
     return DatasetTerms.objects.create(dataset_version=version, node=node, **cleaned)
@@ -175,15 +205,20 @@ def federated_dataset_create(
 
 @transaction.atomic
 def dataset_terms_update(
-    *, terms: DatasetTerms, user: User, changes: Mapping[str, Any],
+    *,
+    terms: DatasetTerms,
+    user: User,
+    changes: Mapping[str, Any],
     node_id: int | None = None,
 ) -> DatasetTerms:
     """Change a dataset's terms (its owner only). Jobs already launched keep their terms."""
-    terms = DatasetTerms.objects.select_for_update().select_related(
-        "dataset_version__dataset").get(pk=terms.pk)
+    terms = (
+        DatasetTerms.objects.select_for_update()
+        .select_related("dataset_version__dataset")
+        .get(pk=terms.pk)
+    )
     if terms.dataset_version.dataset.owner_id != user.pk:
-        raise AccessDeniedError("Only the dataset's owner can change its terms.",
-                                code="not_owner")
+        raise AccessDeniedError("Only the dataset's owner can change its terms.", code="not_owner")
     cleaned = terms_clean(changes, current=terms)
     for field, value in cleaned.items():
         setattr(terms, field, value)

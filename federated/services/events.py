@@ -8,7 +8,11 @@ from federated.models import FederatedJob, JobEvent
 
 
 def job_event(
-    *, job: FederatedJob, kind: str, message: str, level: str = JobEvent.Level.INFO,
+    *,
+    job: FederatedJob,
+    kind: str,
+    message: str,
+    level: str = JobEvent.Level.INFO,
     data: dict[str, Any] | None = None,
 ) -> JobEvent:
     return JobEvent.objects.create(

@@ -56,22 +56,29 @@ class AggregationCost:
 # fixed); bytes a node sends per round 39,971 (FedAvg, named) against 26,586 (SecAgg+).
 AGGREGATION_COSTS: dict[str, AggregationCost] = {
     "fedavg": AggregationCost(
-        aggregation="fedavg", label="FedAvg", extra_seconds_per_round=0.0,
-        wall_time_factor=1.0, bytes_factor=1.0,
+        aggregation="fedavg",
+        label="FedAvg",
+        extra_seconds_per_round=0.0,
+        wall_time_factor=1.0,
+        bytes_factor=1.0,
         what_it_adds="The server sees each node's update and checks it before averaging; a "
-                     "reply whose dataset its node does not serve is left out of the average.",
-        limits="", source="",
+        "reply whose dataset its node does not serve is left out of the average.",
+        limits="",
+        source="",
     ),
     "secagg": AggregationCost(
-        aggregation="secagg", label="Secure aggregation (SecAgg+)",
-        extra_seconds_per_round=25.0, wall_time_factor=1.42, bytes_factor=0.67,
+        aggregation="secagg",
+        label="Secure aggregation (SecAgg+)",
+        extra_seconds_per_round=25.0,
+        wall_time_factor=1.42,
+        bytes_factor=0.67,
         what_it_adds="The server (and the SuperLink operator) sees only the sum of the nodes' "
-                     "updates, never one node's.",
+        "updates, never one node's.",
         limits="Each round is four message exchanges instead of one; a node that refuses a "
-               "round (its privacy budget) or names a dataset it does not serve fails the "
-               "round: a masked sum cannot leave one node out. Per-node metrics stay visible.",
+        "round (its privacy budget) or names a dataset it does not serve fails the "
+        "round: a masked sum cannot leave one node out. Per-node metrics stay visible.",
         source="bench/RESULTS-federation.md (2 CPU cores, 2 nodes, 3 rounds, rank 1): "
-               "151 s against 106 s, 44-45 s of fixed cost per round against 17-20 s.",
+        "151 s against 106 s, 44-45 s of fixed cost per round against 17-20 s.",
     ),
 }
 MAX_DATASETS = 20
@@ -179,17 +186,25 @@ def _range(config: dict[str, Any], problems: list[Problem], key: str) -> None:
     low, high = LIMITS[key]
     value = config[key]
     if not _is_int(value) or not low <= value <= high:
-        problems.append(Problem(f"bad_{key}", f"{key} must be a whole number from {low:g} "
-                                              f"to {high:g}.", clause=key))
+        problems.append(
+            Problem(
+                f"bad_{key}", f"{key} must be a whole number from {low:g} to {high:g}.", clause=key
+            )
+        )
 
 
 def _positive(config: dict[str, Any], problems: list[Problem], key: str, high: float) -> None:
     value = config[key]
-    ok = (isinstance(value, int | float) and not isinstance(value, bool)
-          and math.isfinite(float(value)) and 0 < float(value) <= high)
+    ok = (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(float(value))
+        and 0 < float(value) <= high
+    )
     if not ok:
-        problems.append(Problem(f"bad_{key}", f"{key} must be more than 0 and at most {high:g}.",
-                                clause=key))
+        problems.append(
+            Problem(f"bad_{key}", f"{key} must be more than 0 and at most {high:g}.", clause=key)
+        )
 
 
 def _hyperparameters(spec: JobSpec, problems: list[Problem]) -> dict[str, Any]:
@@ -198,70 +213,106 @@ def _hyperparameters(spec: JobSpec, problems: list[Problem]) -> dict[str, Any]:
     for key in LIMITS:
         _range(config, problems, key)
     if _is_int(spec.resolution) and spec.resolution % 8:
-        problems.append(Problem("bad_resolution", "resolution must be a multiple of 8.",
-                                clause="resolution"))
+        problems.append(
+            Problem("bad_resolution", "resolution must be a multiple of 8.", clause="resolution")
+        )
     _positive(config, problems, "learning_rate", 10.0)
     if spec.alpha is not None:
         _positive(config, problems, "alpha", 1024.0)
     _positive(config, problems, "max_grad_norm", 1000.0)
     if spec.adapter_mode not in ADAPTER_MODES:
-        problems.append(Problem("bad_adapter_mode", f"adapter_mode is one of {ADAPTER_MODES}.",
-                                clause="adapter_mode"))
+        problems.append(
+            Problem(
+                "bad_adapter_mode",
+                f"adapter_mode is one of {ADAPTER_MODES}.",
+                clause="adapter_mode",
+            )
+        )
     if spec.aggregation not in AGGREGATIONS:
-        problems.append(Problem("bad_aggregation", f"aggregation is one of {AGGREGATIONS}.",
-                                clause="aggregation"))
+        problems.append(
+            Problem(
+                "bad_aggregation", f"aggregation is one of {AGGREGATIONS}.", clause="aggregation"
+            )
+        )
     if spec.use not in TrainingUse.values:
-        problems.append(Problem("bad_use", f"use is one of: {', '.join(TrainingUse.values)}.",
-                                clause="use"))
+        problems.append(
+            Problem("bad_use", f"use is one of: {', '.join(TrainingUse.values)}.", clause="use")
+        )
     if not spec.name.strip():
         problems.append(Problem("name_required", "A job needs a name.", clause="name"))
     if len(spec.trigger_word) > 100 or "," in spec.trigger_word:
-        problems.append(Problem("bad_trigger_word",
-                                "The trigger word has at most 100 characters and no comma.",
-                                clause="trigger_word"))
+        problems.append(
+            Problem(
+                "bad_trigger_word",
+                "The trigger word has at most 100 characters and no comma.",
+                clause="trigger_word",
+            )
+        )
     return config
 
 
 def _base_problems(
     trainer: User, spec: JobSpec, problems: list[Problem]
 ) -> tuple[ModelVersion, ModelFile | None]:
-    base = (
-        ModelVersion.objects.select_related("model").filter(pk=spec.base_version_id).first()
-    )
+    base = ModelVersion.objects.select_related("model").filter(pk=spec.base_version_id).first()
     if base is None or not can_view_version(trainer, base):
         raise NotFoundError("No such base model version.", code="base_not_found")
     decision = download_decision(trainer, base)
     if not decision.allowed:
         raise AccessDeniedError(
-            f"You may not use this base model: {decision.message}", code="base_not_entitled",
+            f"You may not use this base model: {decision.message}",
+            code="base_not_entitled",
             details={"base_version_id": base.pk, "reason": decision.code, **decision.details},
         )
     primary = base.files.select_related("blob").filter(is_primary=True).first()
     if base.model.kind != ModelKind.CHECKPOINT:
-        problems.append(Problem("base_not_checkpoint",
-                                "The base model must be a Stable Diffusion checkpoint.",
-                                clause="base_version"))
-    elif (base.layout != FileLayout.SINGLE_FILE or primary is None
-          or primary.format != FileFormat.SAFETENSORS):
-        problems.append(Problem("base_not_single_file",
-                                "The base version must be one single-file .safetensors "
-                                "checkpoint (nodes download that file).", clause="base_version"))
+        problems.append(
+            Problem(
+                "base_not_checkpoint",
+                "The base model must be a Stable Diffusion checkpoint.",
+                clause="base_version",
+            )
+        )
+    elif (
+        base.layout != FileLayout.SINGLE_FILE
+        or primary is None
+        or primary.format != FileFormat.SAFETENSORS
+    ):
+        problems.append(
+            Problem(
+                "base_not_single_file",
+                "The base version must be one single-file .safetensors "
+                "checkpoint (nodes download that file).",
+                clause="base_version",
+            )
+        )
     if base.base_model not in TRAINABLE_FAMILIES:
-        problems.append(Problem(
-            "family_not_trainable",
-            f"Federated LoRA training supports {', '.join(TRAINABLE_FAMILIES)} base models, "
-            f"not {base.base_model}.", clause="base_model_family"))
+        problems.append(
+            Problem(
+                "family_not_trainable",
+                f"Federated LoRA training supports {', '.join(TRAINABLE_FAMILIES)} base models, "
+                f"not {base.base_model}.",
+                clause="base_model_family",
+            )
+        )
     permissions = effective_permissions(base)
     if not permissions.derivatives_allowed.value:
-        problems.append(Problem(
-            "base_license_forbids_derivatives",
-            f"The base model's license ({'; '.join(permissions.derivatives_allowed.sources)}) "
-            "does not allow training derivatives.", clause="derivatives_allowed"))
+        problems.append(
+            Problem(
+                "base_license_forbids_derivatives",
+                f"The base model's license ({'; '.join(permissions.derivatives_allowed.sources)}) "
+                "does not allow training derivatives.",
+                clause="derivatives_allowed",
+            )
+        )
     if spec.commercial_use and permissions.commercial_use.value == "none":
-        problems.append(Problem(
-            "base_license_forbids_commercial_use",
-            "The base model's license allows no commercial use of derivatives.",
-            clause="commercial_use"))
+        problems.append(
+            Problem(
+                "base_license_forbids_commercial_use",
+                "The base model's license allows no commercial use of derivatives.",
+                clause="commercial_use",
+            )
+        )
     return base, primary
 
 
@@ -274,7 +325,8 @@ def _dataset_terms(trainer: User, spec: JobSpec) -> list[DatasetTerms]:
     found = {
         t.dataset_version_id: t
         for t in DatasetTerms.objects.select_related("dataset_version__dataset", "node")
-        .filter(dataset_version_id__in=ids).order_by("pk")
+        .filter(dataset_version_id__in=ids)
+        .order_by("pk")
     }
     terms: list[DatasetTerms] = []
     for dv_id in ids:
@@ -282,8 +334,11 @@ def _dataset_terms(trainer: User, spec: JobSpec) -> list[DatasetTerms]:
         if item is None:
             version = DatasetVersion.objects.select_related("dataset").filter(pk=dv_id).first()
             if version is None or not can_view_dataset(trainer, version.dataset):
-                raise NotFoundError(f"No such dataset version {dv_id}.",
-                                    code="dataset_not_found", details={"dataset_version_id": dv_id})
+                raise NotFoundError(
+                    f"No such dataset version {dv_id}.",
+                    code="dataset_not_found",
+                    details={"dataset_version_id": dv_id},
+                )
             raise ApplicationError(
                 f"Dataset {version.dataset.name!r} is not a private dataset listed from a node.",
                 code="dataset_not_federated",
@@ -292,15 +347,22 @@ def _dataset_terms(trainer: User, spec: JobSpec) -> list[DatasetTerms]:
         if not can_view_dataset(trainer, item.dataset_version.dataset) or (
             item.dataset_version.dataset.is_removed
         ):
-            raise NotFoundError(f"No such dataset version {dv_id}.", code="dataset_not_found",
-                                details={"dataset_version_id": dv_id})
+            raise NotFoundError(
+                f"No such dataset version {dv_id}.",
+                code="dataset_not_found",
+                details={"dataset_version_id": dv_id},
+            )
         terms.append(item)
     return terms
 
 
 def _dataset_problems(
-    spec: JobSpec, base: ModelVersion, terms: list[DatasetTerms], budgets: dict[int, Budget],
-    config: dict[str, Any], problems: list[Problem],
+    spec: JobSpec,
+    base: ModelVersion,
+    terms: list[DatasetTerms],
+    budgets: dict[int, Budget],
+    config: dict[str, Any],
+    problems: list[Problem],
 ) -> None:
     hashes: set[str] = set()
     for t in terms:
@@ -308,73 +370,107 @@ def _dataset_problems(
         name = version.dataset.name
 
         def add(code: str, message: str, clause: str, _v: Any = version, _n: str = name) -> None:
-            problems.append(Problem(code, f"Dataset {_n!r} (version {_v.pk}): {message}",
-                                    clause=clause, dataset_version_id=_v.pk, dataset=_n))
+            problems.append(
+                Problem(
+                    code,
+                    f"Dataset {_n!r} (version {_v.pk}): {message}",
+                    clause=clause,
+                    dataset_version_id=_v.pk,
+                    dataset=_n,
+                )
+            )
 
         if version.dataset.kind != DatasetKind.PRIVATE:
-            add("dataset_not_private", "only private datasets are trained on federatedly.",
-                "kind")
+            add("dataset_not_private", "only private datasets are trained on federatedly.", "kind")
         if t.node.revoked_at is not None:
             add("dataset_node_revoked", "the node serving it was revoked.", "node")
         if version.manifest_hash in hashes:
-            add("duplicate_manifest", "another dataset in the job has the same manifest.",
-                "manifest_hash")
+            add(
+                "duplicate_manifest",
+                "another dataset in the job has the same manifest.",
+                "manifest_hash",
+            )
         hashes.add(version.manifest_hash)
         if base.base_model not in t.allowed_families:
-            add("terms_forbid_family",
+            add(
+                "terms_forbid_family",
                 f"its terms allow base models of families {', '.join(t.allowed_families)}, "
-                f"not {base.base_model}.", "allowed_families")
+                f"not {base.base_model}.",
+                "allowed_families",
+            )
         if spec.use not in t.allowed_uses:
-            add("terms_forbid_use",
+            add(
+                "terms_forbid_use",
                 f"its terms allow the uses {', '.join(t.allowed_uses)}, not {spec.use}.",
-                "allowed_uses")
+                "allowed_uses",
+            )
         if spec.commercial_use and not t.commercial_use:
-            add("terms_forbid_commercial_use",
-                "its terms do not allow commercial use of trained models.", "commercial_use")
+            add(
+                "terms_forbid_commercial_use",
+                "its terms do not allow commercial use of trained models.",
+                "commercial_use",
+            )
         if not spec.dp:
             if t.require_dp:
-                add("terms_require_dp", "its terms require differential privacy (DP-SGD).",
-                    "require_dp")
+                add(
+                    "terms_require_dp",
+                    "its terms require differential privacy (DP-SGD).",
+                    "require_dp",
+                )
             continue
         budget = budgets[version.pk]
         target = config["target_epsilon"]
         if target is None:
             continue
         if target > t.epsilon_per_job + 1e-12:
-            add("epsilon_above_job_budget",
-                f"the target epsilon {target:g} is above its per-job budget "
-                f"{t.epsilon_per_job:g}.", "epsilon_per_job")
+            add(
+                "epsilon_above_job_budget",
+                f"the target epsilon {target:g} is above its per-job budget {t.epsilon_per_job:g}.",
+                "epsilon_per_job",
+            )
         elif target > budget.remaining + 1e-12:
-            add("epsilon_above_remaining_budget",
+            add(
+                "epsilon_above_remaining_budget",
                 f"the target epsilon {target:g} is above its remaining lifetime budget "
                 f"{budget.remaining:g} (spent {budget.spent:g}, reserved by running jobs "
-                f"{budget.reserved:g}, lifetime {t.epsilon_lifetime:g}).", "epsilon_lifetime")
+                f"{budget.reserved:g}, lifetime {t.epsilon_lifetime:g}).",
+                "epsilon_lifetime",
+            )
         if config["delta"] is not None and config["delta"] > t.delta * (1 + 1e-9):
-            add("delta_above_terms",
+            add(
+                "delta_above_terms",
                 f"the target delta {config['delta']:g} is above its delta {t.delta:g}.",
-                "delta")
+                "delta",
+            )
 
 
 def _privacy_defaults(
-    spec: JobSpec, terms: list[DatasetTerms], budgets: dict[int, Budget],
-    config: dict[str, Any], problems: list[Problem],
+    spec: JobSpec,
+    terms: list[DatasetTerms],
+    budgets: dict[int, Budget],
+    config: dict[str, Any],
+    problems: list[Problem],
 ) -> None:
     if not spec.dp:
         config["target_epsilon"] = None
         config["delta"] = None
         return
     if spec.target_epsilon is None:
-        allowed = [min(t.epsilon_per_job, budgets[t.dataset_version_id].remaining)
-                   for t in terms]
+        allowed = [min(t.epsilon_per_job, budgets[t.dataset_version_id].remaining) for t in terms]
         config["target_epsilon"] = min(allowed) if allowed else None
         for t, value in zip(terms, allowed, strict=True):
             if value <= 0:
                 name = t.dataset_version.dataset.name
-                problems.append(Problem(
-                    "privacy_budget_exhausted",
-                    f"Dataset {name!r} (version {t.dataset_version_id}) has no privacy budget "
-                    "left.", clause="epsilon_lifetime", dataset_version_id=t.dataset_version_id,
-                    dataset=name))
+                problems.append(
+                    Problem(
+                        "privacy_budget_exhausted",
+                        f"Dataset {name!r} (version {t.dataset_version_id}) has no privacy budget "
+                        "left.",
+                        clause="epsilon_lifetime",
+                        dataset_version_id=t.dataset_version_id,
+                        dataset=name,
+                    )
+                )
                 config["target_epsilon"] = None
     else:
         _positive(config, problems, "target_epsilon", 1000.0)
@@ -385,8 +481,7 @@ def _privacy_defaults(
     else:
         value = spec.delta
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
-            problems.append(Problem("bad_delta", "delta must be between 0 and 1.",
-                                    clause="delta"))
+            problems.append(Problem("bad_delta", "delta must be between 0 and 1.", clause="delta"))
             config["delta"] = None
 
 
@@ -403,9 +498,13 @@ def job_spec_resolve(
     _privacy_defaults(spec, terms, budgets, config, problems)
     min_nodes = len(terms) if spec.min_nodes is None else spec.min_nodes
     if not _is_int(min_nodes) or not 1 <= min_nodes <= len(terms):
-        problems.append(Problem("bad_min_nodes",
-                                f"min_nodes must be from 1 to the number of datasets "
-                                f"({len(terms)}).", clause="min_nodes"))
+        problems.append(
+            Problem(
+                "bad_min_nodes",
+                f"min_nodes must be from 1 to the number of datasets ({len(terms)}).",
+                clause="min_nodes",
+            )
+        )
     config["min_nodes"] = min_nodes
     _dataset_problems(spec, base, terms, budgets, config, problems)
     return ResolvedSpec(spec, base, primary, terms, budgets, config, problems)

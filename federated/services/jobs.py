@@ -56,9 +56,21 @@ from marketplace.services.ledger import escrow_hold_create
 from marketplace.services.purchases import platform_fee_bps
 
 __all__ = [
-    "JobEstimate", "JobSpec", "job_approve", "job_cancel", "job_complete", "job_create",
-    "job_create_and_launch", "job_estimate", "job_fail", "job_launch", "job_mark_running",
-    "job_credentials_path", "job_progress_record", "job_reject", "job_run_config",
+    "JobEstimate",
+    "JobSpec",
+    "job_approve",
+    "job_cancel",
+    "job_complete",
+    "job_create",
+    "job_create_and_launch",
+    "job_estimate",
+    "job_fail",
+    "job_launch",
+    "job_mark_running",
+    "job_credentials_path",
+    "job_progress_record",
+    "job_reject",
+    "job_run_config",
     "job_token_check",
 ]
 
@@ -108,18 +120,27 @@ def _estimate(resolved: ResolvedSpec, fee_bps: int) -> JobEstimate:
     rounds = int(resolved.config["rounds"]) if isinstance(resolved.config["rounds"], int) else 0
     lines = [
         EstimateLine(
-            dataset_version_id=t.dataset_version_id, dataset=t.dataset_version.dataset.name,
-            owner_id=t.dataset_version.dataset.owner_id, pricing=t.pricing,
+            dataset_version_id=t.dataset_version_id,
+            dataset=t.dataset_version.dataset.name,
+            owner_id=t.dataset_version.dataset.owner_id,
+            pricing=t.pricing,
             price=t.price_per_job if t.pricing == "job" else t.price_per_example_round,
-            examples=t.dataset_version.image_count, rounds=rounds,
+            examples=t.dataset_version.image_count,
+            rounds=rounds,
             max_cost=terms_max_cost(terms=t, rounds=rounds),
         )
         for t in resolved.terms
     ]
     owners_max = sum(line.max_cost for line in lines)
-    return JobEstimate(lines, owners_max, fee_bps, fee_for(owners_max, fee_bps),
-                       [p.as_dict() for p in resolved.problems],
-                       AGGREGATION_COSTS.get(str(resolved.config.get("aggregation"))), rounds)
+    return JobEstimate(
+        lines,
+        owners_max,
+        fee_bps,
+        fee_for(owners_max, fee_bps),
+        [p.as_dict() for p in resolved.problems],
+        AGGREGATION_COSTS.get(str(resolved.config.get("aggregation"))),
+        rounds,
+    )
 
 
 def job_estimate(*, trainer: User, spec: JobSpec) -> JobEstimate:
@@ -151,8 +172,11 @@ def _enqueue(task: str, job_id: int) -> None:
 
 
 def _lock(job: FederatedJob) -> FederatedJob:
-    return FederatedJob.objects.select_for_update(of=("self",)).select_related(
-        "trainer", "base_version__model", "escrow").get(pk=job.pk)
+    return (
+        FederatedJob.objects.select_for_update(of=("self",))
+        .select_related("trainer", "base_version__model", "escrow")
+        .get(pk=job.pk)
+    )
 
 
 @transaction.atomic
@@ -161,17 +185,26 @@ def job_create(*, trainer: User, spec: JobSpec) -> FederatedJob:
     resolved = job_spec_resolve(trainer=trainer, spec=spec)
     resolved.raise_first()
     job = FederatedJob.objects.create(
-        trainer=trainer, name=spec.name.strip()[:200], base_version=resolved.base_version,
-        config=resolved.config, use=spec.use, commercial_use=spec.commercial_use,
-        trigger_word=spec.trigger_word.strip(), request_hash=spec.fingerprint(),
+        trainer=trainer,
+        name=spec.name.strip()[:200],
+        base_version=resolved.base_version,
+        config=resolved.config,
+        use=spec.use,
+        commercial_use=spec.commercial_use,
+        trigger_word=spec.trigger_word.strip(),
+        request_hash=spec.fingerprint(),
     )
     rounds = int(resolved.config["rounds"])
     JobDataset.objects.bulk_create(
-        JobDataset(job=job, dataset_version_id=t.dataset_version_id,
-                   manifest_hash=t.dataset_version.manifest_hash,
-                   examples=t.dataset_version.image_count,
-                   price_per_example_round=t.price_per_example_round,
-                   price_per_job=t.price_per_job, max_cost=terms_max_cost(terms=t, rounds=rounds))
+        JobDataset(
+            job=job,
+            dataset_version_id=t.dataset_version_id,
+            manifest_hash=t.dataset_version.manifest_hash,
+            examples=t.dataset_version.image_count,
+            price_per_example_round=t.price_per_example_round,
+            price_per_job=t.price_per_job,
+            max_cost=terms_max_cost(terms=t, rounds=rounds),
+        )
         for t in resolved.terms
     )
     job_event(job=job, kind="created", message=f"Job created by {trainer.get_username()}.")
@@ -181,8 +214,10 @@ def job_create(*, trainer: User, spec: JobSpec) -> FederatedJob:
 def _check_key(key: str) -> str:
     key = (key or "").strip()
     if not key or len(key) > MAX_KEY_CHARS:
-        raise ApplicationError(f"An Idempotency-Key (1-{MAX_KEY_CHARS} characters) is required.",
-                               code="idempotency_key_required")
+        raise ApplicationError(
+            f"An Idempotency-Key (1-{MAX_KEY_CHARS} characters) is required.",
+            code="idempotency_key_required",
+        )
     return key
 
 
@@ -205,17 +240,27 @@ def job_launch(*, job: FederatedJob, idempotency_key: str) -> FederatedJob:
     if job.state != State.DRAFT:
         if job.idempotency_key == key:
             return job
-        raise ConflictError("This job was already launched.", code="job_already_launched",
-                            details={"job_id": job.pk, "state": job.state})
-    if FederatedJob.objects.filter(trainer_id=job.trainer_id, idempotency_key=key).exclude(
-            pk=job.pk).exists():
-        raise ConflictError("That Idempotency-Key was used for another job.",
-                            code="idempotency_key_reused")
+        raise ConflictError(
+            "This job was already launched.",
+            code="job_already_launched",
+            details={"job_id": job.pk, "state": job.state},
+        )
+    if (
+        FederatedJob.objects.filter(trainer_id=job.trainer_id, idempotency_key=key)
+        .exclude(pk=job.pk)
+        .exists()
+    ):
+        raise ConflictError(
+            "That Idempotency-Key was used for another job.", code="idempotency_key_reused"
+        )
     spec = JobSpec.from_dict(job.config)
     # Lock the datasets' terms (ascending pk): launches sharing a dataset check its privacy
     # budget one at a time.
-    list(DatasetTerms.objects.select_for_update().filter(
-        dataset_version_id__in=spec.dataset_version_ids).order_by("pk"))
+    list(
+        DatasetTerms.objects.select_for_update()
+        .filter(dataset_version_id__in=spec.dataset_version_ids)
+        .order_by("pk")
+    )
     resolved = job_spec_resolve(trainer=job.trainer, spec=spec, exclude_job_id=job.pk)
     resolved.raise_first()
     estimate = _estimate(resolved, platform_fee_bps())
@@ -241,17 +286,27 @@ def job_launch(*, job: FederatedJob, idempotency_key: str) -> FederatedJob:
     job.max_cost = estimate.total
     job.idempotency_key = key
     if estimate.total > 0:
-        job.escrow = escrow_hold_create(payer=job.trainer, amount=estimate.total,
-                                        reference=f"federated-job:{job.pk}")
+        job.escrow = escrow_hold_create(
+            payer=job.trainer, amount=estimate.total, reference=f"federated-job:{job.pk}"
+        )
     job.launched_at = timezone.now()
     job.state = State.AWAITING_APPROVAL if pending else State.QUEUED
     job.save()
-    job_event(job=job, kind="launched", message=(
-        f"Launched: {estimate.total} credits held in escrow ({estimate.owners_max} for the data "
-        f"owners at most, {estimate.fee} platform fee)."), data={"max_cost": estimate.total})
+    job_event(
+        job=job,
+        kind="launched",
+        message=(
+            f"Launched: {estimate.total} credits held in escrow ({estimate.owners_max} for the "
+            f"data owners at most, {estimate.fee} platform fee)."
+        ),
+        data={"max_cost": estimate.total},
+    )
     if pending:
-        job_event(job=job, kind="awaiting_approval",
-                  message=f"Waiting for {pending} dataset owner(s) to approve.")
+        job_event(
+            job=job,
+            kind="awaiting_approval",
+            message=f"Waiting for {pending} dataset owner(s) to approve.",
+        )
     else:
         _queue(job)
     return job
@@ -261,7 +316,8 @@ def _same_request(existing: FederatedJob, fingerprint: str) -> FederatedJob:
     if existing.request_hash != fingerprint:
         raise ConflictError(
             "That Idempotency-Key was used for a different job request.",
-            code="idempotency_key_reused", details={"job_id": existing.pk},
+            code="idempotency_key_reused",
+            details={"job_id": existing.pk},
         )
     return existing
 
@@ -285,8 +341,7 @@ def job_create_and_launch(
             job.save(update_fields=["idempotency_key"])
             return job_launch(job=job, idempotency_key=key), True
     except IntegrityError:
-        existing = FederatedJob.objects.filter(trainer_id=trainer.pk,
-                                               idempotency_key=key).first()
+        existing = FederatedJob.objects.filter(trainer_id=trainer.pk, idempotency_key=key).first()
         if existing is None:
             raise
         return _same_request(existing, fingerprint), False
@@ -311,12 +366,18 @@ def job_approve(*, job_dataset: JobDataset, user: User) -> FederatedJob:
     if jd.approval == ApprovalState.APPROVED:
         return job
     if job.state != State.AWAITING_APPROVAL or jd.approval != ApprovalState.PENDING:
-        raise ConflictError(f"The job is {job.state}; it awaits no approval.",
-                            code="not_awaiting_approval", details={"state": job.state})
+        raise ConflictError(
+            f"The job is {job.state}; it awaits no approval.",
+            code="not_awaiting_approval",
+            details={"state": job.state},
+        )
     jd.approval, jd.decided_by, jd.decided_at = ApprovalState.APPROVED, user, timezone.now()
     jd.save(update_fields=["approval", "decided_by", "decided_at"])
-    job_event(job=job, kind="approved",
-              message=f"{user.get_username()} approved dataset version {jd.dataset_version_id}.")
+    job_event(
+        job=job,
+        kind="approved",
+        message=f"{user.get_username()} approved dataset version {jd.dataset_version_id}.",
+    )
     if not job.datasets.exclude(approval=ApprovalState.APPROVED).exists():
         _queue(job)
     return job
@@ -329,13 +390,17 @@ def job_reject(*, job_dataset: JobDataset, user: User, note: str = "") -> Federa
     job = _lock(jd.job)
     jd = JobDataset.objects.select_for_update().get(pk=jd.pk)
     if job.state != State.AWAITING_APPROVAL or jd.approval != ApprovalState.PENDING:
-        raise ConflictError(f"The job is {job.state}; it awaits no approval.",
-                            code="not_awaiting_approval", details={"state": job.state})
+        raise ConflictError(
+            f"The job is {job.state}; it awaits no approval.",
+            code="not_awaiting_approval",
+            details={"state": job.state},
+        )
     jd.approval, jd.decided_by, jd.decided_at = ApprovalState.REJECTED, user, timezone.now()
     jd.decision_note = note.strip()[:500]
     jd.save(update_fields=["approval", "decided_by", "decided_at", "decision_note"])
-    reason = (f"The owner of dataset {jd.dataset_version.dataset.name!r} declined the job"
-              + (f": {jd.decision_note}" if jd.decision_note else "."))
+    reason = f"The owner of dataset {jd.dataset_version.dataset.name!r} declined the job" + (
+        f": {jd.decision_note}" if jd.decision_note else "."
+    )
     _finish(job, State.CANCELLED, reason)
     return job
 
@@ -363,8 +428,11 @@ def _run_config(job: FederatedJob) -> dict[str, Any]:
     it holds nothing secret (the ServerApp's tokens go to its credentials file)."""
     c = job.config
     base_file = job.base_version.files.select_related("blob").get(is_primary=True)
-    hashes = list(job.datasets.filter(approval=ApprovalState.APPROVED)
-                  .order_by("pk").values_list("manifest_hash", flat=True))
+    hashes = list(
+        job.datasets.filter(approval=ApprovalState.APPROVED)
+        .order_by("pk")
+        .values_list("manifest_hash", flat=True)
+    )
     site = _site_url()
     config: dict[str, Any] = {
         "job-id": job.flower_job_id,
@@ -388,12 +456,14 @@ def _run_config(job: FederatedJob) -> dict[str, Any]:
         "dp": "on" if c["dp"] else "off",
     }
     if c["dp"]:
-        config.update({
-            "dp-target-epsilon": float(c["target_epsilon"]),
-            "dp-delta": float(c["delta"]),
-            "dp-max-grad-norm": float(c["max_grad_norm"]),
-            "dp-planned-rounds": int(c["rounds"]),
-        })
+        config.update(
+            {
+                "dp-target-epsilon": float(c["target_epsilon"]),
+                "dp-delta": float(c["delta"]),
+                "dp-max-grad-norm": float(c["max_grad_norm"]),
+                "dp-planned-rounds": int(c["rounds"]),
+            }
+        )
     return config
 
 
@@ -406,29 +476,45 @@ def job_run_config(*, job: FederatedJob) -> dict[str, object]:
     never see it). Nodes fetch the base model with their own node token."""
     job = _lock(job)
     if job.state not in (State.QUEUED, State.RUNNING):
-        raise ConflictError(f"The job is {job.state}; only a queued or running job runs.",
-                            code="bad_state", details={"state": job.state})
+        raise ConflictError(
+            f"The job is {job.state}; only a queued or running job runs.",
+            code="bad_state",
+            details={"state": job.state},
+        )
     job_token, job.job_token_digest = secret_issue(JOB_TOKEN_PREFIX)
     progress_token, job.progress_token_digest = secret_issue(PROGRESS_TOKEN_PREFIX)
     if not job.out_dir:
         job.out_dir = str(_federation_dir() / job.flower_job_id)
     nodes = job_nodes(job=job)
     unbound = [n.node_id for n in nodes if not n.superlink_node_id]
-    senders = {n.superlink_node_id: (n.node_id, n.manifests) for n in nodes
-               if n.superlink_node_id}
-    write_credentials(job.out_dir, job.flower_job_id, progress_token=progress_token,
-                      job_token=job_token, senders=senders)
-    job.save(update_fields=["job_token_digest", "progress_token_digest", "out_dir",
-                            "updated_at"])
+    senders = {n.superlink_node_id: (n.node_id, n.manifests) for n in nodes if n.superlink_node_id}
+    write_credentials(
+        job.out_dir,
+        job.flower_job_id,
+        progress_token=progress_token,
+        job_token=job_token,
+        senders=senders,
+    )
+    job.save(update_fields=["job_token_digest", "progress_token_digest", "out_dir", "updated_at"])
     if unbound:
         # Some nodes known, some not: those replies will be refused (a warning). None known
         # (node authentication off: the demo on loopback): the federation's setting (info).
         level = JobEvent.Level.WARNING if senders else JobEvent.Level.INFO
-        job_event(job=job, kind="nodes_unbound", level=level, message=(
-            f"{len(unbound)} node(s) of this job have no SuperLink identity (node "
-            "authentication off or key not registered): "
-            + ("their replies will be rejected." if senders else
-               "replies are not bound to their senders.")), data={"nodes": unbound})
+        job_event(
+            job=job,
+            kind="nodes_unbound",
+            level=level,
+            message=(
+                f"{len(unbound)} node(s) of this job have no SuperLink identity (node "
+                "authentication off or key not registered): "
+                + (
+                    "their replies will be rejected."
+                    if senders
+                    else "replies are not bound to their senders."
+                )
+            ),
+            data={"nodes": unbound},
+        )
     return _run_config(job)
 
 
@@ -442,9 +528,12 @@ def job_mark_running(*, job: FederatedJob, run_id: str) -> FederatedJob:
     if job.state == State.RUNNING and job.run_id == run_id:
         return job
     if job.state != State.QUEUED:
-        raise ConflictError(f"The job is {job.state} (run {job.run_id or 'none'}); only a "
-                            "queued job starts running.", code="bad_state",
-                            details={"state": job.state, "run_id": job.run_id})
+        raise ConflictError(
+            f"The job is {job.state} (run {job.run_id or 'none'}); only a "
+            "queued job starts running.",
+            code="bad_state",
+            details={"state": job.state, "run_id": job.run_id},
+        )
     job.state, job.run_id, job.started_at = State.RUNNING, run_id[:64], timezone.now()
     job.save(update_fields=["state", "run_id", "started_at", "updated_at"])
     job_event(job=job, kind="running", message=f"Flower run {run_id} started.")
@@ -465,9 +554,15 @@ def _finish(job: FederatedJob, state: str, reason: str) -> None:
     job.save(update_fields=["state", "failure_reason", "finished_at", "updated_at"])
     job_settle(job=job)
     level = JobEvent.Level.ERROR if state == State.FAILED else JobEvent.Level.WARNING
-    job_event(job=job, kind=state, level=level, message=(
-        f"{state.capitalize()}: {reason} Owners paid {job.owners_paid} credits for the rounds "
-        f"completed, fee {job.fee_paid}, {job.refunded} refunded to the trainer."))
+    job_event(
+        job=job,
+        kind=state,
+        level=level,
+        message=(
+            f"{state.capitalize()}: {reason} Owners paid {job.owners_paid} credits for the rounds "
+            f"completed, fee {job.fee_paid}, {job.refunded} refunded to the trainer."
+        ),
+    )
 
 
 def job_complete(*, job: FederatedJob, out_dir: Path) -> FederatedJob:
@@ -479,8 +574,11 @@ def job_complete(*, job: FederatedJob, out_dir: Path) -> FederatedJob:
         if locked.is_terminal:
             return locked
         if locked.state not in (State.QUEUED, State.RUNNING, State.PUBLISHING):
-            raise ConflictError(f"The job is {locked.state}; it never ran.", code="bad_state",
-                                details={"state": locked.state})
+            raise ConflictError(
+                f"The job is {locked.state}; it never ran.",
+                code="bad_state",
+                details={"state": locked.state},
+            )
         if locked.state != State.PUBLISHING:
             locked.state = State.PUBLISHING
             locked.out_dir = str(out_dir)
@@ -496,12 +594,24 @@ def job_complete(*, job: FederatedJob, out_dir: Path) -> FederatedJob:
             locked.result_version = version
             locked.state = State.COMPLETED
             locked.finished_at = timezone.now()
-            locked.save(update_fields=["result_version", "publish_note", "state",
-                                       "finished_at", "updated_at"])
+            locked.save(
+                update_fields=[
+                    "result_version",
+                    "publish_note",
+                    "state",
+                    "finished_at",
+                    "updated_at",
+                ]
+            )
             job_settle(job=locked)
-            job_event(job=locked, kind="completed", message=(
-                f"Completed. Owners paid {locked.owners_paid} credits, fee {locked.fee_paid}, "
-                f"{locked.refunded} refunded to the trainer."))
+            job_event(
+                job=locked,
+                kind="completed",
+                message=(
+                    f"Completed. Owners paid {locked.owners_paid} credits, fee {locked.fee_paid}, "
+                    f"{locked.refunded} refunded to the trainer."
+                ),
+            )
             return locked
     except PublishError as err:
         log.warning("job %s: publishing failed: %s", job.pk, err.message)
@@ -530,8 +640,11 @@ def job_cancel(*, job: FederatedJob, user: User) -> FederatedJob:
     if locked.state == State.CANCELLED:
         return locked
     if locked.is_terminal or locked.state == State.PUBLISHING:
-        raise ConflictError(f"The job is {locked.state}; it can no longer be cancelled.",
-                            code="job_finished", details={"state": locked.state})
+        raise ConflictError(
+            f"The job is {locked.state}; it can no longer be cancelled.",
+            code="job_finished",
+            details={"state": locked.state},
+        )
     started = locked.state in (State.QUEUED, State.RUNNING)
     _finish(locked, State.CANCELLED, f"Cancelled by {user.get_username()}.")
     if started:

@@ -63,8 +63,10 @@ def _node_metrics(payload: Mapping[str, Any]) -> dict[str, dict[str, float]]:
             raise _bad(f"the metrics of node {node} must be an object.")
         clean: dict[str, float] = {}
         for key, value in metrics.items():  # numbers only; anything else is left out
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
-                float(value)
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and math.isfinite(float(value))
             ):
                 clean[str(key)[:60]] = float(value)
         nodes[node] = clean
@@ -85,8 +87,10 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
     nodes = _node_metrics(payload)
     node_datasets = {n: str(h).lower() for n, h in _mapping(payload, "node-datasets").items()}
     refused = {k: str(v)[:500] for k, v in _mapping(payload, "refused").items()}
-    rejected = {k: [str(p)[:300] for p in v] if isinstance(v, list) else str(v)[:500]
-                for k, v in _mapping(payload, "rejected").items()}
+    rejected = {
+        k: [str(p)[:300] for p in v] if isinstance(v, list) else str(v)[:500]
+        for k, v in _mapping(payload, "rejected").items()
+    }
     no_reply = payload.get("no-reply") or []
     if not isinstance(no_reply, list):
         raise _bad("'no-reply' must be a list of node ids.")
@@ -96,7 +100,8 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         return existing
     by_hash = {
         jd.manifest_hash: jd
-        for jd in job.datasets.select_for_update().order_by("pk")
+        for jd in job.datasets.select_for_update()
+        .order_by("pk")
         .exclude(approval=ApprovalState.REJECTED)
     }
     examples: dict[int, int] = {}
@@ -132,8 +137,9 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         train_loss=_number(payload.get("train-loss"), "train-loss"),
         num_examples=int(_number(payload.get("num-examples"), "num-examples", default=0) or 0),
         seconds=_number(payload.get("seconds"), "seconds"),
-        bytes_out_per_node=int(_number(payload.get("bytes-out-per-node"), "bytes-out-per-node",
-                                       default=0) or 0),
+        bytes_out_per_node=int(
+            _number(payload.get("bytes-out-per-node"), "bytes-out-per-node", default=0) or 0
+        ),
         epsilon_max=max(accepted_eps) if accepted_eps else None,
         nodes=nodes,
         node_datasets=node_datasets,
@@ -142,61 +148,103 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         no_reply=[str(n) for n in no_reply][:MAX_NODES],
     )
     loss = "n/a" if record.train_loss is None else f"{record.train_loss:.4f}"
-    job_event(job=job, kind="round", message=(
-        f"Round {index}/{job.num_rounds}: {len(nodes)} node(s), {record.num_examples} examples, "
-        f"loss {loss}."), data={"round": index})
+    job_event(
+        job=job,
+        kind="round",
+        message=(
+            f"Round {index}/{job.num_rounds}: {len(nodes)} node(s), "
+            f"{record.num_examples} examples, loss {loss}."
+        ),
+        data={"round": index},
+    )
     if ignored:
-        job_event(job=job, kind="unknown_dataset", level=JobEvent.Level.WARNING, message=(
-            f"Round {index}: {len(ignored)} node(s) trained on a dataset that is not in this job; "
-            "ignored for payment."), data={"round": index, "nodes": ignored})
+        job_event(
+            job=job,
+            kind="unknown_dataset",
+            level=JobEvent.Level.WARNING,
+            message=(
+                f"Round {index}: {len(ignored)} node(s) trained on a dataset that is not in this "
+                "job; ignored for payment."
+            ),
+            data={"round": index, "nodes": ignored},
+        )
     for node, reason in record.refused.items():
-        job_event(job=job, kind="node_refused", level=JobEvent.Level.WARNING,
-                  message=f"Round {index}: node {node} refused: {reason}",
-                  data={"round": index, "node": node})
+        job_event(
+            job=job,
+            kind="node_refused",
+            level=JobEvent.Level.WARNING,
+            message=f"Round {index}: node {node} refused: {reason}",
+            data={"round": index, "node": node},
+        )
     for node, reasons in record.rejected.items():
         why = "; ".join(reasons) if isinstance(reasons, list) else str(reasons)
-        job_event(job=job, kind="reply_rejected", level=JobEvent.Level.ERROR,
-                  message=f"Round {index}: the reply of node {node} was rejected and left out "
-                          f"of the average: {why}",
-                  data={"round": index, "node": node, "reasons": reasons})
+        job_event(
+            job=job,
+            kind="reply_rejected",
+            level=JobEvent.Level.ERROR,
+            message=f"Round {index}: the reply of node {node} was rejected and left out "
+            f"of the average: {why}",
+            data={"round": index, "node": node, "reasons": reasons},
+        )
     for node in record.no_reply:
-        job_event(job=job, kind="node_no_reply", level=JobEvent.Level.WARNING,
-                  message=f"Round {index}: node {node} sent no reply.",
-                  data={"round": index, "node": node})
+        job_event(
+            job=job,
+            kind="node_no_reply",
+            level=JobEvent.Level.WARNING,
+            message=f"Round {index}: node {node} sent no reply.",
+            data={"round": index, "node": node},
+        )
     return record
 
 
-def _same_round_or_conflict(job: FederatedJob, existing: JobRound, payload: Mapping[str, Any],
-                            nodes: dict[str, dict[str, float]], node_datasets: dict[str, str],
-                            rejected: dict[str, Any]) -> None:
+def _same_round_or_conflict(
+    job: FederatedJob,
+    existing: JobRound,
+    payload: Mapping[str, Any],
+    nodes: dict[str, dict[str, float]],
+    node_datasets: dict[str, str],
+    rejected: dict[str, Any],
+) -> None:
     """An identical repeat of a recorded round is fine (the ServerApp retried, the coordinator
     replayed its files); a different one is a conflict: 409, logged, nothing changes."""
     loss = _number(payload.get("train-loss"), "train-loss")
     examples = int(_number(payload.get("num-examples"), "num-examples", default=0) or 0)
     differs = [
-        name for name, same in (
+        name
+        for name, same in (
             ("nodes", nodes == existing.nodes),
             ("node-datasets", node_datasets == existing.node_datasets),
             ("rejected", rejected == existing.rejected),
             ("num-examples", examples == existing.num_examples),
-            ("train-loss", loss == existing.train_loss or (
-                loss is not None and existing.train_loss is not None
-                and math.isclose(loss, existing.train_loss, rel_tol=1e-9))),
-        ) if not same
+            (
+                "train-loss",
+                loss == existing.train_loss
+                or (
+                    loss is not None
+                    and existing.train_loss is not None
+                    and math.isclose(loss, existing.train_loss, rel_tol=1e-9)
+                ),
+            ),
+        )
+        if not same
     ]
     if not differs:
         return
-    log.warning("job %s: a different report for round %s, already recorded (%s differ)",
-                job.pk, existing.index, ", ".join(differs))
+    log.warning(
+        "job %s: a different report for round %s, already recorded (%s differ)",
+        job.pk,
+        existing.index,
+        ", ".join(differs),
+    )
     raise ConflictError(
         f"Round {existing.index} is already recorded with another report "
         f"({', '.join(differs)} differ); the first report stands.",
-        code="round_conflict", details={"round": existing.index, "differs": differs},
+        code="round_conflict",
+        details={"round": existing.index, "differs": differs},
     )
 
 
-def _privacy_spend_record(job: FederatedJob, jd: JobDataset, epsilon: float,
-                          delta: float) -> None:
+def _privacy_spend_record(job: FederatedJob, jd: JobDataset, epsilon: float, delta: float) -> None:
     spend, _ = PrivacySpend.objects.select_for_update().get_or_create(
         job=job, dataset_version_id=jd.dataset_version_id
     )
@@ -221,9 +269,13 @@ def job_progress_record(*, job: FederatedJob, payload: dict[str, Any]) -> JobRou
         return _progress_record(job, payload)
     except ConflictError as err:
         if err.code == "round_conflict":  # outside the rolled-back transaction: it stays
-            job_event(job=job, kind="round_conflict", level=JobEvent.Level.ERROR,
-                      message=f"A conflicting progress report was refused: {err.message}",
-                      data=dict(err.details or {}))
+            job_event(
+                job=job,
+                kind="round_conflict",
+                level=JobEvent.Level.ERROR,
+                message=f"A conflicting progress report was refused: {err.message}",
+                data=dict(err.details or {}),
+            )
         raise
 
 
@@ -233,31 +285,49 @@ def _progress_record(job: FederatedJob, payload: dict[str, Any]) -> JobRound | N
     sent_id = payload.get("job-id")
     if sent_id not in (None, "") and str(sent_id) != locked.flower_job_id:
         raise ApplicationError(
-            f"This report is for {sent_id}, not {locked.flower_job_id}.", code="wrong_job")
+            f"This report is for {sent_id}, not {locked.flower_job_id}.", code="wrong_job"
+        )
     if locked.state not in RECORDING_STATES:
-        raise ConflictError(f"The job is {locked.state}; it takes no more reports.",
-                            code="job_not_running", details={"state": locked.state})
+        raise ConflictError(
+            f"The job is {locked.state}; it takes no more reports.",
+            code="job_not_running",
+            details={"state": locked.state},
+        )
     status = payload.get("status", "running")
     if status == "running":
         return _record_round(locked, payload)
     if status == "preparing":
-        failed = _mapping(payload.get("prepare") or {}, "failed") if isinstance(
-            payload.get("prepare"), dict) else {}
+        failed = (
+            _mapping(payload.get("prepare") or {}, "failed")
+            if isinstance(payload.get("prepare"), dict)
+            else {}
+        )
         for node, reason in failed.items():
             text = str(reason)[:500]
             hostile = text.startswith("dataset_not_owned")
-            job_event(job=locked, kind="reply_rejected" if hostile else "node_not_ready",
-                      level=JobEvent.Level.ERROR if hostile else JobEvent.Level.WARNING,
-                      message=f"Before round 1: node {node} left out: {text}",
-                      data={"node": node, "reason": text})
+            job_event(
+                job=locked,
+                kind="reply_rejected" if hostile else "node_not_ready",
+                level=JobEvent.Level.ERROR if hostile else JobEvent.Level.WARNING,
+                message=f"Before round 1: node {node} left out: {text}",
+                data={"node": node, "reason": text},
+            )
         return None
     if status == "completed":
-        job_event(job=locked, kind="server_completed",
-                  message="The ServerApp finished every round and saved the LoRA.")
+        job_event(
+            job=locked,
+            kind="server_completed",
+            message="The ServerApp finished every round and saved the LoRA.",
+        )
         return None
     if status == "failed":
         reason = str(payload.get("reason", ""))[:2000]
-        job_event(job=locked, kind="server_failed", level=JobEvent.Level.ERROR,
-                  message=f"The ServerApp failed: {reason}", data={"reason": reason})
+        job_event(
+            job=locked,
+            kind="server_failed",
+            level=JobEvent.Level.ERROR,
+            message=f"The ServerApp failed: {reason}",
+            data={"reason": reason},
+        )
         return None
     raise _bad(f"unknown status {str(status)[:40]!r}.")

@@ -107,13 +107,19 @@ def sample_images_find(out_dir: Path) -> list[tuple[Path, int | None]]:
     if not root.is_dir():
         return []
     rounds = sorted(
-        ((int(m.group(1)), p) for p in root.iterdir()
-         if p.is_dir() and (m := _ROUND_DIR.match(p.name))),
+        (
+            (int(m.group(1)), p)
+            for p in root.iterdir()
+            if p.is_dir() and (m := _ROUND_DIR.match(p.name))
+        ),
         key=lambda item: item[0],
     )
     folder, index = (rounds[-1][1], rounds[-1][0]) if rounds else (root, None)
-    images = sorted(p for p in folder.iterdir()
-                    if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES and _inside(root, p))
+    images = sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES and _inside(root, p)
+    )
     return [(p, index) for p in images[:MAX_SAMPLES]]
 
 
@@ -130,39 +136,52 @@ def license_for_result(*, job: FederatedJob, contributing: list[JobDataset]) -> 
     (every dataset's terms then allowed it): otherwise the level is "none"."""
     catalogue = licenses_by_code()
     codes = [job.base_version.license_code] + [
-        jd.dataset_version.license_code for jd in contributing]
+        jd.dataset_version.license_code for jd in contributing
+    ]
     ancestors = [catalogue[c] for c in codes if c in catalogue]
-    level = min((COMMERCIAL_LEVELS.index(lic.commercial_use) for lic in ancestors),
-                default=len(COMMERCIAL_LEVELS) - 1)
+    level = min(
+        (COMMERCIAL_LEVELS.index(lic.commercial_use) for lic in ancestors),
+        default=len(COMMERCIAL_LEVELS) - 1,
+    )
     if not job.commercial_use:
         level = 0
     sticky = sorted({lic.code for lic in ancestors if not lic.different_license_allowed})
     if sticky:
         imposed = catalogue[sticky[0]]
         if len(sticky) > 1:
-            return LicenseChoice(imposed.code, "ancestors require different licenses: "
-                                               + ", ".join(sticky))
+            return LicenseChoice(
+                imposed.code, "ancestors require different licenses: " + ", ".join(sticky)
+            )
         if COMMERCIAL_LEVELS.index(imposed.commercial_use) > level:
-            return LicenseChoice(imposed.code, (
-                f"an ancestor requires derivatives to keep {imposed.code}, which allows "
-                f"commercial use ({imposed.commercial_use}); the job did not ask for "
-                "commercial use, so its datasets' terms do not grant it"))
+            return LicenseChoice(
+                imposed.code,
+                (
+                    f"an ancestor requires derivatives to keep {imposed.code}, which allows "
+                    f"commercial use ({imposed.commercial_use}); the job did not ask for "
+                    "commercial use, so its datasets' terms do not grant it"
+                ),
+            )
         return LicenseChoice(imposed.code)
     base = catalogue.get(job.base_version.license_code)
     if base is not None and COMMERCIAL_LEVELS.index(base.commercial_use) == level:
         return LicenseChoice(base.code)
 
     def rank(lic: License) -> tuple[int, bool, bool, bool, str]:
-        return (COMMERCIAL_LEVELS.index(lic.commercial_use), lic.derivatives_allowed,
-                lic.different_license_allowed, not lic.credit_required, lic.code)
+        return (
+            COMMERCIAL_LEVELS.index(lic.commercial_use),
+            lic.derivatives_allowed,
+            lic.different_license_allowed,
+            not lic.credit_required,
+            lic.code,
+        )
 
-    allowed = [lic for lic in catalogue.values()
-               if COMMERCIAL_LEVELS.index(lic.commercial_use) <= level]
+    allowed = [
+        lic for lic in catalogue.values() if COMMERCIAL_LEVELS.index(lic.commercial_use) <= level
+    ]
     return LicenseChoice(max(allowed, key=rank).code if allowed else "")
 
 
-def _description(job: FederatedJob, contributing: list[JobDataset],
-                 metrics: dict[str, Any]) -> str:
+def _description(job: FederatedJob, contributing: list[JobDataset], metrics: dict[str, Any]) -> str:
     base = job.base_version
     lines = [
         f"A LoRA trained by federated job #{job.pk} on {len(contributing)} private dataset(s) "
@@ -175,12 +194,17 @@ def _description(job: FederatedJob, contributing: list[JobDataset],
     if job.dp_enabled:
         eps = metrics.get("epsilon-max")
         reached = f", epsilon reached {float(eps):.3g}" if isinstance(eps, int | float) else ""
-        lines.append(f"- Differential privacy (DP-SGD): target epsilon "
-                     f"{job.target_epsilon:g}, delta {job.config.get('delta'):g}{reached}")
+        lines.append(
+            f"- Differential privacy (DP-SGD): target epsilon "
+            f"{job.target_epsilon:g}, delta {job.config.get('delta'):g}{reached}"
+        )
     else:
         lines.append("- Differential privacy: off")
-    lines += [f"- Trained on: {jd.dataset_version.dataset.name} ({jd.dataset_version.name}), "
-              f"{jd.rounds_completed} round(s)" for jd in contributing]
+    lines += [
+        f"- Trained on: {jd.dataset_version.dataset.name} ({jd.dataset_version.name}), "
+        f"{jd.rounds_completed} round(s)"
+        for jd in contributing
+    ]
     return "\n".join(lines)
 
 
@@ -189,16 +213,22 @@ def _ingest(job: FederatedJob, files: list[LoraFile], slug: str) -> list[FileSpe
     for i, lora in enumerate(files):
         filename = f"{slug}.safetensors" if lora.is_primary else f"{slug}-{i}.safetensors"
         with open(lora.path, "rb") as stream:
-            upload = upload_whole_file(user=job.trainer, filename=filename, stream=stream,
-                                       size=lora.path.stat().st_size)
-        specs.append(FileSpec(upload=upload,
-                              path=filename if lora.is_primary else lora.version_path,
-                              is_primary=lora.is_primary))
+            upload = upload_whole_file(
+                user=job.trainer, filename=filename, stream=stream, size=lora.path.stat().st_size
+            )
+        specs.append(
+            FileSpec(
+                upload=upload,
+                path=filename if lora.is_primary else lora.version_path,
+                is_primary=lora.is_primary,
+            )
+        )
     return specs
 
 
-def _samples_add(job: FederatedJob, version: ModelVersion, out_dir: Path,
-                 metrics: dict[str, Any]) -> int:
+def _samples_add(
+    job: FederatedJob, version: ModelVersion, out_dir: Path, metrics: dict[str, Any]
+) -> int:
     info = metrics.get("samples") if isinstance(metrics.get("samples"), dict) else {}
     prompt = str(info.get("prompt", ""))[:5000] if info else ""
     added = 0
@@ -209,8 +239,13 @@ def _samples_add(job: FederatedJob, version: ModelVersion, out_dir: Path,
         if info and "seed" in info:
             params["seed"] = info["seed"]
         with open(path, "rb") as fh:
-            sample_image_add(version=version, user=job.trainer, image=File(fh, name=path.name),
-                             prompt=prompt, parameters=params)
+            sample_image_add(
+                version=version,
+                user=job.trainer,
+                image=File(fh, name=path.name),
+                prompt=prompt,
+                parameters=params,
+            )
         added += 1
     return added
 
@@ -221,46 +256,73 @@ def job_publish(*, job: FederatedJob, out_dir: Path) -> ModelVersion:
     out_dir = Path(out_dir)
     metrics = run_metrics_read(out_dir)
     files = lora_files_find(out_dir)
-    contributing = [jd for jd in job.datasets.select_related("dataset_version__dataset")
-                    .order_by("pk") if jd.rounds_completed > 0]
+    contributing = [
+        jd
+        for jd in job.datasets.select_related("dataset_version__dataset").order_by("pk")
+        if jd.rounds_completed > 0
+    ]
     choice = license_for_result(job=job, contributing=contributing)
     license_code = choice.code
     trainer = job.trainer
     try:
-        model = model_create(owner=trainer, name=job.name, kind=ModelKind.LORA,
-                             description=_description(job, contributing, metrics),
-                             tags=["federated", "lora"])
+        model = model_create(
+            owner=trainer,
+            name=job.name,
+            kind=ModelKind.LORA,
+            description=_description(job, contributing, metrics),
+            tags=["federated", "lora"],
+        )
         version = version_create(
-            model=model, user=trainer, name="v1", files=_ingest(job, files, model.slug),
-            description=f"Federated job #{job.pk}.", base_model=job.base_version.base_model,
+            model=model,
+            user=trainer,
+            name="v1",
+            files=_ingest(job, files, model.slug),
+            description=f"Federated job #{job.pk}.",
+            base_model=job.base_version.base_model,
             trigger_words=[job.trigger_word] if job.trigger_word else [],
-            parents=[ParentSpec(LineageRelation.ADAPTER, version=job.base_version)] + [
+            parents=[ParentSpec(LineageRelation.ADAPTER, version=job.base_version)]
+            + [
                 ParentSpec(LineageRelation.TRAINED_ON, dataset_version=jd.dataset_version)
-                for jd in contributing],
+                for jd in contributing
+            ],
             license_code=license_code,
         )
         samples = _samples_add(job, version, out_dir, metrics)
     except PublishError:
         raise
     except ApplicationError as err:
-        raise PublishError(f"The registry refused the run's output: {err.message}",
-                           details={"code": err.code, **err.details}) from err
+        raise PublishError(
+            f"The registry refused the run's output: {err.message}",
+            details={"code": err.code, **err.details},
+        ) from err
     try:
         if choice.problem:
             raise ApplicationError(choice.problem, code="license_conflict")
         license_check(version=version, for_sale=False)
     except ApplicationError as err:
         model_update(model=model, user=trainer, visibility=Visibility.PRIVATE)
-        job.publish_note = (f"{LICENSE_CONFLICT_NOTE}: no license "
-                            f"satisfies every ancestor; {license_code or 'none'} was refused: "
-                            f"{err.message}")
-        job_event(job=job, kind="kept_private", level=JobEvent.Level.WARNING,
-                  message=job.publish_note, data={"code": err.code, **err.details})
+        job.publish_note = (
+            f"{LICENSE_CONFLICT_NOTE}: no license "
+            f"satisfies every ancestor; {license_code or 'none'} was refused: "
+            f"{err.message}"
+        )
+        job_event(
+            job=job,
+            kind="kept_private",
+            level=JobEvent.Level.WARNING,
+            message=job.publish_note,
+            data={"code": err.code, **err.details},
+        )
         return version
     version = version_publish(version=version, user=trainer)
     job.publish_note = f"Published with license {license_code or 'none'}."
-    job_event(job=job, kind="published", message=(
-        f"Published {model.name} {version.name} (license {license_code or 'none'}, "
-        f"{len(files)} file(s), {samples} sample image(s))."),
-        data={"model_id": model.pk, "version_id": version.pk})
+    job_event(
+        job=job,
+        kind="published",
+        message=(
+            f"Published {model.name} {version.name} (license {license_code or 'none'}, "
+            f"{len(files)} file(s), {samples} sample image(s))."
+        ),
+        data={"model_id": model.pk, "version_id": version.pk},
+    )
     return version

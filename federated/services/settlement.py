@@ -13,8 +13,9 @@ from marketplace.revenue_split import BPS
 from marketplace.services.ledger import escrow_settle
 
 
-def dataset_max_cost(*, price_per_example_round: int, price_per_job: int, examples: int,
-                     rounds: int) -> int:
+def dataset_max_cost(
+    *, price_per_example_round: int, price_per_job: int, examples: int, rounds: int
+) -> int:
     """What a dataset can earn in a job: its per-job price, or price x examples x rounds."""
     if price_per_job > 0:
         return price_per_job
@@ -80,6 +81,14 @@ def job_settle(*, job: FederatedJob) -> FederatedJob:
     job.owners_paid = paid
     job.fee_paid = fee
     job.settled_at = timezone.now()
-    job.save(update_fields=["settlement", "refunded", "owners_paid", "fee_paid", "settled_at",
-                            "updated_at"])
+    job.save(
+        update_fields=[
+            "settlement",
+            "refunded",
+            "owners_paid",
+            "fee_paid",
+            "settled_at",
+            "updated_at",
+        ]
+    )
     return job

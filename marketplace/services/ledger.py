@@ -53,7 +53,6 @@ class InsufficientFundsError(ApplicationError):
     code = "insufficient_funds"
 
 
-
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -137,8 +136,12 @@ def spending_legs(*, wallet: Account, earnings: Account, amount: int) -> list[Le
         raise InsufficientFundsError(
             f"Not enough credits: balance {total} ({wallet.balance} bought, "
             f"{earnings.balance} earned), needs {amount}.",
-            details={"balance": total, "bought": wallet.balance, "earned": earnings.balance,
-                     "required": amount},
+            details={
+                "balance": total,
+                "bought": wallet.balance,
+                "earned": earnings.balance,
+                "required": amount,
+            },
         )
     from_bought = min(wallet.balance, amount)
     legs: list[Leg] = []
@@ -164,7 +167,8 @@ def _validate_legs(legs: Sequence[Leg]) -> None:
     for account, amount in legs:
         if not _is_int(amount):
             raise ApplicationError(
-                "Ledger amounts are whole credits.", code="bad_amount",
+                "Ledger amounts are whole credits.",
+                code="bad_amount",
                 details={"account": account.code, "amount": repr(amount)},
             )
         if amount == 0:
@@ -204,14 +208,16 @@ def ledger_transfer(
     _validate_legs(legs)
     if memos is not None and len(memos) != len(legs):
         raise ApplicationError("One memo per leg.", code="bad_transfer")
-    if idempotency_key and LedgerTransaction.objects.filter(
-        idempotency_key=idempotency_key
-    ).exists():
+    if (
+        idempotency_key
+        and LedgerTransaction.objects.filter(idempotency_key=idempotency_key).exists()
+    ):
         return _existing(idempotency_key, kind)
     locked = accounts_lock(account.pk for account, _ in legs)
-    if idempotency_key and LedgerTransaction.objects.filter(
-        idempotency_key=idempotency_key
-    ).exists():
+    if (
+        idempotency_key
+        and LedgerTransaction.objects.filter(idempotency_key=idempotency_key).exists()
+    ):
         return _existing(idempotency_key, kind)
     delta: dict[int, int] = defaultdict(int)
     for account, amount in legs:
@@ -222,8 +228,7 @@ def ledger_transfer(
             raise InsufficientFundsError(
                 f"Not enough credits in {account.code}: balance {account.balance}, "
                 f"needs {-change}.",
-                details={"account": account.code, "balance": account.balance,
-                         "required": -change},
+                details={"account": account.code, "balance": account.balance, "required": -change},
             )
     try:
         with transaction.atomic():
@@ -233,8 +238,12 @@ def ledger_transfer(
     except IntegrityError:  # a concurrent transfer with the same key committed first
         return _existing(idempotency_key or "", kind)
     LedgerEntry.objects.bulk_create(
-        LedgerEntry(transaction=txn, account_id=account.pk, amount=amount,
-                    memo=(memos[i] if memos else "")[:120])
+        LedgerEntry(
+            transaction=txn,
+            account_id=account.pk,
+            amount=amount,
+            memo=(memos[i] if memos else "")[:120],
+        )
         for i, (account, amount) in enumerate(legs)
     )
     for pk, change in delta.items():
@@ -278,16 +287,17 @@ def wallet_top_up(
         idempotency_key=f"top_up:{user.pk}:{key}",
     )
     return TopUp.objects.create(
-        user_id=user.pk, amount=credits, provider=provider.name,
-        provider_reference=result.provider_reference, idempotency_key=key,
+        user_id=user.pk,
+        amount=credits,
+        provider=provider.name,
+        provider_reference=result.provider_reference,
+        idempotency_key=key,
         ledger_transaction=txn,
     )
 
 
 @transaction.atomic
-def credit_grant_create(
-    *, staff: User, user: User, amount: object, reason: str
-) -> CreditGrant:
+def credit_grant_create(*, staff: User, user: User, amount: object, reason: str) -> CreditGrant:
     if not getattr(staff, "is_staff", False):
         raise ApplicationError("Only staff can grant credits.", code="forbidden", status=403)
     credits = positive_credits(amount)
@@ -299,7 +309,10 @@ def credit_grant_create(
         reference=f"grant by {staff.pk}: {reason.strip()}",
     )
     return CreditGrant.objects.create(
-        user_id=user.pk, amount=credits, reason=reason.strip()[:300], granted_by_id=staff.pk,
+        user_id=user.pk,
+        amount=credits,
+        reason=reason.strip()[:300],
+        granted_by_id=staff.pk,
         ledger_transaction=txn,
     )
 
@@ -308,9 +321,7 @@ def credit_grant_create(
 
 
 @transaction.atomic
-def escrow_hold_create(
-    *, payer: User, amount: object, reference: str
-) -> EscrowHold:
+def escrow_hold_create(*, payer: User, amount: object, reference: str) -> EscrowHold:
     """Move ``amount`` from the payer's credits (bought first, then earned) into a new escrow
     account (402 if short). Locks the payer's two accounts and the escrow's, ascending pk."""
     credits = positive_credits(amount)
@@ -354,12 +365,12 @@ def escrow_settle(
     if hold.status != EscrowStatus.HELD:
         raise ConflictError("This escrow is already settled.", code="escrow_settled")
     if not _is_int(fee) or fee < 0:
-        raise ApplicationError("The fee is a whole number of credits, 0 or more.",
-                               code="bad_fee")
+        raise ApplicationError("The fee is a whole number of credits, 0 or more.", code="bad_fee")
     for _, amount in payouts:
         if not _is_int(amount) or amount < 0:
-            raise ApplicationError("Payouts are whole numbers of credits, 0 or more.",
-                                   code="bad_amount")
+            raise ApplicationError(
+                "Payouts are whole numbers of credits, 0 or more.", code="bad_amount"
+            )
     account = Account.objects.get(pk=hold.account_id)
     paid = sum(amount for _, amount in payouts) + fee
     refund = account.balance - paid
@@ -374,8 +385,12 @@ def escrow_settle(
     for user, amount in payouts:
         if amount:  # earned: a data owner's pay (what the payer pays themselves stays bought)
             own = user.pk == hold.payer_id
-            legs.append((wallet_get_or_create(user=user) if own
-                         else earnings_get_or_create(user=user), amount))
+            legs.append(
+                (
+                    wallet_get_or_create(user=user) if own else earnings_get_or_create(user=user),
+                    amount,
+                )
+            )
             memos.append("payout")
     if fee:
         legs.append((platform_revenue_account(), fee))
@@ -384,8 +399,9 @@ def escrow_settle(
         refund_user = refund_to if refund_to is not None else hold.payer
         # Earned credits go back as earned, up to what the hold took from earnings (spending
         # counts bought credits first); the rest, and any refund to someone else, as bought.
-        earned_back = (min(refund, _earned_into_escrow(hold))
-                       if refund_user.pk == hold.payer_id else 0)
+        earned_back = (
+            min(refund, _earned_into_escrow(hold)) if refund_user.pk == hold.payer_id else 0
+        )
         if refund - earned_back:
             legs.append((wallet_get_or_create(user=refund_user), refund - earned_back))
             memos.append("refund")
@@ -397,8 +413,11 @@ def escrow_settle(
         legs.append((account, -account.balance))
         memos.append("escrow release")
         txn = ledger_transfer(
-            legs=legs, kind="escrow_settle", reference=hold.reference,
-            idempotency_key=f"escrow_settle:{hold.pk}", memos=memos,
+            legs=legs,
+            kind="escrow_settle",
+            reference=hold.reference,
+            idempotency_key=f"escrow_settle:{hold.pk}",
+            memos=memos,
         )
     hold.status = EscrowStatus.SETTLED
     hold.settled_at = timezone.now()
@@ -410,6 +429,8 @@ def _earned_into_escrow(hold: EscrowHold) -> int:
     """How many earned credits the hold took from its payer's earnings account."""
     taken = LedgerEntry.objects.filter(
         transaction__idempotency_key=f"escrow_hold:{hold.reference}",
-        account__kind=AccountKind.EARNINGS, account__owner_id=hold.payer_id, amount__lt=0,
+        account__kind=AccountKind.EARNINGS,
+        account__owner_id=hold.payer_id,
+        amount__lt=0,
     ).aggregate(t=Sum("amount"))["t"]
     return -int(taken or 0)

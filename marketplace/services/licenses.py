@@ -41,23 +41,35 @@ def license_check(*, version: ModelVersion, for_sale: bool | None = None) -> Non
             continue
         label = ancestor.label
         if not parent.derivatives_allowed:
-            _refuse(label, "derivatives_allowed",
-                    f"{label} is licensed {parent.code}, which forbids derivatives.")
+            _refuse(
+                label,
+                "derivatives_allowed",
+                f"{label} is licensed {parent.code}, which forbids derivatives.",
+            )
         if not parent.different_license_allowed and version.license_code != parent.code:
-            _refuse(label, "different_license_allowed",
-                    f"{label} is licensed {parent.code}, which requires derivatives to keep "
-                    f"the same license (this version has {version.license_code or 'none'}).")
+            _refuse(
+                label,
+                "different_license_allowed",
+                f"{label} is licensed {parent.code}, which requires derivatives to keep "
+                f"the same license (this version has {version.license_code or 'none'}).",
+            )
         if for_sale and parent.commercial_use != "sell":
-            _refuse(label, "commercial_use",
-                    f"{label} is licensed {parent.code}, which forbids selling derivatives "
-                    f"(commercial use: {parent.commercial_use}).")
+            _refuse(
+                label,
+                "commercial_use",
+                f"{label} is licensed {parent.code}, which forbids selling derivatives "
+                f"(commercial use: {parent.commercial_use}).",
+            )
         if own is not None and (
             COMMERCIAL_LEVELS.index(own.commercial_use)
             > COMMERCIAL_LEVELS.index(parent.commercial_use)
         ):
-            _refuse(label, "commercial_use",
-                    f"{label} is licensed {parent.code}, which allows commercial use only up "
-                    f"to {parent.commercial_use!r}; {own.code} grants {own.commercial_use!r}.")
+            _refuse(
+                label,
+                "commercial_use",
+                f"{label} is licensed {parent.code}, which allows commercial use only up "
+                f"to {parent.commercial_use!r}; {own.code} grants {own.commercial_use!r}.",
+            )
 
 
 def publish_check(version: ModelVersion) -> None:

@@ -25,7 +25,8 @@ def _price(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ApplicationError(
             "price must be a whole number of credits, 0 (free) or more.",
-            code="bad_price", details={"price": repr(value)},
+            code="bad_price",
+            details={"price": repr(value)},
         )
     return value
 
@@ -34,7 +35,8 @@ def _royalty(value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 5000:
         raise ApplicationError(
             "royalty_bps must be a whole number of basis points from 0 to 5000.",
-            code="bad_royalty", details={"royalty_bps": repr(value)},
+            code="bad_royalty",
+            details={"royalty_bps": repr(value)},
         )
     return value
 
@@ -45,12 +47,12 @@ def _shares(shares: Sequence[tuple[str, object]]) -> list[tuple[User, int]]:
     for username, percent in shares:
         if not isinstance(percent, int) or isinstance(percent, bool) or not 1 <= percent <= 100:
             raise ApplicationError(
-                "Each share is a whole percent from 1 to 100.", code="bad_shares",
+                "Each share is a whole percent from 1 to 100.",
+                code="bad_shares",
                 details={"username": username, "percent": repr(percent)},
             )
         if username in seen:
-            raise ApplicationError(f"{username} appears twice in the shares.",
-                                   code="bad_shares")
+            raise ApplicationError(f"{username} appears twice in the shares.", code="bad_shares")
         seen.add(username)
         user = get_user_model().objects.filter(username=username, is_active=True).first()
         if user is None:
@@ -97,9 +99,13 @@ def _check_royalties(version: ModelVersion, price: int) -> None:
         f"most {room} bps: a price of {price} leaves {price - fee} credits after the fee of "
         f"{fee}, less than the {price * total // BPS} the royalties ask.",
         code="royalties_exceed_price",
-        details={"royalty_bps_total": total, "royalty_bps_max": room, "price": price,
-                 "fee": fee, "ancestors": [{"ancestor": label, "royalty_bps": bps}
-                                           for _, bps, label in royalties]},
+        details={
+            "royalty_bps_total": total,
+            "royalty_bps_max": room,
+            "price": price,
+            "fee": fee,
+            "ancestors": [{"ancestor": label, "royalty_bps": bps} for _, bps, label in royalties],
+        },
     )
 
 
@@ -119,18 +125,23 @@ def listing_create(
     if isinstance(target, DatasetVersion) and (
         target.dataset.kind != DatasetKind.PUBLIC or target.blob_id is None
     ):
-        raise ApplicationError("Only public, hosted dataset versions can be listed.",
-                               code="not_listable")
+        raise ApplicationError(
+            "Only public, hosted dataset versions can be listed.", code="not_listable"
+        )
     field = "model_version" if isinstance(target, ModelVersion) else "dataset_version"
     if Listing.objects.filter(**{field: target}).exists():
-        raise ConflictError("This version is already listed; update the listing.",
-                            code="already_listed")
+        raise ConflictError(
+            "This version is already listed; update the listing.", code="already_listed"
+        )
     cleaned_price = _price(price)
     if early_access_until is not None and cleaned_price == 0:
         raise ApplicationError("Early access needs a price.", code="bad_early_access")
     listing = Listing(
-        seller=seller, price=cleaned_price, early_access_until=early_access_until,
-        royalty_bps=_royalty(royalty_bps), **{field: target},
+        seller=seller,
+        price=cleaned_price,
+        early_access_until=early_access_until,
+        royalty_bps=_royalty(royalty_bps),
+        **{field: target},
     )
     cleaned_shares = _shares(shares)
     _check_sale(listing)

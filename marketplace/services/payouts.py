@@ -41,7 +41,8 @@ def payout_request(*, user: User, amount: object) -> Payout:
     minimum = payout_minimum()
     if credits < minimum:
         raise ApplicationError(
-            f"The minimum payout is {minimum} credits.", code="below_minimum",
+            f"The minimum payout is {minimum} credits.",
+            code="below_minimum",
             details={"amount": credits, "minimum": minimum},
         )
     earnings = earnings_get_or_create(user=user)
@@ -50,12 +51,14 @@ def payout_request(*, user: User, amount: object) -> Payout:
         raise ApplicationError(
             f"You asked for {credits} credits but you have {earnings.balance} earned credits "
             "to withdraw; bought credits can be spent, not paid out.",
-            code="above_balance", details={"amount": credits, "withdrawable": earnings.balance},
+            code="above_balance",
+            details={"amount": credits, "withdrawable": earnings.balance},
         )
     payout = Payout.objects.create(user_id=user.pk, amount=credits)
     payout.request_transaction = ledger_transfer(  # re-checks the balance under the lock
         legs=[(earnings, -credits), (payouts_clearing_account(), credits)],
-        kind="payout_request", reference=f"payout:{payout.pk}",
+        kind="payout_request",
+        reference=f"payout:{payout.pk}",
         idempotency_key=f"payout_request:{payout.pk}",
         memos=["payout requested", "payout pending"],
     )
@@ -81,10 +84,14 @@ def payout_mark_paid(*, payout: Payout, staff: User, note: str = "") -> Payout:
     _require_staff(staff)
     locked = _lock_pending(payout)
     locked.settle_transaction = ledger_transfer(
-        legs=[(payouts_clearing_account(), -locked.amount), (external_account("payouts"),
-                                                              locked.amount)],
-        kind="payout_paid", reference=f"payout:{locked.pk}",
-        idempotency_key=f"payout_settle:{locked.pk}", memos=["payout paid", "paid out"],
+        legs=[
+            (payouts_clearing_account(), -locked.amount),
+            (external_account("payouts"), locked.amount),
+        ],
+        kind="payout_paid",
+        reference=f"payout:{locked.pk}",
+        idempotency_key=f"payout_settle:{locked.pk}",
+        memos=["payout paid", "paid out"],
     )
     return _handled(locked, staff, PayoutStatus.PAID, note)
 
@@ -95,10 +102,14 @@ def payout_reject(*, payout: Payout, staff: User, note: str = "") -> Payout:
     _require_staff(staff)
     locked = _lock_pending(payout)
     locked.settle_transaction = ledger_transfer(
-        legs=[(payouts_clearing_account(), -locked.amount),
-              (earnings_get_or_create(user=locked.user), locked.amount)],
-        kind="payout_rejected", reference=f"payout:{locked.pk}",
-        idempotency_key=f"payout_settle:{locked.pk}", memos=["payout rejected", "returned"],
+        legs=[
+            (payouts_clearing_account(), -locked.amount),
+            (earnings_get_or_create(user=locked.user), locked.amount),
+        ],
+        kind="payout_rejected",
+        reference=f"payout:{locked.pk}",
+        idempotency_key=f"payout_settle:{locked.pk}",
+        memos=["payout rejected", "returned"],
     )
     return _handled(locked, staff, PayoutStatus.REJECTED, note)
 
@@ -108,6 +119,5 @@ def _handled(payout: Payout, staff: User, status: str, note: str) -> Payout:
     payout.handled_by_id = staff.pk
     payout.handled_at = timezone.now()
     payout.note = note.strip()[:300]
-    payout.save(update_fields=["status", "settle_transaction", "handled_by", "handled_at",
-                               "note"])
+    payout.save(update_fields=["status", "settle_transaction", "handled_by", "handled_at", "note"])
     return payout

@@ -37,9 +37,7 @@ def _same_purchase(existing: Purchase, listing: Listing) -> Purchase:
     return existing
 
 
-def purchase_create(
-    *, buyer: User, listing: Listing, idempotency_key: str
-) -> Purchase:
+def purchase_create(*, buyer: User, listing: Listing, idempotency_key: str) -> Purchase:
     """Buy ``listing`` for ``buyer``. The same key and listing return the first purchase.
 
     Locks, in this order: every ledger account involved, ascending pk (the buyer's wallet and
@@ -49,8 +47,9 @@ def purchase_create(
     """
     key = (idempotency_key or "").strip()
     if not key or len(key) > 200:
-        raise ApplicationError("An Idempotency-Key (1-200 characters) is required.",
-                               code="idempotency_key_required")
+        raise ApplicationError(
+            "An Idempotency-Key (1-200 characters) is required.", code="idempotency_key_required"
+        )
     _accounts_ensure(buyer=buyer, listing=listing)
     try:
         return _purchase_create(buyer=buyer, listing_id=listing.pk, key=key)
@@ -81,7 +80,8 @@ def _purchase_create(*, buyer: User, listing_id: int, key: str) -> Purchase:
     existing = Purchase.objects.filter(buyer_id=buyer.pk, idempotency_key=key).first()
     listing = (
         Listing.objects.select_related("model_version__model", "dataset_version__dataset")
-        .filter(pk=listing_id).first()
+        .filter(pk=listing_id)
+        .first()
     )
     if listing is None:
         raise NotFoundError("No such listing.")
@@ -89,7 +89,8 @@ def _purchase_create(*, buyer: User, listing_id: int, key: str) -> Purchase:
         return _same_purchase(existing, listing)
     target = listing.target
     visible = (
-        can_view_version(buyer, target) if isinstance(target, ModelVersion)
+        can_view_version(buyer, target)
+        if isinstance(target, ModelVersion)
         else can_view_dataset(buyer, target.dataset)
     )
     if not listing.is_active or not visible:
@@ -100,8 +101,13 @@ def _purchase_create(*, buyer: User, listing_id: int, key: str) -> Purchase:
     price = listing_price_now(listing)
     shares = [(s.user_id, s.percent) for s in listing.shares.all()]
     royalties = [(owner, bps) for owner, bps, _ in upstream_royalties(target)]
-    parts = revenue_split(price=price, fee_bps=platform_fee_bps(), seller=listing.seller_id,
-                          royalties=royalties, shares=shares)
+    parts = revenue_split(
+        price=price,
+        fee_bps=platform_fee_bps(),
+        seller=listing.seller_id,
+        royalties=royalties,
+        shares=shares,
+    )
 
     buyer_wallet = wallet_get_or_create(user=buyer)
     buyer_earnings = earnings_get_or_create(user=buyer)
@@ -114,8 +120,7 @@ def _purchase_create(*, buyer: User, listing_id: int, key: str) -> Purchase:
             accounts[part.recipient] = (
                 buyer_wallet if part.recipient == buyer.pk else _earnings_for_id(part.recipient)
             )
-    locked = accounts_lock([buyer_wallet.pk, buyer_earnings.pk,
-                            *(a.pk for a in accounts.values())])
+    locked = accounts_lock([buyer_wallet.pk, buyer_earnings.pk, *(a.pk for a in accounts.values())])
 
     # Under the buyer's wallet lock: no other purchase by this buyer is in flight.
     existing = Purchase.objects.filter(buyer_id=buyer.pk, idempotency_key=key).first()
@@ -128,15 +133,19 @@ def _purchase_create(*, buyer: User, listing_id: int, key: str) -> Purchase:
         buyer_id=buyer.pk, listing=listing, price=price, idempotency_key=key
     )
     if price > 0:
-        legs: list[Leg] = spending_legs(wallet=locked[buyer_wallet.pk],
-                                        earnings=locked[buyer_earnings.pk], amount=price)
+        legs: list[Leg] = spending_legs(
+            wallet=locked[buyer_wallet.pk], earnings=locked[buyer_earnings.pk], amount=price
+        )
         memos = ["charge"] * len(legs)
         for part in parts:
             legs.append((accounts[part.recipient], part.amount))
             memos.append(part.role)
         purchase.ledger_transaction = ledger_transfer(
-            legs=legs, kind="purchase", reference=f"purchase:{purchase.pk}",
-            idempotency_key=f"purchase:{purchase.pk}", memos=memos,
+            legs=legs,
+            kind="purchase",
+            reference=f"purchase:{purchase.pk}",
+            idempotency_key=f"purchase:{purchase.pk}",
+            memos=memos,
         )
         purchase.save(update_fields=["ledger_transaction"])
     field = "model_version" if isinstance(target, ModelVersion) else "dataset_version"

@@ -24,25 +24,30 @@ def report_create(
         raise AccessDeniedError("Log in to report.", code="login_required")
     if reason not in ReportReason.values:
         raise ApplicationError(
-            f"reason must be one of: {', '.join(ReportReason.values)}.", code="bad_reason",
+            f"reason must be one of: {', '.join(ReportReason.values)}.",
+            code="bad_reason",
             details={"field": "reason"},
         )
     text = (text or "").strip()
     if not text:
-        raise ApplicationError("Tell the moderators what is wrong.", code="text_required",
-                               details={"field": "text"})
+        raise ApplicationError(
+            "Tell the moderators what is wrong.", code="text_required", details={"field": "text"}
+        )
     if len(text) > MAX_REPORT_TEXT:
-        raise ApplicationError(f"Keep the text under {MAX_REPORT_TEXT} characters.",
-                               code="text_too_long", details={"field": "text"})
+        raise ApplicationError(
+            f"Keep the text under {MAX_REPORT_TEXT} characters.",
+            code="text_too_long",
+            details={"field": "text"},
+        )
     if isinstance(target, ModelVersion):
         if not can_view_version(reporter, target):
             raise NotFoundError("No such version.")
-        return Report.objects.create(reporter_id=reporter.pk, model_version=target,
-                                     reason=reason, text=text)
+        return Report.objects.create(
+            reporter_id=reporter.pk, model_version=target, reason=reason, text=text
+        )
     if not can_view_dataset(reporter, target):
         raise NotFoundError("No such dataset.")
-    return Report.objects.create(reporter_id=reporter.pk, dataset=target, reason=reason,
-                                 text=text)
+    return Report.objects.create(reporter_id=reporter.pk, dataset=target, reason=reason, text=text)
 
 
 def _lock_open(report: Report, staff: User) -> Report:
@@ -54,8 +59,9 @@ def _lock_open(report: Report, staff: User) -> Report:
         .get(pk=report.pk)
     )
     if locked.status != ReportStatus.OPEN:
-        raise ConflictError(f"This report was already handled ({locked.status}).",
-                            code="report_handled")
+        raise ConflictError(
+            f"This report was already handled ({locked.status}).", code="report_handled"
+        )
     return locked
 
 
@@ -72,8 +78,9 @@ def report_unpublish_version(*, report: Report, staff: User) -> Report:
     """Unpublish the reported version (through the registry, as staff). Locks the report."""
     locked = _lock_open(report, staff)
     if locked.model_version is None:
-        raise ApplicationError("Only a model version can be unpublished; remove the dataset.",
-                               code="not_a_version")
+        raise ApplicationError(
+            "Only a model version can be unpublished; remove the dataset.", code="not_a_version"
+        )
     version_unpublish(version=locked.model_version, user=staff)
     return _close(locked, staff, ReportStatus.UNPUBLISHED)
 

@@ -14,9 +14,7 @@ from registry.services.catalog import model_rating_set
 
 
 @transaction.atomic
-def review_create(
-    *, user: User, version: ModelVersion, rating: object, text: str = ""
-) -> Review:
+def review_create(*, user: User, version: ModelVersion, rating: object, text: str = "") -> Review:
     """Review a version ``review_refusal`` allows; ``verified`` if you are entitled to it.
 
     Also refreshes the model's rating average and count (the registry's display fields).
@@ -29,17 +27,16 @@ def review_create(
     try:
         with transaction.atomic():
             review = Review.objects.create(
-                user_id=user.pk, model_version=version, rating=rating, text=text[:5000],
+                user_id=user.pk,
+                model_version=version,
+                rating=rating,
+                text=text[:5000],
                 verified=is_entitled(user, version),
             )
     except IntegrityError as err:
-        raise ConflictError(
-            "You already reviewed this version.", code="already_reviewed"
-        ) from err
+        raise ConflictError("You already reviewed this version.", code="already_reviewed") from err
     stats = Review.objects.filter(model_version__model_id=version.model_id).aggregate(
         avg=Avg("rating"), n=Count("pk")
     )
-    model_rating_set(
-        model_id=version.model_id, average=float(stats["avg"] or 0), count=stats["n"]
-    )
+    model_rating_set(model_id=version.model_id, average=float(stats["avg"] or 0), count=stats["n"])
     return review

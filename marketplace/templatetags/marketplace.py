@@ -16,9 +16,7 @@ register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
-def buy_box(
-    context: template.Context, version: ModelVersion | DatasetVersion
-) -> dict[str, Any]:
+def buy_box(context: template.Context, version: ModelVersion | DatasetVersion) -> dict[str, Any]:
     """What the buy box shows for this user and model or dataset version.
 
     ``state`` is one of: "free", "owner", "owned", "buy", "login".
@@ -28,9 +26,7 @@ def buy_box(
     listing = selectors.listing_for(version)
     price_now = selectors.listing_price_now(listing) if listing is not None else 0
     owner_id = (
-        version.model.owner_id
-        if isinstance(version, ModelVersion)
-        else version.dataset.owner_id
+        version.model.owner_id if isinstance(version, ModelVersion) else version.dataset.owner_id
     )
     if member is not None and owner_id == member.pk:
         state = "owner"
@@ -54,7 +50,8 @@ def license_for(version: ModelVersion) -> dict[str, Any]:
     """The version's own license and the effective permissions along its lineage."""
     return {
         "license": License.objects.filter(code=version.license_code).first()
-        if version.license_code else None,
+        if version.license_code
+        else None,
         "perms": selectors.effective_permissions(version),
     }
 
@@ -65,7 +62,12 @@ def reviews_for(context: template.Context, version: ModelVersion) -> dict[str, A
     member = user if isinstance(user, User) and user.is_authenticated else None
     reviews = list(selectors.reviews_for_version(version))
     mine = member is not None and any(r.user_id == member.pk for r in reviews)
-    can_review = (member is not None and not mine
-                  and selectors.review_allowed(user=member, version=version))
-    return {"reviews": reviews, "can_review": can_review, "form": ReviewForm() if can_review
-            else None, "reviewed": mine}
+    can_review = (
+        member is not None and not mine and selectors.review_allowed(user=member, version=version)
+    )
+    return {
+        "reviews": reviews,
+        "can_review": can_review,
+        "form": ReviewForm() if can_review else None,
+        "reviewed": mine,
+    }

@@ -40,9 +40,7 @@ def page_response(
     page: list[Any] = paginator.paginate_queryset(items, request, view=view) or []
     if keep is not None:
         page = [row for row in page if keep(row)]
-    return paginator.get_paginated_response(
-        serializer(page, many=True, context=context or {}).data
-    )
+    return paginator.get_paginated_response(serializer(page, many=True, context=context or {}).data)
 
 
 def wants_mine(request: Request) -> bool:

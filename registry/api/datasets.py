@@ -83,9 +83,7 @@ class DatasetListCreateApi(APIView):
             required=False, allow_blank=True, default="", max_length=MAX_DESCRIPTION_CHARS
         )
         tags = tags_field(required=False, default=list)
-        visibility = serializers.ChoiceField(
-            choices=Visibility.choices, default=Visibility.PUBLIC
-        )
+        visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
 
     @extend_schema(
         operation_id="datasets_list",
@@ -180,9 +178,7 @@ class DatasetVersionCreateApi(APIView):
                 manifest=values["manifest"],
                 license_code=values["license_code"],
             )
-        return Response(
-            _dataset_version_data(request, version.pk), status=status.HTTP_201_CREATED
-        )
+        return Response(_dataset_version_data(request, version.pk), status=status.HTTP_201_CREATED)
 
 
 class DatasetVersionDetailApi(APIView):

@@ -142,9 +142,7 @@ class ModelListCreateApi(APIView):
             required=False, allow_blank=True, default="", max_length=MAX_DESCRIPTION_CHARS
         )
         tags = tags_field(required=False, default=list)
-        visibility = serializers.ChoiceField(
-            choices=Visibility.choices, default=Visibility.PUBLIC
-        )
+        visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
 
     @extend_schema(
         operation_id="models_list",
@@ -279,7 +277,9 @@ class ModelVersionListCreateApi(APIView):
             help_text="Detected from the primary file when left out.",
         )
         trigger_words = serializers.ListField(
-            child=serializers.CharField(max_length=200), required=False, default=list,
+            child=serializers.CharField(max_length=200),
+            required=False,
+            default=list,
             max_length=50,
         )
         layout = serializers.ChoiceField(choices=FileLayout.choices, default=FileLayout.SINGLE_FILE)

@@ -82,7 +82,8 @@ def _visible(value: str, field: str) -> str:
     char = invisible_character(value)
     if char is not None:
         raise ApplicationError(
-            f"{field}: {invisible_character_message(char)}", code="invisible_characters",
+            f"{field}: {invisible_character_message(char)}",
+            code="invisible_characters",
             details={"field": field, "codepoint": f"U+{ord(char):04X}"},
         )
     return value
@@ -96,7 +97,8 @@ def _tags(names: Iterable[str]) -> list[Tag]:
             cleaned.append(tag)
     if len(cleaned) > MAX_TAGS:
         raise ApplicationError(
-            f"tags: at most {MAX_TAGS} tags ({len(cleaned)} given).", code="too_many_tags",
+            f"tags: at most {MAX_TAGS} tags ({len(cleaned)} given).",
+            code="too_many_tags",
             details={"field": "tags", "limit": MAX_TAGS, "count": len(cleaned)},
         )
     return [Tag.objects.get_or_create(name=n)[0] for n in cleaned]
@@ -128,8 +130,15 @@ def model_search_vector_update(*, model: Model) -> None:
 
 
 def _listing_fields(
-    *, owner: User, queryset: QuerySet, name: str, what: str, kind: str,
-    kinds: type[Choices], description: str, visibility: str,
+    *,
+    owner: User,
+    queryset: QuerySet,
+    name: str,
+    what: str,
+    kind: str,
+    kinds: type[Choices],
+    description: str,
+    visibility: str,
 ) -> dict[str, object]:
     """The validated fields models and datasets share: name, unique slug, kind, text."""
     name = _visible(name, "name").strip()
@@ -158,8 +167,14 @@ def model_create(
 ) -> Model:
     model = Model.objects.create(
         **_listing_fields(
-            owner=owner, queryset=Model.objects.all(), name=name, what="model", kind=kind,
-            kinds=ModelKind, description=description, visibility=visibility,
+            owner=owner,
+            queryset=Model.objects.all(),
+            name=name,
+            what="model",
+            kind=kind,
+            kinds=ModelKind,
+            description=description,
+            visibility=visibility,
         )
     )
     model.tags.set(_tags(tags))
@@ -214,9 +229,7 @@ def _file_from_upload(version: ModelVersion, spec: FileSpec, user: User) -> Mode
     if upload.user_id != user.pk:
         raise AccessDeniedError("That upload belongs to someone else.", code="not_your_upload")
     if upload.status != UploadStatus.COMPLETE or upload.blob_id is None:
-        raise ApplicationError(
-            f"Upload {upload.pk} is not complete.", code="upload_incomplete"
-        )
+        raise ApplicationError(f"Upload {upload.pk} is not complete.", code="upload_incomplete")
     info = upload.inspection
     path = _file_path(spec.path or upload.filename)
     if ModelFile.objects.filter(version=version, path=path).exists():
@@ -274,8 +287,9 @@ def version_create(
     )
     has_primary = any(spec.is_primary for spec in files)
     created = [
-        _file_from_upload(version, FileSpec(s.upload, s.path, s.is_primary or
-                                            (not has_primary and i == 0)), user)
+        _file_from_upload(
+            version, FileSpec(s.upload, s.path, s.is_primary or (not has_primary and i == 0)), user
+        )
         for i, s in enumerate(files)
     ]
     primary = next(f for f in created if f.is_primary)
@@ -302,9 +316,7 @@ def lineage_add(*, version: ModelVersion, user: User, parent: ParentSpec) -> Lin
         raise ApplicationError("A parent is a model version or a dataset.", code="bad_parent")
     if parent.version is not None and parent.version.pk == version.pk:
         raise ApplicationError("A version cannot derive from itself.", code="bad_parent")
-    if parent.version is not None and version.pk in lineage_ancestor_version_ids(
-        parent.version.pk
-    ):
+    if parent.version is not None and version.pk in lineage_ancestor_version_ids(parent.version.pk):
         raise ApplicationError(
             f"Model version {parent.version.pk} already derives from version {version.pk}; "
             f"making {version.pk} derive from it would close a lineage cycle.",
@@ -344,9 +356,7 @@ def version_unpublish(*, version: ModelVersion, user: User) -> ModelVersion:
 
 
 @transaction.atomic
-def version_license_set(
-    *, version: ModelVersion, user: User, license_code: str
-) -> ModelVersion:
+def version_license_set(*, version: ModelVersion, user: User, license_code: str) -> ModelVersion:
     """Set the license of a version that was never published (buyers keep the terms they
     bought under). The marketplace checks the code against its catalogue and the lineage."""
     _require_owner(user, version.model.owner_id)
@@ -395,8 +405,14 @@ def dataset_create(
 ) -> Dataset:
     dataset = Dataset.objects.create(
         **_listing_fields(
-            owner=owner, queryset=Dataset.objects.all(), name=name, what="dataset", kind=kind,
-            kinds=DatasetKind, description=description, visibility=visibility,
+            owner=owner,
+            queryset=Dataset.objects.all(),
+            name=name,
+            what="dataset",
+            kind=kind,
+            kinds=DatasetKind,
+            description=description,
+            visibility=visibility,
         )
     )
     dataset.tags.set(_tags(tags))
@@ -414,12 +430,14 @@ def dataset_version_create_public(
             "Private datasets never upload images; publish a manifest.", code="private_dataset"
         )
     if upload.user_id != user.pk or upload.status != UploadStatus.COMPLETE:
-        raise ApplicationError("That upload is not a completed upload of yours.",
-                               code="upload_incomplete")
+        raise ApplicationError(
+            "That upload is not a completed upload of yours.", code="upload_incomplete"
+        )
     archive = upload.inspection.get("archive")
     if upload.inspection.get("format") != "archive" or not archive:
-        raise ApplicationError("A public dataset is uploaded as a .zip or .tar archive.",
-                               code="not_an_archive")
+        raise ApplicationError(
+            "A public dataset is uploaded as a .zip or .tar archive.", code="not_an_archive"
+        )
     if DatasetVersion.objects.filter(dataset=dataset, name=_visible(name, "name")).exists():
         raise ConflictError(f"Version {name!r} already exists.", code="duplicate_version")
     return DatasetVersion.objects.create(
@@ -447,9 +465,7 @@ def dataset_version_create_private(
         raise ApplicationError("Only private datasets take a manifest.", code="public_dataset")
     missing = [k for k in MANIFEST_KEYS if k not in manifest]
     if missing:
-        raise ApplicationError(
-            f"The manifest lacks {', '.join(missing)}.", code="bad_manifest"
-        )
+        raise ApplicationError(f"The manifest lacks {', '.join(missing)}.", code="bad_manifest")
     count = manifest["count"]
     digest = str(manifest["manifest_hash"])
     if not isinstance(count, int) or count < 1 or len(digest) != 64:

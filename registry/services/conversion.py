@@ -38,13 +38,15 @@ def model_file_conversion_request(*, model_file: ModelFile, user: User) -> Model
     if not (user.pk == model_file.version.model.owner_id or user.is_staff):
         raise AccessDeniedError("Only the owner can convert this file.")
     if model_file.format != FileFormat.PICKLE:
-        raise ApplicationError("Only pickle files (.ckpt, .pt, .bin) are converted.",
-                               code="not_a_pickle")
+        raise ApplicationError(
+            "Only pickle files (.ckpt, .pt, .bin) are converted.", code="not_a_pickle"
+        )
     with transaction.atomic():
         locked = ModelFile.objects.select_for_update().get(pk=model_file.pk)
         if locked.conversion_status in (QUEUED, DONE):
-            raise ConflictError(f"The conversion is already {locked.conversion_status}.",
-                                code="conversion_exists")
+            raise ConflictError(
+                f"The conversion is already {locked.conversion_status}.", code="conversion_exists"
+            )
         locked.conversion_status, locked.conversion_error = QUEUED, ""
         locked.save(update_fields=["conversion_status", "conversion_error"])
         transaction.on_commit(lambda: convert_pickle_file.delay(locked.pk))

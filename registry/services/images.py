@@ -51,8 +51,13 @@ def _check_image(stream: IO[bytes]) -> tuple[str, dict[str, str]]:
             img.load()  # decodes every pixel: a truncated file fails here
     except ApplicationError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError,
-            ValueError) as exc:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as exc:
         raise ApplicationError(
             "The file is not a readable PNG, JPEG or WebP image.", code="bad_image"
         ) from exc
@@ -141,19 +146,25 @@ def dataset_preview_add(
     limit = sample_image_max_bytes()
     size = image.size or 0
     if size > limit:
-        raise PayloadTooLargeError(f"The image is {size} bytes; the limit is {limit} bytes.",
-                                   code="too_large", details={"limit": limit})
+        raise PayloadTooLargeError(
+            f"The image is {size} bytes; the limit is {limit} bytes.",
+            code="too_large",
+            details={"limit": limit},
+        )
     if size == 0:
         raise ApplicationError("The image is empty.", code="empty_file")
     caption = caption.strip()
     if len(caption) > MAX_CAPTION_CHARS:
-        raise ApplicationError(f"The caption is longer than {MAX_CAPTION_CHARS} characters.",
-                               code="caption_too_long")
+        raise ApplicationError(
+            f"The caption is longer than {MAX_CAPTION_CHARS} characters.", code="caption_too_long"
+        )
     if DatasetPreview.objects.filter(dataset_version=dataset_version).count() >= (
-            MAX_PREVIEWS_PER_DATASET):
+        MAX_PREVIEWS_PER_DATASET
+    ):
         raise ApplicationError(
             f"A dataset version shows at most {MAX_PREVIEWS_PER_DATASET} previews.",
-            code="too_many_previews")
+            code="too_many_previews",
+        )
     _check_image(image)
     png = _clean_preview(image)
     return DatasetPreview.objects.create(

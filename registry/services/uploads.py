@@ -62,9 +62,7 @@ def _validate_filename(filename: str) -> str:
     return name
 
 
-def upload_create(
-    *, user: User, filename: str, size: int, sha256: str = ""
-) -> Upload:
+def upload_create(*, user: User, filename: str, size: int, sha256: str = "") -> Upload:
     name = _validate_filename(filename)
     limit = settings.ATELIER_MAX_UPLOAD_BYTES
     if size <= 0:
@@ -303,5 +301,3 @@ def upload_summary(upload: Upload) -> dict[str, Any]:
         "inspection": upload.inspection,
         "error": upload.error,
     }
-
-

@@ -107,8 +107,12 @@ def _check_side(field: str, value: int, max_side: int) -> None:
         raise _invalid(field, f"{value} is not a multiple of 8.", "bad_size", value=value)
     if not MIN_SIDE <= value <= max_side:
         raise _invalid(
-            field, f"must be between {MIN_SIDE} and {max_side} pixels.", "bad_size",
-            value=value, min=MIN_SIDE, max=max_side,
+            field,
+            f"must be between {MIN_SIDE} and {max_side} pixels.",
+            "bad_size",
+            value=value,
+            min=MIN_SIDE,
+            max=max_side,
         )
 
 
@@ -134,7 +138,9 @@ def _check_settings(
     _check_side("height", height, bounds.max_side)
     if width * height > bounds.max_pixels:
         raise _invalid(
-            "width", f"{width}x{height} is more than {bounds.max_pixels} pixels.", "too_large",
+            "width",
+            f"{width}x{height} is more than {bounds.max_pixels} pixels.",
+            "too_large",
             max_pixels=bounds.max_pixels,
         )
     _check_number("guidance", guidance, GUIDANCE_RANGE, "bad_guidance")
@@ -186,9 +192,7 @@ def _safetensors_file(version: ModelVersion, field: str) -> ModelFile:
     files = list(version.files.select_related("blob"))
     files.sort(key=lambda f: (not f.is_primary, f.path))
     for model_file in files:
-        if model_file.format == FileFormat.SAFETENSORS and model_file.path.endswith(
-            ".safetensors"
-        ):
+        if model_file.format == FileFormat.SAFETENSORS and model_file.path.endswith(".safetensors"):
             return model_file
     raise _invalid(
         field,
@@ -202,7 +206,8 @@ def _check_base(user: User, version_id: int) -> tuple[ModelVersion, ModelFile | 
     version = _version_for_use(user=user, version_id=version_id, field=field)
     if version.model.kind != ModelKind.CHECKPOINT:
         raise _invalid(
-            field, f"{version} is a {version.model.get_kind_display()}, not a checkpoint.",
+            field,
+            f"{version} is a {version.model.get_kind_display()}, not a checkpoint.",
             "not_a_checkpoint",
         )
     if version.base_model not in GENERATION_FAMILIES:
@@ -267,7 +272,8 @@ def _check_resources(
         version = _version_for_use(user=user, version_id=item.version_id, field=field)
         if version.model.kind != model_kind:
             raise _invalid(
-                field, f"{version} is a {version.model.get_kind_display()}, not {article}.",
+                field,
+                f"{version} is a {version.model.get_kind_display()}, not {article}.",
                 f"not_{'a_lora' if kind == ResourceKind.LORA else 'an_embedding'}",
             )
         if version.base_model != base.base_model:
@@ -425,8 +431,10 @@ def _checked_again(generation: Generation) -> None:
 
     Errors name the version (``Castles v1: ...``), not a request field."""
     used = [(generation.base_name, generation.base_version_id, True)]
-    used += [(r.display_name, r.version_id, r.model_file_id is not None)
-             for r in generation.resources.all()]
+    used += [
+        (r.display_name, r.version_id, r.model_file_id is not None)
+        for r in generation.resources.all()
+    ]
     for label, version_id, has_file in used:
         if version_id is None or not has_file:
             raise ApplicationError(f"{label} was deleted.", code="version_deleted")
@@ -533,9 +541,7 @@ def _require_owner(generation: Generation, user: User) -> None:
         raise AccessDeniedError("Only its owner can change this generation.")
 
 
-def generation_visibility_set(
-    *, generation: Generation, user: User, is_public: bool
-) -> Generation:
+def generation_visibility_set(*, generation: Generation, user: User, is_public: bool) -> Generation:
     """Show the image to anyone with the link (public) or to its owner only."""
     _require_owner(generation, user)
     if is_public and generation.status != GenerationStatus.SUCCEEDED:

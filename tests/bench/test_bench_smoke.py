@@ -47,8 +47,9 @@ def test_ingest_prints_its_ratio_to_sha256sum() -> None:
     # given a 1 MiB file, when the ingest benchmark runs
     out = _run("ingest.py", "--size", "1M")
     # then it prints the server time, the reference and their ratio, and the worker's RSS
-    assert re.search(rf"^ingest: server {NUMBER} s, sha256sum {NUMBER} s, ratio {NUMBER} ",
-                     out, re.M), out
+    assert re.search(
+        rf"^ingest: server {NUMBER} s, sha256sum {NUMBER} s, ratio {NUMBER} ", out, re.M
+    ), out
     assert re.search(rf"^ingest: worker peak RSS {NUMBER} MB", out, re.M), out
 
 
@@ -59,17 +60,20 @@ def test_download_prints_its_ratio_to_http_server() -> None:
     # then it prints both throughputs and their ratio
     assert re.search(
         rf"^download: registry {NUMBER} MiB/s, http.server {NUMBER} MiB/s, ratio {NUMBER} ",
-        out, re.M,
+        out,
+        re.M,
     ), out
 
 
 @pytest.mark.slow
 def test_browse_prints_query_counts_and_latency_ratios() -> None:
     # given a tiny catalogue, when the browse benchmark runs for a second per endpoint
-    out = _run("browse.py", "--models", "60", "--versions", "120", "--duration", "1",
-               "--concurrency", "2")
+    out = _run(
+        "browse.py", "--models", "60", "--versions", "120", "--duration", "1", "--concurrency", "2"
+    )
     # then it reports queries per page for the browse page and p50 ratios to the static file
     assert re.search(r"^queries browse list +(page sizes|missing)", out, re.M), out
-    assert re.search(rf"^latency static \(reference\).* p50 ratio to static {NUMBER}", out,
-                     re.M), out
+    assert re.search(rf"^latency static \(reference\).* p50 ratio to static {NUMBER}", out, re.M), (
+        out
+    )
     assert re.search(rf"^latency list page 1 .* p50 ratio to static {NUMBER}", out, re.M), out

@@ -62,8 +62,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 @pytest.fixture(scope="package")
 def _playwright() -> Iterator[Playwright]:
     if not Path(CHROMIUM).exists():
-        pytest.fail(f"No Chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does), "
-                    "or set ATELIER_CHROMIUM to its path.")
+        pytest.fail(
+            f"No Chromium at {CHROMIUM}: apt-get install chromium (as .ci/run does), "
+            "or set ATELIER_CHROMIUM to its path."
+        )
     old = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
     manager = sync_playwright().start()

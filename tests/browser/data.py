@@ -30,8 +30,9 @@ def lora_bytes(*, seed: int = 0, rank: int = 4, alpha: float = 4.0) -> bytes:
         state[f"{module}.lora_B.weight"] = torch.randn(320, rank, generator=generator)
     metadata = {"ss_network_dim": str(rank), "ss_network_alpha": f"{alpha:g}"}
     with tempfile.TemporaryDirectory() as folder:
-        path = save_lora_kohya(Path(folder) / "lora.safetensors", state, alpha=alpha,
-                               metadata=metadata)
+        path = save_lora_kohya(
+            Path(folder) / "lora.safetensors", state, alpha=alpha, metadata=metadata
+        )
         return path.read_bytes()
 
 
@@ -59,12 +60,20 @@ def publish_model(
     from registry.services.uploads import upload_whole_file
 
     data = lora_bytes(seed=seed)
-    upload = upload_whole_file(user=owner, filename=f"{name.lower().replace(' ', '-')}.safetensors",
-                               stream=io.BytesIO(data), size=len(data))
-    model = model_create(owner=owner, name=name, kind=kind, tags=list(tags),
-                         description=f"{name}: a test model.")
+    upload = upload_whole_file(
+        user=owner,
+        filename=f"{name.lower().replace(' ', '-')}.safetensors",
+        stream=io.BytesIO(data),
+        size=len(data),
+    )
+    model = model_create(
+        owner=owner, name=name, kind=kind, tags=list(tags), description=f"{name}: a test model."
+    )
     version = version_create(
-        model=model, user=owner, name="v1", files=[FileSpec(upload)],
+        model=model,
+        user=owner,
+        name="v1",
+        files=[FileSpec(upload)],
         license_code=license_code,
         parents=[ParentSpec("finetune", version=p) for p in parents],
     )

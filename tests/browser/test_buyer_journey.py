@@ -17,8 +17,13 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_buyer_finds_buys_downloads_and_reviews_a_lora(
-    browser_page: Page, new_page: Callable[[], Page], login: Callable[..., None],
-    shot: Callable[..., None], make_user: Callable[..., Any], site: str, tmp_path: Path,
+    browser_page: Page,
+    new_page: Callable[[], Page],
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    site: str,
+    tmp_path: Path,
 ) -> None:
     from marketplace.selectors import ledger_reconcile, ledger_total, wallet_balance
 

@@ -18,7 +18,10 @@ CHUNK = 8 * 1024  # the ~28 KB file goes up in four PATCH requests
 
 
 def test_creator_signs_up_uploads_prices_and_publishes_a_lora(
-    browser_page: Page, new_page: Callable[[], Page], shot: Callable[..., None], site: str,
+    browser_page: Page,
+    new_page: Callable[[], Page],
+    shot: Callable[..., None],
+    site: str,
     settings: Any,
 ) -> None:
     settings.ATELIER_UPLOAD_CHUNK_BYTES = CHUNK
@@ -42,16 +45,27 @@ def test_creator_signs_up_uploads_prices_and_publishes_a_lora(
     page.click("nav >> text=Upload")
     expect(page.locator("h1")).to_have_text("Upload a model")
     patches: list[str] = []
-    page.on("request", lambda r: patches.append(r.url)
-            if r.method == "PATCH" and "/api/v1/uploads/" in r.url else None)
+    page.on(
+        "request",
+        lambda r: (
+            patches.append(r.url) if r.method == "PATCH" and "/api/v1/uploads/" in r.url else None
+        ),
+    )
     page.fill("#id_name", "Ink Sketch")
     page.select_option("#id_kind", "lora")
     page.fill("#id_description", "Loose **ink** lines on paper.")
     page.fill("#id_tags", "ink, sketch")
     page.fill("#id_trigger_words", "inksketch")
-    page.set_input_files("#id_file", files=[{
-        "name": "ink-sketch.safetensors", "mimeType": "application/octet-stream",
-        "buffer": data}])
+    page.set_input_files(
+        "#id_file",
+        files=[
+            {
+                "name": "ink-sketch.safetensors",
+                "mimeType": "application/octet-stream",
+                "buffer": data,
+            }
+        ],
+    )
     shot(page, "upload-filled")
     with page.expect_navigation(url="**/models/**"):
         page.click("#upload-submit")

@@ -19,9 +19,15 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("
 
 
 def test_owner_approves_a_job_and_sees_budget_and_earnings(
-    browser_page: Page, new_page: Callable[[], Page], login: Callable[..., None],
-    shot: Callable[..., None], fed: Any, api_client: Any, token_for: Callable[[Any], str],
-    server_out: Callable[..., Any], site: str,
+    browser_page: Page,
+    new_page: Callable[[], Page],
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    fed: Any,
+    api_client: Any,
+    token_for: Callable[[Any], str],
+    server_out: Callable[..., Any],
+    site: str,
 ) -> None:
     from federated.models import FederatedJob
     from federated.selectors import federated_terms_for
@@ -36,15 +42,28 @@ def test_owner_approves_a_job_and_sees_budget_and_earnings(
     # Given a data owner whose node registers and lists its dataset through the API
     owner = fed.user("gardener")
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(owner)}")
-    node = api_client.post("/api/federated/nodes", {
-        "name": "garden-pc", "public_key": openssh_public_key()}, format="json")
+    node = api_client.post(
+        "/api/federated/nodes",
+        {"name": "garden-pc", "public_key": openssh_public_key()},
+        format="json",
+    )
     assert node.status_code == 201, node.json()
-    listed = api_client.post("/api/federated/datasets", {
-        "node_id": node.json()["id"], "name": "Garden photos", "description": "Flowers.",
-        "manifest": manifest(count=12, seed=4242),
-        "terms": {"price_per_example_round": 3, "epsilon_per_job": 6.0,
-                  "epsilon_lifetime": 20.0, "approval": "manual"},
-    }, format="json")
+    listed = api_client.post(
+        "/api/federated/datasets",
+        {
+            "node_id": node.json()["id"],
+            "name": "Garden photos",
+            "description": "Flowers.",
+            "manifest": manifest(count=12, seed=4242),
+            "terms": {
+                "price_per_example_round": 3,
+                "epsilon_per_job": 6.0,
+                "epsilon_lifetime": 20.0,
+                "approval": "manual",
+            },
+        },
+        format="json",
+    )
     assert listed.status_code == 201, listed.json()
     dataset_version_id = listed.json()["dataset_version_id"]
     terms = federated_terms_for(dataset_version_id=dataset_version_id, user=owner)
@@ -53,8 +72,9 @@ def test_owner_approves_a_job_and_sees_budget_and_earnings(
     # and a trainer's 2-round job that asks for it (12 examples x 3 credits x 2 rounds = 72)
     trainer = fed.user("painter", credits=1_000)
     base = fed.base_version(fed.user("modeller"))
-    job = fed.launch(trainer, fed.spec(base, [terms], name="Garden LoRA", rounds=2,
-                                       target_epsilon=5.0))
+    job = fed.launch(
+        trainer, fed.spec(base, [terms], name="Garden LoRA", rounds=2, target_epsilon=5.0)
+    )
     assert job.state == FederatedJob.State.AWAITING_APPROVAL
 
     # When the owner opens the dashboard, the request is in the inbox

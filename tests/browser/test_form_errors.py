@@ -20,7 +20,10 @@ def field_errors(page: Page, name: str) -> Locator:
 
 
 def test_signup_and_login_say_what_is_wrong_next_to_each_field(
-    browser_page: Page, shot: Callable[..., None], make_user: Callable[..., Any], site: str,
+    browser_page: Page,
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    site: str,
 ) -> None:
     page = browser_page
     make_user("taken")
@@ -58,13 +61,17 @@ def test_signup_and_login_say_what_is_wrong_next_to_each_field(
     page.fill("#id_password", "not-the-password")
     page.click("form.login-form button[type=submit]")
     expect(page.locator("form.login-form > ul.errorlist[role=alert]")).to_contain_text(
-        "Please enter a correct username and password")
+        "Please enter a correct username and password"
+    )
     shot(page, "login-error")
 
 
 def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
-    browser_page: Page, login: Callable[..., None], shot: Callable[..., None],
-    make_user: Callable[..., Any], site: str,
+    browser_page: Page,
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    site: str,
 ) -> None:
     from core.errors import ConflictError
     from marketplace.services.listings import listing_terms_set
@@ -74,16 +81,29 @@ def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
     page = browser_page
     login(page, creator)
     uploads: list[str] = []
-    page.on("request", lambda r: uploads.append(r.url)
-            if r.method == "POST" and r.url.endswith("/api/v1/uploads") else None)
+    page.on(
+        "request",
+        lambda r: (
+            uploads.append(r.url)
+            if r.method == "POST" and r.url.endswith("/api/v1/uploads")
+            else None
+        ),
+    )
 
     # A file that is not a model: refused once its bytes are checked, next to the file field
     page.goto(site + "/upload/")
     expect(page.locator("#upload-progress-wrap")).to_be_hidden()
     page.fill("#id_name", "Broken")
-    page.set_input_files("#id_file", files=[{
-        "name": "broken.safetensors", "mimeType": "application/octet-stream",
-        "buffer": b"this is not a safetensors file " * 64}])
+    page.set_input_files(
+        "#id_file",
+        files=[
+            {
+                "name": "broken.safetensors",
+                "mimeType": "application/octet-stream",
+                "buffer": b"this is not a safetensors file " * 64,
+            }
+        ],
+    )
     page.click("#upload-submit")
     expect(field_errors(page, "file")).not_to_be_empty()
     expect(page.locator("#field-file")).to_have_class("field has-error")
@@ -92,9 +112,16 @@ def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
 
     # A good file but no name: the file is kept on the server, the name is asked for
     page.goto(site + "/upload/")
-    page.set_input_files("#id_file", files=[{
-        "name": "ink.safetensors", "mimeType": "application/octet-stream",
-        "buffer": lora_bytes(seed=3)}])
+    page.set_input_files(
+        "#id_file",
+        files=[
+            {
+                "name": "ink.safetensors",
+                "mimeType": "application/octet-stream",
+                "buffer": lora_bytes(seed=3),
+            }
+        ],
+    )
     page.fill("#id_tags", ", ".join(f"t{i}" for i in range(21)))
     page.click("#upload-submit")
     expect(field_errors(page, "name")).to_have_text("This field is required.")
@@ -110,13 +137,15 @@ def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
 
     # License and price: a negative price, then a license its parent's terms forbid
     parent = publish_model(make_user("strict"), "Strict Base", seed=4, license_code="custom")
-    child = publish_model(creator, "Derived", seed=5, license_code="", parents=[parent],
-                          publish=False)
+    child = publish_model(
+        creator, "Derived", seed=5, license_code="", parents=[parent], publish=False
+    )
     page.goto(f"{site}/versions/{child.pk}/listing/")
     page.fill("#id_price", "-5")
     page.click("form.listing-form button[type=submit]")
     expect(field_errors(page, "price")).to_have_text(
-        "Ensure this value is greater than or equal to 0.")
+        "Ensure this value is greater than or equal to 0."
+    )
     page.select_option("#id_license_code", "mit")
     page.fill("#id_price", "10")
     page.click("form.listing-form button[type=submit]")
@@ -131,7 +160,8 @@ def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
     page.goto(f"{site}/versions/{published.pk}/listing/")
     expect(page.locator("#id_license_code")).to_be_disabled()
     expect(page.locator("#field-license_code")).to_contain_text(
-        "A published version keeps its license.")
+        "A published version keeps its license."
+    )
     page.fill("#id_price", "20")
     with page.expect_navigation(url="**/models/**"):
         page.click("form.listing-form button[type=submit]")
@@ -145,8 +175,11 @@ def test_upload_and_price_forms_say_what_is_wrong_next_to_each_field(
 
 
 def test_review_and_report_forms_say_what_is_wrong_next_to_each_field(
-    browser_page: Page, login: Callable[..., None], shot: Callable[..., None],
-    make_user: Callable[..., Any], site: str,
+    browser_page: Page,
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    site: str,
 ) -> None:
     version = publish_model(make_user("inkmaker"), "Free Ink", seed=6)
     page = browser_page

@@ -39,11 +39,13 @@ def _publish(owner: Any, path: Path, *, kind: str, name: str, publish: bool = Tr
     from registry.services.uploads import upload_whole_file
 
     data = path.read_bytes()
-    upload = upload_whole_file(user=owner, filename=path.name, stream=io.BytesIO(data),
-                               size=len(data))
+    upload = upload_whole_file(
+        user=owner, filename=path.name, stream=io.BytesIO(data), size=len(data)
+    )
     model = model_create(owner=owner, name=name, kind=kind, description=f"{name}.")
-    version = version_create(model=model, user=owner, name="v1", files=[FileSpec(upload)],
-                             base_model="sd1")
+    version = version_create(
+        model=model, user=owner, name="v1", files=[FileSpec(upload)], base_model="sd1"
+    )
     return version_publish(version=version, user=owner) if publish else version
 
 
@@ -67,21 +69,35 @@ def _png_parameters(page: Page) -> dict[str, str]:
 
 
 def test_anyone_generates_with_a_checkpoint_and_a_lora_then_adds_a_lora_of_their_own(
-    worker_env: None, celery_worker_process: Any, browser_page: Page,
-    login: Callable[..., None], shot: Callable[..., None], make_user: Callable[..., Any],
-    tiny_model_dir: Path, tmp_path: Path, site: str,
+    worker_env: None,
+    celery_worker_process: Any,
+    browser_page: Page,
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    site: str,
 ) -> None:
     from studio.models import Generation
 
     # Given a creator's free checkpoint and LoRA, and an artist with a LoRA not yet published
     creator = make_user("painter")
-    _publish(creator, tiny_model_dir / TINY_SINGLE_FILE_NAME, kind="checkpoint",
-             name="Tiny Base")
-    lora = _publish(creator, write_kohya_lora(tmp_path / "castles.safetensors", seed=1),
-                    kind="lora", name="Castles")
+    _publish(creator, tiny_model_dir / TINY_SINGLE_FILE_NAME, kind="checkpoint", name="Tiny Base")
+    lora = _publish(
+        creator,
+        write_kohya_lora(tmp_path / "castles.safetensors", seed=1),
+        kind="lora",
+        name="Castles",
+    )
     artist = make_user("sketcher")
-    _publish(artist, write_kohya_lora(tmp_path / "mine.safetensors", seed=2), kind="lora",
-             name="My Towers", publish=False)
+    _publish(
+        artist,
+        write_kohya_lora(tmp_path / "mine.safetensors", seed=2),
+        kind="lora",
+        name="My Towers",
+        publish=False,
+    )
     page = browser_page
     login(page, artist)
 
@@ -111,8 +127,9 @@ def test_anyone_generates_with_a_checkpoint_and_a_lora_then_adds_a_lora_of_their
     with page.expect_navigation():
         page.click("text=Generate again")
     expect(page.locator("#id_prompt")).to_have_value("a castle on a hill")
-    page.select_option("#id_lora_2", label=page.locator(
-        "#id_lora_2 option", has_text="My Towers").inner_text())
+    page.select_option(
+        "#id_lora_2", label=page.locator("#id_lora_2 option", has_text="My Towers").inner_text()
+    )
     page.fill("#id_lora_2_weight", "0.5")
     page.fill("#id_seed", "8")
     with page.expect_navigation():
@@ -133,17 +150,25 @@ def test_anyone_generates_with_a_checkpoint_and_a_lora_then_adds_a_lora_of_their
 
 
 def test_a_weight_out_of_range_is_refused_next_to_its_field_and_nothing_is_queued(
-    browser_page: Page, login: Callable[..., None], make_user: Callable[..., Any],
-    tiny_model_dir: Path, tmp_path: Path, site: str, transactional_db: None,
+    browser_page: Page,
+    login: Callable[..., None],
+    make_user: Callable[..., Any],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    site: str,
+    transactional_db: None,
 ) -> None:
     from studio.models import Generation
 
     # Given a checkpoint and a LoRA
     creator = make_user("painter")
-    _publish(creator, tiny_model_dir / TINY_SINGLE_FILE_NAME, kind="checkpoint",
-             name="Tiny Base")
-    _publish(creator, write_kohya_lora(tmp_path / "castles.safetensors", seed=1),
-             kind="lora", name="Castles")
+    _publish(creator, tiny_model_dir / TINY_SINGLE_FILE_NAME, kind="checkpoint", name="Tiny Base")
+    _publish(
+        creator,
+        write_kohya_lora(tmp_path / "castles.safetensors", seed=1),
+        kind="lora",
+        name="Castles",
+    )
     artist = make_user("sketcher")
     page = browser_page
     login(page, artist)
@@ -151,8 +176,9 @@ def test_a_weight_out_of_range_is_refused_next_to_its_field_and_nothing_is_queue
     # When a LoRA weight far outside the allowed range is asked for
     page.goto(f"{site}/studio/")
     page.fill("#id_prompt", "a castle")
-    page.select_option("#id_lora_1", label=page.locator(
-        "#id_lora_1 option", has_text="Castles").inner_text())
+    page.select_option(
+        "#id_lora_1", label=page.locator("#id_lora_1 option", has_text="Castles").inner_text()
+    )
     page.fill("#id_lora_1_weight", "99")
     _fill_small(page, seed=1)
     with page.expect_navigation():
@@ -160,6 +186,7 @@ def test_a_weight_out_of_range_is_refused_next_to_its_field_and_nothing_is_queue
 
     # Then the form says what is wrong next to the weight, and nothing is queued
     expect(page.locator("#field-lora_1_weight.has-error #lora_1_weight-errors")).to_contain_text(
-        "between -2 and 2")
+        "between -2 and 2"
+    )
     expect(page.locator("#field-prompt.has-error")).to_have_count(0)
     assert Generation.objects.count() == 0

@@ -15,8 +15,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_staff_unpublish_a_reported_model_from_the_moderation_queue(
-    browser_page: Page, new_page: Callable[[], Page], login: Callable[..., None],
-    shot: Callable[..., None], make_user: Callable[..., Any], site: str,
+    browser_page: Page,
+    new_page: Callable[[], Page],
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    site: str,
 ) -> None:
     from marketplace.models import Report, ReportStatus
 
@@ -56,8 +60,7 @@ def test_staff_unpublish_a_reported_model_from_the_moderation_queue(
     with staff.expect_navigation():
         staff.click("button[name=index]")
     expect(staff.locator(".messagelist")).to_contain_text("1 version(s) unpublished.")
-    expect(staff.locator("#result_list tbody tr").first).to_contain_text(
-        "Version unpublished")
+    expect(staff.locator("#result_list tbody tr").first).to_contain_text("Version unpublished")
     shot(staff, "handled", check_overflow=False)
     report.refresh_from_db()
     assert report.status == ReportStatus.UNPUBLISHED and report.handled_by is not None

@@ -18,8 +18,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def test_main_pages_do_not_scroll_sideways_at_phone_width(
-    new_page: Callable[[], Page], login: Callable[..., None], shot: Callable[..., None],
-    make_user: Callable[..., Any], site: str, artifacts_dir: Path,
+    new_page: Callable[[], Page],
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    site: str,
+    artifacts_dir: Path,
 ) -> None:
     from marketplace.payments import DemoProvider
     from marketplace.services.ledger import wallet_top_up
@@ -27,8 +31,13 @@ def test_main_pages_do_not_scroll_sideways_at_phone_width(
 
     # Given a creator with long names and tags, and a buyer who bought one of the models
     creator = make_user("a_creator_with_a_rather_long_username")
-    owned = publish_model(creator, "An Unusually Long Model Name For A Small Phone Screen",
-                          seed=1, tags=["watercolor-landscapes", "ink", "portrait"], price=40)
+    owned = publish_model(
+        creator,
+        "An Unusually Long Model Name For A Small Phone Screen",
+        seed=1,
+        tags=["watercolor-landscapes", "ink", "portrait"],
+        price=40,
+    )
     other = publish_model(creator, "Second", seed=2, price=25)
     draft = publish_model(creator, "Draft", seed=3, publish=False)
     buyer = make_user("buyer")
@@ -36,13 +45,34 @@ def test_main_pages_do_not_scroll_sideways_at_phone_width(
     purchase_create(buyer=buyer, listing=owned.listing, idempotency_key="phone-2")
 
     pages = {
-        None: ["/", "/?kind=lora&q=long", "/datasets/", "/accounts/login/",
-               "/accounts/signup/", f"/models/{owned.model_id}/"],
-        buyer: ["/wallet/", "/library/", f"/models/{owned.model_id}/",
-                f"/report/version/{owned.pk}/", f"/u/{creator.username}/"],
-        creator: ["/upload/", "/earnings/", "/wallet/payouts/", "/accounts/tokens/",
-                  f"/models/{draft.model_id}/", f"/versions/{draft.pk}/listing/",
-                  "/studio/", "/studio/gallery/", "/train/", "/train/new/", "/nodes/"],
+        None: [
+            "/",
+            "/?kind=lora&q=long",
+            "/datasets/",
+            "/accounts/login/",
+            "/accounts/signup/",
+            f"/models/{owned.model_id}/",
+        ],
+        buyer: [
+            "/wallet/",
+            "/library/",
+            f"/models/{owned.model_id}/",
+            f"/report/version/{owned.pk}/",
+            f"/u/{creator.username}/",
+        ],
+        creator: [
+            "/upload/",
+            "/earnings/",
+            "/wallet/payouts/",
+            "/accounts/tokens/",
+            f"/models/{draft.model_id}/",
+            f"/versions/{draft.pk}/listing/",
+            "/studio/",
+            "/studio/gallery/",
+            "/train/",
+            "/train/new/",
+            "/nodes/",
+        ],
     }
     too_wide: dict[str, int] = {}
     for n, (user, paths) in enumerate(pages.items()):

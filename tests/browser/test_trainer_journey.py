@@ -32,8 +32,11 @@ from tests.federated.live import (
 )
 
 pytest_plugins = ["tests.federated.fixtures"]
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True),
-              pytest.mark.usefixtures("fast_passwords")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.usefixtures("fast_passwords"),
+]
 ROUNDS = 2
 JOB_TIMEOUT_MS = 420_000
 
@@ -53,10 +56,18 @@ def federation(
 
 
 def test_trainer_launches_a_dp_job_watches_it_live_and_finds_the_lora_in_the_library(
-    request: pytest.FixtureRequest, browser_page: Page, login: Callable[..., None],
-    shot: Callable[..., None], fed: Any, owners: list[OwnerData],
-    federation: LocalFederation, live_server: Any, monkeypatch: pytest.MonkeyPatch,
-    settings: Any, tmp_path: Path, site: str,
+    request: pytest.FixtureRequest,
+    browser_page: Page,
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    fed: Any,
+    owners: list[OwnerData],
+    federation: LocalFederation,
+    live_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    tmp_path: Path,
+    site: str,
 ) -> None:
     from federated.models import FederatedJob, PrivacySpend
     from marketplace.selectors import ledger_reconcile, ledger_total, wallet_balance
@@ -65,8 +76,13 @@ def test_trainer_launches_a_dp_job_watches_it_live_and_finds_the_lora_in_the_lib
     # (16 examples each at 2 credits per example and round) and a trainer with credits
     load_license_catalogue()
     request.addfinalizer(load_license_catalogue)
-    coordinator_settings(monkeypatch, settings, tmp_path, superlink=f"127.0.0.1:{federation.port}",
-                         site_url=live_server.url)
+    coordinator_settings(
+        monkeypatch,
+        settings,
+        tmp_path,
+        superlink=f"127.0.0.1:{federation.port}",
+        site_url=live_server.url,
+    )
     request.getfixturevalue("celery_worker_process")
     terms = list_datasets(fed, owners)
     trainer = fed.user("painter", credits=5_000)
@@ -84,9 +100,17 @@ def test_trainer_launches_a_dp_job_watches_it_live_and_finds_the_lora_in_the_lib
     page.fill("#id_trigger_word", "sks")
     for t in terms:
         page.check(f'input[name="datasets"][value="{t.dataset_version_id}"]')
-    for field, value in (("rank", 1), ("alpha", 1), ("rounds", ROUNDS), ("local_steps", 4),
-                         ("learning_rate", 0.1), ("resolution", 32), ("batch_size", 16),
-                         ("target_epsilon", 8), ("max_grad_norm", 0.05)):
+    for field, value in (
+        ("rank", 1),
+        ("alpha", 1),
+        ("rounds", ROUNDS),
+        ("local_steps", 4),
+        ("learning_rate", 0.1),
+        ("resolution", 32),
+        ("batch_size", 16),
+        ("target_epsilon", 8),
+        ("max_grad_norm", 0.05),
+    ):
         page.fill(f"#id_{field}", str(value))
     page.check("#id_dp")
     with page.expect_navigation():
@@ -109,7 +133,8 @@ def test_trainer_launches_a_dp_job_watches_it_live_and_finds_the_lora_in_the_lib
 
     # Then the page follows the job as the nodes train: rounds and charts appear live
     expect(page.locator('table.job-rounds tr[data-round="1"]')).to_be_visible(
-        timeout=JOB_TIMEOUT_MS)
+        timeout=JOB_TIMEOUT_MS
+    )
     shot(page, "first-round-live")
     expect(page.locator(".job-status .state")).to_have_text("Completed", timeout=JOB_TIMEOUT_MS)
     expect(page.locator("#job-live")).to_have_attribute("data-terminal", "true")

@@ -39,8 +39,10 @@ def wait_online(fed: LocalFederation, superlink_id: str, timeout: float = 30.0) 
     """Whether the SuperLink shows node ``superlink_id`` online within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(n.node_id == superlink_id and n.status == "online"
-               for n in supernodes_list(fed.connection)):
+        if any(
+            n.node_id == superlink_id and n.status == "online"
+            for n in supernodes_list(fed.connection)
+        ):
             return True
         time.sleep(0.3)
     return False
@@ -158,8 +160,17 @@ def test_adding_a_published_dataset_again_keeps_its_listing(
     # Given a published dataset
     assert _publish(cli, registered).code == 0
     # When its owner adds it again with a new budget
-    again = cli("node", "add-dataset", str(_dataset(registered)), "--epsilon", "20", "--delta",
-                "1e-4", "--node-dir", str(registered))
+    again = cli(
+        "node",
+        "add-dataset",
+        str(_dataset(registered)),
+        "--epsilon",
+        "20",
+        "--delta",
+        "1e-4",
+        "--node-dir",
+        str(registered),
+    )
     # Then the node still knows its listing (and publishing again says it is listed)
     assert again.code == 0, again.err
     recorded = json.loads((registered / "node.json").read_text())["datasets"]
@@ -242,9 +253,7 @@ def test_start_runs_the_supernode_and_heartbeats_until_it_is_stopped(
     # on it (the site does that when the node registers; here the operator does)
     with LocalFederation([], tmp_path / "fed") as fed:
         assert fed.certs is not None
-        superlink_id = supernode_register(
-            (registered / "node.key.pub").read_text(), fed.connection
-        )
+        superlink_id = supernode_register((registered / "node.key.pub").read_text(), fed.connection)
         proc = subprocess.Popen(
             [
                 sys.executable, "-m", "client.cli", "node", "start",

@@ -13,9 +13,11 @@ def openssh_public_key(kind: str = "ecdsa") -> str:
     """A fresh OpenSSH public key line, as ``ssh-keygen`` writes it (with a comment): ECDSA
     P-384 (``ecdsa``), P-256 (``ecdsa-p256``, as ``atelier node init``) or ``ed25519`` (which
     the site refuses: Flower's node authentication takes NIST ECDSA keys only)."""
-    private = (Ed25519PrivateKey.generate() if kind == "ed25519"
-               else ec.generate_private_key(ec.SECP256R1() if kind == "ecdsa-p256"
-                                            else ec.SECP384R1()))
+    private = (
+        Ed25519PrivateKey.generate()
+        if kind == "ed25519"
+        else ec.generate_private_key(ec.SECP256R1() if kind == "ecdsa-p256" else ec.SECP384R1())
+    )
     line = private.public_key().public_bytes(Encoding.OpenSSH, PublicFormat.OpenSSH).decode()
     return f"{line} owner@laptop"
 

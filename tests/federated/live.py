@@ -53,23 +53,32 @@ class OwnerData:
         write_private_json(self.registration, {"site": "", "id": 0, "token": token})
 
 
-def owners_data(root: Path, *, base_model: Path | None, seeds: tuple[int, ...] = (11, 12)
-                ) -> list[OwnerData]:
+def owners_data(
+    root: Path, *, base_model: Path | None, seeds: tuple[int, ...] = (11, 12)
+) -> list[OwnerData]:
     """Generated datasets (16 images each), a privacy budget in each node's ledger, and the
     manifest each owner lists. ``base_model`` None: the nodes fetch it from the site."""
     owners = []
     for index, seed in enumerate(seeds):
         folder = root / f"owner-{index}"
-        data = generate_synthetic_dataset(folder / "data", n_images=IMAGES, seed=seed,
-                                          resolution=RESOLUTION)
+        data = generate_synthetic_dataset(
+            folder / "data", n_images=IMAGES, seed=seed, resolution=RESOLUTION
+        )
         ledger = folder / "ledger.db"
         PrivacyLedger(ledger).set_budget(str(data.resolve()), epsilon=1e6, delta=0.5)
         manifest = read_dataset(data).manifest()
-        owners.append(OwnerData(
-            spec=NodeSpec(data, folder / "cache", ledger, base_model,
-                          extra={"registration-file": str(folder / "registration.json")}),
-            manifest={**manifest.to_dict(), "manifest_hash": manifest.manifest_hash},
-        ))
+        owners.append(
+            OwnerData(
+                spec=NodeSpec(
+                    data,
+                    folder / "cache",
+                    ledger,
+                    base_model,
+                    extra={"registration-file": str(folder / "registration.json")},
+                ),
+                manifest={**manifest.to_dict(), "manifest_hash": manifest.manifest_hash},
+            )
+        )
     return owners
 
 
@@ -89,26 +98,52 @@ def list_datasets(fed: Any, owners: list[OwnerData]) -> list[Any]:
         registered = fed.node(user, name=f"node {index}")
         owner.register(registered.token)
         node = registered.node
-        listed.append(federated_dataset_create(
-            owner=user, node_id=node.pk, name=f"Shapes of owner {index}",
-            manifest=owner.manifest, description="Generated shapes.",
-            terms={"price_per_example_round": PRICE_PER_EXAMPLE_ROUND, "epsilon_per_job": 8.0,
-                   "epsilon_lifetime": 100.0},
-        ))
+        listed.append(
+            federated_dataset_create(
+                owner=user,
+                node_id=node.pk,
+                name=f"Shapes of owner {index}",
+                manifest=owner.manifest,
+                description="Generated shapes.",
+                terms={
+                    "price_per_example_round": PRICE_PER_EXAMPLE_ROUND,
+                    "epsilon_per_job": 8.0,
+                    "epsilon_lifetime": 100.0,
+                },
+            )
+        )
     return listed
 
 
 def tiny_job(**overrides: Any) -> dict[str, Any]:
     """The job settings of the tests (JobSpec fields)."""
-    return {"name": "Shapes LoRA", "use": "style", "trigger_word": "sks", "rounds": 1,
-            "local_steps": 4, "batch_size": 16, "learning_rate": 0.1, "rank": 1, "alpha": 1.0,
-            "resolution": RESOLUTION, "max_grad_norm": 0.05, "target_epsilon": 8.0,
-            **overrides}
+    return {
+        "name": "Shapes LoRA",
+        "use": "style",
+        "trigger_word": "sks",
+        "rounds": 1,
+        "local_steps": 4,
+        "batch_size": 16,
+        "learning_rate": 0.1,
+        "rank": 1,
+        "alpha": 1.0,
+        "resolution": RESOLUTION,
+        "max_grad_norm": 0.05,
+        "target_epsilon": 8.0,
+        **overrides,
+    }
 
 
 def coordinator_settings(
-    monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, *, superlink: str,
-    site_url: str, poll_seconds: float = 1.0, insecure: bool = False, node_auth: bool = False,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    tmp_path: Path,
+    *,
+    superlink: str,
+    site_url: str,
+    poll_seconds: float = 1.0,
+    insecure: bool = False,
+    node_auth: bool = False,
 ) -> None:
     """The coordinator's settings, for this process (``settings``) and for the Celery worker
     started afterwards (its environment).
@@ -121,7 +156,8 @@ def coordinator_settings(
     values: dict[str, Any] = {
         "ATELIER_SUPERLINK": superlink,
         "ATELIER_SUPERLINK_INSECURE": insecure,
-        "ATELIER_SUPERLINK_ROOT_CERTIFICATES": "" if insecure or not ca_dir
+        "ATELIER_SUPERLINK_ROOT_CERTIFICATES": ""
+        if insecure or not ca_dir
         else str(Path(ca_dir) / CA_CERT),
         "ATELIER_SUPERLINK_NODE_AUTH": node_auth,
         "ATELIER_FLWR_HOME": tmp_path / "flwr-home",
@@ -131,8 +167,12 @@ def coordinator_settings(
     }
     for key, value in values.items():
         setattr(settings, key, value)
-        monkeypatch.setenv(key, {True: "1", False: "0"}.get(value, str(value))
-                           if isinstance(value, bool) else str(value))
+        monkeypatch.setenv(
+            key,
+            {True: "1", False: "0"}.get(value, str(value))
+            if isinstance(value, bool)
+            else str(value),
+        )
 
 
 def load_license_catalogue() -> None:
@@ -142,8 +182,13 @@ def load_license_catalogue() -> None:
     importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
 
 
-def wait_until(check: Callable[[], T | None], *, timeout: float, what: str,
-               log: Callable[[], str] | None = None) -> T:
+def wait_until(
+    check: Callable[[], T | None],
+    *,
+    timeout: float,
+    what: str,
+    log: Callable[[], str] | None = None,
+) -> T:
     """Poll ``check`` every 0.3 s until it returns something truthy; fail after ``timeout``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

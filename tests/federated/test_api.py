@@ -39,15 +39,28 @@ def _error(response: Any, status: int, code: str) -> dict[str, Any]:
 def site(fed: Any, token_for: Any) -> dict[str, Any]:
     trainer = fed.user("trainer", credits=5_000)
     owner = fed.user("owner1")
-    return {"fed": fed, "trainer": trainer, "owner": owner,
-            "as_trainer": _client(token_for(trainer)), "as_owner": _client(token_for(owner)),
-            "as_stranger": _client(token_for(fed.user("stranger")))}
+    return {
+        "fed": fed,
+        "trainer": trainer,
+        "owner": owner,
+        "as_trainer": _client(token_for(trainer)),
+        "as_owner": _client(token_for(owner)),
+        "as_stranger": _client(token_for(fed.user("stranger"))),
+    }
 
 
 def _spec_body(base: Any, terms: list[Any], **values: Any) -> dict[str, Any]:
-    return {"name": "Red circles", "base_version_id": base.pk, "use": "style",
-            "dataset_version_ids": [t.dataset_version_id for t in terms], "rounds": 2,
-            "resolution": 32, "rank": 2, "trigger_word": "sks", **values}
+    return {
+        "name": "Red circles",
+        "base_version_id": base.pk,
+        "use": "style",
+        "dataset_version_ids": [t.dataset_version_id for t in terms],
+        "rounds": 2,
+        "resolution": 32,
+        "rank": 2,
+        "trigger_word": "sks",
+        **values,
+    }
 
 
 # --- nodes ---------------------------------------------------------------------------------------
@@ -55,9 +68,9 @@ def _spec_body(base: Any, terms: list[Any], **values: Any) -> dict[str, Any]:
 
 def test_a_node_registers_heartbeats_and_is_revoked(site: Any) -> None:
     # Register: the token comes back once
-    response = site["as_owner"].post(f"{API}/nodes", {"name": "laptop",
-                                                      "public_key": openssh_public_key("ecdsa")},
-                                     format="json")
+    response = site["as_owner"].post(
+        f"{API}/nodes", {"name": "laptop", "public_key": openssh_public_key("ecdsa")}, format="json"
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["token"].startswith("atn_")
@@ -70,29 +83,42 @@ def test_a_node_registers_heartbeats_and_is_revoked(site: Any) -> None:
     assert site["as_stranger"].get(f"{API}/nodes").json() == []
     # Heartbeat with the node token
     node_client = _client(token)
-    beat = node_client.post(f"{API}/nodes/heartbeat",
-                            {"datasets": ["a" * 64], "flwr_node_id": "991", "version": "1.0"},
-                            format="json")
+    beat = node_client.post(
+        f"{API}/nodes/heartbeat",
+        {"datasets": ["a" * 64], "flwr_node_id": "991", "version": "1.0"},
+        format="json",
+    )
     assert beat.status_code == 200
     assert beat.json()["status"] == "online" and beat.json()["id"] == node_id
     # A wrong node token is 401 and changes nothing
-    _error(_client("atn_" + "x" * 43).post(f"{API}/nodes/heartbeat", {}, format="json"),
-           401, "authentication_failed")
-    _error(APIClient().post(f"{API}/nodes/heartbeat", {}, format="json"), 401,
-           "not_authenticated")
+    _error(
+        _client("atn_" + "x" * 43).post(f"{API}/nodes/heartbeat", {}, format="json"),
+        401,
+        "authentication_failed",
+    )
+    _error(APIClient().post(f"{API}/nodes/heartbeat", {}, format="json"), 401, "not_authenticated")
     # A user's API token is no node token
-    _error(site["as_owner"].post(f"{API}/nodes/heartbeat", {}, format="json"), 401,
-           "authentication_failed")
+    _error(
+        site["as_owner"].post(f"{API}/nodes/heartbeat", {}, format="json"),
+        401,
+        "authentication_failed",
+    )
     # Someone else cannot revoke it; the owner can, and the token stops working
     _error(site["as_stranger"].post(f"{API}/nodes/{node_id}/revoke"), 404, "node_not_found")
     assert site["as_owner"].post(f"{API}/nodes/{node_id}/revoke").json()["status"] == "revoked"
-    _error(node_client.post(f"{API}/nodes/heartbeat", {}, format="json"), 401,
-           "authentication_failed")
+    _error(
+        node_client.post(f"{API}/nodes/heartbeat", {}, format="json"), 401, "authentication_failed"
+    )
 
 
 def test_a_bad_public_key_is_400(site: Any) -> None:
-    body = _error(site["as_owner"].post(f"{API}/nodes", {"name": "x", "public_key": "ssh-rsa AAA"},
-                                        format="json"), 400, "bad_public_key")
+    body = _error(
+        site["as_owner"].post(
+            f"{API}/nodes", {"name": "x", "public_key": "ssh-rsa AAA"}, format="json"
+        ),
+        400,
+        "bad_public_key",
+    )
     assert "ECDSA" in body["message"]
     assert not Node.objects.exists()
 
@@ -102,11 +128,23 @@ def test_a_bad_public_key_is_400(site: Any) -> None:
 
 def test_listing_a_dataset_and_who_sees_its_manifest(site: Any) -> None:
     node = site["fed"].node(site["owner"]).node
-    response = site["as_owner"].post(f"{API}/datasets", {
-        "node_id": node.pk, "name": "Holiday photos", "description": "Circles",
-        "manifest": manifest(count=12, seed=3),
-        "terms": {"price_per_example_round": 2, "epsilon_per_job": 6.0, "epsilon_lifetime": 30,
-                  "allowed_uses": ["style", "research"], "approval": "manual"}}, format="json")
+    response = site["as_owner"].post(
+        f"{API}/datasets",
+        {
+            "node_id": node.pk,
+            "name": "Holiday photos",
+            "description": "Circles",
+            "manifest": manifest(count=12, seed=3),
+            "terms": {
+                "price_per_example_round": 2,
+                "epsilon_per_job": 6.0,
+                "epsilon_lifetime": 30,
+                "allowed_uses": ["style", "research"],
+                "approval": "manual",
+            },
+        },
+        format="json",
+    )
     assert response.status_code == 201, response.content
     created = response.json()
     dv_id = created["dataset_version_id"]
@@ -126,8 +164,7 @@ def test_listing_a_dataset_and_who_sees_its_manifest(site: Any) -> None:
     assert [d["dataset_version_id"] for d in mine] == [dv_id]
     assert site["as_owner"].get(f"{API}/datasets/{dv_id}/budget").json()["spent"] == 0
     _error(site["as_trainer"].get(f"{API}/datasets/{dv_id}/budget"), 404, "dataset_not_found")
-    _error(site["as_trainer"].get(f"{API}/datasets/{dv_id}/earnings"), 404,
-           "dataset_not_found")
+    _error(site["as_trainer"].get(f"{API}/datasets/{dv_id}/earnings"), 404, "dataset_not_found")
 
 
 def test_the_dataset_list_pages_by_page_size_like_every_list(site: Any) -> None:
@@ -146,14 +183,24 @@ def test_the_dataset_list_pages_by_page_size_like_every_list(site: Any) -> None:
 def test_terms_update_by_the_owner_only_and_bad_terms_are_400(site: Any) -> None:
     terms = site["fed"].dataset(site["owner"])
     path = f"{API}/datasets/{terms.dataset_version_id}/terms"
-    _error(site["as_trainer"].patch(path, {"price_per_example_round": 0}, format="json"), 403,
-           "not_owner")
-    _error(site["as_owner"].patch(path, {"price_per_example_round": "free"}, format="json"),
-           400, "invalid")
-    _error(site["as_owner"].patch(path, {"epsilon_lifetime": 0.5}, format="json"), 400,
-           "bad_epsilon_lifetime")
-    ok = site["as_owner"].patch(path, {"price_per_example_round": 5, "require_dp": False},
-                                format="json")
+    _error(
+        site["as_trainer"].patch(path, {"price_per_example_round": 0}, format="json"),
+        403,
+        "not_owner",
+    )
+    _error(
+        site["as_owner"].patch(path, {"price_per_example_round": "free"}, format="json"),
+        400,
+        "invalid",
+    )
+    _error(
+        site["as_owner"].patch(path, {"epsilon_lifetime": 0.5}, format="json"),
+        400,
+        "bad_epsilon_lifetime",
+    )
+    ok = site["as_owner"].patch(
+        path, {"price_per_example_round": 5, "require_dp": False}, format="json"
+    )
     assert ok.status_code == 200 and ok.json()["price_per_example_round"] == 5
     terms.refresh_from_db()
     assert (terms.price_per_example_round, terms.require_dp) == (5, False)
@@ -188,8 +235,13 @@ def test_estimate_then_launch_with_an_idempotency_key(market: Any) -> None:
     assert again.status_code == 200 and again.json()["id"] == job["id"]
     assert wallet_balance(user=market["trainer"]) == 5_000 - 44
     # The same key, another body: 409
-    _error(client.post(f"{API}/jobs", {**body, "rounds": 3}, format="json",
-                       HTTP_IDEMPOTENCY_KEY="launch-1"), 409, "idempotency_key_reused")
+    _error(
+        client.post(
+            f"{API}/jobs", {**body, "rounds": 3}, format="json", HTTP_IDEMPOTENCY_KEY="launch-1"
+        ),
+        409,
+        "idempotency_key_reused",
+    )
     assert FederatedJob.objects.count() == 1 and EscrowHold.objects.count() == 1
     # Listed among the trainer's jobs; its page for the trainer and the owner, not a stranger
     assert [j["id"] for j in client.get(f"{API}/jobs").json()["results"]] == [job["id"]]
@@ -200,28 +252,57 @@ def test_estimate_then_launch_with_an_idempotency_key(market: Any) -> None:
 def test_launch_errors_are_json_and_leave_nothing(market: Any) -> None:
     fed, client = market["fed"], market["as_trainer"]
     sdxl_only = fed.dataset(fed.user("owner2"), name="SDXL photos", allowed_families=["sdxl"])
-    refused = _error(client.post(f"{API}/jobs", _spec_body(market["base"], [sdxl_only]),
-                                 format="json", HTTP_IDEMPOTENCY_KEY="a"),
-                     400, "terms_forbid_family")
+    refused = _error(
+        client.post(
+            f"{API}/jobs",
+            _spec_body(market["base"], [sdxl_only]),
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="a",
+        ),
+        400,
+        "terms_forbid_family",
+    )
     assert refused["details"]["dataset_version_id"] == sdxl_only.dataset_version_id
     assert refused["details"]["clause"] == "allowed_families"
-    over = _error(client.post(f"{API}/jobs", _spec_body(market["base"], [market["d1"]],
-                                                        target_epsilon=9.0),
-                              format="json", HTTP_IDEMPOTENCY_KEY="b"),
-                  400, "epsilon_above_job_budget")
+    over = _error(
+        client.post(
+            f"{API}/jobs",
+            _spec_body(market["base"], [market["d1"]], target_epsilon=9.0),
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="b",
+        ),
+        400,
+        "epsilon_above_job_budget",
+    )
     assert over["details"]["clause"] == "epsilon_per_job"
-    _error(client.post(f"{API}/jobs", _spec_body(market["base"], [market["d1"]], rank="4"),
-                       format="json", HTTP_IDEMPOTENCY_KEY="c"), 400, "invalid")
-    poor = _client(market["fed"].request.getfixturevalue("token_for")(fed.user("poor",
-                                                                               credits=5)))
-    _error(poor.post(f"{API}/jobs", _spec_body(market["base"], [market["d1"]]), format="json",
-                     HTTP_IDEMPOTENCY_KEY="d"), 402, "insufficient_funds")
+    _error(
+        client.post(
+            f"{API}/jobs",
+            _spec_body(market["base"], [market["d1"]], rank="4"),
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="c",
+        ),
+        400,
+        "invalid",
+    )
+    poor = _client(market["fed"].request.getfixturevalue("token_for")(fed.user("poor", credits=5)))
+    _error(
+        poor.post(
+            f"{API}/jobs",
+            _spec_body(market["base"], [market["d1"]]),
+            format="json",
+            HTTP_IDEMPOTENCY_KEY="d",
+        ),
+        402,
+        "insufficient_funds",
+    )
     assert FederatedJob.objects.count() == 0 and EscrowHold.objects.count() == 0
 
 
 def test_cancel_through_the_api(market: Any) -> None:
-    job = market["fed"].launch(market["trainer"], market["fed"].spec(market["base"],
-                                                                     [market["d1"]]))
+    job = market["fed"].launch(
+        market["trainer"], market["fed"].spec(market["base"], [market["d1"]])
+    )
     _error(market["as_owner"].post(f"{API}/jobs/{job.pk}/cancel"), 404, "job_not_found")
     response = market["as_trainer"].post(f"{API}/jobs/{job.pk}/cancel")
     assert response.status_code == 200 and response.json()["state"] == "cancelled"
@@ -246,8 +327,11 @@ def test_progress_reports_need_the_jobs_progress_token(market: Any) -> None:
     # The ServerApp's report, with the token
     ok = _client(config["progress-token"]).post(url, report, format="json")
     assert ok.status_code == 200 and ok.json() == {"recorded": True, "round": 1}
-    _error(_client(config["progress-token"]).post(url, {**report, "round": "x"},
-                                                  format="json"), 400, "bad_progress")
+    _error(
+        _client(config["progress-token"]).post(url, {**report, "round": "x"}, format="json"),
+        400,
+        "bad_progress",
+    )
     # The live page's poll: the trainer sees the round; a stranger and the node cannot
     live = market["as_trainer"].get(url).json()
     assert [r["index"] for r in live["rounds"]] == [1]
@@ -256,8 +340,11 @@ def test_progress_reports_need_the_jobs_progress_token(market: Any) -> None:
     _error(market["as_stranger"].get(url), 404, "job_not_found")
     # Once the job is finished, reports are 409
     job_fail(job=job, reason="stopped")
-    _error(_client(config["progress-token"]).post(url, {**report, "round": 2}, format="json"),
-           409, "job_not_running")
+    _error(
+        _client(config["progress-token"]).post(url, {**report, "round": 2}, format="json"),
+        409,
+        "job_not_running",
+    )
 
 
 def test_the_serverapp_fetches_the_base_model_with_the_job_token(market: Any) -> None:
@@ -290,12 +377,18 @@ def test_approvals_inbox_approve_and_reject(market: Any) -> None:
     inbox = market["as_owner"].get(f"{API}/approvals").json()["results"]
     assert {row["job_id"] for row in inbox} == {first.pk, second.pk}
     ids = {row["job_id"]: row["id"] for row in inbox}
-    _error(market["as_trainer"].post(f"{API}/approvals/{ids[first.pk]}/approve"), 404,
-           "approval_not_found")
+    _error(
+        market["as_trainer"].post(f"{API}/approvals/{ids[first.pk]}/approve"),
+        404,
+        "approval_not_found",
+    )
     approved = market["as_owner"].post(f"{API}/approvals/{ids[first.pk]}/approve").json()
     assert (approved["approval"], approved["job_state"]) == ("approved", "queued")
-    rejected = market["as_owner"].post(f"{API}/approvals/{ids[second.pk]}/reject",
-                                       {"note": "no"}, format="json").json()
+    rejected = (
+        market["as_owner"]
+        .post(f"{API}/approvals/{ids[second.pk]}/reject", {"note": "no"}, format="json")
+        .json()
+    )
     assert (rejected["approval"], rejected["job_state"]) == ("rejected", "cancelled")
     assert market["as_owner"].get(f"{API}/approvals").json()["results"] == []
     assert len(market["as_owner"].get(f"{API}/approvals?all=1").json()["results"]) == 2
@@ -307,26 +400,39 @@ def test_earnings_per_dataset_after_settlement(market: Any) -> None:
     job, _ = fed.running(market["trainer"], fed.spec(market["base"], [market["d1"]]))
     from federated.services.jobs import job_progress_record
 
-    job_progress_record(job=job, payload=fed.report(
-        job, 1, {"3": (market["d1"].dataset_version.manifest_hash, 10, 1.0)}))
+    job_progress_record(
+        job=job,
+        payload=fed.report(job, 1, {"3": (market["d1"].dataset_version.manifest_hash, 10, 1.0)}),
+    )
     job_fail(job=job, reason="node dropped")
     rows = market["as_owner"].get(f"{API}/earnings").json()
-    assert rows == [{"dataset_version_id": market["d1"].dataset_version_id,
-                     "name": market["d1"].dataset_version.dataset.name, "earned": 20, "jobs": 1}]
-    per_job = market["as_owner"].get(
-        f"{API}/datasets/{market['d1'].dataset_version_id}/earnings").json()
+    assert rows == [
+        {
+            "dataset_version_id": market["d1"].dataset_version_id,
+            "name": market["d1"].dataset_version.dataset.name,
+            "earned": 20,
+            "jobs": 1,
+        }
+    ]
+    per_job = (
+        market["as_owner"].get(f"{API}/datasets/{market['d1'].dataset_version_id}/earnings").json()
+    )
     assert per_job[0]["job_id"] == job.pk and per_job[0]["earned"] == 20
-    budget = market["as_owner"].get(
-        f"{API}/datasets/{market['d1'].dataset_version_id}/budget").json()
+    budget = (
+        market["as_owner"].get(f"{API}/datasets/{market['d1'].dataset_version_id}/budget").json()
+    )
     assert budget["spent"] == 1.0 and budget["jobs"][0]["job_id"] == job.pk
 
 
-def test_job_list_queries_do_not_grow_with_jobs(market: Any,
-                                                django_assert_max_num_queries: Any) -> None:
+def test_job_list_queries_do_not_grow_with_jobs(
+    market: Any, django_assert_max_num_queries: Any
+) -> None:
     fed = market["fed"]
     for rounds in (1, 2, 3, 4):
-        fed.launch(market["trainer"], fed.spec(market["base"], [market["d1"]], rounds=rounds,
-                                               target_epsilon=1.0))
+        fed.launch(
+            market["trainer"],
+            fed.spec(market["base"], [market["d1"]], rounds=rounds, target_epsilon=1.0),
+        )
     with django_assert_max_num_queries(8):
         response = market["as_trainer"].get(f"{API}/jobs")
     assert response.json()["count"] == 4
@@ -335,13 +441,27 @@ def test_job_list_queries_do_not_grow_with_jobs(market: Any,
 def test_the_schema_documents_the_federated_routes() -> None:
     response = APIClient().get("/api/schema/")
     paths = yaml.safe_load(response.content)["paths"]
-    expected = ["/nodes", "/nodes/heartbeat", "/nodes/{node_id}/revoke", "/datasets",
-                "/datasets/mine", "/datasets/{dataset_version_id}",
-                "/datasets/{dataset_version_id}/terms", "/datasets/{dataset_version_id}/budget",
-                "/datasets/{dataset_version_id}/earnings", "/earnings", "/jobs",
-                "/jobs/estimate", "/jobs/{job_id}", "/jobs/{job_id}/cancel",
-                "/jobs/{job_id}/progress", "/jobs/{job_id}/base-model", "/approvals",
-                "/approvals/{job_dataset_id}/approve", "/approvals/{job_dataset_id}/reject"]
+    expected = [
+        "/nodes",
+        "/nodes/heartbeat",
+        "/nodes/{node_id}/revoke",
+        "/datasets",
+        "/datasets/mine",
+        "/datasets/{dataset_version_id}",
+        "/datasets/{dataset_version_id}/terms",
+        "/datasets/{dataset_version_id}/budget",
+        "/datasets/{dataset_version_id}/earnings",
+        "/earnings",
+        "/jobs",
+        "/jobs/estimate",
+        "/jobs/{job_id}",
+        "/jobs/{job_id}/cancel",
+        "/jobs/{job_id}/progress",
+        "/jobs/{job_id}/base-model",
+        "/approvals",
+        "/approvals/{job_dataset_id}/approve",
+        "/approvals/{job_dataset_id}/reject",
+    ]
     assert [p for p in expected if API + p not in paths] == []
 
 
@@ -361,7 +481,8 @@ def test_admin_lists_federated_rows_and_cancels_through_the_service(market: Any)
     page = client.get(f"/admin/federated/federatedjob/{job.pk}/change/")
     assert page.status_code == 200 and b"Red circles" in page.content
     assert b"token_digest" not in page.content
-    client.post("/admin/federated/federatedjob/",
-                {"action": "cancel", "_selected_action": [job.pk]})
+    client.post(
+        "/admin/federated/federatedjob/", {"action": "cancel", "_selected_action": [job.pk]}
+    )
     job.refresh_from_db()
     assert job.state == FederatedJob.State.CANCELLED and job.refunded == job.max_cost

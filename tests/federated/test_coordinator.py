@@ -75,8 +75,9 @@ class Site:
     settings: Any
 
     def launch(self, **overrides: Any) -> FederatedJob:
-        return self.fed.launch(self.trainer, self.fed.spec(self.base, self.terms,
-                                                           **tiny_job(**overrides)))
+        return self.fed.launch(
+            self.trainer, self.fed.spec(self.base, self.terms, **tiny_job(**overrides))
+        )
 
     def job(self, job: FederatedJob) -> FederatedJob:
         return FederatedJob.objects.get(pk=job.pk)
@@ -90,18 +91,26 @@ class Site:
 
     def restart_worker(self) -> None:
         queue = self.settings.CELERY_TASK_DEFAULT_QUEUE
-        self.worker = celery_worker_start(celery_worker_env(self.settings, queue),
-                                          self.worker_log)
+        self.worker = celery_worker_start(celery_worker_env(self.settings, queue), self.worker_log)
 
     def wait_state(self, job: FederatedJob, *states: str, timeout: float) -> FederatedJob:
-        return wait_until(lambda: (j := self.job(job)).state in states and j,
-                          timeout=timeout, what=f"job {job.pk} in {states}", log=self.log)
+        return wait_until(
+            lambda: (j := self.job(job)).state in states and j,
+            timeout=timeout,
+            what=f"job {job.pk} in {states}",
+            log=self.log,
+        )
 
 
 @pytest.fixture
 def make_site(
-    request: pytest.FixtureRequest, transactional_db: None, live_server: Any,
-    monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, fed: Any,
+    request: pytest.FixtureRequest,
+    transactional_db: None,
+    live_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    tmp_path: Path,
+    fed: Any,
     owners: list[OwnerData],
 ) -> Iterator[Callable[[str], Site]]:
     """``make_site("127.0.0.1:PORT")``: settings pointing at that SuperLink and the live
@@ -110,13 +119,20 @@ def make_site(
     started: list[Site] = []
 
     def make(superlink: str) -> Site:
-        coordinator_settings(monkeypatch, settings, tmp_path, superlink=superlink,
-                             site_url=live_server.url)
+        coordinator_settings(
+            monkeypatch, settings, tmp_path, superlink=superlink, site_url=live_server.url
+        )
         worker = request.getfixturevalue("celery_worker_process")
         trainer = fed.user("trainer", credits=CREDITS)
-        site = Site(fed=fed, trainer=trainer, base=fed.base_version(fed.user("creator")),
-                    terms=list_datasets(fed, owners), worker=worker,
-                    worker_log=tmp_path / "celery-worker.log", settings=settings)
+        site = Site(
+            fed=fed,
+            trainer=trainer,
+            base=fed.base_version(fed.user("creator")),
+            terms=list_datasets(fed, owners),
+            worker=worker,
+            worker_log=tmp_path / "celery-worker.log",
+            settings=settings,
+        )
         started.append(site)
         return site
 
@@ -135,7 +151,9 @@ def events(job: FederatedJob, kind: str) -> list[JobEvent]:
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
-    make_site: Callable[[str], Site], federation: LocalFederation, ledger_checked: None,
+    make_site: Callable[[str], Site],
+    federation: LocalFederation,
+    ledger_checked: None,
 ) -> None:
     from marketplace.selectors import wallet_balance
     from registry.models import Model, ModelKind
@@ -147,7 +165,10 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
     site.kill_worker()
     final = wait_until(
         lambda: (s := run_status(job.run_id, federation.connection)).finished and s,
-        timeout=300, what="the run finishes", log=lambda: federation.logs()["superlink"][-3000:])
+        timeout=300,
+        what="the run finishes",
+        log=lambda: federation.logs()["superlink"][-3000:],
+    )
     assert final.completed, final.details
     assert site.job(job).state == State.RUNNING  # nobody has looked yet
     # Then a new worker reconciles the job from the SuperLink's state: completed once
@@ -182,7 +203,9 @@ def test_a_worker_killed_mid_job_is_replaced_and_the_job_completes_once(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_run_past_its_deadline_is_stopped_and_the_job_failed(
-    make_site: Callable[[str], Site], tmp_path: Path, ledger_checked: None,
+    make_site: Callable[[str], Site],
+    tmp_path: Path,
+    ledger_checked: None,
 ) -> None:
     from marketplace.selectors import wallet_balance
 
@@ -191,7 +214,8 @@ def test_a_run_past_its_deadline_is_stopped_and_the_job_failed(
         site = make_site(f"127.0.0.1:{link.port}")
         job = site.launch()
         FederatedJob.objects.filter(pk=job.pk).update(
-            deadline_at=timezone.now() + timedelta(seconds=6))
+            deadline_at=timezone.now() + timedelta(seconds=6)
+        )
         running = site.wait_state(job, State.RUNNING, State.FAILED, timeout=60)
         assert running.run_id
         # Then past the deadline the run is stopped and the job fails, refunding everything
@@ -207,15 +231,21 @@ def test_a_run_past_its_deadline_is_stopped_and_the_job_failed(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_job_launched_while_the_superlink_is_down_waits_then_starts(
-    make_site: Callable[[str], Site], tmp_path: Path, ledger_checked: None,
+    make_site: Callable[[str], Site],
+    tmp_path: Path,
+    ledger_checked: None,
 ) -> None:
     # Given a SuperLink address where nothing listens yet
     port = free_port()
     site = make_site(f"127.0.0.1:{port}")
     job = site.launch()
     # Then the job stays queued, and says why (once, not once per retry)
-    wait_until(lambda: events(job, "superlink_unavailable"), timeout=60,
-               what="an event saying the SuperLink is unavailable", log=site.log)
+    wait_until(
+        lambda: events(job, "superlink_unavailable"),
+        timeout=60,
+        what="an event saying the SuperLink is unavailable",
+        log=site.log,
+    )
     assert site.job(job).state == State.QUEUED and not site.job(job).run_id
     # When the SuperLink comes up, the job starts on it
     with LocalFederation([], tmp_path / "late", port=port) as link:
@@ -226,8 +256,12 @@ def test_a_job_launched_while_the_superlink_is_down_waits_then_starts(
         from federated.services.jobs import job_cancel
 
         job_cancel(job=job, user=site.trainer)
-        wait_until(lambda: events(job, "run_stopped"), timeout=60,
-                   what="the cancelled job's run is stopped", log=site.log)
+        wait_until(
+            lambda: events(job, "run_stopped"),
+            timeout=60,
+            what="the cancelled job's run is stopped",
+            log=site.log,
+        )
         status = run_status(job.run_id, link.connection)
     assert status.status == "finished:stopped"
     assert site.job(job).state == State.CANCELLED
@@ -235,21 +269,34 @@ def test_a_job_launched_while_the_superlink_is_down_waits_then_starts(
 
 @pytest.mark.django_db
 def test_a_run_started_by_a_worker_that_died_before_recording_it_is_not_started_twice(
-    monkeypatch: pytest.MonkeyPatch, settings: Any, tmp_path: Path, fed: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    tmp_path: Path,
+    fed: Any,
     owners: list[OwnerData],
 ) -> None:
     from federated.services.jobs import job_run_config
 
     with LocalFederation([], tmp_path / "link") as link:
         # Given a job whose first start called `flwr run` and died before reading the answer
-        coordinator_settings(monkeypatch, settings, tmp_path, superlink=f"127.0.0.1:{link.port}",
-                             site_url=f"http://127.0.0.1:{free_port()}")
+        coordinator_settings(
+            monkeypatch,
+            settings,
+            tmp_path,
+            superlink=f"127.0.0.1:{link.port}",
+            site_url=f"http://127.0.0.1:{free_port()}",
+        )
         trainer = fed.user("trainer", credits=CREDITS)
-        job = fed.launch(trainer, fed.spec(fed.base_version(fed.user("creator")),
-                                           list_datasets(fed, owners), **tiny_job()))
+        job = fed.launch(
+            trainer,
+            fed.spec(
+                fed.base_version(fed.user("creator")), list_datasets(fed, owners), **tiny_job()
+            ),
+        )
         config = job_run_config(job=job)
-        coordinator._marker(job.pk).write(**{"started-at": timezone.now().timestamp(),
-                                             "run-id": ""})
+        coordinator._marker(job.pk).write(
+            **{"started-at": timezone.now().timestamp(), "run-id": ""}
+        )
         orphan = run_start(APP_DIR, link.connection, config)
         before = {run.run_id for run in runs_list(link.connection)}
         # When the start task runs again
@@ -263,9 +310,7 @@ def test_a_run_started_by_a_worker_that_died_before_recording_it_is_not_started_
         assert not coordinator._marker(job.pk).path.exists()
 
 
-def test_one_driver_chain_per_job_a_superseded_one_drops_out(
-    settings: Any, tmp_path: Path
-) -> None:
+def test_one_driver_chain_per_job_a_superseded_one_drops_out(settings: Any, tmp_path: Path) -> None:
     settings.ATELIER_FEDERATION_DIR = tmp_path
     settings.ATELIER_SUPERLINK = "127.0.0.1:1"
     # Given a chain driving job 7
@@ -286,7 +331,9 @@ def test_one_driver_chain_per_job_a_superseded_one_drops_out(
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_a_superlink_restarted_mid_run_fails_the_job_once_paying_the_rounds_done(
-    make_site: Callable[[str], Site], owners: list[OwnerData], tmp_path: Path,
+    make_site: Callable[[str], Site],
+    owners: list[OwnerData],
+    tmp_path: Path,
     ledger_checked: None,
 ) -> None:
     from federated.models import JobRound
@@ -301,12 +348,20 @@ def test_a_superlink_restarted_mid_run_fails_the_job_once_paying_the_rounds_done
         site = make_site(f"127.0.0.1:{port}")
         job = site.wait_state(site.launch(rounds=2), State.RUNNING, timeout=90)
         run_id = job.run_id
-        wait_until(lambda: JobRound.objects.filter(job_id=job.pk, index=1).exists(),
-                   timeout=300, what="round 1 is reported", log=site.log)
+        wait_until(
+            lambda: JobRound.objects.filter(job_id=job.pk, index=1).exists(),
+            timeout=300,
+            what="round 1 is reported",
+            log=site.log,
+        )
         # When the SuperLink (and with it the ServerApp) stops after the first round
         link.stop()
-        wait_until(lambda: events(job, "superlink_unavailable"), timeout=60,
-                   what="an event saying the SuperLink is unavailable", log=site.log)
+        wait_until(
+            lambda: events(job, "superlink_unavailable"),
+            timeout=60,
+            what="an event saying the SuperLink is unavailable",
+            log=site.log,
+        )
         # Then the job is not failed for the outage itself: it keeps its run and waits
         assert (site.job(job).state, site.job(job).run_id) == (State.RUNNING, run_id)
         # When the SuperLink comes back on its state database

@@ -29,9 +29,16 @@ def test_listing_creates_a_private_registry_dataset_with_the_manifest_and_terms(
     node = fed.node(owner).node
     # When they list a dataset from it
     terms = federated_dataset_create(
-        owner=owner, node_id=node.pk, name="Holiday photos", manifest=manifest(count=12, seed=7),
-        terms={"price_per_example_round": 2, "epsilon_per_job": 4.0, "allowed_uses": ["style"],
-               "approval": "manual"},
+        owner=owner,
+        node_id=node.pk,
+        name="Holiday photos",
+        manifest=manifest(count=12, seed=7),
+        terms={
+            "price_per_example_round": 2,
+            "epsilon_per_job": 4.0,
+            "allowed_uses": ["style"],
+            "approval": "manual",
+        },
     )
     # Then the registry holds a private dataset whose version is the manifest only
     version = terms.dataset_version
@@ -82,9 +89,13 @@ def test_a_listing_with_bad_terms_creates_nothing(fed: Any) -> None:
     owner = fed.user("owner1")
     node = fed.node(owner).node
     with pytest.raises(ApplicationError) as err:
-        federated_dataset_create(owner=owner, node_id=node.pk, name="x",
-                                 manifest=manifest(count=3, seed=1),
-                                 terms={"epsilon_per_job": 8.0, "delta": 0.5})
+        federated_dataset_create(
+            owner=owner,
+            node_id=node.pk,
+            name="x",
+            manifest=manifest(count=3, seed=1),
+            terms={"epsilon_per_job": 8.0, "delta": 0.5},
+        )
     assert err.value.code == "bad_delta"
     assert DatasetTerms.objects.count() == 0
     assert not owner.datasets.exists()
@@ -94,9 +105,13 @@ def test_a_bad_manifest_is_refused_by_the_registry(fed: Any) -> None:
     owner = fed.user("owner1")
     node = fed.node(owner).node
     with pytest.raises(ApplicationError) as err:
-        federated_dataset_create(owner=owner, node_id=node.pk, name="x",
-                                 manifest={"count": 0, "manifest_hash": "zz"},
-                                 terms={"epsilon_per_job": 8.0})
+        federated_dataset_create(
+            owner=owner,
+            node_id=node.pk,
+            name="x",
+            manifest={"count": 0, "manifest_hash": "zz"},
+            terms={"epsilon_per_job": 8.0},
+        )
     assert err.value.code == "bad_manifest"
     assert not owner.datasets.exists()
 
@@ -105,14 +120,24 @@ def test_only_the_owners_active_node_can_list(fed: Any) -> None:
     owner, other = fed.user("owner1"), fed.user("owner2")
     registered = fed.node(owner)
     with pytest.raises(NotFoundError):
-        federated_dataset_create(owner=other, node_id=registered.node.pk, name="x",
-                                 manifest=manifest(count=3, seed=1), terms={"epsilon_per_job": 1})
+        federated_dataset_create(
+            owner=other,
+            node_id=registered.node.pk,
+            name="x",
+            manifest=manifest(count=3, seed=1),
+            terms={"epsilon_per_job": 1},
+        )
     from federated.services.nodes import node_revoke
 
     node_revoke(node=registered.node, user=owner)
     with pytest.raises(ApplicationError) as err:
-        federated_dataset_create(owner=owner, node_id=registered.node.pk, name="x",
-                                 manifest=manifest(count=3, seed=1), terms={"epsilon_per_job": 1})
+        federated_dataset_create(
+            owner=owner,
+            node_id=registered.node.pk,
+            name="x",
+            manifest=manifest(count=3, seed=1),
+            terms={"epsilon_per_job": 1},
+        )
     assert err.value.code == "node_revoked"
 
 
@@ -125,8 +150,13 @@ def test_the_same_manifest_is_listed_once_and_a_new_version_goes_to_the_same_dat
         fed.dataset(owner, node=first.node, seed=5)
     assert err.value.details == {"dataset_version_id": first.dataset_version_id}
     second = federated_dataset_create(
-        owner=owner, node_id=first.node_id, name="ignored", manifest=manifest(count=4, seed=6),
-        terms={"epsilon_per_job": 2.0}, dataset_id=first.dataset_version.dataset_id)
+        owner=owner,
+        node_id=first.node_id,
+        name="ignored",
+        manifest=manifest(count=4, seed=6),
+        terms={"epsilon_per_job": 2.0},
+        dataset_id=first.dataset_version.dataset_id,
+    )
     assert second.dataset_version.dataset_id == first.dataset_version.dataset_id
     assert second.dataset_version.name == "v2"
 
@@ -140,9 +170,11 @@ def test_terms_change_by_the_owner_only(fed: Any) -> None:
     for intruder in (other, staff):
         with pytest.raises(AccessDeniedError):
             dataset_terms_update(terms=terms, user=intruder, changes={"price_per_example_round": 0})
-    updated = dataset_terms_update(terms=terms, user=owner,
-                                   changes={"price_per_example_round": 0, "price_per_job": 50,
-                                            "commercial_use": True})
+    updated = dataset_terms_update(
+        terms=terms,
+        user=owner,
+        changes={"price_per_example_round": 0, "price_per_job": 50, "commercial_use": True},
+    )
     assert (updated.pricing, updated.price_per_job, updated.commercial_use) == ("job", 50, True)
     # A change that breaks a rule leaves the terms as they were
     with pytest.raises(ApplicationError):
@@ -184,6 +216,8 @@ def test_budget_shows_spent_per_job_reserved_by_active_jobs_and_remaining(fed: A
     assert budget.reserved == pytest.approx(3.0)
     assert budget.remaining == pytest.approx(10.5)
     assert {(j.job_id, j.epsilon, j.reserved) for j in budget.jobs} == {
-        (done.pk, 5.5, 0.0), (active.pk, 1.0, 3.0)}
+        (done.pk, 5.5, 0.0),
+        (active.pk, 1.0, 3.0),
+    }
     row = datasets_of_owner(owner=owner)[0]
     assert row.budget.remaining == pytest.approx(10.5)

@@ -52,15 +52,22 @@ def world(fed: Any) -> dict[str, Any]:
     owner1, owner2 = fed.user("owner1"), fed.user("owner2")
     d1 = fed.dataset(owner1, count=10, price_per_example_round=2)
     d2 = fed.dataset(owner2, count=20, price_per_example_round=1)
-    return {"trainer": trainer, "base": base, "owner1": owner1, "owner2": owner2,
-            "d1": d1, "d2": d2}
+    return {
+        "trainer": trainer,
+        "base": base,
+        "owner1": owner1,
+        "owner2": owner2,
+        "d1": d1,
+        "d2": d2,
+    }
 
 
 # --- estimate and checks ---------------------------------------------------------------------
 
 
-def test_estimate_is_price_times_examples_times_rounds_plus_the_fee(fed: Any, world: Any,
-                                                                    settings: Any) -> None:
+def test_estimate_is_price_times_examples_times_rounds_plus_the_fee(
+    fed: Any, world: Any, settings: Any
+) -> None:
     settings.ATELIER_PLATFORM_FEE_BPS = 1000
     per_job = fed.dataset(world["owner2"], count=50, price_per_example_round=0, price_per_job=70)
     spec = fed.spec(world["base"], [world["d1"], world["d2"], per_job], rounds=3)
@@ -74,8 +81,9 @@ def test_estimate_is_price_times_examples_times_rounds_plus_the_fee(fed: Any, wo
 
 def test_estimate_lists_the_problems_a_launch_would_meet(fed: Any, world: Any) -> None:
     sdxl_only = fed.dataset(world["owner1"], allowed_families=["sdxl"])
-    estimate = job_estimate(trainer=world["trainer"],
-                            spec=fed.spec(world["base"], [world["d1"], sdxl_only], rank=0))
+    estimate = job_estimate(
+        trainer=world["trainer"], spec=fed.spec(world["base"], [world["d1"], sdxl_only], rank=0)
+    )
     assert {p["code"] for p in estimate.problems} == {"bad_rank", "terms_forbid_family"}
     assert FederatedJob.objects.count() == 0
 
@@ -91,7 +99,9 @@ def test_create_fills_defaults_from_the_datasets_terms(fed: Any, world: Any) -> 
     assert job.config["min_nodes"] == 2
     assert job.config["max_grad_norm"] == 0.05
     assert list(job.datasets.values_list("dataset_version_id", flat=True)) == [
-        world["d1"].dataset_version_id, tight.dataset_version_id]
+        world["d1"].dataset_version_id,
+        tight.dataset_version_id,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -99,16 +109,29 @@ def test_create_fills_defaults_from_the_datasets_terms(fed: Any, world: Any) -> 
     [
         ({"allowed_families": ["sdxl"]}, {}, "terms_forbid_family", "allowed_families"),
         ({"allowed_uses": ["research"]}, {"use": "style"}, "terms_forbid_use", "allowed_uses"),
-        ({"commercial_use": False}, {"commercial_use": True}, "terms_forbid_commercial_use",
-         "commercial_use"),
+        (
+            {"commercial_use": False},
+            {"commercial_use": True},
+            "terms_forbid_commercial_use",
+            "commercial_use",
+        ),
         ({"require_dp": True}, {"dp": False}, "terms_require_dp", "require_dp"),
-        ({"epsilon_per_job": 4.0}, {"target_epsilon": 4.5}, "epsilon_above_job_budget",
-         "epsilon_per_job"),
+        (
+            {"epsilon_per_job": 4.0},
+            {"target_epsilon": 4.5},
+            "epsilon_above_job_budget",
+            "epsilon_per_job",
+        ),
         ({"delta": 1e-6}, {"delta": 1e-5}, "delta_above_terms", "delta"),
     ],
 )
 def test_a_dataset_whose_terms_forbid_the_job_is_refused_naming_it_and_the_clause(
-    fed: Any, world: Any, terms: dict[str, Any], job: dict[str, Any], code: str, clause: str,
+    fed: Any,
+    world: Any,
+    terms: dict[str, Any],
+    job: dict[str, Any],
+    code: str,
+    clause: str,
 ) -> None:
     # Given a dataset whose terms forbid something the job asks for, and one that allows all
     ok = fed.dataset(world["owner1"], commercial_use=True, require_dp=False)
@@ -165,14 +188,22 @@ def test_an_active_job_reserves_its_target_against_the_lifetime_budget(
 
 
 BAD_HYPERPARAMETERS: list[tuple[dict[str, Any], str]] = [
-    ({"rank": 0}, "bad_rank"), ({"rank": 129}, "bad_rank"),
-    ({"rounds": 0}, "bad_rounds"), ({"rounds": 101}, "bad_rounds"),
-    ({"learning_rate": 0.0}, "bad_learning_rate"), ({"learning_rate": -1e-3}, "bad_learning_rate"),
-    ({"resolution": 36}, "bad_resolution"), ({"local_steps": 0}, "bad_local_steps"),
-    ({"local_steps": 10_001}, "bad_local_steps"), ({"max_grad_norm": 0.0}, "bad_max_grad_norm"),
-    ({"target_epsilon": -1.0}, "bad_target_epsilon"), ({"min_nodes": 3}, "bad_min_nodes"),
-    ({"use": "spam"}, "bad_use"), ({"trigger_word": "a,b"}, "bad_trigger_word"),
-    ({"adapter_mode": "dora"}, "bad_adapter_mode"), ({"batch_size": 0}, "bad_batch_size"),
+    ({"rank": 0}, "bad_rank"),
+    ({"rank": 129}, "bad_rank"),
+    ({"rounds": 0}, "bad_rounds"),
+    ({"rounds": 101}, "bad_rounds"),
+    ({"learning_rate": 0.0}, "bad_learning_rate"),
+    ({"learning_rate": -1e-3}, "bad_learning_rate"),
+    ({"resolution": 36}, "bad_resolution"),
+    ({"local_steps": 0}, "bad_local_steps"),
+    ({"local_steps": 10_001}, "bad_local_steps"),
+    ({"max_grad_norm": 0.0}, "bad_max_grad_norm"),
+    ({"target_epsilon": -1.0}, "bad_target_epsilon"),
+    ({"min_nodes": 3}, "bad_min_nodes"),
+    ({"use": "spam"}, "bad_use"),
+    ({"trigger_word": "a,b"}, "bad_trigger_word"),
+    ({"adapter_mode": "dora"}, "bad_adapter_mode"),
+    ({"batch_size": 0}, "bad_batch_size"),
 ]
 
 
@@ -189,8 +220,9 @@ def test_hyperparameters_out_of_range_are_refused(fed: Any, world: Any) -> None:
     assert (err.value.code, err.value.details["clause"]) == ("bad_rank", "rank")
     assert FederatedJob.objects.count() == 0
     # In range at the edges is fine
-    edges = fed.spec(world["base"], datasets, rank=128, rounds=100, local_steps=10_000,
-                     resolution=8, min_nodes=1)
+    edges = fed.spec(
+        world["base"], datasets, rank=128, rounds=100, local_steps=10_000, resolution=8, min_nodes=1
+    )
     assert job_estimate(trainer=world["trainer"], spec=edges).problems == []
 
 
@@ -233,25 +265,29 @@ def test_a_public_or_unknown_dataset_is_refused(fed: Any, world: Any) -> None:
     public = make_public_dataset(owner=world["owner1"])
     spec = fed.spec(world["base"], [world["d1"]])
     with pytest.raises(ApplicationError) as err:
-        job_create(trainer=world["trainer"],
-                   spec=spec.__class__(**{**spec.as_dict(),
-                                          "dataset_version_ids": (public.pk,)}))
+        job_create(
+            trainer=world["trainer"],
+            spec=spec.__class__(**{**spec.as_dict(), "dataset_version_ids": (public.pk,)}),
+        )
     assert err.value.code == "dataset_not_federated"
     with pytest.raises(NotFoundError):
-        job_create(trainer=world["trainer"],
-                   spec=spec.__class__(**{**spec.as_dict(), "dataset_version_ids": (10**9,)}))
+        job_create(
+            trainer=world["trainer"],
+            spec=spec.__class__(**{**spec.as_dict(), "dataset_version_ids": (10**9,)}),
+        )
 
 
 # --- launch, escrow, idempotency -------------------------------------------------------------
 
 
-def test_launch_holds_the_maximum_cost_and_queues_the_job(fed: Any, world: Any,
-                                                           django_capture_on_commit_callbacks:
-                                                           Any) -> None:
+def test_launch_holds_the_maximum_cost_and_queues_the_job(
+    fed: Any, world: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     spec = fed.spec(world["base"], [world["d1"], world["d2"]], rounds=2)
     with django_capture_on_commit_callbacks() as callbacks:
-        job, created = job_create_and_launch(trainer=world["trainer"], spec=spec,
-                                             idempotency_key="k1")
+        job, created = job_create_and_launch(
+            trainer=world["trainer"], spec=spec, idempotency_key="k1"
+        )
     # 2x10x2 + 1x20x2 = 80 for the owners, 10 % fee
     assert created and job.state == State.QUEUED
     assert (job.max_cost, job.fee_bps) == (88, 1000)
@@ -264,8 +300,7 @@ def test_launch_holds_the_maximum_cost_and_queues_the_job(fed: Any, world: Any,
     assert list(jobs_to_reconcile()) == [job]
 
 
-def test_insufficient_credits_is_402_and_nothing_is_held_or_created(fed: Any,
-                                                                     world: Any) -> None:
+def test_insufficient_credits_is_402_and_nothing_is_held_or_created(fed: Any, world: Any) -> None:
     poor = fed.user("poor", credits=10)
     with pytest.raises(InsufficientFundsError) as err:
         fed.launch(poor, fed.spec(world["base"], [world["d1"], world["d2"]]))
@@ -275,22 +310,27 @@ def test_insufficient_credits_is_402_and_nothing_is_held_or_created(fed: Any,
     assert wallet_balance(user=poor) == 10
 
 
-def test_launching_twice_with_one_key_returns_the_same_job_charged_once(fed: Any,
-                                                                         world: Any) -> None:
+def test_launching_twice_with_one_key_returns_the_same_job_charged_once(
+    fed: Any, world: Any
+) -> None:
     spec = fed.spec(world["base"], [world["d1"]])
-    first, created = job_create_and_launch(trainer=world["trainer"], spec=spec,
-                                           idempotency_key="same")
-    again, created_again = job_create_and_launch(trainer=world["trainer"], spec=spec,
-                                                 idempotency_key="same")
+    first, created = job_create_and_launch(
+        trainer=world["trainer"], spec=spec, idempotency_key="same"
+    )
+    again, created_again = job_create_and_launch(
+        trainer=world["trainer"], spec=spec, idempotency_key="same"
+    )
     assert (created, created_again) == (True, False)
     assert again.pk == first.pk
     assert FederatedJob.objects.count() == 1 and EscrowHold.objects.count() == 1
     assert wallet_balance(user=world["trainer"]) == 10_000 - first.max_cost
     # The same key with another body is a conflict, and charges nothing
     with pytest.raises(ConflictError) as err:
-        job_create_and_launch(trainer=world["trainer"],
-                              spec=fed.spec(world["base"], [world["d1"]], rounds=5),
-                              idempotency_key="same")
+        job_create_and_launch(
+            trainer=world["trainer"],
+            spec=fed.spec(world["base"], [world["d1"]], rounds=5),
+            idempotency_key="same",
+        )
     assert err.value.status_code == 409 and err.value.code == "idempotency_key_reused"
     assert wallet_balance(user=world["trainer"]) == 10_000 - first.max_cost
     # job_launch on the launched job: the same key returns it, another key is 409
@@ -305,8 +345,9 @@ def test_free_datasets_launch_without_escrow(fed: Any, world: Any) -> None:
     assert (job.state, job.max_cost, job.escrow) == (State.QUEUED, 0, None)
 
 
-def test_launch_enqueues_job_start_on_the_broker(fed: Any, world: Any,
-                                                 django_capture_on_commit_callbacks: Any) -> None:
+def test_launch_enqueues_job_start_on_the_broker(
+    fed: Any, world: Any, django_capture_on_commit_callbacks: Any
+) -> None:
     from celery import current_app
 
     # Given a queue of this test's own on the real Redis broker
@@ -324,8 +365,9 @@ def test_launch_enqueues_job_start_on_the_broker(fed: Any, world: Any,
         current_app.conf.task_default_queue = old
         client.delete(queue)
     assert [m["headers"]["task"] for m in messages] == ["federated.tasks.job_start"]
-    assert json.loads(messages[0]["headers"]["argsrepr"].replace("(", "[").replace(",)", "]")
-                      .replace(")", "]")) == [job.pk]
+    assert json.loads(
+        messages[0]["headers"]["argsrepr"].replace("(", "[").replace(",)", "]").replace(")", "]")
+    ) == [job.pk]
 
 
 # --- approvals ---------------------------------------------------------------------------------
@@ -348,8 +390,7 @@ def test_manual_datasets_wait_for_approval_then_the_job_is_queued(fed: Any, worl
     assert job_approve(job_dataset=request, user=world["owner2"]).state == State.QUEUED
 
 
-def test_a_rejection_cancels_the_job_and_refunds_the_escrow_in_full(fed: Any,
-                                                                     world: Any) -> None:
+def test_a_rejection_cancels_the_job_and_refunds_the_escrow_in_full(fed: Any, world: Any) -> None:
     manual = fed.dataset(world["owner2"], approval="manual")
     job = fed.launch(world["trainer"], fed.spec(world["base"], [world["d1"], manual]))
     assert wallet_balance(user=world["trainer"]) < 10_000
@@ -364,8 +405,9 @@ def test_a_rejection_cancels_the_job_and_refunds_the_escrow_in_full(fed: Any,
         job_approve(job_dataset=request, user=world["owner2"])
 
 
-def test_an_owner_training_on_their_own_manual_dataset_needs_no_approval(fed: Any,
-                                                                          world: Any) -> None:
+def test_an_owner_training_on_their_own_manual_dataset_needs_no_approval(
+    fed: Any, world: Any
+) -> None:
     mine = fed.dataset(world["trainer"], approval="manual")
     assert fed.launch(world["trainer"], fed.spec(world["base"], [mine])).state == State.QUEUED
 
@@ -379,20 +421,31 @@ def test_run_config_is_complete_for_the_engine_and_keeps_only_token_hashes(
     from federated.engine.flower.settings import ServerSettings, train_config_from_run_config
 
     settings.ATELIER_SITE_URL = "http://site.test:8123"
-    job = fed.launch(world["trainer"], fed.spec(world["base"], [world["d1"], world["d2"]],
-                                                 rounds=4, rank=8, local_steps=7,
-                                                 learning_rate=0.01, resolution=64,
-                                                 target_epsilon=5.0))
+    job = fed.launch(
+        world["trainer"],
+        fed.spec(
+            world["base"],
+            [world["d1"], world["d2"]],
+            rounds=4,
+            rank=8,
+            local_steps=7,
+            learning_rate=0.01,
+            resolution=64,
+            target_epsilon=5.0,
+        ),
+    )
     config = job_run_config(job=job)
     job.refresh_from_db()
     base_file = world["base"].files.get(is_primary=True)
     assert config["job-id"] == f"job-{job.pk}"
     assert config["progress-url"] == f"http://site.test:8123/api/federated/jobs/{job.pk}/progress"
     assert config["base-model-url"] == (
-        f"http://site.test:8123/api/federated/jobs/{job.pk}/base-model")
+        f"http://site.test:8123/api/federated/jobs/{job.pk}/base-model"
+    )
     assert config["base-model-sha"] == base_file.blob_id
     assert config["dataset-manifests"] == ",".join(
-        [world["d1"].dataset_version.manifest_hash, world["d2"].dataset_version.manifest_hash])
+        [world["d1"].dataset_version.manifest_hash, world["d2"].dataset_version.manifest_hash]
+    )
     assert str(config["out-dir"]).endswith(f"job-{job.pk}") and job.out_dir == config["out-dir"]
     # No secret in the run config (every node reads it); the ServerApp's credentials are in
     # its own file, and only their hashes in the database
@@ -436,7 +489,9 @@ def test_mark_running_once_per_run_id(fed: Any, world: Any) -> None:
 
 
 def test_cancel_refunds_what_was_not_earned_and_asks_to_stop_the_run(
-    fed: Any, world: Any, django_capture_on_commit_callbacks: Any,
+    fed: Any,
+    world: Any,
+    django_capture_on_commit_callbacks: Any,
 ) -> None:
     job, _ = fed.running(world["trainer"], fed.spec(world["base"], [world["d1"]]))
     with pytest.raises(NotFoundError):

@@ -57,9 +57,7 @@ def test_register_keeps_the_key_without_comment_and_only_the_token_hash(
         "-----BEGIN PUBLIC KEY-----",
     ],
 )
-def test_register_refuses_what_is_not_an_ecdsa_openssh_key(
-    make_user: Any, bad: str
-) -> None:
+def test_register_refuses_what_is_not_an_ecdsa_openssh_key(make_user: Any, bad: str) -> None:
     owner = make_user("owner1")
     with pytest.raises(ApplicationError) as err:
         node_register(owner=owner, name="n", public_key=bad)
@@ -96,8 +94,9 @@ def test_heartbeat_marks_online_and_records_served_datasets(make_user: Any) -> N
     owner = make_user("owner1")
     node = node_register(owner=owner, name="n", public_key=openssh_public_key()).node
     assert node.status == "offline"
-    node_heartbeat(node=node, datasets=["A" * 64, "a" * 64, "b" * 64], flwr_node_id="42",
-                   version="atelier 1.0")
+    node_heartbeat(
+        node=node, datasets=["A" * 64, "a" * 64, "b" * 64], flwr_node_id="42", version="atelier 1.0"
+    )
     node.refresh_from_db()
     assert node.status == "online"
     assert node.serving == ["a" * 64, "b" * 64]
@@ -135,8 +134,9 @@ def test_superlink_node_ids_maps_active_registered_nodes_only(make_user: Any) ->
     from federated.selectors import superlink_node_ids
 
     owner = make_user("owner1")
-    a, b, c = (node_register(owner=owner, name=n, public_key=openssh_public_key()).node
-               for n in "abc")
+    a, b, c = (
+        node_register(owner=owner, name=n, public_key=openssh_public_key()).node for n in "abc"
+    )
     Node.objects.filter(pk=a.pk).update(superlink_node_id="18446744073709551615")  # 2**64 - 1
     Node.objects.filter(pk=b.pk).update(superlink_node_id="42")
     node_revoke(node=b, user=owner)

@@ -38,17 +38,30 @@ def world(fed: Any) -> SimpleNamespace:
     base = fed.base_version(fed.user("creator"))
     owner = fed.user("owner")
     terms = fed.dataset(owner, count=10, price_per_example_round=2, name="Red circles")
-    return SimpleNamespace(trainer=trainer, base=base, owner=owner, terms=terms,
-                           other=fed.user("other"))
+    return SimpleNamespace(
+        trainer=trainer, base=base, owner=owner, terms=terms, other=fed.user("other")
+    )
 
 
 def form_data(w: SimpleNamespace, *datasets: Any, **values: Any) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "name": "Red circles LoRA", "base_version": w.base.pk,
-        "datasets": [t.dataset_version_id for t in datasets], "use": "style",
-        "trigger_word": "sks", "rank": 2, "alpha": "", "local_steps": 5,
-        "learning_rate": 0.001, "resolution": 32, "batch_size": 4, "rounds": 2, "dp": "on",
-        "target_epsilon": "", "delta": "", "max_grad_norm": 0.05, "idempotency_key": "key-1",
+        "name": "Red circles LoRA",
+        "base_version": w.base.pk,
+        "datasets": [t.dataset_version_id for t in datasets],
+        "use": "style",
+        "trigger_word": "sks",
+        "rank": 2,
+        "alpha": "",
+        "local_steps": 5,
+        "learning_rate": 0.001,
+        "resolution": 32,
+        "batch_size": 4,
+        "rounds": 2,
+        "dp": "on",
+        "target_epsilon": "",
+        "delta": "",
+        "max_grad_norm": 0.05,
+        "idempotency_key": "key-1",
         "action": "estimate",
     }
     data.update(values)
@@ -58,8 +71,9 @@ def form_data(w: SimpleNamespace, *datasets: Any, **values: Any) -> dict[str, An
 def block(html: bytes, element_id: str) -> str:
     """The element with ``id`` up to the next sibling block (field or dataset option)."""
     text = html.decode()
-    match = re.search(rf'id="{element_id}".*?(?=<div class="(?:field|dataset-option)|</fieldset>)',
-                      text, re.S)
+    match = re.search(
+        rf'id="{element_id}".*?(?=<div class="(?:field|dataset-option)|</fieldset>)', text, re.S
+    )
     assert match is not None, f"no #{element_id}"
     return match.group(0)
 
@@ -74,19 +88,30 @@ def points(html: bytes, css_class: str) -> list[str]:
 # --- access -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/train/", "/train/new/", "/train/jobs/1/",
-                                  "/train/jobs/1/live/", "/nodes/", "/nodes/datasets/1/"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/train/",
+        "/train/new/",
+        "/train/jobs/1/",
+        "/train/jobs/1/live/",
+        "/nodes/",
+        "/nodes/datasets/1/",
+    ],
+)
 def test_pages_send_anonymous_visitors_to_the_login(client: Any, path: str) -> None:
     response = client.get(path)
     assert response.status_code == 302
     assert response["Location"].startswith("/accounts/login/")
 
 
-def test_job_list_shows_my_jobs_with_state_rounds_and_cost(client: Any, fed: Any,
-                                                           world: Any) -> None:
+def test_job_list_shows_my_jobs_with_state_rounds_and_cost(
+    client: Any, fed: Any, world: Any
+) -> None:
     job = fed.launch(world.trainer, fed.spec(world.base, [world.terms], rounds=2))
-    fed.launch(fed.user("rival", credits=1_000),
-               fed.spec(world.base, [world.terms], name="Not mine"))
+    fed.launch(
+        fed.user("rival", credits=1_000), fed.spec(world.base, [world.terms], name="Not mine")
+    )
     client.force_login(world.trainer)
     response = client.get("/train/")
     assert response.status_code == 200
@@ -117,8 +142,7 @@ def test_the_nodes_pages_are_the_owners_only(client: Any, world: Any, make_user:
     dv = world.terms.dataset_version_id
     client.force_login(world.other)
     assert client.get(f"/nodes/datasets/{dv}/").status_code == 404
-    assert world.terms.dataset_version.dataset.name.encode() not in client.get(
-        "/nodes/").content
+    assert world.terms.dataset_version.dataset.name.encode() not in client.get("/nodes/").content
     client.force_login(make_user("staffer", is_staff=True))
     assert client.get(f"/nodes/datasets/{dv}/").status_code == 200
     client.force_login(world.owner)
@@ -128,8 +152,9 @@ def test_the_nodes_pages_are_the_owners_only(client: Any, world: Any, make_user:
 # --- the wizard ---------------------------------------------------------------------------------
 
 
-def test_wizard_lists_base_versions_and_datasets_with_their_terms(client: Any, fed: Any,
-                                                                  world: Any) -> None:
+def test_wizard_lists_base_versions_and_datasets_with_their_terms(
+    client: Any, fed: Any, world: Any
+) -> None:
     nc = fed.base_version(fed.user("nc"), license_code="custom")
     client.force_login(world.trainer)
     response = client.get("/train/new/")
@@ -153,8 +178,9 @@ def test_estimate_shows_the_cost_lines_fee_and_total_and_charges_nothing(
     response = client.post("/train/new/", form_data(world, world.terms))
     assert response.status_code == 200
     html = response.content
-    line = re.search(rf'<tr data-dataset="{world.terms.dataset_version_id}">(.*?)</tr>'.encode(),
-                     html, re.S)
+    line = re.search(
+        rf'<tr data-dataset="{world.terms.dataset_version_id}">(.*?)</tr>'.encode(), html, re.S
+    )
     assert line is not None and b'<td class="max-cost">40</td>' in line.group(1)
     assert b"<td>owner</td>" in line.group(1)
     assert b'<td class="owners-max">40</td>' in html
@@ -194,8 +220,7 @@ def test_the_same_key_for_another_request_is_refused_with_a_fresh_key(
 ) -> None:
     client.force_login(world.trainer)
     client.post("/train/new/", form_data(world, world.terms, action="launch"))
-    response = client.post("/train/new/", form_data(world, world.terms, action="launch",
-                                                    rounds=3))
+    response = client.post("/train/new/", form_data(world, world.terms, action="launch", rounds=3))
     assert response.status_code == 400
     assert b"That Idempotency-Key was used for a different job request." in response.content
     assert b'name="idempotency_key" value="key-1"' not in response.content
@@ -208,13 +233,13 @@ def test_a_dataset_whose_terms_forbid_the_use_says_so_next_to_it(
 ) -> None:
     research = fed.dataset(world.owner, allowed_uses=["research"], name="Research only")
     client.force_login(world.trainer)
-    response = client.post("/train/new/", form_data(world, world.terms, research,
-                                                    action=action))
+    response = client.post("/train/new/", form_data(world, world.terms, research, action=action))
     assert response.status_code == (200 if action == "estimate" else 400)
     option = block(response.content, f"dataset-{research.dataset_version_id}")
     assert "its terms allow the uses research, not style." in option
-    assert "its terms allow" not in block(response.content,
-                                          f"dataset-{world.terms.dataset_version_id}")
+    assert "its terms allow" not in block(
+        response.content, f"dataset-{world.terms.dataset_version_id}"
+    )
     assert FederatedJob.objects.count() == 0
     assert wallet_balance(user=world.trainer) == 10_000
 
@@ -223,8 +248,9 @@ def test_a_target_epsilon_above_a_datasets_budget_says_so_next_to_it(
     client: Any, world: Any
 ) -> None:
     client.force_login(world.trainer)
-    response = client.post("/train/new/", form_data(world, world.terms, action="launch",
-                                                    target_epsilon=50))
+    response = client.post(
+        "/train/new/", form_data(world, world.terms, action="launch", target_epsilon=50)
+    )
     assert response.status_code == 400
     option = block(response.content, f"dataset-{world.terms.dataset_version_id}")
     assert "the target epsilon 50 is above its per-job budget 8." in option
@@ -232,8 +258,9 @@ def test_a_target_epsilon_above_a_datasets_budget_says_so_next_to_it(
     assert wallet_balance(user=world.trainer) == 10_000
 
 
-def test_insufficient_credits_says_so_with_a_link_to_the_wallet(client: Any, fed: Any,
-                                                                world: Any) -> None:
+def test_insufficient_credits_says_so_with_a_link_to_the_wallet(
+    client: Any, fed: Any, world: Any
+) -> None:
     poor = fed.user("poor", credits=10)
     client.force_login(poor)
     response = client.post("/train/new/", form_data(world, world.terms, action="launch"))
@@ -263,11 +290,13 @@ def test_a_setting_out_of_range_says_so_next_to_its_field(client: Any, world: An
     assert "rank must be" not in block(response.content, "field-rounds")
 
 
-def test_text_in_a_number_field_is_a_form_error_and_calls_no_service(client: Any,
-                                                                     world: Any) -> None:
+def test_text_in_a_number_field_is_a_form_error_and_calls_no_service(
+    client: Any, world: Any
+) -> None:
     client.force_login(world.trainer)
-    response = client.post("/train/new/", form_data(world, world.terms, rounds="many",
-                                                    action="launch"))
+    response = client.post(
+        "/train/new/", form_data(world, world.terms, rounds="many", action="launch")
+    )
     assert response.status_code == 400
     assert "Enter a whole number." in block(response.content, "field-rounds")
     assert FederatedJob.objects.count() == 0
@@ -282,18 +311,27 @@ def running(fed: Any, world: Any) -> SimpleNamespace:
     owner2 = fed.user("owner2")
     terms2 = fed.dataset(owner2, count=20, price_per_example_round=1, name="Blue squares")
     job, _ = fed.running(world.trainer, fed.spec(world.base, [world.terms, terms2], rounds=3))
-    return SimpleNamespace(job=job, h1=world.terms.dataset_version.manifest_hash,
-                           h2=terms2.dataset_version.manifest_hash, terms2=terms2,
-                           owner2=owner2)
+    return SimpleNamespace(
+        job=job,
+        h1=world.terms.dataset_version.manifest_hash,
+        h2=terms2.dataset_version.manifest_hash,
+        terms2=terms2,
+        owner2=owner2,
+    )
 
 
 def report(fed: Any, r: SimpleNamespace, index: int) -> None:
-    job_progress_record(job=r.job, payload=fed.report(r.job, index, {
-        "11": (r.h1, 10, 1.0 * index), "22": (r.h2, 20, 0.5 * index)}))
+    job_progress_record(
+        job=r.job,
+        payload=fed.report(
+            r.job, index, {"11": (r.h1, 10, 1.0 * index), "22": (r.h2, 20, 0.5 * index)}
+        ),
+    )
 
 
-def test_the_live_section_renders_the_rounds_reported(client: Any, fed: Any, world: Any,
-                                                      running: Any) -> None:
+def test_the_live_section_renders_the_rounds_reported(
+    client: Any, fed: Any, world: Any, running: Any
+) -> None:
     client.force_login(world.trainer)
     before = client.get(f"/train/jobs/{running.job.pk}/live/")
     assert b"No round reported yet." in before.content
@@ -326,23 +364,28 @@ def test_the_charts_have_one_point_per_round_and_epsilon_per_dataset(
     series = re.findall(rb'<g class="series" data-series="([^"]+)">', epsilon.group(0))
     assert series == [b"Red circles", b"Blue squares"]
     values = re.findall(
-        rb'data-round="(\d)" data-value="([\d.]+)" data-dataset="(\d+)"', epsilon.group(0))
-    dv1, dv2 = (str(world.terms.dataset_version_id).encode(),
-                str(running.terms2.dataset_version_id).encode())
-    assert values == [(b"1", b"1", dv1), (b"2", b"2", dv1), (b"1", b"0.5", dv2),
-                      (b"2", b"1", dv2)]
+        rb'data-round="(\d)" data-value="([\d.]+)" data-dataset="(\d+)"', epsilon.group(0)
+    )
+    dv1, dv2 = (
+        str(world.terms.dataset_version_id).encode(),
+        str(running.terms2.dataset_version_id).encode(),
+    )
+    assert values == [(b"1", b"1", dv1), (b"2", b"2", dv1), (b"1", b"0.5", dv2), (b"2", b"1", dv2)]
 
 
-def test_the_epsilon_chart_falls_back_to_the_largest_epsilon(client: Any, fed: Any,
-                                                             world: Any, running: Any) -> None:
+def test_the_epsilon_chart_falls_back_to_the_largest_epsilon(
+    client: Any, fed: Any, world: Any, running: Any
+) -> None:
     # a node that is not in the job reported: no dataset series, the round's largest epsilon
-    job_progress_record(job=running.job, payload=fed.report(running.job, 1, {
-        "99": ("f" * 64, 5, 0.7)}))
+    job_progress_record(
+        job=running.job, payload=fed.report(running.job, 1, {"99": ("f" * 64, 5, 0.7)})
+    )
     client.force_login(world.trainer)
     html = client.get(f"/train/jobs/{running.job.pk}/").content
     assert points(html, "epsilon-chart") == ["1"]
-    assert b'data-series=' not in re.search(rb'<svg class="chart epsilon-chart".*?</svg>',
-                                            html, re.S).group(0)  # type: ignore[union-attr]
+    assert b"data-series=" not in re.search(
+        rb'<svg class="chart epsilon-chart".*?</svg>', html, re.S
+    ).group(0)  # type: ignore[union-attr]
     assert b"not in this job" in html
 
 
@@ -373,13 +416,15 @@ def test_the_job_page_shows_the_settlement_and_the_reason_after_a_failure(
     assert b'<dd class="owners-paid">40 credits</dd>' in html  # 2 x 10 + 1 x 20
     assert b'<dd class="fee-paid">4 credits</dd>' in html
     assert b"cancel-job" not in html
-    row = re.search(rf'<tr data-dataset="{world.terms.dataset_version_id}">(.*?)</tr>'.encode(),
-                    html, re.S)
+    row = re.search(
+        rf'<tr data-dataset="{world.terms.dataset_version_id}">(.*?)</tr>'.encode(), html, re.S
+    )
     assert row is not None and b'<td class="earned">20 ' in row.group(1)
 
 
-def test_the_page_loads_its_script_from_a_static_file(client: Any, fed: Any, world: Any,
-                                                      running: Any) -> None:
+def test_the_page_loads_its_script_from_a_static_file(
+    client: Any, fed: Any, world: Any, running: Any
+) -> None:
     client.force_login(world.trainer)
     html = client.get(f"/train/jobs/{running.job.pk}/").content
     assert b'src="/static/federated/job.js"' in html
@@ -419,8 +464,9 @@ def test_a_completed_job_links_its_lora_and_shows_its_sample_images(
     client.force_login(world.trainer)
     html = client.get(f"/train/jobs/{job.pk}/").content
     version = job.result_version
-    assert (f'href="/models/{version.model_id}/{version.model.slug}/?version={version.pk}"'
-            .encode()) in html
+    assert (
+        f'href="/models/{version.model_id}/{version.model.slug}/?version={version.pk}"'.encode()
+    ) in html
     assert re.findall(rb'<figure data-round="(\d+)"><img src="/media/samples/', html) == [b"2"]
     listing = client.get("/train/").content
     assert b'class="result-link"' in listing
@@ -433,8 +479,7 @@ def test_a_completed_job_links_its_lora_and_shows_its_sample_images(
 def manual(fed: Any, world: Any) -> SimpleNamespace:
     """A job waiting for the owner's approval of a manual dataset."""
     terms = fed.dataset(world.owner, count=10, approval="manual", name="Ask me first")
-    job = fed.launch(world.trainer, fed.spec(world.base, [terms], rounds=2,
-                                             target_epsilon=4.0))
+    job = fed.launch(world.trainer, fed.spec(world.base, [terms], rounds=2, target_epsilon=4.0))
     assert job.state == State.AWAITING_APPROVAL
     return SimpleNamespace(job=job, terms=terms, jd=JobDataset.objects.get(job=job))
 
@@ -456,15 +501,17 @@ def test_dashboard_shows_nodes_datasets_budgets_and_the_inbox(
     assert b'<dd class="rounds">2</dd>' in row
     assert b'<dd class="target-epsilon">4</dd>' in row
     assert b'<dd class="max-earnings">20 credits</dd>' in row  # 1 x 10 x 2
-    dataset = re.search(rf'<tr data-dataset="{manual.terms.dataset_version_id}">(.*?)</tr>'
-                        .encode(), html, re.S)
+    dataset = re.search(
+        rf'<tr data-dataset="{manual.terms.dataset_version_id}">(.*?)</tr>'.encode(), html, re.S
+    )
     assert dataset is not None
     assert b'reserved <span class="reserved">4</span>' in dataset.group(1)
     assert b'remaining <span class="remaining">16</span>' in dataset.group(1)
     assert len(re.findall(rb'<tr data-node="\d+">', html)) == 2  # one node per dataset
     assert b"atelier node init" in html
-    assert b"online" not in re.search(rb'<table class="table nodes">.*?</table>', html,
-                                      re.S).group(0)  # type: ignore[union-attr]
+    assert b"online" not in re.search(rb'<table class="table nodes">.*?</table>', html, re.S).group(
+        0
+    )  # type: ignore[union-attr]
 
 
 def test_dashboard_queries_do_not_grow_with_datasets_and_requests(
@@ -489,15 +536,19 @@ def test_approve_queues_the_job(client: Any, world: Any, manual: Any) -> None:
     assert b"No request waits for you." in client.get("/nodes/").content
 
 
-def test_reject_with_a_note_cancels_the_job_and_refunds(client: Any, world: Any,
-                                                        manual: Any) -> None:
+def test_reject_with_a_note_cancels_the_job_and_refunds(
+    client: Any, world: Any, manual: Any
+) -> None:
     client.force_login(world.owner)
-    response = client.post(f"/nodes/approvals/{manual.jd.pk}/reject/",
-                           {"note": "Not for this base model."})
+    response = client.post(
+        f"/nodes/approvals/{manual.jd.pk}/reject/", {"note": "Not for this base model."}
+    )
     assert response.status_code == 302
     manual.jd.refresh_from_db()
-    assert (manual.jd.approval, manual.jd.decision_note) == (ApprovalState.REJECTED,
-                                                             "Not for this base model.")
+    assert (manual.jd.approval, manual.jd.decision_note) == (
+        ApprovalState.REJECTED,
+        "Not for this base model.",
+    )
     assert FederatedJob.objects.get(pk=manual.job.pk).state == State.CANCELLED
     assert wallet_balance(user=world.trainer) == 10_000
 
@@ -526,8 +577,9 @@ def test_dataset_page_shows_epsilon_spent_per_job_and_the_earnings_chart(
     h = world.terms.dataset_version.manifest_hash
     spent = []
     for n, eps in enumerate((1.5, 2.5)):
-        job, _ = fed.running(world.trainer, fed.spec(world.base, [world.terms], rounds=2,
-                                                     name=f"Job {n}"))
+        job, _ = fed.running(
+            world.trainer, fed.spec(world.base, [world.terms], rounds=2, name=f"Job {n}")
+        )
         job_progress_record(job=job, payload=fed.report(job, 1, {"5": (h, 10, eps)}))
         job_fail(job=job, reason="stopped after round 1")
         spent.append(job)
@@ -537,13 +589,21 @@ def test_dataset_page_shows_epsilon_spent_per_job_and_the_earnings_chart(
     html = response.content
     assert b'<dd class="spent">4</dd>' in html
     assert b'<dd class="remaining">16</dd>' in html
-    per_job = re.findall(rb'<tr data-job="(\d+)"><td>[^<]*</td><td>[^<]*</td>'
-                         rb'<td class="epsilon">([\d.]+)</td>', html)
+    per_job = re.findall(
+        rb'<tr data-job="(\d+)"><td>[^<]*</td><td>[^<]*</td>'
+        rb'<td class="epsilon">([\d.]+)</td>',
+        html,
+    )
     assert per_job == [(str(spent[0].pk).encode(), b"1.5"), (str(spent[1].pk).encode(), b"2.5")]
-    earned = re.findall(rb'<circle class="point"[^>]*data-job="(\d+)" data-earned="(\d+)" '
-                        rb'data-total="(\d+)"', html)
-    assert earned == [(str(spent[0].pk).encode(), b"20", b"20"),
-                      (str(spent[1].pk).encode(), b"20", b"40")]
+    earned = re.findall(
+        rb'<circle class="point"[^>]*data-job="(\d+)" data-earned="(\d+)" '
+        rb'data-total="(\d+)"',
+        html,
+    )
+    assert earned == [
+        (str(spent[0].pk).encode(), b"20", b"20"),
+        (str(spent[1].pk).encode(), b"20", b"40"),
+    ]
     assert b'<strong class="total-earned">40</strong>' in html
     assert b'class="budget-spent"' in html
 
@@ -593,9 +653,7 @@ def test_the_owner_adds_a_preview_stored_small_and_without_its_metadata(
     assert f'data-preview="{preview.pk}"'.encode() in mine.content
 
 
-def test_a_file_that_is_not_an_image_is_refused_next_to_the_field(
-    client: Any, world: Any
-) -> None:
+def test_a_file_that_is_not_an_image_is_refused_next_to_the_field(client: Any, world: Any) -> None:
     from django.core.files.uploadedfile import SimpleUploadedFile
 
     from registry.models import DatasetPreview

@@ -23,8 +23,15 @@ def run(fed: Any) -> dict[str, Any]:
     d1 = fed.dataset(fed.user("owner1"), count=10)
     d2 = fed.dataset(fed.user("owner2"), count=20)
     job, _ = fed.running(trainer, fed.spec(base, [d1, d2], rounds=3, target_epsilon=6.0))
-    return {"job": job, "d1": d1, "d2": d2, "h1": d1.dataset_version.manifest_hash,
-            "h2": d2.dataset_version.manifest_hash, "trainer": trainer, "base": base}
+    return {
+        "job": job,
+        "d1": d1,
+        "d2": d2,
+        "h1": d1.dataset_version.manifest_hash,
+        "h2": d2.dataset_version.manifest_hash,
+        "trainer": trainer,
+        "base": base,
+    }
 
 
 def _row(job: FederatedJob, terms: Any) -> JobDataset:
@@ -34,8 +41,10 @@ def _row(job: FederatedJob, terms: Any) -> JobDataset:
 def test_a_round_maps_each_node_to_its_dataset(fed: Any, run: Any) -> None:
     job = run["job"]
     # When the ServerApp reports round 1 with both nodes
-    record = job_progress_record(job=job, payload=fed.report(
-        job, 1, {"101": (run["h1"], 10, 2.5), "202": (run["h2"], 20, 3.0)}))
+    record = job_progress_record(
+        job=job,
+        payload=fed.report(job, 1, {"101": (run["h1"], 10, 2.5), "202": (run["h2"], 20, 3.0)}),
+    )
     # Then the round is recorded with its loss, epsilon, nodes and bytes
     assert record is not None
     assert (record.index, record.num_examples, record.bytes_out_per_node) == (1, 30, 1234)
@@ -76,12 +85,24 @@ def test_epsilon_keeps_the_largest_reported_and_examples_are_capped_by_the_manif
 def test_a_node_or_manifest_not_in_the_job_is_logged_and_not_counted(fed: Any, run: Any) -> None:
     job = run["job"]
     other = fed.dataset(fed.user("owner3"), count=50)  # listed, but not in this job
-    job_progress_record(job=job, payload=fed.report(job, 1, {
-        "101": (run["h1"], 10, 2.0), "303": (other.dataset_version.manifest_hash, 50, 1.0),
-        "404": ("f" * 64, 5, 1.0)}))
+    job_progress_record(
+        job=job,
+        payload=fed.report(
+            job,
+            1,
+            {
+                "101": (run["h1"], 10, 2.0),
+                "303": (other.dataset_version.manifest_hash, 50, 1.0),
+                "404": ("f" * 64, 5, 1.0),
+            },
+        ),
+    )
     assert _row(job, run["d1"]).rounds_completed == 1
-    assert not JobDataset.objects.filter(job=job, rounds_completed__gt=0).exclude(
-        dataset_version_id=run["d1"].dataset_version_id).exists()
+    assert (
+        not JobDataset.objects.filter(job=job, rounds_completed__gt=0)
+        .exclude(dataset_version_id=run["d1"].dataset_version_id)
+        .exists()
+    )
     assert not PrivacySpend.objects.filter(dataset_version=other.dataset_version).exists()
     event = JobEvent.objects.get(job=job, kind="unknown_dataset")
     assert {n["node"] for n in event.data["nodes"]} == {"303", "404"}
@@ -89,10 +110,16 @@ def test_a_node_or_manifest_not_in_the_job_is_logged_and_not_counted(fed: Any, r
 
 def test_refusals_and_missing_replies_are_logged(fed: Any, run: Any) -> None:
     job = run["job"]
-    job_progress_record(job=job, payload=fed.report(
-        job, 1, {"101": (run["h1"], 10, 2.0)},
-        refused={"202": "[4001] privacy_budget_exceeded: dataset budget spent"},
-        **{"no-reply": ["303"]}))
+    job_progress_record(
+        job=job,
+        payload=fed.report(
+            job,
+            1,
+            {"101": (run["h1"], 10, 2.0)},
+            refused={"202": "[4001] privacy_budget_exceeded: dataset budget spent"},
+            **{"no-reply": ["303"]},
+        ),
+    )
     kinds = list(JobEvent.objects.filter(job=job, level="warning").values_list("kind", flat=True))
     assert kinds == ["node_refused", "node_no_reply"]
     assert _row(job, run["d2"]).rounds_completed == 0
@@ -102,10 +129,16 @@ def test_final_and_failure_reports_are_logged_and_leave_the_state_to_the_coordin
     fed: Any, run: Any
 ) -> None:
     job = run["job"]
-    assert job_progress_record(job=job, payload={"job-id": job.flower_job_id,
-                                                 "status": "completed", "final": {}}) is None
-    assert job_progress_record(job=job, payload={"status": "failed",
-                                                 "reason": "round 2: 1 accepted"}) is None
+    assert (
+        job_progress_record(
+            job=job, payload={"job-id": job.flower_job_id, "status": "completed", "final": {}}
+        )
+        is None
+    )
+    assert (
+        job_progress_record(job=job, payload={"status": "failed", "reason": "round 2: 1 accepted"})
+        is None
+    )
     job.refresh_from_db()
     assert job.state == FederatedJob.State.RUNNING
     assert "round 2: 1 accepted" in JobEvent.objects.get(job=job, kind="server_failed").message
@@ -114,17 +147,24 @@ def test_final_and_failure_reports_are_logged_and_leave_the_state_to_the_coordin
 @pytest.mark.parametrize(
     "change",
     [
-        {"round": 0}, {"round": 4}, {"round": "1"}, {"nodes": ["101"]},
-        {"nodes": {"101": "fast"}}, {"status": "exploded"}, {"no-reply": "303"},
+        {"round": 0},
+        {"round": 4},
+        {"round": "1"},
+        {"nodes": ["101"]},
+        {"nodes": {"101": "fast"}},
+        {"status": "exploded"},
+        {"no-reply": "303"},
         {"train-loss": "low"},
     ],
 )
-def test_a_malformed_report_is_400_and_records_nothing(fed: Any, run: Any,
-                                                       change: dict[str, Any]) -> None:
+def test_a_malformed_report_is_400_and_records_nothing(
+    fed: Any, run: Any, change: dict[str, Any]
+) -> None:
     job = run["job"]
     with pytest.raises(ApplicationError) as err:
-        job_progress_record(job=job, payload={
-            **fed.report(job, 1, {"101": (run["h1"], 10, 2.0)}), **change})
+        job_progress_record(
+            job=job, payload={**fed.report(job, 1, {"101": (run["h1"], 10, 2.0)}), **change}
+        )
     assert err.value.status_code == 400 and err.value.code == "bad_progress"
     assert not JobRound.objects.filter(job=job).exists()
     assert _row(job, run["d1"]).rounds_completed == 0

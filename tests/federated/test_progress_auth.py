@@ -37,13 +37,21 @@ def world(fed: Any, request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
     trainer = fed.user("trainer", credits=5_000)
     owners = [fed.user("owner1"), fed.user("owner2"), fed.user("outsider")]
     nodes = [fed.node(owner, name=f"node of {owner.username}") for owner in owners]
-    terms = [fed.dataset(owner, node=reg.node, count=10, price_per_example_round=2)
-             for owner, reg in zip(owners, nodes, strict=True)]
+    terms = [
+        fed.dataset(owner, node=reg.node, count=10, price_per_example_round=2)
+        for owner, reg in zip(owners, nodes, strict=True)
+    ]
     job = fed.launch(trainer, fed.spec(fed.base_version(fed.user("creator")), terms[:2]))
     config = job_run_config(job=job)
     job = job_mark_running(job=job, run_id="4242")
-    yield {"job": job, "config": config, "credentials": fed.credentials(job), "nodes": nodes,
-           "terms": terms, "fed": fed}
+    yield {
+        "job": job,
+        "config": config,
+        "credentials": fed.credentials(job),
+        "nodes": nodes,
+        "terms": terms,
+        "fed": fed,
+    }
 
 
 def _post(url: str, token: str, body: object) -> requests.Response:
@@ -60,9 +68,12 @@ def _error(response: requests.Response, status: int, code: str) -> dict[str, Any
 
 def _report(world: dict[str, Any], index: int, *which: int, **extra: Any) -> dict[str, Any]:
     """The ServerApp's report for round ``index``: the nodes of datasets ``which``."""
-    return world["fed"].report(world["job"], index, {
-        str(100 + i): (world["terms"][i].dataset_version.manifest_hash, 10, 1.0) for i in which
-    }, **extra)
+    return world["fed"].report(
+        world["job"],
+        index,
+        {str(100 + i): (world["terms"][i].dataset_version.manifest_hash, 10, 1.0) for i in which},
+        **extra,
+    )
 
 
 def test_the_run_config_holds_no_secret_and_the_serverapps_file_is_private(
@@ -72,8 +83,10 @@ def test_the_run_config_holds_no_secret_and_the_serverapps_file_is_private(
     # Nothing token-like in what every node reads
     assert "progress-token" not in config and "job-token" not in config
     for key, value in config.items():
-        assert not TOKEN_LIKE.search(str(value)) or key in ("base-model-sha",
-                                                            "dataset-manifests"), (key, value)
+        assert not TOKEN_LIKE.search(str(value)) or key in (
+            "base-model-sha",
+            "dataset-manifests",
+        ), (key, value)
     secrets = {credentials["progress-token"], credentials["job-token"]}
     assert all(s.startswith(("atp_", "atj_")) for s in secrets)
     assert not any(secret in str(config) for secret in secrets)
@@ -84,7 +97,8 @@ def test_the_run_config_holds_no_secret_and_the_serverapps_file_is_private(
 
 
 def test_a_node_cannot_report_progress_with_anything_it_can_read(
-    world: dict[str, Any], live_server: Any,
+    world: dict[str, Any],
+    live_server: Any,
 ) -> None:
     job, config = world["job"], world["config"]
     url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
@@ -104,7 +118,8 @@ def test_a_node_cannot_report_progress_with_anything_it_can_read(
 
 
 def test_a_different_report_for_a_recorded_round_is_a_logged_409_and_changes_nothing(
-    world: dict[str, Any], live_server: Any,
+    world: dict[str, Any],
+    live_server: Any,
 ) -> None:
     job = world["job"]
     url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
@@ -118,24 +133,27 @@ def test_a_different_report_for_a_recorded_round_is_a_logged_409_and_changes_not
     body = _error(_post(url, token, _report(world, 1, 0)), 409, "round_conflict")
     assert body["details"]["round"] == 1 and "nodes" in body["details"]["differs"]
     assert [jd.rounds_completed for jd in JobDataset.objects.filter(job=job).order_by("pk")] == [
-        1, 1]
+        1,
+        1,
+    ]
     assert JobRound.objects.get(job=job, index=1).nodes.keys() == {"100", "101"}
     conflict = JobEvent.objects.get(job=job, kind="round_conflict")
     assert conflict.level == "error" and "already recorded" in conflict.message
     # A report naming other losses for the round is a conflict too
-    _error(_post(url, token, _report(world, 1, 0, 1, **{"train-loss": 9.0})), 409,
-           "round_conflict")
+    _error(_post(url, token, _report(world, 1, 0, 1, **{"train-loss": 9.0})), 409, "round_conflict")
 
 
 def test_a_node_fetches_the_base_model_only_of_a_job_it_serves(
-    world: dict[str, Any], live_server: Any,
+    world: dict[str, Any],
+    live_server: Any,
 ) -> None:
     job, nodes = world["job"], world["nodes"]
     url = f"{live_server.url}/api/federated/jobs/{job.pk}/base-model"
 
     def get(token: str) -> requests.Response:
-        return requests.get(url, headers={"Authorization": f"Bearer {token}",
-                                          "Range": "bytes=0-99"}, timeout=30)
+        return requests.get(
+            url, headers={"Authorization": f"Bearer {token}", "Range": "bytes=0-99"}, timeout=30
+        )
 
     # The nodes serving the job's datasets, with their own tokens; the ServerApp, with its own
     for token in (nodes[0].token, nodes[1].token, world["credentials"]["job-token"]):
@@ -150,18 +168,30 @@ def test_a_node_fetches_the_base_model_only_of_a_job_it_serves(
 
 
 def test_the_readiness_report_logs_a_node_left_out_for_claiming_a_dataset_it_does_not_serve(
-    world: dict[str, Any], live_server: Any,
+    world: dict[str, Any],
+    live_server: Any,
 ) -> None:
     job = world["job"]
     url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
-    preparing = {"job-id": job.flower_job_id, "status": "preparing", "prepare": {
-        "nodes-asked": ["100", "101", "102"], "ready": {}, "no-reply": [],
-        "failed": {"102": "dataset_not_owned: node 102 named dataset 0123..., which its "
-                          "registered node does not serve in this job",
-                   "101": "[4001] privacy_budget_exceeded: spent"}}}
+    preparing = {
+        "job-id": job.flower_job_id,
+        "status": "preparing",
+        "prepare": {
+            "nodes-asked": ["100", "101", "102"],
+            "ready": {},
+            "no-reply": [],
+            "failed": {
+                "102": "dataset_not_owned: node 102 named dataset 0123..., which its "
+                "registered node does not serve in this job",
+                "101": "[4001] privacy_budget_exceeded: spent",
+            },
+        },
+    }
     answer = _post(url, world["credentials"]["progress-token"], preparing)
     assert answer.status_code == 200 and answer.json() == {"recorded": False, "round": None}
-    events = {e.kind: e for e in JobEvent.objects.filter(job=job, kind__in=(
-        "reply_rejected", "node_not_ready"))}
+    events = {
+        e.kind: e
+        for e in JobEvent.objects.filter(job=job, kind__in=("reply_rejected", "node_not_ready"))
+    }
     assert events["reply_rejected"].level == "error" and "102" in events["reply_rejected"].message
     assert events["node_not_ready"].level == "warning"

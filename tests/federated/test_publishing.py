@@ -35,14 +35,16 @@ State = FederatedJob.State
 def finished(fed: Any) -> Any:
     """Make a 2-round job on two datasets where only the first dataset's node trained."""
 
-    def make(*, base_license: str = "creativeml-openrail-m", commercial_use: bool = False,
-             **terms: Any) -> tuple[Any, Any, Any]:
+    def make(
+        *, base_license: str = "creativeml-openrail-m", commercial_use: bool = False, **terms: Any
+    ) -> tuple[Any, Any, Any]:
         trainer = fed.user("trainer", credits=1_000)
         base = fed.base_version(fed.user("creator"), license_code=base_license)
         d1 = fed.dataset(fed.user("owner1"), count=10, commercial_use=True, **terms)
         d2 = fed.dataset(fed.user("owner2"), count=20, commercial_use=True, **terms)
-        job, _ = fed.running(trainer, fed.spec(base, [d1, d2], commercial_use=commercial_use,
-                                                name="Red circles"))
+        job, _ = fed.running(
+            trainer, fed.spec(base, [d1, d2], commercial_use=commercial_use, name="Red circles")
+        )
         h1 = d1.dataset_version.manifest_hash
         for index in (1, 2):
             job_progress_record(job=job, payload=fed.report(job, index, {"7": (h1, 10, 2.0)}))
@@ -62,7 +64,10 @@ def test_complete_publishes_the_lora_with_lineage_trigger_word_and_samples(
     assert job.state == State.COMPLETED
     assert version.status == VersionStatus.PUBLISHED
     assert (version.model.owner, version.model.kind, version.model.name) == (
-        job.trainer, "lora", "Red circles")
+        job.trainer,
+        "lora",
+        "Red circles",
+    )
     assert version.model.visibility == Visibility.PUBLIC
     files = {f.path: f for f in ModelFile.objects.filter(version=version).select_related("blob")}
     primary = files[f"{version.model.slug}.safetensors"]
@@ -76,10 +81,14 @@ def test_complete_publishes_the_lora_with_lineage_trigger_word_and_samples(
         dim = lora.metadata()["ss_network_dim"]
     assert str(primary.header_metadata["kohya"]["network_dim"]) == dim == "2"
     # With its lineage: the base (adapter of) and only the dataset that contributed
-    links = {(link.relation, link.parent_version_id, link.parent_dataset_id)
-             for link in Lineage.objects.filter(child=version)}
-    assert links == {("adapter", job.base_version_id, None),
-                     ("trained_on", None, d1.dataset_version_id)}
+    links = {
+        (link.relation, link.parent_version_id, link.parent_dataset_id)
+        for link in Lineage.objects.filter(child=version)
+    }
+    assert links == {
+        ("adapter", job.base_version_id, None),
+        ("trained_on", None, d1.dataset_version_id),
+    }
     # Trigger word, the base family, the last round's sample grid
     assert version.trigger_words == ["sks"]
     assert version.base_model == "sd1"

@@ -26,32 +26,45 @@ def world(fed: Any) -> SimpleNamespace:
 
 
 def _body(world: SimpleNamespace, **values: Any) -> dict[str, Any]:
-    return {"name": "Red circles", "base_version_id": world.base.pk, "use": "style",
-            "dataset_version_ids": [world.terms.dataset_version_id], "rounds": 3,
-            "resolution": 32, "rank": 2, "trigger_word": "sks", **values}
+    return {
+        "name": "Red circles",
+        "base_version_id": world.base.pk,
+        "use": "style",
+        "dataset_version_ids": [world.terms.dataset_version_id],
+        "rounds": 3,
+        "resolution": 32,
+        "rank": 2,
+        "trigger_word": "sks",
+        **values,
+    }
 
 
 def test_the_api_estimate_shows_what_secure_aggregation_costs(
-    world: SimpleNamespace, api_client: Any, token_for: Any,
+    world: SimpleNamespace,
+    api_client: Any,
+    token_for: Any,
 ) -> None:
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(world.trainer)}")
     plain = api_client.post("/api/federated/jobs/estimate", _body(world), format="json").json()
     assert plain["aggregation"]["aggregation"] == "fedavg"
     assert plain["aggregation_extra_seconds"] == 0
-    secure = api_client.post("/api/federated/jobs/estimate",
-                             _body(world, aggregation="secagg"), format="json").json()
+    secure = api_client.post(
+        "/api/federated/jobs/estimate", _body(world, aggregation="secagg"), format="json"
+    ).json()
     cost = secure["aggregation"]
     assert cost["aggregation"] == "secagg" and cost["wall_time_factor"] > 1
     assert secure["aggregation_extra_seconds"] == 3 * cost["extra_seconds_per_round"] > 0
     assert "RESULTS-federation.md" in cost["source"] and "fails the round" in cost["limits"]
     assert secure["total"] == plain["total"]  # time, not credits
-    bad = api_client.post("/api/federated/jobs/estimate", _body(world, aggregation="magic"),
-                          format="json")
+    bad = api_client.post(
+        "/api/federated/jobs/estimate", _body(world, aggregation="magic"), format="json"
+    )
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
 
 
 def test_the_wizard_offers_secure_aggregation_shows_its_cost_and_launches_with_it(
-    world: SimpleNamespace, client: Any,
+    world: SimpleNamespace,
+    client: Any,
 ) -> None:
     client.force_login(world.trainer)
     page = client.get("/train/new/").content.decode()
@@ -60,10 +73,12 @@ def test_the_wizard_offers_secure_aggregation_shows_its_cost_and_launches_with_i
     html = estimate.content.decode()
     cost = re.search(r'id="aggregation-cost".*?</div>', html, re.S)
     assert cost is not None and AGGREGATION_COSTS["secagg"].label in cost.group(0)
-    assert re.search(r'<span class="extra-seconds">50</span> s for this job.s 2 rounds',
-                     cost.group(0))
-    launched = client.post("/train/new/", form_data(world, world.terms, aggregation="secagg",
-                                                    action="launch"))
+    assert re.search(
+        r'<span class="extra-seconds">50</span> s for this job.s 2 rounds', cost.group(0)
+    )
+    launched = client.post(
+        "/train/new/", form_data(world, world.terms, aggregation="secagg", action="launch")
+    )
     assert launched.status_code == 302
     job = FederatedJob.objects.get(trainer=world.trainer)
     assert job.config["aggregation"] == "secagg"

@@ -30,8 +30,14 @@ def two_owners(fed: Any) -> dict[str, Any]:
     d1 = fed.dataset(owner1, count=10, price_per_example_round=3)
     d2 = fed.dataset(owner2, count=20, price_per_example_round=2)
     job, _ = fed.running(trainer, fed.spec(base, [d1, d2], rounds=2))
-    return {"job": job, "trainer": trainer, "owner1": owner1, "owner2": owner2,
-            "h1": d1.dataset_version.manifest_hash, "h2": d2.dataset_version.manifest_hash}
+    return {
+        "job": job,
+        "trainer": trainer,
+        "owner1": owner1,
+        "owner2": owner2,
+        "h1": d1.dataset_version.manifest_hash,
+        "h2": d2.dataset_version.manifest_hash,
+    }
 
 
 def test_a_node_that_completed_one_of_two_rounds_is_paid_for_one(
@@ -41,8 +47,9 @@ def test_a_node_that_completed_one_of_two_rounds_is_paid_for_one(
     job = w["job"]
     assert (job.max_cost, wallet_balance(user=w["trainer"])) == (154, 1_000 - 154)
     # Round 1: both nodes; round 2: owner2's node dropped
-    job_progress_record(job=job, payload=fed.report(job, 1, {"1": (w["h1"], 10, 1.0),
-                                                             "2": (w["h2"], 20, 1.0)}))
+    job_progress_record(
+        job=job, payload=fed.report(job, 1, {"1": (w["h1"], 10, 1.0), "2": (w["h2"], 20, 1.0)})
+    )
     job_progress_record(job=job, payload=fed.report(job, 2, {"1": (w["h1"], 10, 2.0)}))
     # When the job completes
     job = job_complete(job=job, out_dir=server_out(job))
@@ -63,8 +70,9 @@ def test_job_fail_after_partial_rounds_pays_what_was_earned_and_says_why(
 ) -> None:
     w = two_owners
     job = w["job"]
-    job_progress_record(job=job, payload=fed.report(job, 1, {"1": (w["h1"], 10, 1.0),
-                                                             "2": (w["h2"], 20, 1.0)}))
+    job_progress_record(
+        job=job, payload=fed.report(job, 1, {"1": (w["h1"], 10, 1.0), "2": (w["h2"], 20, 1.0)})
+    )
     job = job_fail(job=job, reason="round 2: 0 accepted replies, min-nodes is 2")
     assert job.state == State.FAILED
     assert job.failure_reason == "round 2: 0 accepted replies, min-nodes is 2"
@@ -123,9 +131,15 @@ def test_the_fee_is_the_one_agreed_at_launch(fed: Any, two_owners: Any, settings
 
 
 def test_earned_never_exceeds_the_datasets_maximum() -> None:
-    row = JobDataset(price_per_example_round=5, price_per_job=0, rounds_completed=9,
-                     example_rounds=1000, max_cost=100)
+    row = JobDataset(
+        price_per_example_round=5,
+        price_per_job=0,
+        rounds_completed=9,
+        example_rounds=1000,
+        max_cost=100,
+    )
     assert dataset_earned(job_dataset=row, rounds=2) == 100
-    per_job = JobDataset(price_per_example_round=0, price_per_job=100, rounds_completed=5,
-                         max_cost=100)
+    per_job = JobDataset(
+        price_per_example_round=0, price_per_job=100, rounds_completed=5, max_cost=100
+    )
     assert dataset_earned(job_dataset=per_job, rounds=3) == 100

@@ -16,8 +16,10 @@ from marketplace.payments import DemoProvider
 def safetensors_bytes(seed: int = 0) -> bytes:
     """A small valid safetensors file (one float32 tensor); ``seed`` varies the content."""
     data = struct.pack("<4f", float(seed), 1.0, 2.0, 3.0)
-    header = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, len(data)]},
-              "__metadata__": {"format": "pt"}}
+    header = {
+        "w": {"dtype": "F32", "shape": [4], "data_offsets": [0, len(data)]},
+        "__metadata__": {"format": "pt"},
+    }
     raw = json.dumps(header).encode()
     raw += b" " * (-len(raw) % 8)
     return struct.pack("<Q", len(raw)) + raw + data
@@ -40,22 +42,39 @@ def make_version(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
 
     uploads: dict[int, Any] = {}
 
-    def make(owner: Any, *, license_code: str = "", parents: tuple[Any, ...] = (),
-             publish: bool = True, kind: str = "checkpoint") -> Any:
+    def make(
+        owner: Any,
+        *,
+        license_code: str = "",
+        parents: tuple[Any, ...] = (),
+        publish: bool = True,
+        kind: str = "checkpoint",
+    ) -> Any:
         _counter["n"] += 1
         n = _counter["n"]
         upload = uploads.get(owner.pk)
         if upload is None:  # one completed upload per owner, attached to each of its versions
             content = safetensors_bytes(owner.pk)
-            upload = upload_whole_file(user=owner, filename=f"m{owner.pk}.safetensors",
-                                       stream=io.BytesIO(content), size=len(content))
+            upload = upload_whole_file(
+                user=owner,
+                filename=f"m{owner.pk}.safetensors",
+                stream=io.BytesIO(content),
+                size=len(content),
+            )
             uploads[owner.pk] = upload
         model = model_create(owner=owner, name=f"model {n}", kind=kind)
         version = version_create(
-            model=model, user=owner, name="v1", files=[FileSpec(upload)],
+            model=model,
+            user=owner,
+            name="v1",
+            files=[FileSpec(upload)],
             license_code=license_code,
-            parents=[ParentSpec("finetune", version=p) if hasattr(p, "model_id")
-                     else ParentSpec("trained_on", dataset_version=p) for p in parents],
+            parents=[
+                ParentSpec("finetune", version=p)
+                if hasattr(p, "model_id")
+                else ParentSpec("trained_on", dataset_version=p)
+                for p in parents
+            ],
         )
         if publish:
             version = version_publish(version=version, user=owner)
@@ -70,8 +89,12 @@ def fund() -> Callable[[Any, int], None]:
 
     def give(user: Any, amount: int) -> None:
         _counter["n"] += 1
-        wallet_top_up(user=user, amount=amount, provider=DemoProvider(),
-                      idempotency_key=f"fund-{_counter['n']}")
+        wallet_top_up(
+            user=user,
+            amount=amount,
+            provider=DemoProvider(),
+            idempotency_key=f"fund-{_counter['n']}",
+        )
 
     return give
 
@@ -118,8 +141,9 @@ def _ledger_balanced_after_every_test(
     request: pytest.FixtureRequest,
 ) -> Iterator[None]:
     """After every database test: the ledger sums to zero and every balance reconciles."""
-    uses_db = request.node.get_closest_marker("django_db") or {
-        "db", "transactional_db"} & set(request.fixturenames)
+    uses_db = request.node.get_closest_marker("django_db") or {"db", "transactional_db"} & set(
+        request.fixturenames
+    )
     if not uses_db or "allow_unbalanced_ledger" in request.fixturenames:
         yield
         return

@@ -17,11 +17,14 @@ def staff_client(client, make_user):  # type: ignore[no-untyped-def]
     return client
 
 
-def test_staff_grant_in_the_admin_credits_the_wallet_through_the_ledger(staff_client,
-                                                                      make_user) -> None:
+def test_staff_grant_in_the_admin_credits_the_wallet_through_the_ledger(
+    staff_client, make_user
+) -> None:
     alice = make_user("alice")
-    response = staff_client.post("/admin/marketplace/creditgrant/add/",
-                                 {"user": alice.pk, "amount": 70, "reason": "contest prize"})
+    response = staff_client.post(
+        "/admin/marketplace/creditgrant/add/",
+        {"user": alice.pk, "amount": 70, "reason": "contest prize"},
+    )
     assert response.status_code == 302
     grant = CreditGrant.objects.get()
     assert wallet_balance(user=alice) == 70

@@ -53,8 +53,12 @@ def test_simultaneous_purchases_keep_every_invariant(
     base = make_version(base_owner)
     listing_create(seller=base_owner, target=base, price=0, royalty_bps=700)
     listings = [
-        listing_create(seller=sellers[0], target=make_version(sellers[0], parents=(base,)),
-                       price=29, shares=[("s0", 60), ("collab", 40)]),
+        listing_create(
+            seller=sellers[0],
+            target=make_version(sellers[0], parents=(base,)),
+            price=29,
+            shares=[("s0", 60), ("collab", 40)],
+        ),
         listing_create(seller=sellers[1], target=make_version(sellers[1]), price=13),
         listing_create(seller=sellers[2], target=make_version(sellers[2]), price=7),
         listing_create(seller=sellers[0], target=make_version(sellers[0]), price=31),
@@ -108,8 +112,10 @@ def test_simultaneous_purchases_keep_every_invariant(
 
     # then: nothing but purchases and clean refusals happened
     kinds = Counter(o[2] for o in outcomes)
-    print(f"\nconcurrency: {len(attempts)} attempts on {THREADS} threads: {dict(kinds)}, "
-          f"refusals {dict(Counter(o[3] for o in outcomes if o[2] == 'refused'))}")
+    print(
+        f"\nconcurrency: {len(attempts)} attempts on {THREADS} threads: {dict(kinds)}, "
+        f"refusals {dict(Counter(o[3] for o in outcomes if o[2] == 'refused'))}"
+    )
     assert len(outcomes) == len(attempts)
     assert kinds["error"] == 0, [o for o in outcomes if o[2] == "error"][:5]
     refusals = Counter(o[3] for o in outcomes if o[2] == "refused")
@@ -145,9 +151,11 @@ def test_simultaneous_purchases_keep_every_invariant(
         spent[p.buyer_id] += p.price
     for buyer in buyers:
         accounts = Account.objects.filter(kind__in=("wallet", "earnings"), owner=buyer)
-        earned = sum(LedgerEntry.objects.filter(account__in=accounts,
-                                                transaction__kind="purchase")
-                     .exclude(memo="charge").values_list("amount", flat=True))
+        earned = sum(
+            LedgerEntry.objects.filter(account__in=accounts, transaction__kind="purchase")
+            .exclude(memo="charge")
+            .values_list("amount", flat=True)
+        )
         assert sum(a.balance for a in accounts) == initial[buyer.pk] + earned - spent[buyer.pk]
         earnings = accounts.filter(kind="earnings").first()
         assert earnings is None or earnings.balance <= earned

@@ -45,19 +45,21 @@ def test_non_buyer_gets_403_naming_the_price(client, paid, make_user, token_for)
     assert "100 credits" in body["message"]
 
 
-def test_early_access_date_is_named_in_the_refusal(client, seller, make_version, make_user,
-                                                   token_for) -> None:
+def test_early_access_date_is_named_in_the_refusal(
+    client, seller, make_version, make_user, token_for
+) -> None:
     until = timezone.now() + datetime.timedelta(days=3)
-    listing = listing_create(seller=seller, target=make_version(seller), price=7,
-                             early_access_until=until)
-    response = client.get(_url(listing),
-                          HTTP_AUTHORIZATION=f"Bearer {token_for(make_user('x'))}")
+    listing = listing_create(
+        seller=seller, target=make_version(seller), price=7, early_access_until=until
+    )
+    response = client.get(_url(listing), HTTP_AUTHORIZATION=f"Bearer {token_for(make_user('x'))}")
     assert response.status_code == 403
     assert response.json()["details"]["early_access_until"] == until.isoformat()
 
 
-def test_buyer_is_redirected_and_gets_the_bytes(client, paid, make_user, fund,
-                                                token_for, seller) -> None:
+def test_buyer_is_redirected_and_gets_the_bytes(
+    client, paid, make_user, fund, token_for, seller
+) -> None:
     buyer = make_user("buyer")
     fund(buyer, 100)
     purchase_create(buyer=buyer, listing=paid, idempotency_key="k")
@@ -90,10 +92,17 @@ def test_unlisted_content_downloads_for_anyone(client, seller, make_version) -> 
 
 
 def test_early_access_past_its_date_downloads_for_anyone(client, seller, make_version) -> None:
-    listing = listing_create(seller=seller, target=make_version(seller), price=9,
-                             early_access_until=timezone.now() + datetime.timedelta(days=1))
-    listing_update(listing=listing, user=seller,
-                   early_access_until=timezone.now() - datetime.timedelta(seconds=1))
+    listing = listing_create(
+        seller=seller,
+        target=make_version(seller),
+        price=9,
+        early_access_until=timezone.now() + datetime.timedelta(days=1),
+    )
+    listing_update(
+        listing=listing,
+        user=seller,
+        early_access_until=timezone.now() - datetime.timedelta(seconds=1),
+    )
     assert client.get(_url(listing)).status_code == 302
 
 
@@ -102,8 +111,9 @@ def test_seller_downloads_their_own_paid_version(client, paid, seller, token_for
     assert response.status_code == 302
 
 
-def test_paid_public_dataset_is_gated_on_the_dataset_route(client, seller, make_user, fund,
-                                                           token_for) -> None:
+def test_paid_public_dataset_is_gated_on_the_dataset_route(
+    client, seller, make_user, fund, token_for
+) -> None:
     import io
     import zipfile
 
@@ -115,11 +125,13 @@ def test_paid_public_dataset_is_gated_on_the_dataset_route(client, seller, make_
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("a.txt", "a caption")
     content = buffer.getvalue()
-    upload = upload_whole_file(user=seller, filename="d.zip", stream=io.BytesIO(content),
-                               size=len(content))
+    upload = upload_whole_file(
+        user=seller, filename="d.zip", stream=io.BytesIO(content), size=len(content)
+    )
     dataset = Dataset.objects.create(owner=seller, name="d", slug="d", kind="public")
-    dv = DatasetVersion.objects.create(dataset=dataset, name="v1", blob_id=upload.blob_id,
-                                       filename="d.zip")
+    dv = DatasetVersion.objects.create(
+        dataset=dataset, name="v1", blob_id=upload.blob_id, filename="d.zip"
+    )
     listing = listing_create(seller=seller, target=dv, price=40)
     buyer, stranger = make_user("buyer"), make_user("stranger")
     fund(buyer, 40)

@@ -72,11 +72,14 @@ def test_declined_payment_moves_nothing(alice) -> None:
     assert LedgerEntry.objects.count() == 0
 
 
-def test_transfer_moves_credits_and_keeps_balances_on_the_rows(alice, bob, fund,
-                                                               ledger_is_balanced) -> None:
+def test_transfer_moves_credits_and_keeps_balances_on_the_rows(
+    alice, bob, fund, ledger_is_balanced
+) -> None:
     fund(alice, 100)
-    ledger_transfer(legs=[(wallet_get_or_create(user=alice), -30),
-                          (wallet_get_or_create(user=bob), 30)], kind="test")
+    ledger_transfer(
+        legs=[(wallet_get_or_create(user=alice), -30), (wallet_get_or_create(user=bob), 30)],
+        kind="test",
+    )
     assert wallet_balance(user=alice) == 70
     assert wallet_balance(user=bob) == 30
     ledger_is_balanced()
@@ -86,8 +89,10 @@ def test_transfer_refuses_a_negative_wallet_balance(alice, bob, fund) -> None:
     fund(alice, 10)
     before = LedgerEntry.objects.count()
     with pytest.raises(InsufficientFundsError) as err:
-        ledger_transfer(legs=[(wallet_get_or_create(user=alice), -11),
-                              (wallet_get_or_create(user=bob), 11)], kind="test")
+        ledger_transfer(
+            legs=[(wallet_get_or_create(user=alice), -11), (wallet_get_or_create(user=bob), 11)],
+            kind="test",
+        )
     assert err.value.status_code == 402
     assert err.value.details["balance"] == 10
     assert LedgerEntry.objects.count() == before
@@ -96,16 +101,19 @@ def test_transfer_refuses_a_negative_wallet_balance(alice, bob, fund) -> None:
 
 def test_transfer_refuses_legs_that_do_not_sum_to_zero(alice, bob) -> None:
     with pytest.raises(ApplicationError) as err:
-        ledger_transfer(legs=[(external_account("x"), -5),
-                              (wallet_get_or_create(user=bob), 4)], kind="test")
+        ledger_transfer(
+            legs=[(external_account("x"), -5), (wallet_get_or_create(user=bob), 4)], kind="test"
+        )
     assert err.value.code == "unbalanced_transfer"
 
 
 @pytest.mark.parametrize("amount", [0, 1.5, True])
 def test_transfer_refuses_zero_and_non_integer_legs(bob, amount) -> None:
     with pytest.raises(ApplicationError):
-        ledger_transfer(legs=[(external_account("x"), -amount),
-                              (wallet_get_or_create(user=bob), amount)], kind="test")
+        ledger_transfer(
+            legs=[(external_account("x"), -amount), (wallet_get_or_create(user=bob), amount)],
+            kind="test",
+        )
 
 
 def test_transfer_with_a_used_idempotency_key_moves_nothing_twice(bob) -> None:
@@ -170,15 +178,19 @@ def test_non_staff_cannot_grant_credits(alice, bob) -> None:
     assert err.value.status_code == 403
 
 
-def test_escrow_settle_pays_parties_fee_and_refunds_the_rest(alice, bob, make_user, fund,
-                                                             ledger_is_balanced) -> None:
+def test_escrow_settle_pays_parties_fee_and_refunds_the_rest(
+    alice, bob, make_user, fund, ledger_is_balanced
+) -> None:
     carol = make_user("carol")
     fund(alice, 100)
     hold = escrow_hold_create(payer=alice, amount=90, reference="job-1")
     assert wallet_balance(user=alice) == 10
     escrow_settle(escrow_hold=hold, payouts=[(bob, 40), (carol, 25)], fee=5, refund_to=alice)
-    assert (wallet_balance(user=alice), wallet_balance(user=bob),
-            wallet_balance(user=carol)) == (30, 40, 25)
+    assert (wallet_balance(user=alice), wallet_balance(user=bob), wallet_balance(user=carol)) == (
+        30,
+        40,
+        25,
+    )
     assert platform_revenue_account().balance == 5
     hold.account.refresh_from_db()
     assert hold.account.balance == 0

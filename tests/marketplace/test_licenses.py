@@ -16,20 +16,29 @@ pytestmark = pytest.mark.django_db
 
 def test_catalogue_has_the_stable_ids() -> None:
     assert set(License.objects.values_list("code", flat=True)) == {
-        "creativeml-openrail-m", "creativeml-openrail-pp-m", "cc-by-4.0", "cc-by-nc-4.0",
-        "cc-by-sa-4.0", "apache-2.0", "mit", "custom",
+        "creativeml-openrail-m",
+        "creativeml-openrail-pp-m",
+        "cc-by-4.0",
+        "cc-by-nc-4.0",
+        "cc-by-sa-4.0",
+        "apache-2.0",
+        "mit",
+        "custom",
     }
 
 
-def test_derivative_of_a_no_derivatives_ancestor_cannot_be_published(make_user,
-                                                                    make_version) -> None:
+def test_derivative_of_a_no_derivatives_ancestor_cannot_be_published(
+    make_user, make_version
+) -> None:
     owner, other = make_user("o"), make_user("p")
     base = make_version(owner, license_code="custom")
     child = make_version(other, license_code="custom", parents=(base,), publish=False)
     with pytest.raises(LicenseConflictError) as err:
         version_publish(version=child, user=other)
-    assert err.value.details == {"ancestor": f"model version {base.pk} ({base})",
-                                 "clause": "derivatives_allowed"}
+    assert err.value.details == {
+        "ancestor": f"model version {base.pk} ({base})",
+        "clause": "derivatives_allowed",
+    }
     assert str(base.pk) in err.value.message
 
 
@@ -49,8 +58,9 @@ def test_same_license_as_a_share_alike_ancestor_publishes(make_user, make_versio
     assert child.is_published
 
 
-def test_selling_a_derivative_of_a_non_commercial_ancestor_is_refused(make_user,
-                                                                      make_version) -> None:
+def test_selling_a_derivative_of_a_non_commercial_ancestor_is_refused(
+    make_user, make_version
+) -> None:
     owner = make_user("o")
     base = make_version(owner, license_code="cc-by-nc-4.0")
     child = make_version(owner, license_code="cc-by-nc-4.0", parents=(base,))

@@ -141,8 +141,7 @@ def test_buy_flow_charges_once_when_the_confirmation_is_posted_twice(
     assert [e.amount for e in charges] == [-100]
 
 
-def test_second_submit_of_the_same_form_replays_the_first_purchase(client, buyer,
-                                                                   listing) -> None:
+def test_second_submit_of_the_same_form_replays_the_first_purchase(client, buyer, listing) -> None:
     # given: the first submit went through
     client.force_login(buyer)
     key = _confirm_key(client, listing)
@@ -209,8 +208,9 @@ def test_license_block_shows_effective_permissions_and_their_source(
 # --- reviews ----------------------------------------------------------------------------------
 
 
-def test_reviews_show_the_verified_purchase_badge(client, buyer, make_user, seller,
-                                                  version) -> None:
+def test_reviews_show_the_verified_purchase_badge(
+    client, buyer, make_user, seller, version
+) -> None:
     # a review written while the model was not on sale, then one by a buyer
     review_create(user=make_user("drive-by"), version=version, rating=2, text="meh")
     listing = listing_create(seller=seller, target=version, price=100)
@@ -222,8 +222,9 @@ def test_reviews_show_the_verified_purchase_badge(client, buyer, make_user, sell
     assert text.count("Verified purchase") == 1
 
 
-def test_buyer_gets_the_review_form_and_a_non_buyer_does_not(client, buyer, make_user,
-                                                            listing, version) -> None:
+def test_buyer_gets_the_review_form_and_a_non_buyer_does_not(
+    client, buyer, make_user, listing, version
+) -> None:
     purchase_create(buyer=buyer, listing=listing, idempotency_key="k")
     client.force_login(buyer)
     assert b"Write a review" in client.get(page_url(version)).content
@@ -240,8 +241,7 @@ def test_review_form_posts_a_verified_review(client, buyer, listing, version) ->
     assert (review.rating, review.verified) == (4, True)
 
 
-def test_review_with_bad_rating_shows_error_next_to_field(client, buyer, listing,
-                                                         version) -> None:
+def test_review_with_bad_rating_shows_error_next_to_field(client, buyer, listing, version) -> None:
     client.force_login(buyer)
     response = client.post(f"/versions/{version.pk}/reviews/", {"rating": "9", "text": ""})
     assert response.status_code == 400
@@ -304,8 +304,9 @@ def test_payout_page_below_minimum_shows_error_next_to_field(client, seller, fun
     assert field is not None and b"minimum payout is 1000" in field.group(0)
 
 
-def test_library_lists_what_i_own_with_download_links(client, buyer, listing, version,
-                                                      seller, make_version) -> None:
+def test_library_lists_what_i_own_with_download_links(
+    client, buyer, listing, version, seller, make_version
+) -> None:
     make_version(seller)  # not bought: not in the library
     purchase_create(buyer=buyer, listing=listing, idempotency_key="k")
     client.force_login(buyer)
@@ -351,24 +352,23 @@ def test_earnings_chart_has_one_point_per_day_matching_the_ledger(
     assert response.status_code == 200
     points = [(d, int(a)) for d, a in POINT_RE.findall(response.content.decode())]
     ledger: dict[str, int] = defaultdict(int)
-    for entry in LedgerEntry.objects.filter(account__kind=AccountKind.EARNINGS,
-                                            account__owner=seller, amount__gt=0):
+    for entry in LedgerEntry.objects.filter(
+        account__kind=AccountKind.EARNINGS, account__owner=seller, amount__gt=0
+    ):
         ledger[timezone.localdate(entry.transaction.created_at).isoformat()] += entry.amount
     assert points == sorted(ledger.items())
     assert points == [("2026-03-02", 180), ("2026-03-04", 90)]
     assert b"<svg" in response.content and b"<script" not in response.content
 
 
-def test_earnings_table_counts_sales_per_listing(client, seller, listing, make_user,
-                                                 fund) -> None:
+def test_earnings_table_counts_sales_per_listing(client, seller, listing, make_user, fund) -> None:
     for i in range(3):
         buyer = make_user(f"b{i}")
         fund(buyer, 100)
         purchase_create(buyer=buyer, listing=listing, idempotency_key=f"k{i}")
     client.force_login(seller)
     response = client.get("/earnings/")
-    row = re.search(rf'<tr data-listing="{listing.pk}">(.*?)</tr>'.encode(), response.content,
-                    re.S)
+    row = re.search(rf'<tr data-listing="{listing.pk}">(.*?)</tr>'.encode(), response.content, re.S)
     assert row is not None
     assert b'<td class="sales-count">3</td>' in row.group(1)
     assert b'<td class="earned">270</td>' in row.group(1)
@@ -407,8 +407,9 @@ def test_library_page_query_count_does_not_grow_with_items(
     assert response.content.count(b"download-link") == 4
 
 
-def test_earnings_page_query_count(client, seller, listing, make_user, fund,
-                                   django_assert_max_num_queries) -> None:
+def test_earnings_page_query_count(
+    client, seller, listing, make_user, fund, django_assert_max_num_queries
+) -> None:
     for i in range(3):
         buyer = make_user(f"b{i}")
         fund(buyer, 100)

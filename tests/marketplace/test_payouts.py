@@ -163,8 +163,7 @@ def test_api_non_staff_marking_paid_is_403(api_client, creator) -> None:
 def test_api_staff_marks_paid(api_client, creator, staff) -> None:
     payout = payout_request(user=creator, amount=1200)
     api_client.force_authenticate(staff)
-    response = api_client.post(f"/api/v1/payouts/{payout.pk}/paid", {"note": "sent"},
-                               format="json")
+    response = api_client.post(f"/api/v1/payouts/{payout.pk}/paid", {"note": "sent"}, format="json")
     assert response.status_code == 200
     assert response.json()["status"] == "paid"
 
@@ -172,8 +171,11 @@ def test_api_staff_marks_paid(api_client, creator, staff) -> None:
 def test_admin_action_marks_paid_and_records_who(client, creator, staff) -> None:
     payout = payout_request(user=creator, amount=1200)
     client.force_login(staff)
-    response = client.post("/admin/marketplace/payout/",
-                           {"action": "mark_paid", "_selected_action": [payout.pk]}, follow=True)
+    response = client.post(
+        "/admin/marketplace/payout/",
+        {"action": "mark_paid", "_selected_action": [payout.pk]},
+        follow=True,
+    )
     assert b"1 payout(s) marked paid" in response.content
     payout.refresh_from_db()
     assert (payout.status, payout.handled_by_id) == (PayoutStatus.PAID, staff.pk)
@@ -182,8 +184,9 @@ def test_admin_action_marks_paid_and_records_who(client, creator, staff) -> None
 def test_admin_refuses_a_non_staff_user(client, creator) -> None:
     payout = payout_request(user=creator, amount=1200)
     client.force_login(creator)
-    response = client.post("/admin/marketplace/payout/",
-                           {"action": "mark_paid", "_selected_action": [payout.pk]})
+    response = client.post(
+        "/admin/marketplace/payout/", {"action": "mark_paid", "_selected_action": [payout.pk]}
+    )
     assert response.status_code == 302 and "/login/" in response["Location"]
     payout.refresh_from_db()
     assert payout.status == PayoutStatus.PENDING
@@ -218,12 +221,12 @@ def test_statement_of_an_earlier_period_is_empty_but_has_a_header(api_client, cr
     api_client.force_authenticate(creator)
     response = api_client.get("/api/v1/wallet/statement?from=2001-01-01&to=2001-12-31")
     assert response.status_code == 200
-    assert response.content.decode().splitlines() == [
-        "date,kind,reference,amount,balance_after"]
+    assert response.content.decode().splitlines() == ["date,kind,reference,amount,balance_after"]
 
 
-def test_statement_opening_balance_counts_earlier_entries(api_client, make_user, fund,
-                                                          on_day) -> None:
+def test_statement_opening_balance_counts_earlier_entries(
+    api_client, make_user, fund, on_day
+) -> None:
     # given: 500 on the 1st, 300 on the 3rd, 200 on the 5th
     user = make_user("dora")
     for day, amount in ((1, 500), (3, 300), (5, 200)):
@@ -238,12 +241,15 @@ def test_statement_opening_balance_counts_earlier_entries(api_client, make_user,
     assert rows[0]["date"].startswith("2026-03-03")
 
 
-@pytest.mark.parametrize("query", [
-    "from=2026-02-01&to=2026-01-01",   # reversed
-    "from=2026-13-01&to=2026-12-31",   # no such month
-    "from=yesterday&to=2026-01-01",    # not a date
-    "to=2026-01-01",                   # missing
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "from=2026-02-01&to=2026-01-01",  # reversed
+        "from=2026-13-01&to=2026-12-31",  # no such month
+        "from=yesterday&to=2026-01-01",  # not a date
+        "to=2026-01-01",  # missing
+    ],
+)
 def test_statement_bad_period_is_400_with_message(api_client, creator, query: str) -> None:
     api_client.force_authenticate(creator)
     response = api_client.get(f"/api/v1/wallet/statement?{query}")

@@ -109,11 +109,16 @@ def test_listing_price_must_be_a_non_negative_whole_number(seller, make_version,
     assert err.value.code == "bad_price"
 
 
-@pytest.mark.parametrize("shares", [[("seller", 60), ("collab", 30)],
-                                    [("seller", 0), ("collab", 100)],
-                                    [("seller", 50.5), ("collab", 49.5)],
-                                    [("seller", 50), ("seller", 50)],
-                                    [("seller", 50), ("nobody", 50)]])
+@pytest.mark.parametrize(
+    "shares",
+    [
+        [("seller", 60), ("collab", 30)],
+        [("seller", 0), ("collab", 100)],
+        [("seller", 50.5), ("collab", 49.5)],
+        [("seller", 50), ("seller", 50)],
+        [("seller", 50), ("nobody", 50)],
+    ],
+)
 def test_bad_shares_are_refused(seller, make_user, make_version, shares) -> None:
     make_user("collab")
     with pytest.raises(ApplicationError) as err:
@@ -141,8 +146,7 @@ def test_revenue_goes_to_fee_upstream_royalty_and_collaborators(
     base = make_version(base_owner)
     listing_create(seller=base_owner, target=base, price=0, royalty_bps=500)
     lora = make_version(seller, parents=(base,))
-    listing = listing_create(seller=seller, target=lora, price=101,
-                             shares=[("s", 50), ("c", 50)])
+    listing = listing_create(seller=seller, target=lora, price=101, shares=[("s", 50), ("c", 50)])
     purchase_create(buyer=buyer, listing=listing, idempotency_key="k")
     # 101: fee 10, royalty 5% of 101 = 5, 86 left shared 43/43
     assert wallet_balance(user=base_owner) == 5
@@ -174,8 +178,12 @@ def test_dataset_owner_earns_a_royalty_from_a_lora_trained_on_it(
 
 def test_early_access_is_free_after_its_date(buyer, seller, make_version) -> None:
     past = timezone.now() - datetime.timedelta(days=1)
-    listing = listing_create(seller=seller, target=make_version(seller), price=100,
-                             early_access_until=timezone.now() + datetime.timedelta(days=1))
+    listing = listing_create(
+        seller=seller,
+        target=make_version(seller),
+        price=100,
+        early_access_until=timezone.now() + datetime.timedelta(days=1),
+    )
     listing_update(listing=listing, user=seller, early_access_until=past)
     purchase = purchase_create(buyer=buyer, listing=listing, idempotency_key="k")
     assert purchase.price == 0
@@ -184,15 +192,20 @@ def test_early_access_is_free_after_its_date(buyer, seller, make_version) -> Non
     assert Entitlement.objects.filter(user=buyer).count() == 1
 
 
-def test_many_odd_prices_never_create_or_lose_a_credit(make_user, fund, make_version,
-                                                        ledger_is_balanced) -> None:
+def test_many_odd_prices_never_create_or_lose_a_credit(
+    make_user, fund, make_version, ledger_is_balanced
+) -> None:
     seller, a, b = make_user("s"), make_user("a"), make_user("b")
     buyer = make_user("buyer")
     fund(buyer, 10**6)
     total = 0
     for price in (1, 3, 7, 33, 99, 101, 997, 1001):
-        listing = listing_create(seller=seller, target=make_version(seller), price=price,
-                                 shares=[("s", 34), ("a", 33), ("b", 33)])
+        listing = listing_create(
+            seller=seller,
+            target=make_version(seller),
+            price=price,
+            shares=[("s", 34), ("a", 33), ("b", 33)],
+        )
         purchase_create(buyer=buyer, listing=listing, idempotency_key=f"k{price}")
         total += price
     earned = sum(wallet_balance(user=u) for u in (seller, a, b))

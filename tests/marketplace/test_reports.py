@@ -40,8 +40,12 @@ def version(owner, make_version):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def report(reporter, version) -> Report:  # type: ignore[no-untyped-def]
-    return report_create(reporter=reporter, target=version, reason="license",
-                         text="Merged from a no-derivatives model.")
+    return report_create(
+        reporter=reporter,
+        target=version,
+        reason="license",
+        text="Merged from a no-derivatives model.",
+    )
 
 
 def test_report_lands_open_in_the_queue(report) -> None:
@@ -51,8 +55,9 @@ def test_report_lands_open_in_the_queue(report) -> None:
 
 def test_report_of_a_dataset(reporter, owner) -> None:
     dataset = dataset_create(owner=owner, name="faces", kind="public")
-    report = report_create(reporter=reporter, target=dataset, reason="ownership",
-                           text="These are my photos.")
+    report = report_create(
+        reporter=reporter, target=dataset, reason="ownership", text="These are my photos."
+    )
     assert report.dataset == dataset
 
 
@@ -112,9 +117,11 @@ def test_admin_queue_lists_open_reports_and_runs_the_unpublish_action(
     listing = client.get("/admin/marketplace/report/")
     assert listing.status_code == 200
     assert b"License violation" in listing.content
-    response = client.post("/admin/marketplace/report/",
-                           {"action": "unpublish_version", "_selected_action": [report.pk]},
-                           follow=True)
+    response = client.post(
+        "/admin/marketplace/report/",
+        {"action": "unpublish_version", "_selected_action": [report.pk]},
+        follow=True,
+    )
     assert b"1 version(s) unpublished" in response.content
     version.refresh_from_db()
     assert version.status == VersionStatus.UNPUBLISHED
@@ -126,33 +133,40 @@ def test_admin_remove_action_on_a_dataset_report(client, staff, reporter, owner)
     dataset = dataset_create(owner=owner, name="faces", kind="public")
     report = report_create(reporter=reporter, target=dataset, reason="unsafe", text="bad")
     client.force_login(staff)
-    client.post("/admin/marketplace/report/",
-                {"action": "remove_model", "_selected_action": [report.pk]})
+    client.post(
+        "/admin/marketplace/report/", {"action": "remove_model", "_selected_action": [report.pk]}
+    )
     assert Dataset.objects.get(pk=dataset.pk).is_removed is True
 
 
 def test_api_report_create(api_client, reporter, version) -> None:
     api_client.force_authenticate(reporter)
-    response = api_client.post("/api/v1/reports", {"model_version_id": version.pk,
-                                                   "reason": "unsafe", "text": "gore"},
-                               format="json")
+    response = api_client.post(
+        "/api/v1/reports",
+        {"model_version_id": version.pk, "reason": "unsafe", "text": "gore"},
+        format="json",
+    )
     assert response.status_code == 201
     assert Report.objects.get().model_version == version
 
 
 def test_api_report_with_bad_reason_is_400(api_client, reporter, version) -> None:
     api_client.force_authenticate(reporter)
-    response = api_client.post("/api/v1/reports", {"model_version_id": version.pk,
-                                                   "reason": "boring", "text": "meh"},
-                               format="json")
+    response = api_client.post(
+        "/api/v1/reports",
+        {"model_version_id": version.pk, "reason": "boring", "text": "meh"},
+        format="json",
+    )
     assert response.status_code == 400
     assert response.json()["message"].startswith("reason")
 
 
 def test_api_report_anonymous_is_401(api_client, version) -> None:
-    response = api_client.post("/api/v1/reports", {"model_version_id": version.pk,
-                                                   "reason": "unsafe", "text": "x"},
-                               format="json")
+    response = api_client.post(
+        "/api/v1/reports",
+        {"model_version_id": version.pk, "reason": "unsafe", "text": "x"},
+        format="json",
+    )
     assert response.status_code in (401, 403)
     assert Report.objects.count() == 0
 
@@ -168,8 +182,9 @@ def test_report_page_shows_errors_next_to_fields(client, reporter, version) -> N
 def test_report_page_files_the_report(client, reporter, version) -> None:
     client.force_login(reporter)
     page = client.get(f"/report/version/{version.pk}/")
-    response = client.post(f"/report/version/{version.pk}/",
-                           {"reason": "ownership", "text": "I trained this."})
+    response = client.post(
+        f"/report/version/{version.pk}/", {"reason": "ownership", "text": "I trained this."}
+    )
     assert page.status_code == 200
     assert response.status_code == 302
     assert Report.objects.get().reason == "ownership"

@@ -279,7 +279,9 @@ def shared_site(django_db_blocker: Any, folder: Path) -> Iterator[SharedSite]:
     with (
         django_db_blocker.unblock(),
         override_settings(
-            MEDIA_ROOT=str(media), BLOB_ROOT=folder / "blobs", UPLOAD_TEMP_DIR=folder / "uploads",
+            MEDIA_ROOT=str(media),
+            BLOB_ROOT=folder / "blobs",
+            UPLOAD_TEMP_DIR=folder / "uploads",
             STORAGES=storages,
         ),
     ):

@@ -29,8 +29,18 @@ def staff(make_user) -> Client:
 
 @pytest.mark.parametrize(
     "page",
-    ["model", "modelversion", "modelfile", "blob", "dataset", "datasetversion", "lineage",
-     "sampleimage", "upload", "tag"],
+    [
+        "model",
+        "modelversion",
+        "modelfile",
+        "blob",
+        "dataset",
+        "datasetversion",
+        "lineage",
+        "sampleimage",
+        "upload",
+        "tag",
+    ],
 )
 def test_every_registry_changelist_renders_for_staff(alice, staff: Client, page: str) -> None:
     version = make_model(owner=alice, name="Ink")

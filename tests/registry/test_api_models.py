@@ -120,12 +120,26 @@ def test_list_item_carries_owner_tags_and_latest_published_version(alice) -> Non
 def catalogue(alice, bob):
     """Four listed models that differ in kind, family, tags, license and creator."""
     upload = complete_upload(user=alice)
-    make_model(owner=alice, name="Ink LoRA", kind="lora", tags=["ink", "style"],
-               upload=upload, license_code="creativeml-openrail-m")
-    make_model(owner=alice, name="XL Checkpoint", kind="checkpoint", tags=["style"],
-               upload=upload, base_model="sdxl", license_code="cc-by-nc-4.0")
-    make_model(owner=bob, name="Bob Embedding", kind="embedding", tags=["ink"],
-               license_code="cc-by-nc-4.0")
+    make_model(
+        owner=alice,
+        name="Ink LoRA",
+        kind="lora",
+        tags=["ink", "style"],
+        upload=upload,
+        license_code="creativeml-openrail-m",
+    )
+    make_model(
+        owner=alice,
+        name="XL Checkpoint",
+        kind="checkpoint",
+        tags=["style"],
+        upload=upload,
+        base_model="sdxl",
+        license_code="cc-by-nc-4.0",
+    )
+    make_model(
+        owner=bob, name="Bob Embedding", kind="embedding", tags=["ink"], license_code="cc-by-nc-4.0"
+    )
     make_model(owner=bob, name="Bob VAE", kind="vae")
 
 
@@ -201,12 +215,25 @@ def test_sort_by_downloads_and_by_rating(alice) -> None:
 @pytest.fixture
 def searchable(alice):
     upload = complete_upload(user=alice)
-    make_model(owner=alice, name="Watercolor Landscapes", description="Soft washes of paint.",
-               upload=upload)
-    make_model(owner=alice, name="Pixel Sprites",
-               description="Retro game art that also looks fine as watercolor.", upload=upload)
-    make_model(owner=alice, name="Anime Faces", description="Clean cel shading.", upload=upload,
-               tags=["portrait"])
+    make_model(
+        owner=alice,
+        name="Watercolor Landscapes",
+        description="Soft washes of paint.",
+        upload=upload,
+    )
+    make_model(
+        owner=alice,
+        name="Pixel Sprites",
+        description="Retro game art that also looks fine as watercolor.",
+        upload=upload,
+    )
+    make_model(
+        owner=alice,
+        name="Anime Faces",
+        description="Clean cel shading.",
+        upload=upload,
+        tags=["portrait"],
+    )
 
 
 def test_search_ranks_name_matches_above_description_matches(searchable) -> None:

@@ -86,8 +86,12 @@ def test_create_version_from_an_upload_reports_files_hashes_and_detection(
     assert file["format"] == "safetensors"
     assert file["is_primary"] is True
     assert file["hashes"] == {
-        "sha256": blob.sha256, "autov1": blob.autov1, "autov2": blob.autov2,
-        "autov3": blob.autov3, "crc32": blob.crc32, "blake3": blob.blake3,
+        "sha256": blob.sha256,
+        "autov1": blob.autov1,
+        "autov2": blob.autov2,
+        "autov3": blob.autov3,
+        "crc32": blob.crc32,
+        "blake3": blob.blake3,
     }
     assert (file["detected_kind"], file["architecture"]) == ("lora", "sd1")
     assert (file["lora_rank"], file["lora_alpha"]) == (4, 4.0)
@@ -95,9 +99,7 @@ def test_create_version_from_an_upload_reports_files_hashes_and_detection(
     assert body["download_url"].endswith(f"/api/download/models/{body['id']}")
 
 
-def test_create_version_with_someone_elses_upload_is_404(
-    bob, alice_api: APIClient, model
-) -> None:
+def test_create_version_with_someone_elses_upload_is_404(bob, alice_api: APIClient, model) -> None:
     upload = complete_upload(user=bob)
 
     response = alice_api.post(

@@ -82,9 +82,7 @@ def test_converting_a_file_that_is_not_a_pickle_is_refused(make_user, token_for)
     model = model_create(owner=alice, name="A LoRA", kind="lora")
     version = version_create(model=model, user=alice, name="v1", files=[FileSpec(upload)])
 
-    response = _client(token_for(alice)).post(
-        f"/api/v1/files/{version.files.get().pk}/conversion"
-    )
+    response = _client(token_for(alice)).post(f"/api/v1/files/{version.files.get().pk}/conversion")
 
     assert response.status_code == 400
     assert response.json()["code"] == "not_a_pickle"

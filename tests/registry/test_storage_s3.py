@@ -92,8 +92,10 @@ def s3_bucket(  # type: ignore[no-untyped-def]
     settings.STORAGES = {
         **settings.STORAGES,
         "default": {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": {}},
-        "blobs": {"BACKEND": "storages.backends.s3.S3Storage",
-                  "OPTIONS": {"querystring_auth": True, "custom_domain": None}},
+        "blobs": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {"querystring_auth": True, "custom_domain": None},
+        },
     }
     return client, bucket
 
@@ -101,8 +103,11 @@ def s3_bucket(  # type: ignore[no-untyped-def]
 def _tiny_safetensors(seed: int = 1) -> bytes:
     """A small, valid LoRA-shaped safetensors file (two F16 tensors and an alpha)."""
     base = "lora_unet_down_blocks_0_attentions_0_proj_in"
-    shapes = {f"{base}.lora_down.weight": [4, 8], f"{base}.lora_up.weight": [8, 4],
-              f"{base}.alpha": []}
+    shapes = {
+        f"{base}.lora_down.weight": [4, 8],
+        f"{base}.lora_up.weight": [8, 4],
+        f"{base}.alpha": [],
+    }
     header: dict[str, object] = {"__metadata__": {"ss_network_dim": "4"}}
     offset = 0
     for name, shape in shapes.items():
@@ -120,8 +125,7 @@ def _upload(  # type: ignore[no-untyped-def]
 ):
     from registry.services.uploads import upload_whole_file
 
-    return upload_whole_file(user=user, filename=filename, stream=io.BytesIO(data),
-                             size=len(data))
+    return upload_whole_file(user=user, filename=filename, stream=io.BytesIO(data), size=len(data))
 
 
 def _keys(client, bucket: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -165,7 +169,9 @@ def test_same_bytes_uploaded_twice_make_one_object(  # type: ignore[no-untyped-d
 
 @pytest.mark.django_db
 def test_download_redirects_to_a_presigned_url_with_content_disposition(
-    s3_bucket, make_user, client  # type: ignore[no-untyped-def]
+    s3_bucket,
+    make_user,
+    client,  # type: ignore[no-untyped-def]
 ) -> None:
     # given a published model version whose file is on S3
     from registry.services.catalog import FileSpec, model_create, version_create, version_publish
@@ -195,10 +201,12 @@ def test_download_redirects_to_a_presigned_url_with_content_disposition(
     assert fetched.headers["Content-Disposition"] == content_disposition("my-lora.safetensors")
 
 
-
 @pytest.mark.django_db
 def test_blobs_go_to_their_own_private_bucket_and_downloads_are_presigned_from_it(
-    s3_bucket, make_user, client, settings  # type: ignore[no-untyped-def]
+    s3_bucket,
+    make_user,
+    client,
+    settings,  # type: ignore[no-untyped-def]
 ) -> None:
     # given public media in one bucket and blobs in a private bucket of their own
     # (AWS_BLOB_BUCKET_NAME)

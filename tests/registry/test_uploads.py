@@ -317,8 +317,14 @@ def _global_call(module: str, name: str, argument: str) -> bytes:
     arg = argument.encode()
     return (
         b"\x80\x02"
-        + b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-        + b"X" + struct.pack("<I", len(arg)) + arg
+        + b"c"
+        + module.encode()
+        + b"\n"
+        + name.encode()
+        + b"\n"
+        + b"X"
+        + struct.pack("<I", len(arg))
+        + arg
         + b"\x85R."
     )
 

@@ -24,16 +24,20 @@ def world(make_user: Any) -> dict[str, Any]:
         for removed in (False, True):
             for publish in (True, False):
                 name = f"{visibility} {removed} {publish}"
-                version = make_model(owner=maker, name=name, visibility=visibility,
-                                     publish=publish)
+                version = make_model(owner=maker, name=name, visibility=visibility, publish=publish)
                 if removed:
                     model_set_removed(model=version.model, user=staff, removed=True)
-            dataset = make_private_dataset(owner=maker, name=f"{visibility} {removed}",
-                                           visibility=visibility).dataset
+            dataset = make_private_dataset(
+                owner=maker, name=f"{visibility} {removed}", visibility=visibility
+            ).dataset
             if removed:
                 dataset_set_removed(dataset=dataset, user=staff, removed=True)
-    return {"anonymous": AnonymousUser(), "stranger": make_user("stranger"), "owner": maker,
-            "staff": staff}
+    return {
+        "anonymous": AnonymousUser(),
+        "stranger": make_user("stranger"),
+        "owner": maker,
+        "staff": staff,
+    }
 
 
 @pytest.mark.parametrize("viewer", ["anonymous", "stranger", "owner", "staff"])

@@ -150,8 +150,9 @@ def test_an_embedding_acts_where_its_word_is_and_its_weight_counts(
     request = replace(base, prompt="a castle, easyneg", negative_prompt="")
     plain = _pixels(request, cache)  # the word as ordinary text
     embedded = {
-        w: _pixels(replace(request, embeddings=(EmbeddingSpec(files["embedding"], "easyneg", w),)),
-                   cache)
+        w: _pixels(
+            replace(request, embeddings=(EmbeddingSpec(files["embedding"], "easyneg", w),)), cache
+        )
         for w in (1.0, 0.5)
     }
     assert np.abs(embedded[1.0] - plain).mean() > 0.5
@@ -189,7 +190,10 @@ def test_the_png_carries_the_a1111_parameters_text(
     assert parsed["Prompt"] == "a castle, easyneg <lora:castles:0.75>"
     assert parsed["Negative prompt"] == "blurry, low quality"
     assert (parsed["Steps"], parsed["Sampler"], parsed["CFG scale"], parsed["Seed"]) == (
-        "2", "Euler", "7", "5"
+        "2",
+        "Euler",
+        "7",
+        "5",
     )
     assert (parsed["Size-1"], parsed["Size-2"], parsed["Model hash"]) == ("32", "32", "6ce0161689")
     assert parsed["Lora hashes"] == "castles: 0a1b2c3d4e5f"
@@ -257,8 +261,14 @@ def test_bad_requests_are_refused_before_loading(
     ],
 )
 def test_files_that_do_not_fit_are_refused_and_leave_the_pipeline_clean(
-    base: GenerationRequest, cache: PipelineCache, files: dict[str, Path], plain: np.ndarray,
-    key: str, kind: str, code: str, words: str,
+    base: GenerationRequest,
+    cache: PipelineCache,
+    files: dict[str, Path],
+    plain: np.ndarray,
+    key: str,
+    kind: str,
+    code: str,
+    words: str,
 ) -> None:
     if kind == "lora":
         request = replace(base, loras=(LoraSpec(files[key], 1.0),))

@@ -125,11 +125,13 @@ def test_token_login_is_rate_limited_per_address(
 
     # When a third login comes from the same address
     for _ in range(2):
-        ok = client.post("/api/v1/auth/tokens", {"username": "alice",
-                                                 "password": "a-long-passphrase"})
+        ok = client.post(
+            "/api/v1/auth/tokens", {"username": "alice", "password": "a-long-passphrase"}
+        )
         assert ok.status_code == 201
-    third = client.post("/api/v1/auth/tokens", {"username": "alice",
-                                                "password": "a-long-passphrase"})
+    third = client.post(
+        "/api/v1/auth/tokens", {"username": "alice", "password": "a-long-passphrase"}
+    )
 
     # Then it is throttled
     assert_throttled(third)
@@ -167,8 +169,7 @@ def test_lockout_after_failed_logins_for_that_username_and_address(
     for _ in range(3):
         wrong = client.post("/accounts/login/", {"username": "alice", "password": "guess"})
         assert wrong.status_code == 200
-    locked = client.post("/accounts/login/", {"username": "alice",
-                                              "password": "a-long-passphrase"})
+    locked = client.post("/accounts/login/", {"username": "alice", "password": "a-long-passphrase"})
 
     # Then even the right password is refused for the window, with a clear message
     assert locked.status_code == 429
@@ -176,18 +177,27 @@ def test_lockout_after_failed_logins_for_that_username_and_address(
     assert int(locked["Retry-After"]) > 500
     assert "_auth_user_id" not in client.session
     # And the token API says the same, as JSON
-    api = APIClient().post("/api/v1/auth/tokens", {"username": "alice",
-                                                   "password": "a-long-passphrase"})
+    api = APIClient().post(
+        "/api/v1/auth/tokens", {"username": "alice", "password": "a-long-passphrase"}
+    )
     assert api.status_code == 429
     assert api.json()["code"] == "locked_out"
     assert int(api["Retry-After"]) > 500
     # And bob, from the same address, is not affected
-    assert client.post("/accounts/login/", {"username": "bob",
-                                            "password": "a-long-passphrase"}).status_code == 302
+    assert (
+        client.post(
+            "/accounts/login/", {"username": "bob", "password": "a-long-passphrase"}
+        ).status_code
+        == 302
+    )
     # And alice from another address is not locked out
     other = Client(REMOTE_ADDR="10.9.8.7")
-    assert other.post("/accounts/login/", {"username": "alice",
-                                           "password": "a-long-passphrase"}).status_code == 302
+    assert (
+        other.post(
+            "/accounts/login/", {"username": "alice", "password": "a-long-passphrase"}
+        ).status_code
+        == 302
+    )
 
 
 def test_lockout_does_not_reveal_whether_the_account_exists(
@@ -203,8 +213,10 @@ def test_lockout_does_not_reveal_whether_the_account_exists(
             client.post("/accounts/login/", {"username": username, "password": "guess"})
         # When a third attempt is made
         response = client.post("/accounts/login/", {"username": username, "password": "x"})
-        bodies[username] = (response.status_code,
-                            "Too many failed logins" in response.content.decode())
+        bodies[username] = (
+            response.status_code,
+            "Too many failed logins" in response.content.decode(),
+        )
     # Then both answers are the same
     assert bodies["alice"] == bodies["nobody-here"] == (429, True)
 
@@ -218,30 +230,38 @@ def test_a_successful_login_resets_the_failure_count(
     # Given two failures, then a success
     for _ in range(2):
         client.post("/accounts/login/", {"username": "alice", "password": "guess"})
-    assert client.post("/accounts/login/", {"username": "alice",
-                                            "password": "a-long-passphrase"}).status_code == 302
+    assert (
+        client.post(
+            "/accounts/login/", {"username": "alice", "password": "a-long-passphrase"}
+        ).status_code
+        == 302
+    )
     client.logout()
     # When two more failures follow
     for _ in range(2):
         client.post("/accounts/login/", {"username": "alice", "password": "guess"})
     # Then alice is not locked out (the count started again)
-    assert client.post("/accounts/login/", {"username": "alice",
-                                            "password": "a-long-passphrase"}).status_code == 302
+    assert (
+        client.post(
+            "/accounts/login/", {"username": "alice", "password": "a-long-passphrase"}
+        ).status_code
+        == 302
+    )
 
 
 # --- upload quota -------------------------------------------------------------------------
 
 
 def _api_upload(client: APIClient, data: bytes, name: str = "q.safetensors") -> Any:
-    created = client.post("/api/v1/uploads", {"filename": name, "size": len(data),
-                                              "sha256": hashlib.sha256(data).hexdigest()},
-                          format="json")
+    created = client.post(
+        "/api/v1/uploads",
+        {"filename": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()},
+        format="json",
+    )
     return created
 
 
-def test_upload_quota_refuses_before_any_byte_is_kept(
-    settings: Any, make_user, token_for
-) -> None:
+def test_upload_quota_refuses_before_any_byte_is_kept(settings: Any, make_user, token_for) -> None:
     from registry.models import Blob, Upload
     from registry.services.uploads import upload_bytes_used, upload_whole_file
 
@@ -249,8 +269,9 @@ def test_upload_quota_refuses_before_any_byte_is_kept(
     settings.ATELIER_UPLOAD_QUOTA_BYTES = 100_000
     alice = make_user("alice")
     first = lora_bytes(seed=1)
-    upload_whole_file(user=alice, filename="a.safetensors", stream=io.BytesIO(first),
-                      size=len(first))
+    upload_whole_file(
+        user=alice, filename="a.safetensors", stream=io.BytesIO(first), size=len(first)
+    )
     used = upload_bytes_used(alice)
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}")
@@ -258,8 +279,9 @@ def test_upload_quota_refuses_before_any_byte_is_kept(
 
     # When she starts an upload that would go past the quota
     too_big = 100_000 - used + 1
-    response = client.post("/api/v1/uploads", {"filename": "b.safetensors", "size": too_big},
-                           format="json")
+    response = client.post(
+        "/api/v1/uploads", {"filename": "b.safetensors", "size": too_big}, format="json"
+    )
 
     # Then it is refused with 413 and a clear message, nothing is created, usage is unchanged
     assert response.status_code == 413
@@ -270,11 +292,15 @@ def test_upload_quota_refuses_before_any_byte_is_kept(
     assert Upload.objects.filter(user=alice).count() == 1
     assert Blob.objects.count() == blobs_before
     assert upload_bytes_used(alice) == used
-    assert not any(os.scandir(settings.UPLOAD_TEMP_DIR)) if os.path.isdir(
-        settings.UPLOAD_TEMP_DIR) else True
+    assert (
+        not any(os.scandir(settings.UPLOAD_TEMP_DIR))
+        if os.path.isdir(settings.UPLOAD_TEMP_DIR)
+        else True
+    )
     # And an upload that fits is accepted
-    fits = client.post("/api/v1/uploads", {"filename": "c.safetensors",
-                                           "size": 100_000 - used}, format="json")
+    fits = client.post(
+        "/api/v1/uploads", {"filename": "c.safetensors", "size": 100_000 - used}, format="json"
+    )
     assert fits.status_code == 201
 
 
@@ -288,13 +314,15 @@ def test_a_failed_upload_gives_its_quota_back(settings: Any, make_user) -> None:
     junk = b"\x00" * 9_000
     # When it is uploaded and refused
     with pytest.raises(ApplicationError):
-        upload_whole_file(user=alice, filename="bad.safetensors", stream=io.BytesIO(junk),
-                          size=len(junk))
+        upload_whole_file(
+            user=alice, filename="bad.safetensors", stream=io.BytesIO(junk), size=len(junk)
+        )
     # Then the quota is untouched and the same size fits again
     assert upload_bytes_used(alice) == 0
     with pytest.raises(ApplicationError) as again:
-        upload_whole_file(user=alice, filename="bad.safetensors", stream=io.BytesIO(junk),
-                          size=len(junk))
+        upload_whole_file(
+            user=alice, filename="bad.safetensors", stream=io.BytesIO(junk), size=len(junk)
+        )
     assert again.value.code != "quota_exceeded"
 
 
@@ -308,10 +336,16 @@ def test_web_upload_form_shows_the_quota_message(settings: Any, make_user) -> No
     # When the upload form is posted
     from django.core.files.uploadedfile import SimpleUploadedFile
 
-    response = client.post("/upload/", {
-        "name": "Quota", "kind": "lora", "version_name": "v1", "visibility": "public",
-        "file": SimpleUploadedFile("q.safetensors", data),
-    })
+    response = client.post(
+        "/upload/",
+        {
+            "name": "Quota",
+            "kind": "lora",
+            "version_name": "v1",
+            "visibility": "public",
+            "file": SimpleUploadedFile("q.safetensors", data),
+        },
+    )
     # Then the page says so, and nothing is stored
     from registry.models import Upload
 

@@ -134,11 +134,17 @@ def fuzz_all(world: World, examples: int) -> tuple[int, list[str]]:
     for operation in ops:
         for real_ids in (False, True):
             failures += fuzz_operation(
-                operation, world, mode=GenerationMode.POSITIVE, real_ids=real_ids,
+                operation,
+                world,
+                mode=GenerationMode.POSITIVE,
+                real_ids=real_ids,
                 examples=examples,
             )
         failures += fuzz_operation(
-            operation, world, mode=GenerationMode.NEGATIVE, real_ids=True,
+            operation,
+            world,
+            mode=GenerationMode.NEGATIVE,
+            real_ids=True,
             examples=max(1, examples // 2),
         )
     return len(ops), failures
@@ -188,8 +194,9 @@ def test_the_fuzzer_catches_a_server_error(committed_world: World, settings: Any
     # When it is fuzzed
     schema = load_schema()
     ops = operations(schema)
-    failures = fuzz_operation(ops[0], world, mode=GenerationMode.POSITIVE, real_ids=False,
-                              examples=1)
+    failures = fuzz_operation(
+        ops[0], world, mode=GenerationMode.POSITIVE, real_ids=False, examples=1
+    )
 
     # Then the 500 is reported, for every role
     assert len(ops) == 1

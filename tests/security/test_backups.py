@@ -31,15 +31,22 @@ def _url(name: str) -> str:
 
 
 def _admin(sql: str) -> None:
-    with psycopg.connect(_url("postgres").replace("postgres://", "postgresql://", 1),
-                         autocommit=True) as conn:
+    with psycopg.connect(
+        _url("postgres").replace("postgres://", "postgresql://", 1), autocommit=True
+    ) as conn:
         conn.execute(sql)
 
 
 def _script(name: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "PYTHON": sys.executable, **env}
-    return subprocess.run(["bash", str(ROOT / "scripts" / name), *args], cwd=ROOT, env=full_env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        ["bash", str(ROOT / "scripts" / name), *args],
+        cwd=ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.fixture
@@ -62,21 +69,35 @@ def test_backup_then_restore_into_empty_targets_finds_every_file_by_hash(
     media, private = Path(settings.MEDIA_ROOT), Path(settings.BLOB_ROOT)
 
     # When it is backed up
-    backup = _script("backup.sh", str(tmp_path / "backups"),
-                     DATABASE_URL=_url(connection.settings_dict["NAME"]), MEDIA_ROOT=str(media),
-                     BLOB_ROOT=str(private))
+    backup = _script(
+        "backup.sh",
+        str(tmp_path / "backups"),
+        DATABASE_URL=_url(connection.settings_dict["NAME"]),
+        MEDIA_ROOT=str(media),
+        BLOB_ROOT=str(private),
+    )
     assert backup.returncode == 0, backup.stderr
     (folder,) = (tmp_path / "backups").iterdir()
     assert folder.name.startswith("atelier-")
-    assert {p.name for p in folder.iterdir()} >= {"db.dump", "blobs.tsv", "MANIFEST.sha256",
-                                                  "media", "blobs"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "db.dump",
+        "blobs.tsv",
+        "MANIFEST.sha256",
+        "media",
+        "blobs",
+    }
     listed = {line.split("\t")[0] for line in (folder / "blobs.tsv").read_text().splitlines()}
     assert listed == set(blobs)
 
     # And restored into a new, empty database and an empty folder
     target = tmp_path / "restored-blobs"
-    restore = _script("restore.sh", str(folder), DATABASE_URL=restore_db,
-                      MEDIA_ROOT=str(tmp_path / "restored-media"), BLOB_ROOT=str(target))
+    restore = _script(
+        "restore.sh",
+        str(folder),
+        DATABASE_URL=restore_db,
+        MEDIA_ROOT=str(tmp_path / "restored-media"),
+        BLOB_ROOT=str(target),
+    )
 
     # Then the restore reports every blob found by hash, intact
     assert restore.returncode == 0, restore.stdout + restore.stderr
@@ -93,11 +114,19 @@ def test_backup_then_restore_into_empty_targets_finds_every_file_by_hash(
     assert files == ModelFile.objects.count() >= 5 and purchases == Purchase.objects.count() == 2
     # And the registry's own lookup works against the restored copy
     check = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c",
-         "from registry.selectors import files_by_hash\n"
-         f"print(files_by_hash({committed_world.paid_file.blob_id!r}).count())"],
-        cwd=ROOT, env={**os.environ, "DATABASE_URL": restore_db, "BLOB_ROOT": str(target)},
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            "from registry.selectors import files_by_hash\n"
+            f"print(files_by_hash({committed_world.paid_file.blob_id!r}).count())",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "DATABASE_URL": restore_db, "BLOB_ROOT": str(target)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert check.stdout.strip().splitlines()[-1] == "1", check.stderr
 
@@ -105,16 +134,24 @@ def test_backup_then_restore_into_empty_targets_finds_every_file_by_hash(
 def test_restore_refuses_a_database_or_folder_that_is_not_empty(
     committed_world: World, settings: Any, tmp_path: Path, restore_db: str
 ) -> None:
-    backup = _script("backup.sh", str(tmp_path / "b"),
-                     DATABASE_URL=_url(connection.settings_dict["NAME"]),
-                     MEDIA_ROOT=str(settings.MEDIA_ROOT), BLOB_ROOT=str(settings.BLOB_ROOT))
+    backup = _script(
+        "backup.sh",
+        str(tmp_path / "b"),
+        DATABASE_URL=_url(connection.settings_dict["NAME"]),
+        MEDIA_ROOT=str(settings.MEDIA_ROOT),
+        BLOB_ROOT=str(settings.BLOB_ROOT),
+    )
     assert backup.returncode == 0, backup.stderr
     (folder,) = (tmp_path / "b").iterdir()
 
     # Into the live (non-empty) database: refused, nothing touched
-    into_live = _script("restore.sh", str(folder),
-                        DATABASE_URL=_url(connection.settings_dict["NAME"]),
-                        MEDIA_ROOT=str(tmp_path / "empty"), BLOB_ROOT=str(tmp_path / "eb"))
+    into_live = _script(
+        "restore.sh",
+        str(folder),
+        DATABASE_URL=_url(connection.settings_dict["NAME"]),
+        MEDIA_ROOT=str(tmp_path / "empty"),
+        BLOB_ROOT=str(tmp_path / "eb"),
+    )
     assert into_live.returncode == 3
     assert "not empty" in into_live.stderr
     assert not (tmp_path / "empty").exists()
@@ -123,8 +160,13 @@ def test_restore_refuses_a_database_or_folder_that_is_not_empty(
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("mine")
-    into_busy = _script("restore.sh", str(folder), DATABASE_URL=restore_db,
-                        MEDIA_ROOT=str(busy), BLOB_ROOT=str(tmp_path / "busy-blobs"))
+    into_busy = _script(
+        "restore.sh",
+        str(folder),
+        DATABASE_URL=restore_db,
+        MEDIA_ROOT=str(busy),
+        BLOB_ROOT=str(tmp_path / "busy-blobs"),
+    )
     assert into_busy.returncode == 3
     assert (busy / "keep.txt").read_text() == "mine"
 
@@ -133,10 +175,16 @@ def test_restore_refuses_a_database_or_folder_that_is_not_empty(
     while blob_file.is_dir():
         blob_file = next(blob_file.iterdir())
     blob_file.write_bytes(b"corrupted")
-    damaged = _script("restore.sh", str(folder), DATABASE_URL=restore_db,
-                      MEDIA_ROOT=str(tmp_path / "new"), BLOB_ROOT=str(tmp_path / "new-blobs"))
+    damaged = _script(
+        "restore.sh",
+        str(folder),
+        DATABASE_URL=restore_db,
+        MEDIA_ROOT=str(tmp_path / "new"),
+        BLOB_ROOT=str(tmp_path / "new-blobs"),
+    )
     assert damaged.returncode == 4
     with psycopg.connect(restore_db.replace("postgres://", "postgresql://", 1)) as conn:
-        tables = conn.execute("SELECT count(*) FROM information_schema.tables "
-                              "WHERE table_schema = 'public'").fetchone()[0]
+        tables = conn.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ).fetchone()[0]
     assert tables == 0

@@ -48,9 +48,21 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [str(shutil.which("redis-server")), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(shutil.which("redis-server")),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -77,8 +89,7 @@ def _drop_connections(app: Any) -> None:
 
 
 @pytest.fixture
-def broker(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch
-           ) -> Iterator[RedisServer]:
+def broker(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
     """The Celery app publishes to a Redis of this test's own, on a queue of its own."""
     if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed (.ci/run installs it)")
@@ -107,7 +118,9 @@ def _queued(server: RedisServer) -> list[str]:
 
 
 def test_a_job_launched_while_redis_is_down_is_held_once_and_starts_when_redis_returns(
-    broker: RedisServer, fed: Any, django_capture_on_commit_callbacks: Any,
+    broker: RedisServer,
+    fed: Any,
+    django_capture_on_commit_callbacks: Any,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     from federated.tasks import jobs_reconcile
@@ -121,8 +134,10 @@ def test_a_job_launched_while_redis_is_down_is_held_once_and_starts_when_redis_r
     broker.stop()
 
     # When the trainer launches a job
-    with caplog.at_level(logging.ERROR, logger="federated.services.jobs"), \
-            django_capture_on_commit_callbacks(execute=True):
+    with (
+        caplog.at_level(logging.ERROR, logger="federated.services.jobs"),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
         job = fed.launch(trainer, fed.spec(base, [dataset]), key="while-redis-is-down")
 
     # Then the launch is kept: queued, its maximum cost held once, the lost message logged

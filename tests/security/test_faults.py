@@ -28,8 +28,12 @@ def _admin_connection() -> psycopg.Connection:
     """A second, independent connection to the test database."""
     db = connection.settings_dict
     return psycopg.connect(
-        host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-        password=db["PASSWORD"] or None, dbname=db["NAME"], autocommit=True,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+        user=db["USER"] or "postgres",
+        password=db["PASSWORD"] or None,
+        dbname=db["NAME"],
+        autocommit=True,
     )
 
 
@@ -112,8 +116,9 @@ def small_disk(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
     def mount(size: str) -> Path:
         where = tmp_path / f"disk-{len(mounted)}"
         where.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                       check=True)
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True
+        )
         mounted.append(where)
         return where
 
@@ -135,17 +140,26 @@ def test_disk_full_while_appending_is_a_507_with_no_partial_data_and_quota_untou
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}")
     data = lora_bytes(seed=5, rank=24)
     assert len(data) > 150_000
-    created = client.post("/api/v1/uploads", {"filename": "big.safetensors", "size": len(data),
-                                              "sha256": hashlib.sha256(data).hexdigest()},
-                          format="json")
+    created = client.post(
+        "/api/v1/uploads",
+        {
+            "filename": "big.safetensors",
+            "size": len(data),
+            "sha256": hashlib.sha256(data).hexdigest(),
+        },
+        format="json",
+    )
     assert created.status_code == 201
     upload_id = created.json()["id"]
     used = upload_bytes_used(alice)
 
     # When the bytes are sent and the disk fills
-    response = client.patch(f"/api/v1/uploads/{upload_id}", data=data,
-                            content_type="application/offset+octet-stream",
-                            headers={"Upload-Offset": "0"})
+    response = client.patch(
+        f"/api/v1/uploads/{upload_id}",
+        data=data,
+        content_type="application/offset+octet-stream",
+        headers={"Upload-Offset": "0"},
+    )
 
     # Then the answer is a clean 507 in the error shape; nothing of the part is kept
     assert response.status_code == 507
@@ -168,19 +182,28 @@ def test_disk_full_while_storing_the_blob_is_a_507_with_no_partial_blob(
 
     # Given blob storage (BLOB_ROOT) on a 64 KiB disk, the upload folder on another file system
     media = small_disk("64k")
-    settings.STORAGES = {**settings.STORAGES, "blobs": {
-        "BACKEND": "registry.storage.PrivateFileSystemStorage",
-        "OPTIONS": {"location": str(media)}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "registry.storage.PrivateFileSystemStorage",
+            "OPTIONS": {"location": str(media)},
+        },
+    }
     alice = make_user("alice")
     client = APIClient(HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}")
     data = lora_bytes(seed=6, rank=24)
     sha = hashlib.sha256(data).hexdigest()
-    upload_id = client.post("/api/v1/uploads", {"filename": "big.safetensors",
-                                                "size": len(data), "sha256": sha},
-                            format="json").json()["id"]
-    appended = client.patch(f"/api/v1/uploads/{upload_id}", data=data,
-                            content_type="application/offset+octet-stream",
-                            headers={"Upload-Offset": "0"})
+    upload_id = client.post(
+        "/api/v1/uploads",
+        {"filename": "big.safetensors", "size": len(data), "sha256": sha},
+        format="json",
+    ).json()["id"]
+    appended = client.patch(
+        f"/api/v1/uploads/{upload_id}",
+        data=data,
+        content_type="application/offset+octet-stream",
+        headers={"Upload-Offset": "0"},
+    )
     assert appended.status_code == 200
     used = upload_bytes_used(alice)
 
@@ -198,9 +221,13 @@ def test_disk_full_while_storing_the_blob_is_a_507_with_no_partial_blob(
     assert upload_bytes_used(alice) == used
 
     # And once there is room (storage moved to a larger disk), completing it works
-    settings.STORAGES = {**settings.STORAGES, "blobs": {
-        "BACKEND": "registry.storage.PrivateFileSystemStorage",
-        "OPTIONS": {"location": str(small_disk("2m"))}}}
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "blobs": {
+            "BACKEND": "registry.storage.PrivateFileSystemStorage",
+            "OPTIONS": {"location": str(small_disk("2m"))},
+        },
+    }
     retried = client.post(f"/api/v1/uploads/{upload_id}/complete")
     assert retried.status_code == 200, retried.content
     assert Blob.objects.get(pk=sha).size == len(data)
@@ -211,9 +238,26 @@ def test_disk_full_while_storing_the_blob_is_a_507_with_no_partial_blob(
 
 def _start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-P", "solo", "-Q", queue,
-         "--without-heartbeat", "--without-gossip", "--without-mingle", "-l", "INFO"],
-        env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "config",
+            "worker",
+            "-P",
+            "solo",
+            "-Q",
+            queue,
+            "--without-heartbeat",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ],
+        env=env,
+        stdout=open(log, "wb"),
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
     while b"ready." not in log.read_bytes():
@@ -242,8 +286,12 @@ def test_a_conversion_task_whose_worker_is_killed_midway_is_redone_once(
     alice = make_user("alice")
     buffer = io.BytesIO()
     torch.save({"state_dict": {"w": torch.arange(6.0)}}, buffer)
-    upload = upload_whole_file(user=alice, filename="old.ckpt",
-                               stream=io.BytesIO(buffer.getvalue()), size=len(buffer.getvalue()))
+    upload = upload_whole_file(
+        user=alice,
+        filename="old.ckpt",
+        stream=io.BytesIO(buffer.getvalue()),
+        size=len(buffer.getvalue()),
+    )
     model = model_create(owner=alice, name="Crash checkpoint", kind="checkpoint")
     version = version_create(model=model, user=alice, name="v1", files=[FileSpec(upload)])
     source = version.files.get()

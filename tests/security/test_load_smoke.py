@@ -19,9 +19,24 @@ def test_the_load_benchmark_reports_latency_errors_and_memory(tmp_path: Path) ->
         pytest.fail("wrk is not installed: apt-get install wrk (as .ci/run does)")
     out = tmp_path / "load.json"
     proc = subprocess.run(
-        [sys.executable, "bench/load.py", "--seconds", "2", "--warmup", "1", "--models", "3",
-         "--connections", "4", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "bench/load.py",
+            "--seconds",
+            "2",
+            "--warmup",
+            "1",
+            "--models",
+            "3",
+            "--connections",
+            "4",
+            "--json",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     summary = json.loads(out.read_text())

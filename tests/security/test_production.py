@@ -36,15 +36,24 @@ def production_env(**extra: str) -> dict[str, str]:
 
 
 def run_manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def settings_in(env: dict[str, str], *names: str) -> dict[str, Any]:
-    code = ("import json, django; django.setup(); from django.conf import settings as s; "
-            f"print(json.dumps({{n: repr(getattr(s, n)) for n in {list(names)!r}}}))")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import json, django; django.setup(); from django.conf import settings as s; "
+        f"print(json.dumps({{n: repr(getattr(s, n)) for n in {list(names)!r}}}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     import json
 
@@ -70,8 +79,9 @@ def test_production_refuses_to_start_without_a_secret_key() -> None:
 
 def test_check_deploy_flags_a_weak_secret_key() -> None:
     # A short key: the deployment check (security.W009) must catch it
-    proc = run_manage(production_env(SECRET_KEY="short"), "check", "--deploy",
-                      "--fail-level", "WARNING")
+    proc = run_manage(
+        production_env(SECRET_KEY="short"), "check", "--deploy", "--fail-level", "WARNING"
+    )
     assert proc.returncode != 0
     assert "W009" in proc.stdout + proc.stderr
 
@@ -79,8 +89,14 @@ def test_check_deploy_flags_a_weak_secret_key() -> None:
 def test_production_settings_are_hardened() -> None:
     # Given the production environment, when its settings load
     values = settings_in(
-        production_env(), "SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE", "SECURE_SSL_REDIRECT",
-        "SECURE_HSTS_SECONDS", "SESSION_COOKIE_HTTPONLY", "PASSWORD_HASHERS", "DEBUG",
+        production_env(),
+        "SESSION_COOKIE_SECURE",
+        "CSRF_COOKIE_SECURE",
+        "SECURE_SSL_REDIRECT",
+        "SECURE_HSTS_SECONDS",
+        "SESSION_COOKIE_HTTPONLY",
+        "PASSWORD_HASHERS",
+        "DEBUG",
         "CACHES",
     )
     # Then cookies are secure, HSTS is a year, and passwords are hashed with Argon2id
@@ -91,7 +107,8 @@ def test_production_settings_are_hardened() -> None:
     assert values["SESSION_COOKIE_HTTPONLY"] == "True"
     assert values["DEBUG"] == "False"
     assert values["PASSWORD_HASHERS"].startswith(
-        "['django.contrib.auth.hashers.Argon2PasswordHasher'")
+        "['django.contrib.auth.hashers.Argon2PasswordHasher'"
+    )
 
 
 def test_redis_cache_is_used_when_configured() -> None:

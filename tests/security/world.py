@@ -102,8 +102,12 @@ class FederatedWorld:
     def digests(self) -> list[str]:
         """What is stored of the secrets: never in any answer."""
         jobs = (self.running_job, self.settled_job)
-        return [self.node.token_digest, self.revoked_node.token_digest,
-                *(j.job_token_digest for j in jobs), *(j.progress_token_digest for j in jobs)]
+        return [
+            self.node.token_digest,
+            self.revoked_node.token_digest,
+            *(j.job_token_digest for j in jobs),
+            *(j.progress_token_digest for j in jobs),
+        ]
 
 
 @dataclass
@@ -203,18 +207,22 @@ def build_world(*, payout_minimum_ok: bool = True) -> World:
     for role in ROLES[1:]:
         extra = {"is_staff": True, "is_superuser": True} if role == "staff" else {}
         users[role] = user_model.objects.create_user(
-            username=f"sec-{role.replace('_', '-')}", email=f"{role}@example.test",
-            password=None, **extra,
+            username=f"sec-{role.replace('_', '-')}",
+            email=f"{role}@example.test",
+            password=None,
+            **extra,
         )
         users[role].password = _password_hash()
         users[role].save(update_fields=["password"])
     owner = users["owner"]
 
-    def version(name: str, seed: int, *, publish: bool = True,
-                visibility: str = Visibility.PUBLIC) -> ModelVersion:
+    def version(
+        name: str, seed: int, *, publish: bool = True, visibility: str = Visibility.PUBLIC
+    ) -> ModelVersion:
         model = model_create(owner=owner, name=name, kind="lora", visibility=visibility)
-        upload = complete_upload(user=owner, data=lora_bytes(seed=seed),
-                                 filename=f"{name.replace(' ', '-')}.safetensors")
+        upload = complete_upload(
+            user=owner, data=lora_bytes(seed=seed), filename=f"{name.replace(' ', '-')}.safetensors"
+        )
         return make_version(model=model, upload=upload, publish=publish, license_code="mit")
 
     paid = version("Paid lora", 11)
@@ -230,8 +238,9 @@ def build_world(*, payout_minimum_ok: bool = True) -> World:
     dataset_listing = listing_create(seller=owner, target=public_ds, price=30)
     provider = DemoProvider()
     for role in ("buyer", "shopper"):
-        wallet_top_up(user=users[role], amount=5000, provider=provider,
-                      idempotency_key=f"sec-fund-{role}")
+        wallet_top_up(
+            user=users[role], amount=5000, provider=provider, idempotency_key=f"sec-fund-{role}"
+        )
     purchase_create(buyer=users["buyer"], listing=paid_listing, idempotency_key="sec-buy-1")
     purchase_create(buyer=users["buyer"], listing=dataset_listing, idempotency_key="sec-buy-2")
     payout = payout_request(user=owner, amount=1000)
@@ -246,31 +255,49 @@ def build_world(*, payout_minimum_ok: bool = True) -> World:
     # A free SD 1.x checkpoint of owner's: the base of the jobs and of the generations
     checkpoint = make_version(
         model=model_create(owner=owner, name="Base checkpoint", kind="checkpoint"),
-        upload=complete_upload(user=owner, data=lora_bytes(seed=15),
-                               filename="Base-checkpoint.safetensors"),
-        license_code="creativeml-openrail-m", base_model="sd1",
+        upload=complete_upload(
+            user=owner, data=lora_bytes(seed=15), filename="Base-checkpoint.safetensors"
+        ),
+        license_code="creativeml-openrail-m",
+        base_model="sd1",
     )
-    wallet_top_up(user=users["trainer"], amount=5000, provider=provider,
-                  idempotency_key="sec-fund-trainer")
-    peer = user_model.objects.create_user(username="sec-peer", email="peer@example.test",
-                                    password=None)
-    fed = _federated(data_owner=users["data_owner"], trainer=users["trainer"], peer=peer,
-                     base=checkpoint)
+    wallet_top_up(
+        user=users["trainer"], amount=5000, provider=provider, idempotency_key="sec-fund-trainer"
+    )
+    peer = user_model.objects.create_user(
+        username="sec-peer", email="peer@example.test", password=None
+    )
+    fed = _federated(
+        data_owner=users["data_owner"], trainer=users["trainer"], peer=peer, base=checkpoint
+    )
 
     paid_file = paid.files.select_related("blob").get()
     world = World(
-        users=users, tokens=tokens, spare_token_ids=spare,
-        paid_version=paid, free_version=free, draft_version=draft, private_version=private,
-        paid_file=paid_file, draft_file=draft.files.get(), private_file=private.files.get(),
-        paid_listing=paid_listing, dataset_listing=dataset_listing,
-        public_dataset_version=public_ds, private_dataset_version=private_ds,
-        private_dataset_version_private=hidden_ds, open_upload=open_upload, payout=payout,
-        base_checkpoint=checkpoint, fed=fed, peer=peer,
+        users=users,
+        tokens=tokens,
+        spare_token_ids=spare,
+        paid_version=paid,
+        free_version=free,
+        draft_version=draft,
+        private_version=private,
+        paid_file=paid_file,
+        draft_file=draft.files.get(),
+        private_file=private.files.get(),
+        paid_listing=paid_listing,
+        dataset_listing=dataset_listing,
+        public_dataset_version=public_ds,
+        private_dataset_version=private_ds,
+        private_dataset_version_private=hidden_ds,
+        open_upload=open_upload,
+        payout=payout,
+        base_checkpoint=checkpoint,
+        fed=fed,
+        peer=peer,
         generations={
-            "private": _generation(owner=owner, base=checkpoint, prompt=PRIVATE_PROMPT,
-                                   public=False),
-            "public": _generation(owner=owner, base=checkpoint, prompt=PUBLIC_PROMPT,
-                                  public=True),
+            "private": _generation(
+                owner=owner, base=checkpoint, prompt=PRIVATE_PROMPT, public=False
+            ),
+            "public": _generation(owner=owner, base=checkpoint, prompt=PUBLIC_PROMPT, public=True),
         },
     )
     for role in ("buyer", "shopper"):
@@ -296,23 +323,33 @@ def _report(job: FederatedJob, index: int, nodes: dict[str, tuple[str, int]]) ->
     """A round report as the ServerApp posts it: ``nodes`` maps a Flower node id to (the
     manifest hash it trained on, examples)."""
     return {
-        "job-id": job.flower_job_id, "status": "running", "round": index,
-        "nodes-asked": list(nodes), "bytes-out-per-node": 1234,
-        "nodes": {n: {"num-examples": float(ex), "epsilon": 1.0 * index, "delta": 1e-5,
-                      "train-loss": 0.5} for n, (_, ex) in nodes.items()},
+        "job-id": job.flower_job_id,
+        "status": "running",
+        "round": index,
+        "nodes-asked": list(nodes),
+        "bytes-out-per-node": 1234,
+        "nodes": {
+            n: {"num-examples": float(ex), "epsilon": 1.0 * index, "delta": 1e-5, "train-loss": 0.5}
+            for n, (_, ex) in nodes.items()
+        },
         "node-datasets": {n: h for n, (h, _) in nodes.items()},
-        "refused": {}, "rejected": {}, "no-reply": [], "accepted": len(nodes),
-        "train-loss": 0.5, "num-examples": sum(ex for _, ex in nodes.values()), "seconds": 1.0,
+        "refused": {},
+        "rejected": {},
+        "no-reply": [],
+        "accepted": len(nodes),
+        "train-loss": 0.5,
+        "num-examples": sum(ex for _, ex in nodes.values()),
+        "seconds": 1.0,
     }
 
 
-def _federated(*, data_owner: User, trainer: User,
-               peer: User, base: ModelVersion) -> FederatedWorld:
+def _federated(
+    *, data_owner: User, trainer: User, peer: User, base: ModelVersion
+) -> FederatedWorld:
     """Nodes, listed datasets and jobs, through the federated services. The coordinator's
     tasks are never sent (``_enqueue`` is a no-op here): no job starts a real run, and a
     committed world sends nothing to a broker other test runs share."""
-    registered = node_register(owner=data_owner, name="sec-node",
-                               public_key=openssh_public_key())
+    registered = node_register(owner=data_owner, name="sec-node", public_key=openssh_public_key())
     old = node_register(owner=data_owner, name="sec-old-node", public_key=openssh_public_key())
     node_revoke(node=old.node, user=data_owner)
     peer_node = node_register(owner=peer, name="sec-peer-node", public_key=openssh_public_key())
@@ -320,48 +357,73 @@ def _federated(*, data_owner: User, trainer: User,
 
     def listed(name: str, seed: int, **extra: Any) -> DatasetTerms:
         return federated_dataset_create(
-            owner=data_owner, node_id=registered.node.pk, name=name,
+            owner=data_owner,
+            node_id=registered.node.pk,
+            name=name,
             manifest=private_manifest(count=12, seed=seed),
-            terms={**terms, **extra.pop("terms", {})}, **extra,
+            terms={**terms, **extra.pop("terms", {})},
+            **extra,
         )
 
     fed_listed = listed("Sec fed photos", 101)
     consent = listed("Sec fed consent", 102, terms={"approval": "manual"})
     hidden = listed("Sec fed hidden", 103, visibility=Visibility.PRIVATE)
     peer_manifest = {
-        "count": 12, "manifest_hash": f"{104:064x}", "resolutions": {"512x512": 12},
+        "count": 12,
+        "manifest_hash": f"{104:064x}",
+        "resolutions": {"512x512": 12},
         "files": [{"name": f"peer_secret_{i}.jpg"} for i in range(2)],
         "root": "/home/peer/vault",
     }
-    peer_listed = federated_dataset_create(owner=peer, node_id=peer_node.node.pk,
-                                           name="Sec peer photos", manifest=peer_manifest,
-                                           terms=terms)
+    peer_listed = federated_dataset_create(
+        owner=peer,
+        node_id=peer_node.node.pk,
+        name="Sec peer photos",
+        manifest=peer_manifest,
+        terms=terms,
+    )
 
     def spec(name: str, *datasets: DatasetTerms) -> JobSpec:
-        return JobSpec(name=name, base_version_id=base.pk,
-                       dataset_version_ids=tuple(t.dataset_version_id for t in datasets),
-                       use="style", rounds=2, resolution=32, local_steps=5, rank=2,
-                       trigger_word="sks")
+        return JobSpec(
+            name=name,
+            base_version_id=base.pk,
+            dataset_version_ids=tuple(t.dataset_version_id for t in datasets),
+            use="style",
+            rounds=2,
+            resolution=32,
+            local_steps=5,
+            rank=2,
+            trigger_word="sks",
+        )
 
     def hash_of(t: DatasetTerms) -> str:
         return t.dataset_version.manifest_hash
 
     with mock.patch("federated.services.jobs._enqueue"):
-        running, _ = job_create_and_launch(trainer=trainer, spec=spec("Sec running", fed_listed),
-                                           idempotency_key="sec-job-running")
+        running, _ = job_create_and_launch(
+            trainer=trainer, spec=spec("Sec running", fed_listed), idempotency_key="sec-job-running"
+        )
         run = {**job_run_config(job=running), **_server_credentials(running)}
         running = job_mark_running(job=running, run_id="9101")
-        job_progress_record(job=running, payload=_report(running, 1,
-                                                         {"11": (hash_of(fed_listed), 12)}))
-        pending, _ = job_create_and_launch(trainer=trainer, spec=spec("Sec pending", consent),
-                                           idempotency_key="sec-job-pending")
+        job_progress_record(
+            job=running, payload=_report(running, 1, {"11": (hash_of(fed_listed), 12)})
+        )
+        pending, _ = job_create_and_launch(
+            trainer=trainer, spec=spec("Sec pending", consent), idempotency_key="sec-job-pending"
+        )
         settled, _ = job_create_and_launch(
-            trainer=trainer, spec=spec("Sec settled", fed_listed, peer_listed),
-            idempotency_key="sec-job-settled")
+            trainer=trainer,
+            spec=spec("Sec settled", fed_listed, peer_listed),
+            idempotency_key="sec-job-settled",
+        )
         other_run = {**job_run_config(job=settled), **_server_credentials(settled)}
         settled = job_mark_running(job=settled, run_id="9102")
-        job_progress_record(job=settled, payload=_report(settled, 1, {
-            "11": (hash_of(fed_listed), 12), "21": (hash_of(peer_listed), 12)}))
+        job_progress_record(
+            job=settled,
+            payload=_report(
+                settled, 1, {"11": (hash_of(fed_listed), 12), "21": (hash_of(peer_listed), 12)}
+            ),
+        )
         job_cancel(job=settled, user=trainer)
 
     def fresh(job: FederatedJob) -> FederatedJob:
@@ -369,13 +431,21 @@ def _federated(*, data_owner: User, trainer: User,
 
     running = fresh(running)
     return FederatedWorld(
-        node=registered.node, revoked_node=Node.objects.get(pk=old.node.pk),
-        listed=fed_listed, consent=consent, hidden=hidden, peer_listed=peer_listed,
-        running_job=running, pending_job=fresh(pending), settled_job=fresh(settled),
+        node=registered.node,
+        revoked_node=Node.objects.get(pk=old.node.pk),
+        listed=fed_listed,
+        consent=consent,
+        hidden=hidden,
+        peer_listed=peer_listed,
+        running_job=running,
+        pending_job=fresh(pending),
+        settled_job=fresh(settled),
         pending_request=JobDataset.objects.get(job=pending),
         secrets={
-            "node": registered.token, "revoked_node": old.token,
-            "job": str(run["job-token"]), "progress": str(run["progress-token"]),
+            "node": registered.token,
+            "revoked_node": old.token,
+            "job": str(run["job-token"]),
+            "progress": str(run["progress-token"]),
             "settled_job": str(other_run["job-token"]),
             "settled_progress": str(other_run["progress-token"]),
             "forged_progress": "atp_" + "A" * 43,
@@ -384,20 +454,35 @@ def _federated(*, data_owner: User, trainer: User,
     )
 
 
-def _generation(*, owner: User, base: ModelVersion, prompt: str,
-                public: bool) -> Generation:
+def _generation(*, owner: User, base: ModelVersion, prompt: str, public: bool) -> Generation:
     """A finished generation, written as the worker leaves it (the service would queue a
     task: no worker runs in these tests)."""
     parameters = f"{prompt}\nSteps: 20, Sampler: Euler, CFG scale: 7, Seed: 42, Size: 64x64"
     generation = Generation(
-        user=owner, base_version=base, base_file=base.files.get(), base_name=str(base),
-        prompt=prompt, seed=42, steps=20, guidance=7.0, width=64, height=64, sampler="Euler",
-        status=GenerationStatus.SUCCEEDED, progress_step=20, parameters=parameters,
-        is_public=public, device="cpu", duration_ms=1000, started_at=timezone.now(),
+        user=owner,
+        base_version=base,
+        base_file=base.files.get(),
+        base_name=str(base),
+        prompt=prompt,
+        seed=42,
+        steps=20,
+        guidance=7.0,
+        width=64,
+        height=64,
+        sampler="Euler",
+        status=GenerationStatus.SUCCEEDED,
+        progress_step=20,
+        parameters=parameters,
+        is_public=public,
+        device="cpu",
+        duration_ms=1000,
+        started_at=timezone.now(),
         finished_at=timezone.now(),
     )
-    generation.image.save("sec-generation.png",
-                          ContentFile(png_bytes(size=(64, 64), parameters=parameters)),
-                          save=False)
+    generation.image.save(
+        "sec-generation.png",
+        ContentFile(png_bytes(size=(64, 64), parameters=parameters)),
+        save=False,
+    )
     generation.save()
     return generation

@@ -71,8 +71,12 @@ def publish_file(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
         _counter["n"] += 1
         model = model_create(owner=owner, name=name or f"{kind} {_counter['n']}", kind=kind)
         version = version_create(
-            model=model, user=owner, name="v1", files=[FileSpec(_upload(owner, path))],
-            base_model=base_model, trigger_words=trigger_words,
+            model=model,
+            user=owner,
+            name="v1",
+            files=[FileSpec(_upload(owner, path))],
+            base_model=base_model,
+            trigger_words=trigger_words,
         )
         return version_publish(version=version, user=owner) if publish else version
 
@@ -95,7 +99,10 @@ def studio(  # type: ignore[no-untyped-def]
     base = publish_file(creator, tiny_checkpoint, kind="checkpoint", name="Tiny SD")
     lora = publish_file(creator, resource_files["lora"], kind="lora", name="Castles")
     embedding = publish_file(
-        creator, resource_files["embedding"], kind="embedding", name="Easy negative",
+        creator,
+        resource_files["embedding"],
+        kind="embedding",
+        name="Easy negative",
         trigger_words=("easyneg",),
     )
     return StudioCatalogue(creator, artist, base, lora, embedding)
@@ -130,10 +137,15 @@ def buy() -> Callable[..., Any]:
 
     def make(buyer: Any, listing: Any) -> Any:
         _counter["n"] += 1
-        wallet_top_up(user=buyer, amount=listing.price, provider=DemoProvider(),
-                      idempotency_key=f"studio-fund-{_counter['n']}")
-        return purchase_create(buyer=buyer, listing=listing,
-                               idempotency_key=f"studio-buy-{_counter['n']}")
+        wallet_top_up(
+            user=buyer,
+            amount=listing.price,
+            provider=DemoProvider(),
+            idempotency_key=f"studio-fund-{_counter['n']}",
+        )
+        return purchase_create(
+            buyer=buyer, listing=listing, idempotency_key=f"studio-buy-{_counter['n']}"
+        )
 
     return make
 

@@ -52,14 +52,20 @@ def test_a_request_with_a_lora_and_an_embedding_is_queued(studio, client_for) ->
     assert body["status"] == "queued" and body["progress"] == {"step": 0, "total": 2}
     assert body["queue_position"] == 0 and body["image_url"] is None
     assert body["loras"] == [
-        {"version_id": studio.lora.pk, "name": "castles", "display_name": "Castles v1",
-         "weight": 0.8}
+        {
+            "version_id": studio.lora.pk,
+            "name": "castles",
+            "display_name": "Castles v1",
+            "weight": 0.8,
+        }
     ]
     assert [e["name"] for e in body["embeddings"]] == ["easyneg"]
     assert response["Location"].endswith(f"/studio/generations/{body['id']}/")
     generation = Generation.objects.get(pk=body["id"])
     assert (generation.user, generation.seed, generation.base_version) == (
-        studio.artist, 7, studio.base
+        studio.artist,
+        7,
+        studio.base,
     )
 
 
@@ -167,15 +173,21 @@ def test_a_nul_character_in_the_prompt_is_refused_by_the_json_parser(studio, cli
 def test_a_lora_for_another_architecture_is_400(
     studio, client_for, publish_file, resource_files
 ) -> None:
-    sdxl = publish_file(studio.creator, resource_files["other_lora"], kind="lora",
-                        base_model="sdxl", name="XL thing")
+    sdxl = publish_file(
+        studio.creator,
+        resource_files["other_lora"],
+        kind="lora",
+        base_model="sdxl",
+        name="XL thing",
+    )
     response = client_for(studio.artist).post(
         URL, _body(studio, loras=[{"version_id": sdxl.pk}]), format="json"
     )
     assert response.status_code == 400
     body = response.json()
     assert (body["code"], body["details"]["field"]) == (
-        "architecture_mismatch", "loras[0].version_id"
+        "architecture_mismatch",
+        "loras[0].version_id",
     )
     assert "is for SDXL but the checkpoint is SD 1.x" in body["message"]
 
@@ -184,14 +196,26 @@ def test_a_lora_for_another_architecture_is_400(
     ("make_body", "field", "code"),
     [
         (lambda s: {"base_version_id": s.lora.pk}, "base_version_id", "not_a_checkpoint"),
-        (lambda s: {"loras": [{"version_id": s.embedding.pk}]}, "loras[0].version_id",
-         "not_a_lora"),
-        (lambda s: {"embeddings": [{"version_id": s.lora.pk}]}, "embeddings[0].version_id",
-         "not_an_embedding"),
-        (lambda s: {"loras": [{"version_id": s.lora.pk, "weight": 5}]}, "loras[0].weight",
-         "bad_weight"),
-        (lambda s: {"loras": [{"version_id": s.lora.pk}, {"version_id": s.lora.pk}]},
-         "loras[1].version_id", "duplicate"),
+        (
+            lambda s: {"loras": [{"version_id": s.embedding.pk}]},
+            "loras[0].version_id",
+            "not_a_lora",
+        ),
+        (
+            lambda s: {"embeddings": [{"version_id": s.lora.pk}]},
+            "embeddings[0].version_id",
+            "not_an_embedding",
+        ),
+        (
+            lambda s: {"loras": [{"version_id": s.lora.pk, "weight": 5}]},
+            "loras[0].weight",
+            "bad_weight",
+        ),
+        (
+            lambda s: {"loras": [{"version_id": s.lora.pk}, {"version_id": s.lora.pk}]},
+            "loras[1].version_id",
+            "duplicate",
+        ),
     ],
 )
 def test_files_of_the_wrong_kind_are_400_naming_the_field(
@@ -207,8 +231,9 @@ def test_files_of_the_wrong_kind_are_400_naming_the_field(
 def test_an_sdxl_checkpoint_is_refused_as_unsupported(
     studio, client_for, publish_file, tiny_checkpoint
 ) -> None:
-    xl = publish_file(studio.creator, tiny_checkpoint, kind="checkpoint", base_model="sdxl",
-                      name="XL base")
+    xl = publish_file(
+        studio.creator, tiny_checkpoint, kind="checkpoint", base_model="sdxl", name="XL base"
+    )
     response = client_for(studio.artist).post(
         URL, _body(studio, base_version_id=xl.pk), format="json"
     )
@@ -220,7 +245,8 @@ def test_a_user_may_not_queue_more_than_the_limit(studio, client_for, settings) 
     settings.ATELIER_GENERATION_MAX_ACTIVE = 2
     client = client_for(studio.artist)
     assert [client.post(URL, _body(studio), format="json").status_code for _ in range(2)] == [
-        202, 202
+        202,
+        202,
     ]
     response = client.post(URL, _body(studio), format="json")
     assert response.status_code == 429
@@ -237,8 +263,10 @@ def test_the_list_holds_only_my_generations_newest_first(
     studio, client_for, make_user, django_assert_max_num_queries
 ) -> None:
     other = make_user("other")
-    mine = [client_for(studio.artist).post(URL, _body(studio, seed=s), format="json").json()["id"]
-            for s in (1, 2, 3)]
+    mine = [
+        client_for(studio.artist).post(URL, _body(studio, seed=s), format="json").json()["id"]
+        for s in (1, 2, 3)
+    ]
     client_for(other).post(URL, _body(studio), format="json")
     client = client_for(studio.artist)
     with django_assert_max_num_queries(12):
@@ -289,7 +317,8 @@ def test_requests_beyond_the_generation_rate_are_429(
     from rest_framework.throttling import ScopedRateThrottle
 
     monkeypatch.setattr(
-        ScopedRateThrottle, "THROTTLE_RATES",
+        ScopedRateThrottle,
+        "THROTTLE_RATES",
         {**ScopedRateThrottle.THROTTLE_RATES, "generation": "1/min"},
     )
     client = client_for(studio.artist)

@@ -40,8 +40,13 @@ def _wait(client: Any, generation_id: int, seen: list[tuple[str, int]]) -> dict[
 
 
 def test_an_api_request_becomes_a_png_made_by_the_worker(
-    worker_env: None, restore_license_catalogue: None, celery_worker_process: Any,
-    studio: Any, client_for: Any, publish_file: Any, resource_files: dict[str, Path],
+    worker_env: None,
+    restore_license_catalogue: None,
+    celery_worker_process: Any,
+    studio: Any,
+    client_for: Any,
+    publish_file: Any,
+    resource_files: dict[str, Path],
 ) -> None:
     client = client_for(studio.artist)
 
@@ -76,7 +81,10 @@ def test_an_api_request_becomes_a_png_made_by_the_worker(
     assert fields["Prompt"] == "a castle on a hill <lora:castles:0.9>"
     assert fields["Negative prompt"] == "blurry"
     assert (fields["Steps"], fields["Seed"], fields["Size"], fields["Sampler"]) == (
-        "3", "42", "32x32", "Euler"
+        "3",
+        "42",
+        "32x32",
+        "Euler",
     )
     assert fields["Model hash"] == studio.base.files.get().blob.autov2
     assert image.text["parameters"] == body["parameters"]  # type: ignore[attr-defined]
@@ -85,8 +93,14 @@ def test_an_api_request_becomes_a_png_made_by_the_worker(
     misfit = publish_file(studio.creator, resource_files["misfit_lora"], kind="lora")
     failing = client.post(
         URL,
-        {"base_version_id": studio.base.pk, "prompt": "x", "steps": 2, "width": 32,
-         "height": 32, "loras": [{"version_id": misfit.pk}]},
+        {
+            "base_version_id": studio.base.pk,
+            "prompt": "x",
+            "steps": 2,
+            "width": 32,
+            "height": 32,
+            "loras": [{"version_id": misfit.pk}],
+        },
         format="json",
     )
     # Then the worker reports the failure with its reason

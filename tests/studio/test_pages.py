@@ -97,9 +97,7 @@ def test_a_paid_lora_is_refused_next_to_the_slot_it_was_in(studio, sell) -> None
 
 def test_the_form_queues_a_generation_and_shows_its_progress(studio) -> None:
     client = _client(studio.artist)
-    response = client.post(
-        "/studio/", _form(studio, lora_1=studio.lora.pk, lora_1_weight=0.7)
-    )
+    response = client.post("/studio/", _form(studio, lora_1=studio.lora.pk, lora_1_weight=0.7))
     generation = Generation.objects.get()
     assert response.status_code == 302
     assert response["Location"] == f"/studio/generations/{generation.pk}/"
@@ -118,8 +116,14 @@ def test_the_form_queues_a_generation_and_shows_its_progress(studio) -> None:
 
 def test_a_finished_generation_shows_the_image_parameters_and_actions(studio) -> None:
     generation = generation_create(
-        user=studio.creator, base_version_id=studio.base.pk, prompt="a tower", seed=4,
-        steps=2, width=32, height=32, loras=[ResourceInput(studio.lora.pk, 0.5)],
+        user=studio.creator,
+        base_version_id=studio.base.pk,
+        prompt="a tower",
+        seed=4,
+        steps=2,
+        width=32,
+        height=32,
+        loras=[ResourceInput(studio.lora.pk, 0.5)],
     )
     done = generation_run(generation_id=generation.pk)
     html = _client(studio.creator).get(f"/studio/generations/{done.pk}/").content.decode()
@@ -139,7 +143,11 @@ def _sample_form(html: str) -> str:
 
 def test_a_failed_generation_shows_its_reason(studio) -> None:
     generation = generation_create(
-        user=studio.artist, base_version_id=studio.base.pk, prompt="x", steps=2, width=32,
+        user=studio.artist,
+        base_version_id=studio.base.pk,
+        prompt="x",
+        steps=2,
+        width=32,
         height=32,
     )
     generation_fail(generation_id=generation.pk, code="timeout", message="It took too long.")
@@ -149,12 +157,22 @@ def test_a_failed_generation_shows_its_reason(studio) -> None:
 
 def test_the_gallery_lists_my_images_with_their_parameters(studio, make_user) -> None:
     mine = generation_create(
-        user=studio.artist, base_version_id=studio.base.pk, prompt="my castle", seed=99,
-        steps=2, width=32, height=32, loras=[ResourceInput(studio.lora.pk, 0.25)],
+        user=studio.artist,
+        base_version_id=studio.base.pk,
+        prompt="my castle",
+        seed=99,
+        steps=2,
+        width=32,
+        height=32,
+        loras=[ResourceInput(studio.lora.pk, 0.25)],
     )
     generation_create(
-        user=make_user("other"), base_version_id=studio.base.pk, prompt="their castle",
-        steps=2, width=32, height=32,
+        user=make_user("other"),
+        base_version_id=studio.base.pk,
+        prompt="their castle",
+        steps=2,
+        width=32,
+        height=32,
     )
     html = _client(studio.artist).get("/studio/gallery/").content.decode()
     assert f'id="generation-{mine.pk}"' in html and "my castle" in html
@@ -162,11 +180,13 @@ def test_the_gallery_lists_my_images_with_their_parameters(studio, make_user) ->
     assert "their castle" not in html
 
 
-def test_a_private_generation_page_is_404_for_others_until_made_public(
-    studio, make_user
-) -> None:
+def test_a_private_generation_page_is_404_for_others_until_made_public(studio, make_user) -> None:
     generation = generation_create(
-        user=studio.artist, base_version_id=studio.base.pk, prompt="x", steps=2, width=32,
+        user=studio.artist,
+        base_version_id=studio.base.pk,
+        prompt="x",
+        steps=2,
+        width=32,
         height=32,
     )
     generation_run(generation_id=generation.pk)
@@ -186,8 +206,12 @@ def test_a_private_generation_page_is_404_for_others_until_made_public(
 
 def test_the_owner_adds_the_image_as_a_sample_from_the_page(studio) -> None:
     generation = generation_create(
-        user=studio.creator, base_version_id=studio.base.pk, prompt="a sample", steps=2,
-        width=32, height=32,
+        user=studio.creator,
+        base_version_id=studio.base.pk,
+        prompt="a sample",
+        steps=2,
+        width=32,
+        height=32,
     )
     generation_run(generation_id=generation.pk)
     response = _client(studio.creator).post(
@@ -202,8 +226,14 @@ def test_the_owner_adds_the_image_as_a_sample_from_the_page(studio) -> None:
 
 def test_generate_again_fills_the_form_with_the_same_settings(studio) -> None:
     generation = generation_create(
-        user=studio.artist, base_version_id=studio.base.pk, prompt="again please", seed=1234,
-        steps=3, width=40, height=32, loras=[ResourceInput(studio.lora.pk, 0.3)],
+        user=studio.artist,
+        base_version_id=studio.base.pk,
+        prompt="again please",
+        seed=1234,
+        steps=3,
+        width=40,
+        height=32,
+        loras=[ResourceInput(studio.lora.pk, 0.3)],
     )
     assert generation.status == GenerationStatus.QUEUED
     html = _client(studio.artist).get(f"/studio/?from={generation.pk}").content.decode()

@@ -19,8 +19,12 @@ RANK, ALPHA = 4, 8.0  # rank and alpha differ on purpose (ENGINE-NOTES)
 LORA_METADATA = {"modelspec.architecture": "stable-diffusion-v1/lora"}
 
 
-def tiny_lora_state(*, seed: int = 0, scale: float = 0.3, in_width: int | None = None,
-                    ) -> dict[str, torch.Tensor]:
+def tiny_lora_state(
+    *,
+    seed: int = 0,
+    scale: float = 0.3,
+    in_width: int | None = None,
+) -> dict[str, torch.Tensor]:
     """A random LoRA (peft names) on every attention projection of the tiny UNet.
 
     ``in_width`` forces another input width: a LoRA that does not fit the tiny model.
@@ -54,8 +58,13 @@ def write_diffusers_lora(folder: Path, *, seed: int = 0) -> Path:
     )
 
 
-def write_embedding(path: Path, *, seed: int = 0, vectors: int = 2, width: int = TEXT_WIDTH,
-                    ) -> Path:
+def write_embedding(
+    path: Path,
+    *,
+    seed: int = 0,
+    vectors: int = 2,
+    width: int = TEXT_WIDTH,
+) -> Path:
     """An A1111-style textual-inversion file (``emb_params``)."""
     generator = torch.Generator().manual_seed(seed)
     emb = torch.randn(vectors, width, generator=generator)
@@ -65,6 +74,9 @@ def write_embedding(path: Path, *, seed: int = 0, vectors: int = 2, width: int =
 def write_lycoris(path: Path) -> Path:
     """A LoHa file: LyCORIS layers, not a LoRA."""
     name = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q"
-    tensors = {f"{name}.hada_w1_a": torch.zeros(32, 2), f"{name}.hada_w1_b": torch.zeros(2, 32),
-               f"{name}.alpha": torch.tensor(2.0)}
+    tensors = {
+        f"{name}.hada_w1_a": torch.zeros(32, 2),
+        f"{name}.hada_w1_b": torch.zeros(2, 32),
+        f"{name}.alpha": torch.tensor(2.0),
+    }
     return write_safetensors(path, tensors)

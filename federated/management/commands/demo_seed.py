@@ -75,8 +75,12 @@ class Command(BaseCommand):
         balance = wallet_balance(user=user)
         if balance < credits // 2:
             done = TopUp.objects.filter(user=user, idempotency_key__startswith=TOP_UP_KEY).count()
-            wallet_top_up(user=user, amount=credits - balance, provider=DemoProvider(),
-                          idempotency_key=f"{TOP_UP_KEY}{done + 1}")
+            wallet_top_up(
+                user=user,
+                amount=credits - balance,
+                provider=DemoProvider(),
+                idempotency_key=f"{TOP_UP_KEY}{done + 1}",
+            )
             balance = wallet_balance(user=user)
         self.stdout.write(f"  wallet {user.get_username()}: {balance} credits")
 

@@ -21,8 +21,13 @@ A, B = "a" * 64, "b" * 64
 
 
 def _write(out: Path) -> Path:
-    return write_credentials(out, "job-7", progress_token="atp_x", job_token="atj_y",
-                             senders={"123": (4, [A]), "18446744073709551615": (5, [B, A])})
+    return write_credentials(
+        out,
+        "job-7",
+        progress_token="atp_x",
+        job_token="atj_y",
+        senders={"123": (4, [A]), "18446744073709551615": (5, [B, A])},
+    )
 
 
 def test_the_file_is_written_0600_and_read_back_with_the_sender_map(tmp_path: Path) -> None:

@@ -84,8 +84,7 @@ def e2e(
     assert first.ok, (first.details, fed.logs()["superlink"][-3000:])
     # The progress token reaches the ServerApp through its credentials file (in its out-dir,
     # on the SuperLink's side), never the run config every node reads
-    write_credentials(out / "final", "job-e2e", progress_token="tok-123", job_token="",
-                      senders={})
+    write_credentials(out / "final", "job-e2e", progress_token="tok-123", job_token="", senders={})
     second = fed.run(
         run_config(
             out / "final",

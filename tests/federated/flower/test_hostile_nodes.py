@@ -135,8 +135,9 @@ def _drive(job: FederatedJob, timeout: float = 900.0) -> None:
     while not step.done:
         assert time.monotonic() < deadline, "the job did not finish in time"
         time.sleep(min(step.countdown, 2.0))
-        step = getattr(coordinator, str(step.task))(job_id=job.pk, lease=step.lease,
-                                                    attempt=step.attempt)
+        step = getattr(coordinator, str(step.task))(
+            job_id=job.pk, lease=step.lease, attempt=step.attempt
+        )
 
 
 @pytest.fixture(scope="module")
@@ -147,8 +148,13 @@ def owners(tmp_path_factory: pytest.TempPathFactory) -> list[OwnerData]:
 
 @pytest.fixture
 def hostile_run(
-    request: pytest.FixtureRequest, live_server: Any, monkeypatch: pytest.MonkeyPatch,
-    settings: Any, tmp_path: Path, fed: Any, owners: list[OwnerData],
+    request: pytest.FixtureRequest,
+    live_server: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    settings: Any,
+    tmp_path: Path,
+    fed: Any,
+    owners: list[OwnerData],
 ) -> Iterator[dict[str, Any]]:
     from federated.services.datasets import federated_dataset_create
     from federated.services.nodes import node_register, node_superlink_register
@@ -160,50 +166,79 @@ def hostile_run(
     (shim / "sitecustomize.py").write_text(SHIM, encoding="utf-8")
     attack_log = tmp_path / "hostile-progress.jsonl"
     with (
-        LocalFederation([o.spec for o in owners], tmp_path / "fed", register_nodes=False,
-                        start_nodes=False) as link,
+        LocalFederation(
+            [o.spec for o in owners], tmp_path / "fed", register_nodes=False, start_nodes=False
+        ) as link,
         mock.patch("federated.services.jobs._enqueue"),  # the test drives the coordinator
         mock.patch("federated.services.nodes._enqueue"),  # and registers keys itself
     ):
-        coordinator_settings(monkeypatch, settings, tmp_path, superlink=f"127.0.0.1:{link.port}",
-                             site_url=live_server.url, node_auth=True)
+        coordinator_settings(
+            monkeypatch,
+            settings,
+            tmp_path,
+            superlink=f"127.0.0.1:{link.port}",
+            site_url=live_server.url,
+            node_auth=True,
+        )
         # Each owner registers their node's key on the site, which registers it on the
         # SuperLink (the service its Celery task runs) and keeps the SuperLink's node id,
         # then lists their dataset served by that node
         terms, nodes = [], []
         for index, owner in enumerate(owners):
             user = fed.user(f"owner{index}")
-            registered = node_register(owner=user, name=f"node {index}",
-                                       public_key=link.node_key(index).openssh)
+            registered = node_register(
+                owner=user, name=f"node {index}", public_key=link.node_key(index).openssh
+            )
             node = node_superlink_register(node_id=registered.node.pk)
             assert node.superlink_node_id
             owner.register(registered.token)
             nodes.append(node)
-            terms.append(federated_dataset_create(
-                owner=user, node_id=node.pk, name=f"Shapes of owner {index}",
-                manifest=owner.manifest, description="Generated shapes.",
-                terms={"price_per_example_round": PRICE_PER_EXAMPLE_ROUND,
-                       "epsilon_per_job": 8.0, "epsilon_lifetime": 100.0}))
+            terms.append(
+                federated_dataset_create(
+                    owner=user,
+                    node_id=node.pk,
+                    name=f"Shapes of owner {index}",
+                    manifest=owner.manifest,
+                    description="Generated shapes.",
+                    terms={
+                        "price_per_example_round": PRICE_PER_EXAMPLE_ROUND,
+                        "epsilon_per_job": 8.0,
+                        "epsilon_lifetime": 100.0,
+                    },
+                )
+            )
         for index, owner in enumerate(owners):
-            env = {} if index != HOSTILE else {
-                "PYTHONPATH": os.pathsep.join(filter(None, [str(shim),
-                                                            os.environ.get("PYTHONPATH")])),
-                "ATELIER_HOSTILE_CLAIM": owners[0].manifest_hash,
-                "ATELIER_HOSTILE_LOG": str(attack_log),
-            }
+            env = (
+                {}
+                if index != HOSTILE
+                else {
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, [str(shim), os.environ.get("PYTHONPATH")])
+                    ),
+                    "ATELIER_HOSTILE_CLAIM": owners[0].manifest_hash,
+                    "ATELIER_HOSTILE_LOG": str(attack_log),
+                }
+            )
             _start_node(link, index, owner.spec, env)
         # A trainer's job on the three datasets; two nodes are enough for a round
         trainer = fed.user("trainer", credits=CREDITS)
         base = fed.base_version(fed.user("creator"))
         job = fed.launch(trainer, fed.spec(base, terms, **tiny_job(rounds=1, min_nodes=2)))
         _drive(job)
-        yield {"job": FederatedJob.objects.get(pk=job.pk), "link": link, "nodes": nodes,
-               "terms": terms, "attack_log": attack_log, "trainer": trainer,
-               "credentials": fed.credentials(job)}
+        yield {
+            "job": FederatedJob.objects.get(pk=job.pk),
+            "link": link,
+            "nodes": nodes,
+            "terms": terms,
+            "attack_log": attack_log,
+            "trainer": trainer,
+            "credentials": fed.credentials(job),
+        }
 
 
-def _comparison_run(job: FederatedJob, owners: list[OwnerData], base_model: Path,
-                    workdir: Path) -> Path:
+def _comparison_run(
+    job: FederatedJob, owners: list[OwnerData], base_model: Path, workdir: Path
+) -> Path:
     """The same job config (same job id: the same seeds) on fresh copies of the two honest
     owners' machines (their datasets, a new cache and ledger), without the hostile node and
     without the site (no progress, the base model on disk): its out-dir."""
@@ -217,9 +252,14 @@ def _comparison_run(job: FederatedJob, owners: list[OwnerData], base_model: Path
         PrivacyLedger(ledger).set_budget(str(data.resolve()), epsilon=1e6, delta=0.5)
         specs.append(NodeSpec(data, workdir / f"owner-{index}" / "cache", ledger, base_model))
     out = workdir / "out"
-    config = {**_run_config(job), "out-dir": str(out), "progress-url": "",
-              "base-model-url": "", "base-model-path": str(base_model),
-              "server-cache-dir": str(workdir / "server-cache")}
+    config = {
+        **_run_config(job),
+        "out-dir": str(out),
+        "progress-url": "",
+        "base-model-url": "",
+        "base-model-path": str(base_model),
+        "server-cache-dir": str(workdir / "server-cache"),
+    }
     with LocalFederation(specs, workdir / "fed") as link:
         outcome = link.run(config, timeout=600)
     assert outcome.ok, (outcome.details, link.logs()["superlink"][-3000:])
@@ -228,7 +268,9 @@ def _comparison_run(job: FederatedJob, owners: list[OwnerData], base_model: Path
 
 @pytest.mark.django_db(transaction=True)
 def test_a_node_claiming_another_owners_dataset_is_rejected_and_paid_nothing(
-    hostile_run: dict[str, Any], owners: list[OwnerData], tmp_path_factory: pytest.TempPathFactory,
+    hostile_run: dict[str, Any],
+    owners: list[OwnerData],
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     job, nodes, terms = hostile_run["job"], hostile_run["nodes"], hostile_run["terms"]
     hostile_id = nodes[HOSTILE].superlink_node_id
@@ -237,8 +279,9 @@ def test_a_node_claiming_another_owners_dataset_is_rejected_and_paid_nothing(
     assert job.state == "completed", job.failure_reason
     [record] = JobRound.objects.filter(job=job)
     assert set(record.nodes) == honest_ids
-    assert record.node_datasets == {nodes[i].superlink_node_id: terms[i].dataset_version
-                                    .manifest_hash for i in (0, 1)}
+    assert record.node_datasets == {
+        nodes[i].superlink_node_id: terms[i].dataset_version.manifest_hash for i in (0, 1)
+    }
     # The hostile reply is rejected, recorded on the round and in the job's log
     assert list(record.rejected) == [hostile_id]
     assert record.rejected[hostile_id][0].startswith("dataset_not_owned")
@@ -257,10 +300,14 @@ def test_a_node_claiming_another_owners_dataset_is_rejected_and_paid_nothing(
     assert job.owners_paid == 2 * PRICE_PER_EXAMPLE_ROUND * IMAGES
 
     # Its progress reports, with everything it could read, were all refused
-    attempts = [a for line in hostile_run["attack_log"].read_text().splitlines()
-                for a in json.loads(line)]
-    assert {a["source"] for a in attempts} >= {"node-token", "run-config:job-id",
-                                               "run-config:progress-url"}
+    attempts = [
+        a for line in hostile_run["attack_log"].read_text().splitlines() for a in json.loads(line)
+    ]
+    assert {a["source"] for a in attempts} >= {
+        "node-token",
+        "run-config:job-id",
+        "run-config:progress-url",
+    }
     assert {a["status"] for a in attempts} == {401}, attempts
 
     # No secret in what the SuperLink keeps: its state database holds the run config in clear

@@ -92,8 +92,9 @@ def job(
                 "job-id": "job-7",
             },
         )
-        write_credentials(root / "out", "job-7", progress_token="atp_progress",
-                          job_token=TOKEN, senders={})
+        write_credentials(
+            root / "out", "job-7", progress_token="atp_progress", job_token=TOKEN, senders={}
+        )
         outcome = fed.run(config, timeout=400)
         yield {
             "outcome": outcome,
@@ -193,8 +194,9 @@ def test_a_wrong_job_token_fails_the_run_with_a_clear_reason(
         "server-cache-dir": str(tmp_path / "cache"),
         "job-id": "job-8",
     }
-    write_credentials(tmp_path, "job-8", progress_token="atp_progress",
-                      job_token="atj_revoked", senders={})
+    write_credentials(
+        tmp_path, "job-8", progress_token="atp_progress", job_token="atj_revoked", senders={}
+    )
     site.posts.clear()
     outcome = fed.run(config, timeout=120)
     assert outcome.status == "finished:failed"
