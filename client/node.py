@@ -313,11 +313,13 @@ def cmd_start(args: argparse.Namespace) -> int:
         heartbeat = Heartbeat(client, _served(args, node_dir).manifests, args.heartbeat_seconds)
     else:
         _log("not registered on a site (atelier node register): no heartbeat")
-    proc = subprocess.Popen(command, env=env)
+    # Its own process group: flower-supernode starts flower-superexec (and ClientApps) that
+    # may outlive it by a moment; stopping the node stops and waits for the whole group.
+    proc = subprocess.Popen(command, env=env, start_new_session=True)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if proc.poll() is None:
-            proc.send_signal(signum)
+            _signal_group(proc.pid, signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     if heartbeat:
@@ -332,7 +334,30 @@ def cmd_start(args: argparse.Namespace) -> int:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+        _group_stop(proc.pid)
     return code if code >= 0 else EXIT_OK  # ended by the signal we forwarded
+
+
+def _signal_group(pgid: int, signum: int) -> bool:
+    """Send ``signum`` to process group ``pgid``; whether any process of it was there."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _group_stop(pgid: int, *, timeout: float = 15.0) -> None:
+    """Ask what is left of the SuperNode's process group to stop, wait for it, then kill it."""
+    if not _signal_group(pgid, signal.SIGTERM):
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not _signal_group(pgid, 0):
+            return
+        time.sleep(0.1)
+    _log(f"processes of the SuperNode's group {pgid} did not stop in {timeout:g} s: killed")
+    _signal_group(pgid, signal.SIGKILL)
 
 
 def _owner_client(site: str) -> AtelierClient:
