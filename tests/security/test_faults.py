@@ -268,6 +268,10 @@ def _start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Pope
 
 
 @pytest.mark.slow
+# Known flaky (issue #15): in 1 of 2 clean-clone CI runs on 2026-12-07 the worker never
+# received the conversion message within 120 s (it did receive the two reconcile tasks it
+# sends itself at start). Not understood yet; one rerun until it is.
+@pytest.mark.flaky(reruns=1)
 @pytest.mark.django_db(transaction=True)
 def test_a_conversion_task_whose_worker_is_killed_midway_is_redone_once(
     restore_license_catalogue: None, settings: Any, make_user: Any, tmp_path: Path
