@@ -268,10 +268,12 @@ def _start_worker(env: dict[str, str], queue: str, log: Path) -> subprocess.Pope
 
 
 @pytest.mark.slow
-# Known flaky (issue #15): in 1 of 2 clean-clone CI runs on 2026-12-07 the worker never
-# received the conversion message within 120 s (it did receive the two reconcile tasks it
-# sends itself at start). Not understood yet; one rerun until it is.
-@pytest.mark.flaky(reruns=1)
+# In two of three clean-clone CI runs on 2026-12-07 the worker never received the conversion
+# message within 120 s (it did receive the two reconcile tasks it sends itself at start), and a
+# rerun in the same process failed too, while the test passes in a process of its own: state
+# an earlier test leaves in the pytest process (the Celery app's connections?) breaks it. Run
+# apart (make test) until that is found (issue #15).
+@pytest.mark.isolated
 @pytest.mark.django_db(transaction=True)
 def test_a_conversion_task_whose_worker_is_killed_midway_is_redone_once(
     restore_license_catalogue: None, settings: Any, make_user: Any, tmp_path: Path
