@@ -35,12 +35,7 @@ test: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	REDIS_CACHE_URL=$(TEST_CACHE_URL) \
 	SECRET_KEY=test-only ATELIER_HTTPS=0 HF_HUB_OFFLINE=1 \
-	$(PY) -m pytest -m "not isolated" $(PYTEST_ARGS)
-	# Tests marked isolated run in a pytest process of their own (see the marker in pyproject).
-	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
-	REDIS_CACHE_URL=$(TEST_CACHE_URL) \
-	SECRET_KEY=test-only ATELIER_HTTPS=0 HF_HUB_OFFLINE=1 \
-	$(PY) -m pytest -m isolated $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .
