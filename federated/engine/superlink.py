@@ -1,18 +1,19 @@
-"""A typed wrapper of Flower's ``flwr`` CLI (1.41): start, watch, stop and read runs on a SuperLink.
+"""A typed client of Flower's Control API (1.41): start, watch, stop and read runs on a SuperLink.
 
-The site is the Control API's only client. Each call runs the CLI as a subprocess with
-``--format json`` against one named connection written into ``$FLWR_HOME/config.toml``::
+The site is the Control API's only client. It speaks Flower's protobuf-over-HTTP(S) Control API
+from this process with Flower's own client and messages (``flwr.supercore.control``), the
+calls the ``flwr`` CLI makes, over one kept-alive HTTP connection pool per SuperLink and
+process (no CLI subprocess per call: a poll costs a few milliseconds of CPU, not seconds)::
 
-    flwr run APP CONN --format json --run-config OVERRIDES.toml   -> {"success", "run-id"}
-    flwr ls CONN --run-id ID --format json                       -> {"success", "runs": [...]}
-    flwr stop ID CONN --format json                              -> {"success"}
-    flwr log ID CONN --show                                      (plain text)
+    StartRun(fab, override_config)      what ``flwr run APP CONN`` sends     -> run_id
+    ListRuns(run_id=ID) / ListRuns()    ``flwr ls CONN [--run-id ID]``       -> runs
+    StopRun(run_id)                     ``flwr stop ID CONN``                -> success
+    StreamLogs(run_id, 0.0)             ``flwr log ID CONN --show``          (first message)
 
-``flwr run --format json`` exits 0 even when it fails: ``success`` is what counts, and the
-error text carries the Control API's code (``[code: 16] Run ID not found.``). Failures become
-typed errors (:class:`SuperLinkUnavailable`, :class:`RunNotFound`, :class:`InvalidRunConfig`,
-:class:`FlwrCliError`). Run configs travel in a private (0600) TOML file that is deleted after
-the call: they hold the job's bearer tokens, which must not show up in ``ps``.
+Failures become typed errors (:class:`SuperLinkUnavailable`, :class:`RunNotFound`,
+:class:`InvalidRunConfig`, :class:`FlwrCliError`) from the Control API's codes (the numbers
+the CLI prints as ``[code: N]``). Run configs travel in the request body only (they hold the
+job's bearer tokens, which must not show up in ``ps`` or on disk).
 
 Pure Python: no Django here (the coordinator, ``federated.coordinator``, turns settings into a
 :class:`Connection`; ``federated.engine.localfed`` uses the same calls for local federations).
@@ -21,16 +22,21 @@ It lives in the engine, the floor both of them stand on.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import re
-import subprocess
-import sys
+import ssl
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import httpx
+    from flwr.supercore.control import ControlHttpClient
 
 __all__ = [
     "APP_DIR",
@@ -44,6 +50,7 @@ __all__ = [
     "SuperNodeInfo",
     "SuperNodeKeyInUse",
     "SuperNodeNotFound",
+    "control_clients_close",
     "public_key_pem",
     "run_log",
     "run_start",
@@ -59,19 +66,18 @@ __all__ = [
 
 # The Flower app folder (federated/flower_app: its pyproject.toml; the code is the engine).
 APP_DIR = Path(__file__).resolve().parents[1] / "flower_app"
-FLWR_BIN = Path(sys.executable).parent / "flwr"
 LOG_TAIL_CHARS = 20_000
 
-# Control API status codes the CLI prints as "[code: N]" (gRPC codes).
+# Control API error codes (FlowerError codes; the CLI prints them as "[code: N]").
 _CODE_INVALID_ARGUMENT = 3
 _CODE_DEADLINE = 4
 _CODE_UNAVAILABLE = 14
 _CODE_INVALID_RUN_CONFIG = 15
 _CODE_RUN_NOT_FOUND = 16
 _CODE_RUN_FINISHED = 18
-_CODE_RE = re.compile(r"\[code: (\d+)\]\s*(.*)")
-_UNAVAILABLE_TEXT = "Connection to the SuperLink is unavailable"
-_BOX_RE = re.compile(r"[\u2500-\u257f]+")  # the frame of rich's error panels (flwr log)
+_CODE_KEY_IN_USE = 23
+_CODE_NODE_NOT_FOUND = 24
+_UNAVAILABLE_HTTP = (502, 503, 504)
 
 
 class SuperLinkError(RuntimeError):
@@ -84,7 +90,7 @@ class SuperLinkError(RuntimeError):
 
 
 class SuperLinkUnavailable(SuperLinkError):
-    """The SuperLink does not answer (down, wrong address, or the CLI timed out): try again."""
+    """The SuperLink does not answer (down, wrong address, or it timed out): try again."""
 
 
 class RunNotFound(SuperLinkError):
@@ -96,7 +102,8 @@ class InvalidRunConfig(SuperLinkError):
 
 
 class FlwrCliError(SuperLinkError):
-    """The CLI failed in a way that is not one of the above (its output is in the message)."""
+    """The Control API failed in a way that is not one of the above (named after the CLI the
+    site used to run; its answer is in the message)."""
 
 
 class SuperNodeKeyInUse(SuperLinkError):
@@ -119,10 +126,11 @@ def toml_value(value: object) -> str:
 
 @dataclass(frozen=True)
 class Connection:
-    """Where the SuperLink's Control API is, and the CLI's home folder (``FLWR_HOME``).
+    """Where the SuperLink's Control API is, and a home folder for the ``flwr`` CLI.
 
-    ``name`` is the connection's name in ``$FLWR_HOME/config.toml``; the file is (re)written
-    with exactly this connection, as the default, whenever it differs.
+    The calls here do not use the CLI; ``flwr_home/config.toml`` is still written (with exactly
+    this connection, named ``name``, as the default) when a run starts, so that an operator
+    can follow the site's runs by hand with ``FLWR_HOME=... flwr ls``.
     """
 
     address: str
@@ -130,9 +138,7 @@ class Connection:
     insecure: bool = False  # TLS unless told otherwise
     root_certificates: Path | None = None  # the SuperLink's CA (None: the system's CAs)
     name: str = "atelier"
-    flwr_bin: Path = FLWR_BIN
-    timeout: float = 60.0
-    env: Mapping[str, str] = field(default_factory=dict)
+    timeout: float = 60.0  # seconds for one Control API call
 
     def config_toml(self) -> str:
         lines = [
@@ -162,10 +168,6 @@ class Connection:
             handle.write(text)
         os.replace(tmp, path)
         return path
-
-    def process_env(self) -> dict[str, str]:
-        # COLUMNS: rich (the CLI's printer) would wrap plain-text errors at 80 columns.
-        return {**os.environ, "COLUMNS": "400", **self.env, "FLWR_HOME": str(self.flwr_home)}
 
 
 @dataclass(frozen=True)
@@ -250,115 +252,273 @@ def _timestamp(value: object) -> datetime | None:
         return None
 
 
-# --- the CLI ------------------------------------------------------------------------------------
+# --- the Control API client: one per SuperLink and process -----------------------------------
+
+_clients: dict[tuple[object, ...], ControlHttpClient] = {}
+_clients_lock = threading.Lock()
 
 
-def _error(message: str) -> SuperLinkError:
-    """The typed error for a CLI ``error-message``."""
-    message = _BOX_RE.sub(" ", message)
-    match = _CODE_RE.search(message)
-    code = int(match.group(1)) if match else None
-    text = " ".join((match.group(2) if match else message).split())
-    if _UNAVAILABLE_TEXT in message or code in (_CODE_UNAVAILABLE, _CODE_DEADLINE):
+def _client_key(connection: Connection) -> tuple[object, ...]:
+    """What a client is built from: a changed CA file (rotated) makes a new client; the pid,
+    because an HTTP connection pool must not cross a fork (Celery's prefork workers)."""
+    stamp: tuple[int, int] | None = None
+    if not connection.insecure and connection.root_certificates is not None:
+        try:
+            info = os.stat(connection.root_certificates)
+            stamp = (info.st_mtime_ns, info.st_size)
+        except OSError as exc:
+            raise SuperLinkError(f"cannot read the SuperLink's CA file: {exc}") from exc
+    return (
+        os.getpid(),
+        connection.address,
+        connection.insecure,
+        str(connection.root_certificates) if connection.root_certificates else None,
+        stamp,
+        connection.timeout,
+    )
+
+
+def _new_client(connection: Connection) -> ControlHttpClient:
+    from flwr.supercore.control import ControlHttpClient
+
+    verify: ssl.SSLContext | bool = False
+    if not connection.insecure:
+        verify = ssl.create_default_context()
+        if connection.root_certificates is not None:
+            verify = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            verify.load_verify_locations(cafile=str(connection.root_certificates))
+    scheme = "http" if connection.insecure else "https"
+    return ControlHttpClient(
+        f"{scheme}://{connection.address}", verify=verify, timeout=connection.timeout
+    )
+
+
+def _client(connection: Connection) -> tuple[tuple[object, ...], ControlHttpClient]:
+    key = _client_key(connection)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            try:
+                client = _new_client(connection)
+            except (ValueError, OSError, ssl.SSLError) as exc:
+                raise SuperLinkError(f"cannot reach the Control API: {exc}") from exc
+            _clients[key] = client
+        return key, client
+
+
+def _client_drop(key: tuple[object, ...]) -> None:
+    with _clients_lock:
+        client = _clients.pop(key, None)
+    if client is not None and key[0] == os.getpid():
+        client.close()
+
+
+def control_clients_close() -> None:
+    """Close every kept Control API client of this process (tests, shutdown)."""
+    with _clients_lock:
+        clients = [(key, _clients.pop(key)) for key in list(_clients)]
+    for key, client in clients:
+        if key[0] == os.getpid():
+            client.close()
+
+
+def _error(message: str, code: int | None) -> SuperLinkError:
+    """The typed error for a Control API error code and message."""
+    text = " ".join(message.split())
+    if code in (_CODE_UNAVAILABLE, _CODE_DEADLINE):
         return SuperLinkUnavailable(f"SuperLink unavailable: {text}", code=code)
     if code == _CODE_RUN_NOT_FOUND:
         return RunNotFound(text, code=code)
     if code in (_CODE_INVALID_RUN_CONFIG, _CODE_INVALID_ARGUMENT):
         return InvalidRunConfig(text, code=code)
-    return FlwrCliError(text, code=code)
+    if code == _CODE_KEY_IN_USE:
+        return SuperNodeKeyInUse(text, code=code)
+    if code == _CODE_NODE_NOT_FOUND:
+        return SuperNodeNotFound(text, code=code)
+    return FlwrCliError(f"[code: {code}] {text}" if code is not None else text, code=code)
 
 
-def _cli(connection: Connection, args: Sequence[str]) -> subprocess.CompletedProcess[bytes]:
-    """Run ``flwr ARGS`` against the connection; a typed error if it cannot run or answer."""
-    connection.write_config()
+def _status_error(exc: httpx.HTTPStatusError) -> SuperLinkError:
+    """The Control API's JSON error body (``{"code", "detail", "extra"}``) as a typed error."""
+    response = exc.response
     try:
-        return subprocess.run(
-            [str(connection.flwr_bin), *args],
-            capture_output=True,
-            env=connection.process_env(),
-            cwd=connection.flwr_home,
-            timeout=connection.timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SuperLinkUnavailable(
-            f"flwr {args[0]} did not answer in {connection.timeout:g} s"
-        ) from exc
-    except OSError as exc:
-        raise FlwrCliError(f"cannot run {connection.flwr_bin}: {exc}") from exc
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        code = body.get("code")
+        code = code if isinstance(code, int) and not isinstance(code, bool) else None
+        parts = [str(body.get(k)) for k in ("detail", "extra") if body.get(k)]
+        message = " ".join(parts) or response.reason_phrase
+    else:
+        code, message = None, response.text[:500] or response.reason_phrase
+    if code is None and response.status_code in _UNAVAILABLE_HTTP:
+        return SuperLinkUnavailable(f"SuperLink unavailable: HTTP {response.status_code} {message}")
+    if code is None:
+        return FlwrCliError(f"HTTP {response.status_code}: {message}")
+    return _error(message, code)
 
 
-def _flwr(connection: Connection, args: Sequence[str]) -> dict[str, object]:
-    """Run ``flwr ARGS --format json``; the parsed JSON on success, else a typed error."""
-    done = _cli(connection, [*args, "--format", "json"])
-    text = done.stdout.decode("utf-8", "replace")
-    start = text.find("{")
+def _control_call(connection: Connection, method: str, request: object) -> object:
+    """One Control API call on the connection's kept client; typed errors for what the
+    SuperLink or the network answered. A transport failure drops the client (the next call
+    connects afresh: a restarted SuperLink, a changed certificate)."""
+    import httpx
+
+    key, client = _client(connection)
     try:
-        result = json.loads(text[start:]) if start >= 0 else None
-    except json.JSONDecodeError:
-        result = None
-    if not isinstance(result, dict):
-        stderr = done.stderr.decode("utf-8", "replace")
-        raise _error(f"flwr {args[0]} printed no JSON (exit {done.returncode}): {text}{stderr}")
-    if not result.get("success"):
-        raise _error(str(result.get("error-message") or result))
-    return result
+        return getattr(client, method)(request)
+    except httpx.HTTPStatusError as exc:
+        raise _status_error(exc) from exc
+    except httpx.TransportError as exc:
+        _client_drop(key)
+        text = str(exc) or type(exc).__name__
+        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+            # Not something a retry fixes: the wrong CA, or TLS on one side only.
+            raise SuperLinkError(f"TLS to the SuperLink failed: {text}") from exc
+        raise SuperLinkUnavailable(f"SuperLink unavailable: {text}") from exc
+    except ValueError as exc:  # not a protobuf answer: something else listens there
+        _client_drop(key)
+        raise FlwrCliError(f"the SuperLink's answer to {method} is not valid: {exc}") from exc
+
+
+def _run_id(run_id: str | int) -> int:
+    """A Flower run id (unsigned 64-bit); :class:`RunNotFound` for anything else."""
+    text = str(run_id).strip()
+    if not text.isdigit() or int(text) >= 2**64:
+        raise RunNotFound(f"Run ID {run_id} not found.", code=_CODE_RUN_NOT_FOUND)
+    return int(text)
+
+
+# --- runs ----------------------------------------------------------------------------------------
+
+
+def _config_value(value: object) -> bool | int | float | str:
+    """A run-config override as the CLI would have read it from TOML (scalars; else str)."""
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
 
 
 def run_start(app_dir: Path, connection: Connection, run_config: Mapping[str, object]) -> str:
     """Submit a run of the Flower app in ``app_dir`` with these run-config overrides.
 
-    Returns the run id (a decimal string: Flower's ids are unsigned 64-bit). The overrides go
-    through a 0600 TOML file in ``FLWR_HOME`` that is removed afterwards.
+    Returns the run id (a decimal string: Flower's ids are unsigned 64-bit). The app is built
+    into a FAB here, as ``flwr run`` builds it; the overrides go in the request body only.
     """
-    Path(connection.flwr_home).mkdir(parents=True, exist_ok=True)
-    fd, overrides = tempfile.mkstemp(dir=connection.flwr_home, prefix=".run-", suffix=".toml")
+    from flwr.cli.build import build_fab_from_disk
+    from flwr.common.serde import fab_to_proto, user_config_to_proto
+    from flwr.proto.control_pb2 import StartRunRequest
+    from flwr.supercore.fab import Fab
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
-            handle.writelines(f"{key} = {toml_value(v)}\n" for key, v in run_config.items())
-        result = _flwr(
-            connection, ["run", str(app_dir), connection.name, "--run-config", overrides]
+        connection.write_config()
+    except OSError:
+        pass  # only a convenience for operators
+    try:
+        fab_bytes = build_fab_from_disk(Path(app_dir))
+    except (OSError, ValueError) as exc:
+        raise FlwrCliError(f"cannot build the Flower app in {app_dir}: {exc}") from exc
+    fab = Fab(hashlib.sha256(fab_bytes).hexdigest(), fab_bytes, {})
+    overrides = {str(key): _config_value(value) for key, value in run_config.items()}
+    request = StartRunRequest(
+        fab=fab_to_proto(fab), override_config=user_config_to_proto(overrides)
+    )
+    response = _control_call(connection, "StartRun", request)
+    if not response.HasField("run_id"):  # type: ignore[attr-defined]
+        raise FlwrCliError(f"the SuperLink answered StartRun without a run id: {response}")
+    return str(response.run_id)  # type: ignore[attr-defined]
+
+
+def _runs(connection: Connection, request: object) -> list[RunStatus]:
+    from flwr.cli.run_utils import format_runs
+    from flwr.common.serde import run_from_proto
+
+    response = _control_call(connection, "ListRuns", request)
+    runs = [run_from_proto(proto) for proto in response.run_dict.values()]  # type: ignore[attr-defined]
+    rows = format_runs(runs, response.now)  # type: ignore[attr-defined]
+    return [
+        RunStatus.from_json(
+            {
+                "run-id": str(row.run_id),
+                "federation-id": row.federation_id,
+                "fab-id": row.fab_id,
+                "fab-version": row.fab_version,
+                "fab-hash": row.fab_hash,
+                "status": row.status_text,
+                "status-details": row.details,
+                "elapsed": row.elapsed,
+                "pending-at": row.pending_at,
+                "starting-at": row.starting_at,
+                "running-at": row.running_at,
+                "finished-at": row.finished_at,
+                "network-traffic": {
+                    "inbound-bytes": row.network_traffic_inbound,
+                    "outbound-bytes": row.network_traffic_outbound,
+                    "total-bytes": row.network_traffic_inbound + row.network_traffic_outbound,
+                },
+                "compute-time": {
+                    "serverapp-seconds": row.compute_time_serverapp,
+                    "clientapp-seconds": row.compute_time_clientapp,
+                    "total-seconds": row.compute_time_serverapp + row.compute_time_clientapp,
+                },
+            }
         )
-    finally:
-        os.unlink(overrides)
-    run_id = str(result.get("run-id") or "")
-    if not run_id.isdigit():
-        raise FlwrCliError(f"flwr run answered without a run id: {result}")
-    return run_id
+        for row in rows
+    ]
 
 
 def run_status(run_id: str, connection: Connection) -> RunStatus:
     """The run's status, details, traffic and compute time; :class:`RunNotFound` if unknown."""
-    result = _flwr(connection, ["ls", connection.name, "--run-id", str(run_id)])
-    runs = result.get("runs")
-    if not isinstance(runs, list) or not runs:
-        raise RunNotFound(f"Run ID {run_id} not found.")
-    return RunStatus.from_json(runs[0])
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    runs = _runs(connection, ListRunsRequest(run_id=_run_id(run_id)))
+    if not runs:
+        raise RunNotFound(f"Run ID {run_id} not found.", code=_CODE_RUN_NOT_FOUND)
+    return runs[0]
 
 
 def runs_list(connection: Connection) -> list[RunStatus]:
-    """Every run the SuperLink knows, as ``flwr ls`` lists them."""
-    runs = _flwr(connection, ["ls", connection.name]).get("runs")
-    return [RunStatus.from_json(run) for run in runs] if isinstance(runs, list) else []
+    """Every run the SuperLink knows, newest first (as ``flwr ls`` lists them)."""
+    from flwr.proto.control_pb2 import ListRunsRequest
+
+    return _runs(connection, ListRunsRequest())
 
 
 def run_stop(run_id: str, connection: Connection) -> bool:
     """Ask the SuperLink to stop the run: True if it was stopped, False if it had finished."""
+    from flwr.proto.control_pb2 import StopRunRequest
+
     try:
-        _flwr(connection, ["stop", str(run_id), connection.name])
+        response = _control_call(connection, "StopRun", StopRunRequest(run_id=_run_id(run_id)))
     except FlwrCliError as exc:
         if exc.code == _CODE_RUN_FINISHED:
             return False
         raise
+    if not response.success:  # type: ignore[attr-defined]
+        raise FlwrCliError(f"Run {run_id} couldn't be stopped.")
     return True
 
 
 def run_log(run_id: str, connection: Connection, *, max_chars: int = LOG_TAIL_CHARS) -> str:
-    """The last ``max_chars`` characters of the run's log (ServerApp output)."""
-    done = _cli(connection, ["log", str(run_id), connection.name, "--show"])
-    text = done.stdout.decode("utf-8", "replace")
-    if done.returncode != 0:
-        raise _error(text + done.stderr.decode("utf-8", "replace"))
+    """The last ``max_chars`` characters of the run's log (ServerApp output), as
+    ``flwr log --show`` prints it: the first answer of the log stream."""
+    import httpx
+    from flwr.proto.control_pb2 import StreamLogsRequest
+
+    request = StreamLogsRequest(run_id=_run_id(run_id), after_timestamp=0.0)
+    stream = _control_call(connection, "StreamLogs", request)
+    text = ""
+    try:
+        for response in stream:  # type: ignore[attr-defined]
+            text = str(response.log_output)
+            break
+    except httpx.HTTPStatusError as exc:  # the stream's errors come when it is read
+        raise _status_error(exc) from exc
+    except httpx.TransportError as exc:
+        raise SuperLinkUnavailable(f"SuperLink unavailable: {exc}") from exc
+    finally:
+        stream.close()  # type: ignore[attr-defined]
     return text[-max_chars:]
 
 
@@ -366,11 +526,8 @@ def run_log(run_id: str, connection: Connection, *, max_chars: int = LOG_TAIL_CH
 #
 # ``flower-superlink --enable-supernode-auth`` admits only SuperNodes whose public key was
 # registered through the Control API; unregistering a node ends its next pull. The CLI
-# (``flwr supernode register/unregister/ls``) does not show public keys, so these calls speak
-# the Control API's protobuf-over-HTTPS directly with Flower's own client and messages.
-
-_CODE_KEY_IN_USE = 23
-_CODE_NODE_NOT_FOUND = 24
+# (``flwr supernode register/unregister/ls``) does not show public keys, so the site asks
+# with the same messages itself.
 
 
 @dataclass(frozen=True)
@@ -398,49 +555,6 @@ def public_key_pem(openssh: str) -> bytes:
     return key.public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-
-
-def _control_call(connection: Connection, method: str, request: object) -> object:
-    """One Control API call; typed errors for what the SuperLink or the network answered."""
-    import httpx
-    from flwr.supercore.control import ControlHttpClient
-
-    use_tls = not connection.insecure
-    root = (
-        Path(connection.root_certificates).read_bytes()
-        if use_tls and connection.root_certificates is not None
-        else None
-    )
-    try:
-        client = ControlHttpClient.from_server_address(
-            server_address=connection.address,
-            insecure=not use_tls,
-            root_certificates=root,
-            interceptors=[],
-        )
-    except (ValueError, OSError) as exc:
-        raise SuperLinkError(f"cannot reach the Control API: {exc}") from exc
-    try:
-        with client:
-            return getattr(client, method)(request)
-    except httpx.HTTPStatusError as exc:
-        try:
-            body = exc.response.json()
-        except ValueError:
-            body = {}
-        code = body.get("code") if isinstance(body, dict) else None
-        detail = str(body.get("detail") if isinstance(body, dict) else "") or exc.response.text
-        if code == _CODE_KEY_IN_USE:
-            raise SuperNodeKeyInUse(detail, code=code) from exc
-        if code == _CODE_NODE_NOT_FOUND:
-            raise SuperNodeNotFound(detail, code=code) from exc
-        raise _error(f"[code: {code}] {detail}" if code is not None else detail) from exc
-    except httpx.TransportError as exc:
-        text = str(exc)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
-            # Not something a retry fixes: the wrong CA, or TLS on one side only.
-            raise SuperLinkError(f"TLS to the SuperLink failed: {text}") from exc
-        raise SuperLinkUnavailable(f"SuperLink unavailable: {text}") from exc
 
 
 def supernode_register(public_key: str, connection: Connection, *, name: str = "") -> str:

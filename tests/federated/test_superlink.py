@@ -1,4 +1,5 @@
-"""federated.engine.superlink against a real ``flower-superlink`` on loopback (no Django).
+"""federated.engine.superlink (the Control API client) against a real ``flower-superlink``
+on loopback, TLS (no Django).
 
 One SuperLink for the module and no SuperNodes: a run that must stay ``running`` asks for more
 nodes than there are. Completed runs (traffic, compute time) are in test_coordinator.py.
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from federated.engine import superlink
 from federated.engine.localfed import LocalFederation, free_port
 from federated.engine.pki import generate_node_key
 from federated.engine.superlink import (
@@ -128,10 +130,11 @@ def test_a_failing_server_app_ends_failed_with_its_exception_in_the_details_and_
     assert "ConfigError" in log and len(log) <= 3000
 
 
-def test_the_run_config_file_holding_tokens_is_not_left_behind(
+def test_the_run_config_holding_tokens_is_not_written_to_disk(
     connection: Connection, runs: dict[str, str]
 ) -> None:
-    # The "waiting" run's config carried a progress token: only config.toml remains
+    # Run configs carry bearer tokens: they travel in the request only; config.toml (the
+    # connection, for an operator's own `flwr ls`) is the only file
     leftovers = [p.name for p in connection.flwr_home.iterdir() if p.suffix == ".toml"]
     assert leftovers == ["config.toml"]
     assert 'default = "atelier"' in (connection.flwr_home / "config.toml").read_text()
@@ -144,6 +147,33 @@ def test_unknown_run_ids_are_run_not_found(connection: Connection) -> None:
         run_stop("12345", connection)
     with pytest.raises(RunNotFound):
         run_log("12345", connection)
+
+
+def test_run_ids_that_are_not_flower_run_ids_are_run_not_found(connection: Connection) -> None:
+    for bad in ("", "abc", "-1", "1.5", str(2**64), "1; ls"):
+        with pytest.raises(RunNotFound):
+            run_status(bad, connection)
+        with pytest.raises(RunNotFound):
+            run_stop(bad, connection)
+
+
+def test_polls_reuse_one_kept_connection_and_spawn_no_process(
+    connection: Connection, runs: dict[str, str]
+) -> None:
+    import resource
+
+    superlink.control_clients_close()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    for _ in range(10):
+        assert run_status(runs["failing"], connection).run_id == runs["failing"]
+    # One client for this SuperLink in this process, holding one TCP connection
+    mine = [key for key in superlink._clients if key[1] == connection.address]
+    assert len(mine) == 1
+    pool = superlink._clients[mine[0]]._client._transport._pool  # type: ignore[attr-defined]
+    assert len(pool.connections) == 1
+    # No CLI: no child process ran meanwhile
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    assert (after.ru_utime, after.ru_stime) == (children.ru_utime, children.ru_stime)
 
 
 def test_a_run_config_key_the_app_does_not_declare_is_refused(
