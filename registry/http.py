@@ -17,9 +17,16 @@ from typing import IO, Any
 from urllib.parse import quote
 
 from django.conf import settings
-from django.http import FileResponse, HttpRequest, HttpResponse, HttpResponseBase
+from django.http import (
+    FileResponse,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    StreamingHttpResponse,
+)
 
 from registry.models import Blob
+from registry.services.archives import VersionArchive, archive_iter
 from registry.services.blobs import blob_open, blob_stored_path
 from registry.services.downloads import ByteRange, content_disposition, parse_range
 
@@ -144,6 +151,43 @@ def serve_blob(
     response["Content-Type"] = "application/octet-stream"
     if byte_range is not None:
         response["Content-Range"] = f"bytes {byte_range.start}-{byte_range.end}/{blob.size}"
+    for key, value in headers.items():
+        response[key] = value
+    return response
+
+
+def serve_archive(request: HttpRequest, archive: VersionArchive) -> HttpResponseBase:
+    """A version's zip, built as it is sent (see :mod:`registry.services.archives`).
+
+    The bytes are the same every time, so the ETag is the content's and a Range is honoured.
+    """
+    etag = f'"{archive.content_key.split(":", 1)[0]}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(archive.filename),
+        "Cache-Control": "private, max-age=0",
+        "Content-Type": "application/zip",
+    }
+    response: HttpResponseBase
+    if request.headers.get("If-None-Match") == etag:
+        response = HttpResponse(status=304)
+    else:
+        byte_range = parse_range(request.headers.get("Range"), archive.size)
+        if_range = request.headers.get("If-Range")
+        if byte_range is not None and if_range and if_range != etag:
+            byte_range = None
+        start, end = (byte_range.start, byte_range.end) if byte_range else (0, archive.size - 1)
+        status = 206 if byte_range else 200
+        if request.method == "HEAD":
+            response = HttpResponse(status=status)
+        else:
+            response = StreamingHttpResponse(
+                archive_iter(archive=archive, start=start, end=end), status=status
+            )
+        response["Content-Length"] = str(end - start + 1)
+        if byte_range is not None:
+            response["Content-Range"] = f"bytes {start}-{end}/{archive.size}"
     for key, value in headers.items():
         response[key] = value
     return response

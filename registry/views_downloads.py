@@ -1,7 +1,12 @@
 """Download routes shared by the web, the REST API and Civitai tools.
 
 ``/api/download/models/{version_id}`` (Civitai's shape) answers 302 to a short-lived signed
-URL; ``/files/{sha256}/{filename}`` serves the bytes with Range and ETag.
+URL; ``/files/{sha256}/{filename}`` serves the bytes with Range and ETag. A diffusers-layout
+version downloads as one zip (:mod:`registry.services.archives`) unless ``?type=<path>`` names
+one of its files; ``/files/archive/{version_id}/{filename}`` serves that zip.
+
+Errors here carry Civitai's ``error`` key next to Atelier's ``code``/``message``/``details``:
+Civitai clients read ``error``.
 """
 
 from __future__ import annotations
@@ -17,14 +22,25 @@ from django.http import (
 from django.views.decorators.http import require_http_methods
 
 from core.auth import bearer_secret, request_user
-from core.errors import AccessDeniedError, ApplicationError, error_response
+from core.errors import AccessDeniedError, ApplicationError
 from core.throttles import DownloadThrottle, throttle_view
 from registry.access import download_decision
-from registry.http import counts_as_download, serve_blob
+from registry.http import counts_as_download, serve_archive, serve_blob
 from registry.models import Blob, DatasetVersion, ModelFile, ModelVersion
 from registry.selectors import dataset_version_for
+from registry.services.archives import (
+    archive_signed_url,
+    archive_signed_verify,
+    is_archived,
+    version_archive,
+)
 from registry.services.catalog import download_count_increment
 from registry.services.downloads import signed_file_url, signed_file_verify
+
+
+def _error(err: ApplicationError) -> JsonResponse:
+    """Atelier's error body with Civitai's ``error`` key (what Civitai clients print)."""
+    return JsonResponse({"error": err.message, **err.as_dict()}, status=err.status_code)
 
 
 def _denied(user: User | AnonymousUser, status: int, body: dict) -> JsonResponse:
@@ -35,7 +51,7 @@ def _denied(user: User | AnonymousUser, status: int, body: dict) -> JsonResponse
             "details": body.get("details", {}),
         }
         status = 401
-    response = JsonResponse(body, status=status)
+    response = JsonResponse({"error": body.get("message", ""), **body}, status=status)
     if status == 401:
         response["WWW-Authenticate"] = "Bearer"
     return response
@@ -53,6 +69,13 @@ def authorize_download(
         return user, None
     body = {"code": decision.code, "message": decision.message, "details": decision.details}
     return user, _denied(user, decision.status, body)
+
+
+def _wants_archive(version: ModelVersion, request: HttpRequest) -> bool:
+    """A diffusers folder downloads as its zip unless ``type`` names one of its files."""
+    if not is_archived(version):
+        return False
+    return request.GET.get("type", "").lower() in ("", "model", "archive")
 
 
 def _pick_file(version: ModelVersion, request: HttpRequest) -> ModelFile | None:
@@ -74,17 +97,19 @@ def _pick_file(version: ModelVersion, request: HttpRequest) -> ModelFile | None:
 def model_version_download(request: HttpRequest, version_id: int) -> HttpResponse:
     version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
     if version is None:
-        return error_response(
-            ApplicationError("No such model version.", code="not_found", status=404)
-        )
+        return _error(ApplicationError("No such model version.", code="not_found", status=404))
     user, denied = authorize_download(request, version)
     if denied is not None:
         return denied
+    if _wants_archive(version, request):
+        archive = version_archive(version=version)
+        if counts_as_download(request):
+            download_count_increment(target=version)
+        url = archive_signed_url(archive=archive, user_id=user.pk or 0)
+        return HttpResponseRedirect(request.build_absolute_uri(url))
     model_file = _pick_file(version, request)
     if model_file is None:
-        return error_response(
-            ApplicationError("This version has no files.", code="not_found", status=404)
-        )
+        return _error(ApplicationError("This version has no files.", code="not_found", status=404))
     if counts_as_download(request):
         download_count_increment(target=version)
     url = signed_file_url(blob=model_file.blob, filename=model_file.filename, user_id=user.pk or 0)
@@ -97,9 +122,7 @@ def dataset_version_download(request: HttpRequest, version_id: int) -> HttpRespo
     user = request_user(request)
     dataset_version = dataset_version_for(version_id, user)
     if dataset_version is None or dataset_version.blob is None:
-        return error_response(
-            ApplicationError("No such dataset file.", code="not_found", status=404)
-        )
+        return _error(ApplicationError("No such dataset file.", code="not_found", status=404))
     user, denied = authorize_download(request, dataset_version)
     if denied is not None:
         return denied
@@ -141,13 +164,48 @@ def signed_file(request: HttpRequest, sha256: str, filename: str) -> HttpRespons
             signature=request.GET.get("signature", ""),
         )
     except AccessDeniedError as err:
-        return error_response(err)
+        return _error(err)
     blob = Blob.objects.filter(pk=signed.sha256).first()
     if blob is None or not _still_entitled(signed.user_id, signed.sha256):
-        return error_response(
-            AccessDeniedError("This file is not available to you.", code="forbidden")
-        )
+        return _error(AccessDeniedError("This file is not available to you.", code="forbidden"))
     try:
         return serve_blob(request, blob, signed.filename)
     except ApplicationError as err:
-        return error_response(err)
+        return _error(err)
+
+
+def _user(user_id: int) -> User | AnonymousUser:
+    from django.contrib.auth import get_user_model
+
+    found: User | None = get_user_model().objects.filter(pk=user_id, is_active=True).first()
+    return found or AnonymousUser()
+
+
+@require_http_methods(["GET", "HEAD"])
+@throttle_view(DownloadThrottle)
+def archive_file(request: HttpRequest, version_id: int, filename: str) -> HttpResponseBase:
+    """A diffusers version's zip, to the user its signed link names, while still entitled."""
+    try:
+        user_id = archive_signed_verify(
+            version_id=version_id,
+            filename=filename,
+            uid=request.GET.get("uid", ""),
+            expires=request.GET.get("expires", ""),
+            signature=request.GET.get("signature", ""),
+        )
+    except AccessDeniedError as err:
+        return _error(err)
+    version = ModelVersion.objects.select_related("model").filter(pk=version_id).first()
+    if (
+        version is None
+        or not is_archived(version)
+        or not download_decision(_user(user_id), version).allowed
+    ):
+        return _error(AccessDeniedError("This file is not available to you.", code="forbidden"))
+    archive = version_archive(version=version)
+    if archive.filename != filename:  # the version was renamed since the link was signed
+        return _error(AccessDeniedError("This download link is not valid.", code="bad_signature"))
+    try:
+        return serve_archive(request, archive)
+    except ApplicationError as err:
+        return _error(err)

@@ -6,13 +6,30 @@ Civitai clients take a base URL: give them ``<site>/civitai``. The routes are
   ``types``, ``sort``, ``nsfw``, ``baseModels``) -> ``{"items": [...], "metadata": {...}}``;
 - ``GET /civitai/api/v1/models/{id}``;
 - ``GET /civitai/api/v1/model-versions/{id}`` and ``.../model-versions/by-hash/{hash}``
-  (SHA256, AutoV1, AutoV2, AutoV3, CRC32 or BLAKE3, any case).
+  (SHA256, AutoV1, AutoV2, AutoV3, CRC32 or BLAKE3, any case);
+- ``POST /civitai/api/v1/model-versions/by-hash`` (a JSON array of up to 100 SHA256 hashes)
+  -> the published versions holding them;
+- ``GET /civitai/api/v1/model-versions/mini/{id}`` (what generators read: AIR, file, hashes,
+  download URLs) and ``GET /civitai/api/v1/enums``.
 
-The two ``model-versions`` routes are also mounted at ``/api/v1/model-versions/...`` (Atelier's
-own API uses ``/api/v1/versions/{id}``, so nothing clashes), which serves tools that hard-code
-the path and only let the host be changed. ``/api/v1/models`` itself is Atelier's own API.
+Lists page as Civitai's current API does: without ``page``, ``metadata`` holds ``nextCursor``
+and ``nextPage`` (a URL with ``cursor=``), and ``?cursor=`` continues after the last model of
+the previous page (a keyset, so models published meanwhile neither repeat nor vanish); with
+``page``, the page-based ``totalItems``/``currentPage``/``pageSize``/``totalPages`` and
+``nextPage``. Lists show published versions only, whoever asks.
+
+The ``model-versions`` routes and the enums are also mounted at ``/api/v1/...`` (Atelier's own
+API uses ``/api/v1/versions/{id}``, so nothing clashes), which serves tools that hard-code the
+path and only let the host be changed. ``/api/v1/models`` itself is Atelier's own API. Any other
+path under ``/civitai/`` or ``/api/v1/model-versions/`` is a JSON 404.
 ``downloadUrl`` is ``/api/download/models/{versionId}``, the same path as Civitai's, which
-redirects to a short-lived signed URL with a ``Content-Disposition`` file name.
+redirects to a short-lived signed URL whose ``Content-Disposition`` reads
+``attachment; filename="<name>"`` as Civitai's does.
+
+A diffusers-layout version (a folder of files) shows as Civitai shows such models: one file of
+format ``Diffusers``, a zip of the folder built as it is sent, with its own hashes
+(:mod:`registry.services.archives`). ``?type=<path>`` on its download URL still fetches one of
+its files.
 
 Mapping: a model's ``nsfw`` is its ``nsfw`` tag; ``baseModel`` is the family's usual Civitai
 name (``SD 1.5``, ``SD 2.1``, ``SDXL 1.0``, ...); ratings and download counts are Atelier's.
@@ -24,9 +41,10 @@ that tokens stay out of access logs (see :mod:`core.auth`).
 
 from __future__ import annotations
 
+import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import wraps
 from typing import Any
@@ -45,8 +63,11 @@ from registry.compat.selectors import (
     CivitaiModelFilters,
     civitai_model,
     civitai_models,
+    civitai_models_after,
     civitai_version,
     civitai_version_by_hash,
+    civitai_versions,
+    civitai_versions_by_sha256,
 )
 from registry.models import (
     BaseModelFamily,
@@ -57,6 +78,13 @@ from registry.models import (
     ModelVersion,
     SampleImage,
     VersionStatus,
+)
+from registry.services.archives import (
+    ARCHIVE_FORMAT,
+    archive_hashes,
+    archive_versions_by_hash,
+    is_archived,
+    version_archive,
 )
 
 User = AuthUser | AnonymousUser
@@ -155,29 +183,40 @@ def _not_found(message: str) -> JsonResponse:
     return civitai_error(404, message, "not_found")
 
 
-def civitai_view(view: View) -> View:
-    """GET/HEAD only (JSON 405 otherwise); the view gets the requesting user after ``request``.
+def _civitai(methods: tuple[str, ...]) -> Callable[[View], View]:
+    """Only ``methods`` (JSON 405 otherwise); the view gets the requesting user after
+    ``request``. A token that is present but unknown is refused, as on Civitai."""
 
-    A token that is present but unknown is refused, as on Civitai.
-    """
+    def decorate(view: View) -> View:
+        @csrf_exempt  # token or anonymous clients, never a session form
+        @wraps(view)
+        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method not in methods:
+                response = civitai_error(
+                    405, f"Method {request.method} is not allowed here.", "method_not_allowed"
+                )
+                response["Allow"] = ", ".join(methods)
+                return response
+            if query_token_refused(request):
+                return civitai_error(401, QUERY_TOKEN_REFUSED, "token_in_query")
+            user = request_user(request)
+            if bearer_secret(request) and not user.is_authenticated:
+                return civitai_error(401, "Invalid or revoked API token.", "bad_token")
+            return view(request, user, *args, **kwargs)
 
-    @csrf_exempt
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-        if request.method not in ("GET", "HEAD"):
-            response = civitai_error(
-                405, f"Method {request.method} is not allowed here.", "method_not_allowed"
-            )
-            response["Allow"] = "GET, HEAD"
-            return response
-        if query_token_refused(request):
-            return civitai_error(401, QUERY_TOKEN_REFUSED, "token_in_query")
-        user = request_user(request)
-        if bearer_secret(request) and not user.is_authenticated:
-            return civitai_error(401, "Invalid or revoked API token.", "bad_token")
-        return view(request, user, *args, **kwargs)
+        return wrapper
 
-    return wrapper
+    return decorate
+
+
+civitai_view = _civitai(("GET", "HEAD"))
+civitai_post_view = _civitai(("POST",))
+
+
+@csrf_exempt
+def unknown_route(request: HttpRequest) -> HttpResponse:
+    """Any other path under Civitai's prefixes: a JSON 404, never the site's HTML page."""
+    return _not_found(f"No Civitai API route at {request.path}")
 
 
 def _parse_id(raw: str, what: str) -> int | JsonResponse:
@@ -212,7 +251,8 @@ def _split(values: list[str]) -> list[str]:
 
 class ModelListInput(serializers.Serializer):
     limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=DEFAULT_LIMIT)
-    page = serializers.IntegerField(min_value=1, max_value=100_000, default=1)
+    page = serializers.IntegerField(min_value=1, max_value=100_000, required=False)
+    cursor = serializers.CharField(max_length=200, required=False)
     query = serializers.CharField(max_length=200, allow_blank=True, default="")
     tag = serializers.CharField(max_length=64, allow_blank=True, default="")
     username = serializers.CharField(max_length=150, allow_blank=True, default="")
@@ -243,6 +283,18 @@ class ModelListInput(serializers.Serializer):
     def validate_baseModels(self, value: list[str]) -> list[str]:
         return _split(value)
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "page" in attrs and "cursor" in attrs:
+            raise serializers.ValidationError({"cursor": "Use page or cursor, not both."})
+        if "cursor" in attrs:
+            values = _cursor_decode(attrs["cursor"], SORTS[attrs["sort"]])
+            if values is None:
+                raise serializers.ValidationError(
+                    {"cursor": "Not a cursor this list gave (use metadata.nextCursor as is)."}
+                )
+            attrs["after"] = values
+        return attrs
+
     def filters(self) -> CivitaiModelFilters:
         data = self.validated_data
         # A type filter that names only types Atelier has no models of matches nothing.
@@ -257,6 +309,45 @@ class ModelListInput(serializers.Serializer):
             nsfw=data["nsfw"],
             order=SORTS[data["sort"]],
         )
+
+
+# The sort fields a cursor holds, and how each is read back.
+_CURSOR_READERS: dict[str, Callable[[str], Any]] = {
+    "rating_avg": float,
+    "rating_count": int,
+    "download_count": int,
+    "created_at": datetime.fromisoformat,
+    "pk": int,
+}
+
+
+def _cursor_encode(model: Model, order: Sequence[str]) -> str:
+    """The sort values of the last model of a page, ``|``-separated (as Civitai's look)."""
+    parts = []
+    for name in order:
+        value = getattr(model, name.removeprefix("-"))
+        parts.append(value.isoformat() if isinstance(value, datetime) else repr(value))
+    return "|".join(parts)
+
+
+def _cursor_decode(raw: str, order: Sequence[str]) -> list[Any] | None:
+    parts = raw.split("|")
+    if len(parts) != len(order):
+        return None
+    values: list[Any] = []
+    for name, part in zip(order, parts, strict=True):
+        try:
+            value = _CURSOR_READERS[name.removeprefix("-")](part)
+        except (ValueError, OverflowError):
+            return None
+        if isinstance(value, float) and not math.isfinite(value):
+            return None
+        if isinstance(value, datetime) and value.tzinfo is None:
+            return None
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            return None
+        values.append(value)
+    return values
 
 
 def _family(civitai_name: str) -> str:
@@ -288,14 +379,18 @@ def _file_type(model_file: ModelFile) -> str:
 
 
 def _hashes(model_file: ModelFile) -> dict[str, str]:
-    blob = model_file.blob
+    return _hash_dict(model_file.blob)
+
+
+def _hash_dict(blob: Any) -> dict[str, str]:
+    """Civitai's hash names, uppercase, for a blob or an archive's ``FileHashes``."""
     hashes = {
         "AutoV1": blob.autov1,
         "AutoV2": blob.autov2,
         "SHA256": blob.sha256,
         "CRC32": blob.crc32,
         "BLAKE3": blob.blake3,
-        "AutoV3": blob.autov3[:12],
+        "AutoV3": (blob.autov3 or "")[:12],
     }
     return {name: value.upper() for name, value in hashes.items() if value}
 
@@ -326,6 +421,41 @@ def _file_item(request: HttpRequest, version: ModelVersion, model_file: ModelFil
     return item
 
 
+def _archive_item(request: HttpRequest, version: ModelVersion, files: list[ModelFile]) -> dict:
+    """A diffusers folder as Civitai shows one: a single zip of format "Diffusers"."""
+    archive = version_archive(version=version, files=files)
+    return {
+        "id": archive.version_id,  # one archive per version; no ModelFile row behind it
+        "name": archive.filename,
+        "sizeKB": round(archive.size / 1024, 4),
+        "type": "Model",
+        "primary": True,
+        "metadata": {"fp": None, "size": None, "format": ARCHIVE_FORMAT},
+        "pickleScanResult": "Success",
+        "pickleScanMessage": "No pickle imports",
+        "hashes": _hash_dict(archive_hashes(archive=archive)),
+        "downloadUrl": _download_url(request, version, None),
+    }
+
+
+def _files(request: HttpRequest, version: ModelVersion) -> list[dict[str, Any]]:
+    files = list(version.files.all())
+    if is_archived(version) and files:
+        return [_archive_item(request, version, files)]
+    return [_file_item(request, version, f) for f in files]
+
+
+def _images(request: HttpRequest, version: ModelVersion) -> list[dict[str, Any]]:
+    """The version's sample images in their order, the cover first (clients show the first):
+    the cover is the first image that is not the "base model alone" half of a pair."""
+    images = list(version.images.all())
+    cover = next((i for i in images if getattr(i, "role", "") != "base"), None)
+    if cover is not None:
+        images.remove(cover)
+        images.insert(0, cover)
+    return [_image_item(request, image) for image in images]
+
+
 def _absolute(request: HttpRequest, url: str) -> str:
     """An absolute URL; storage URLs may be relative to the site root without a leading /."""
     if url.startswith(("http://", "https://")):
@@ -352,8 +482,6 @@ def _image_item(request: HttpRequest, image: SampleImage) -> dict[str, Any]:
 
 
 def _version_core(request: HttpRequest, version: ModelVersion) -> dict[str, Any]:
-    model = version.model
-    files = list(version.files.all())
     return {
         "id": version.pk,
         "modelId": version.model_id,
@@ -369,10 +497,12 @@ def _version_core(request: HttpRequest, version: ModelVersion) -> dict[str, Any]
         "baseModel": FAMILY_TO_CIVITAI.get(version.base_model, "Other"),
         "baseModelType": "Standard",
         "earlyAccessTimeFrame": 0,
-        "air": (
-            f"urn:air:{version.base_model}:{KIND_TO_AIR.get(model.kind, 'other')}"
-            f":atelier:{model.pk}@{version.pk}"
-        ),
+        "nsfwLevel": 1,
+        "availability": "Public",
+        "uploadType": "Created",
+        "usageControl": "Download",
+        "vaeId": None,  # Atelier versions do not name a separate VAE
+        "air": _air(version),
         "stats": {
             "downloadCount": version.download_count,
             "ratingCount": 0,
@@ -380,10 +510,18 @@ def _version_core(request: HttpRequest, version: ModelVersion) -> dict[str, Any]
             "thumbsUpCount": 0,
             "thumbsDownCount": 0,
         },
-        "files": [_file_item(request, version, f) for f in files],
-        "images": [_image_item(request, image) for image in version.images.all()],
+        "files": _files(request, version),
+        "images": _images(request, version),
         "downloadUrl": _download_url(request, version, None),
     }
+
+
+def _air(version: ModelVersion) -> str:
+    model = version.model
+    return (
+        f"urn:air:{version.base_model}:{KIND_TO_AIR.get(model.kind, 'other')}"
+        f":atelier:{model.pk}@{version.pk}"
+    )
 
 
 def _is_nsfw(model: Model) -> bool:
@@ -435,10 +573,16 @@ def _model_item(request: HttpRequest, model: Model) -> dict[str, Any]:
 # Views ----------------------------------------------------------------------------------------
 
 
-def _page_url(request: HttpRequest, page: int) -> str:
+def _list_url(request: HttpRequest, **changes: str) -> str:
     query = request.GET.copy()
-    query["page"] = str(page)
+    query.pop("token", None)
+    for key, value in changes.items():
+        query[key] = value
     return request.build_absolute_uri(f"{request.path}?{query.urlencode()}")
+
+
+def _page_url(request: HttpRequest, page: int) -> str:
+    return _list_url(request, page=str(page))
 
 
 @civitai_view
@@ -446,12 +590,27 @@ def model_list(request: HttpRequest, user: User) -> HttpResponse:
     params = ModelListInput(data=request.GET)
     if not params.is_valid():
         return civitai_error(400, _first_error(params.errors), "invalid")
-    limit, page = params.validated_data["limit"], params.validated_data["page"]
-    models = civitai_models(user=user, filters=params.filters())
+    data = params.validated_data
+    filters = params.filters()
+    models = civitai_models(user=user, filters=filters)
+    if "page" not in data:  # cursor-based, as Civitai's current API
+        limit = data["limit"]
+        if "after" in data:
+            models = civitai_models_after(models, order=filters.order, values=data["after"])
+        items = list(models[: limit + 1])
+        metadata: dict[str, Any] = {}
+        if len(items) > limit:
+            items = items[:limit]
+            cursor = _cursor_encode(items[-1], filters.order)
+            metadata = {"nextCursor": cursor, "nextPage": _list_url(request, cursor=cursor)}
+        return JsonResponse(
+            {"items": [_model_item(request, m) for m in items], "metadata": metadata}
+        )
+    limit, page = data["limit"], data["page"]
     total = models.count()
     items = list(models[(page - 1) * limit : page * limit])
     total_pages = math.ceil(total / limit)
-    metadata: dict[str, Any] = {
+    metadata = {
         "totalItems": total,
         "currentPage": page,
         "pageSize": limit,
@@ -496,6 +655,89 @@ def version_by_hash(request: HttpRequest, user: User, hash_value: str) -> HttpRe
             "bad_hash",
         )
     version = civitai_version_by_hash(user=user, hash_value=hash_value)
+    if version is None:  # a diffusers folder's zip, by its own hashes
+        archived = civitai_versions(user=user, version_ids=archive_versions_by_hash(hash_value))
+        version = archived[0] if archived else None
     if version is None:
         return _not_found("Model not found")
     return JsonResponse(_version_item(request, version))
+
+
+MAX_HASHES = 100
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
+BAD_HASHES = "Request must include an array of SHA256 Hashes."
+
+
+@civitai_post_view
+def versions_by_hashes(request: HttpRequest, user: User) -> HttpResponse:
+    """``POST .../model-versions/by-hash``: a JSON array of up to 100 SHA256 hashes -> the
+    published versions holding them (one entry per version, as Civitai answers)."""
+    try:
+        hashes = json.loads(request.body or b"null")
+    except (ValueError, UnicodeDecodeError):
+        return civitai_error(400, f"{BAD_HASHES} The body is not JSON.", "invalid")
+    if not isinstance(hashes, list) or not all(isinstance(h, str) for h in hashes):
+        return civitai_error(400, f"{BAD_HASHES} Send a JSON array of strings.", "invalid")
+    if len(hashes) > MAX_HASHES:
+        return civitai_error(400, f"{BAD_HASHES} Too many hashes (at most 100).", "invalid")
+    bad = next((h for h in hashes if not SHA256_RE.match(h)), None)
+    if bad is not None:
+        return civitai_error(400, f"{BAD_HASHES} Invalid hash: {bad[:80]!r}.", "invalid")
+    versions = {v.pk: v for v in civitai_versions_by_sha256(user=user, hashes=hashes)}
+    for value in hashes:  # a diffusers folder's zip, by its own SHA256
+        for version in civitai_versions(user=user, version_ids=archive_versions_by_hash(value)):
+            versions.setdefault(version.pk, version)
+    items = [_version_item(request, versions[pk]) for pk in sorted(versions)]
+    return JsonResponse(items, safe=False)
+
+
+@civitai_view
+def version_mini(request: HttpRequest, user: User, version_id: str) -> HttpResponse:
+    """``GET .../model-versions/mini/{id}``: the primary file of a version, as generators
+    read it (AIR, name, size, hashes, download URLs)."""
+    pk = _parse_id(version_id, "model version")
+    if isinstance(pk, JsonResponse):
+        return pk
+    version = civitai_version(user=user, version_id=pk)
+    if version is None:
+        return _not_found("Model not found")
+    files = _files(request, version)
+    primary = next((f for f in files if f["primary"]), files[0] if files else None)
+    if primary is None:
+        return _not_found("Missing model file")
+    model = version.model
+    return JsonResponse(
+        {
+            "air": _air(version),
+            "versionName": version.name,
+            "modelName": model.name,
+            "userId": model.owner_id,
+            "baseModel": FAMILY_TO_CIVITAI.get(version.base_model, "Other"),
+            "availability": "Public",
+            "publishedAt": _iso(version.published_at),
+            "size": primary["sizeKB"],
+            "fileType": primary["type"],
+            "fileName": primary["name"],
+            "hashes": primary["hashes"],
+            "downloadUrls": [primary["downloadUrl"]],
+            "format": primary["metadata"]["format"],
+            "canGenerate": False,
+            "requireAuth": False,
+            "checkPermission": False,
+            "minor": False,
+            "sfwOnly": False,
+        }
+    )
+
+
+@civitai_view
+def enums(request: HttpRequest, user: User) -> HttpResponse:
+    """``GET .../enums``: the values the other routes take and answer, Civitai's names."""
+    return JsonResponse(
+        {
+            "ModelType": list(CIVITAI_TYPES),
+            "ModelFileType": ["Model", "Config", "Archive"],
+            "BaseModel": list(dict.fromkeys(FAMILY_TO_CIVITAI.values())),
+            "BaseModelType": ["Standard"],
+        }
+    )

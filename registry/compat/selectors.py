@@ -106,9 +106,12 @@ NSFW_TAG = "nsfw"
 
 
 def _versions_prefetch(user: User) -> Prefetch:
+    """A model's published versions only, whoever asks (the owner too), as on Civitai."""
     return Prefetch(
         "versions",
         queryset=visible_versions(user)
+        .filter(status=VersionStatus.PUBLISHED)
+        .select_related("model")
         .prefetch_related(_files_prefetch(), "images")
         .order_by("-created_at", "-pk"),
         to_attr="civitai_versions",
@@ -145,6 +148,42 @@ def civitai_models(*, user: User, filters: CivitaiModelFilters) -> QuerySet[Mode
     return _with_versions(Model.objects.filter(pk__in=ids), user).order_by(*filters.order)
 
 
+def civitai_models_after(
+    models: QuerySet[Model], *, order: Sequence[str], values: Sequence[object]
+) -> QuerySet[Model]:
+    """The models after the one whose ``order`` fields hold ``values`` (a keyset cursor).
+
+    Every field of ``order`` is descending (``-name``) and the last one is unique (``-pk``).
+    """
+    fields = [name.removeprefix("-") for name in order]
+    after = Q()
+    for i, field_name in enumerate(fields):
+        step = Q(**{f"{field_name}__lt": values[i]})
+        for previous, value in zip(fields[:i], values[:i], strict=True):
+            step &= Q(**{previous: value})
+        after |= step
+    return models.filter(after)
+
+
+def civitai_versions_by_sha256(*, user: User, hashes: Sequence[str]) -> list[ModelVersion]:
+    """Published versions the user may see holding a file with one of those SHA-256 hashes."""
+    version_ids = ModelFile.objects.filter(blob_id__in=[h.lower() for h in hashes]).values_list(
+        "version_id", flat=True
+    )
+    return civitai_versions(user=user, version_ids=list(version_ids))
+
+
+def civitai_versions(*, user: User, version_ids: Sequence[int]) -> list[ModelVersion]:
+    """Published versions the user may see among ``version_ids`` (ids or a subquery)."""
+    return list(
+        visible_versions(user)
+        .filter(pk__in=version_ids, status=VersionStatus.PUBLISHED)
+        .select_related("model", "model__owner")
+        .prefetch_related(_files_prefetch(), "images", "model__tags")
+        .order_by("pk")
+    )
+
+
 def civitai_model(*, user: User, model_id: int) -> Model | None:
     return _with_versions(visible_models(user).filter(pk=model_id), user).first()
 
@@ -152,6 +191,7 @@ def civitai_model(*, user: User, model_id: int) -> Model | None:
 def civitai_version(*, user: User, version_id: int) -> ModelVersion | None:
     return (
         visible_versions(user)
+        .select_related("model", "model__owner")
         .prefetch_related(_files_prefetch(), "images", "model__tags")
         .filter(pk=version_id)
         .first()

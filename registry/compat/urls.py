@@ -32,10 +32,21 @@ urlpatterns: list[URLPattern] = [
     # Civitai API v1 (base URL <site>/civitai)
     path("civitai/api/v1/models", civitai.model_list, name="civitai-models"),
     path("civitai/api/v1/models/<str:model_id>", civitai.model_detail, name="civitai-model"),
+    path("civitai/api/v1/enums", civitai.enums, name="civitai-enums"),
+    path(
+        "civitai/api/v1/model-versions/by-hash",
+        civitai.versions_by_hashes,
+        name="civitai-versions-by-hashes",
+    ),
     path(
         "civitai/api/v1/model-versions/by-hash/<str:hash_value>",
         civitai.version_by_hash,
         name="civitai-version-by-hash",
+    ),
+    path(
+        "civitai/api/v1/model-versions/mini/<str:version_id>",
+        civitai.version_mini,
+        name="civitai-version-mini",
     ),
     path(
         "civitai/api/v1/model-versions/<str:version_id>",
@@ -47,15 +58,36 @@ urlpatterns: list[URLPattern] = [
         views_downloads.model_version_download,
         name="civitai-download-model-version",
     ),
-    # The same model-version routes at Civitai's own paths (unused by Atelier's API).
+    # A diffusers version's zip, behind a signed link (registry.services.archives).
+    path(
+        "files/archive/<int:version_id>/<str:filename>",
+        views_downloads.archive_file,
+        name="civitai-archive-file",
+    ),
+    # The same model-version routes and the enums at Civitai's own paths (unused by Atelier's
+    # API).
+    path("api/v1/enums", civitai.enums, name="civitai-root-enums"),
+    path(
+        "api/v1/model-versions/by-hash",
+        civitai.versions_by_hashes,
+        name="civitai-root-versions-by-hashes",
+    ),
     path(
         "api/v1/model-versions/by-hash/<str:hash_value>",
         civitai.version_by_hash,
         name="civitai-root-version-by-hash",
     ),
     path(
+        "api/v1/model-versions/mini/<str:version_id>",
+        civitai.version_mini,
+        name="civitai-root-version-mini",
+    ),
+    path(
         "api/v1/model-versions/<str:version_id>",
         civitai.version_detail,
         name="civitai-root-version",
     ),
+    # Anything else under Civitai's prefixes is a JSON 404, never the site's HTML page.
+    re_path(r"^civitai/", civitai.unknown_route, name="civitai-unknown"),
+    re_path(r"^api/v1/model-versions/", civitai.unknown_route, name="civitai-root-unknown"),
 ]

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from urllib.parse import quote, urlencode
 
@@ -23,11 +24,25 @@ from core.errors import AccessDeniedError, ApplicationError
 from registry.models import Blob
 from registry.services.blobs import blob_storage
 
+# Printable ASCII without the characters a quoted-string would need to escape.
+_PLAIN_NAME = re.compile(r"^[\x20\x21\x23-\x5b\x5d-\x7e]+$")
+_UNSAFE_IN_QUOTES = re.compile(r'[\x00-\x1f\x7f"\\]')
+
 
 def content_disposition(filename: str) -> str:
-    ascii_name = filename.encode("ascii", "ignore").decode() or "download"
-    ascii_name = ascii_name.replace('"', "")
-    return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+    """``attachment; filename="<name>"``, as Civitai's delivery sends it.
+
+    Civitai clients split the header on ``filename=`` and keep the rest, so a name that plain
+    ASCII can carry gets nothing else; one that needs RFC 6266's ``filename*`` (not ASCII, or
+    with a quote, backslash or control character) gets it *before* an ASCII ``filename=``.
+    """
+    if _PLAIN_NAME.match(filename):
+        return f'attachment; filename="{filename}"'
+    folded = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
+    fallback = _UNSAFE_IN_QUOTES.sub("_", folded).strip()
+    if not fallback or fallback.startswith("."):  # nothing left of the name but its suffix
+        fallback = f"download{fallback}"
+    return f"attachment; filename*=UTF-8''{quote(filename, safe='')}; filename=\"{fallback}\""
 
 
 def _signature(sha256: str, filename: str, user_id: int, expires: int) -> str:

@@ -138,6 +138,7 @@ def publish_file(
     publish: bool = True,
     downloads: int = 0,
     extra_files: dict[str, Path] | None = None,
+    license_code: str = "",
 ) -> tuple[Any, Any]:
     """A model with one version "v1.0" holding ``file`` (primary) and ``extra_files`` (by path),
     through the upload and catalogue services."""
@@ -166,6 +167,7 @@ def publish_file(
         base_model=base_model,
         trigger_words=trigger_words,
         layout="diffusers" if extra_files else "single",
+        license_code=license_code,
     )
     if publish:
         version = version_publish(version=version, user=owner)
@@ -344,6 +346,44 @@ def civitai_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
+def add_draft_version(model: Any, file: Path, name: str = "v2.0-draft") -> Any:
+    """A draft (unpublished) version of ``model`` holding ``file``, through the services."""
+    from registry.services.catalog import FileSpec, version_create
+    from registry.services.uploads import upload_whole_file
+
+    owner = model.owner
+    with open(file, "rb") as fh:
+        upload = upload_whole_file(
+            user=owner, filename=file.name, stream=fh, size=file.stat().st_size
+        )
+    return version_create(
+        model=model, user=owner, name=name, files=[FileSpec(upload=upload, path=file.name)]
+    )
+
+
+def add_sample_images(version: Any, prompts: tuple[str, ...]) -> list[Any]:
+    """Sample images (tiny PNGs) on ``version``, in the given order."""
+    import io
+
+    from django.core.files.base import ContentFile
+    from PIL import Image
+
+    from registry.models import SampleImage
+
+    images = []
+    for n, prompt in enumerate(prompts):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), (n * 40, 10, 10)).save(buffer, format="PNG")
+        images.append(
+            SampleImage.objects.create(
+                version=version,
+                image=ContentFile(buffer.getvalue(), f"sample-{n}.png"),
+                prompt=prompt,
+            )
+        )
+    return images
+
+
 @dataclass(frozen=True)
 class CivitaiCatalogue:
     checkpoint: Any
@@ -360,9 +400,10 @@ class CivitaiCatalogue:
 def civitai_catalogue_publish(
     make_user: Callable[[str], Any], files: dict[str, Path]
 ) -> CivitaiCatalogue:
-    """Three listed models (alice's SD 1.5 checkpoint, bob's SD 1.5 LoRA and bob's SDXL LoRA
-    tagged nsfw), carol's private model, dave's model with only a draft version, and alice's
-    unlisted two-file (diffusers layout) model."""
+    """Three listed models (alice's SD 1.5 checkpoint, which also has a draft version, bob's
+    SD 1.5 LoRA with two sample images and bob's SDXL LoRA tagged nsfw), carol's private model,
+    dave's model with only a draft version, and alice's unlisted two-file (diffusers layout)
+    model."""
     alice, bob, carol, dave = (make_user(n) for n in ("alice", "bob", "carol", "dave"))
     checkpoint, checkpoint_version = publish_file(
         owner=alice,
@@ -372,6 +413,7 @@ def civitai_catalogue_publish(
         tags=("photo", "base model"),
         downloads=2,
     )
+    add_draft_version(checkpoint, files["unfinished"])
     lora, lora_version = publish_file(
         owner=bob,
         name="Ink Style",
@@ -381,6 +423,7 @@ def civitai_catalogue_publish(
         trigger_words=("inkstyle",),
         downloads=3,
     )
+    add_sample_images(lora_version, ("ink cat", "ink dog"))
     xl_lora, _ = publish_file(
         owner=bob,
         name="XL Glow",
@@ -435,8 +478,10 @@ def civitai_site(
     tmp_path_factory: pytest.TempPathFactory,
     civitai_files: dict[str, Path],
 ) -> Iterator[SharedSite]:
-    """The Civitai catalogue on a shared live server; ``data["catalogue"]``; carol's token."""
+    """The Civitai catalogue on a shared live server; ``data["catalogue"]``; carol's and
+    alice's tokens."""
     with shared_site(django_db_blocker, tmp_path_factory.mktemp("civitai-site")) as site:
         site.data["catalogue"] = civitai_catalogue_publish(site.user, civitai_files)
         site.token("carol")
+        site.token("alice")
         yield site

@@ -5,8 +5,12 @@ The catalogue is published once per module on a shared live server (``civitai_si
 
 from __future__ import annotations
 
+import hashlib
+import io
 import re
+import zipfile
 from typing import Any
+from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
@@ -54,6 +58,12 @@ def test_list_shows_listed_models_in_civitais_shape(civitai_site):
         True,
         "SafeTensor",
     )
+    # and one page holds them all, so there is no next cursor (Civitai's current metadata)
+    assert body["metadata"] == {}
+
+
+def test_list_with_page_answers_page_metadata(civitai_site):
+    body = _get(civitai_site, f"{BASE}/models", page=1).json()
     assert body["metadata"] == {"totalItems": 3, "currentPage": 1, "pageSize": 100, "totalPages": 1}
 
 
@@ -92,12 +102,91 @@ def test_list_sorts(civitai_site, sort, expected):
 def test_pages_link_to_the_next_one(civitai_site):
     # given three listed models
     # when the first page of two is fetched, then the page its nextPage names
-    first = _get(civitai_site, f"{BASE}/models", limit=2, sort="Newest").json()
+    first = _get(civitai_site, f"{BASE}/models", limit=2, page=1, sort="Newest").json()
     second = requests.get(first["metadata"]["nextPage"], timeout=30).json()
     # then the pages hold two and one models, and the last one has no next page
     assert first["metadata"]["totalPages"] == 2
     assert [i["name"] for i in second["items"]] == ["Photo Checkpoint"]
     assert "nextPage" not in second["metadata"]
+
+
+@pytest.mark.parametrize("sort", ["Highest Rated", "Most Downloaded", "Newest"])
+def test_cursor_pages_walk_the_whole_list_once(civitai_site, sort):
+    # given the full list in one page, in that sort
+    everything = _names(_get(civitai_site, f"{BASE}/models", sort=sort))
+    # when it is walked one model at a time, following metadata.nextPage as clients do
+    seen: list[str] = []
+    body = _get(civitai_site, f"{BASE}/models", limit=1, sort=sort).json()
+    while True:
+        seen += [item["name"] for item in body["items"]]
+        metadata = body["metadata"]
+        if "nextCursor" not in metadata:
+            break
+        # then nextPage is this list with cursor=nextCursor
+        assert parse_qs(urlparse(metadata["nextPage"]).query)["cursor"] == [metadata["nextCursor"]]
+        body = requests.get(metadata["nextPage"], timeout=30).json()
+    # then every model comes once, in the same order, and the last page has no nextPage
+    assert seen == everything
+    assert "nextPage" not in body["metadata"]
+
+
+def test_cursor_parameter_is_honoured(civitai_site):
+    # given the first page of one model and its nextCursor
+    first = _get(civitai_site, f"{BASE}/models", limit=1, sort="Newest").json()
+    # when the cursor is passed by hand, with another limit
+    rest = _get(
+        civitai_site,
+        f"{BASE}/models",
+        limit=5,
+        sort="Newest",
+        cursor=first["metadata"]["nextCursor"],
+    )
+    # then the list continues after the first model
+    assert [i["name"] for i in first["items"]] == ["XL Glow"]
+    assert _names(rest) == ["Ink Style", "Photo Checkpoint"]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"cursor": "abc"},
+        {"cursor": "1|2"},
+        {"cursor": "nan|0|0|1"},
+        {"cursor": "1.0|0|0|99999999999999999999999"},
+        {"cursor": "2020-01-01T00:00:00|5", "sort": "Newest"},
+        {"cursor": "1|2", "page": "1", "sort": "Newest"},
+    ],
+)
+def test_bad_cursor_is_400_with_an_error(civitai_site, params):
+    response = _get(civitai_site, f"{BASE}/models", **params)
+    assert response.status_code == 400
+    assert set(response.json()) >= {"error"} and response.json()["error"]
+
+
+def test_lists_show_published_versions_only_even_to_the_owner(civitai_site):
+    # given alice's checkpoint, which has a published version and a draft
+    catalogue = _catalogue(civitai_site)
+    auth = {"Authorization": f"Bearer {civitai_site.tokens['alice']}"}
+    # when alice (the owner) and anonymous fetch the list and the model
+    for headers in ({}, auth):
+        for path, pick in (
+            (
+                f"{BASE}/models",
+                lambda b: next(i for i in b["items"] if i["name"] == "Photo Checkpoint"),
+            ),
+            (f"{BASE}/models/{catalogue.checkpoint.pk}", lambda b: b),
+        ):
+            body = requests.get(f"{civitai_site.url}{path}", headers=headers, timeout=30).json()
+            versions = pick(body)["modelVersions"]
+            # then only the published version is there, with a publishedAt
+            assert [v["id"] for v in versions] == [catalogue.checkpoint_version.pk], path
+            assert all(v["publishedAt"] and v["status"] == "Published" for v in versions)
+
+
+def test_no_list_shows_a_version_without_publishedAt(civitai_site):
+    auth = {"Authorization": f"Bearer {civitai_site.tokens['alice']}"}
+    body = requests.get(f"{civitai_site.url}{BASE}/models", headers=auth, timeout=30).json()
+    assert all(v["publishedAt"] for item in body["items"] for v in item["modelVersions"])
 
 
 @pytest.mark.parametrize(
@@ -280,19 +369,316 @@ def test_download_url_serves_the_file_with_its_name(civitai_site, civitai_files)
     body = _get(civitai_site, f"{BASE}/model-versions/{version.pk}").json()
     # when its downloadUrl is followed
     response = requests.get(body["downloadUrl"], timeout=30)
-    # then the redirect ends at the file's bytes, named as on Civitai
+    # then the redirect ends at the file's bytes, and both the signed URL's
+    # response-content-disposition and the file's Content-Disposition read as Civitai's do
     assert [r.status_code for r in response.history] == [302]
     assert response.content == civitai_files["photo"].read_bytes()
-    assert 'filename="photoCheckpoint_v10.safetensors"' in response.headers["Content-Disposition"]
+    expected = 'attachment; filename="photoCheckpoint_v10.safetensors"'
+    signed = parse_qs(urlparse(response.history[0].headers["Location"]).query)
+    assert signed["response-content-disposition"] == [expected]
+    assert response.headers["Content-Disposition"] == expected
+    # and the way Civitai clients read it (split on filename=, strip quotes) gives the name
+    assert expected.split("filename=")[1].strip('"') == body["files"][0]["name"]
 
 
-def test_download_url_of_a_folders_file_serves_that_file(civitai_site, civitai_files):
-    # given an (unlisted) two-file version, as the API describes it
-    version = _catalogue(civitai_site).folder_version
+@pytest.mark.parametrize(
+    ("name", "header"),
+    [
+        ("photo.safetensors", 'attachment; filename="photo.safetensors"'),
+        (
+            "café ü.safetensors",
+            "attachment; filename*=UTF-8''caf%C3%A9%20%C3%BC.safetensors; "
+            'filename="cafe u.safetensors"',
+        ),
+        ('a"b.zip', "attachment; filename*=UTF-8''a%22b.zip; filename=\"a_b.zip\""),
+        (
+            "日本.zip",
+            "attachment; filename*=UTF-8''%E6%97%A5%E6%9C%AC.zip; filename=\"download.zip\"",
+        ),
+    ],
+)
+def test_content_disposition_puts_filename_star_first_and_only_when_needed(name, header):
+    from registry.services.downloads import content_disposition
+
+    assert content_disposition(name) == header
+    # a client that splits on filename= keeps a clean (ASCII) name, never a second parameter
+    kept = header.split("filename=")[1].strip('"')
+    assert ";" not in kept and "filename" not in kept
+
+
+# Version keys clients read ----------------------------------------------------------------------
+
+
+def test_version_has_vae_id_and_images_cover_first(civitai_site):
+    # given bob's LoRA with two sample images
+    version = _catalogue(civitai_site).lora_version
+    images = list(version.images.all())
+    # when the version is fetched alone and in the list
+    alone = _get(civitai_site, f"{BASE}/model-versions/{version.pk}").json()
+    listed = next(
+        i for i in _get(civitai_site, f"{BASE}/models").json()["items"] if i["name"] == "Ink Style"
+    )["modelVersions"][0]
+    # then both carry vaeId null and the images in order, the cover (first) first, fetchable
+    for body in (alone, listed):
+        assert body["vaeId"] is None
+        assert [i["id"] for i in body["images"]] == [image.pk for image in images]
+        assert body["images"][0]["meta"]["prompt"] == "ink cat"
+    cover = requests.get(alone["images"][0]["url"], timeout=30)
+    assert cover.status_code == 200 and cover.content[:4] == b"\x89PNG"
+
+
+def test_version_without_images_has_an_empty_list(civitai_site):
+    version = _catalogue(civitai_site).checkpoint_version
     body = _get(civitai_site, f"{BASE}/model-versions/{version.pk}").json()
-    config = next(f for f in body["files"] if f.get("path") == "unet/config.json")
-    # when the config file's downloadUrl is followed
-    response = requests.get(config["downloadUrl"], timeout=30)
-    # then it is that file
-    assert (config["type"], config["primary"]) == ("Config", False)
+    assert (body["images"], body["vaeId"]) == ([], None)
+
+
+# Errors ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/civitai/api/v1/nope",
+        "/civitai/api/v2/models",
+        "/civitai/",
+        "/civitai/api/v1/models/1/extra",
+        "/api/v1/model-versions/1/files",
+        "/api/v1/model-versions/mini/",
+    ],
+)
+def test_unknown_civitai_routes_are_json_404(civitai_site, path):
+    for method in ("get", "post"):
+        response = getattr(requests, method)(f"{civitai_site.url}{path}", timeout=30)
+        assert response.status_code == 404, (method, path)
+        assert response.headers["Content-Type"].startswith("application/json")
+        assert response.json()["error"]
+
+
+def test_download_route_errors_are_civitai_shaped(civitai_site):
+    draft = _catalogue(civitai_site).draft_only.versions.get()
+    for path, status in (
+        ("/api/download/models/999999", 404),
+        (f"/api/download/models/{draft.pk}", 404),
+    ):
+        response = _get(civitai_site, path)
+        assert response.status_code == status
+        assert response.json()["error"]
+
+
+# POST by-hash, mini, enums ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("prefix", [BASE, "/api/v1"])
+def test_post_by_hash_finds_many_versions_at_once(civitai_site, prefix):
+    # given the SHA256 of two listed files, a private one, a draft's and an unknown one
+    catalogue = _catalogue(civitai_site)
+    sha = {
+        name: version.files.get(is_primary=True).blob_id
+        for name, version in (
+            ("photo", catalogue.checkpoint_version),
+            ("ink", catalogue.lora_version),
+            ("secret", catalogue.private.versions.get()),
+            ("draft", catalogue.draft_only.versions.get()),
+        )
+    }
+    body = [sha["photo"].upper(), sha["ink"], sha["secret"], sha["draft"], "ab" * 32]
+    # when they are posted at once
+    response = requests.post(
+        f"{civitai_site.url}{prefix}/model-versions/by-hash", json=body, timeout=30
+    )
+    # then an array of the published, visible versions holding them comes back (the photo
+    # file is in alice's unlisted folder too), each as /model-versions/{id} answers it
+    assert response.status_code == 200
+    found = response.json()
+    assert sorted(v["id"] for v in found) == sorted(
+        [catalogue.checkpoint_version.pk, catalogue.lora_version.pk, catalogue.folder_version.pk]
+    )
+    ink = next(v for v in found if v["id"] == catalogue.lora_version.pk)
+    assert ink == _get(civitai_site, f"{BASE}/model-versions/{ink['id']}").json()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"hashes": []}',
+        b"[1, 2]",
+        b'["abc"]',
+        b'["' + b"g" * 64 + b'"]',
+        ("[" + ",".join(['"' + "a" * 64 + '"'] * 101) + "]").encode(),
+    ],
+)
+def test_post_by_hash_refuses_a_bad_body(civitai_site, body):
+    response = requests.post(
+        f"{civitai_site.url}/api/v1/model-versions/by-hash",
+        data=body,
+        headers={"Content-Type": "application/json"},
+        timeout=30,
+    )
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("Request must include an array of SHA256 Hashes")
+
+
+def test_post_by_hash_takes_an_empty_array_and_refuses_get(civitai_site):
+    url = f"{civitai_site.url}/api/v1/model-versions/by-hash"
+    assert requests.post(url, json=[], timeout=30).json() == []
+    response = requests.get(url, timeout=30)
+    assert response.status_code == 405 and response.json()["error"]
+
+
+@pytest.mark.parametrize("prefix", [BASE, "/api/v1"])
+def test_mini_describes_the_primary_file(civitai_site, prefix):
+    version = _catalogue(civitai_site).checkpoint_version
+    full = _get(civitai_site, f"{BASE}/model-versions/{version.pk}").json()
+    mini = _get(civitai_site, f"{prefix}/model-versions/mini/{version.pk}").json()
+    file = full["files"][0]
+    assert mini["air"] == full["air"]
+    assert (mini["versionName"], mini["modelName"], mini["baseModel"]) == (
+        "v1.0",
+        "Photo Checkpoint",
+        "SD 1.5",
+    )
+    assert (mini["fileName"], mini["size"], mini["hashes"], mini["format"]) == (
+        file["name"],
+        file["sizeKB"],
+        file["hashes"],
+        "SafeTensor",
+    )
+    assert mini["downloadUrls"] == [full["downloadUrl"]]
+    assert mini["publishedAt"] == full["publishedAt"]
+
+
+@pytest.mark.parametrize(
+    ("version_id", "status"), [("999999", 404), ("abc", 400), ("private", 404)]
+)
+def test_mini_errors(civitai_site, version_id, status):
+    if version_id == "private":
+        version_id = str(_catalogue(civitai_site).private.versions.get().pk)
+    response = _get(civitai_site, f"/api/v1/model-versions/mini/{version_id}")
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+@pytest.mark.parametrize("prefix", [BASE, "/api/v1"])
+def test_enums(civitai_site, prefix):
+    body = _get(civitai_site, f"{prefix}/enums").json()
+    assert set(body) == {"ModelType", "ModelFileType", "BaseModel", "BaseModelType"}
+    assert {"Checkpoint", "LORA", "TextualInversion"} <= set(body["ModelType"])
+    assert {"SD 1.5", "SDXL 1.0"} <= set(body["BaseModel"])
+    # and every value the lists answer is one the enums name
+    listed = _get(civitai_site, f"{BASE}/models").json()["items"]
+    assert {i["type"] for i in listed} <= set(body["ModelType"])
+    assert {v["baseModel"] for i in listed for v in i["modelVersions"]} <= set(body["BaseModel"])
+
+
+# A diffusers folder as one archive ---------------------------------------------------------------
+
+
+def _folder_file(site: SharedSite) -> dict[str, Any]:
+    version = _catalogue(site).folder_version
+    files = _get(site, f"{BASE}/model-versions/{version.pk}").json()["files"]
+    assert len(files) == 1
+    return files[0]
+
+
+def test_diffusers_version_shows_as_one_archive(civitai_site, civitai_files):
+    # given alice's two-file (diffusers layout) version
+    version = _catalogue(civitai_site).folder_version
+    # when the API describes it
+    file = _folder_file(civitai_site)
+    # then it is one Diffusers zip with a name of its own, and its hashes are those of the
+    # bytes its downloadUrl serves
+    assert (file["type"], file["primary"], file["metadata"]["format"]) == (
+        "Model",
+        True,
+        "Diffusers",
+    )
+    assert file["name"] == f"folder-model-v10-{version.pk}-diffusers.zip"
+    response = requests.get(file["downloadUrl"], timeout=30)
+    assert response.status_code == 200
+    data = response.content
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{file["name"]}"'
+    assert file["hashes"]["SHA256"] == hashlib.sha256(data).hexdigest().upper()
+    assert file["hashes"]["AutoV2"] == file["hashes"]["SHA256"][:10]
+    assert file["sizeKB"] == round(len(data) / 1024, 4)
+    # and it is a valid zip of the folder's files, stored, at their paths
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        assert archive.testzip() is None
+        assert archive.namelist() == ["photoCheckpoint_v10.safetensors", "unet/config.json"]
+        assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_STORED}
+        assert archive.read("unet/config.json") == civitai_files["config"].read_bytes()
+        assert (
+            archive.read("photoCheckpoint_v10.safetensors") == civitai_files["photo"].read_bytes()
+        )
+
+
+def test_archive_bytes_and_hashes_are_stable_and_resumable(civitai_site):
+    # given the archive's URL and its bytes
+    file = _folder_file(civitai_site)
+    first = requests.get(file["downloadUrl"], timeout=30).content
+    # when it is fetched again, and resumed from the middle (as download managers do)
+    again = requests.get(file["downloadUrl"], timeout=30)
+    start = len(first) // 2 + 7
+    tail = requests.get(file["downloadUrl"], headers={"Range": f"bytes={start}-"}, timeout=30)
+    # then the bytes, the hashes and the ETag do not change, and the range is the tail
+    assert again.content == first
+    assert _folder_file(civitai_site)["hashes"] == file["hashes"]
+    assert tail.status_code == 206
+    assert tail.headers["Content-Range"] == f"bytes {start}-{len(first) - 1}/{len(first)}"
+    assert tail.content == first[start:]
+    assert tail.headers["ETag"] == again.headers["ETag"]
+
+
+def test_archive_is_found_by_its_own_hashes(civitai_site):
+    version = _catalogue(civitai_site).folder_version
+    hashes = _folder_file(civitai_site)["hashes"]
+    for kind in ("SHA256", "AutoV2", "BLAKE3"):
+        found = _get(civitai_site, f"{BASE}/model-versions/by-hash/{hashes[kind].lower()}")
+        assert found.json()["id"] == version.pk, kind
+    posted = requests.post(
+        f"{civitai_site.url}/api/v1/model-versions/by-hash", json=[hashes["SHA256"]], timeout=30
+    ).json()
+    assert [v["id"] for v in posted] == [version.pk]
+
+
+def test_a_file_of_a_diffusers_version_is_still_reachable_by_type(civitai_site, civitai_files):
+    version = _catalogue(civitai_site).folder_version
+    response = _get(civitai_site, f"/api/download/models/{version.pk}", type="unet/config.json")
     assert response.content == civitai_files["config"].read_bytes()
+    assert response.headers["Content-Disposition"] == 'attachment; filename="config.json"'
+
+
+def test_archive_link_refuses_tampering(civitai_site):
+    file = _folder_file(civitai_site)
+    location = requests.get(file["downloadUrl"], allow_redirects=False, timeout=30).headers[
+        "Location"
+    ]
+    for old, new in (("signature=", "signature=0"), ("uid=0", "uid=1"), ("-diffusers.zip", ".zip")):
+        response = requests.get(location.replace(old, new, 1), timeout=30)
+        assert response.status_code == 403, (old, new)
+        assert response.json()["error"]
+
+
+def test_archive_writes_zip64_records_where_sizes_need_them(civitai_site, civitai_files):
+    # (the limit lowered to 100 bytes stands in for 4 GiB)
+    from registry.services.archives import archive_iter, version_archive
+
+    version = _catalogue(civitai_site).folder_version
+    archive = version_archive(version=version, zip64_limit=100)
+    data = b"".join(archive_iter(archive=archive))
+    assert len(data) == archive.size
+    with zipfile.ZipFile(io.BytesIO(data)) as opened:
+        assert opened.testzip() is None
+        assert opened.read("photoCheckpoint_v10.safetensors") == civitai_files["photo"].read_bytes()
+        assert opened.read("unet/config.json") == civitai_files["config"].read_bytes()
+    # and every byte range reads the same bytes as the whole
+    for start, end in (
+        (0, 10),
+        (29, 31),
+        (archive.size - 30, archive.size - 1),
+        (5, archive.size - 1),
+    ):
+        assert (
+            b"".join(archive_iter(archive=archive, start=start, end=end)) == data[start : end + 1]
+        )
