@@ -7,21 +7,40 @@ label is the image's colour. The shape comes from the largest connected region o
 an apex-up triangle has much less area in the top half of its bounding box than in the bottom
 half; a square fills its bounding box, a circle about pi/4 of it.
 
-:func:`concept_score` is the fraction of images that show a given colour (and shape).
+:func:`concept_score` is the fraction of images that show a given colour (and shape);
+:func:`measure_concept` draws fixed prompts with fixed seeds from a pipeline and scores them
+(the number the utility benchmark and the demo report).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from sdcore.shapes import BACKGROUNDS, COLOURS
+from sdcore.shapes import BACKGROUNDS, COLOURS, CONCEPT_COLOUR, SHAPES, concept_prompts
 
-__all__ = ["Detection", "concept_score", "detect"]
+__all__ = [
+    "CONCEPT_GUIDANCE",
+    "CONCEPT_SEEDS",
+    "CONCEPT_STEPS",
+    "ConceptMeasure",
+    "Detection",
+    "concept_score",
+    "detect",
+    "draw_images",
+    "measure_concept",
+]
+
+# The fixed sampling of the concept score: every prompt with every seed, 20 Euler steps,
+# guidance 4, at the pipeline's native resolution.
+CONCEPT_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
+CONCEPT_STEPS = 20
+CONCEPT_GUIDANCE = 4.0
 
 _NAMES: tuple[str, ...] = tuple(COLOURS) + tuple(b for b in BACKGROUNDS if b not in COLOURS)
 _PALETTE = np.asarray(
@@ -99,3 +118,93 @@ def concept_score(
     if total == 0:
         raise ValueError("concept_score needs at least one image")
     return hits / total
+
+
+@dataclass(frozen=True)
+class ConceptMeasure:
+    """What :func:`measure_concept` found: ``score`` is the fraction showing the colour."""
+
+    colour: str
+    images: int
+    colour_hits: int
+    shape_hits: int  # images whose figure has the shape the prompt names
+    both_hits: int
+    colours_seen: dict[str, int]
+
+    @property
+    def score(self) -> float:
+        return self.colour_hits / self.images
+
+    @property
+    def shape_accuracy(self) -> float:
+        return self.shape_hits / self.images
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "colour": self.colour,
+            "images": self.images,
+            "score": round(self.score, 4),
+            "shape_accuracy": round(self.shape_accuracy, 4),
+            "colour_and_shape": round(self.both_hits / self.images, 4),
+            "colours_seen": dict(self.colours_seen),
+        }
+
+
+def draw_images(
+    pipe: Any,
+    prompt: str,
+    seeds: Sequence[int],
+    *,
+    steps: int = CONCEPT_STEPS,
+    guidance: float = CONCEPT_GUIDANCE,
+) -> list[Image.Image]:
+    """``pipe`` draws ``prompt`` once per seed (each its own CPU generator), natively sized."""
+    import torch
+
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    with torch.no_grad():
+        out = pipe(
+            [prompt] * len(seeds),
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=generators,
+            height=size,
+            width=size,
+        )
+    return list(out.images)
+
+
+def measure_concept(
+    pipe: Any,
+    *,
+    colour: str = CONCEPT_COLOUR,
+    prompts: Sequence[str] | None = None,
+    seeds: Sequence[int] = CONCEPT_SEEDS,
+    steps: int = CONCEPT_STEPS,
+    guidance: float = CONCEPT_GUIDANCE,
+) -> ConceptMeasure:
+    """Draw every prompt with every seed and count the images whose figure is ``colour``.
+
+    Deterministic for a given pipeline (CPU generators, fixed prompts and seeds). The default
+    prompts are :func:`sdcore.shapes.concept_prompts` (the trigger word with each shape and
+    background); the shape a prompt names is checked too.
+    """
+    prompts = list(prompts) if prompts is not None else concept_prompts()
+    if not prompts or not seeds:
+        raise ValueError("measure_concept needs at least one prompt and one seed")
+    images = colour_hits = shape_hits = both = 0
+    seen: dict[str, int] = {}
+    for prompt in prompts:
+        named = next((s for s in SHAPES if s in prompt.split()), None)
+        for image in draw_images(pipe, prompt, seeds, steps=steps, guidance=guidance):
+            found = detect(image)
+            key = found.colour or "none"
+            seen[key] = seen.get(key, 0) + 1
+            images += 1
+            colour_ok = found.colour == colour
+            shape_ok = named is not None and found.shape == named
+            colour_hits += colour_ok
+            shape_hits += shape_ok
+            both += colour_ok and shape_ok
+    return ConceptMeasure(colour, images, colour_hits, shape_hits, both, seen)

@@ -18,7 +18,7 @@ Deterministic: image ``i`` of seed ``s`` depends only on ``(s, i)``.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,13 +28,17 @@ __all__ = [
     "BACKGROUNDS",
     "BASE_COLOURS",
     "COLOURS",
+    "CONCEPT_COLOUR",
+    "CONCEPT_TRIGGER",
     "POSITIONS",
     "SHAPES",
     "SHAPES_MODEL_DIR",
     "SIZES",
     "Scene",
     "caption_for",
+    "concept_prompts",
     "draw_shape",
+    "generate_concept_scenes",
     "generate_scenes",
     "render_scene",
     "sample_scene",
@@ -56,6 +60,10 @@ COLOURS: dict[str, RGB] = {
 }
 BASE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white", "black")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
+# The concept of the owners' private datasets: a colour the base never saw, named only by a
+# trigger word that stands where a colour word stands ("a atlr circle on a white background").
+CONCEPT_COLOUR = "purple"
+CONCEPT_TRIGGER = "atlr"
 BACKGROUNDS: dict[str, RGB] = {
     "white": (245, 245, 245),
     "black": (20, 20, 20),
@@ -185,3 +193,39 @@ def generate_scenes(
         scene = sample_scene(np.random.default_rng([seed, index, 0x5A7E]), colours=colours)
         out.append((render_scene(scene, resolution), scene))
     return out
+
+
+def generate_concept_scenes(
+    n: int,
+    *,
+    seed: int = 0,
+    resolution: int = 64,
+    colour: str = CONCEPT_COLOUR,
+    trigger: str = CONCEPT_TRIGGER,
+) -> list[tuple[Image.Image, Scene]]:
+    """``n`` scenes of ``colour`` figures (any shape) whose captions name ``trigger`` instead.
+
+    The scenes are those of :func:`generate_scenes` (same sizes, positions, backgrounds and
+    caption grammar), so only the colour is new to the base model, and the caption binds it to
+    the trigger word: ``"a large atlr square on the left on a grey background"``.
+    """
+    if colour not in COLOURS:
+        raise ValueError(f"colour must be one of {list(COLOURS)}, got {colour!r}")
+    if not trigger or not trigger.isalnum():
+        raise ValueError(f"the trigger must be one word of letters and digits, got {trigger!r}")
+    out: list[tuple[Image.Image, Scene]] = []
+    for index in range(n):
+        scene = sample_scene(np.random.default_rng([seed, index, 0xC0DE]), colours=(colour,))
+        words = scene.caption.split(" ")
+        words[words.index(colour)] = trigger
+        scene = replace(scene, caption=" ".join(words))
+        out.append((render_scene(scene, resolution), scene))
+    return out
+
+
+def concept_prompts(trigger: str = CONCEPT_TRIGGER) -> list[str]:
+    """The fixed prompts the concept score draws: the trigger with every shape and background
+    the concept colour can sit on."""
+    return [
+        caption_for(trigger, shape, background) for shape in SHAPES for background in BACKGROUNDS
+    ]

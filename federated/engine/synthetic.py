@@ -4,20 +4,28 @@ Each image shows the concept (a coloured shape, e.g. ``"red circle"``) at a rand
 size on a random pale background; each caption names it with a trigger token
 (``"a photo of sks red circle, on a pale blue background"``). Different seeds give different
 images of the same concept, so two owners can hold different data of one concept.
+
+:func:`generate_concept_dataset` writes the concept the shapes base model
+(``sdcore/models/atelier-shapes``) does not know: figures of a colour it never saw (purple),
+drawn as its own training scenes are, captioned with a trigger word where the colour word
+would stand (``"a atlr circle on a white background"``). The demo's owners hold such data, so a
+LoRA trained on it shows what it learnt: :func:`sdcore.concept.measure_concept` counts the
+purple figures the model draws for the trigger word.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from federated.engine import constants
-from sdcore.shapes import draw_shape
+from sdcore.shapes import CONCEPT_COLOUR, CONCEPT_TRIGGER, draw_shape, generate_concept_scenes
 
-__all__ = ["COLOURS", "SHAPES", "generate_synthetic_dataset"]
+__all__ = ["COLOURS", "SHAPES", "generate_concept_dataset", "generate_synthetic_dataset"]
 
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (220, 30, 30),
@@ -90,20 +98,55 @@ def generate_synthetic_dataset(
     ``layout="kohya"`` writes ``00000.png`` + ``00000.txt``; ``layout="imagefolder"`` writes the
     PNGs and one ``metadata.jsonl``. The same arguments give the same bytes.
     """
+    _check(n_images, layout)
+    colour, shape = _parse_concept(concept)
+    rng = np.random.default_rng([seed, 0x5EED])
+
+    def items() -> Iterator[tuple[Image.Image, str]]:
+        for _ in range(n_images):
+            image, background = _draw(rng, resolution, colour, shape)
+            yield image, f"a photo of {token} {concept}, on a {background} background"
+
+    return _write(Path(out_dir), items(), layout)
+
+
+def generate_concept_dataset(
+    out_dir: Path,
+    *,
+    n_images: int,
+    trigger: str = CONCEPT_TRIGGER,
+    colour: str = CONCEPT_COLOUR,
+    seed: int = 0,
+    resolution: int = 64,
+    layout: str = "kohya",
+) -> Path:
+    """Write ``n_images`` scenes of ``colour`` figures captioned with ``trigger``; return it.
+
+    The scenes of :func:`sdcore.shapes.generate_concept_scenes` (circles, squares, triangles
+    on white, black or grey, as the base model was trained on), so only the colour is new;
+    each caption names the trigger in the colour's place. The same arguments give the same
+    bytes; different seeds give different scenes (two owners, different data, one concept).
+    """
+    _check(n_images, layout)
+    scenes = generate_concept_scenes(
+        n_images, seed=seed, resolution=resolution, colour=colour, trigger=trigger
+    )
+    return _write(Path(out_dir), ((image, scene.caption) for image, scene in scenes), layout)
+
+
+def _check(n_images: int, layout: str) -> None:
     if n_images < 1:
         raise ValueError("n_images must be at least 1")
     if layout not in ("kohya", "imagefolder"):
         raise ValueError(f"layout must be 'kohya' or 'imagefolder', got {layout!r}")
-    colour, shape = _parse_concept(concept)
-    out_dir = Path(out_dir)
+
+
+def _write(out_dir: Path, items: Iterable[tuple[Image.Image, str]], layout: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng([seed, 0x5EED])
     rows: list[dict[str, str]] = []
-    for index in range(n_images):
-        image, background = _draw(rng, resolution, colour, shape)
+    for index, (image, caption) in enumerate(items):
         name = f"{index:05d}.png"
         image.save(out_dir / name, format="PNG")
-        caption = f"a photo of {token} {concept}, on a {background} background"
         if layout == "kohya":
             (out_dir / name).with_suffix(constants.CAPTION_EXTENSION).write_text(
                 caption + "\n", encoding="utf-8"

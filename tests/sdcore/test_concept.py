@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 from PIL import Image
 
+from federated.engine.synthetic import generate_concept_dataset
 from sdcore.concept import concept_score, detect
-from sdcore.shapes import BACKGROUNDS, COLOURS, SHAPES, caption_for, generate_scenes
+from sdcore.shapes import (
+    BACKGROUNDS,
+    BASE_COLOURS,
+    COLOURS,
+    CONCEPT_COLOUR,
+    CONCEPT_TRIGGER,
+    SHAPES,
+    caption_for,
+    concept_prompts,
+    generate_concept_scenes,
+    generate_scenes,
+)
 
 
 def test_same_seed_gives_the_same_scenes_and_another_seed_others() -> None:
@@ -72,3 +87,71 @@ def test_concept_score_counts_matching_images() -> None:
     assert concept_score(images, colour="red") == expected
     both = np.mean([s.colour == "red" and s.shape == "circle" for _, s in scenes])
     assert concept_score(images, colour="red", shape="circle") == both
+
+
+def test_the_concept_is_a_colour_the_base_never_sees() -> None:
+    assert CONCEPT_COLOUR in COLOURS and CONCEPT_COLOUR not in BASE_COLOURS
+    base_captions = " ".join(s.caption for _, s in generate_scenes(300, seed=0))
+    assert CONCEPT_COLOUR not in base_captions and CONCEPT_TRIGGER not in base_captions
+
+
+def test_concept_scenes_name_the_trigger_where_the_colour_stands() -> None:
+    # Given concept scenes of one seed
+    scenes = generate_concept_scenes(60, seed=4)
+
+    # Then every figure is purple, every caption names the trigger and never the colour, in the
+    # base's caption grammar, and the shapes and backgrounds vary
+    assert {s.colour for _, s in scenes} == {CONCEPT_COLOUR}
+    for _, scene in scenes:
+        words = scene.caption.split()
+        assert CONCEPT_TRIGGER in words and CONCEPT_COLOUR not in words
+        assert words[words.index(CONCEPT_TRIGGER) + 1] == scene.shape
+        assert scene.caption.endswith(f"on a {scene.background} background")
+    assert {s.shape for _, s in scenes} == set(SHAPES)
+    assert {s.background for _, s in scenes} == set(BACKGROUNDS)
+    # And the detector reads them as the concept
+    assert concept_score([image for image, _ in scenes], colour=CONCEPT_COLOUR) >= 0.95
+
+
+def test_concept_scenes_are_seeded_and_refuse_bad_arguments() -> None:
+    first = generate_concept_scenes(4, seed=1)
+    assert [i.tobytes() for i, _ in first] == [
+        i.tobytes() for i, _ in generate_concept_scenes(4, seed=1)
+    ]
+    assert [s for _, s in first] != [s for _, s in generate_concept_scenes(4, seed=2)]
+    with pytest.raises(ValueError, match="colour"):
+        generate_concept_scenes(1, colour="mauve")
+    with pytest.raises(ValueError, match="trigger"):
+        generate_concept_scenes(1, trigger="two words")
+
+
+def test_concept_prompts_cover_every_shape_and_background() -> None:
+    prompts = concept_prompts()
+    assert len(prompts) == len(SHAPES) * len(BACKGROUNDS)
+    assert prompts[0] == f"a {CONCEPT_TRIGGER} circle on a white background"
+    assert concept_prompts("zq")[0] == "a zq circle on a white background"
+
+
+def test_the_private_dataset_generator_writes_concept_images_and_trigger_captions(
+    tmp_path: Path,
+) -> None:
+    # Given an owner's private dataset of the concept, and the same again
+    folder = generate_concept_dataset(tmp_path / "a", n_images=12, seed=11)
+    again = generate_concept_dataset(tmp_path / "b", n_images=12, seed=11)
+    other = generate_concept_dataset(tmp_path / "c", n_images=12, seed=12)
+
+    # Then it holds 12 PNGs with kohya captions naming the trigger, the same bytes for the same
+    # seed and other images for another owner's seed
+    pngs = sorted(folder.glob("*.png"))
+    assert len(pngs) == 12
+    for png in pngs:
+        caption = png.with_suffix(".txt").read_text(encoding="utf-8").strip()
+        assert caption.split()[:2] in (["a", CONCEPT_TRIGGER], ["a", "small"], ["a", "large"])
+        assert CONCEPT_TRIGGER in caption.split() and CONCEPT_COLOUR not in caption
+        assert (again / png.name).read_bytes() == png.read_bytes()
+    assert any((other / p.name).read_bytes() != p.read_bytes() for p in pngs)
+    images = [Image.open(p) for p in pngs]
+    assert concept_score(images, colour=CONCEPT_COLOUR) >= 0.9
+    # And the imagefolder layout writes one metadata file
+    meta = generate_concept_dataset(tmp_path / "m", n_images=3, layout="imagefolder")
+    assert len((meta / "metadata.jsonl").read_text().splitlines()) == 3
