@@ -12,7 +12,12 @@ from typing import Any
 
 from django.http import HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.permissions import AllowAny, IsAuthenticated
@@ -50,7 +55,7 @@ from marketplace.api import IDEMPOTENCY_KEY, WholeNumberField
 from registry.api.common import has_nul, page_response, paginated
 from registry.http import serve_blob
 from registry.models import Visibility
-from registry.serializers import aggregate_stats
+from registry.serializers import absolute_url, aggregate_stats
 
 TAGS = ["federated"]
 
@@ -503,9 +508,17 @@ class JobRoundSerializer(serializers.Serializer):
     seconds = serializers.FloatField(allow_null=True)
     bytes_out_per_node = serializers.IntegerField()
     created_at = serializers.DateTimeField()
+    sample_grid_url = serializers.SerializerMethodField(
+        help_text="The round's sample grid (PNG: the fixed prompts in rows, seeds in columns, "
+        "drawn with the round's LoRA), or null."
+    )
 
     def get_nodes(self, obj: Any) -> int:
         return len(obj.nodes)
+
+    @extend_schema_field(serializers.URLField(allow_null=True))
+    def get_sample_grid_url(self, obj: Any) -> str | None:
+        return absolute_url(self.context, obj.sample_grid.url) if obj.sample_grid else None
 
 
 # The job's money, for its trainer and staff; null for a data owner looking at the job.

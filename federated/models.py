@@ -342,6 +342,9 @@ class JobRound(models.Model):
     refused = models.JSONField(default=dict, blank=True)
     rejected = models.JSONField(default=dict, blank=True)
     no_reply = models.JSONField(default=list, blank=True)
+    # The ServerApp's sample grid of the round (fixed prompts and seeds, the round's LoRA):
+    # a PNG it checked and re-encoded, under a random name in public media.
+    sample_grid = models.ImageField(upload_to="job-grids/%Y/%m/", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -388,6 +388,7 @@ class RoundRow:
     nodes: list[RoundNode]
     refused: dict[str, str]
     no_reply: list[str]
+    grid_url: str = ""  # the round's sample grid (public media), "" when none
 
     def epsilon_of(self, dataset_version_id: int) -> float | None:
         values = [
@@ -433,6 +434,7 @@ def job_round_rows(*, job: FederatedJob, own_only: bool = False) -> list[RoundRo
                 nodes,
                 {} if own_only else {str(k): str(v) for k, v in r.refused.items()},
                 [] if own_only else [str(n) for n in r.no_reply],
+                r.sample_grid.url if r.sample_grid else "",
             )
         )
     return rows

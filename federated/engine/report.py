@@ -140,30 +140,25 @@ def _has_word(caption: str, word: str) -> bool:
     return any(w.lower().strip(".;:!?()[]{}\"'") == word for w in caption_words(caption))
 
 
-def build_report(
-    scan: DatasetScan,
-    *,
-    trigger_word: str | None,
-    resolution: int,
-    duplicate_distance: int = 4,
-) -> DatasetReport:
-    """Run every check on ``scan``; ``trigger_word=None`` skips the trigger check."""
-    examples = scan.examples
+def _trigger_findings(examples: tuple[Example, ...], trigger_word: str | None) -> list[Finding]:
+    if not trigger_word:
+        return []
+    missing = tuple(e.relpath for e in examples if not _has_word(e.caption, trigger_word))
+    if not missing:
+        return []
+    return [
+        Finding(
+            "trigger_word",
+            Severity.ERROR,
+            f"{len(missing)} of {len(examples)} captions lack the trigger word {trigger_word!r}",
+            missing,
+        )
+    ]
+
+
+def _duplicate_findings(examples: tuple[Example, ...], max_distance: int) -> list[Finding]:
+    """Byte-identical copies, then perceptual near-duplicates that are not such copies."""
     findings: list[Finding] = []
-
-    if trigger_word:
-        missing = tuple(e.relpath for e in examples if not _has_word(e.caption, trigger_word))
-        if missing:
-            findings.append(
-                Finding(
-                    "trigger_word",
-                    Severity.ERROR,
-                    f"{len(missing)} of {len(examples)} captions lack the trigger word "
-                    f"{trigger_word!r}",
-                    missing,
-                )
-            )
-
     by_hash: dict[str, list[str]] = {}
     for example in examples:
         by_hash.setdefault(example.sha256, []).append(example.relpath)
@@ -179,7 +174,7 @@ def build_report(
         )
     near = [
         (a, b, dist)
-        for a, b, dist in _near_duplicates(examples, duplicate_distance)
+        for a, b, dist in _near_duplicates(examples, max_distance)
         if not any(a in group and b in group for group in exact)
     ]
     if near:
@@ -188,28 +183,36 @@ def build_report(
                 "near_duplicates",
                 Severity.WARNING,
                 f"{len(near)} pairs of near-duplicate images (perceptual hash distance "
-                f"<= {duplicate_distance} of 64 bits): they overweight one picture",
+                f"<= {max_distance} of 64 bits): they overweight one picture",
                 tuple(f"{a} ~ {b} (distance {d})" for a, b, d in near),
             )
         )
+    return findings
 
+
+def _resolution_findings(examples: tuple[Example, ...], resolution: int) -> list[Finding]:
     small = tuple(
         f"{e.relpath} ({e.width}x{e.height})"
         for e in examples
         if min(e.width, e.height) < resolution
     )
-    if small:
-        findings.append(
-            Finding(
-                "below_resolution",
-                Severity.WARNING,
-                f"{len(small)} images are smaller than the training resolution {resolution} px "
-                "and will be upscaled (blurry)",
-                small,
-            )
+    if not small:
+        return []
+    return [
+        Finding(
+            "below_resolution",
+            Severity.WARNING,
+            f"{len(small)} images are smaller than the training resolution {resolution} px "
+            "and will be upscaled (blurry)",
+            small,
         )
+    ]
 
-    word_counts = [len(caption_words(e.caption)) for e in examples]
+
+def _caption_length_findings(
+    examples: tuple[Example, ...], word_counts: list[int]
+) -> list[Finding]:
+    findings: list[Finding] = []
     too_long = tuple(
         e.relpath for e, n in zip(examples, word_counts, strict=True) if n > CLIP_WORD_LIMIT
     )
@@ -233,8 +236,12 @@ def build_report(
                 too_short,
             )
         )
+    return findings
 
-    tag_counts = Counter(tag for e in examples for tag in set(_tags(e.caption)))
+
+def _tag_findings(
+    examples: tuple[Example, ...], tag_counts: Counter[str], trigger_word: str | None
+) -> list[Finding]:
     everywhere = sorted(
         tag
         for tag, n in tag_counts.items()
@@ -242,24 +249,50 @@ def build_report(
         and len(examples) > 1
         and not (trigger_word and _has_word(tag, trigger_word))
     )
-    if everywhere:
-        findings.append(
-            Finding(
-                "tag_frequency",
-                Severity.INFO,
-                "tags in every caption are learnt as part of the trigger word: "
-                + ", ".join(everywhere),
-            )
+    if not everywhere:
+        return []
+    return [
+        Finding(
+            "tag_frequency",
+            Severity.INFO,
+            "tags in every caption are learnt as part of the trigger word: "
+            + ", ".join(everywhere),
         )
-    if scan.issues:
-        findings.append(
-            Finding(
-                "skipped_files",
-                Severity.WARNING,
-                f"{len(scan.issues)} files were skipped (see the list above)",
-                tuple(str(issue) for issue in scan.issues),
-            )
+    ]
+
+
+def _skipped_findings(scan: DatasetScan) -> list[Finding]:
+    if not scan.issues:
+        return []
+    return [
+        Finding(
+            "skipped_files",
+            Severity.WARNING,
+            f"{len(scan.issues)} files were skipped (see the list above)",
+            tuple(str(issue) for issue in scan.issues),
         )
+    ]
+
+
+def build_report(
+    scan: DatasetScan,
+    *,
+    trigger_word: str | None,
+    resolution: int,
+    duplicate_distance: int = 4,
+) -> DatasetReport:
+    """Run every check on ``scan``; ``trigger_word=None`` skips the trigger check."""
+    examples = scan.examples
+    word_counts = [len(caption_words(e.caption)) for e in examples]
+    tag_counts = Counter(tag for e in examples for tag in set(_tags(e.caption)))
+    findings = [
+        *_trigger_findings(examples, trigger_word),
+        *_duplicate_findings(examples, duplicate_distance),
+        *_resolution_findings(examples, resolution),
+        *_caption_length_findings(examples, word_counts),
+        *_tag_findings(examples, tag_counts, trigger_word),
+        *_skipped_findings(scan),
+    ]
     return DatasetReport(
         count=len(examples),
         findings=tuple(findings),

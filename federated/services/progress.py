@@ -8,14 +8,19 @@ per job and dataset). A node or manifest that is not in the job is logged and pa
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from django.core.files.base import ContentFile
 from django.db import transaction
+from PIL import Image, UnidentifiedImageError
 
 from core.errors import ApplicationError, ConflictError
+from federated.engine.rounds import MAX_NODES, RoundRecord, RoundRecordError
 from federated.models import (
     ApprovalState,
     FederatedJob,
@@ -29,75 +34,61 @@ from federated.services.events import job_event
 log = logging.getLogger(__name__)
 State = FederatedJob.State
 RECORDING_STATES = (State.QUEUED, State.RUNNING, State.PUBLISHING)
-MAX_NODES = 1000
+MAX_GRID_SIDE = 4096  # pixels, either side of a round's sample grid
 
 
 def _bad(message: str) -> ApplicationError:
     return ApplicationError(f"Malformed progress report: {message}", code="bad_progress")
 
 
-def _number(value: object, what: str, *, default: float | None = None) -> float | None:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _bad(f"{what} must be a number.")
-    number = float(value)
-    if not math.isfinite(number):
-        return default
-    return number
+def _parse_round(payload: Mapping[str, Any], job: FederatedJob) -> RoundRecord:
+    """The report's round, parsed and checked once (400 ``bad_progress`` otherwise)."""
+    try:
+        record = RoundRecord.from_dict(payload)
+    except RoundRecordError as err:
+        raise _bad(err.message) from err
+    if record.round > job.num_rounds:
+        raise _bad(f"round {record.round} is outside 1..{job.num_rounds}.")
+    return record
 
 
-def _mapping(payload: Mapping[str, Any], key: str) -> dict[str, Any]:
-    value = payload.get(key, {})
-    if value is None:
+def _prepare_failures(prepare: object) -> dict[str, object]:
+    """The readiness report's ``failed`` (node id -> why), checked."""
+    failed = prepare.get("failed") if isinstance(prepare, dict) else None
+    if failed is None:
         return {}
-    if not isinstance(value, dict) or len(value) > MAX_NODES:
-        raise _bad(f"{key!r} must be an object keyed by node id.")
-    return {str(k): v for k, v in value.items()}
+    if not isinstance(failed, dict) or len(failed) > MAX_NODES:
+        raise _bad("'failed' must be an object keyed by node id.")
+    return {str(node): reason for node, reason in failed.items()}
 
 
-def _node_metrics(payload: Mapping[str, Any]) -> dict[str, dict[str, float]]:
-    nodes: dict[str, dict[str, float]] = {}
-    for node, metrics in _mapping(payload, "nodes").items():
-        if not isinstance(metrics, dict):
-            raise _bad(f"the metrics of node {node} must be an object.")
-        clean: dict[str, float] = {}
-        for key, value in metrics.items():  # numbers only; anything else is left out
-            if (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(float(value))
-            ):
-                clean[str(key)[:60]] = float(value)
-        nodes[node] = clean
-    return nodes
+def _grid_file(png: bytes) -> ContentFile[bytes]:
+    """The round's sample grid, checked (a whole PNG of bounded size) and re-encoded (no text
+    chunks reach public media); 400 ``bad_progress`` for anything else."""
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            if image.format != "PNG":
+                raise _bad("the sample grid is not a PNG image.")
+            width, height = image.size
+            if width > MAX_GRID_SIDE or height > MAX_GRID_SIDE:
+                raise _bad(f"the sample grid is {width}x{height}; at most {MAX_GRID_SIDE} a side.")
+            image.load()  # decodes every pixel: a truncated file fails here
+            clean = image.convert("RGB")
+    except ApplicationError:
+        raise
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, SyntaxError) as exc:
+        raise _bad("the sample grid is not a readable PNG image.") from exc
+    except ValueError as exc:
+        raise _bad("the sample grid is not a readable PNG image.") from exc
+    out = io.BytesIO()
+    clean.save(out, format="PNG", optimize=True)
+    return ContentFile(out.getvalue(), name=f"{uuid.uuid4().hex}.png")
 
 
-def _round_index(payload: Mapping[str, Any], job: FederatedJob) -> int:
-    index = payload.get("round")
-    if isinstance(index, bool) or not isinstance(index, int):
-        raise _bad("'round' must be a whole number.")
-    if not 1 <= index <= job.num_rounds:
-        raise _bad(f"round {index} is outside 1..{job.num_rounds}.")
-    return index
-
-
-def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
-    index = _round_index(payload, job)
-    nodes = _node_metrics(payload)
-    node_datasets = {n: str(h).lower() for n, h in _mapping(payload, "node-datasets").items()}
-    refused = {k: str(v)[:500] for k, v in _mapping(payload, "refused").items()}
-    rejected = {
-        k: [str(p)[:300] for p in v] if isinstance(v, list) else str(v)[:500]
-        for k, v in _mapping(payload, "rejected").items()
-    }
-    no_reply = payload.get("no-reply") or []
-    if not isinstance(no_reply, list):
-        raise _bad("'no-reply' must be a list of node ids.")
-    existing = JobRound.objects.filter(job_id=job.pk, index=index).first()
-    if existing is not None:
-        _same_round_or_conflict(job, existing, payload, nodes, node_datasets, rejected)
-        return existing
+def _datasets_credit(job: FederatedJob, record: RoundRecord) -> list[dict[str, str]]:
+    """Credit each dataset an accepted node trained on with the round (examples capped by its
+    manifest, its node ids, the largest epsilon); returns the nodes whose dataset is not in the
+    job (paid nothing). Locks the job's datasets."""
     by_hash = {
         jd.manifest_hash: jd
         for jd in job.datasets.select_for_update()
@@ -108,8 +99,8 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
     epsilons: dict[int, tuple[float, float]] = {}
     node_ids: dict[int, set[str]] = {}
     ignored: list[dict[str, str]] = []
-    for node, metrics in nodes.items():
-        digest = node_datasets.get(node, "")
+    for node, metrics in record.nodes.items():
+        digest = record.node_datasets.get(node, "")
         jd = by_hash.get(digest)
         if jd is None:
             ignored.append({"node": node, "manifest_hash": digest})
@@ -130,29 +121,47 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
         jd.save(update_fields=["rounds_completed", "example_rounds", "flwr_node_ids"])
         if jd.pk in epsilons:
             _privacy_spend_record(job, jd, *epsilons[jd.pk])
-    accepted_eps = [m["epsilon"] for m in nodes.values() if m.get("epsilon", -1.0) >= 0]
-    record = JobRound.objects.create(
+    return ignored
+
+
+def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
+    record = _parse_round(payload, job)
+    grid = _grid_file(record.sample_grid) if record.sample_grid is not None else None
+    existing = JobRound.objects.filter(job_id=job.pk, index=record.round).first()
+    if existing is not None:
+        _same_round_or_conflict(job, existing, record)
+        return existing
+    ignored = _datasets_credit(job, record)
+    row = JobRound(
         job=job,
-        index=index,
-        train_loss=_number(payload.get("train-loss"), "train-loss"),
-        num_examples=int(_number(payload.get("num-examples"), "num-examples", default=0) or 0),
-        seconds=_number(payload.get("seconds"), "seconds"),
-        bytes_out_per_node=int(
-            _number(payload.get("bytes-out-per-node"), "bytes-out-per-node", default=0) or 0
-        ),
-        epsilon_max=max(accepted_eps) if accepted_eps else None,
-        nodes=nodes,
-        node_datasets=node_datasets,
-        refused=refused,
-        rejected=rejected,
-        no_reply=[str(n) for n in no_reply][:MAX_NODES],
+        index=record.round,
+        train_loss=record.train_loss,
+        num_examples=record.num_examples or 0,
+        seconds=record.seconds,
+        bytes_out_per_node=record.bytes_out_per_node,
+        epsilon_max=record.epsilon_max,
+        nodes=record.nodes,
+        node_datasets=record.node_datasets,
+        refused=record.refused,
+        rejected=record.rejected,
+        no_reply=record.no_reply,
     )
+    if grid is not None:
+        row.sample_grid.save(grid.name or "grid.png", grid, save=False)
+    row.save()
+    _round_events(job, row, ignored)
+    return row
+
+
+def _round_events(job: FederatedJob, record: JobRound, ignored: list[dict[str, str]]) -> None:
+    """The job's log lines for a recorded round: the round, then what was left out and why."""
+    index = record.index
     loss = "n/a" if record.train_loss is None else f"{record.train_loss:.4f}"
     job_event(
         job=job,
         kind="round",
         message=(
-            f"Round {index}/{job.num_rounds}: {len(nodes)} node(s), "
+            f"Round {index}/{job.num_rounds}: {len(record.nodes)} node(s), "
             f"{record.num_examples} examples, loss {loss}."
         ),
         data={"round": index},
@@ -194,28 +203,19 @@ def _record_round(job: FederatedJob, payload: Mapping[str, Any]) -> JobRound:
             message=f"Round {index}: node {node} sent no reply.",
             data={"round": index, "node": node},
         )
-    return record
 
 
-def _same_round_or_conflict(
-    job: FederatedJob,
-    existing: JobRound,
-    payload: Mapping[str, Any],
-    nodes: dict[str, dict[str, float]],
-    node_datasets: dict[str, str],
-    rejected: dict[str, Any],
-) -> None:
+def _same_round_or_conflict(job: FederatedJob, existing: JobRound, record: RoundRecord) -> None:
     """An identical repeat of a recorded round is fine (the ServerApp retried, the coordinator
     replayed its files); a different one is a conflict: 409, logged, nothing changes."""
-    loss = _number(payload.get("train-loss"), "train-loss")
-    examples = int(_number(payload.get("num-examples"), "num-examples", default=0) or 0)
+    loss = record.train_loss
     differs = [
         name
         for name, same in (
-            ("nodes", nodes == existing.nodes),
-            ("node-datasets", node_datasets == existing.node_datasets),
-            ("rejected", rejected == existing.rejected),
-            ("num-examples", examples == existing.num_examples),
+            ("nodes", record.nodes == existing.nodes),
+            ("node-datasets", record.node_datasets == existing.node_datasets),
+            ("rejected", record.rejected == existing.rejected),
+            ("num-examples", (record.num_examples or 0) == existing.num_examples),
             (
                 "train-loss",
                 loss == existing.train_loss
@@ -297,11 +297,7 @@ def _progress_record(job: FederatedJob, payload: dict[str, Any]) -> JobRound | N
     if status == "running":
         return _record_round(locked, payload)
     if status == "preparing":
-        failed = (
-            _mapping(payload.get("prepare") or {}, "failed")
-            if isinstance(payload.get("prepare"), dict)
-            else {}
-        )
+        failed = _prepare_failures(payload.get("prepare"))
         for node, reason in failed.items():
             text = str(reason)[:500]
             hostile = text.startswith("dataset_not_owned")

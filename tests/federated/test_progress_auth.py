@@ -8,6 +8,8 @@ report for a round already recorded is a conflict (409, logged), an identical on
 
 from __future__ import annotations
 
+import base64
+import io
 import re
 import stat
 from collections.abc import Iterator
@@ -15,6 +17,8 @@ from typing import Any
 
 import pytest
 import requests
+from django.test import Client
+from django.urls import reverse
 
 from federated.models import FederatedJob, JobDataset, JobEvent, JobRound
 from federated.services.jobs import job_credentials_path, job_mark_running, job_run_config
@@ -195,3 +199,70 @@ def test_the_readiness_report_logs_a_node_left_out_for_claiming_a_dataset_it_doe
     }
     assert events["reply_rejected"].level == "error" and "102" in events["reply_rejected"].message
     assert events["node_not_ready"].level == "warning"
+
+
+def _png(size: tuple[int, int] = (64, 256), *, text: str = "") -> bytes:
+    from PIL import Image, PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    if text:
+        info.add_text("parameters", text)
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(out, format="PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def test_a_rounds_sample_grid_is_stored_as_public_media_and_listed_by_the_job_api(
+    world: dict[str, Any], live_server: Any, token_for: Any
+) -> None:
+    from PIL import Image
+
+    job = world["job"]
+    url = live_server.url + reverse("federated:job-progress", args=[job.pk])
+    token = world["credentials"]["progress-token"]
+    # Given the ServerApp's report of round 1 with its sample grid (a PNG with a text chunk)
+    grid = base64.b64encode(_png(text="private note")).decode()
+    report = _report(world, 1, 0, 1, **{"sample-grid-png": grid})
+    # When it is posted with the ServerApp's token
+    assert _post(url, token, report).status_code == 200
+    # Then the round's grid is a public PNG (re-encoded: no text chunk) ...
+    row = JobRound.objects.get(job=job, index=1)
+    public = requests.get(live_server.url + row.sample_grid.url, timeout=30)
+    assert public.status_code == 200
+    with Image.open(io.BytesIO(public.content)) as image:
+        assert (image.format, image.size) == ("PNG", (64, 256))
+        assert "parameters" not in image.info
+    # ... that the job's REST detail lists, and the job's live section shows
+    detail_url = live_server.url + reverse("federated:job-detail", args=[job.pk])
+    auth = {"Authorization": f"Bearer {token_for(job.trainer)}"}
+    detail = requests.get(detail_url, headers=auth, timeout=30).json()
+    assert [r["sample_grid_url"] for r in detail["rounds"]] == [row.sample_grid.url]
+    browser = Client()
+    browser.force_login(job.trainer)
+    live = browser.get(reverse("training:job-live", args=[job.pk])).content.decode()
+    assert f'<figure class="round-grid" data-round="1"><a href="{row.sample_grid.url}">' in live
+    # And round 2, reported without a grid, lists null
+    assert _post(url, token, _report(world, 2, 0, 1)).status_code == 200
+    detail = requests.get(detail_url, headers=auth, timeout=30).json()
+    assert [r["sample_grid_url"] for r in detail["rounds"]] == [row.sample_grid.url, None]
+
+
+@pytest.mark.parametrize(
+    "grid",
+    [
+        "bm90IGEgcG5n",  # "not a png"
+        "%%%",  # not base64
+        base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode(),  # a PNG signature only
+        base64.b64encode(_png((5000, 8))).decode(),  # wider than any grid
+    ],
+)
+def test_a_bad_sample_grid_is_a_400_and_records_no_round(
+    world: dict[str, Any], live_server: Any, grid: str
+) -> None:
+    job = world["job"]
+    url = live_server.url + reverse("federated:job-progress", args=[job.pk])
+    report = _report(world, 1, 0, 1, **{"sample-grid-png": grid})
+    body = _error(_post(url, world["credentials"]["progress-token"], report), 400, "bad_progress")
+    assert "sample grid" in body["message"] or "sample-grid-png" in body["message"]
+    assert not JobRound.objects.filter(job_id=job.pk).exists()
+    assert [jd.rounds_completed for jd in JobDataset.objects.filter(job=job)] == [0, 0]

@@ -103,6 +103,53 @@ def unpack(
     return out
 
 
+def _array_problems(
+    arrays: Mapping[str, np.ndarray], expected: Mapping[str, Sequence[int]]
+) -> list[str]:
+    """Every expected array, nothing else, each of its shape, floating point and finite."""
+    names, wanted = list(arrays), set(expected)
+    problems = [f"unexpected array {name!r}" for name in names if name not in wanted]
+    problems += [f"missing array {name!r}" for name in sorted(wanted - set(names))]
+    for name in names:
+        if name not in wanted:
+            continue
+        value = np.asarray(arrays[name])
+        if tuple(value.shape) != tuple(expected[name]):
+            problems.append(
+                f"array {name!r} has shape {tuple(value.shape)}, expected {tuple(expected[name])}"
+            )
+        elif str(value.dtype) not in _FLOAT_DTYPES:
+            problems.append(f"array {name!r} has dtype {value.dtype}, expected floating point")
+        elif not np.isfinite(value.astype(np.float32)).all():
+            problems.append(f"array {name!r} has non-finite values")
+    return problems
+
+
+def _metric_problems(metrics: Mapping[str, object]) -> list[str]:
+    """Known names only, scalar numbers only, and a positive ``num-examples``."""
+    problems: list[str] = []
+    for key, metric in metrics.items():
+        if key not in ALLOWED_METRICS:
+            problems.append(f"unexpected metric {key!r}")
+        elif not _is_scalar_number(metric):
+            problems.append(f"metric {key!r} is not a scalar number")
+    num_examples = metrics.get("num-examples")
+    if not _is_scalar_number(num_examples) or num_examples < 1:
+        problems.append("metric 'num-examples' is missing or not positive")
+    return problems
+
+
+def _info_problems(info: Mapping[str, object]) -> list[str]:
+    """At most the dataset's manifest hash (a SHA-256 hex digest)."""
+    problems: list[str] = []
+    for key, info_value in info.items():
+        if key != "manifest-hash":
+            problems.append(f"unexpected info {key!r}")
+        elif not (isinstance(info_value, str) and HEX64.match(info_value)):
+            problems.append("info 'manifest-hash' is not a SHA-256 hex digest")
+    return problems
+
+
 def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> ReplyCheck:
     """Check one reply against the expected ``{array name: shape}``; list every problem.
 
@@ -127,48 +174,9 @@ def check_reply(parts: ReplyParts, expected: Mapping[str, Sequence[int]]) -> Rep
         + [f"config record {n!r}" for n in parts.configs if n != INFO_RECORD]
     )
     problems.extend(f"unexpected {r}" for r in extra_records)
-
     arrays = parts.arrays.get(ARRAY_RECORD)
-    if arrays is None:
-        problems.append("no adapter arrays")
-    else:
-        names, wanted = list(arrays), set(expected)
-        for name in names:
-            if name not in wanted:
-                problems.append(f"unexpected array {name!r}")
-        for name in sorted(wanted - set(names)):
-            problems.append(f"missing array {name!r}")
-        for name in names:
-            if name not in wanted:
-                continue
-            value = np.asarray(arrays[name])
-            if tuple(value.shape) != tuple(expected[name]):
-                problems.append(
-                    f"array {name!r} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(expected[name])}"
-                )
-            elif str(value.dtype) not in _FLOAT_DTYPES:
-                problems.append(f"array {name!r} has dtype {value.dtype}, expected floating point")
-            elif not np.isfinite(value.astype(np.float32)).all():
-                problems.append(f"array {name!r} has non-finite values")
-
+    problems.extend(["no adapter arrays"] if arrays is None else _array_problems(arrays, expected))
     metrics = parts.metrics.get(METRIC_RECORD)
-    if metrics is None:
-        problems.append("no metrics")
-    else:
-        for key, metric in metrics.items():
-            if key not in ALLOWED_METRICS:
-                problems.append(f"unexpected metric {key!r}")
-            elif not _is_scalar_number(metric):
-                problems.append(f"metric {key!r} is not a scalar number")
-        num_examples = metrics.get("num-examples")
-        if not _is_scalar_number(num_examples) or num_examples < 1:
-            problems.append("metric 'num-examples' is missing or not positive")
-
-    info = parts.configs.get(INFO_RECORD, {})
-    for key, info_value in info.items():
-        if key != "manifest-hash":
-            problems.append(f"unexpected info {key!r}")
-        elif not (isinstance(info_value, str) and HEX64.match(info_value)):
-            problems.append("info 'manifest-hash' is not a SHA-256 hex digest")
+    problems.extend(["no metrics"] if metrics is None else _metric_problems(metrics))
+    problems.extend(_info_problems(parts.configs.get(INFO_RECORD, {})))
     return check

@@ -23,9 +23,11 @@ dataset its sender does not serve fails the round too: it cannot be taken out of
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,8 +37,21 @@ from flwr.app import Context, Message
 from federated.engine.flower import state as saved
 from federated.engine.flower.reply_check import ALLOWED_METRICS
 from federated.engine.flower.settings import HEX64, ServerSettings
+from federated.engine.flower.strategy import (
+    NODE_HISTORY_KEYS,
+    FederationFailed,
+    JobModel,
+    RoundSamples,
+    history_node_add_round,
+    not_owned,
+    privacy_summary,
+    ready_for_rounds,
+    report_round,
+)
+from federated.engine.rounds import RoundRecord
 
 if TYPE_CHECKING:
+    from flwr.server.strategy import FedAvg
     from flwr.serverapp import Grid
 
 __all__ = ["legacy_client_app", "run_secagg"]
@@ -76,7 +91,106 @@ def legacy_client_app(msg: Message, context: Context) -> Message:
     return LegacyClientApp(client_fn=_client_fn, mods=[secaggplus_mod])(msg, context)
 
 
-def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
+@dataclass
+class SecAggRecorder:
+    """What the SecAgg+ rounds leave: the checked per-node metrics, the latest aggregate, the
+    history; each round saved and reported as in FedAvg mode."""
+
+    settings: ServerSettings
+    model: JobModel
+    samples: RoundSamples
+    rounds: list[dict[str, object]] = field(default_factory=list)
+    nodes: dict[str, dict[str, object]] = field(default_factory=dict)
+    arrays: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict)
+    round_started: float = field(default_factory=time.perf_counter)
+
+    def node_problems(self, node: str, metrics: dict[str, object]) -> list[str]:
+        """Why one node's (clear) metrics fail the check; pops its ``manifest-hash``."""
+        settings = self.settings
+        sent = metrics.pop("manifest-hash", "")
+        manifest = sent if isinstance(sent, str) else ""
+        bad = [
+            f"unexpected metric {k!r}"
+            for k, v in metrics.items()
+            if k not in ALLOWED_METRICS or isinstance(v, (str, bytes, bool))
+        ]
+        if not HEX64.match(manifest) or (
+            settings.dataset_manifests and manifest not in settings.dataset_manifests
+        ):
+            bad.append("unexpected metric 'manifest-hash'")
+        elif not settings.sender_owns(node, manifest):
+            # node is the SuperLink's id of the sender. The masked sum cannot leave one
+            # node out: the round fails.
+            bad.append(not_owned(node, manifest))
+        metrics["manifest-hash"] = manifest
+        return bad
+
+    def check(
+        self, results: list[tuple[str, dict[str, object]]]
+    ) -> tuple[dict[str, dict[str, float]], dict[str, str], dict[str, list[str]]]:
+        """(accepted metrics, their datasets, rejections) of one round's (node, metrics)."""
+        per_node: dict[str, dict[str, float]] = {}
+        node_datasets: dict[str, str] = {}
+        rejected: dict[str, list[str]] = {}
+        for node, sent in results:
+            metrics = dict(sent)
+            bad = self.node_problems(node, metrics)
+            if bad:
+                rejected[node] = bad
+                continue
+            node_datasets[node] = str(metrics.pop("manifest-hash"))
+            per_node[node] = {k: float(v) for k, v in metrics.items()}  # type: ignore[arg-type]  # checked numbers
+        return per_node, node_datasets, rejected
+
+    def record(
+        self,
+        server_round: int,
+        aggregate: list[np.ndarray],
+        results: list[tuple[str, dict[str, object]]],
+        failures: int,
+    ) -> None:
+        """Check the round, keep its aggregate, draw its grid, save and report it."""
+        names, expected = list(self.model.initial), self.model.expected
+        per_node, node_datasets, rejected = self.check(results)
+        shapes_ok = len(aggregate) == len(names) and all(
+            tuple(a.shape) == expected[n] for a, n in zip(aggregate, names, strict=False)
+        )
+        if not shapes_ok or rejected:
+            raise FederationFailed(
+                f"round {server_round}: the SecAgg+ aggregate or a node's metrics "
+                f"failed the check ({rejected})"
+            )
+        self.arrays = OrderedDict(
+            (n, a.astype(np.float32)) for n, a in zip(names, aggregate, strict=True)
+        )
+        for node, m in per_node.items():
+            entry = self.nodes.setdefault(node, {"rounds": []})
+            history_node_add_round(entry, server_round)
+            entry["manifest-hash"] = node_datasets[node]
+            entry.update({k: m[k] for k in NODE_HISTORY_KEYS if k in m})
+        record = RoundRecord(
+            round=server_round,
+            nodes=per_node,
+            node_datasets=node_datasets,
+            failures=failures,
+            seconds=time.perf_counter() - self.round_started,
+        )
+        record = dataclasses.replace(
+            record, sample_grid=self.samples.draw(server_round, self.arrays)
+        )
+        self.rounds.append(record.to_dict())
+        report_round(
+            self.settings,
+            record,
+            self.arrays,
+            {"job-id": self.settings.job_id, "rounds": self.rounds, "nodes": self.nodes},
+        )
+        self.round_started = time.perf_counter()
+
+
+def _recording_fedavg(recorder: SecAggRecorder) -> FedAvg:
+    """Flower's legacy ``FedAvg`` (every node, no failure accepted) that hands each round's
+    aggregate to ``recorder``."""
     from flwr.common import (
         FitRes,
         Parameters,
@@ -84,31 +198,8 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         ndarrays_to_parameters,
         parameters_to_ndarrays,
     )
-    from flwr.server import LegacyContext, ServerConfig
     from flwr.server.client_proxy import ClientProxy
     from flwr.server.strategy import FedAvg
-    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
-
-    from federated.engine.flower.strategy import (
-        FederationFailed,
-        JobModel,
-        history_node_add_round,
-        history_number,
-        not_owned,
-        ready_for_rounds,
-    )
-
-    out_dir = Path(settings.out_dir)
-    model = JobModel.load(settings, dict(context.run_config))
-    # The legacy workflow asks every connected node each round: nodes that fail to prepare
-    # are reported, not left out (they refuse the round, which fails it under SecAgg+).
-    extra: dict[str, object] = {}
-    ready_for_rounds(grid, settings, extra)
-    names, expected = list(model.initial), model.expected
-    rounds: list[dict[str, object]] = []
-    nodes: dict[str, dict[str, object]] = {}
-    latest: dict[str, OrderedDict[str, np.ndarray]] = {"arrays": model.initial}
-    round_started = [time.perf_counter()]
 
     class RecordingFedAvg(FedAvg):
         def aggregate_fit(
@@ -117,100 +208,43 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             results: list[tuple[ClientProxy, FitRes]],
             failures: list[tuple[ClientProxy, FitRes] | BaseException],
         ) -> tuple[Parameters | None, dict[str, Scalar]]:
-            per_node: dict[str, dict[str, float]] = {}
-            node_datasets: dict[str, str] = {}
-            rejected: dict[str, list[str]] = {}
-            for proxy, res in results:
-                metrics = dict(res.metrics)
-                sent_manifest = metrics.pop("manifest-hash", "")
-                manifest = sent_manifest if isinstance(sent_manifest, str) else ""
-                bad = [
-                    k
-                    for k, v in metrics.items()
-                    if k not in ALLOWED_METRICS or isinstance(v, (str, bytes, bool))
-                ]
-                if not HEX64.match(manifest) or (
-                    settings.dataset_manifests and manifest not in settings.dataset_manifests
-                ):
-                    bad.append("manifest-hash")
-                elif not settings.sender_owns(str(proxy.cid), manifest):
-                    # proxy.cid is the SuperLink's node id of the sender. The masked sum
-                    # cannot leave one node out: the round fails (below).
-                    bad.append(not_owned(str(proxy.cid), manifest))
-                if bad:
-                    rejected[str(proxy.cid)] = [
-                        k if k.startswith("dataset_not_owned") else f"unexpected metric {k!r}"
-                        for k in bad
-                    ]
-                    continue
-                per_node[str(proxy.cid)] = {k: float(v) for k, v in metrics.items()}
-                node_datasets[str(proxy.cid)] = manifest
             aggregated, metrics = super().aggregate_fit(server_round, results, failures)
             if aggregated is not None:
-                arrays = parameters_to_ndarrays(aggregated)
-                shapes_ok = len(arrays) == len(names) and all(
-                    tuple(a.shape) == expected[n] for a, n in zip(arrays, names, strict=False)
-                )
-                if not shapes_ok or rejected:
-                    raise FederationFailed(
-                        f"round {server_round}: the SecAgg+ aggregate or a node's metrics "
-                        f"failed the check ({rejected})"
-                    )
-                latest["arrays"] = OrderedDict(
-                    (n, a.astype(np.float32)) for n, a in zip(names, arrays, strict=True)
-                )
-                for node, m in per_node.items():
-                    history_node_add_round(nodes.setdefault(node, {"rounds": []}), server_round)
-                    nodes[node]["manifest-hash"] = node_datasets[node]
-                    nodes[node].update(
-                        {
-                            k: m[k]
-                            for k in (
-                                "epsilon",
-                                "delta",
-                                "num-examples",
-                                "total-steps",
-                                "noise-multiplier",
-                            )
-                            if k in m
-                        }
-                    )
-                record = {
-                    "round": server_round,
-                    "nodes": per_node,
-                    "node-datasets": node_datasets,
-                    "accepted": len(per_node),
-                    "failures": len(failures),
-                    "seconds": time.perf_counter() - round_started[0],
-                }
-                rounds.append(record)
-                saved.save_round(
-                    out_dir,
+                recorder.record(
                     server_round,
-                    latest["arrays"],
-                    {"history": {"job-id": settings.job_id, "rounds": rounds, "nodes": nodes}},
+                    parameters_to_ndarrays(aggregated),
+                    [(str(proxy.cid), dict(res.metrics)) for proxy, res in results],
+                    len(failures),
                 )
-                saved.post_progress(
-                    settings.progress_url,
-                    settings.progress_token,
-                    {"job-id": settings.job_id, "status": "running", **record},
-                )
-                round_started[0] = time.perf_counter()
             return aggregated, metrics
 
-    strategy = RecordingFedAvg(
+    settings = recorder.settings
+    return RecordingFedAvg(
         fraction_fit=1.0,
         fraction_evaluate=0.0,
         min_fit_clients=settings.min_nodes,
         min_available_clients=settings.min_nodes,
-        initial_parameters=ndarrays_to_parameters([model.initial[n] for n in names]),
+        initial_parameters=ndarrays_to_parameters(list(recorder.model.initial.values())),
         on_fit_config_fn=lambda r: {"server-round": r},
         accept_failures=False,
     )
+
+
+def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    model = JobModel.load(settings, dict(context.run_config))
+    # The legacy workflow asks every connected node each round: nodes that fail to prepare
+    # are reported, not left out (they refuse the round, which fails it under SecAgg+).
+    extra: dict[str, object] = {}
+    ready_for_rounds(grid, settings, extra)
+    samples = RoundSamples(model=model, spec=settings.sample_grid, out_dir=Path(settings.out_dir))
+    recorder = SecAggRecorder(settings, model, samples, arrays=model.initial)
     legacy = LegacyContext(
         context=context,
         config=ServerConfig(num_rounds=settings.num_rounds, round_timeout=settings.round_timeout),
-        strategy=strategy,
+        strategy=_recording_fedavg(recorder),
     )
     workflow = DefaultWorkflow(
         fit_workflow=SecAggPlusWorkflow(
@@ -218,33 +252,38 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         )
     )
     workflow(grid, legacy)
-    if len(rounds) < settings.num_rounds:
-        raise FederationFailed(f"SecAgg+ finished {len(rounds)} of {settings.num_rounds} rounds")
-    epsilons = [
-        history_number(n, "epsilon", -1)
-        for n in nodes.values()
-        if history_number(n, "epsilon", -1) >= 0
-    ]
-    steps = max((int(history_number(n, "total-steps", 0)) for n in nodes.values()), default=0)
-    files = model.export(
+    if len(recorder.rounds) < settings.num_rounds:
+        raise FederationFailed(
+            f"SecAgg+ finished {len(recorder.rounds)} of {settings.num_rounds} rounds"
+        )
+    return _finish_secagg(recorder, extra)
+
+
+def _finish_secagg(recorder: SecAggRecorder, extra: dict[str, object]) -> dict[str, object]:
+    """Export the LoRA, write ``metrics.json`` and post the final report."""
+    settings, nodes = recorder.settings, recorder.nodes
+    out_dir = Path(settings.out_dir)
+    epsilon, _, steps = privacy_summary(nodes)
+    files = recorder.model.export(
         out_dir / "lora",
-        latest["arrays"],
+        recorder.arrays,
         steps=steps,
         manifests=sorted({str(n["manifest-hash"]) for n in nodes.values()}),
-        epsilon=max(epsilons) if epsilons else None,
+        epsilon=epsilon,
         noise=None,
         title=f"Atelier federated LoRA ({settings.job_id}, SecAgg+)",
     )
     result = {
         **extra,
+        **recorder.samples.to_dict(),
         "job-id": settings.job_id,
-        "rounds": rounds,
+        "rounds": recorder.rounds,
         "nodes": nodes,
         "status": "completed",
         "aggregation": "secagg",
         "num-server-rounds": settings.num_rounds,
         "final": files,
-        "epsilon-max": max(epsilons) if epsilons else None,
+        "epsilon-max": epsilon,
     }
     saved.write_json(out_dir / saved.METRICS_FILE, result)
     saved.post_progress(

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from federated.engine.errors import ConfigError
+from federated.engine.samples import DEFAULT_PROMPTS, MAX_CELLS, SampleGridSpec
 
 if TYPE_CHECKING:
     from federated.engine.trainer import TrainConfig
@@ -23,6 +24,7 @@ __all__ = [
     "ServerSettings",
     "job_manifests",
     "node_paths",
+    "sample_grid_spec",
     "train_config_from_run_config",
 ]
 
@@ -52,6 +54,51 @@ def _float(config: RunConfig, key: str, default: float) -> float:
 
 def _str(config: RunConfig, key: str, default: str = "") -> str:
     return str(_get(config, key, default))
+
+
+def _bool(config: RunConfig, key: str, default: bool) -> bool:
+    value = _get(config, key, default)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "on", "yes"):
+        return True
+    if text in ("false", "0", "off", "no"):
+        return False
+    raise ConfigError(f"run config {key!r} must be true or false")
+
+
+def sample_grid_spec(config: RunConfig) -> SampleGridSpec | None:
+    """The sample grid each round draws (``sample-grid = false``: None).
+
+    ``sample-grid-prompts``: prompts separated by ``|`` (empty: :data:`DEFAULT_PROMPTS`);
+    ``sample-grid-seeds``: comma-separated seeds; ``sample-grid-size`` 0: the base's native
+    resolution.
+    """
+    if not _bool(config, "sample-grid", True):
+        return None
+    prompts = tuple(p.strip() for p in _str(config, "sample-grid-prompts").split("|") if p.strip())
+    try:
+        seeds = tuple(
+            int(s) for s in _str(config, "sample-grid-seeds", "0").split(",") if s.strip()
+        )
+    except ValueError as exc:
+        raise ConfigError("run config 'sample-grid-seeds' must list whole numbers") from exc
+    spec = SampleGridSpec(
+        prompts=prompts or DEFAULT_PROMPTS,
+        seeds=seeds or (0,),
+        steps=_int(config, "sample-grid-steps", 20),
+        guidance=_float(config, "sample-grid-guidance", 4.0),
+        size=_int(config, "sample-grid-size", 0),
+    )
+    if len(spec.prompts) * len(spec.seeds) > MAX_CELLS:
+        raise ConfigError(f"the sample grid has at most {MAX_CELLS} cells (prompts x seeds)")
+    if not 1 <= spec.steps <= 200 or spec.size < 0 or spec.size % 8 or spec.size > 1024:
+        raise ConfigError(
+            "sample-grid-steps must be 1 to 200 and sample-grid-size 0 or a multiple of 8 "
+            "up to 1024"
+        )
+    return spec
 
 
 def job_manifests(config: RunConfig) -> tuple[str, ...]:
@@ -130,6 +177,8 @@ class ServerSettings:
     # SuperLink node id -> the manifests its node serves in the job (credentials file);
     # empty: replies are not bound to their senders (node ids unknown to the site).
     senders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # What each round's sample grid draws (None: no grid, ``sample-grid = false``).
+    sample_grid: SampleGridSpec | None = None
 
     def sender_owns(self, node: str, manifest: str) -> bool:
         """Whether the SuperLink's sender ``node`` serves ``manifest`` (always, unbound)."""
@@ -159,6 +208,7 @@ class ServerSettings:
             server_cache_dir=_str(config, "server-cache-dir"),
             prepare_timeout=_float(config, "prepare-timeout", 600.0),
             dataset_manifests=job_manifests(config),
+            sample_grid=sample_grid_spec(config),
         )
         leaked = sorted(k for k in ("progress-token", "job-token") if config.get(k))
         if leaked:

@@ -19,7 +19,9 @@ and listed in the round's ``rejected`` with the reason (``dataset_not_owned: ...
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
+import tempfile
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -49,20 +51,26 @@ from federated.engine.flower.settings import (
     ServerSettings,
     train_config_from_run_config,
 )
+from federated.engine.rounds import RoundRecord
+from federated.engine.samples import SAMPLES_DIR, SampleGridSpec, render_sample_grid
 
 if TYPE_CHECKING:
     from federated.engine.trainer import LoadedBase, TrainConfig
+    from sdcore.generate import PipelineCache
 
 __all__ = [
     "FederationFailed",
     "JobModel",
     "PrepareReport",
+    "RoundSamples",
     "fail_run",
     "history_node_add_round",
     "history_number",
     "not_owned",
     "prepare_nodes",
+    "privacy_summary",
     "ready_for_rounds",
+    "report_round",
     "run_fedavg",
     "server_base_model",
 ]
@@ -125,6 +133,31 @@ class JobModel:
     @property
     def expected(self) -> dict[str, tuple[int, ...]]:
         return {name: tuple(value.shape) for name, value in self.initial.items()}
+
+    @property
+    def native_size(self) -> int:
+        """The base model's native resolution (the UNet's sample size in pixels)."""
+        pipe = self.base.pipe
+        return int(pipe.unet.config.sample_size) * int(pipe.vae_scale_factor)
+
+    def lora_file(self, folder: Path, arrays: OrderedDict[str, np.ndarray]) -> Path:
+        """``arrays`` as a LoRA file (kohya format) in ``folder``, to draw with."""
+        from federated.engine.export import LoraProvenance, save_lora_files
+
+        files = save_lora_files(
+            folder,
+            unet=self.base.pipe.unet,
+            spec=self.config.adapter,
+            arrays=arrays,
+            provenance=LoraProvenance(
+                base_model_name=self.base_path.name,
+                base_model_hash=self.base.fingerprint,
+                family=self.base.family,
+                resolution=self.config.resolution,
+                steps=0,
+            ),
+        )
+        return files.kohya_file
 
     def export(
         self,
@@ -374,22 +407,261 @@ def ready_for_rounds(
     return report
 
 
-def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
-    """Run the rounds; write round files, ``metrics.json`` and the final LoRA files."""
-    out_dir = Path(settings.out_dir)
-    run_config = dict(context.run_config)
+@dataclass
+class RoundSamples:
+    """Each round's sample grid (:mod:`federated.engine.samples`), best effort: a grid that
+    cannot be drawn is logged and the round goes on without it."""
+
+    model: JobModel
+    spec: SampleGridSpec | None
+    out_dir: Path
+    seconds: list[float] = field(default_factory=list)
+    cache: PipelineCache | None = None
+
+    def draw(self, server_round: int, arrays: OrderedDict[str, np.ndarray]) -> bytes | None:
+        if self.spec is None:
+            return None
+        from sdcore.generate import PipelineCache
+
+        if self.cache is None:
+            self.cache = PipelineCache(max_entries=1)
+        folder = self.out_dir / SAMPLES_DIR / f"round-{server_round}"
+        try:
+            with tempfile.TemporaryDirectory(dir=self.out_dir) as tmp:
+                grid = render_sample_grid(
+                    checkpoint=self.model.base_path,
+                    checkpoint_key=self.model.base.fingerprint,
+                    lora=self.model.lora_file(Path(tmp), arrays),
+                    spec=self.spec,
+                    native_size=self.model.native_size,
+                    out_path=folder / "grid.png",
+                    cache=self.cache,
+                )
+        except Exception:  # a sample grid is never worth a failed round
+            logger.exception("round %d: the sample grid could not be drawn", server_round)
+            return None
+        self.seconds.append(grid.seconds)
+        logger.info("round %d: sample grid %d px in %.2f s", server_round, grid.size, grid.seconds)
+        return grid.png
+
+    def to_dict(self) -> dict[str, object]:
+        """``metrics.json``'s ``samples`` (what the site publishes the last grid with)."""
+        if self.spec is None:
+            return {}
+        return {"samples": {**self.spec.to_dict(), "seconds": self.seconds}}
+
+
+def report_round(
+    settings: ServerSettings,
+    record: RoundRecord,
+    arrays: OrderedDict[str, np.ndarray],
+    history: dict[str, object],
+) -> None:
+    """Save the round (``round-N.npz``, ``state.json`` with ``history``) and post its report."""
+    saved.save_round(
+        Path(settings.out_dir),
+        record.round,
+        arrays,
+        {"history": history, "num-server-rounds": settings.num_rounds},
+    )
+    saved.post_progress(
+        settings.progress_url,
+        settings.progress_token,
+        {"job-id": settings.job_id, "status": "running", **record.to_dict(with_grid=True)},
+    )
+
+
+@dataclass
+class SortedReplies:
+    """One round's replies: accepted (metrics, dataset, arrays), rejected, refused."""
+
+    nodes: dict[str, dict[str, float]] = field(default_factory=dict)
+    node_datasets: dict[str, str] = field(default_factory=dict)
+    rejected: dict[str, list[str]] = field(default_factory=dict)
+    refused: dict[str, str] = field(default_factory=dict)
+    good: list[tuple[OrderedDict[str, np.ndarray], int]] = field(default_factory=list)
+
+    def answered(self, node: str) -> bool:
+        return node in self.nodes or node in self.refused or node in self.rejected
+
+
+def _dataset_problem(settings: ServerSettings, node: str, manifest: str) -> str:
+    """Why the dataset a reply names is refused ("" when it is fine)."""
+    if settings.dataset_manifests and manifest not in settings.dataset_manifests:
+        return f"dataset {manifest[:16] or '(none)'} is not one of the job's"
+    if not settings.sender_owns(node, manifest):
+        # The sender is the SuperLink's (src_node_id), never the reply's own claim.
+        return not_owned(node, manifest)
+    return ""
+
+
+def sort_replies(
+    replies: list[Message],
+    settings: ServerSettings,
+    expected: dict[str, tuple[int, ...]],
+    server_round: int,
+) -> SortedReplies:
+    """Check every reply (:func:`.reply_check.check_reply`, the job's datasets, the sender)."""
+    out = SortedReplies()
+    for reply in replies:
+        node = str(reply.metadata.src_node_id)
+        if reply.has_error():
+            out.refused[node] = f"[{reply.error.code}] {reply.error.reason}"
+            continue
+        parts = _parts(reply.content)
+        check = check_reply(parts, expected)
+        if not check.ok:
+            out.rejected[node] = check.problems
+            logger.warning(
+                "round %d: reply of node %s rejected: %s", server_round, node, check.problems
+            )
+            continue
+        manifest = str(parts.configs.get(INFO_RECORD, {}).get("manifest-hash", ""))
+        problem = _dataset_problem(settings, node, manifest)
+        if problem:
+            out.rejected[node] = [problem]
+            logger.warning("round %d: node %s excluded: %s", server_round, node, problem)
+            continue
+        metrics = {k: float(v) for k, v in parts.metrics[METRIC_RECORD].items()}  # type: ignore[arg-type]  # checked scalars
+        metrics["bytes-in"] = float(reply.content.array_records[ARRAY_RECORD].count_bytes())
+        out.nodes[node] = metrics
+        if manifest:
+            out.node_datasets[node] = manifest
+        named = unpack(parts.arrays[ARRAY_RECORD], expected)
+        assert not isinstance(named, str)  # check_reply passed
+        out.good.append(
+            (OrderedDict((name, named[name]) for name in expected), int(metrics["num-examples"]))
+        )
+    return out
+
+
+def _train_messages(
+    settings: ServerSettings, nodes: list[int], arrays: Mapping[str, np.ndarray], server_round: int
+) -> tuple[list[Message], int]:
+    """The round's train messages (the current adapter) and the bytes each node is sent."""
+    wire = pack(arrays) if settings.transport == "packed" else arrays
+    out_record = ArrayRecord(
+        {name: Array(np.asarray(value, dtype=np.float32)) for name, value in wire.items()}
+    )
+    messages = [
+        Message(
+            RecordDict(
+                {ARRAY_RECORD: out_record, "config": ConfigRecord({"server-round": server_round})}
+            ),
+            dst_node_id=node,
+            message_type=MessageType.TRAIN,
+        )
+        for node in nodes
+    ]
+    return messages, out_record.count_bytes()
+
+
+@dataclass
+class FedAvgRun:
+    """The state of a FedAvg run between rounds: the adapter, the history, the datasets."""
+
+    settings: ServerSettings
+    model: JobModel
+    arrays: OrderedDict[str, np.ndarray]
+    start: int
+    history: History
+    samples: RoundSamples
+    manifests: set[str] = field(default_factory=set)
+    extra: dict[str, object] = field(default_factory=dict)  # "prepare": in metrics.json
+
+    def fail(self, reason: str) -> FederationFailed:
+        return fail_run(self.settings, reason, {**self.history.to_dict(), **self.extra})
+
+    def remember(self, sorted_replies: SortedReplies, server_round: int) -> None:
+        """Copy the accepted nodes' checked metrics into the history."""
+        for node, metrics in sorted_replies.nodes.items():
+            manifest = sorted_replies.node_datasets.get(node, "")
+            if manifest:
+                self.manifests.add(manifest)
+            entry = self.history.nodes.setdefault(node, {"rounds": []})
+            history_node_add_round(entry, server_round)
+            entry.update({key: metrics[key] for key in NODE_HISTORY_KEYS})
+            if manifest:
+                entry["manifest-hash"] = manifest
+
+    def round(self, grid: Grid, server_round: int, left_out: set[str]) -> RoundRecord:
+        """One round: send, sort the replies, average, draw the grid, save and report."""
+        settings = self.settings
+        started = time.perf_counter()
+        nodes = _wait_for_nodes(grid, settings, left_out)
+        if len(nodes) < settings.min_nodes:
+            raise self.fail(
+                f"round {server_round}: {len(nodes)} nodes connected, "
+                f"min-nodes is {settings.min_nodes}"
+            )
+        messages, bytes_out = _train_messages(settings, nodes, self.arrays, server_round)
+        replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+        got = sort_replies(replies, settings, self.model.expected, server_round)
+        self.remember(got, server_round)
+        record = RoundRecord(
+            round=server_round,
+            nodes_asked=[str(n) for n in nodes],
+            bytes_out_per_node=bytes_out,
+            nodes=got.nodes,
+            node_datasets=got.node_datasets,
+            rejected=got.rejected,
+            refused=got.refused,
+            no_reply=[str(n) for n in nodes if not got.answered(str(n))],
+        )
+        if len(got.good) < settings.min_nodes:
+            self.history.rounds.append(record.to_dict())
+            raise self.fail(_too_few(settings, record, len(got.good)))
+        self.arrays = fedavg(got.good)
+        accepted = got.nodes.values()
+        record = dataclasses.replace(
+            record,
+            train_loss=weighted_mean([(m["train-loss"], int(m["num-examples"])) for m in accepted]),
+            num_examples=sum(int(m["num-examples"]) for m in accepted),
+            seconds=time.perf_counter() - started,
+        )
+        record = dataclasses.replace(
+            record, sample_grid=self.samples.draw(server_round, self.arrays)
+        )
+        self.history.rounds.append(record.to_dict())
+        report_round(settings, record, self.arrays, self.history.to_dict())
+        logger.info(
+            "round %d: %d accepted, loss %.4f, %.1f s",
+            server_round,
+            record.accepted,
+            record.train_loss,
+            record.seconds,
+        )
+        return record
+
+
+NODE_HISTORY_KEYS = ("epsilon", "delta", "num-examples", "total-steps", "noise-multiplier")
+
+
+def _too_few(settings: ServerSettings, record: RoundRecord, accepted: int) -> str:
+    why = "; ".join(
+        [f"node {n} refused: {r}" for n, r in record.refused.items()]
+        + [f"node {n} rejected" for n in record.rejected]
+        + [f"node {n} sent no reply within {settings.round_timeout:g} s" for n in record.no_reply]
+    )
+    return (
+        f"round {record.round}: {accepted} accepted replies, "
+        f"min-nodes is {settings.min_nodes} ({why})"
+    )
+
+
+def _start_fedavg(settings: ServerSettings, context: Context) -> FedAvgRun:
+    """Load the base model and the initial adapter, or the saved one (``resume-from``)."""
     history = History(job_id=settings.job_id)
     try:
-        model = JobModel.load(settings, run_config)
+        model = JobModel.load(settings, dict(context.run_config))
     except EngineError as err:  # e.g. the base model could not be fetched
         raise fail_run(
             settings, f"base model: {err.code}: {err.message}", history.to_dict()
         ) from err
-    expected = model.expected
     arrays, start = model.initial, 1
     if settings.resume_from:
         last, arrays, state = saved.load_state(Path(settings.resume_from))
-        if list(arrays) != list(expected):
+        if list(arrays) != list(model.expected):
             raise FederationFailed(
                 f"resume-from {settings.resume_from} holds another adapter shape"
             )
@@ -401,194 +673,62 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
             last,
             settings.resume_from,
         )
-    manifests: set[str] = set()
-    extra: dict[str, object] = {}  # "prepare": the readiness report, in metrics.json
+    samples = RoundSamples(model=model, spec=settings.sample_grid, out_dir=Path(settings.out_dir))
+    return FedAvgRun(settings, model, arrays, start, history, samples)
 
-    def fail(reason: str) -> FederationFailed:
-        return fail_run(settings, reason, {**history.to_dict(), **extra})
 
-    if not settings.senders:
-        logger.warning("no sender map: replies are not bound to their SuperLink node ids")
-    prepared = ready_for_rounds(grid, settings, extra) if start <= settings.num_rounds else None
-    left_out = set(prepared.failed) if prepared else set()
-
-    for server_round in range(start, settings.num_rounds + 1):
-        started = time.perf_counter()
-        nodes = _wait_for_nodes(grid, settings, left_out)
-        if len(nodes) < settings.min_nodes:
-            raise fail(
-                f"round {server_round}: {len(nodes)} nodes connected, "
-                f"min-nodes is {settings.min_nodes}"
-            )
-        wire = pack(arrays) if settings.transport == "packed" else arrays
-        out_record = ArrayRecord(
-            {name: Array(np.asarray(value, dtype=np.float32)) for name, value in wire.items()}
-        )
-        bytes_out = out_record.count_bytes()
-        messages = [
-            Message(
-                RecordDict(
-                    {
-                        ARRAY_RECORD: out_record,
-                        "config": ConfigRecord({"server-round": server_round}),
-                    }
-                ),
-                dst_node_id=node,
-                message_type=MessageType.TRAIN,
-            )
-            for node in nodes
-        ]
-        replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
-        record: dict[str, object] = {
-            "round": server_round,
-            "nodes-asked": [str(n) for n in nodes],
-            "bytes-out-per-node": bytes_out,
-        }
-        accepted: dict[str, dict[str, float]] = {}
-        node_datasets: dict[str, str] = {}
-        rejected: dict[str, list[str]] = {}
-        refused: dict[str, str] = {}
-        good: list[tuple[OrderedDict[str, np.ndarray], int]] = []
-        for reply in replies:
-            node = str(reply.metadata.src_node_id)
-            if reply.has_error():
-                refused[node] = f"[{reply.error.code}] {reply.error.reason}"
-                continue
-            parts = _parts(reply.content)
-            check = check_reply(parts, expected)
-            if not check.ok:
-                rejected[node] = check.problems
-                logger.warning(
-                    "round %d: reply of node %s rejected: %s", server_round, node, check.problems
-                )
-                continue
-            manifest = str(parts.configs.get(INFO_RECORD, {}).get("manifest-hash", ""))
-            if settings.dataset_manifests and manifest not in settings.dataset_manifests:
-                rejected[node] = [f"dataset {manifest[:16] or '(none)'} is not one of the job's"]
-                logger.warning("round %d: node %s trained on another dataset", server_round, node)
-                continue
-            if not settings.sender_owns(node, manifest):
-                # The sender is the SuperLink's (src_node_id), never the reply's own claim.
-                rejected[node] = [not_owned(node, manifest)]
-                logger.warning("round %d: %s; excluded", server_round, rejected[node][0])
-                continue
-            metrics = {k: float(v) for k, v in parts.metrics[METRIC_RECORD].items()}  # type: ignore[arg-type]  # checked scalars
-            metrics["bytes-in"] = float(reply.content.array_records[ARRAY_RECORD].count_bytes())
-            accepted[node] = metrics
-            if manifest:
-                manifests.add(manifest)
-                node_datasets[node] = manifest
-            named = unpack(parts.arrays[ARRAY_RECORD], expected)
-            assert not isinstance(named, str)  # check_reply passed
-            node_arrays = OrderedDict((name, named[name]) for name in expected)
-            good.append((node_arrays, int(metrics["num-examples"])))
-            entry = history.nodes.setdefault(node, {"rounds": []})
-            history_node_add_round(entry, server_round)
-            entry.update(
-                {
-                    "epsilon": metrics["epsilon"],
-                    "delta": metrics["delta"],
-                    "num-examples": metrics["num-examples"],
-                    "total-steps": metrics["total-steps"],
-                    "noise-multiplier": metrics["noise-multiplier"],
-                    **({"manifest-hash": manifest} if manifest else {}),
-                }
-            )
-        missing = [
-            str(n)
-            for n in nodes
-            if str(n) not in accepted and str(n) not in refused and str(n) not in rejected
-        ]
-        record.update(
-            {
-                "nodes": accepted,
-                "node-datasets": node_datasets,
-                "rejected": rejected,
-                "refused": refused,
-                "no-reply": missing,
-                "accepted": len(accepted),
-                "all-replies-passed-check": not rejected,
-            }
-        )
-        if len(good) < settings.min_nodes:
-            history.rounds.append(record)
-            why = "; ".join(
-                [f"node {n} refused: {r}" for n, r in refused.items()]
-                + [f"node {n} rejected" for n in rejected]
-                + [f"node {n} sent no reply within {settings.round_timeout:g} s" for n in missing]
-            )
-            raise fail(
-                f"round {server_round}: {len(good)} accepted replies, "
-                f"min-nodes is {settings.min_nodes} ({why})"
-            )
-        arrays = fedavg(good)
-        record["train-loss"] = weighted_mean(
-            [(m["train-loss"], int(m["num-examples"])) for m in accepted.values()]
-        )
-        record["num-examples"] = sum(int(m["num-examples"]) for m in accepted.values())
-        record["seconds"] = time.perf_counter() - started
-        history.rounds.append(record)
-        saved.save_round(
-            out_dir,
-            server_round,
-            arrays,
-            {"history": history.to_dict(), "num-server-rounds": settings.num_rounds},
-        )
-        saved.post_progress(
-            settings.progress_url,
-            settings.progress_token,
-            {"job-id": settings.job_id, "status": "running", **record},
-        )
-        logger.info(
-            "round %d: %d accepted, loss %.4f, %.1f s",
-            server_round,
-            len(accepted),
-            record["train-loss"],
-            record["seconds"],
-        )
-
+def privacy_summary(
+    nodes: Mapping[str, Mapping[str, object]],
+) -> tuple[float | None, float | None, int]:
+    """(largest epsilon, largest noise multiplier, most local steps) over the nodes' history."""
     epsilons = [
         history_number(n, "epsilon", -1)
-        for n in history.nodes.values()
+        for n in nodes.values()
         if history_number(n, "epsilon", -1) >= 0
     ]
     noises = [
         history_number(n, "noise-multiplier", -1)
-        for n in history.nodes.values()
+        for n in nodes.values()
         if history_number(n, "noise-multiplier", -1) > 0
     ]
-    steps = max(
-        (int(history_number(n, "total-steps", 0)) for n in history.nodes.values()), default=0
-    )
+    steps = max((int(history_number(n, "total-steps", 0)) for n in nodes.values()), default=0)
+    return (max(epsilons) if epsilons else None, max(noises) if noises else None, steps)
+
+
+def _finish_fedavg(run: FedAvgRun) -> dict[str, object]:
+    """Export the LoRA, write ``metrics.json`` and post the final report."""
+    settings, out_dir, arrays = run.settings, Path(run.settings.out_dir), run.arrays
+    epsilon, noise, steps = privacy_summary(run.history.nodes)
     final = (
         saved.save_round(
             out_dir,
             settings.num_rounds,
             arrays,
-            {"history": history.to_dict(), "num-server-rounds": settings.num_rounds},
+            {"history": run.history.to_dict(), "num-server-rounds": settings.num_rounds},
         )
-        if start > settings.num_rounds
+        if run.start > settings.num_rounds
         else out_dir / f"round-{settings.num_rounds}.npz"
     )
-    files = model.export(
+    files = run.model.export(
         out_dir / "lora",
         arrays,
         steps=steps,
-        manifests=sorted(manifests),
-        epsilon=max(epsilons) if epsilons else None,
-        noise=max(noises) if noises else None,
+        manifests=sorted(run.manifests),
+        epsilon=epsilon,
+        noise=noise,
         title=f"Atelier federated LoRA ({settings.job_id})",
     )
     result = {
-        **history.to_dict(),
-        **extra,
+        **run.history.to_dict(),
+        **run.extra,
+        **run.samples.to_dict(),
         "status": "completed",
         "aggregation": "fedavg",
         "num-server-rounds": settings.num_rounds,
-        "started-at-round": start,
+        "started-at-round": run.start,
         "final": {**files, "npz": str(final)},
         "adapter-bytes": int(sum(v.nbytes for v in arrays.values())),
-        "epsilon-max": max(epsilons) if epsilons else None,
+        "epsilon-max": epsilon,
     }
     saved.write_json(out_dir / saved.METRICS_FILE, result)
     saved.post_progress(
@@ -597,3 +737,17 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         {"job-id": settings.job_id, "status": "completed", "final": result["final"]},
     )
     return result
+
+
+def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[str, object]:
+    """Run the rounds; write round files, ``metrics.json`` and the final LoRA files."""
+    run = _start_fedavg(settings, context)
+    if not settings.senders:
+        logger.warning("no sender map: replies are not bound to their SuperLink node ids")
+    prepared = (
+        ready_for_rounds(grid, settings, run.extra) if run.start <= settings.num_rounds else None
+    )
+    left_out = set(prepared.failed) if prepared else set()
+    for server_round in range(run.start, settings.num_rounds + 1):
+        run.round(grid, server_round, left_out)
+    return _finish_fedavg(run)

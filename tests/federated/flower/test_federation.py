@@ -6,6 +6,7 @@ diffusers): the runs are shared where one run can show several behaviours.
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -16,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from federated.engine.flower.credentials import write_credentials
 from federated.engine.flower.state import load_state
 from federated.engine.localfed import LocalFederation
+from federated.engine.rounds import RoundRecord
 from sdcore.tiny import TinyModelPaths
 from tests.federated.flower.conftest import (
     BUDGET_EPSILON,
@@ -145,6 +148,25 @@ def test_progress_is_posted_with_the_bearer_token(e2e: dict[str, object]) -> Non
     assert (
         any(body.get("round") == 3 for _, body in posts) and posts[-1][1]["status"] == "completed"
     )
+
+
+def test_each_round_posts_its_sample_grid_and_saves_it_for_publishing(
+    e2e: dict[str, object],
+) -> None:
+    # Each round's report parses as one RoundRecord carrying a PNG grid (4 prompts x 1 seed
+    # at the tiny base's 64 px), the same grid the ServerApp saved for the site to publish.
+    rounds = [RoundRecord.from_dict(body) for _, body in _Progress.received if "round" in body]
+    assert rounds and all(r.sample_grid is not None for r in rounds)
+    out = Path(str(e2e["out"])) / "final"
+    for record in rounds:
+        assert record.sample_grid is not None
+        with Image.open(io.BytesIO(record.sample_grid)) as grid:
+            assert grid.size == (64, 4 * 64)
+        saved_grid = out / "samples" / f"round-{record.round}" / "grid.png"
+        assert saved_grid.read_bytes() == record.sample_grid
+    samples = e2e["metrics"]["samples"]  # type: ignore[index]
+    assert samples["prompts"] and len(samples["seconds"]) == len(rounds)
+    print("sample grid seconds per round:", samples["seconds"])
 
 
 def test_the_federated_adapter_lowers_the_heldout_loss_and_loads_in_both_formats(
@@ -284,5 +306,6 @@ def test_secagg_mode_aggregates_the_masked_adapters_and_records_each_node(
         a.any() for a in arrays.values()
     )
     assert Path(metrics["final"]["kohya"]).is_file()
+    assert (tmp_path / "samples" / "round-1" / "grid.png").is_file()  # SecAgg+ draws it too
     ledgers = sorted(o.ledger.job_spend(o.key, "job-sa").epsilon for o in owners)  # type: ignore[union-attr]
     assert np.allclose(sorted(float(n["epsilon"]) for n in metrics["nodes"].values()), ledgers)
