@@ -298,18 +298,48 @@ class ModelFile(models.Model):
         return self.path.rsplit("/", 1)[-1]
 
 
+class SampleSource(models.TextChoices):
+    CREATOR = "creator", "Added by the creator"
+    RENDERED = "rendered", "Rendered on publish"
+
+
+class SampleRole(models.TextChoices):
+    SINGLE = "", "Image"
+    BASE = "base", "Base model alone"
+    ADAPTED = "adapted", "Base model with this version"
+
+
 class SampleImage(models.Model):
+    """An image shown on a version's page, in the owner's order (``position``); the first one
+    that is not a ``base`` half of a pair is the model's cover (:data:`COVER_SAMPLE_Q`).
+
+    A LoRA's rendered pair is two rows: the base model alone (``role=base``) and the base with
+    the LoRA (``role=adapted``, ``pair`` pointing at the base row), same prompt and seed."""
+
     version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="images")
     image = models.ImageField(upload_to="samples/%Y/%m/")
     prompt = models.TextField(blank=True)
     parameters = models.JSONField(default=dict, blank=True)
+    position = models.PositiveIntegerField(default=0)
+    source = models.CharField(
+        max_length=10, choices=SampleSource.choices, default=SampleSource.CREATOR
+    )
+    role = models.CharField(max_length=10, choices=SampleRole.choices, default="", blank=True)
+    pair = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="paired_with"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        ordering = ("created_at",)
+        ordering = ("position", "pk")
+        indexes = [models.Index(fields=["version", "position"], name="sample_version_pos_idx")]
 
     def __str__(self) -> str:
         return f"Sample image {self.pk} of version {self.version_id}"
+
+
+# Which sample images may be a model's cover: not the "base alone" half of a LoRA's pair.
+COVER_SAMPLE_Q = ~Q(role=SampleRole.BASE)
 
 
 class DatasetKind(models.TextChoices):
