@@ -17,8 +17,21 @@
       ? holder.content.getElementById("job-live")
       : holder.content.querySelector("#job-live");
     if (!fresh) throw new Error("no live section in the answer");
+    keepGrids(box, fresh);
     box.replaceWith(fresh);
     box = fresh;
+  }
+  // Each round's sample grid arrives with the round; the grids already shown are moved into
+  // the fresh section as they are, so they are not fetched and drawn again on every poll.
+  function keepGrids(old, fresh) {
+    var shown = {};
+    old.querySelectorAll(".round-grid[data-round]").forEach(function (fig) {
+      shown[fig.getAttribute("data-round") + " " + fig.querySelector("img").getAttribute("src")] = fig;
+    });
+    fresh.querySelectorAll(".round-grid[data-round]").forEach(function (fig) {
+      var key = fig.getAttribute("data-round") + " " + fig.querySelector("img").getAttribute("src");
+      if (shown[key]) fig.replaceWith(shown[key]);
+    });
   }
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { Accept: "text/html" } })
