@@ -51,7 +51,7 @@ from federated.engine.flower.settings import (
     ServerSettings,
     train_config_from_run_config,
 )
-from federated.engine.rounds import RoundRecord
+from federated.engine.rounds import MAX_GRID_BYTES, RoundRecord
 from federated.engine.samples import SAMPLES_DIR, SampleGridSpec, render_sample_grid
 
 if TYPE_CHECKING:
@@ -426,8 +426,10 @@ class RoundSamples:
         if self.cache is None:
             self.cache = PipelineCache(max_entries=1)
         folder = self.out_dir / SAMPLES_DIR / f"round-{server_round}"
+        started = time.perf_counter()
         try:
-            with tempfile.TemporaryDirectory(dir=self.out_dir) as tmp:
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=folder) as tmp:
                 grid = render_sample_grid(
                     checkpoint=self.model.base_path,
                     checkpoint_key=self.model.base.fingerprint,
@@ -440,8 +442,17 @@ class RoundSamples:
         except Exception:  # a sample grid is never worth a failed round
             logger.exception("round %d: the sample grid could not be drawn", server_round)
             return None
-        self.seconds.append(grid.seconds)
-        logger.info("round %d: sample grid %d px in %.2f s", server_round, grid.size, grid.seconds)
+        seconds = time.perf_counter() - started  # the LoRA file and the drawing
+        self.seconds.append(seconds)
+        logger.info("round %d: sample grid of %d px in %.2f s", server_round, grid.size, seconds)
+        if len(grid.png) > MAX_GRID_BYTES:  # the site would refuse the round's report
+            logger.warning(
+                "round %d: the sample grid (%d bytes) is over %d bytes; not sent",
+                server_round,
+                len(grid.png),
+                MAX_GRID_BYTES,
+            )
+            return None
         return grid.png
 
     def to_dict(self) -> dict[str, object]:

@@ -86,6 +86,22 @@ def test_a_grid_that_cannot_be_drawn_leaves_the_round_without_one(
     assert not (tmp_path / "samples" / "round-1" / "grid.png").exists()
 
 
+def test_a_grid_over_the_reports_limit_is_saved_but_not_sent(
+    tiny_model: TinyModelPaths, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from federated.engine.flower import strategy
+
+    # Given an out-dir not made yet and a report limit smaller than any grid
+    out = tmp_path / "not-yet"
+    model = _model(tiny_model, out)
+    monkeypatch.setattr(strategy, "MAX_GRID_BYTES", 100)
+    samples = RoundSamples(model=model, spec=SampleGridSpec(prompts=("a",), steps=2), out_dir=out)
+    # When the round's grid is drawn, it is kept for publishing but left out of the report
+    assert samples.draw(1, model.initial) is None
+    assert (out / "samples" / "round-1" / "grid.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert [p.name for p in (out / "samples" / "round-1").iterdir()] == ["grid.png"]
+
+
 def test_the_grid_is_on_by_default_and_off_with_sample_grid_false() -> None:
     spec = sample_grid_spec({})
     assert spec is not None and spec.prompts == DEFAULT_PROMPTS and spec.seeds == (0,)
