@@ -53,6 +53,7 @@ from urllib.parse import urlencode
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import serializers
@@ -199,6 +200,8 @@ def _civitai(methods: tuple[str, ...]) -> Callable[[View], View]:
                 return response
             if query_token_refused(request):
                 return civitai_error(401, QUERY_TOKEN_REFUSED, "token_in_query")
+            if _session_post_without_csrf(request):
+                return civitai_error(403, "CSRF check failed for a logged-in session.", "csrf")
             user = request_user(request)
             if bearer_secret(request) and not user.is_authenticated:
                 return civitai_error(401, "Invalid or revoked API token.", "bad_token")
@@ -207,6 +210,19 @@ def _civitai(methods: tuple[str, ...]) -> Callable[[View], View]:
         return wrapper
 
     return decorate
+
+
+def _session_post_without_csrf(request: HttpRequest) -> bool:
+    """A POST carried by a session cookie (not a token) must pass Django's CSRF check, as the
+    REST API's do; token and anonymous clients (every Civitai client) have no session."""
+    if request.method != "POST" or bearer_secret(request):
+        return False
+    session_user = getattr(request, "user", None)
+    if session_user is None or not session_user.is_authenticated:
+        return False
+    check = CsrfViewMiddleware(lambda _request: HttpResponse())
+    check.process_request(request)
+    return check.process_view(request, lambda _request: HttpResponse(), (), {}) is not None
 
 
 civitai_view = _civitai(("GET", "HEAD"))
