@@ -18,6 +18,7 @@ from core.errors import ApplicationError, NotFoundError
 from federated import charts, selectors
 from federated.forms import JobForm, PreviewForm, RejectForm
 from federated.models import DatasetTerms, FederatedJob, JobDataset
+from federated.round_clock import job_round_clock
 from federated.services.jobs import (
     JobEstimate,
     job_approve,
@@ -145,6 +146,7 @@ def _job_context(request: AuthenticatedHttpRequest, job: FederatedJob) -> dict[s
         and job.state != FederatedJob.State.PUBLISHING,
         "live_url": reverse("training:job-live", kwargs={"job_id": job.pk}),
         "poll_ms": LIVE_POLL_MS,
+        "round_clock": job_round_clock(job=job),
     }
 
 
