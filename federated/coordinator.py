@@ -47,6 +47,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from core.errors import ApplicationError
+from federated.connection import superlink_connection
 from federated.engine.superlink import (
     APP_DIR,
     Connection,
@@ -107,20 +108,6 @@ DONE = Step()
 
 
 # --- settings ----------------------------------------------------------------------------------
-
-
-def superlink_connection() -> Connection | None:
-    """The SuperLink from settings; None when ``ATELIER_SUPERLINK`` is empty (no federation)."""
-    address = str(getattr(settings, "ATELIER_SUPERLINK", "") or "")
-    if not address:
-        return None
-    certificates = str(getattr(settings, "ATELIER_SUPERLINK_ROOT_CERTIFICATES", "") or "")
-    return Connection(
-        address=address,
-        flwr_home=Path(settings.ATELIER_FLWR_HOME),
-        insecure=bool(settings.ATELIER_SUPERLINK_INSECURE),
-        root_certificates=Path(certificates) if certificates else None,
-    )
 
 
 def _poll_seconds() -> float:

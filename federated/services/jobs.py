@@ -12,7 +12,6 @@ then the escrow hold and the ledger accounts (ascending pk, inside the ledger se
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -25,6 +24,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import ApplicationError, ConflictError, NotFoundError
+from core.tasks import enqueue_on_commit
 from federated.engine.flower.credentials import credentials_path, write_credentials
 from federated.models import (
     ApprovalMode,
@@ -152,23 +152,9 @@ def job_estimate(*, trainer: User, spec: JobSpec) -> JobEstimate:
 
 
 def _enqueue(task: str, job_id: int) -> None:
-    """Send ``federated.tasks.<task>(job_id)`` once the transaction commits. The tasks module
-    is imported by name, so this works before it exists (the message waits for a worker);
-    a broker that is down is logged: the coordinator's reconcile picks the job up."""
-
-    def send() -> None:
-        try:
-            try:
-                module = importlib.import_module("federated.tasks")
-                getattr(module, task).delay(job_id)
-            except (ImportError, AttributeError):
-                from celery import current_app
-
-                current_app.send_task(f"federated.tasks.{task}", args=[job_id])
-        except Exception:  # the job is saved; reconcile will start or stop it
-            log.exception("could not enqueue federated.tasks.%s(%s)", task, job_id)
-
-    transaction.on_commit(send)
+    """Send ``federated.tasks.<task>(job_id)`` once the transaction commits; if the broker is
+    down, the coordinator's ``jobs_reconcile`` starts or stops the saved job later."""
+    enqueue_on_commit(f"federated.tasks.{task}", args=[job_id])
 
 
 def _lock(job: FederatedJob) -> FederatedJob:

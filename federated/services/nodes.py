@@ -26,6 +26,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError, NotFoundError
+from core.tasks import enqueue_on_commit
+from federated.connection import superlink_connection
 from federated.engine.superlink import (
     Connection,
     SuperNodeKeyInUse,
@@ -188,24 +190,13 @@ def node_auth_connection() -> Connection | None:
     """The SuperLink whose node keys the site keeps, or None (no SuperLink, or no node auth)."""
     if not getattr(settings, "ATELIER_SUPERLINK_NODE_AUTH", False):
         return None
-    from federated.coordinator import superlink_connection
-
     return superlink_connection()
 
 
 def _enqueue(task: str, node_id: int) -> None:
-    """Run ``federated.tasks.<task>(node_id)`` once the transaction commits (if the broker is
-    down, :func:`nodes_superlink_reconcile` does it later)."""
-
-    def send() -> None:
-        try:
-            from federated import tasks
-
-            getattr(tasks, task).delay(node_id)
-        except Exception:
-            log.exception("could not enqueue federated.tasks.%s(%s)", task, node_id)
-
-    transaction.on_commit(send)
+    """Send ``federated.tasks.<task>(node_id)`` once the transaction commits; if the broker is
+    down, :func:`nodes_superlink_reconcile` does it later."""
+    enqueue_on_commit(f"federated.tasks.{task}", args=[node_id])
 
 
 def node_superlink_register(*, node_id: int) -> Node:

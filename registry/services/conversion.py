@@ -19,6 +19,7 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError
+from core.tasks import enqueue_on_commit
 from registry.inspection import inspect_file
 from registry.models import FileFormat, ModelFile
 from registry.services.blobs import blob_open, blob_store_file
@@ -32,9 +33,11 @@ QUEUED, DONE, FAILED = "queued", "done", "failed"
 
 
 def model_file_conversion_request(*, model_file: ModelFile, user: User) -> ModelFile:
-    """Queue the conversion of a pickle file; the task runs after the transaction commits."""
-    from registry.tasks import convert_pickle_file
+    """Queue the conversion of a pickle file; the task runs after the transaction commits.
 
+    If the broker is down, the file is marked failed (``conversion_error`` says so), so that
+    the owner sees why and can ask again.
+    """
     if not (user.pk == model_file.version.model.owner_id or user.is_staff):
         raise AccessDeniedError("Only the owner can convert this file.")
     if model_file.format != FileFormat.PICKLE:
@@ -49,8 +52,22 @@ def model_file_conversion_request(*, model_file: ModelFile, user: User) -> Model
             )
         locked.conversion_status, locked.conversion_error = QUEUED, ""
         locked.save(update_fields=["conversion_status", "conversion_error"])
-        transaction.on_commit(lambda: convert_pickle_file.delay(locked.pk))
+        file_id = locked.pk
+        enqueue_on_commit(
+            "registry.tasks.convert_pickle_file",
+            args=[file_id],
+            on_failure=lambda exc: _fail_unqueued(file_id, exc),
+        )
+    locked.refresh_from_db(fields=["conversion_status", "conversion_error"])
     return locked
+
+
+def _fail_unqueued(model_file_id: int, exc: Exception) -> None:
+    """The conversion's message could not be sent: the file is no longer queued."""
+    ModelFile.objects.filter(pk=model_file_id, conversion_status=QUEUED).update(
+        conversion_status=FAILED,
+        conversion_error=f"The conversion could not be queued ({type(exc).__name__}); try again.",
+    )
 
 
 def _tensors(obj: Any, prefix: str = "") -> dict[str, Any]:

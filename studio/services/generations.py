@@ -25,6 +25,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from core.errors import AccessDeniedError, ApplicationError, ConflictError, NotFoundError
+from core.tasks import enqueue_on_commit
 from registry.access import download_decision
 from registry.models import (
     BaseModelFamily,
@@ -299,19 +300,22 @@ def _check_resources(
 
 
 def _enqueue(generation_id: int) -> None:
-    from studio.tasks import generation_run_task
+    """Run the generation on a worker once the transaction commits; if the broker is down,
+    the generation is marked failed (nothing would pick it up) with a reason the user reads."""
 
-    queue = generation_queue()
-    options = {"queue": queue} if queue else {}
-    try:
-        generation_run_task.apply_async(args=[generation_id], **options)
-    except Exception as exc:  # the broker is down: say so on the generation, not as a 500
-        log.exception("could not queue generation %s", generation_id)
+    def unqueued(exc: Exception) -> None:
         generation_fail(
             generation_id=generation_id,
             code="queue_unavailable",
             message=f"The generation could not be queued ({type(exc).__name__}); try again.",
         )
+
+    enqueue_on_commit(
+        "studio.tasks.generation_run_task",
+        args=[generation_id],
+        queue=generation_queue(),
+        on_failure=unqueued,
+    )
 
 
 @transaction.atomic
@@ -387,7 +391,7 @@ def generation_create(
         )
     GenerationResource.objects.bulk_create(rows)
     generation_id = generation.pk
-    transaction.on_commit(lambda: _enqueue(generation_id))
+    _enqueue(generation_id)
     return generation
 
 

@@ -135,7 +135,7 @@ def test_a_job_launched_while_redis_is_down_is_held_once_and_starts_when_redis_r
 
     # When the trainer launches a job
     with (
-        caplog.at_level(logging.ERROR, logger="federated.services.jobs"),
+        caplog.at_level(logging.ERROR, logger="core.tasks"),
         django_capture_on_commit_callbacks(execute=True),
     ):
         job = fed.launch(trainer, fed.spec(base, [dataset]), key="while-redis-is-down")
