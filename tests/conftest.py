@@ -241,3 +241,28 @@ def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: 
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@pytest.fixture
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The Celery app publishes to a loopback port where nothing listens (a broker that is
+    down); its pooled connections to the suite's broker are dropped before and after."""
+    import socket
+
+    from celery import current_app
+
+    with socket.socket() as sock:  # a free port, closed again: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
+    conf = current_app.conf
+    old = conf.broker_url
+    conf.broker_url = url
+    monkeypatch.setenv("CELERY_BROKER_URL", url)  # Celery reads it before the conf
+    current_app._pool = None  # Celery 5 keeps the pooled connections and producers here
+    current_app.amqp._producer_pool = None
+    try:
+        yield url
+    finally:
+        conf.broker_url = old
+        current_app._pool = None
+        current_app.amqp._producer_pool = None

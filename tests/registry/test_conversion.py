@@ -132,3 +132,27 @@ def test_the_owner_queues_a_conversion_from_the_model_page(
     pickle_file.refresh_from_db()
     assert pickle_file.conversion_status == "queued"
     assert b"Conversion to safetensors queued" in client.get(response["Location"]).content
+
+
+@pytest.mark.django_db
+def test_a_conversion_asked_for_while_the_broker_is_down_is_failed_and_can_be_asked_again(
+    make_user, token_for, broker_down, django_capture_on_commit_callbacks
+) -> None:
+    # Given the owner of a pickle file, and a broker that is down
+    alice = make_user("alice")
+    pickle_file, _ = _pickle_version(alice)
+
+    # When they ask for the conversion and the request's transaction commits
+    with django_capture_on_commit_callbacks(execute=True):
+        response = _client(token_for(alice)).post(f"/api/v1/files/{pickle_file.pk}/conversion")
+
+    # Then the request is answered (not a 500) and the file says why it is not queued
+    assert response.status_code == 202, response.content
+    pickle_file.refresh_from_db()
+    assert pickle_file.conversion_status == "failed"
+    assert "could not be queued" in pickle_file.conversion_error
+
+    # And once it is failed, the owner may ask again (no "already queued" conflict)
+    with django_capture_on_commit_callbacks(execute=False):
+        again = _client(token_for(alice)).post(f"/api/v1/files/{pickle_file.pk}/conversion")
+    assert again.status_code == 202, again.content

@@ -344,3 +344,18 @@ def test_the_schema_documents_the_generation_api_without_warnings(
     assert set(paths["/api/v1/generations"]) == {"get", "post"}
     assert "202" in paths["/api/v1/generations"]["post"]["responses"]
     assert not GENERATOR_STATS, capsys.readouterr().err
+
+
+def test_a_generation_asked_for_while_the_broker_is_down_is_failed_with_the_reason(
+    studio: Any, client_for: Any, broker_down: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    # When the artist asks for an image while the broker is down, and the request commits
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client_for(studio.artist).post(URL, _body(studio), format="json")
+
+    # Then the request is answered, and the generation is failed with a reason, not queued
+    assert response.status_code == 202, response.content
+    generation = Generation.objects.get(pk=response.json()["id"])
+    assert generation.status == GenerationStatus.FAILED
+    assert generation.error_code == "queue_unavailable"
+    assert "could not be queued" in generation.error
