@@ -9,6 +9,7 @@ command -v pg_isready >/dev/null || need+=(postgresql postgresql-client)
 command -v redis-server >/dev/null || need+=(redis-server)
 [ -x /usr/bin/chromium ] || need+=(chromium)  # browser journeys (Playwright drives it)
 command -v wrk >/dev/null || need+=(wrk)  # the load smoke test
+command -v node >/dev/null || need+=(nodejs)  # the upload page's JavaScript test
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "services: installing ${need[*]}"
