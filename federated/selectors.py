@@ -33,7 +33,7 @@ from registry.models import (
     SampleImage,
     visible_q,
 )
-from registry.selectors import visible_versions
+from registry.selectors.versions import visible_versions
 
 User = AuthUser | AnonymousUser
 State = FederatedJob.State

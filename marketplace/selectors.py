@@ -26,7 +26,7 @@ from marketplace.models import (
 )
 from registry.access import can_view_version
 from registry.models import DatasetVersion, Lineage, ModelVersion
-from registry.selectors import lineage_links_upstream
+from registry.selectors.versions import lineage_links_upstream
 
 # --- ledger ----------------------------------------------------------------------------
 

@@ -7,7 +7,6 @@ import datetime
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -16,6 +15,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
+from core.pagination import page_context
 from marketplace import selectors
 from marketplace.charts import earnings_chart_svg
 from marketplace.exports import statement_response
@@ -39,7 +39,7 @@ from marketplace.services.reports import report_create
 from marketplace.services.reviews import review_create
 from registry.access import can_view_dataset, can_view_version
 from registry.models import Dataset, ModelVersion
-from registry.selectors import own_models
+from registry.selectors.models import own_models
 
 ENTRIES_PER_PAGE = 25
 
@@ -195,12 +195,9 @@ def _wallet_page(
     status: int = 200,
 ) -> HttpResponse:
     user = request.user
-    entries = Paginator(selectors.wallet_entries(user=user), ENTRIES_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
     context = {
         "balance": selectors.wallet_balance(user=user),
-        "entries": entries,
+        **page_context(request, selectors.wallet_entries(user=user), per_page=ENTRIES_PER_PAGE),
         "top_up_form": top_up,
         "statement_form": statement,
     }

@@ -1,31 +1,25 @@
-"""Query-string filters of the listing APIs.
+"""The query strings of the listing APIs, parsed into the filters the selectors take.
 
-The filter sets validate the query string and narrow a queryset; the selectors in
-:mod:`registry.selectors` build the base queryset (visibility), then search and sort.
-Filters over versions (base model, license) look at published versions only, except in
-an owner's own listing (``mine=1``), where drafts count too.
+Each form validates ``GET /api/v1/models`` or ``/api/v1/datasets`` parameters and returns a
+:class:`~registry.selectors.models.ModelFilters` or
+:class:`~registry.selectors.datasets.DatasetFilters`; the one filter-and-sort of the
+listings is :func:`registry.selectors.models.model_list` and
+:func:`registry.selectors.datasets.dataset_list`. A value that does not validate is a 400
+``invalid_filter`` naming the field.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-import django_filters
-from django.db.models import Exists, OuterRef, QuerySet
+from django import forms
+from django.http import QueryDict
 
-from registry.models import (
-    BaseModelFamily,
-    Dataset,
-    DatasetKind,
-    Model,
-    ModelKind,
-    ModelVersion,
-    VersionStatus,
-)
-
-MODEL_SORTS = ("newest", "downloads", "rating", "relevance")
-DATASET_SORTS = ("newest", "name")
-MAX_FILTER_TAGS = 10
+from registry.models import BaseModelFamily, DatasetKind, ModelKind
+from registry.selectors.common import invalid_filters
+from registry.selectors.datasets import DATASET_ORDERINGS, DatasetFilters
+from registry.selectors.models import MODEL_SORTS, ModelFilters
 
 
 def tag_names(raw: list[str]) -> list[str]:
@@ -39,90 +33,64 @@ def tag_names(raw: list[str]) -> list[str]:
     return names
 
 
-class _TaggedFilterSet(django_filters.FilterSet):
-    """Adds ``tags``: every given tag must be on the item."""
+def _tags(data: Mapping[str, Any]) -> tuple[str, ...]:
+    if isinstance(data, QueryDict):
+        return tuple(tag_names(data.getlist("tags")))
+    value = data.get("tags") or ""
+    return tuple(tag_names(value if isinstance(value, list) else [str(value)]))
 
-    tags = django_filters.CharFilter(
-        method="filter_tags", help_text="Comma-separated tag names; all must match."
+
+class ModelFilterForm(forms.Form):
+    """``GET /api/v1/models`` filters."""
+
+    q = forms.CharField(required=False, max_length=200)
+    kind = forms.MultipleChoiceField(required=False, choices=ModelKind.choices)
+    base_model = forms.MultipleChoiceField(required=False, choices=BaseModelFamily.choices)
+    tags = forms.CharField(required=False)
+    license = forms.CharField(required=False, max_length=64)
+    creator = forms.CharField(required=False, max_length=150)
+    sort = forms.ChoiceField(required=False, choices=[(s, s) for s in MODEL_SORTS])
+
+
+class DatasetFilterForm(forms.Form):
+    """``GET /api/v1/datasets`` filters."""
+
+    q = forms.CharField(required=False, max_length=200)
+    kind = forms.ChoiceField(required=False, choices=DatasetKind.choices)
+    tags = forms.CharField(required=False)
+    creator = forms.CharField(required=False, max_length=150)
+    sort = forms.ChoiceField(required=False, choices=[(s, s) for s in DATASET_ORDERINGS])
+
+
+def model_filters(params: Mapping[str, Any]) -> ModelFilters:
+    """The model filters of a query string; ``ApplicationError`` (``invalid_filter``) when a
+    value does not validate."""
+    form = ModelFilterForm(params)
+    if not form.is_valid():
+        raise invalid_filters(form.errors)
+    data = form.cleaned_data
+    return ModelFilters(
+        q=data["q"],
+        kinds=tuple(data["kind"]),
+        base_models=tuple(data["base_model"]),
+        tags=_tags(params),
+        license=data["license"],
+        creator=data["creator"],
+        sort=data["sort"],
     )
 
-    def filter_tags(self, queryset: QuerySet[Any], name: str, value: str) -> QuerySet[Any]:
-        names = tag_names(self.data.getlist("tags") if hasattr(self.data, "getlist") else [value])
-        for tag in names[:MAX_FILTER_TAGS]:
-            # One join per tag; (item, tag) pairs are unique, so no row is repeated.
-            queryset = queryset.filter(tags__name=tag)
-        return queryset
 
-
-class ModelFilter(_TaggedFilterSet):
-    """``GET /api/v1/models`` filters. ``q`` and ``sort`` are validated here, applied by the
-    selector (search ranks, then sorts)."""
-
-    q = django_filters.CharFilter(max_length=200, help_text="Full-text search.")
-    kind = django_filters.MultipleChoiceFilter(choices=ModelKind.choices)
-    base_model = django_filters.MultipleChoiceFilter(
-        choices=BaseModelFamily.choices,
-        method="filter_base_model",
-        help_text="The base-model family of a (published) version.",
+def dataset_filters(params: Mapping[str, Any]) -> DatasetFilters:
+    """The dataset filters of a query string; ``ApplicationError`` (``invalid_filter``) when
+    a value does not validate."""
+    form = DatasetFilterForm(params)
+    if not form.is_valid():
+        raise invalid_filters(form.errors)
+    data = form.cleaned_data
+    return DatasetFilters(
+        q=data["q"],
+        kind=data["kind"],
+        tags=_tags(params),
+        creator=data["creator"],
+        sort=data["sort"],
     )
-    license = django_filters.CharFilter(
-        method="filter_license", max_length=64, help_text="A version's license code."
-    )
-    creator = django_filters.CharFilter(
-        field_name="owner__username", lookup_expr="iexact", max_length=150
-    )
-    sort = django_filters.ChoiceFilter(
-        choices=[(s, s) for s in MODEL_SORTS],
-        help_text="newest (default), downloads, rating; relevance when q is given.",
-    )
-
-    class Meta:
-        model = Model
-        fields = ("q", "kind", "base_model", "tags", "license", "creator", "sort")
-
-    def __init__(self, *args: Any, published_only: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.published_only = published_only
-
-    def _with_version(self, queryset: QuerySet[Model], **lookup: Any) -> QuerySet[Model]:
-        versions = ModelVersion.objects.filter(model=OuterRef("pk"), **lookup)
-        if self.published_only:
-            versions = versions.filter(status=VersionStatus.PUBLISHED)
-        return queryset.filter(Exists(versions))
-
-    def filter_base_model(
-        self, queryset: QuerySet[Model], name: str, value: list[str]
-    ) -> QuerySet[Model]:
-        return self._with_version(queryset, base_model__in=value) if value else queryset
-
-    def filter_license(self, queryset: QuerySet[Model], name: str, value: str) -> QuerySet[Model]:
-        return self._with_version(queryset, license_code__iexact=value.strip())
-
-    def filter_queryset(self, queryset: QuerySet[Model]) -> QuerySet[Model]:
-        for name, value in self.form.cleaned_data.items():
-            if name in ("q", "sort") or value in (None, "", []):
-                continue
-            queryset = self.filters[name].filter(queryset, value)
-        return queryset
-
-
-class DatasetFilter(_TaggedFilterSet):
-    """``GET /api/v1/datasets`` filters; ``q`` and ``sort`` are applied by the selector."""
-
-    q = django_filters.CharFilter(max_length=200, help_text="Search in name and description.")
-    kind = django_filters.ChoiceFilter(choices=DatasetKind.choices)
-    creator = django_filters.CharFilter(
-        field_name="owner__username", lookup_expr="iexact", max_length=150
-    )
-    sort = django_filters.ChoiceFilter(choices=[(s, s) for s in DATASET_SORTS])
-
-    class Meta:
-        model = Dataset
-        fields = ("q", "kind", "tags", "creator", "sort")
-
-    def filter_queryset(self, queryset: QuerySet[Dataset]) -> QuerySet[Dataset]:
-        for name, value in self.form.cleaned_data.items():
-            if name in ("q", "sort") or value in (None, "", []):
-                continue
-            queryset = self.filters[name].filter(queryset, value)
-        return queryset

@@ -7,12 +7,19 @@ from typing import Any
 from django import forms
 
 from core.validators import refuse_invisible_characters
+from registry.filters import tag_names
 from registry.models import BaseModelFamily, ModelKind, Visibility
-from registry.selectors_web import DEFAULT_SORT, SORTS, ModelFilters
+from registry.selectors.models import MODEL_SORTS, ModelFilters
 from registry.services.catalog import MAX_TAGS
 
-SORT_CHOICES = [("newest", "Newest"), ("downloads", "Most downloaded"), ("rating", "Top rated")]
-assert {value for value, _ in SORT_CHOICES} == set(SORTS)
+# The API's sorts; relevance (the default) ranks a search and is newest first without one.
+SORT_CHOICES = [
+    ("relevance", "Best match"),
+    ("newest", "Newest"),
+    ("downloads", "Most downloaded"),
+    ("rating", "Top rated"),
+]
+assert {value for value, _ in SORT_CHOICES} == set(MODEL_SORTS)
 
 
 def split_words(text: str) -> list[str]:
@@ -39,15 +46,17 @@ class BrowseForm(forms.Form):
     sort = forms.ChoiceField(required=False, choices=SORT_CHOICES, label="Sort")
 
     def filters(self) -> ModelFilters:
-        """The filters asked for; invalid values are dropped rather than failing the page."""
+        """The filters asked for, as the API's (:func:`registry.filters.model_filters`) but
+        under the page's names; invalid values are dropped rather than failing the page."""
         self.is_valid()  # cleaned_data then holds the fields that were valid
         data: dict[str, Any] = self.cleaned_data
+        kind, base = data.get("kind") or "", data.get("base") or ""
         return ModelFilters(
-            q=data.get("q", "") or "",
-            kind=data.get("kind", "") or "",
-            base_model=data.get("base", "") or "",
-            tag=data.get("tag", "") or "",
-            sort=data.get("sort", "") or DEFAULT_SORT,
+            q=data.get("q") or "",
+            kinds=(kind,) if kind else (),
+            base_models=(base,) if base else (),
+            tags=tuple(tag_names([data.get("tag") or ""])),
+            sort=data.get("sort") or "",
         )
 
 

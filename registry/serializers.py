@@ -110,7 +110,7 @@ class VersionSummarySerializer(serializers.Serializer):
 
 class ModelListItemSerializer(serializers.Serializer):
     """A model as listings show it; expects ``shown_versions`` and ``cover_image`` from
-    :func:`registry.selectors.model_list`."""
+    :func:`registry.selectors.models.model_list`."""
 
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -240,7 +240,7 @@ class ChildSerializer(serializers.Serializer):
 
 
 class VersionDetailSerializer(serializers.Serializer):
-    """A version as :func:`registry.selectors.version_detail` loads it."""
+    """A version as :func:`registry.selectors.versions.version_detail` loads it."""
 
     id = serializers.IntegerField()
     model = ModelRefSerializer()

@@ -7,13 +7,11 @@ They never go through the REST API.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import storages
-from django.core.paginator import Page, Paginator
 from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -22,20 +20,13 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
+from core.pagination import page_context
 from registry.forms import BrowseForm, ModelUploadForm
 from registry.models import DatasetKind, Model, ModelFile, ModelVersion, Upload, UploadStatus
-from registry.selectors import visible_versions
-from registry.selectors_web import (
-    browse_models,
-    creator_profile,
-    dataset_for_page,
-    lineage_for_page,
-    listed_datasets,
-    manifest_stats,
-    model_for_page,
-    model_versions_for_page,
-    version_detail,
-)
+from registry.selectors import datasets as dataset_reads
+from registry.selectors import models as model_reads
+from registry.selectors.creators import creator_profile
+from registry.selectors.versions import lineage_links, version_detail, visible_versions
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
 from registry.services.conversion import model_file_conversion_request
 from registry.services.uploads import upload_whole_file
@@ -61,16 +52,6 @@ def _with_cover_urls(models: Iterable[Model]) -> None:
         model.cover_url = storage.url(name) if name else ""  # type: ignore[attr-defined]
 
 
-def _page(request: HttpRequest, items: object, per_page: int) -> Page:
-    return Paginator(items, per_page).get_page(request.GET.get("page"))  # type: ignore[arg-type]
-
-
-def _query_without_page(request: HttpRequest) -> str:
-    """The current query string without ``page``, for pagination links."""
-    pairs = [(k, v) for k, v in request.GET.items() if k != "page" and v]
-    return urlencode(pairs)
-
-
 def model_url(model: Model, version: ModelVersion | None = None) -> str:
     url = reverse("registry:model-detail", kwargs={"model_id": model.pk, "slug": model.slug})
     return f"{url}?version={version.pk}" if version is not None else url
@@ -80,20 +61,19 @@ def model_url(model: Model, version: ModelVersion | None = None) -> str:
 def browse(request: HttpRequest) -> HttpResponse:
     form = BrowseForm(request.GET)
     filters = form.filters()
-    page = _page(request, browse_models(filters), MODELS_PER_PAGE)
-    _with_cover_urls(page.object_list)
+    models = model_reads.model_list(user=request.user, filters=filters)
     context = {
         "form": form,
         "filters": filters,
-        "page": page,
-        "query": _query_without_page(request),
+        **page_context(request, models, per_page=MODELS_PER_PAGE),
     }
+    _with_cover_urls(context["page"].object_list)
     return render(request, "registry/browse.html", context)
 
 
 @require_GET
 def model_redirect(request: HttpRequest, model_id: int) -> HttpResponse:
-    model = model_for_page(model_id, request.user)
+    model = model_reads.visible_models(request.user).filter(pk=model_id).first()
     if model is None:
         raise Http404("No such model.")
     return redirect(model_url(model))
@@ -101,17 +81,19 @@ def model_redirect(request: HttpRequest, model_id: int) -> HttpResponse:
 
 @require_GET
 def model_detail(request: HttpRequest, model_id: int, slug: str) -> HttpResponse:
-    model = model_for_page(model_id, request.user)
+    model = model_reads.model_detail(model_id=model_id, user=request.user)
     if model is None:
         raise Http404("No such model.")
     if slug != model.slug:
         url = model_url(model)
         wanted = request.GET.get("version", "")
         return redirect(f"{url}?version={wanted}" if wanted.isdigit() else url)
-    versions = model_versions_for_page(model, request.user)
+    versions: list[ModelVersion] = model.shown_versions  # type: ignore[attr-defined]
     selected = _selected_version(versions, request.GET.get("version", ""))
-    version = version_detail(selected.pk, request.user) if selected is not None else None
-    parents, children = lineage_for_page(version, request.user) if version else ([], [])
+    version = (
+        version_detail(version_id=selected.pk, user=request.user) if selected is not None else None
+    )
+    parents, children = lineage_links(version) if version else ([], [])
     is_owner = request.user.is_authenticated and request.user.pk == model.owner_id
     context = {
         "model": model,
@@ -239,18 +221,19 @@ def _create_model_and_version(
 
 @require_GET
 def dataset_list(request: HttpRequest) -> HttpResponse:
-    page = _page(request, listed_datasets(), DATASETS_PER_PAGE)
-    return render(request, "registry/dataset_list.html", {"page": page, "query": ""})
+    datasets = dataset_reads.dataset_list(user=request.user, filters=dataset_reads.DatasetFilters())
+    context = page_context(request, datasets, per_page=DATASETS_PER_PAGE)
+    return render(request, "registry/dataset_list.html", context)
 
 
 @require_GET
 def dataset_detail(request: HttpRequest, dataset_id: int, slug: str) -> HttpResponse:
-    dataset = dataset_for_page(dataset_id, request.user)
+    dataset = dataset_reads.dataset_detail(dataset_id=dataset_id, user=request.user)
     if dataset is None:
         raise Http404("No such dataset.")
     if slug != dataset.slug:
         return redirect("registry:dataset-detail", dataset_id=dataset.pk, slug=dataset.slug)
-    versions = list(dataset.versions.all())
+    versions = dataset.shown_versions  # type: ignore[attr-defined]
     wanted = request.GET.get("version", "")
     version = next((v for v in versions if str(v.pk) == wanted), versions[0] if versions else None)
     context = {
@@ -258,7 +241,7 @@ def dataset_detail(request: HttpRequest, dataset_id: int, slug: str) -> HttpResp
         "versions": versions,
         "version": version,
         "is_public_kind": dataset.kind == DatasetKind.PUBLIC,
-        "stats": manifest_stats(version.manifest) if version else [],
+        "stats": dataset_reads.manifest_stats(version.manifest) if version else [],
         "previews": list(version.previews.all()) if version else [],
     }
     return render(request, "registry/dataset_detail.html", context)
@@ -266,7 +249,7 @@ def dataset_detail(request: HttpRequest, dataset_id: int, slug: str) -> HttpResp
 
 @require_GET
 def creator(request: HttpRequest, username: str) -> HttpResponse:
-    profile = creator_profile(username, request.user)
+    profile = creator_profile(username=username, user=request.user)
     if profile is None:
         raise Http404("No such creator.")
     _with_cover_urls(profile.models)

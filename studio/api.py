@@ -24,7 +24,7 @@ from rest_framework.views import APIView
 from core.auth import signed_in
 from core.errors import NotFoundError
 from registry.api.common import PAGE_PARAMETERS, page_response, paginated
-from registry.selectors import visible_versions
+from registry.selectors.versions import visible_versions
 from registry.serializers import SampleImageSerializer
 from sdcore.generate import SAMPLERS
 from studio.models import Generation, GenerationStatus

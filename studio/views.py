@@ -9,7 +9,6 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from core.auth import AuthenticatedHttpRequest, request_user
 from core.errors import ApplicationError, NotFoundError, error_response
+from core.pagination import page_context
 from registry.models import ModelKind, ModelVersion
 from studio.forms import GenerationForm, initial_from_generation
 from studio.limits import limits
@@ -120,10 +120,9 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
 @login_required
 @require_GET
 def gallery(request: AuthenticatedHttpRequest) -> HttpResponse:
-    page = Paginator(generation_list(user=request.user), GALLERY_PER_PAGE).get_page(
-        request.GET.get("page")
-    )
-    return render(request, "studio/gallery.html", {"page": page})
+    generations = generation_list(user=request.user)
+    context = page_context(request, generations, per_page=GALLERY_PER_PAGE)
+    return render(request, "studio/gallery.html", context)
 
 
 @require_GET

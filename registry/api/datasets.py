@@ -22,8 +22,9 @@ from registry.api.common import (
     paginated,
     wants_mine,
 )
+from registry.filters import dataset_filters
 from registry.models import Dataset, DatasetKind, Upload, Visibility
-from registry.selectors import (
+from registry.selectors.datasets import (
     dataset_detail,
     dataset_list,
     dataset_version_detail,
@@ -91,9 +92,9 @@ class DatasetListCreateApi(APIView):
         responses={200: paginated("PaginatedDatasetList", DatasetListItemSerializer(many=True))},
     )
     def get(self, request: Request) -> Response:
-        datasets = dataset_list(
-            user=request.user, filters=request.query_params, mine=wants_mine(request)
-        )
+        mine = wants_mine(request)
+        filters = dataset_filters(request.query_params)
+        datasets = dataset_list(user=request.user, filters=filters, mine=mine)
         return page_response(
             request, self, datasets, DatasetListItemSerializer, context={"request": request}
         )

@@ -28,6 +28,7 @@ from registry.api.common import (
     paginated,
     wants_mine,
 )
+from registry.filters import model_filters
 from registry.http import counts_as_download
 from registry.models import (
     BaseModelFamily,
@@ -40,14 +41,12 @@ from registry.models import (
     Upload,
     Visibility,
 )
-from registry.selectors import (
-    dataset_version_for,
-    model_detail,
-    model_list,
+from registry.selectors.datasets import dataset_version_detail
+from registry.selectors.models import model_detail, model_list, visible_models
+from registry.selectors.versions import (
     model_versions,
     version_detail,
     visible_files_by_hash,
-    visible_models,
     visible_versions,
 )
 from registry.serializers import (
@@ -150,9 +149,9 @@ class ModelListCreateApi(APIView):
         responses={200: paginated("PaginatedModelList", ModelListItemSerializer(many=True))},
     )
     def get(self, request: Request) -> Response:
-        models = model_list(
-            user=request.user, filters=request.query_params, mine=wants_mine(request)
-        )
+        mine = wants_mine(request)
+        filters = model_filters(request.query_params)
+        models = model_list(user=request.user, filters=filters, mine=mine)
         return page_response(
             request, self, models, ModelListItemSerializer, context={"request": request}
         )
@@ -247,7 +246,9 @@ def _parent_specs(request: Request, parents: list[dict[str, Any]]) -> list[Paren
                 )
             specs.append(ParentSpec(relation=item["relation"], version=parent))
         else:
-            dataset_version = dataset_version_for(item["dataset_version_id"], request.user)
+            dataset_version = dataset_version_detail(
+                dataset_version_id=item["dataset_version_id"], user=request.user
+            )
             if dataset_version is None:
                 raise ApplicationError(
                     f"No dataset version {item['dataset_version_id']} visible to you.",

@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from core.errors import NotFoundError
-from registry.selectors import creator_profile
+from registry.selectors.creators import creator_profile
 from registry.serializers import DatasetListItemSerializer, ModelListItemSerializer
 
 USERNAME = re.compile(r"[\w.@+-]{1,150}")  # what Django's username validator accepts

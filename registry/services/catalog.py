@@ -33,7 +33,7 @@ from registry.models import (
     VersionStatus,
     Visibility,
 )
-from registry.selectors import lineage_ancestor_version_ids
+from registry.selectors.versions import lineage_ancestor_version_ids
 from sdcore.errors import UnsafePathError
 from sdcore.paths import safe_relative_path
 

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from registry.selectors import listed_models
+from registry.selectors.models import listed_models
 from registry.services.catalog import version_publish, version_unpublish
 from tests.registry.factories import complete_upload, make_model, make_version
 

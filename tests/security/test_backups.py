@@ -119,7 +119,7 @@ def test_backup_then_restore_into_empty_targets_finds_every_file_by_hash(
             "manage.py",
             "shell",
             "-c",
-            "from registry.selectors import files_by_hash\n"
+            "from registry.selectors.versions import files_by_hash\n"
             f"print(files_by_hash({committed_world.paid_file.blob_id!r}).count())",
         ],
         cwd=ROOT,

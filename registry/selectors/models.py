@@ -1,0 +1,214 @@
+"""Models: who may open which, what browse lists, search, the one filter-and-sort of every
+listing (API and pages), the cover image, and a model with its versions."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from django.db import connection
+from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+
+from registry.models import COVER_SAMPLE_Q, Model, ModelVersion, SampleImage, VersionStatus
+from registry.selectors.common import NEWEST, NEWEST_PUBLISHED, User
+
+MODEL_ORDERINGS: dict[str, tuple[str, ...]] = {
+    "newest": NEWEST,
+    "downloads": ("-download_count", *NEWEST),
+    "rating": ("-rating_avg", "-rating_count", *NEWEST),
+}
+RELEVANCE = "relevance"
+MODEL_SORTS = (*MODEL_ORDERINGS, RELEVANCE)
+MAX_FILTER_TAGS = 10
+
+
+@dataclass(frozen=True)
+class ModelFilters:
+    """What a model listing was asked for, already parsed (:mod:`registry.filters` for the
+    API, :class:`registry.forms.BrowseForm` for the browse page). Empty means "any";
+    ``sort`` empty means relevance when ``q`` is given, else newest."""
+
+    q: str = ""
+    kinds: tuple[str, ...] = ()
+    base_models: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    license: str = ""
+    creator: str = ""
+    sort: str = ""
+
+
+def visible_models(user: User) -> QuerySet[Model]:
+    """Models the user may open: listed ones, plus unlisted by link, plus their own."""
+    return Model.objects.visible_to(user)
+
+
+def listed_models(user: User | None = None) -> QuerySet[Model]:
+    """Models that appear in browse and search (``ModelQuerySet.listed``); the same for
+    every viewer (``user`` is accepted for the callers that pass one)."""
+    return Model.objects.listed()
+
+
+def own_models(user: User) -> QuerySet[Model]:
+    """Everything the user owns: drafts, private, unlisted and removed models included."""
+    if not user.is_authenticated:
+        return Model.objects.none()
+    return Model.objects.filter(owner_id=user.pk)
+
+
+_WORD = re.compile(r"[^\W_]+")
+
+
+def _prefix_tsquery(q: str) -> str:
+    """``sprit:* & !retro`` for ``Sprit -retro``: every word as a prefix, exclusions kept.
+
+    Phrases and ``or`` are left to the web-search query alone.
+    """
+    if '"' in q or " or " in f" {q.lower()} ":
+        return ""
+    terms: list[str] = []
+    for token in q.split()[:8]:
+        negated = token.startswith("-")
+        terms += [f"!{w}" if negated else f"{w}:*" for w in _WORD.findall(token)]
+    if not any(not t.startswith("!") for t in terms):
+        return ""
+    return " & ".join(terms)
+
+
+def search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
+    """Ranked full-text search on PostgreSQL; ``icontains`` on name and description elsewhere.
+
+    On PostgreSQL a model matches the web-search query or, for partial words, every word as a
+    prefix (``sprit`` finds "sprite"); both use the GIN index on the search document. The
+    ``rank`` annotation orders by relevance.
+    """
+    if connection.vendor != "postgresql":
+        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q)).annotate(
+            rank=Value(0.0)
+        )
+    from django.contrib.postgres.search import SearchQuery, SearchRank
+
+    query = SearchQuery(q, search_type="websearch")
+    match = Q(search_vector=query)
+    prefix = _prefix_tsquery(q)
+    if prefix:
+        match |= Q(search_vector=SearchQuery(prefix, search_type="raw"))
+    return qs.annotate(rank=SearchRank(F("search_vector"), query)).filter(match)
+
+
+# --- the one cover-image rule ---------------------------------------------------------------
+
+
+def _cover_image(images: Q, ordering: tuple[str, ...]) -> Subquery:
+    """The cover: the first sample image in the owner's order (``position``; never the
+    "base alone" half of a LoRA's pair, ``COVER_SAMPLE_Q``) of the first version the listing
+    shows (``images`` keeps the images of the versions shown, ``ordering`` is the order the
+    versions are shown in)."""
+    cover = (
+        SampleImage.objects.filter(version__model=OuterRef("pk"))
+        .filter(images, COVER_SAMPLE_Q)
+        .order_by(*(f"-version__{field[1:]}" for field in ordering), "position", "pk")
+        .values("image")[:1]
+    )
+    return Subquery(cover)
+
+
+def with_versions_and_cover(
+    qs: QuerySet[Model],
+    *,
+    versions: QuerySet[ModelVersion],
+    images: Q,
+    ordering: tuple[str, ...],
+) -> QuerySet[Model]:
+    """Owner, tags, the ``versions`` shown (``shown_versions``, in ``ordering``, newest
+    first) and the cover image of the first of them (``cover_image``; ``images`` is the same
+    filter as ``versions``, on sample images) in a constant number of queries, whatever the
+    page size: the page, then one query each for tags and versions."""
+    return (
+        qs.select_related("owner")
+        .annotate(cover_image=_cover_image(images, ordering))
+        .prefetch_related(
+            "tags",
+            Prefetch("versions", queryset=versions.order_by(*ordering), to_attr="shown_versions"),
+        )
+    )
+
+
+def with_listing_data(qs: QuerySet[Model], *, published_only: bool) -> QuerySet[Model]:
+    """A listing's models: their published versions, newest published first, or (the
+    owner's own listing) all their versions, newest first."""
+    if published_only:
+        return with_versions_and_cover(
+            qs,
+            versions=ModelVersion.objects.filter(status=VersionStatus.PUBLISHED),
+            images=Q(version__status=VersionStatus.PUBLISHED),
+            ordering=NEWEST_PUBLISHED,
+        )
+    return with_versions_and_cover(
+        qs, versions=ModelVersion.objects.all(), images=Q(), ordering=NEWEST
+    )
+
+
+# --- the one filter and sort of every model listing -----------------------------------------
+
+
+def model_list(*, user: User, filters: ModelFilters, mine: bool = False) -> QuerySet[Model]:
+    """Listed models (or, with ``mine``, the user's own), filtered, searched and sorted.
+
+    Filters over versions (base model, license) look at published versions only, except in
+    an owner's own listing, where drafts count too.
+    """
+    qs = own_models(user) if mine else listed_models()
+    qs = _filtered(qs, filters, published_only=not mine)
+    q = filters.q.strip()
+    if q:
+        qs = search_models(qs, q)
+    return with_listing_data(
+        qs.order_by(*_model_ordering(filters.sort, q)), published_only=not mine
+    )
+
+
+def _filtered(
+    qs: QuerySet[Model], filters: ModelFilters, *, published_only: bool
+) -> QuerySet[Model]:
+    def with_version(**lookup: object) -> Q:
+        versions = ModelVersion.objects.filter(model=OuterRef("pk"), **lookup)
+        if published_only:
+            versions = versions.filter(status=VersionStatus.PUBLISHED)
+        return Q(Exists(versions))
+
+    if filters.kinds:
+        qs = qs.filter(kind__in=filters.kinds)
+    if filters.base_models:
+        qs = qs.filter(with_version(base_model__in=filters.base_models))
+    if filters.license.strip():
+        qs = qs.filter(with_version(license_code__iexact=filters.license.strip()))
+    if filters.creator:
+        qs = qs.filter(owner__username__iexact=filters.creator)
+    for tag in filters.tags[:MAX_FILTER_TAGS]:
+        # One join per tag; (item, tag) pairs are unique, so no row is repeated.
+        qs = qs.filter(tags__name=tag)
+    return qs
+
+
+def _model_ordering(sort: str, q: str) -> tuple[str, ...]:
+    if sort == RELEVANCE or (q and not sort):
+        if q and connection.vendor == "postgresql":
+            return ("-rank", "-download_count", "-pk")
+        return MODEL_ORDERINGS["newest"]
+    return MODEL_ORDERINGS.get(sort, MODEL_ORDERINGS["newest"])
+
+
+def model_detail(*, model_id: int, user: User) -> Model | None:
+    """A model the user may open, with owner, tags, the versions they may see (newest
+    first, ``shown_versions``) and the cover image of the first of them."""
+    versions = ModelVersion.objects.visible_to(user)
+    return (
+        with_versions_and_cover(
+            visible_models(user),
+            versions=versions,
+            images=Q(version__in=versions.values("pk")),
+            ordering=NEWEST,
+        )
+        .filter(pk=model_id)
+        .first()
+    )
