@@ -672,11 +672,27 @@ def version_by_hash(request: HttpRequest, user: User, hash_value: str) -> HttpRe
         )
     version = civitai_version_by_hash(user=user, hash_value=hash_value)
     if version is None:  # a diffusers folder's zip, by its own hashes
-        archived = civitai_versions(user=user, version_ids=archive_versions_by_hash(hash_value))
+        archived = _archived_versions(user, hash_value)
         version = archived[0] if archived else None
     if version is None:
         return _not_found("Model not found")
     return JsonResponse(_version_item(request, version))
+
+
+def _archived_versions(user: User, hash_value: str) -> list[ModelVersion]:
+    """Published versions whose archive has that hash *now* (the cache's record of it may
+    predate a change of the version's files)."""
+    wanted = hash_value.lower()
+    found = []
+    for version in civitai_versions(user=user, version_ids=archive_versions_by_hash(wanted)):
+        files = list(version.files.all())
+        if not is_archived(version) or not files:
+            continue
+        hashes = archive_hashes(archive=version_archive(version=version, files=files))
+        values = (hashes.sha256, hashes.autov1, hashes.autov2, hashes.crc32, hashes.blake3)
+        if wanted in values:
+            found.append(version)
+    return found
 
 
 MAX_HASHES = 100
@@ -701,7 +717,7 @@ def versions_by_hashes(request: HttpRequest, user: User) -> HttpResponse:
         return civitai_error(400, f"{BAD_HASHES} Invalid hash: {bad[:80]!r}.", "invalid")
     versions = {v.pk: v for v in civitai_versions_by_sha256(user=user, hashes=hashes)}
     for value in hashes:  # a diffusers folder's zip, by its own SHA256
-        for version in civitai_versions(user=user, version_ids=archive_versions_by_hash(value)):
+        for version in _archived_versions(user, value):
             versions.setdefault(version.pk, version)
     items = [_version_item(request, versions[pk]) for pk in sorted(versions)]
     return JsonResponse(items, safe=False)

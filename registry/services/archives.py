@@ -41,7 +41,7 @@ _DOS_DATE = (0 << 9) | (1 << 5) | 1  # 1980-01-01, the earliest a zip can say
 _DOS_TIME = 0
 _UTF8_NAMES = 0x0800
 _CHUNK = 1024 * 1024
-_CACHE_PREFIX = "civitai-archive:v1"
+_CACHE_PREFIX = "civitai-archive:v2"
 ARCHIVE_FORMAT = "Diffusers"
 
 
@@ -237,28 +237,30 @@ def _reverse_key(value: str) -> str:
 
 
 def _lookup_values(hashes: FileHashes) -> list[str]:
-    return [v for v in (hashes.sha256, hashes.autov1, hashes.autov2, hashes.crc32, hashes.blake3)]
+    return [hashes.sha256, hashes.autov1, hashes.autov2, hashes.crc32, hashes.blake3]
 
 
 def archive_hashes(*, archive: VersionArchive) -> FileHashes:
     """The archive's hashes: from the cache, or computed once by streaming it.
 
-    Each call also records the version under each hash value, for :func:`archive_versions_by_hash`.
+    The entry also lists the versions recorded under each hash value (for
+    :func:`archive_versions_by_hash`), so a version already recorded costs one cache read.
     """
-    cached = cache.get(_hashes_key(archive.content_key))
+    key = _hashes_key(archive.content_key)
+    cached = cache.get(key)
     if cached is None:
         hasher = MultiHasher(safetensors=False)
         for chunk in archive_iter(archive=archive, chunk_size=8 * _CHUNK):
             hasher.update(chunk)
-        hashes = hasher.hexdigests()
-        cache.set(_hashes_key(archive.content_key), hashes.as_dict(), timeout=None)
-    else:
-        hashes = FileHashes(**cached)
-    for value in _lookup_values(hashes):
-        key = _reverse_key(value)
-        holders: list[int] = cache.get(key) or []
-        if archive.version_id not in holders:
-            cache.set(key, sorted({*holders, archive.version_id}), timeout=None)
+        cached = {"hashes": hasher.hexdigests().as_dict(), "versions": []}
+    hashes = FileHashes(**cached["hashes"])
+    if archive.version_id not in cached["versions"]:
+        for value in _lookup_values(hashes):
+            reverse = _reverse_key(value)
+            holders: list[int] = cache.get(reverse) or []
+            cache.set(reverse, sorted({*holders, archive.version_id}), timeout=None)
+        cached["versions"] = sorted({*cached["versions"], archive.version_id})
+        cache.set(key, cached, timeout=None)
     return hashes
 
 
