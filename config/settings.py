@@ -334,9 +334,15 @@ CSRF_COOKIE_SAMESITE = "Lax"
 SECURE_REFERRER_POLICY = "same-origin"
 SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
 # A task whose worker died unacknowledged (acks_late) goes back to the queue after this.
+# Workers look for such tasks every `interval` s, scanning on every `throttle`-th look (kombu's
+# defaults, 10 and 10: a scan every ~100 s); a shorter timeout gets scans as often as it.
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    _visibility = env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+    _restore_interval = max(1, min(10, _visibility))
     CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+        "visibility_timeout": _visibility,
+        "unacked_restore_interval": _restore_interval,
+        "unacked_restore_throttle": max(1, min(100, _visibility) // _restore_interval),
     }
 
 # --- Federated jobs: the coordinator's SuperLink (federated.coordinator) -------------------

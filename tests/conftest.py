@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from tests.support import bearer, load_license_catalogue, tiny_model, wait_for_line
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
@@ -95,6 +97,49 @@ def token_for() -> Callable[[object], str]:
     return make
 
 
+@pytest.fixture
+def alice(make_user: Callable[..., Any]) -> Any:
+    return make_user("alice")
+
+
+@pytest.fixture
+def bob(make_user: Callable[..., Any]) -> Any:
+    return make_user("bob")
+
+
+@pytest.fixture
+def api_as(token_for: Callable[[object], str]) -> Callable[[object], Any]:
+    """``api_as(user)``: an API client that sends a fresh token of ``user``."""
+    return lambda user: bearer(token_for(user))
+
+
+@pytest.fixture
+def alice_api(alice: Any, api_as: Callable[[object], Any]) -> Any:
+    return api_as(alice)
+
+
+@pytest.fixture
+def bob_api(bob: Any, api_as: Callable[[object], Any]) -> Any:
+    return api_as(bob)
+
+
+@pytest.fixture
+def fast_passwords(settings: Any) -> None:
+    """PBKDF2 costs most of a second per check on a small machine; tests need no strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def restore_license_catalogue(django_db_blocker: Any) -> Iterator[None]:
+    """A transactional test flushes every table; put the catalogue (data migration) back.
+
+    Request it before ``transactional_db`` so that this runs after the flush.
+    """
+    yield
+    with django_db_blocker.unblock():
+        load_license_catalogue()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _federation_ca(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """One CA per test session signs every local SuperLink's TLS certificate
@@ -126,17 +171,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _tiny_model(tmp_path_factory)
 
 
-_TINY: dict[str, Path] = {}
-
-
-def _tiny_model(factory: pytest.TempPathFactory) -> Path:
-    if "dir" not in _TINY:
-        from sdcore.tiny import save_tiny_model
-
-        out = factory.mktemp("tiny-sd")
-        save_tiny_model(out, seed=0)
-        _TINY["dir"] = out
-    return _TINY["dir"]
+_tiny_model = tiny_model  # the name test modules import (tests.support has it now)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -168,12 +203,12 @@ def celery_worker_env(settings: Any, queue: str) -> dict[str, str]:
 
 
 def celery_worker_start(
-    env: dict[str, str], log_path: Path, *, timeout: float = 60.0
+    env: dict[str, str], log_path: Path, *, timeout: float = 300.0
 ) -> subprocess.Popen[bytes]:
     """Start a worker (solo pool) on ``env``'s queue, its output appended to ``log_path``;
-    return once it is ready. Also used to restart a worker a test killed."""
+    return once it says it is ready (or fail as soon as it exits; ``timeout`` is a last
+    resort against a hung start). Also used to restart a worker a test killed."""
     import sys
-    import time
 
     offset = log_path.stat().st_size if log_path.exists() else 0
     with open(log_path, "ab") as log:
@@ -199,15 +234,15 @@ def celery_worker_start(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if b"ready." in log_path.read_bytes()[offset:]:
-            return proc
-        if proc.poll() is not None:
-            pytest.fail("the Celery worker exited: " + log_path.read_text()[offset:])
-        time.sleep(0.2)
-    proc.kill()
-    pytest.fail(f"the Celery worker did not start in {timeout:g} s")
+    try:
+        wait_for_line(
+            proc, log_path, r"ready\.$", offset=offset, timeout=timeout, what="the worker ready"
+        )
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
 
 
 @pytest.fixture

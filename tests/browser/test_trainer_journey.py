@@ -10,7 +10,7 @@ tests/federated/live.py) keep the two rounds under a minute or two on 2 cores.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +18,13 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from federated.engine.localfed import LocalFederation
-from sdcore.tiny import TINY_SINGLE_FILE_NAME
-from tests.conftest import _tiny_model
 from tests.federated.live import (
     IMAGES,
     PRICE_PER_EXAMPLE_ROUND,
     OwnerData,
     coordinator_settings,
-    federation_of,
     list_datasets,
     load_license_catalogue,
-    owners_data,
 )
 
 pytest_plugins = ["tests.federated.fixtures"]
@@ -39,20 +35,6 @@ pytestmark = [
 ]
 ROUNDS = 2
 JOB_TIMEOUT_MS = 420_000
-
-
-@pytest.fixture(scope="module")
-def owners(tmp_path_factory: pytest.TempPathFactory) -> list[OwnerData]:
-    """Two data owners whose nodes keep a copy of the tiny base model."""
-    tiny = _tiny_model(tmp_path_factory)
-    return owners_data(tmp_path_factory.mktemp("owners"), base_model=tiny / TINY_SINGLE_FILE_NAME)
-
-
-@pytest.fixture(scope="module")
-def federation(
-    owners: list[OwnerData], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalFederation]:
-    yield from federation_of(owners, tmp_path_factory.mktemp("fed"))
 
 
 def test_trainer_launches_a_dp_job_watches_it_live_and_finds_the_lora_in_the_library(

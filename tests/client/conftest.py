@@ -7,25 +7,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
-from safetensors.numpy import save as save_safetensors
 
 from client.cli import main
+from tests.registry.factories import lora_bytes
 
 PASSWORD = "correct horse battery staple"
-CROSS_ATTN_K = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
-
-
-def lora_bytes(*, seed: int, rank: int = 4, alpha: float = 2.0) -> bytes:
-    """A kohya LoRA for SD 1.x (a few KB): detected as a LoRA of that rank and alpha."""
-    rng = np.random.default_rng(seed)
-    tensors = {
-        f"{CROSS_ATTN_K}.lora_down.weight": rng.standard_normal((rank, 768)).astype(np.float16),
-        f"{CROSS_ATTN_K}.lora_up.weight": rng.standard_normal((320, rank)).astype(np.float16),
-        f"{CROSS_ATTN_K}.alpha": np.array(alpha, dtype=np.float32),
-    }
-    return save_safetensors(tensors, metadata={"ss_network_alpha": str(alpha)})
 
 
 @dataclass
@@ -36,9 +23,8 @@ class Result:
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
-    """PBKDF2 costs most of a second per check on a small machine; these tests need no strength."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+def _fast_passwords(fast_passwords: None) -> None:
+    """Every test here: the suite's fast password hasher."""
 
 
 @pytest.fixture

@@ -14,7 +14,8 @@ import requests
 from registry.models import ModelVersion
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
 from registry.services.uploads import upload_whole_file
-from tests.client.conftest import Result, lora_bytes
+from tests.client.conftest import Result
+from tests.registry.factories import lora_bytes
 
 # Tests that talk to the live site need committed data (a transactional database).
 live = pytest.mark.django_db(transaction=True)

@@ -12,7 +12,8 @@ import pytest
 
 from client.http import AtelierClient, NetworkError, UploadInfo
 from registry.models import Model, ModelFile, ModelVersion, Upload, UploadStatus, VersionStatus
-from tests.client.conftest import Result, lora_bytes
+from tests.client.conftest import Result
+from tests.registry.factories import lora_bytes
 
 # Tests that talk to the live site need committed data (a transactional database).
 live = pytest.mark.django_db(transaction=True)

@@ -26,11 +26,10 @@ from federated.engine.localfed import LocalFederation, descendants, free_port
 from federated.engine.superlink import supernode_register, supernodes_list
 from federated.engine.synthetic import generate_synthetic_dataset
 from tests.client.conftest import Result
-from tests.marketplace.test_concurrency import _restore_license_catalogue  # noqa: F401
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.usefixtures("_restore_license_catalogue"),
+    pytest.mark.usefixtures("restore_license_catalogue"),
 ]
 REPO = Path(__file__).resolve().parents[2]
 

@@ -31,3 +31,29 @@ def manifest(*, count: int, seed: int) -> dict[str, Any]:
         "files": [{"name": f"secret_holiday_{i}.png", "caption": "my house"} for i in range(2)],
         "root": "/home/owner/private-photos",
     }
+
+
+def form_data(w: Any, *datasets: Any, **values: Any) -> dict[str, Any]:
+    """The job form's fields for ``w``'s base model and ``datasets``; ``values`` override."""
+    data: dict[str, Any] = {
+        "name": "Red circles LoRA",
+        "base_version": w.base.pk,
+        "datasets": [t.dataset_version_id for t in datasets],
+        "use": "style",
+        "trigger_word": "sks",
+        "rank": 2,
+        "alpha": "",
+        "local_steps": 5,
+        "learning_rate": 0.001,
+        "resolution": 32,
+        "batch_size": 4,
+        "rounds": 2,
+        "dp": "on",
+        "target_epsilon": "",
+        "delta": "",
+        "max_grad_norm": 0.05,
+        "idempotency_key": "key-1",
+        "action": "estimate",
+    }
+    data.update(values)
+    return {k: v for k, v in data.items() if v is not None}

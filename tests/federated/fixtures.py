@@ -21,8 +21,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from federated.engine.localfed import LocalFederation
 from sdcore.tiny import TINY_SINGLE_FILE_NAME
 from tests.federated.factories import manifest, openssh_public_key
+from tests.federated.live import OwnerData, federation_of, owners_data
+from tests.support import tiny_model
 
 _counter = itertools.count(1)
 
@@ -199,10 +202,23 @@ def fed(make_user: Callable[..., Any], request: pytest.FixtureRequest) -> Fed:
     return Fed(make_user=make_user, request=request)
 
 
-@pytest.fixture
-def fast_passwords(settings: Any) -> None:
-    """Users are made with a fast password hash (Argon2 takes about a second each here)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# --- the owners' machines and the federation (real Flower processes), one per module ----------
+
+
+@pytest.fixture(scope="module")
+def owners(tmp_path_factory: pytest.TempPathFactory) -> list[OwnerData]:
+    """Two data owners whose nodes keep a copy of the tiny base model. A module whose owners
+    differ (no local base model, more of them) overrides this fixture; ``federation`` follows."""
+    tiny = tiny_model(tmp_path_factory)
+    return owners_data(tmp_path_factory.mktemp("owners"), base_model=tiny / TINY_SINGLE_FILE_NAME)
+
+
+@pytest.fixture(scope="module")
+def federation(
+    owners: list[OwnerData], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalFederation]:
+    """A local SuperLink with one SuperNode per owner, for the module's tests."""
+    yield from federation_of(owners, tmp_path_factory.mktemp("fed"))
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ that a run takes well under a minute.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from federated.engine.ledger import PrivacyLedger
 from federated.engine.localfed import CA_DIR_ENV, LocalFederation, NodeSpec
 from federated.engine.pki import CA_CERT
 from federated.engine.synthetic import generate_synthetic_dataset
+from tests.support import load_license_catalogue as load_license_catalogue  # re-exported
 
 RESOLUTION = 32
 IMAGES = 16
@@ -175,11 +175,9 @@ def coordinator_settings(
         )
 
 
-def load_license_catalogue() -> None:
-    """Transactional tests flush every table, the license catalogue (a data migration) too."""
-    from django.apps import apps
-
-    importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
+# A wait ends on its event, or at once when a process it depends on is gone; its time bound
+# is only a last resort against a hang, never under this (a busy 2-core machine is slow).
+LAST_RESORT_S = 300.0
 
 
 def wait_until(
@@ -188,12 +186,26 @@ def wait_until(
     timeout: float,
     what: str,
     log: Callable[[], str] | None = None,
+    alive: Callable[[], str | None] | None = None,
 ) -> T:
-    """Poll ``check`` every 0.3 s until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
+    """Poll ``check`` every 0.3 s until it returns something truthy (the event waited on).
+
+    ``alive()`` says why the event can no longer come (a process it needs exited), or None:
+    the wait fails at once then. ``timeout`` (at least LAST_RESORT_S) only bounds a hang.
+    """
+    bound = max(timeout, LAST_RESORT_S)
+    deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
+        gone = alive() if alive is not None else None
+        if gone:
+            pytest.fail(f"{gone}, waiting for {what}" + (f"\n{log()}" if log else ""))
         time.sleep(0.3)
-    pytest.fail(f"not within {timeout:g} s: {what}" + (f"\n{log()}" if log else ""))
+    pytest.fail(f"not within {bound:g} s: {what}" + (f"\n{log()}" if log else ""))
+
+
+def process_alive(proc: Any, name: str) -> Callable[[], str | None]:
+    """For ``wait_until(alive=...)``: why the wait must end if ``proc`` has exited."""
+    return lambda: None if proc.poll() is None else f"{name} exited ({proc.returncode})"

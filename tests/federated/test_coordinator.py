@@ -27,17 +27,15 @@ from federated import coordinator
 from federated.engine.localfed import LocalFederation, free_port
 from federated.engine.superlink import APP_DIR, run_start, run_status, runs_list
 from federated.models import FederatedJob, JobEvent
-from sdcore.tiny import TINY_SINGLE_FILE_NAME
-from tests.conftest import _tiny_model, celery_worker_env, celery_worker_start
+from tests.conftest import celery_worker_env, celery_worker_start
 from tests.federated.live import (
     IMAGES,
     PRICE_PER_EXAMPLE_ROUND,
     OwnerData,
     coordinator_settings,
-    federation_of,
     list_datasets,
     load_license_catalogue,
-    owners_data,
+    process_alive,
     tiny_job,
     wait_until,
 )
@@ -46,20 +44,6 @@ pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("fast_passwords")
 State = FederatedJob.State
 CREDITS = 10_000
-
-
-@pytest.fixture(scope="module")
-def owners(tmp_path_factory: pytest.TempPathFactory) -> list[OwnerData]:
-    """Two owners whose nodes hold a copy of the base model (the tiny single file)."""
-    tiny = _tiny_model(tmp_path_factory)
-    return owners_data(tmp_path_factory.mktemp("owners"), base_model=tiny / TINY_SINGLE_FILE_NAME)
-
-
-@pytest.fixture(scope="module")
-def federation(
-    owners: list[OwnerData], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalFederation]:
-    yield from federation_of(owners, tmp_path_factory.mktemp("fed"))
 
 
 @dataclass
@@ -99,6 +83,7 @@ class Site:
             timeout=timeout,
             what=f"job {job.pk} in {states}",
             log=self.log,
+            alive=lambda: process_alive(self.worker, "the Celery worker")(),
         )
 
 

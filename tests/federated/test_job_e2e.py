@@ -9,7 +9,6 @@ balanced ledger, owners paid by participation and epsilon in the site's privacy 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,6 @@ from tests.federated.live import (
     PRICE_PER_EXAMPLE_ROUND,
     OwnerData,
     coordinator_settings,
-    federation_of,
     load_license_catalogue,
     owners_data,
     tiny_job,
@@ -43,14 +41,8 @@ TARGET_EPSILON = 8.0
 
 @pytest.fixture(scope="module")
 def owners(tmp_path_factory: pytest.TempPathFactory) -> list[OwnerData]:
+    """The owners hold no base model: their nodes fetch it from the site."""
     return owners_data(tmp_path_factory.mktemp("owners"), base_model=None)
-
-
-@pytest.fixture(scope="module")
-def federation(
-    owners: list[OwnerData], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[LocalFederation]:
-    yield from federation_of(owners, tmp_path_factory.mktemp("fed"))
 
 
 class Api:

@@ -15,6 +15,7 @@ from federated.models import ApprovalState, FederatedJob, JobDataset
 from federated.services.jobs import job_fail, job_progress_record
 from marketplace.models import EscrowHold, EscrowStatus
 from marketplace.selectors import wallet_balance
+from tests.federated.factories import form_data
 
 pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")
@@ -41,31 +42,6 @@ def world(fed: Any) -> SimpleNamespace:
     return SimpleNamespace(
         trainer=trainer, base=base, owner=owner, terms=terms, other=fed.user("other")
     )
-
-
-def form_data(w: SimpleNamespace, *datasets: Any, **values: Any) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "name": "Red circles LoRA",
-        "base_version": w.base.pk,
-        "datasets": [t.dataset_version_id for t in datasets],
-        "use": "style",
-        "trigger_word": "sks",
-        "rank": 2,
-        "alpha": "",
-        "local_steps": 5,
-        "learning_rate": 0.001,
-        "resolution": 32,
-        "batch_size": 4,
-        "rounds": 2,
-        "dp": "on",
-        "target_epsilon": "",
-        "delta": "",
-        "max_grad_norm": 0.05,
-        "idempotency_key": "key-1",
-        "action": "estimate",
-    }
-    data.update(values)
-    return {k: v for k, v in data.items() if v is not None}
 
 
 def block(html: bytes, element_id: str) -> str:

@@ -11,7 +11,7 @@ import pytest
 
 from federated.models import FederatedJob
 from federated.services.job_spec import AGGREGATION_COSTS
-from tests.federated.test_pages import form_data
+from tests.federated.factories import form_data
 
 pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")

@@ -84,6 +84,45 @@ def make_version(db) -> Callable[..., Any]:  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def seller(make_user: Callable[..., Any]) -> Any:
+    return make_user("seller")
+
+
+@pytest.fixture
+def staff(make_user: Callable[..., Any]) -> Any:
+    """A staff member (moderation, payouts)."""
+    return make_user("staff", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def buyer_funds() -> int:
+    """What ``buyer`` holds at the start; a module whose amounts count from another sum
+    overrides this."""
+    return 1000
+
+
+@pytest.fixture
+def buyer(make_user: Callable[..., Any], fund: Callable[[Any, int], None], buyer_funds: int) -> Any:
+    user = make_user("buyer")
+    fund(user, buyer_funds)
+    return user
+
+
+@pytest.fixture
+def version(seller: Any, make_version: Callable[..., Any]) -> Any:
+    """A published version of ``seller``'s."""
+    return make_version(seller)
+
+
+@pytest.fixture
+def listing(seller: Any, version: Any) -> Any:
+    """``version`` listed at 100 credits."""
+    from marketplace.services.listings import listing_create
+
+    return listing_create(seller=seller, target=version, price=100)
+
+
+@pytest.fixture
 def fund() -> Callable[[Any, int], None]:
     from marketplace.services.ledger import wallet_top_up
 

@@ -12,15 +12,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def seller(make_user):  # type: ignore[no-untyped-def]
-    return make_user("seller")
-
-
-@pytest.fixture
-def buyer(make_user, fund):  # type: ignore[no-untyped-def]
-    user = make_user("buyer")
-    fund(user, 300)
-    return user
+def buyer_funds() -> int:
+    """The amounts below count from 300 credits."""
+    return 300
 
 
 def _as(api_client, token_for, user):  # type: ignore[no-untyped-def]

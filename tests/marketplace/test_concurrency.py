@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -24,21 +23,10 @@ from marketplace.selectors import ledger_reconcile, ledger_total, unbalanced_tra
 THREADS = int(os.environ.get("MARKET_CONCURRENCY_THREADS", "40"))
 
 
-@pytest.fixture
-def _restore_license_catalogue() -> Iterator[None]:
-    """A transactional test flushes every table; put the catalogue (data migration) back."""
-    yield
-    import importlib
-
-    from django.apps import apps
-
-    importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
-
-
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
 def test_simultaneous_purchases_keep_every_invariant(
-    make_user, make_version, fund, settings, _restore_license_catalogue
+    make_user, make_version, fund, settings, restore_license_catalogue
 ) -> None:
     from marketplace.services.listings import listing_create
     from marketplace.services.purchases import purchase_create

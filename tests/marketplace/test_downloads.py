@@ -15,11 +15,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def seller(make_user):  # type: ignore[no-untyped-def]
-    return make_user("seller")
-
-
-@pytest.fixture
 def paid(seller, make_version):  # type: ignore[no-untyped-def]
     version = make_version(seller)
     return listing_create(seller=seller, target=version, price=100)

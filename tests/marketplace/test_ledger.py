@@ -24,16 +24,6 @@ from marketplace.services.ledger import (
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice(make_user):  # type: ignore[no-untyped-def]
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):  # type: ignore[no-untyped-def]
-    return make_user("bob")
-
-
 def test_top_up_with_demo_provider_credits_the_wallet(alice, ledger_is_balanced) -> None:
     # when
     top_up = wallet_top_up(user=alice, amount=500, provider=DemoProvider(), idempotency_key="k1")

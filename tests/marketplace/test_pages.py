@@ -28,28 +28,6 @@ def _settings(settings) -> None:  # type: ignore[no-untyped-def]
     settings.ATELIER_PAYOUT_MINIMUM = 1000
 
 
-@pytest.fixture
-def seller(make_user):  # type: ignore[no-untyped-def]
-    return make_user("seller")
-
-
-@pytest.fixture
-def buyer(make_user, fund):  # type: ignore[no-untyped-def]
-    user = make_user("buyer")
-    fund(user, 1000)
-    return user
-
-
-@pytest.fixture
-def version(seller, make_version):  # type: ignore[no-untyped-def]
-    return make_version(seller)
-
-
-@pytest.fixture
-def listing(seller, version):  # type: ignore[no-untyped-def]
-    return listing_create(seller=seller, target=version, price=100)
-
-
 def page_url(version) -> str:  # type: ignore[no-untyped-def]
     return f"/models/{version.model_id}/{version.model.slug}/?version={version.pk}"
 

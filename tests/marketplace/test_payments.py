@@ -9,11 +9,6 @@ from marketplace.models import TopUp
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice(make_user):  # type: ignore[no-untyped-def]
-    return make_user("alice")
-
-
 def _top_up(api_client, token_for, user, amount: int = 50):  # type: ignore[no-untyped-def]
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(user)}")
     return api_client.post(

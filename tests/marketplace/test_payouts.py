@@ -30,11 +30,6 @@ def creator(make_user, earn):  # type: ignore[no-untyped-def]
     return user
 
 
-@pytest.fixture
-def staff(make_user):  # type: ignore[no-untyped-def]
-    return make_user("boss", is_staff=True, is_superuser=True)
-
-
 def _clearing() -> int:
     return payouts_clearing_account().balance
 

@@ -22,23 +22,6 @@ def _fee(settings) -> None:  # type: ignore[no-untyped-def]
     settings.ATELIER_PLATFORM_FEE_BPS = 1000
 
 
-@pytest.fixture
-def seller(make_user):  # type: ignore[no-untyped-def]
-    return make_user("seller")
-
-
-@pytest.fixture
-def buyer(make_user, fund):  # type: ignore[no-untyped-def]
-    user = make_user("buyer")
-    fund(user, 1000)
-    return user
-
-
-@pytest.fixture
-def listing(seller, make_version):  # type: ignore[no-untyped-def]
-    return listing_create(seller=seller, target=make_version(seller), price=100)
-
-
 def test_purchase_charges_splits_and_entitles(buyer, seller, listing, ledger_is_balanced) -> None:
     purchase = purchase_create(buyer=buyer, listing=listing, idempotency_key="k1")
     assert wallet_balance(user=buyer) == 900

@@ -29,11 +29,6 @@ def reporter(make_user):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
-def staff(make_user):  # type: ignore[no-untyped-def]
-    return make_user("mod", is_staff=True, is_superuser=True)
-
-
-@pytest.fixture
 def version(owner, make_version):  # type: ignore[no-untyped-def]
     return make_version(owner)
 

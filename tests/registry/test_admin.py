@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth.models import User
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -13,11 +12,6 @@ from registry.services.moderation import model_set_removed
 from tests.registry.factories import make_model, make_private_dataset
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def alice(make_user) -> User:
-    return make_user("alice")
 
 
 @pytest.fixture

@@ -20,27 +20,6 @@ pytestmark = pytest.mark.django_db
 DATASETS = "/api/v1/datasets"
 
 
-def bearer(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
-
-
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def alice_api(alice, token_for) -> APIClient:
-    return bearer(token_for(alice))
-
-
-@pytest.fixture
-def bob_api(make_user, token_for) -> APIClient:
-    return bearer(token_for(make_user("bob")))
-
-
 def _create(api: APIClient, kind: str, **extra: str):
     response = api.post(DATASETS, {"name": f"My {kind} set", "kind": kind, **extra}, format="json")
     assert response.status_code == 201, response.json()

@@ -19,32 +19,6 @@ pytestmark = pytest.mark.django_db
 MODELS = "/api/v1/models"
 
 
-def bearer(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
-
-
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
-@pytest.fixture
-def alice_api(alice, token_for) -> APIClient:
-    return bearer(token_for(alice))
-
-
-@pytest.fixture
-def bob_api(bob, token_for) -> APIClient:
-    return bearer(token_for(bob))
-
-
 def names(response: Any) -> list[str]:
     assert response.status_code == 200, response.json()
     return [item["name"] for item in response.json()["results"]]

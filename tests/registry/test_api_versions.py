@@ -21,32 +21,6 @@ from tests.registry.factories import (
 pytestmark = pytest.mark.django_db
 
 
-def bearer(token: str) -> APIClient:
-    api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
-    return api
-
-
-@pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user):
-    return make_user("bob")
-
-
-@pytest.fixture
-def alice_api(alice, token_for) -> APIClient:
-    return bearer(token_for(alice))
-
-
-@pytest.fixture
-def bob_api(bob, token_for) -> APIClient:
-    return bearer(token_for(bob))
-
-
 @pytest.fixture
 def model(alice):
     return model_create(owner=alice, name="Ink", kind="lora")

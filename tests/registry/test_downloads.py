@@ -18,11 +18,6 @@ DATA = lora_bytes(seed=11)
 
 
 @pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
 def version(alice) -> ModelVersion:
     from tests.registry.factories import complete_upload
 

@@ -24,11 +24,6 @@ UPLOADS = "/api/v1/uploads"
 
 
 @pytest.fixture
-def alice(make_user):
-    return make_user("alice")
-
-
-@pytest.fixture
 def client(alice, token_for) -> APIClient:
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(alice)}")

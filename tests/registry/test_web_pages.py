@@ -7,15 +7,12 @@ import re
 import struct
 import zipfile
 from collections.abc import Callable, Sequence
-from html.parser import HTMLParser
 from pathlib import Path
 
-import numpy as np
 import pytest
 from django.conf import settings
 from django.test import Client
 from django.urls import reverse
-from safetensors.numpy import save as save_safetensors
 
 from registry import views
 from registry.models import Blob, Model, ModelVersion, VersionStatus
@@ -32,23 +29,9 @@ from registry.services.catalog import (
     version_publish,
 )
 from registry.services.uploads import upload_whole_file
+from tests.registry.factories import lora_bytes
 
 pytestmark = pytest.mark.django_db
-
-CROSS_ATTN_K = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
-
-
-def lora_bytes(*, seed: int, rank: int = 4, alpha: float = 2.0, context_dim: int = 768) -> bytes:
-    """A kohya LoRA for SD 1.x (cross-attention width 768) with ``rank`` and ``alpha``."""
-    rng = np.random.default_rng(seed)
-    tensors = {
-        f"{CROSS_ATTN_K}.lora_down.weight": rng.standard_normal((rank, context_dim)).astype(
-            np.float16
-        ),
-        f"{CROSS_ATTN_K}.lora_up.weight": np.zeros((320, rank), dtype=np.float16),
-        f"{CROSS_ATTN_K}.alpha": np.array(alpha, dtype=np.float32),
-    }
-    return save_safetensors(tensors, metadata={"ss_network_alpha": str(alpha)})
 
 
 def stored_upload(owner: object, data: bytes, filename: str):  # type: ignore[no-untyped-def]
@@ -76,7 +59,7 @@ def new_version(
     model: Model | None = None,
 ) -> ModelVersion:
     upload = stored_upload(
-        owner, lora_bytes(seed=seed), f"{name.lower().replace(' ', '-')}.safetensors"
+        owner, lora_bytes(seed=seed, alpha=2.0), f"{name.lower().replace(' ', '-')}.safetensors"
     )
     if model is None:
         model = model_create(
@@ -100,53 +83,13 @@ def new_version(
     return version
 
 
-class _ById(HTMLParser):
-    """The text inside the element with a given id (stdlib only)."""
-
-    def __init__(self, wanted: str) -> None:
-        super().__init__()
-        self.wanted, self.depth, self.parts, self.found = wanted, 0, [], False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if self.depth:
-            self.depth += tag not in ("input", "img", "br", "meta", "link", "hr")
-        elif dict(attrs).get("id") == self.wanted:
-            self.depth, self.found = 1, True
-
-    def handle_endtag(self, tag: str) -> None:
-        if self.depth:
-            self.depth -= 1
-
-    def handle_data(self, data: str) -> None:
-        if self.depth:
-            self.parts.append(data)
-
-
-def text_of(html: str, element_id: str) -> str:
-    parser = _ById(element_id)
-    parser.feed(html)
-    assert parser.found, f"no element with id {element_id!r}"
-    return " ".join(" ".join(parser.parts).split())
-
-
 def card_names(html: str) -> list[str]:
     return re.findall(r'<h3 class="card-title">([^<]+)</h3>', html)
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
-    """PBKDF2 takes most of a second per user on a small machine; these tests need no strength."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def alice(make_user: Callable[..., object]) -> object:
-    return make_user("alice")
-
-
-@pytest.fixture
-def bob(make_user: Callable[..., object]) -> object:
-    return make_user("bob")
+def _fast_passwords(fast_passwords: None) -> None:
+    """Every test here: the suite's fast password hasher."""
 
 
 def browse(client: Client, **params: str) -> str:

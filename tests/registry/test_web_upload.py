@@ -11,7 +11,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from registry.models import Blob, Model, ModelFile, ModelVersion, Upload, VersionStatus
-from tests.registry.test_web_pages import lora_bytes, text_of
+from tests.registry.factories import lora_bytes
+from tests.support import text_of
 
 pytestmark = pytest.mark.django_db
 
@@ -19,13 +20,8 @@ UPLOAD_URL = "/upload/"
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings) -> None:  # type: ignore[no-untyped-def]
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture
-def alice(make_user: Callable[..., object]) -> object:
-    return make_user("alice")
+def _fast_passwords(fast_passwords: None) -> None:
+    """Every test here: the suite's fast password hasher."""
 
 
 @pytest.fixture

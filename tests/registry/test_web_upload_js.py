@@ -23,7 +23,7 @@ import requests
 from django.conf import settings as django_settings
 
 from registry.models import Model, ModelFile, Upload
-from tests.registry.test_web_pages import lora_bytes
+from tests.registry.factories import lora_bytes
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
 

@@ -2,35 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.security.world import World, build_world
+from tests.support import load_license_catalogue
 
 NO_LIMITS = {scope: "100000/min" for scope in ("api", "login", "downloads", "generation")}
-
-
-def load_license_catalogue() -> None:
-    """The license catalogue is a data migration: a transactional test that ran before may
-    have flushed it. Loading it is idempotent."""
-    import importlib
-
-    from django.apps import apps
-
-    importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
-
-
-@pytest.fixture
-def restore_license_catalogue(django_db_blocker: Any) -> Iterator[None]:
-    """A transactional test flushes every table; put the catalogue (data migration) back.
-
-    Request it before ``transactional_db`` so that this runs after the flush.
-    """
-    yield
-    with django_db_blocker.unblock():
-        load_license_catalogue()
 
 
 @pytest.fixture

@@ -11,9 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,70 +19,11 @@ import pytest
 import redis
 
 from federated.models import FederatedJob
+from tests.support import RedisServer, drop_broker_connections
 
 pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")
 QUEUE = "broker-down-test"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class RedisServer:
-    """A throwaway ``redis-server`` on loopback that the test stops and starts again."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.workdir = workdir
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                str(shutil.which("redis-server")),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.workdir),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if redis.Redis.from_url(self.url).ping():
-                    return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError("redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=10)
-            self.proc = None
-
-
-def _drop_connections(app: Any) -> None:
-    """Forget the app's pooled broker connections and producers (made for the broker URL of
-    their time). Celery 5 keeps them in these attributes; ``app.close()`` would also
-    deregister the app, and shared tasks imported later would then be unknown to it."""
-    app._pool = None
-    app.amqp._producer_pool = None
 
 
 @pytest.fixture
@@ -103,13 +41,13 @@ def broker(tmp_path: Path, settings: Any, monkeypatch: pytest.MonkeyPatch) -> It
     monkeypatch.setenv("CELERY_BROKER_URL", server.url)  # Celery reads it before the conf
     settings.ATELIER_SUPERLINK = "127.0.0.1:1"  # configured (its state does not matter here)
     settings.ATELIER_FEDERATION_DIR = tmp_path / "federation"
-    _drop_connections(current_app)  # pooled connections to the suite's broker
+    drop_broker_connections(current_app)  # pooled connections to the suite's broker
     try:
         yield server
     finally:
         server.stop()
         conf.broker_url, conf.task_default_queue, conf.broker_connection_retry_on_startup = old
-        _drop_connections(current_app)
+        drop_broker_connections(current_app)
 
 
 def _queued(server: RedisServer) -> list[str]:

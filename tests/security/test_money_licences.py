@@ -20,7 +20,7 @@ import requests
 from core.services import token_create
 from registry.services.catalog import ParentSpec, model_create
 from tests.registry.factories import complete_upload, lora_bytes, make_version
-from tests.security.conftest import load_license_catalogue
+from tests.support import load_license_catalogue
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -55,7 +55,7 @@ def shop(restore_license_catalogue: None, transactional_db: None, settings: Any)
         dataset_version_create_public,
         model_create,
     )
-    from tests.security.conftest import load_license_catalogue
+    from tests.support import load_license_catalogue
 
     settings.ALLOWED_HOSTS = ["*"]
     load_license_catalogue()

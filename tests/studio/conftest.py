@@ -151,22 +151,6 @@ def buy() -> Callable[..., Any]:
 
 
 @pytest.fixture
-def restore_license_catalogue(django_db_blocker: Any) -> Iterator[None]:
-    """A transactional test flushes every table; put the catalogue (data migration) back.
-
-    Request it before the fixture that brings ``transactional_db`` (and use no ``django_db``
-    marker), so that it is torn down after the flush.
-    """
-    yield
-    import importlib
-
-    from django.apps import apps
-
-    with django_db_blocker.unblock():
-        importlib.import_module("marketplace.migrations.0003_license_catalogue").load(apps, None)
-
-
-@pytest.fixture
 def client_for(token_for) -> Callable[[Any], Any]:  # type: ignore[no-untyped-def]
     from rest_framework.test import APIClient
 
