@@ -50,6 +50,7 @@ __all__ = ["Heartbeat", "Served", "add_node_parser", "cmd_node"]
 KEY_NAME = "node.key"
 REGISTRATION = "registration.json"
 HEARTBEAT_SECONDS = 30.0
+RESTART_RESET_SECONDS = 60.0  # an executor that ran this long restarts without a pause
 EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
 # The site's base-model families (registry.models.BaseModelFamily), with common spellings.
 FAMILIES = ("sd1", "sd2", "sdxl", "sd3", "flux", "other")
@@ -247,7 +248,24 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
         if not Path(args.trusted_entities).is_file():
             raise AtelierError(f"--trusted-entities file {args.trusted_entities} does not exist")
         command += ["--trusted-entities", args.trusted_entities]
+    if (
+        getattr(args, "executor", "flower") == "warm"
+    ):  # the node runs the ClientApps itself (client.warm_exec)
+        command += ["--isolation", "process"]
     return command
+
+
+def _warm_exec_command(args: argparse.Namespace) -> list[str]:
+    """The warm ClientApp executor on the SuperNode's runtime API (see client.warm_exec)."""
+    return [
+        sys.executable,
+        "-m",
+        "client.warm_exec",
+        "--runtime-api-address",
+        f"127.0.0.1:{args.port}",
+        "--parent-pid",
+        str(os.getpid()),
+    ]
 
 
 def _log(message: str) -> None:
@@ -294,6 +312,8 @@ def cmd_start(args: argparse.Namespace) -> int:
     command = _supernode_command(args, node_dir)
     if args.dry_run:
         print(" ".join(command))
+        if getattr(args, "executor", "flower") == "warm":
+            print(" ".join(_warm_exec_command(args)))
         return EXIT_OK
     if args.heartbeat_seconds <= 0:
         raise NodeUsageError(f"--heartbeat-seconds must be positive, got {args.heartbeat_seconds}")
@@ -316,16 +336,23 @@ def cmd_start(args: argparse.Namespace) -> int:
     # Its own process group: flower-supernode starts flower-superexec (and ClientApps) that
     # may outlive it by a moment; stopping the node stops and waits for the whole group.
     proc = subprocess.Popen(command, env=env, start_new_session=True)
+    # The warm executor (and the ClientApps it forks) in a process group of its own too
+    warm = getattr(args, "executor", "flower") == "warm"
+    executor = _Executor(_warm_exec_command(args), env) if warm else None
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if proc.poll() is None:
             _signal_group(proc.pid, signum)
+        if executor is not None:
+            executor.signal(signum)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
     if heartbeat:
         heartbeat.start()
     try:
-        code = proc.wait()
+        if executor is not None:
+            executor.start()
+        code = _wait_supervising(proc, executor)
     finally:
         if heartbeat:
             heartbeat.stop()
@@ -334,8 +361,69 @@ def cmd_start(args: argparse.Namespace) -> int:
         if proc.poll() is None:
             proc.terminate()
             proc.wait(timeout=30)
+        if executor is not None:
+            executor.stop()
         _group_stop(proc.pid)
     return code if code >= 0 else EXIT_OK  # ended by the signal we forwarded
+
+
+class _Executor:
+    """The warm ClientApp executor: started, restarted when it dies, stopped with the node."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.command, self.env = command, env
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.restarts = 0
+        self.stopping = False
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.command, env=self.env, start_new_session=True)
+        self.started_at = time.monotonic()
+
+    def check(self) -> None:
+        """Restart a dead executor (after a pause that grows while it keeps dying)."""
+        if self.stopping or self.proc is None or self.proc.poll() is None:
+            return
+        if time.monotonic() - self.started_at > RESTART_RESET_SECONDS:
+            self.restarts = 0
+        self.restarts += 1
+        pause = min(2.0 ** (self.restarts - 1), 30.0)
+        _log(
+            f"the ClientApp executor ended (exit {self.proc.returncode}); restarting it in "
+            f"{pause:g} s"
+        )
+        _group_stop(self.proc.pid, timeout=5)
+        time.sleep(pause)
+        self.start()
+
+    def signal(self, signum: int) -> None:
+        self.stopping = True
+        if self.proc is not None and self.proc.poll() is None:
+            _signal_group(self.proc.pid, signum)
+
+    def stop(self) -> None:
+        self.stopping = True
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        _group_stop(self.proc.pid, timeout=5)
+
+
+def _wait_supervising(proc: subprocess.Popen[bytes], executor: _Executor | None) -> int:
+    """Wait for the SuperNode to end, restarting the executor whenever it dies meanwhile."""
+    while True:
+        try:
+            return proc.wait(timeout=0.5)
+        except subprocess.TimeoutExpired:
+            if executor is not None:
+                executor.check()
 
 
 def _signal_group(pgid: int, signum: int) -> bool:
@@ -637,6 +725,13 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument("--root-certificates", help="the SuperLink's CA certificate (PEM)")
     start.add_argument(
         "--trusted-entities", help="YAML of public keys whose signed apps may run here"
+    )
+    start.add_argument(
+        "--executor",
+        choices=("warm", "flower"),
+        default="warm",
+        help="warm (default): one process imports the trainer once and forks each ClientApp "
+        "from it; flower: Flower's own, a fresh process per message",
     )
     start.add_argument(
         "--dry-run", action="store_true", help="print the flower-supernode command, do not run it"
