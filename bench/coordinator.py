@@ -9,8 +9,8 @@ gunicorn serving the site, a Celery worker on Redis (``BENCH_REDIS_URL``, defaul
 
 - by hand: ``flwr run`` with the job's settings (server and nodes read the base model from
   disk), timed from the call to ``flwr ls`` saying ``finished:completed``;
-- through the site: ``POST /api/federated/jobs`` (Idempotency-Key) timed until
-  ``GET /api/federated/jobs/<id>`` says ``completed`` (the LoRA published and the owners
+- through the site: ``POST /api/v1/federated/jobs`` (Idempotency-Key) timed until
+  ``GET /api/v1/federated/jobs/<id>`` says ``completed`` (the LoRA published and the owners
   paid): Celery, ``job_run_config``, ``flwr run``, the ServerApp fetching the base model from
   the site with the job token, progress reports, polling every ``--poll`` seconds, publishing
   and settlement.
@@ -113,7 +113,7 @@ def time_site_run(base_url: str, token: str, body: dict[str, Any]) -> tuple[floa
     headers = {"Authorization": f"Bearer {token}"}
     started = time.perf_counter()
     response = requests.post(
-        f"{base_url}/api/federated/jobs",
+        f"{base_url}/api/v1/federated/jobs",
         json=body,
         timeout=60,
         headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
@@ -123,7 +123,7 @@ def time_site_run(base_url: str, token: str, body: dict[str, Any]) -> tuple[floa
     job_id = response.json()["id"]
     while True:
         detail = requests.get(
-            f"{base_url}/api/federated/jobs/{job_id}", headers=headers, timeout=60
+            f"{base_url}/api/v1/federated/jobs/{job_id}", headers=headers, timeout=60
         ).json()
         if detail["state"] in ("completed", "failed", "cancelled"):
             break
@@ -162,13 +162,13 @@ def _site_data(bench: BenchEnv, server: Server, owners: list[Any], credits: int)
         token = create_user_and_token(bench, f"owner{index}")
         headers = {"Authorization": f"Bearer {token}"}
         node = requests.post(
-            f"{server.base_url}/api/federated/nodes",
+            f"{server.base_url}/api/v1/federated/nodes",
             headers=headers,
             json={"name": f"node {index}", "public_key": openssh_public_key()},
             timeout=60,
         ).json()
         listed = requests.post(
-            f"{server.base_url}/api/federated/datasets",
+            f"{server.base_url}/api/v1/federated/datasets",
             headers=headers,
             timeout=60,
             json={

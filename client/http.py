@@ -460,11 +460,11 @@ class AtelierClient:
     # -- federated nodes (a data owner's node; see client/node.py) --
 
     def node_register(self, *, name: str, public_key: str) -> NodeRegistration:
-        """``POST /api/federated/nodes`` as the logged-in owner: a new node and its token."""
+        """``POST /api/v1/federated/nodes`` as the logged-in owner: a new node and its token."""
         if not self.token:
             raise NotLoggedInError()
         body = self._json(
-            "POST", "/api/federated/nodes", json={"name": name, "public_key": public_key}
+            "POST", "/api/v1/federated/nodes", json={"name": name, "public_key": public_key}
         )
         return NodeRegistration.from_json(body)
 
@@ -477,12 +477,12 @@ class AtelierClient:
         manifest: dict[str, Any],
         terms: dict[str, Any],
     ) -> dict[str, Any]:
-        """``POST /api/federated/datasets``: list a private dataset (its manifest, never data)."""
+        """``POST /api/v1/federated/datasets``: list a private dataset (its manifest, not data)."""
         if not self.token:
             raise NotLoggedInError()
         return self._json(
             "POST",
-            "/api/federated/datasets",
+            "/api/v1/federated/datasets",
             json={
                 "node_id": node_id,
                 "name": name,
@@ -495,11 +495,11 @@ class AtelierClient:
     def node_heartbeat(
         self, *, datasets: Sequence[str], version: str, flwr_node_id: str = ""
     ) -> dict[str, Any]:
-        """``POST /api/federated/nodes/heartbeat`` with the NODE token (this client's token)."""
+        """``POST /api/v1/federated/nodes/heartbeat`` with the NODE token (this client's token)."""
         payload: dict[str, Any] = {"datasets": list(datasets), "version": version}
         if flwr_node_id:
             payload["flwr_node_id"] = flwr_node_id
-        return self._json("POST", "/api/federated/nodes/heartbeat", json=payload)
+        return self._json("POST", "/api/v1/federated/nodes/heartbeat", json=payload)
 
     # -- downloads --
 

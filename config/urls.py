@@ -1,4 +1,6 @@
-"""Top-level routes. Compatible routes (Hugging Face, Civitai) sit at the paths tools expect."""
+"""Top-level routes: the admin, the OpenAPI schema and docs, and each app's ``urls.py`` (its
+pages and its REST API under ``/api/v1/``). Compatible routes (Hugging Face, Civitai) sit at the
+paths tools expect (``registry/compat/urls.py``)."""
 
 from django.conf import settings
 from django.conf.urls.static import static
@@ -8,15 +10,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, Spec
 
 urlpatterns = [
     path("admin/", admin.site.urls),
-    path("accounts/", include("core.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
-    path("api/v1/auth/", include("core.api_urls")),
-    path("api/federated/", include("federated.urls")),
+    # Each app's urls.py, once: its pages, and its REST API (its api/urls.py) under /api/v1/.
+    path("", include("core.urls")),
     path("", include("studio.urls")),
     path("", include("marketplace.urls")),
-    path("", include("federated.web_urls")),
+    path("", include("federated.urls")),
     path("", include("registry.urls")),
 ]
 

@@ -1,53 +1,45 @@
-"""Federated routes (REST API), included under ``/api/federated/`` by ``config/urls.py``."""
+"""Federated routes, included once by ``config/urls.py``: the REST API (``api/urls.py``,
+namespace ``federated``) under ``/api/v1/federated/``, where the old ``/api/federated/...``
+paths answer 308 (method and body kept); the trainers' and data owners' pages (namespace
+``training``: their names, ``job-detail`` and others, are the API's too)."""
 
-from django.urls import path
+from django.urls import include, path
 
-from federated import api
+from core.redirects import moved_permanently
+from federated import views
 
-app_name = "federated"
-
-urlpatterns = [
-    path("nodes", api.NodeListCreateApi.as_view(), name="node-list"),
-    path("nodes/heartbeat", api.NodeHeartbeatApi.as_view(), name="node-heartbeat"),
-    path("nodes/<int:node_id>/revoke", api.NodeRevokeApi.as_view(), name="node-revoke"),
-    path("datasets", api.FederatedDatasetListCreateApi.as_view(), name="dataset-list"),
-    path("datasets/mine", api.FederatedDatasetMineApi.as_view(), name="dataset-mine"),
+pages = [
+    path("train/", views.job_list, name="job-list"),
+    path("train/new/", views.job_new, name="job-new"),
+    path("train/jobs/<int:job_id>/", views.job_detail, name="job-detail"),
+    path("train/jobs/<int:job_id>/live/", views.job_live, name="job-live"),
+    path("train/jobs/<int:job_id>/cancel/", views.job_cancel_view, name="job-cancel"),
+    path("nodes/", views.node_dashboard, name="dashboard"),
     path(
-        "datasets/<int:dataset_version_id>",
-        api.FederatedDatasetDetailApi.as_view(),
-        name="dataset-detail",
-    ),
-    path(
-        "datasets/<int:dataset_version_id>/terms",
-        api.DatasetTermsUpdateApi.as_view(),
-        name="dataset-terms",
-    ),
-    path(
-        "datasets/<int:dataset_version_id>/budget",
-        api.DatasetBudgetApi.as_view(),
-        name="dataset-budget",
-    ),
-    path(
-        "datasets/<int:dataset_version_id>/earnings",
-        api.DatasetEarningsApi.as_view(),
-        name="dataset-earnings",
-    ),
-    path("earnings", api.EarningsListApi.as_view(), name="earnings"),
-    path("jobs", api.JobListCreateApi.as_view(), name="job-list"),
-    path("jobs/estimate", api.JobEstimateApi.as_view(), name="job-estimate"),
-    path("jobs/<int:job_id>", api.JobDetailApi.as_view(), name="job-detail"),
-    path("jobs/<int:job_id>/cancel", api.JobCancelApi.as_view(), name="job-cancel"),
-    path("jobs/<int:job_id>/progress", api.JobProgressApi.as_view(), name="job-progress"),
-    path("jobs/<int:job_id>/base-model", api.JobBaseModelApi.as_view(), name="job-base-model"),
-    path("approvals", api.ApprovalListApi.as_view(), name="approval-list"),
-    path(
-        "approvals/<int:job_dataset_id>/approve",
-        api.ApprovalApproveApi.as_view(),
+        "nodes/approvals/<int:job_dataset_id>/approve/",
+        views.approval_approve,
         name="approval-approve",
     ),
     path(
-        "approvals/<int:job_dataset_id>/reject",
-        api.ApprovalRejectApi.as_view(),
+        "nodes/approvals/<int:job_dataset_id>/reject/",
+        views.approval_reject,
         name="approval-reject",
     ),
+    path("nodes/datasets/<int:dataset_version_id>/", views.dataset_detail, name="dataset-detail"),
+    path(
+        "nodes/datasets/<int:dataset_version_id>/previews/",
+        views.dataset_preview_add_view,
+        name="dataset-preview-add",
+    ),
+    path(
+        "nodes/datasets/<int:dataset_version_id>/previews/<int:preview_id>/remove/",
+        views.dataset_preview_remove_view,
+        name="dataset-preview-remove",
+    ),
+]
+
+urlpatterns = [
+    path("api/v1/federated/", include("federated.api.urls")),
+    path("api/federated/<path:rest>", moved_permanently("/api/v1/federated/")),
+    path("", include((pages, "training"))),
 ]

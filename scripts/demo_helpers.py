@@ -226,7 +226,7 @@ def cmd_registered(args: argparse.Namespace) -> int:
     if not registration.get("token") or registration.get("site") != args.site.rstrip("/"):
         return 1
     response = requests.get(
-        f"{args.site}/api/federated/nodes",
+        f"{args.site}/api/v1/federated/nodes",
         timeout=30,
         headers={"Authorization": f"Bearer {_owner_token()}"},
     )
@@ -247,7 +247,7 @@ def cmd_admitted(args: argparse.Namespace) -> int:
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         response = requests.get(
-            f"{args.site}/api/federated/nodes",
+            f"{args.site}/api/v1/federated/nodes",
             timeout=30,
             headers={"Authorization": f"Bearer {_owner_token()}"},
         )
@@ -275,7 +275,7 @@ def cmd_published(args: argparse.Namespace) -> int:
     entry = _entry(args.node_dir, args.data)
     registration = _read(Path(args.node_dir) / "registration.json")
     response = requests.get(
-        f"{args.site}/api/federated/datasets/mine",
+        f"{args.site}/api/v1/federated/datasets/mine",
         timeout=30,
         headers={"Authorization": f"Bearer {_owner_token()}"},
     )

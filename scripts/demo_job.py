@@ -5,9 +5,9 @@ site's REST API, follow it round by round, and show what it published and who it
         [--rounds 3] [--epsilon 8] [--summary FILE] [--timeout 900]
 
 Only what any API client can do: a token from ``POST /api/v1/auth/tokens``, the base model from
-the catalogue (``/api/v1/models``), the owners' listed datasets (``/api/federated/datasets``),
-an estimate, the launch (``POST /api/federated/jobs``, with an Idempotency-Key), then
-``/api/federated/jobs/<id>/progress`` until the job is finished. A job of an earlier demo run
+the catalogue (``/api/v1/models``), the owners' listed datasets (``/api/v1/federated/datasets``),
+an estimate, the launch (``POST /api/v1/federated/jobs``, with an Idempotency-Key), then
+``/api/v1/federated/jobs/<id>/progress`` until the job is finished. A job of an earlier demo run
 that is still queued or running (the demo was stopped mid-job) is cancelled first: owners are
 paid for the rounds it completed and the rest is refunded.
 
@@ -67,7 +67,7 @@ class Trainer:
 
     def datasets(self, owners: list[str]) -> list[dict[str, Any]]:
         """Each owner's newest listed private dataset."""
-        listed = self.get("/api/federated/datasets", page_size="100")
+        listed = self.get("/api/v1/federated/datasets", page_size="100")
         items = listed.get("results", listed) if isinstance(listed, dict) else listed
         chosen = []
         for owner in owners:
@@ -78,10 +78,10 @@ class Trainer:
         return chosen
 
     def cancel_leftovers(self) -> None:
-        listed = self.get("/api/federated/jobs", page_size="100")
+        listed = self.get("/api/v1/federated/jobs", page_size="100")
         for job in listed.get("results", listed) if isinstance(listed, dict) else listed:
             if job.get("state") in ACTIVE and job.get("name") == JOB_NAME:
-                done = self.post(f"/api/federated/jobs/{job['id']}/cancel")
+                done = self.post(f"/api/v1/federated/jobs/{job['id']}/cancel")
                 say(
                     f"    cancelled job {job['id']} of an earlier demo run (it was "
                     f"{job['state']}): owners paid {done.get('owners_paid')} credits for its "
@@ -98,7 +98,7 @@ def follow(trainer: Trainer, job_id: int, timeout: float, poll: float) -> dict[s
     started = time.monotonic()
     state, seen_rounds, seen_events = "", 0, 0
     while True:
-        progress = trainer.get(f"/api/federated/jobs/{job_id}/progress")
+        progress = trainer.get(f"/api/v1/federated/jobs/{job_id}/progress")
         events = progress.get("events", [])
         events = sorted(events, key=lambda e: e.get("created_at", ""))
         for event in events[seen_events:]:
@@ -120,7 +120,7 @@ def follow(trainer: Trainer, job_id: int, timeout: float, poll: float) -> dict[s
             )
         seen_rounds = max(seen_rounds, len(progress.get("rounds", [])))
         if state in TERMINAL:
-            return dict(trainer.get(f"/api/federated/jobs/{job_id}"))
+            return dict(trainer.get(f"/api/v1/federated/jobs/{job_id}"))
         if time.monotonic() - started > timeout:
             raise AtelierError(f"job {job_id} is still {state} after {timeout:g} s")
         time.sleep(poll)
@@ -181,7 +181,7 @@ def run(args: argparse.Namespace, password: str) -> int:
             f"{d['terms']['price_per_example_round']} credits per example per round, "
             f"epsilon {d['terms']['epsilon_per_job']:g} per job"
         )
-    estimate = trainer.post("/api/federated/jobs/estimate", body)
+    estimate = trainer.post("/api/v1/federated/jobs/estimate", body)
     if estimate["problems"]:
         for problem in estimate["problems"]:
             say(f"    refused: {problem['message']}")
@@ -190,14 +190,14 @@ def run(args: argparse.Namespace, password: str) -> int:
         f"    estimate: at most {estimate['owners_max']} credits to owners + "
         f"{estimate['fee']} fee = {estimate['total']} held in escrow"
     )
-    job = trainer.post("/api/federated/jobs", body, **{"Idempotency-Key": str(uuid.uuid4())})
+    job = trainer.post("/api/v1/federated/jobs", body, **{"Idempotency-Key": str(uuid.uuid4())})
     job_id = int(job["id"])
     say(
         f"    launched job {job_id}: {args.rounds} rounds, DP-SGD to epsilon {args.epsilon:g}, "
         f"2 nodes"
     )
     say(f"    job page: {site}/train/jobs/{job_id}/")
-    say(f"    API:      {site}/api/federated/jobs/{job_id}")
+    say(f"    API:      {site}/api/v1/federated/jobs/{job_id}")
     started = time.monotonic()
     detail = follow(trainer, job_id, args.timeout, args.poll)
     seconds = time.monotonic() - started
@@ -205,7 +205,7 @@ def run(args: argparse.Namespace, password: str) -> int:
         "job": detail,
         "seconds": seconds,
         "job_url": f"{site}/train/jobs/{job_id}/",
-        "api_url": f"{site}/api/federated/jobs/{job_id}",
+        "api_url": f"{site}/api/v1/federated/jobs/{job_id}",
     }
     ok = detail["state"] == "completed" and detail.get("result_version_id")
     if ok:

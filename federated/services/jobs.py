@@ -423,8 +423,8 @@ def _run_config(job: FederatedJob) -> dict[str, Any]:
     config: dict[str, Any] = {
         "job-id": job.flower_job_id,
         "out-dir": job.out_dir,
-        "progress-url": f"{site}/api/federated/jobs/{job.pk}/progress",
-        "base-model-url": f"{site}/api/federated/jobs/{job.pk}/base-model",
+        "progress-url": f"{site}/api/v1/federated/jobs/{job.pk}/progress",
+        "base-model-url": f"{site}/api/v1/federated/jobs/{job.pk}/base-model",
         "base-model-sha": base_file.blob_id,
         "dataset-manifests": ",".join(hashes),
         "prepare-timeout": PREPARE_TIMEOUT_SECONDS,

@@ -43,13 +43,13 @@ def test_owner_approves_a_job_and_sees_budget_and_earnings(
     owner = fed.user("gardener")
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(owner)}")
     node = api_client.post(
-        "/api/federated/nodes",
+        "/api/v1/federated/nodes",
         {"name": "garden-pc", "public_key": openssh_public_key()},
         format="json",
     )
     assert node.status_code == 201, node.json()
     listed = api_client.post(
-        "/api/federated/datasets",
+        "/api/v1/federated/datasets",
         {
             "node_id": node.json()["id"],
             "name": "Garden photos",

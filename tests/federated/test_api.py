@@ -1,4 +1,4 @@
-"""The federated REST API under /api/federated/: who may call what, with which token, and the
+"""The federated REST API under /api/v1/federated/: who may call what, with which token, and the
 JSON error every bad input gets."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from tests.federated.factories import manifest, openssh_public_key
 
 pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")
-API = "/api/federated"
+API = "/api/v1/federated"
 
 
 def _client(token: str) -> APIClient:
@@ -463,6 +463,48 @@ def test_the_schema_documents_the_federated_routes() -> None:
         "/approvals/{job_dataset_id}/reject",
     ]
     assert [p for p in expected if API + p not in paths] == []
+    assert [p for p in paths if p.startswith("/api/federated/")] == []  # old paths: redirects
+
+
+# --- the old paths, /api/federated/...: permanent redirects that keep the method -------------
+
+
+def test_a_post_to_an_old_path_answers_308_to_the_new_one_with_its_query(site: Any) -> None:
+    # When a node registration is posted to the path the API had before /api/v1/
+    response = site["as_owner"].post(
+        "/api/federated/nodes?source=old", {"name": "laptop"}, format="json"
+    )
+
+    # Then it is redirected, permanently and keeping the method, to the same route under v1
+    assert response.status_code == 308
+    assert response["Location"] == f"{API}/nodes?source=old"
+    assert not Node.objects.exists()  # the redirect itself did nothing
+
+
+def test_a_client_that_follows_the_old_path_registers_its_node_once(site: Any) -> None:
+    # When an old client posts to the old path and follows the redirect
+    response = site["as_owner"].post(
+        "/api/federated/nodes",
+        {"name": "laptop", "public_key": openssh_public_key("ecdsa")},
+        format="json",
+        follow=True,
+    )
+
+    # Then the POST is repeated, with its body and token, at the new path, and works
+    assert response.redirect_chain == [(f"{API}/nodes", 308)]
+    assert response.status_code == 201, response.content
+    assert response.json()["token"].startswith("atn_")
+    assert list(Node.objects.values_list("name", flat=True)) == ["laptop"]
+
+
+def test_an_old_path_get_is_redirected_too_and_unknown_old_paths_end_in_a_json_404(
+    site: Any,
+) -> None:
+    listed = site["as_owner"].get("/api/federated/jobs", follow=True)
+    assert listed.redirect_chain == [(f"{API}/jobs", 308)] and listed.status_code == 200
+    missing = site["as_owner"].get("/api/federated/no-such-route", follow=True)
+    assert missing.status_code == 404
+    assert missing.json()["code"] == "not_found"
 
 
 def test_admin_lists_federated_rows_and_cancels_through_the_service(market: Any) -> None:

@@ -132,7 +132,7 @@ def test_a_job_launched_through_the_api_publishes_a_lora_that_loads_and_pays_its
         token = token_for(user)
         node = api.call(
             "POST",
-            "/api/federated/nodes",
+            "/api/v1/federated/nodes",
             token,
             expect=201,
             json={"name": f"node {index}", "public_key": openssh_public_key()},
@@ -141,7 +141,7 @@ def test_a_job_launched_through_the_api_publishes_a_lora_that_loads_and_pays_its
         owner.register(node["token"])  # the node fetches the base model with its own token
         beat = api.call(
             "POST",
-            "/api/federated/nodes/heartbeat",
+            "/api/v1/federated/nodes/heartbeat",
             node["token"],
             expect=200,
             json={"datasets": [owner.manifest_hash], "version": "test"},
@@ -149,7 +149,7 @@ def test_a_job_launched_through_the_api_publishes_a_lora_that_loads_and_pays_its
         assert beat["status"] == "online"
         listed = api.call(
             "POST",
-            "/api/federated/datasets",
+            "/api/v1/federated/datasets",
             token,
             expect=201,
             json={
@@ -175,14 +175,14 @@ def test_a_job_launched_through_the_api_publishes_a_lora_that_loads_and_pays_its
     }
     key = {"Idempotency-Key": "e2e-launch-1"}
     first = api.call(
-        "POST", "/api/federated/jobs", trainer_token, expect=201, json=body, headers=key
+        "POST", "/api/v1/federated/jobs", trainer_token, expect=201, json=body, headers=key
     ).json()
     again = api.call(
-        "POST", "/api/federated/jobs", trainer_token, expect=200, json=body, headers=key
+        "POST", "/api/v1/federated/jobs", trainer_token, expect=200, json=body, headers=key
     ).json()
     assert again["id"] == first["id"]
     assert wallet_balance(user=trainer) == CREDITS - first["max_cost"]  # held once
-    job_path = f"/api/federated/jobs/{first['id']}"
+    job_path = f"/api/v1/federated/jobs/{first['id']}"
 
     # Then it runs on the nodes and completes
     def finished() -> dict[str, Any] | None:
@@ -237,6 +237,6 @@ def test_a_job_launched_through_the_api_publishes_a_lora_that_loads_and_pays_its
     assert all(0 < s.epsilon <= TARGET_EPSILON * 1.01 for s in spends.values())
     owner_token = token_for(owner_users[0])
     budget = api.call(
-        "GET", f"/api/federated/datasets/{dataset_ids[0]}/budget", owner_token, expect=200
+        "GET", f"/api/v1/federated/datasets/{dataset_ids[0]}/budget", owner_token, expect=200
     ).json()
     assert budget["spent"] == pytest.approx(spends[dataset_ids[0]].epsilon)

@@ -438,9 +438,11 @@ def test_run_config_is_complete_for_the_engine_and_keeps_only_token_hashes(
     job.refresh_from_db()
     base_file = world["base"].files.get(is_primary=True)
     assert config["job-id"] == f"job-{job.pk}"
-    assert config["progress-url"] == f"http://site.test:8123/api/federated/jobs/{job.pk}/progress"
+    assert config["progress-url"] == (
+        f"http://site.test:8123/api/v1/federated/jobs/{job.pk}/progress"
+    )
     assert config["base-model-url"] == (
-        f"http://site.test:8123/api/federated/jobs/{job.pk}/base-model"
+        f"http://site.test:8123/api/v1/federated/jobs/{job.pk}/base-model"
     )
     assert config["base-model-sha"] == base_file.blob_id
     assert config["dataset-manifests"] == ",".join(

@@ -105,7 +105,7 @@ def test_a_node_cannot_report_progress_with_anything_it_can_read(
     live_server: Any,
 ) -> None:
     job, config = world["job"], world["config"]
-    url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
+    url = f"{live_server.url}/api/v1/federated/jobs/{job.pk}/progress"
     report = _report(world, 1, 0)  # a hostile owner 0 drops owner 1 from round 1
     # Everything a node holds: each run config value, and its own node token
     readable = [str(v) for v in config.values()] + [world["nodes"][0].token, ""]
@@ -126,7 +126,7 @@ def test_a_different_report_for_a_recorded_round_is_a_logged_409_and_changes_not
     live_server: Any,
 ) -> None:
     job = world["job"]
-    url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
+    url = f"{live_server.url}/api/v1/federated/jobs/{job.pk}/progress"
     token = world["credentials"]["progress-token"]
     first = _report(world, 1, 0, 1)
     assert _post(url, token, first).status_code == 200
@@ -152,7 +152,7 @@ def test_a_node_fetches_the_base_model_only_of_a_job_it_serves(
     live_server: Any,
 ) -> None:
     job, nodes = world["job"], world["nodes"]
-    url = f"{live_server.url}/api/federated/jobs/{job.pk}/base-model"
+    url = f"{live_server.url}/api/v1/federated/jobs/{job.pk}/base-model"
 
     def get(token: str) -> requests.Response:
         return requests.get(
@@ -176,7 +176,7 @@ def test_the_readiness_report_logs_a_node_left_out_for_claiming_a_dataset_it_doe
     live_server: Any,
 ) -> None:
     job = world["job"]
-    url = f"{live_server.url}/api/federated/jobs/{job.pk}/progress"
+    url = f"{live_server.url}/api/v1/federated/jobs/{job.pk}/progress"
     preparing = {
         "job-id": job.flower_job_id,
         "status": "preparing",

@@ -45,11 +45,11 @@ def test_the_api_estimate_shows_what_secure_aggregation_costs(
     token_for: Any,
 ) -> None:
     api_client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_for(world.trainer)}")
-    plain = api_client.post("/api/federated/jobs/estimate", _body(world), format="json").json()
+    plain = api_client.post("/api/v1/federated/jobs/estimate", _body(world), format="json").json()
     assert plain["aggregation"]["aggregation"] == "fedavg"
     assert plain["aggregation_extra_seconds"] == 0
     secure = api_client.post(
-        "/api/federated/jobs/estimate", _body(world, aggregation="secagg"), format="json"
+        "/api/v1/federated/jobs/estimate", _body(world, aggregation="secagg"), format="json"
     ).json()
     cost = secure["aggregation"]
     assert cost["aggregation"] == "secagg" and cost["wall_time_factor"] > 1
@@ -57,7 +57,7 @@ def test_the_api_estimate_shows_what_secure_aggregation_costs(
     assert "RESULTS-federation.md" in cost["source"] and "fails the round" in cost["limits"]
     assert secure["total"] == plain["total"]  # time, not credits
     bad = api_client.post(
-        "/api/federated/jobs/estimate", _body(world, aggregation="magic"), format="json"
+        "/api/v1/federated/jobs/estimate", _body(world, aggregation="magic"), format="json"
     )
     assert bad.status_code == 400 and bad.json()["code"] == "invalid"
 

@@ -32,6 +32,9 @@ ROUTES = [
     "/api/v1/uploads/{upload_id}/complete",
     "/api/v1/auth/tokens",
     "/api/v1/auth/whoami",
+    "/api/v1/federated/nodes",
+    "/api/v1/federated/jobs",
+    "/api/v1/federated/jobs/{job_id}/progress",
 ]
 
 

@@ -729,13 +729,13 @@ ROWS: list[Row] = [
     # federated: nodes (data_owner's node; its heartbeat is authenticated by the node token)
     Row(
         "federated:node-list",
-        "/api/federated/nodes",
+        "/api/v1/federated/nodes",
         api_logged_in(200),
         checks=(own_nodes_only, no_bearer_secrets),
     ),
     Row(
         "federated:node-list",
-        "/api/federated/nodes",
+        "/api/v1/federated/nodes",
         cells(400, anon=401),
         method="post",
         data={},
@@ -743,14 +743,14 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:node-list",
-        "/api/federated/nodes",
+        "/api/v1/federated/nodes",
         everyone(401),
         token="node",
         label="GET node-list (a node token is no user's API token)",
     ),
     Row(
         "federated:node-heartbeat",
-        "/api/federated/nodes/heartbeat",
+        "/api/v1/federated/nodes/heartbeat",
         everyone(401),
         method="post",
         data={},
@@ -758,7 +758,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:node-heartbeat",
-        "/api/federated/nodes/heartbeat",
+        "/api/v1/federated/nodes/heartbeat",
         everyone(200),
         method="post",
         token="node",
@@ -768,7 +768,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:node-heartbeat",
-        "/api/federated/nodes/heartbeat",
+        "/api/v1/federated/nodes/heartbeat",
         everyone(401),
         method="post",
         data={},
@@ -777,7 +777,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:node-revoke",
-        "/api/federated/nodes/{node}/revoke",
+        "/api/v1/federated/nodes/{node}/revoke",
         cells(404, anon=401, data_owner=200, staff=200),
         method="post",
         checks=(no_bearer_secrets,),
@@ -785,7 +785,7 @@ ROWS: list[Row] = [
     # federated: datasets (listed and hidden ones of data_owner's, a listed one of the peer's)
     Row(
         "federated:dataset-list",
-        "/api/federated/datasets",
+        "/api/v1/federated/datasets",
         api_logged_in(200),
         checks=(
             no_manifest_secrets,
@@ -796,7 +796,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:dataset-list",
-        "/api/federated/datasets",
+        "/api/v1/federated/datasets",
         cells(400, anon=401),
         method="post",
         data={},
@@ -804,40 +804,40 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:dataset-mine",
-        "/api/federated/datasets/mine",
+        "/api/v1/federated/datasets/mine",
         api_logged_in(200),
         checks=(own_federated_datasets_only, no_peer_manifest, no_bearer_secrets),
     ),
     Row(
         "federated:dataset-detail",
-        "/api/federated/datasets/{fdataset}",
+        "/api/v1/federated/datasets/{fdataset}",
         api_logged_in(200),
         checks=(no_manifest_secrets, no_bearer_secrets),
     ),
     Row(
         "federated:dataset-detail",
-        "/api/federated/datasets/{fhidden}",
+        "/api/v1/federated/datasets/{fhidden}",
         cells(404, anon=401, data_owner=200, staff=200),
         checks=(no_manifest_secrets,),
         label="GET dataset-detail (private)",
     ),
     Row(
         "federated:dataset-detail",
-        "/api/federated/datasets/{fpeer}",
+        "/api/v1/federated/datasets/{fpeer}",
         api_logged_in(200),
         checks=(no_peer_manifest,),
         label="GET dataset-detail (the peer's)",
     ),
     Row(
         "federated:dataset-terms",
-        "/api/federated/datasets/{fdataset}/terms",
+        "/api/v1/federated/datasets/{fdataset}/terms",
         cells(403, anon=401, data_owner=200),
         method="patch",
         data={"price_per_example_round": 2},
     ),
     Row(
         "federated:dataset-terms",
-        "/api/federated/datasets/{fhidden}/terms",
+        "/api/v1/federated/datasets/{fhidden}/terms",
         cells(404, anon=401, data_owner=200, staff=403),
         method="patch",
         data={"price_per_example_round": 2},
@@ -845,37 +845,39 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:dataset-budget",
-        "/api/federated/datasets/{fdataset}/budget",
+        "/api/v1/federated/datasets/{fdataset}/budget",
         cells(404, anon=401, data_owner=200, staff=200),
     ),
     Row(
         "federated:dataset-budget",
-        "/api/federated/datasets/{fpeer}/budget",
+        "/api/v1/federated/datasets/{fpeer}/budget",
         cells(404, anon=401, staff=200),
         label="GET dataset-budget (the peer's)",
     ),
     Row(
         "federated:dataset-earnings",
-        "/api/federated/datasets/{fdataset}/earnings",
+        "/api/v1/federated/datasets/{fdataset}/earnings",
         cells(404, anon=401, data_owner=200, staff=200),
     ),
     Row(
         "federated:dataset-earnings",
-        "/api/federated/datasets/{fpeer}/earnings",
+        "/api/v1/federated/datasets/{fpeer}/earnings",
         cells(404, anon=401, staff=200),
         label="GET dataset-earnings (the peer's)",
     ),
     Row(
         "federated:earnings",
-        "/api/federated/earnings",
+        "/api/v1/federated/earnings",
         api_logged_in(200),
         checks=(own_earnings_only,),
     ),
     # federated: jobs (trainer's running, pending and settled jobs)
-    Row("federated:job-list", "/api/federated/jobs", api_logged_in(200), checks=(own_jobs_only,)),
+    Row(
+        "federated:job-list", "/api/v1/federated/jobs", api_logged_in(200), checks=(own_jobs_only,)
+    ),
     Row(
         "federated:job-list",
-        "/api/federated/jobs",
+        "/api/v1/federated/jobs",
         cells(400, anon=401),
         method="post",
         data={},
@@ -883,14 +885,14 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-estimate",
-        "/api/federated/jobs/estimate",
+        "/api/v1/federated/jobs/estimate",
         cells(400, anon=401),
         method="post",
         data={},
     ),
     Row(
         "federated:job-estimate",
-        "/api/federated/jobs/estimate",
+        "/api/v1/federated/jobs/estimate",
         cells(404, anon=401, data_owner=200, staff=200),
         method="post",
         data=lambda w: {
@@ -907,43 +909,43 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-detail",
-        "/api/federated/jobs/{job}",
+        "/api/v1/federated/jobs/{job}",
         JOB_VISIBLE,
         checks=(no_bearer_secrets, no_manifest_secrets, own_dataset_lines_only),
     ),
     Row(
         "federated:job-detail",
-        "/api/federated/jobs/{job}",
+        "/api/v1/federated/jobs/{job}",
         everyone(401),
         token="job",
         label="GET job-detail (the job token the nodes hold is no user's)",
     ),
     Row(
         "federated:job-detail",
-        "/api/federated/jobs/{pending_job}",
+        "/api/v1/federated/jobs/{pending_job}",
         JOB_VISIBLE,
         checks=(no_bearer_secrets,),
         label="GET job-detail (awaiting approval)",
     ),
     Row(
         "federated:job-detail",
-        "/api/federated/jobs/{settled_job}",
+        "/api/v1/federated/jobs/{settled_job}",
         JOB_VISIBLE,
         checks=(no_bearer_secrets, no_peer_manifest, own_dataset_lines_only),
         label="GET job-detail (settled, with the peer's dataset)",
     ),
-    Row("federated:job-cancel", "/api/federated/jobs/{job}/cancel", TRAINER_ONLY, method="post"),
+    Row("federated:job-cancel", "/api/v1/federated/jobs/{job}/cancel", TRAINER_ONLY, method="post"),
     # The live page reads progress (trainer, staff); anon too gets the 404 (AllowAny: the
     # POST is the ServerApp's, authenticated by the job's progress token).
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{job}/progress",
+        "/api/v1/federated/jobs/{job}/progress",
         cells(404, trainer=200, staff=200),
         checks=(no_bearer_secrets,),
     ),
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{job}/progress",
+        "/api/v1/federated/jobs/{job}/progress",
         everyone(401),
         method="post",
         data=lambda w: w.fed.report,
@@ -952,7 +954,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{job}/progress",
+        "/api/v1/federated/jobs/{job}/progress",
         everyone(401),
         method="post",
         data=lambda w: w.fed.report,
@@ -962,7 +964,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{job}/progress",
+        "/api/v1/federated/jobs/{job}/progress",
         everyone(401),
         method="post",
         data=lambda w: w.fed.report,
@@ -972,7 +974,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{job}/progress",
+        "/api/v1/federated/jobs/{job}/progress",
         everyone(401),
         method="post",
         data=lambda w: w.fed.report,
@@ -982,7 +984,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{job}/progress",
+        "/api/v1/federated/jobs/{job}/progress",
         everyone(200),
         method="post",
         data=lambda w: w.fed.report,
@@ -992,7 +994,7 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-progress",
-        "/api/federated/jobs/{settled_job}/progress",
+        "/api/v1/federated/jobs/{settled_job}/progress",
         everyone(409),
         method="post",
         data={"status": "running", "round": 2},
@@ -1001,34 +1003,34 @@ ROWS: list[Row] = [
     ),
     Row(
         "federated:job-base-model",
-        "/api/federated/jobs/{job}/base-model",
+        "/api/v1/federated/jobs/{job}/base-model",
         everyone(401),
         label="GET job-base-model (a user's token)",
     ),
     Row(
         "federated:job-base-model",
-        "/api/federated/jobs/{job}/base-model",
+        "/api/v1/federated/jobs/{job}/base-model",
         everyone(200),
         token="job",
         label="GET job-base-model (its job token)",
     ),
     Row(
         "federated:job-base-model",
-        "/api/federated/jobs/{job}/base-model",
+        "/api/v1/federated/jobs/{job}/base-model",
         everyone(401),
         token="progress",
         label="GET job-base-model (the progress token)",
     ),
     Row(
         "federated:job-base-model",
-        "/api/federated/jobs/{job}/base-model",
+        "/api/v1/federated/jobs/{job}/base-model",
         everyone(401),
         token="settled_job",
         label="GET job-base-model (another job's token)",
     ),
     Row(
         "federated:job-base-model",
-        "/api/federated/jobs/{settled_job}/base-model",
+        "/api/v1/federated/jobs/{settled_job}/base-model",
         everyone(403),
         token="settled_job",
         label="GET job-base-model (finished job)",
@@ -1036,19 +1038,19 @@ ROWS: list[Row] = [
     # federated: approvals (the pending job's request on data_owner's dataset)
     Row(
         "federated:approval-list",
-        "/api/federated/approvals",
+        "/api/v1/federated/approvals",
         api_logged_in(200),
         checks=(own_approvals_only,),
     ),
     Row(
         "federated:approval-approve",
-        "/api/federated/approvals/{request}/approve",
+        "/api/v1/federated/approvals/{request}/approve",
         cells(404, anon=401, data_owner=200),
         method="post",
     ),
     Row(
         "federated:approval-reject",
-        "/api/federated/approvals/{request}/reject",
+        "/api/v1/federated/approvals/{request}/reject",
         cells(404, anon=401, data_owner=200),
         method="post",
         data={"note": "no"},

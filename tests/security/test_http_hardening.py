@@ -353,7 +353,7 @@ def test_ids_out_of_range_in_urls_are_not_found(people: People, number: int) -> 
         f"/api/v1/models/{number}",
         f"/api/v1/versions/{number}",
         f"/api/v1/listings/{number}",
-        f"/api/federated/jobs/{number}",
+        f"/api/v1/federated/jobs/{number}",
         f"/api/download/models/{number}",
         f"/api/v1/generations/{number}",
         f"/api/v1/auth/tokens/{number}",
@@ -378,7 +378,7 @@ def test_deeply_nested_json_is_refused_with_the_limit(people: People) -> None:
     body = "[" * 50_000 + "]" * 50_000
     for path, who in (
         ("/api/v1/models", "alice"),
-        ("/api/federated/jobs", "bob"),
+        ("/api/v1/federated/jobs", "bob"),
         ("/api/v1/auth/tokens", "nobody"),
     ):
         # When a body nests 50,000 deep

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN = "atj_job-token-for-tests"
-BASE_MODEL_PATH = "/api/federated/jobs/7/base-model"
+BASE_MODEL_PATH = "/api/v1/federated/jobs/7/base-model"
 
 
 @dataclass

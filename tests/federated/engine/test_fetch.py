@@ -1,7 +1,7 @@
 """The job's base model is fetched once per machine: bearer token, resumable, SHA-256 checked.
 
 A real HTTP server on loopback (``http.server``) serves the tiny model's single file with
-Range support and checks the bearer token, as the site's ``/api/federated/jobs/<id>/base-model``
+Range support and checks the bearer token, as the site's ``/api/v1/federated/jobs/<id>/base-model``
 does; it can break a response off after some bytes and can ignore ranges.
 """
 

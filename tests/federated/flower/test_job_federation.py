@@ -2,7 +2,7 @@
 
 A real SuperLink and three SuperNodes on loopback. No node is given a base model: they and
 the ServerApp fetch it from a loopback HTTP server (the stand-in for the site's
-``/api/federated/jobs/<id>/base-model``, checking the job token, with Range support), which
+``/api/v1/federated/jobs/<id>/base-model``, checking the job token, with Range support), which
 also receives the progress reports. Owners register datasets with ``atelier node add-dataset``:
 
 - node 0 serves datasets A and C (``node-file``): the job lists A, so it trains on A only;
@@ -88,7 +88,7 @@ def job(
                 "server-cache-dir": str(root / "server-cache"),
                 "dataset-manifests": f"{manifests['A']},{manifests['B']}",
                 "prepare-timeout": 120.0,
-                "progress-url": site.site + "/api/federated/jobs/7/progress",
+                "progress-url": site.site + "/api/v1/federated/jobs/7/progress",
                 "job-id": "job-7",
             },
         )

@@ -29,7 +29,7 @@ from tests.federated.live import coordinator_settings, load_license_catalogue, w
 pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.slow
 
-API = "/api/federated"
+API = "/api/v1/federated"
 
 
 def statuses(fed: LocalFederation) -> dict[str, str]:

@@ -1,0 +1,1 @@
+"""Core's REST API under ``/api/v1/auth/`` (routes in ``urls.py``): API tokens and whoami."""
