@@ -11,6 +11,11 @@ Civitai clients read ``error``.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import (
     HttpRequest,
@@ -19,6 +24,7 @@ from django.http import (
     HttpResponseRedirect,
     JsonResponse,
 )
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from core.auth import bearer_secret, request_user
@@ -41,6 +47,39 @@ from registry.services.downloads import signed_file_url, signed_file_verify
 def _error(err: ApplicationError) -> JsonResponse:
     """Atelier's error body with Civitai's ``error`` key (what Civitai clients print)."""
     return JsonResponse({"error": err.message, **err.as_dict()}, status=err.status_code)
+
+
+def _civitai_errors(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
+    """Every refusal of a download route in Civitai's shape: ``{"error": ...}`` (Atelier's
+    keys alongside), the method refusal and the throttle's included. The routes take GET and
+    HEAD only, so CSRF has nothing to guard: another method is this JSON 405, not the CSRF
+    failure page."""
+
+    @csrf_exempt
+    @wraps(view)
+    def wrapped(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
+        response = view(request, *args, **kwargs)
+        if response.status_code == 405 and not getattr(response, "content", b""):
+            refused = JsonResponse(
+                {
+                    "error": f"Method {request.method} is not allowed here.",
+                    "code": "method_not_allowed",
+                    "message": f"Method {request.method} is not allowed here.",
+                    "details": {},
+                },
+                status=405,
+            )
+            refused["Allow"] = response.get("Allow", "GET, HEAD")
+            return refused
+        if response.status_code >= 400 and isinstance(response, JsonResponse):
+            body = json.loads(response.content or b"{}")
+            if isinstance(body, dict) and "error" not in body:
+                message = body.get("message") or body.get("detail") or "Request refused."
+                response.content = json.dumps({"error": message, **body}).encode()
+                response["Content-Length"] = str(len(response.content))
+        return response
+
+    return wrapped
 
 
 def _denied(user: User | AnonymousUser, status: int, body: dict) -> JsonResponse:
@@ -92,6 +131,7 @@ def _pick_file(version: ModelVersion, request: HttpRequest) -> ModelFile | None:
     return files[0] if files else None
 
 
+@_civitai_errors
 @require_http_methods(["GET", "HEAD"])
 @throttle_view(DownloadThrottle)
 def model_version_download(request: HttpRequest, version_id: int) -> HttpResponse:
@@ -116,6 +156,7 @@ def model_version_download(request: HttpRequest, version_id: int) -> HttpRespons
     return HttpResponseRedirect(request.build_absolute_uri(url) if url.startswith("/") else url)
 
 
+@_civitai_errors
 @require_http_methods(["GET", "HEAD"])
 @throttle_view(DownloadThrottle)
 def dataset_version_download(request: HttpRequest, version_id: int) -> HttpResponse:
@@ -152,6 +193,7 @@ def _still_entitled(user_id: int, sha256: str) -> bool:
     return False
 
 
+@_civitai_errors
 @require_http_methods(["GET", "HEAD"])
 @throttle_view(DownloadThrottle)
 def signed_file(request: HttpRequest, sha256: str, filename: str) -> HttpResponseBase:
@@ -181,6 +223,7 @@ def _user(user_id: int) -> User | AnonymousUser:
     return found or AnonymousUser()
 
 
+@_civitai_errors
 @require_http_methods(["GET", "HEAD"])
 @throttle_view(DownloadThrottle)
 def archive_file(request: HttpRequest, version_id: int, filename: str) -> HttpResponseBase:

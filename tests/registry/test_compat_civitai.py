@@ -464,6 +464,14 @@ def test_download_route_errors_are_civitai_shaped(civitai_site):
         response = _get(civitai_site, path)
         assert response.status_code == status
         assert response.json()["error"]
+    # and another method is a JSON 405, not an empty page
+    version = _catalogue(civitai_site).checkpoint_version
+    for prefix in ("", "/civitai"):
+        url = f"{civitai_site.url}{prefix}/api/download/models/{version.pk}"
+        response = requests.post(url, timeout=30)
+        assert response.status_code == 405
+        assert response.json()["error"] == "Method POST is not allowed here."
+        assert response.headers["Allow"] == "GET, HEAD"
 
 
 # POST by-hash, mini, enums ----------------------------------------------------------------------
