@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from registry.api import conversions, datasets, models, users
+from registry.api import conversions, datasets, images, models, users
 
 urlpatterns = [
     path("api/v1/models", models.ModelListCreateApi.as_view(), name="api-model-list"),
@@ -32,6 +32,12 @@ urlpatterns = [
         models.VersionImageCreateApi.as_view(),
         name="api-version-images",
     ),
+    path(
+        "api/v1/versions/<int:version_id>/images/order",
+        images.VersionImageOrderApi.as_view(),
+        name="api-version-images-order",
+    ),
+    path("api/v1/images/<int:image_id>", images.SampleImageDeleteApi.as_view(), name="api-image"),
     path(
         "api/v1/files/by-hash/<str:hash_value>",
         models.FileByHashApi.as_view(),

@@ -60,6 +60,24 @@ class BrowseForm(forms.Form):
         )
 
 
+class MultipleImageInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleImageField(forms.FileField):
+    """Several image files (a list, possibly empty); the service checks each image."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        attrs = {"accept": "image/png,image/jpeg,image/webp"}
+        kwargs.setdefault("widget", MultipleImageInput(attrs=attrs))
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def clean(self, data: Any, initial: Any = None) -> list[Any]:
+        files = data if isinstance(data, list | tuple) else [data]
+        return [super(MultipleImageField, self).clean(f, initial) for f in files if f]
+
+
 class ModelUploadForm(forms.Form):
     """A new model with its first version and one file.
 
@@ -88,6 +106,10 @@ class ModelUploadForm(forms.Form):
         help_text=".safetensors (preferred), .ckpt/.pt/.bin (scanned, never unpickled).",
     )
     upload_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
+    images = MultipleImageField(
+        label="Images",
+        help_text="Optional: PNG, JPEG or WebP, in the order to show them; the first is the cover.",
+    )
 
     def clean_tags(self) -> list[str]:
         tags = split_words(self.cleaned_data.get("tags", ""))

@@ -197,6 +197,14 @@ class SampleImageSerializer(serializers.Serializer):
     url = serializers.SerializerMethodField()
     prompt = serializers.CharField()
     parameters = serializers.JSONField()
+    position = serializers.IntegerField()
+    # A field named like DRF's Field.source attribute (the model's name for it): declared
+    # fields are collected from the class, so this works; the stubs see the attribute.
+    source = serializers.CharField(help_text="creator, or rendered (on publish).")  # type: ignore[assignment]
+    role = serializers.CharField(help_text="'' (an image), base or adapted (a LoRA's pair).")
+    pair_id = serializers.IntegerField(
+        allow_null=True, help_text="For an adapted image: its base-alone half."
+    )
     created_at = serializers.DateTimeField()
 
     def get_url(self, obj: Any) -> str:

@@ -30,6 +30,7 @@ from registry.selectors.versions import lineage_links, version_detail, visible_v
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
 from registry.services.conversion import model_file_conversion_request
 from registry.services.uploads import upload_whole_file
+from registry.views_images import cover_of, images_add, sample_gallery
 
 MODELS_PER_PAGE = 24
 DATASETS_PER_PAGE = 24
@@ -95,12 +96,15 @@ def model_detail(request: HttpRequest, model_id: int, slug: str) -> HttpResponse
     )
     parents, children = lineage_links(version) if version else ([], [])
     is_owner = request.user.is_authenticated and request.user.pk == model.owner_id
+    images = list(version.images.all()) if version else []
     context = {
         "model": model,
         "versions": versions,
         "version": version,
         "files": list(version.files.all()) if version else [],
-        "images": list(version.images.all()) if version else [],
+        "images": images,
+        "gallery": sample_gallery(images),
+        "cover": cover_of(images),
         "parents": parents,
         "children": children,
         "is_owner": is_owner,
@@ -207,15 +211,22 @@ def _create_model_and_version(
                 tags=data["tags"],
                 visibility=data["visibility"],
             )
-            return version_create(
+            version = version_create(
                 model=model,
                 user=request.user,
                 name=data["version_name"],
                 files=[FileSpec(upload=stored)],
                 trigger_words=data["trigger_words"],
             )
+            try:
+                images_add(version=version, user=request.user, files=data["images"])
+            except ApplicationError as err:
+                form.add_error("images", err.message)
+                raise
+            return version
     except ApplicationError as err:
-        form.add_error(_ERROR_FIELDS.get(err.code, "file"), err.message)
+        if not form.has_error("images"):
+            form.add_error(_ERROR_FIELDS.get(err.code, "file"), err.message)
         return None
 
 

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from registry import views
+from registry import views, views_images
 
 urlpatterns = [
     path("", views.browse, name="browse"),
@@ -12,6 +12,19 @@ urlpatterns = [
         "versions/<int:version_id>/publish/",
         views.version_publish_view,
         name="version-publish",
+    ),
+    path(
+        "versions/<int:version_id>/images/",
+        views_images.version_images_add,
+        name="version-images-add",
+    ),
+    path(
+        "images/<int:image_id>/remove/",
+        views_images.sample_image_remove_view,
+        name="sample-image-remove",
+    ),
+    path(
+        "images/<int:image_id>/move/", views_images.sample_image_move_view, name="sample-image-move"
     ),
     path("files/<int:file_id>/convert/", views.file_convert_view, name="file-convert"),
     path("upload/", views.upload, name="upload"),

@@ -88,6 +88,9 @@ class GenerationOutputSerializer(serializers.Serializer):
     sampler = serializers.CharField()
     base_version_id = serializers.IntegerField(allow_null=True)
     base_name = serializers.CharField()
+    baseline_id = serializers.IntegerField(
+        allow_null=True, help_text="The same request and seed without the LoRAs (compare)."
+    )
     loras = serializers.SerializerMethodField()
     embeddings = serializers.SerializerMethodField()
     image_url = serializers.SerializerMethodField(
@@ -154,10 +157,30 @@ class GenerationListCreateApi(APIView):
             default=None,
             help_text="0 to 4294967295; -1 or null for a random seed.",
         )
-        steps = serializers.IntegerField(default=20, help_text="1 to the server's maximum.")
+        steps = serializers.IntegerField(
+            required=False,
+            default=None,
+            allow_null=True,
+            help_text="1 to the server's maximum; default: the checkpoint's native steps.",
+        )
         guidance = serializers.FloatField(default=7.0, help_text="CFG scale, 0 to 30.")
-        width = serializers.IntegerField(default=512, help_text="A multiple of 8.")
-        height = serializers.IntegerField(default=512, help_text="A multiple of 8.")
+        width = serializers.IntegerField(
+            required=False,
+            default=None,
+            allow_null=True,
+            help_text="A multiple of 8; default: the checkpoint's native size.",
+        )
+        height = serializers.IntegerField(
+            required=False,
+            default=None,
+            allow_null=True,
+            help_text="A multiple of 8; default: the checkpoint's native size.",
+        )
+        compare = serializers.BooleanField(
+            default=False,
+            help_text="With LoRAs: also make the same request and seed without them "
+            "(``baseline_id``), to show base and base + LoRA side by side.",
+        )
         sampler = serializers.ChoiceField(choices=list(SAMPLERS), default="Euler")
         loras = GenerationResourceInputSerializer(many=True, required=False, default=list)
         embeddings = GenerationResourceInputSerializer(many=True, required=False, default=list)

@@ -14,6 +14,7 @@ from sdcore.generate import SAMPLERS
 from studio.limits import MAX_PROMPT_CHARS
 from studio.models import Generation
 from studio.selectors import FormChoices, embeddings_of, loras_of
+from studio.services.defaults import NativeSettings
 from studio.services.generations import ResourceInput, embedding_word
 
 LORA_SLOTS = 3
@@ -24,16 +25,36 @@ class FamilySelect(forms.Select):
     """A select whose options carry ``data-family`` (the base-model family of the version),
     so the page can grey out LoRAs and embeddings that do not fit the chosen checkpoint."""
 
-    def __init__(self, families: dict[str, str], attrs: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        families: dict[str, str],
+        attrs: dict[str, Any] | None = None,
+        option_attrs: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         super().__init__(attrs)
         self.families = families
+        self.option_attrs = option_attrs or {}
 
     def create_option(self, name: str, value: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         option = super().create_option(name, value, *args, **kwargs)
         family = self.families.get(str(value))
         if family:
             option["attrs"]["data-family"] = family
+        option["attrs"].update(self.option_attrs.get(str(value), {}))
         return option
+
+
+def native_attrs(natives: dict[int, NativeSettings]) -> dict[str, dict[str, str]]:
+    """``data-width``, ``data-height``, ``data-steps`` of each checkpoint option: the page
+    puts them in the fields when the checkpoint changes."""
+    return {
+        str(pk): {
+            "data-width": str(n.width),
+            "data-height": str(n.height),
+            "data-steps": str(n.steps),
+        }
+        for pk, n in natives.items()
+    }
 
 
 def version_label(version: ModelVersion, *, word: bool = False) -> str:
@@ -55,6 +76,7 @@ def _select(
     label: str,
     required: bool,
     words: bool = False,
+    option_attrs: dict[str, dict[str, str]] | None = None,
 ) -> forms.TypedChoiceField:
     choices: list[tuple[Any, str]] = [("", empty)] if empty is not None else []
     choices += [(v.pk, version_label(v, word=words)) for v in versions]
@@ -65,7 +87,11 @@ def _select(
         empty_value=None,
         required=required,
         label=label,
-        widget=FamilySelect(families, attrs={"data-resource": "1"} if empty is not None else None),
+        widget=FamilySelect(
+            families,
+            attrs={"data-resource": "1"} if empty is not None else None,
+            option_attrs=option_attrs,
+        ),
     )
 
 
@@ -91,12 +117,39 @@ class GenerationForm(forms.Form):
     width = forms.IntegerField(initial=512, widget=forms.NumberInput(attrs={"step": "8"}))
     height = forms.IntegerField(initial=512, widget=forms.NumberInput(attrs={"step": "8"}))
     sampler = forms.ChoiceField(choices=[(s, s) for s in SAMPLERS], initial="Euler")
+    compare = forms.BooleanField(
+        required=False,
+        label="Also show the checkpoint alone (same seed), beside the image with the LoRAs",
+    )
 
-    def __init__(self, *args: Any, choices: FormChoices, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        choices: FormChoices,
+        natives: dict[int, NativeSettings] | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.natives = natives or {}
         self.fields["base_version"] = _select(
-            choices.checkpoints, empty=None, label="Checkpoint", required=True
+            choices.checkpoints,
+            empty=None,
+            label="Checkpoint",
+            required=True,
+            option_attrs=native_attrs(self.natives),
         )
+        chosen = self.initial.get("base_version")
+        if chosen is None and choices.checkpoints:
+            chosen = choices.checkpoints[0].pk
+        native = self.natives.get(chosen) if isinstance(chosen, int) else None
+        if native is not None:  # the checkpoint's own size and steps, unless set already
+            for name, value in (
+                ("width", native.width),
+                ("height", native.height),
+                ("steps", native.steps),
+            ):
+                self.initial.setdefault(name, value)
+        self.native = native
         for slot in range(1, LORA_SLOTS + 1):
             self.fields[f"lora_{slot}"] = _select(
                 choices.loras, empty="—", label=f"LoRA {slot}", required=False
@@ -143,6 +196,7 @@ class GenerationForm(forms.Form):
             "sampler": data["sampler"],
             "loras": self._resources("lora", "loras", LORA_SLOTS),
             "embeddings": self._resources("embedding", "embeddings", EMBEDDING_SLOTS),
+            "compare": bool(data.get("compare")),
         }
 
     def _form_field(self, api_field: str) -> str | None:

@@ -59,6 +59,10 @@ class Generation(models.Model):
     # The A1111 "parameters" text, as embedded in the PNG.
     parameters = models.TextField(blank=True)
     is_public = models.BooleanField(default=False)
+    # "Base vs base + LoRA": the same request and seed without the LoRAs, made beside this one.
+    baseline = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="baseline_of"
+    )
     device = models.CharField(max_length=20, blank=True)
     duration_ms = models.IntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

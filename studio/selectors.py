@@ -86,7 +86,7 @@ def form_choices(*, user: AuthUser, include: int | None = None) -> FormChoices:
         .distinct()
     )
     return FormChoices(
-        checkpoints=_ordered(checkpoints),
+        checkpoints=_ordered(checkpoints.prefetch_related("files__blob")),
         loras=_ordered(usable.filter(model__kind=ModelKind.LORA)),
         embeddings=_ordered(
             usable.filter(model__kind=ModelKind.EMBEDDING).prefetch_related("files")

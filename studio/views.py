@@ -31,6 +31,7 @@ from studio.selectors import (
     queue_position,
     sample_targets,
 )
+from studio.services.defaults import native_settings
 from studio.services.generations import (
     generation_create,
     generation_sample_attach,
@@ -74,7 +75,8 @@ def generate(request: AuthenticatedHttpRequest) -> HttpResponse:
     previous = generation_get(generation_id=again, user=request.user) if again else None
     if previous is not None and previous.user_id == request.user.pk:
         initial = initial_from_generation(previous)
-    form = GenerationForm(request.POST or None, choices=choices, initial=initial)
+    natives = {v.pk: native_settings(v) for v in choices.checkpoints}
+    form = GenerationForm(request.POST or None, choices=choices, initial=initial, natives=natives)
     status = 200
     if request.method == "POST":
         status = 400
@@ -113,6 +115,9 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
         if owner is not None and generation.status == GenerationStatus.SUCCEEDED
         else [],
         "status_url": reverse("studio:api-generation-detail", args=[generation.pk]),
+        "baseline": generation_get(generation_id=generation.baseline_id, user=user)
+        if generation.baseline_id
+        else None,
     }
     return render(request, "studio/generation_detail.html", context)
 

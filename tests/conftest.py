@@ -199,6 +199,8 @@ def celery_worker_env(settings: Any, queue: str) -> dict[str, str]:
         "BLOB_ROOT": str(settings.BLOB_ROOT),
         "ATELIER_UPLOAD_DIR": str(settings.UPLOAD_TEMP_DIR),
         "CELERY_TASK_DEFAULT_QUEUE": queue,
+        # sample images rendered on publish: a few steps, not the checkpoint's 20
+        "ATELIER_SAMPLE_MAX_STEPS": os.environ.get("ATELIER_SAMPLE_MAX_STEPS", "2"),
     }
 
 
@@ -271,11 +273,14 @@ def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: 
     finally:
         app.conf.task_default_queue = old_queue
         if proc is not None:
+            # A warm shutdown hands its unacknowledged messages back to the broker: give it
+            # time on a busy machine (a SIGKILL would leave them in the broker's database)
             proc.terminate()
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
 
 
 @pytest.fixture

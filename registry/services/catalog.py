@@ -34,6 +34,7 @@ from registry.models import (
     Visibility,
 )
 from registry.selectors.versions import lineage_ancestor_version_ids
+from registry.services.samples import version_samples_request
 from sdcore.errors import UnsafePathError
 from sdcore.paths import safe_relative_path
 
@@ -343,6 +344,7 @@ def version_publish(*, version: ModelVersion, user: User) -> ModelVersion:
     version.published_at = timezone.now()
     version.save(update_fields=["status", "published_at"])
     model_latest_published_refresh(model_id=version.model_id)
+    version_samples_request(version=version)
     return version
 
 

@@ -11,7 +11,8 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files import File
 from django.core.files.base import ContentFile
-from PIL import Image, UnidentifiedImageError
+from django.db.models import Max
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from core.errors import AccessDeniedError, ApplicationError, PayloadTooLargeError
 from registry.models import DatasetPreview, DatasetVersion, ModelVersion, SampleImage
@@ -107,12 +108,38 @@ def sample_image_add(
         prompt = embedded.split("\n", 1)[0][:MAX_PROMPT_CHARS]
     if embedded and "a1111" not in params:
         params["a1111"] = embedded[:MAX_PROMPT_CHARS]
+    top = SampleImage.objects.filter(version=version).aggregate(top=Max("position"))["top"]
     return SampleImage.objects.create(
         version=version,
-        image=File(image, name=f"{uuid.uuid4().hex}.{ext}"),
+        image=ContentFile(
+            _without_metadata(image, ext, embedded), name=f"{uuid.uuid4().hex}.{ext}"
+        ),
         prompt=prompt,
         parameters=params,
+        position=0 if top is None else top + 1,
     )
+
+
+def _without_metadata(image: File, ext: str, parameters: str) -> bytes:
+    """The image re-encoded in its own format without EXIF, XMP or ICC data (camera, place,
+    time stay with the creator); a PNG keeps only its A1111 ``parameters`` text, which the
+    page shows anyway."""
+    image.seek(0)
+    with Image.open(image) as img:
+        img.load()
+        mode = img.mode if img.mode in ("RGB", "RGBA", "L", "LA") else "RGBA"
+        clean = img.convert(mode)
+    out = io.BytesIO()
+    if ext == "png":
+        text = PngImagePlugin.PngInfo()
+        if parameters:
+            text.add_text("parameters", parameters[:MAX_PROMPT_CHARS])
+        clean.save(out, format="PNG", pnginfo=text)
+    elif ext == "jpg":
+        clean.convert("RGB").save(out, format="JPEG", quality=92)
+    else:
+        clean.save(out, format="WEBP", quality=92)
+    return out.getvalue()
 
 
 # --- previews of private datasets ---------------------------------------------------------------

@@ -67,6 +67,7 @@ from studio.models import (
     GenerationStatus,
     ResourceKind,
 )
+from studio.services.defaults import native_settings
 from studio.services.files import blob_local_path, diffusers_folder_local_path
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ def _family_label(family: str) -> str:
     return family or "an unknown base model"
 
 
-def _version_for_use(*, user: User, version_id: int, field: str) -> ModelVersion:
+def version_for_use(*, user: User, version_id: int, field: str) -> ModelVersion:
     """The version, if ``user`` may use its files: 404 when not visible, 403 when not bought."""
     version = (
         ModelVersion.objects.select_related("model", "model__owner").filter(pk=version_id).first()
@@ -187,7 +188,7 @@ def _version_for_use(*, user: User, version_id: int, field: str) -> ModelVersion
     return version
 
 
-def _safetensors_file(version: ModelVersion, field: str) -> ModelFile:
+def safetensors_file(version: ModelVersion, field: str) -> ModelFile:
     """The primary file when it is safetensors, else another safetensors file (a converted
     pickle); pickles are never loaded."""
     files = list(version.files.select_related("blob"))
@@ -204,7 +205,13 @@ def _safetensors_file(version: ModelVersion, field: str) -> ModelFile:
 
 def _check_base(user: User, version_id: int) -> tuple[ModelVersion, ModelFile | None]:
     field = "base_version_id"
-    version = _version_for_use(user=user, version_id=version_id, field=field)
+    version = version_for_use(user=user, version_id=version_id, field=field)
+    return version, check_checkpoint(version, field)
+
+
+def check_checkpoint(version: ModelVersion, field: str) -> ModelFile | None:
+    """The file to load ``version`` from (None for a diffusers folder), if it is a checkpoint
+    of a family the studio generates with; else an error naming ``field``."""
     if version.model.kind != ModelKind.CHECKPOINT:
         raise _invalid(
             field,
@@ -222,8 +229,8 @@ def _check_base(user: User, version_id: int) -> tuple[ModelVersion, ModelFile | 
     if version.layout == FileLayout.DIFFUSERS:
         if not version.files.filter(path="model_index.json").exists():
             raise _invalid(field, f"{version} has no model_index.json.", "no_usable_file")
-        return version, None
-    return version, _safetensors_file(version, field)
+        return None
+    return safetensors_file(version, field)
 
 
 _RESOURCE_KINDS = {
@@ -270,7 +277,7 @@ def _check_resources(
         if any(r.version.pk == item.version_id for r in out):
             raise _invalid(field, f"version {item.version_id} is listed twice.", "duplicate")
         weight = _check_number(f"{key}[{index}].weight", item.weight, weights, "bad_weight")
-        version = _version_for_use(user=user, version_id=item.version_id, field=field)
+        version = version_for_use(user=user, version_id=item.version_id, field=field)
         if version.model.kind != model_kind:
             raise _invalid(
                 field,
@@ -286,7 +293,7 @@ def _check_resources(
                 expected=base.base_model,
                 found=version.base_model,
             )
-        model_file = _safetensors_file(version, field)
+        model_file = safetensors_file(version, field)
         name = _resource_name(kind, version, model_file)
         if kind == ResourceKind.EMBEDDING and any(r.name.lower() == name.lower() for r in out):
             raise _invalid(field, f"two embeddings use the word {name!r}.", "duplicate")
@@ -326,53 +333,81 @@ def generation_create(
     prompt: str,
     negative_prompt: str = "",
     seed: int | None = None,
-    steps: int = 20,
+    steps: int | None = None,
     guidance: float = 7.0,
-    width: int = 512,
-    height: int = 512,
+    width: int | None = None,
+    height: int | None = None,
     sampler: str = "Euler",
     loras: Sequence[ResourceInput] = (),
     embeddings: Sequence[ResourceInput] = (),
+    compare: bool = False,
 ) -> Generation:
     """Check a request and queue it; the worker runs it after the transaction commits.
+
+    ``steps``, ``width`` and ``height`` left out are the checkpoint's native ones
+    (:func:`studio.services.defaults.native_settings`). ``compare`` (with LoRAs): also make
+    the same request and seed without the LoRAs, the returned generation's ``baseline``, so
+    the page shows base and base + LoRA side by side.
 
     Locks the user's row, so that two requests at once cannot both pass the limit of
     generations queued or running per user.
     """
     prompt = _check_text("prompt", prompt, required=True)
     negative_prompt = _check_text("negative_prompt", negative_prompt, required=False)
+    base, base_file = _check_base(user, base_version_id)
+    if steps is None or width is None or height is None:
+        native = native_settings(base)
+        steps = native.steps if steps is None else steps
+        width = native.width if width is None else width
+        height = native.height if height is None else height
     seed = _check_settings(
         steps=steps, width=width, height=height, guidance=guidance, sampler=sampler, seed=seed
     )
-    base, base_file = _check_base(user, base_version_id)
     resources = _check_resources(user, base, ResourceKind.LORA, loras) + _check_resources(
         user, base, ResourceKind.EMBEDDING, embeddings
     )
+    if compare and not loras:
+        raise _invalid("compare", "choose a LoRA to compare with the base.", "nothing_to_compare")
 
     get_user_model().objects.select_for_update().filter(pk=user.pk).first()
     active = Generation.objects.filter(user=user, status__in=ACTIVE_STATUSES).count()
     most = limits().max_active_per_user
-    if active >= most:
+    wanted = 2 if compare else 1
+    if active + wanted > most:
         raise ApplicationError(
             f"You have {active} generations queued or running; wait for one to finish.",
             code="too_many_generations",
             status=429,
             details={"active": active, "limit": most},
         )
-    generation = Generation.objects.create(
-        user=user,
-        base_version=base,
-        base_file=base_file,
-        base_name=str(base),
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        seed=seed,
-        steps=steps,
-        guidance=guidance,
-        width=width,
-        height=height,
-        sampler=sampler,
-    )
+    fields = {
+        "user": user,
+        "base_version": base,
+        "base_file": base_file,
+        "base_name": str(base),
+        "prompt": prompt,
+        "negative_prompt": negative_prompt,
+        "seed": seed,
+        "steps": steps,
+        "guidance": guidance,
+        "width": width,
+        "height": height,
+        "sampler": sampler,
+    }
+    baseline = None
+    if compare:
+        baseline = Generation.objects.create(**fields)
+        _resources_add(baseline, [r for r in resources if r.kind != ResourceKind.LORA])
+    generation = Generation.objects.create(**fields, baseline=baseline)
+    _resources_add(generation, resources)
+    generation_id = generation.pk
+    if baseline is not None:
+        _enqueue(baseline.pk)
+    _enqueue(generation_id)
+    return generation
+
+
+def _resources_add(generation: Generation, resources: Sequence[_Resource]) -> None:
     positions: dict[str, int] = {}
     rows = []
     for res in resources:
@@ -390,9 +425,6 @@ def generation_create(
             )
         )
     GenerationResource.objects.bulk_create(rows)
-    generation_id = generation.pk
-    _enqueue(generation_id)
-    return generation
 
 
 # --------------------------------------------------------------------------------------
@@ -442,7 +474,7 @@ def _checked_again(generation: Generation) -> None:
     for label, version_id, has_file in used:
         if version_id is None or not has_file:
             raise ApplicationError(f"{label} was deleted.", code="version_deleted")
-        _version_for_use(user=generation.user, version_id=version_id, field=label)
+        version_for_use(user=generation.user, version_id=version_id, field=label)
 
 
 def _sd_request(generation: Generation) -> GenerationRequest:

@@ -29,6 +29,7 @@ def _studio_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator
         return
     settings = request.getfixturevalue("settings")
     settings.ATELIER_MODEL_CACHE_DIR = tmp_path / "model-cache"
+    settings.ATELIER_SAMPLE_MAX_STEPS = 2  # sample images rendered on publish: quick
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
     yield
 

@@ -19,4 +19,29 @@
   }
   base.addEventListener("change", update);
   update();
+
+  // The checkpoint's native size and steps (data-width, data-height, data-steps on its
+  // option) go into the fields when the checkpoint changes, unless the user typed their own.
+  var fields = ["width", "height", "steps"].map(function (name) {
+    return document.getElementById("id_" + name);
+  });
+  fields.forEach(function (input) {
+    if (input) input.addEventListener("input", function () { input.setAttribute("data-typed", "1"); });
+  });
+  function native() {
+    var option = base.options[base.selectedIndex];
+    if (!option || !option.hasAttribute("data-width")) return;
+    var values = [option.getAttribute("data-width"), option.getAttribute("data-height"),
+      option.getAttribute("data-steps")];
+    fields.forEach(function (input, i) {
+      if (input && !input.hasAttribute("data-typed")) input.value = values[i];
+    });
+    var hint = document.getElementById("native-hint");
+    if (hint) {
+      document.getElementById("native-size").textContent = values[0] + "×" + values[1];
+      document.getElementById("native-steps").textContent = values[2];
+      hint.hidden = false;
+    }
+  }
+  base.addEventListener("change", native);
 })();
