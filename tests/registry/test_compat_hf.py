@@ -150,6 +150,13 @@ def test_interrupted_download_resumes_with_huggingface_hubs_http_get(hf_site, hf
     assert partial.read_bytes() == local
 
 
+def test_resolve_names_the_file_as_civitai_delivery_does(hf_site):
+    # (one Content-Disposition shape on every download route: filename* only when needed)
+    response = requests.get(f"{hf_site.url}/{REPO}/resolve/main/unet/config.json", timeout=30)
+    assert response.status_code == 200
+    assert response.headers["Content-Disposition"] == 'attachment; filename="config.json"'
+
+
 def test_unsatisfiable_range_is_a_416_with_json(hf_site):
     url = f"{hf_site.url}/{REPO}/resolve/single-file/{SINGLE}"
     response = requests.get(url, headers={"Range": "bytes=99999999-"}, timeout=30)

@@ -193,6 +193,7 @@ def test_download_redirects_to_a_presigned_url_with_content_disposition(
     query = parse_qs(parts.query)
     assert parts.path.startswith(f"/{bucket}/blobs/sha256/")
     assert query["response-content-disposition"] == [content_disposition("my-lora.safetensors")]
+    assert query["response-content-disposition"] == ['attachment; filename="my-lora.safetensors"']
     assert "X-Amz-Signature" in query
     # and GETting that URL returns the bytes with that Content-Disposition
     fetched = requests.get(location, timeout=10)
