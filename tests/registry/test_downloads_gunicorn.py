@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import http.client
+import io
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -11,7 +13,10 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.gunicorn_server import gunicorn_server
+from tests.registry.compat_fixtures import publish_file
 from tests.registry.factories import complete_upload, lora_bytes, make_model
+
+pytest_plugins = ["tests.registry.compat_fixtures"]
 
 DATA = lora_bytes(seed=23, rank=8)
 
@@ -64,3 +69,46 @@ def test_range_requests_on_one_connection_under_gunicorn(
         # And gunicorn logged no error
         log = site.log()
         assert "Traceback" not in log and "UnsupportedOperation" not in log, log[-3000:]
+
+
+def test_diffusers_archive_streams_with_ranges_under_gunicorn(
+    transactional_db: None,
+    make_user: Any,
+    civitai_files: dict[str, Path],
+    settings: Any,
+    tmp_path: Path,
+) -> None:
+    # Given a two-file (diffusers layout) version, whose download is one zip built as it is sent
+    _, folder = publish_file(
+        owner=make_user("alice"),
+        name="Folder",
+        kind="checkpoint",
+        file=civitai_files["photo"],
+        extra_files={"unet/config.json": civitai_files["config"]},
+    )
+    with gunicorn_server(settings, tmp_path / "gunicorn.log") as site:
+        conn = http.client.HTTPConnection("127.0.0.1", site.port, timeout=20)
+        status, headers, _ = _get(conn, f"/api/download/models/{folder.pk}")
+        assert status == 302
+        signed = urlsplit(headers["Location"])
+        path = f"{signed.path}?{signed.query}"
+        # When it is fetched whole, then two ranges, on one connection
+        answers = [
+            _get(conn, path),
+            _get(conn, path, Range="bytes=100-199"),
+            _get(conn, path, Range="bytes=-22"),
+        ]
+        conn.close()
+        # Then the whole is a valid zip of the folder, and each range its window
+        assert [a[0] for a in answers] == [200, 206, 206]
+        whole = answers[0][2]
+        assert answers[0][1]["Content-Length"] == str(len(whole))
+        assert answers[0][1]["Content-Type"] == "application/zip"
+        with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+            assert archive.testzip() is None
+            assert archive.read("unet/config.json") == civitai_files["config"].read_bytes()
+        assert answers[1][2] == whole[100:200]
+        assert answers[2][2] == whole[-22:]  # the end of central directory record
+        assert answers[2][2][:4] == b"PK\x05\x06"
+        log = site.log()
+        assert "Traceback" not in log, log[-3000:]
