@@ -142,7 +142,12 @@ def model_version_download(request: HttpRequest, version_id: int) -> HttpRespons
     if denied is not None:
         return denied
     if _wants_archive(version, request):
-        archive = version_archive(version=version)
+        files = list(version.files.select_related("blob"))
+        if not files:
+            return _error(
+                ApplicationError("This version has no files.", code="not_found", status=404)
+            )
+        archive = version_archive(version=version, files=files)
         if counts_as_download(request):
             download_count_increment(target=version)
         url = archive_signed_url(archive=archive, user_id=user.pk or 0)
