@@ -186,6 +186,10 @@ ATELIER_MAX_UPLOAD_BYTES = env.int("ATELIER_MAX_UPLOAD_BYTES", default=16 * 1024
 ATELIER_UPLOAD_CHUNK_BYTES = env.int("ATELIER_UPLOAD_CHUNK_BYTES", default=4 * 1024**2)
 ATELIER_SIGNED_URL_TTL = env.int("ATELIER_SIGNED_URL_TTL", default=300)
 ATELIER_PLATFORM_FEE_BPS = env.int("ATELIER_PLATFORM_FEE_BPS", default=1000)  # marketplace
+# The smallest payout a seller may ask for, in credits.
+ATELIER_PAYOUT_MINIMUM = env.int("ATELIER_PAYOUT_MINIMUM", default=1000)
+# The largest sample image or dataset preview, in bytes.
+ATELIER_MAX_IMAGE_BYTES = env.int("ATELIER_MAX_IMAGE_BYTES", default=10 * 1024**2)
 # Wallet top-ups: "" none (refused, a startup warning), "none" (off on purpose), "demo" (approves
 # everything: DEBUG only, unless ATELIER_ALLOW_DEMO_PAYMENTS) or a PaymentProvider class path.
 ATELIER_PAYMENT_PROVIDER = env.str("ATELIER_PAYMENT_PROVIDER", default="")

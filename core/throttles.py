@@ -48,7 +48,7 @@ def _networks(entries: tuple[str, ...]) -> tuple[AddressNetwork, ...]:
 
 def trusted_proxies() -> tuple[AddressNetwork, ...]:
     """``settings.ATELIER_TRUSTED_PROXIES`` (addresses or CIDR networks), parsed once."""
-    return _networks(tuple(getattr(settings, "ATELIER_TRUSTED_PROXIES", ()) or ()))
+    return _networks(tuple(settings.ATELIER_TRUSTED_PROXIES or ()))
 
 
 def _ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

@@ -21,11 +21,11 @@ HINT = (
 def superlink_security_check(app_configs: Any = None, **kwargs: Any) -> list[CheckMessage]:
     """``federated.E001``: the SuperLink's CA file is missing; ``federated.W001``: a SuperLink
     without TLS or without node authentication on a site with DEBUG off."""
-    if not getattr(settings, "ATELIER_SUPERLINK", ""):
+    if not settings.ATELIER_SUPERLINK:
         return []
     messages: list[CheckMessage] = []
-    ca = str(getattr(settings, "ATELIER_SUPERLINK_ROOT_CERTIFICATES", "") or "")
-    insecure = bool(getattr(settings, "ATELIER_SUPERLINK_INSECURE", False))
+    ca = str(settings.ATELIER_SUPERLINK_ROOT_CERTIFICATES or "")
+    insecure = bool(settings.ATELIER_SUPERLINK_INSECURE)
     if ca and not insecure and not Path(ca).is_file():
         messages.append(
             Error(
@@ -35,7 +35,7 @@ def superlink_security_check(app_configs: Any = None, **kwargs: Any) -> list[Che
                 id="federated.E001",
             )
         )
-    node_auth = bool(getattr(settings, "ATELIER_SUPERLINK_NODE_AUTH", False))
+    node_auth = bool(settings.ATELIER_SUPERLINK_NODE_AUTH)
     if not settings.DEBUG and (insecure or not node_auth):
         messages.append(
             Warning(

@@ -11,10 +11,10 @@ from federated.engine.superlink import Connection
 
 def superlink_connection() -> Connection | None:
     """The SuperLink from settings; None when ``ATELIER_SUPERLINK`` is empty (no federation)."""
-    address = str(getattr(settings, "ATELIER_SUPERLINK", "") or "")
+    address = str(settings.ATELIER_SUPERLINK or "")
     if not address:
         return None
-    certificates = str(getattr(settings, "ATELIER_SUPERLINK_ROOT_CERTIFICATES", "") or "")
+    certificates = str(settings.ATELIER_SUPERLINK_ROOT_CERTIFICATES or "")
     return Connection(
         address=address,
         flwr_home=Path(settings.ATELIER_FLWR_HOME),

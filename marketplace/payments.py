@@ -65,12 +65,12 @@ class PaymentsUnavailableError(ApplicationError):
 
 
 def configured_provider_name() -> str:
-    return str(getattr(settings, "ATELIER_PAYMENT_PROVIDER", "") or "").strip()
+    return str(settings.ATELIER_PAYMENT_PROVIDER or "").strip()
 
 
 def demo_payments_allowed() -> bool:
     """The demo provider may mint credits: DEBUG on, or explicitly allowed (staging)."""
-    return bool(settings.DEBUG or getattr(settings, "ATELIER_ALLOW_DEMO_PAYMENTS", False))
+    return bool(settings.DEBUG or settings.ATELIER_ALLOW_DEMO_PAYMENTS)
 
 
 def default_provider() -> PaymentProvider:

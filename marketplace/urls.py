@@ -2,39 +2,42 @@
 
 from django.urls import path
 
-from marketplace import api, api_people, views
+from marketplace import views
+from marketplace.api import licenses, listings, payouts, purchases, reports, reviews, wallet
 
 app_name = "marketplace"
 
 urlpatterns = [
-    path("api/v1/wallet", api.WalletDetailApi.as_view(), name="wallet"),
+    path("api/v1/wallet", wallet.WalletDetailApi.as_view(), name="wallet"),
     path(
         "api/v1/wallet/transactions",
-        api.WalletTransactionListApi.as_view(),
+        wallet.WalletTransactionListApi.as_view(),
         name="wallet-transactions",
     ),
-    path("api/v1/wallet/top-ups", api.TopUpCreateApi.as_view(), name="top-up-create"),
-    path(
-        "api/v1/wallet/statement", api_people.WalletStatementApi.as_view(), name="wallet-statement"
-    ),
-    path("api/v1/payouts", api_people.PayoutListCreateApi.as_view(), name="payout-list"),
+    path("api/v1/wallet/top-ups", wallet.TopUpCreateApi.as_view(), name="top-up-create"),
+    path("api/v1/wallet/statement", wallet.WalletStatementApi.as_view(), name="wallet-statement"),
+    path("api/v1/payouts", payouts.PayoutListCreateApi.as_view(), name="payout-list"),
     path(
         "api/v1/payouts/<int:payout_id>/paid",
-        api_people.PayoutSettleApi.as_view(outcome="paid"),
+        payouts.PayoutSettleApi.as_view(outcome="paid"),
         name="payout-paid",
     ),
     path(
         "api/v1/payouts/<int:payout_id>/rejected",
-        api_people.PayoutSettleApi.as_view(outcome="rejected"),
+        payouts.PayoutSettleApi.as_view(outcome="rejected"),
         name="payout-rejected",
     ),
-    path("api/v1/reports", api_people.ReportCreateApi.as_view(), name="report-create"),
-    path("api/v1/listings", api.ListingListCreateApi.as_view(), name="listing-list"),
-    path("api/v1/listings/<int:listing_id>", api.ListingDetailApi.as_view(), name="listing-detail"),
-    path("api/v1/purchases", api.PurchaseCreateApi.as_view(), name="purchase-create"),
-    path("api/v1/library", api.LibraryListApi.as_view(), name="library"),
-    path("api/v1/licenses", api.LicenseListApi.as_view(), name="license-list"),
-    path("api/v1/reviews", api.ReviewListCreateApi.as_view(), name="review-list"),
+    path("api/v1/reports", reports.ReportCreateApi.as_view(), name="report-create"),
+    path("api/v1/listings", listings.ListingListCreateApi.as_view(), name="listing-list"),
+    path(
+        "api/v1/listings/<int:listing_id>",
+        listings.ListingDetailApi.as_view(),
+        name="listing-detail",
+    ),
+    path("api/v1/purchases", purchases.PurchaseCreateApi.as_view(), name="purchase-create"),
+    path("api/v1/library", purchases.LibraryListApi.as_view(), name="library"),
+    path("api/v1/licenses", licenses.LicenseListApi.as_view(), name="license-list"),
+    path("api/v1/reviews", reviews.ReviewListCreateApi.as_view(), name="review-list"),
     # pages
     path("buy/<int:listing_id>/", views.purchase_confirm, name="purchase-confirm"),
     path("buy/<int:listing_id>/confirm/", views.purchase_submit, name="purchase-submit"),

@@ -28,21 +28,21 @@ class Limits:
 
 def limits() -> Limits:
     return Limits(
-        max_steps=int(getattr(settings, "ATELIER_GENERATION_MAX_STEPS", 50)),
-        max_side=int(getattr(settings, "ATELIER_GENERATION_MAX_SIDE", 1024)),
-        max_pixels=int(getattr(settings, "ATELIER_GENERATION_MAX_PIXELS", 1024 * 768)),
-        max_active_per_user=int(getattr(settings, "ATELIER_GENERATION_MAX_ACTIVE", 3)),
+        max_steps=int(settings.ATELIER_GENERATION_MAX_STEPS),
+        max_side=int(settings.ATELIER_GENERATION_MAX_SIDE),
+        max_pixels=int(settings.ATELIER_GENERATION_MAX_PIXELS),
+        max_active_per_user=int(settings.ATELIER_GENERATION_MAX_ACTIVE),
     )
 
 
 def generation_device() -> str:
-    return str(getattr(settings, "ATELIER_GENERATION_DEVICE", "auto"))
+    return str(settings.ATELIER_GENERATION_DEVICE)
 
 
 def generation_queue() -> str | None:
     """The Celery queue for generations (a GPU worker's), or None for the default queue."""
-    return str(getattr(settings, "ATELIER_GENERATION_QUEUE", "")) or None
+    return str(settings.ATELIER_GENERATION_QUEUE) or None
 
 
 def generation_time_limit() -> int:
-    return int(getattr(settings, "ATELIER_GENERATION_TIME_LIMIT", 600))
+    return int(settings.ATELIER_GENERATION_TIME_LIMIT)

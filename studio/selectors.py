@@ -8,7 +8,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db.models import Prefetch, Q, QuerySet
 
-from registry.models import FileLayout, ModelKind, ModelVersion, VersionStatus, Visibility
+from registry.models import FileLayout, ModelKind, ModelVersion, VersionStatus, visible_q
 from studio.limits import GENERATION_FAMILIES
 from studio.models import Generation, GenerationResource, GenerationStatus, ResourceKind
 
@@ -49,19 +49,16 @@ def queue_position(generation: Generation) -> int | None:
 
 
 def _usable_versions(user: AuthUser) -> QuerySet[ModelVersion]:
-    """Published versions of models others may see, and every version of the user's own.
+    """Published versions of models others may see, and every version of the user's own: the
+    registry's visibility rule (``visible_q``), applied to staff as to any member (the form
+    offers what a member would use, not every private model).
 
     Whether a paid version was bought is checked when the request is made (a 403 says what it
     costs); listing it here lets the user find it.
     """
-    public = Q(
-        status=VersionStatus.PUBLISHED,
-        model__is_removed=False,
-        model__visibility__in=[Visibility.PUBLIC, Visibility.UNLISTED],
-    )
-    return ModelVersion.objects.select_related("model", "model__owner").filter(
-        public | Q(model__owner=user)
-    )
+    published = Q(status=VersionStatus.PUBLISHED)
+    rule = visible_q(user, via="model__", public_also=published, staff_sees_all=False)
+    return ModelVersion.objects.select_related("model", "model__owner").filter(rule)
 
 
 @dataclass(frozen=True)

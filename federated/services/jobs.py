@@ -395,12 +395,11 @@ def job_reject(*, job_dataset: JobDataset, user: User, note: str = "") -> Federa
 
 
 def _site_url() -> str:
-    return str(getattr(settings, "ATELIER_SITE_URL", "") or settings.SITE_URL).rstrip("/")
+    return str(settings.ATELIER_SITE_URL or settings.SITE_URL).rstrip("/")
 
 
 def _federation_dir() -> Path:
-    configured = getattr(settings, "ATELIER_FEDERATION_DIR", "")
-    return Path(configured) if configured else Path(settings.VAR_DIR) / "federation"
+    return Path(settings.ATELIER_FEDERATION_DIR)
 
 
 def job_credentials_path(*, job: FederatedJob) -> Path:

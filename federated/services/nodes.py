@@ -188,7 +188,7 @@ def node_revoke(*, node: Node, user: User) -> Node:
 
 def node_auth_connection() -> Connection | None:
     """The SuperLink whose node keys the site keeps, or None (no SuperLink, or no node auth)."""
-    if not getattr(settings, "ATELIER_SUPERLINK_NODE_AUTH", False):
+    if not settings.ATELIER_SUPERLINK_NODE_AUTH:
         return None
     return superlink_connection()
 

@@ -26,7 +26,7 @@ from marketplace.services.ledger import (
 
 
 def payout_minimum() -> int:
-    return int(getattr(settings, "ATELIER_PAYOUT_MINIMUM", 1000))
+    return int(settings.ATELIER_PAYOUT_MINIMUM)
 
 
 @transaction.atomic

@@ -24,7 +24,7 @@ from registry.models import ModelVersion
 
 
 def platform_fee_bps() -> int:
-    return int(getattr(settings, "ATELIER_PLATFORM_FEE_BPS", 1000))
+    return int(settings.ATELIER_PLATFORM_FEE_BPS)
 
 
 def _same_purchase(existing: Purchase, listing: Listing) -> Purchase:

@@ -24,7 +24,7 @@ MAX_PROMPT_CHARS = 5000
 
 
 def sample_image_max_bytes() -> int:
-    return int(getattr(settings, "ATELIER_MAX_IMAGE_BYTES", 10 * 1024 * 1024))
+    return int(settings.ATELIER_MAX_IMAGE_BYTES)
 
 
 def _check_image(stream: IO[bytes]) -> tuple[str, dict[str, str]]:

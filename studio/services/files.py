@@ -33,8 +33,7 @@ COPY_CHUNK = 4 * 1024 * 1024
 
 
 def model_cache_dir() -> Path:
-    configured = getattr(settings, "ATELIER_MODEL_CACHE_DIR", None)
-    return Path(configured) if configured else Path(settings.VAR_DIR) / "model-cache"
+    return Path(settings.ATELIER_MODEL_CACHE_DIR)
 
 
 def _safe_name(name: str) -> str:
