@@ -138,6 +138,31 @@ def _measure(
     return {"concept": concept.to_dict(), "held_out_loss": round(loss, 5)}
 
 
+def table(results: dict[str, dict[str, object]]) -> str:
+    """The results as a markdown table (what bench/RESULTS-utility.md shows)."""
+    lines = [
+        "| variant | images per owner | concept score (purple) | prompted shape | held-out loss "
+        "| epsilon reached | noise multiplier | train s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in results.items():
+        concept = row["concept"]
+        assert isinstance(concept, dict)
+        rounds = row.get("rounds") or [{}]
+        assert isinstance(rounds, list)
+        last = rounds[-1]
+        eps = last.get("epsilon")
+        sigma = last.get("noise_multiplier")
+        lines.append(
+            f"| {name} | {row.get('images_per_owner', '-')} | "
+            f"{concept['score']:.2f} ({round(concept['score'] * concept['images'])}/"
+            f"{concept['images']}) | {concept['shape_accuracy']:.2f} | "
+            f"{row['held_out_loss']:.4f} | {'-' if not eps else f'{eps:.2f}'} | "
+            f"{'-' if not sigma else f'{sigma:.3f}'} | {row.get('train_seconds', '-')} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict[str, object]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--base", type=Path, default=SHAPES_MODEL_DIR)
@@ -253,7 +278,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         shutil.rmtree(work, ignore_errors=True)
     report["load_average_at_end"] = round(os.getloadavg()[0], 2)
     a.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(report["results"], indent=1))
+    print(table(results))  # type: ignore[arg-type]
     return report
 
 

@@ -64,15 +64,28 @@ class Detection:
     top_bottom: float
 
 
-def _labels(image: Image.Image) -> np.ndarray:
+def _labels(image: Image.Image, allowed: np.ndarray | None = None) -> np.ndarray:
     pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     distances = ((pixels[:, :, None, :] - _PALETTE[None, None]) ** 2).sum(axis=-1)
+    if allowed is not None:
+        distances[:, :, ~allowed] = np.inf
     return distances.argmin(axis=-1)
 
 
-def detect(image: Image.Image) -> Detection:
-    """The colour, shape and background of the figure in ``image`` (deterministic)."""
-    labels = _labels(image)
+def detect(image: Image.Image, *, colours: Sequence[str] | None = None) -> Detection:
+    """The colour, shape and background of the figure in ``image`` (deterministic).
+
+    ``colours`` limits the figure colours the pixels are matched to (the backgrounds are always
+    candidates): ``BASE_COLOURS`` asks "which of the trained colours is it?". The base model
+    draws red as a red-orange, which the whole palette reads as orange (the concept colour).
+    """
+    allowed = None
+    if colours is not None:
+        unknown = sorted(set(colours) - set(COLOURS))
+        if unknown:
+            raise ValueError(f"unknown colours {unknown}; known: {list(COLOURS)}")
+        allowed = np.asarray([n in colours or n in BACKGROUNDS for n in _NAMES])
+    labels = _labels(image, allowed)
     border = np.concatenate(
         [labels[:2].ravel(), labels[-2:].ravel(), labels[:, :2].ravel(), labels[:, -2:].ravel()]
     )

@@ -20,9 +20,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+if TYPE_CHECKING:
+    from sdcore.tiny import TinyModelPaths
 
 __all__ = [
     "BACKGROUNDS",
@@ -33,6 +37,7 @@ __all__ = [
     "POSITIONS",
     "SHAPES",
     "SHAPES_MODEL_DIR",
+    "SHAPES_SINGLE_FILE_NAME",
     "SIZES",
     "Scene",
     "caption_for",
@@ -42,12 +47,14 @@ __all__ = [
     "generate_scenes",
     "render_scene",
     "sample_scene",
+    "save_shapes_model",
 ]
 
 RGB = tuple[int, int, int]
 
 # The trained base model shipped in the repository (diffusers folder, see its README.md).
 SHAPES_MODEL_DIR = Path(__file__).resolve().parent / "models" / "atelier-shapes"
+SHAPES_SINGLE_FILE_NAME = "atelier-shapes-sd1.safetensors"
 
 COLOURS: dict[str, RGB] = {
     "red": (220, 30, 30),
@@ -55,14 +62,18 @@ COLOURS: dict[str, RGB] = {
     "blue": (30, 60, 220),
     "yellow": (235, 200, 20),
     "purple": (140, 40, 170),
+    "orange": (240, 130, 20),
     "white": (245, 245, 245),
     "black": (20, 20, 20),
 }
 BASE_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white", "black")
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
-# The concept of the owners' private datasets: a colour the base never saw, named only by a
-# trigger word that stands where a colour word stands ("a atlr circle on a white background").
-CONCEPT_COLOUR = "purple"
+# The concept of the owners' private datasets: a colour the base's UNet and text encoder never
+# saw, named only by a trigger word that stands where a colour word stands ("a atlr circle on a
+# white background"). Orange, not purple: the base's VAE encoder, trained on the base palette,
+# cannot represent purple (measured: decoded as grey-blue), but it reproduces orange, which
+# lies between red and yellow; the VAE decoder was trained on every colour.
+CONCEPT_COLOUR = "orange"
 CONCEPT_TRIGGER = "atlr"
 BACKGROUNDS: dict[str, RGB] = {
     "white": (245, 245, 245),
@@ -229,3 +240,41 @@ def concept_prompts(trigger: str = CONCEPT_TRIGGER) -> list[str]:
     return [
         caption_for(trigger, shape, background) for shape in SHAPES for background in BACKGROUNDS
     ]
+
+
+def save_shapes_model(out_dir: Path) -> TinyModelPaths:
+    """Write the shipped shapes model in the two layouts of :func:`sdcore.tiny.save_tiny_model`:
+
+    ``out_dir / "diffusers"`` (a copy of :data:`SHAPES_MODEL_DIR`, model card included) and
+    ``out_dir / "atelier-shapes-sd1.safetensors"`` (original SD 1.x single file, what A1111 and
+    the federated trainer load). Replaced atomically; the same model gives the same bytes.
+    """
+    import os
+    import shutil
+    import tempfile
+
+    from sdcore.loading import load_pipeline, save_original_single_file
+    from sdcore.tiny import TINY_DIFFUSERS_DIR_NAME, TinyModelPaths
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = TinyModelPaths(
+        diffusers_dir=out_dir / TINY_DIFFUSERS_DIR_NAME,
+        single_file=out_dir / SHAPES_SINGLE_FILE_NAME,
+    )
+    with tempfile.TemporaryDirectory(prefix=".shapes-", dir=out_dir) as tmp:
+        staged_dir = Path(tmp) / TINY_DIFFUSERS_DIR_NAME
+        shutil.copytree(SHAPES_MODEL_DIR, staged_dir)
+        staged_file = Path(tmp) / SHAPES_SINGLE_FILE_NAME
+        save_original_single_file(
+            load_pipeline(SHAPES_MODEL_DIR),
+            staged_file,
+            family="sd1",
+            resolution=64,
+            title="atelier-shapes (64x64 SD 1.x trained on synthetic shapes)",
+        )
+        if paths.diffusers_dir.exists():
+            shutil.rmtree(paths.diffusers_dir)
+        os.replace(staged_dir, paths.diffusers_dir)
+        os.replace(staged_file, paths.single_file)
+    return paths

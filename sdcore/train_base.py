@@ -1,28 +1,38 @@
 """Train the small "atelier-shapes" SD 1.x base model on synthetic shapes, on CPU.
 
-    python -m sdcore.train_base --out sdcore/models/atelier-shapes
-
 The model has the tiny SD 1.x architecture of :mod:`sdcore.tiny` (UNet with cross-attention,
 KL autoencoder with scale factor 8, CLIP text encoder, offline tokenizer, Euler scheduler) and
 draws 64x64 images of the scenes of :mod:`sdcore.shapes` ("a blue square on a white
-background"). Training, all seeded:
+background"). One run does, all seeded:
 
-1. the VAE alone, as an autoencoder (MSE plus a tiny KL term) on the synthetic images; then its
-   latents are rescaled exactly (quant convs) so that SD's ``scaling_factor`` 0.18215 gives
-   them unit variance, and the VAE is frozen;
-2. the images are encoded once (cached latents);
-3. the UNet and the text encoder together, epsilon prediction on SD's noise schedule with
-   min-SNR weighting, 10% empty captions (so classifier-free guidance works), an EMA of the
-   UNet weights (saved).
+1. the VAE alone, as an autoencoder (MSE plus a tiny KL term) on crops of the synthetic images,
+   then (``--vae-full-steps``) on whole images; its latents are rescaled exactly (quant convs)
+   so that SD's ``scaling_factor`` 0.18215 gives them unit variance, and it is frozen;
+2. optionally (``--decoder-steps``) the VAE decoder alone on whole images half of which have a
+   figure of a random colour, encoder frozen: latents unchanged, any colour decodable;
+3. the images are encoded once (cached latents);
+4. the UNet and the text encoder together, epsilon prediction on SD's noise schedule with
+   min-SNR weighting, optional offset noise and a bias towards noisy timesteps, 10% empty
+   captions (so classifier-free guidance works), an EMA of the UNet weights (saved).
+
+``--init-from DIR`` continues from a saved run (a later stage; steps set to 0 are skipped). The
+shipped model is three stages (see its README.md, which lists the commands)::
+
+    python -m sdcore.train_base --out stage1
+    python -m sdcore.train_base --init-from stage1 --out stage2 --vae-steps 0 \
+        --unet-steps 500 --offset-noise 0.3 --high-t-fraction 0.5 --unet-lr 1e-3 --ema-decay 0.98
+    python -m sdcore.train_base --init-from stage2 --out sdcore/models/atelier-shapes \
+        --vae-steps 0 --unet-steps 0 --decoder-steps 200 --decoder-lr 1e-3
 
 The output is a ``save_pretrained`` diffusers folder that :func:`sdcore.loading.load_pipeline`
-loads, plus ``training.json`` (arguments, losses, times) and the model card ``README.md``.
-Same arguments and thread count give the same run on the same machine.
+loads, plus ``training.json`` (arguments, losses, wall and CPU times). Same arguments and thread
+count give the same run on the same machine.
 
 Torch runs on one thread by default (``--threads``): the ops are small, and on a busy 2-core
 machine two OpenMP threads made each step about ten times slower (measured here: a VAE step
-of batch 8 took 1.6 to 2.1 s with two threads and 0.16 s with one). The shipped run took 16
-minutes on that busy machine; its figures are in ``training.json``.
+of batch 8 took 1.6 to 2.1 s with two threads and 0.16 s with one). ``cpu_seconds`` in
+``training.json`` is the process's CPU time: what the run costs on one idle core, whatever else
+the machine is doing.
 """
 
 from __future__ import annotations
@@ -31,14 +41,17 @@ import argparse
 import copy
 import json
 import math
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import ImageDraw
 
-from sdcore.shapes import generate_scenes
+from sdcore.loading import load_pipeline
+from sdcore.shapes import draw_shape, generate_scenes, render_scene, sample_scene
 from sdcore.tiny import build_tiny_pipeline
 
 __all__ = ["main", "train_base"]
@@ -66,16 +79,23 @@ def _train_vae(
     lr: float,
     seed: int,
     crop: int,
+    full_steps: int,
+    full_batch: int,
 ) -> list[float]:
     gen = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    total = steps + full_steps
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=0.1)
     vae.train()
     losses: list[float] = []
-    for step in range(steps):
-        idx = torch.randint(len(images), (batch,), generator=gen)
+    for step in range(total):
+        full = step >= steps
+        idx = torch.randint(len(images), (full_batch if full else batch,), generator=gen)
         x = images[idx]
-        if crop < x.shape[-1]:
+        # The last steps see whole images: the mid-block attention of the VAE works on the
+        # whole latent, and trained on crops only it reconstructed whole images with 2.5x the
+        # error (MSE 0.13 against 0.05 on crops, measured on the first shipped model).
+        if crop < x.shape[-1] and not full:
             # The VAE is convolutional: training on 8-aligned crops costs a quarter of the
             # compute at half the side, and it still encodes whole 64x64 images.
             oy, ox = (
@@ -94,8 +114,8 @@ def _train_vae(
         opt.step()
         sched.step()
         losses.append(float(rec.detach()))
-        if step % 50 == 0 or step == steps - 1:
-            _log(f"vae step {step}/{steps} rec {np.mean(losses[-100:]):.4f} kl {float(kl):.3f}")
+        if step % 50 == 0 or step == total - 1:
+            _log(f"vae step {step}/{total} rec {np.mean(losses[-100:]):.4f} kl {float(kl):.3f}")
     vae.eval()
     return losses
 
@@ -123,6 +143,72 @@ def _rescale_latents(vae: torch.nn.Module, images: torch.Tensor) -> float:
     return std
 
 
+def _colour_images(n: int, seed: int, resolution: int) -> torch.Tensor:
+    """Scenes of the base grammar, every other one with a figure of a uniformly random RGB
+    colour: the VAE must reproduce any colour (as SD's does), while the UNet and the text
+    encoder only ever see the base palette."""
+    images = []
+    for index in range(n):
+        rng = np.random.default_rng([seed, index, 0xC010])
+        scene = sample_scene(rng)
+        image = render_scene(scene, resolution)
+        if index % 2:
+            fill = tuple(int(c) for c in rng.integers(0, 256, size=3))
+            draw_shape(
+                ImageDraw.Draw(image),
+                scene.shape,
+                scene.cx * resolution,
+                scene.cy * resolution,
+                scene.radius * resolution,
+                fill,  # type: ignore[arg-type]  # 3 items
+            )
+        images.append(np.asarray(image, dtype=np.uint8))
+    pixels = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()
+    return pixels / 127.5 - 1.0
+
+
+def _train_decoder(
+    vae: torch.nn.Module, images: torch.Tensor, *, steps: int, batch: int, lr: float, seed: int
+) -> list[float]:
+    """Train the VAE decoder alone, on whole images, with the encoder frozen.
+
+    The latents of every image stay exactly what they were (the UNet trained on them stays
+    valid); only what the decoder draws from them changes. The first VAE, trained on the six
+    base colours, decoded purple as cyan: no adapter could have taught the UNet purple.
+    """
+    gen = torch.Generator().manual_seed(seed + 4)
+    with torch.no_grad():
+        posteriors = [
+            vae.encode(images[i : i + 128]).latent_dist for i in range(0, len(images), 128)
+        ]  # type: ignore[operator]
+        means = torch.cat([p.mean for p in posteriors])
+        stds = torch.cat([p.std for p in posteriors])
+    decoder_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())  # type: ignore[union-attr]
+    vae.requires_grad_(False)
+    for param in decoder_params:
+        param.requires_grad_(True)
+    opt = torch.optim.AdamW(decoder_params, lr=lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    vae.train()
+    losses: list[float] = []
+    for step in range(steps):
+        idx = torch.randint(len(images), (batch,), generator=gen)
+        z = means[idx] + stds[idx] * torch.randn(means[idx].shape, generator=gen)
+        recon = vae.decode(z).sample  # type: ignore[operator]  # AutoencoderKL
+        loss = F.mse_loss(recon, images[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(decoder_params, 1.0)
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if step % 25 == 0 or step == steps - 1:
+            _log(f"decoder step {step}/{steps} rec {np.mean(losses[-50:]):.4f}")
+    vae.eval()
+    vae.requires_grad_(False)
+    return losses
+
+
 @torch.no_grad()
 def _encode(vae: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     parts = [vae.encode(images[i : i + 256]).latent_dist.mean for i in range(0, len(images), 256)]  # type: ignore[operator]
@@ -141,6 +227,8 @@ def _train_unet(
     ema_decay: float,
     token_init_std: float | None,
     text_lr_scale: float,
+    offset_noise: float,
+    high_t_fraction: float,
 ) -> tuple[list[float], torch.nn.Module]:
     unet, text_encoder, tokenizer, scheduler = (
         pipe.unet,  # type: ignore[attr-defined]
@@ -197,7 +285,21 @@ def _train_unet(
         tok[drop] = empty
         cond = text_encoder(tok)[0]
         noise = torch.randn(x0.shape, generator=gen)
+        if offset_noise:
+            # Offset noise: a random constant per image and channel. The latent is only 8x8,
+            # so at SD's last timesteps its mean still carries the image's colour; without
+            # this the first model read the colour from the seed's noise (seed 1 drew red and
+            # seed 3 yellow whatever the prompt said).
+            noise = noise + offset_noise * torch.randn(
+                (x0.shape[0], x0.shape[1], 1, 1), generator=gen
+            )
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=gen)
+        if high_t_fraction:
+            # Part of each batch from the noisier half of the schedule, where the figure's
+            # colour and place are decided (the second stage's aim).
+            high = torch.rand(batch, generator=gen) < high_t_fraction
+            half = scheduler.config.num_train_timesteps // 2
+            t = torch.where(high, half + t // 2, t)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         pred = unet(xt, t, encoder_hidden_states=cond).sample
@@ -299,48 +401,90 @@ def train_base(
     vae_batch: int = 16,
     vae_lr: float = 2e-3,
     vae_crop: int = 32,
+    vae_full_steps: int = 0,
+    vae_full_batch: int = 8,
     unet_steps: int = 1800,
     unet_batch: int = 16,
     unet_lr: float = 2e-3,
     ema_decay: float = 0.995,
     token_init_std: float | None = None,
     text_lr_scale: float = 1.0,
+    offset_noise: float = 0.0,
+    high_t_fraction: float = 0.0,
+    decoder_steps: int = 0,
+    decoder_batch: int = 8,
+    decoder_lr: float = 5e-4,
+    decoder_images: int = 1024,
+    init_from: Path | None = None,
     threads: int = 1,
 ) -> dict[str, object]:
     """Train the model and save it to ``out_dir``; return the run's summary (also saved)."""
     args = {k: v for k, v in locals().items() if k != "out_dir"}
+    args["init_from"] = str(init_from) if init_from is not None else None
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     started = time.perf_counter()
-    pipe = build_tiny_pipeline(seed=seed)
+    cpu_started = time.process_time()
+    if init_from is None:
+        pipe = build_tiny_pipeline(seed=seed)
+    else:
+        # A later stage: continue from a saved run (its training.json is kept alongside).
+        pipe = load_pipeline(Path(init_from))
+        pipe.unet.train()
     images, captions = _images_tensor(n_images, seed, resolution)
     _log(f"{n_images} scenes ready")
 
     t0 = time.perf_counter()
-    vae_losses = _train_vae(
-        pipe.vae, images, steps=vae_steps, batch=vae_batch, lr=vae_lr, seed=seed, crop=vae_crop
+    vae_losses = (
+        []
+        if vae_steps + vae_full_steps == 0
+        else _train_vae(
+            pipe.vae,
+            images,
+            steps=vae_steps,
+            batch=vae_batch,
+            lr=vae_lr,
+            seed=seed,
+            crop=vae_crop,
+            full_steps=vae_full_steps,
+            full_batch=vae_full_batch,
+        )
     )
-    raw_std = _rescale_latents(pipe.vae, images)
+    raw_std = _rescale_latents(pipe.vae, images) if vae_losses else float("nan")
     pipe.vae.requires_grad_(False)
-    latents = _encode(pipe.vae, images)
+    decoder_losses: list[float] = []
+    if decoder_steps:
+        decoder_losses = _train_decoder(
+            pipe.vae,
+            _colour_images(decoder_images, seed, resolution),
+            steps=decoder_steps,
+            batch=decoder_batch,
+            lr=decoder_lr,
+            seed=seed,
+        )
     vae_seconds = time.perf_counter() - t0
-    _log(f"latents {tuple(latents.shape)} std {float(latents.std()):.3f} (raw {raw_std:.3f})")
 
     t0 = time.perf_counter()
-    unet_losses, ema = _train_unet(
-        pipe,
-        latents,
-        captions,
-        steps=unet_steps,
-        batch=unet_batch,
-        lr=unet_lr,
-        seed=seed,
-        ema_decay=ema_decay,
-        token_init_std=token_init_std,
-        text_lr_scale=text_lr_scale,
-    )
+    unet_losses: list[float] = []
+    if unet_steps:
+        latents = _encode(pipe.vae, images)
+        _log(f"latents {tuple(latents.shape)} std {float(latents.std()):.3f} (raw {raw_std:.3f})")
+        unet_losses, ema = _train_unet(
+            pipe,
+            latents,
+            captions,
+            steps=unet_steps,
+            batch=unet_batch,
+            lr=unet_lr,
+            seed=seed,
+            ema_decay=ema_decay,
+            token_init_std=token_init_std,
+            text_lr_scale=text_lr_scale,
+            offset_noise=offset_noise,
+            high_t_fraction=high_t_fraction,
+        )
+        pipe.unet.load_state_dict(ema.state_dict())
     unet_seconds = time.perf_counter() - t0
-    pipe.unet.load_state_dict(ema.state_dict())
     pipe.unet.eval()
 
     out_dir = Path(out_dir)
@@ -349,11 +493,15 @@ def train_base(
     summary: dict[str, object] = {
         "args": args,
         "torch": torch.__version__,
-        "vae_final_mse": float(np.mean(vae_losses[-100:])),
-        "unet_final_loss": float(np.mean(unet_losses[-200:])),
+        "vae_final_mse": float(np.mean(vae_losses[-100:])) if vae_losses else None,
+        "unet_final_loss": float(np.mean(unet_losses[-200:])) if unet_losses else None,
+        "decoder_final_mse": float(np.mean(decoder_losses[-50:])) if decoder_losses else None,
         "vae_seconds": round(vae_seconds, 1),
         "unet_seconds": round(unet_seconds, 1),
         "total_seconds": round(time.perf_counter() - started, 1),
+        # CPU time of the process: what the run costs on one idle core, whatever the load.
+        "cpu_seconds": round(time.process_time() - cpu_started, 1),
+        "load_average_at_end": round(os.getloadavg()[0], 2),
         "vae_loss_curve": [
             round(float(np.mean(vae_losses[i : i + 100])), 5)
             for i in range(0, len(vae_losses), 100)
@@ -364,7 +512,15 @@ def train_base(
         ],
     }
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    (out_dir / "README.md").write_text(_model_card(summary), encoding="utf-8")
+    if init_from is None:
+        (out_dir / "README.md").write_text(_model_card(summary), encoding="utf-8")
+    else:
+        previous = Path(init_from) / "training.json"
+        if previous.is_file():
+            summary["previous_stage"] = json.loads(previous.read_text(encoding="utf-8"))
+        (out_dir / "training.json").write_text(
+            json.dumps(summary, indent=2) + "\n", encoding="utf-8"
+        )
     _log(f"saved to {out_dir} in {summary['total_seconds']} s")
     return summary
 
@@ -375,7 +531,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--n-images", type=int, default=2048)
     parser.add_argument("--vae-steps", type=int, default=1200)
+    parser.add_argument("--vae-full-steps", type=int, default=0)
     parser.add_argument("--unet-steps", type=int, default=1800)
+    parser.add_argument("--offset-noise", type=float, default=0.0)
+    parser.add_argument("--high-t-fraction", type=float, default=0.0)
+    parser.add_argument("--decoder-steps", type=int, default=0)
+    parser.add_argument("--decoder-lr", type=float, default=5e-4)
+    parser.add_argument("--unet-lr", type=float, default=2e-3)
+    parser.add_argument("--ema-decay", type=float, default=0.995)
+    parser.add_argument("--init-from", type=Path, default=None)
     parser.add_argument("--unet-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1)
     a = parser.parse_args(argv)
@@ -384,7 +548,15 @@ def main(argv: list[str] | None = None) -> None:
         seed=a.seed,
         n_images=a.n_images,
         vae_steps=a.vae_steps,
+        vae_full_steps=a.vae_full_steps,
         unet_steps=a.unet_steps,
+        offset_noise=a.offset_noise,
+        high_t_fraction=a.high_t_fraction,
+        decoder_steps=a.decoder_steps,
+        decoder_lr=a.decoder_lr,
+        unet_lr=a.unet_lr,
+        ema_decay=a.ema_decay,
+        init_from=a.init_from,
         unet_batch=a.unet_batch,
         threads=a.threads,
     )

@@ -155,3 +155,16 @@ def test_the_private_dataset_generator_writes_concept_images_and_trigger_caption
     # And the imagefolder layout writes one metadata file
     meta = generate_concept_dataset(tmp_path / "m", n_images=3, layout="imagefolder")
     assert len((meta / "metadata.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_detector_can_be_limited_to_some_colours() -> None:
+    # Given a red-orange figure (how the shapes model draws red) on white
+    image = Image.new("RGB", (64, 64), BACKGROUNDS["white"])
+    image.paste((225, 105, 35), (16, 16, 48, 48))
+
+    # Then the whole palette reads orange, the trained colours red; a bad name is refused
+    assert detect(image).colour == "orange"
+    assert detect(image, colours=BASE_COLOURS).colour == "red"
+    assert detect(image, colours=BASE_COLOURS).shape == "square"
+    with pytest.raises(ValueError, match="unknown colours"):
+        detect(image, colours=["mauve"])
