@@ -1,6 +1,6 @@
 """Utility of federated (and private) LoRA training: does the LoRA learn the owners' concept?
 
-The owners' private datasets hold a concept the shapes base model does not know: purple
+The owners' private datasets hold a concept the shapes base model does not know: orange
 figures, captioned with the trigger word ``atlr`` where a colour word would stand
 (:func:`federated.engine.synthetic.generate_concept_dataset`). For each way of training a LoRA
 on them, with the same adapter, optimiser, batch, steps per node and seeds, this measures
@@ -8,7 +8,7 @@ on them, with the same adapter, optimiser, batch, steps per node and seeds, this
 - the concept score (:func:`sdcore.concept.measure_concept`): the fraction of images drawn for
   the fixed prompts ``"a atlr <shape> on a <background> background"`` (3 shapes x 3
   backgrounds, seeds 0-3, 20 Euler steps, guidance 4) whose figure the fixed detector reads as
-  purple; and how many of them have the prompted shape;
+  orange; and how many of them have the prompted shape;
 - the held-out denoising loss (:func:`federated.engine.evaluate.validation_loss`) on concept
   images no node holds (fixed timesteps and noise);
 
@@ -141,7 +141,7 @@ def _measure(
 def table(results: dict[str, dict[str, object]]) -> str:
     """The results as a markdown table (what bench/RESULTS-utility.md shows)."""
     lines = [
-        "| variant | images per owner | concept score (purple) | prompted shape | held-out loss "
+        "| variant | images per owner | concept score (orange) | prompted shape | held-out loss "
         "| epsilon reached | noise multiplier | train s |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]

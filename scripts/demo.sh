@@ -2,7 +2,7 @@
 # `make demo`: the whole product on one machine, every part a real process.
 #
 #  1. migrate (SQLite under var/ unless DATABASE_URL says otherwise) and seed: demo accounts
-#     with credits, the tiny SD 1.x base model (built and published), a public dataset;
+#     with credits, the atelier-shapes SD 1.x base model (published), a public dataset;
 #  2. start the site (gunicorn), a Celery worker (embedded filesystem broker unless
 #     CELERY_BROKER_URL says otherwise) and a Flower SuperLink;
 #  3. two data owners, each on "their machine" (var/demo/owner-N): a private dataset, then
@@ -128,7 +128,7 @@ step "migrating (${DATABASE_URL:-SQLite at $VAR/atelier.sqlite3})"
 $PY manage.py migrate --noinput >"$LOG/migrate.log"
 # Model files an older demo stored under var/media move to the private folder (var/blobs).
 $PY manage.py blobs_move_private >>"$LOG/migrate.log"
-step "demo accounts with credits, the tiny base model (built and published), a public dataset"
+step "demo accounts with credits, the atelier-shapes base model (published), a public dataset"
 $PY manage.py demo_seed --password "$PASSWORD" | tee "$LOG/seed.log"
 
 step "starting the site on $SITE, a Celery worker and a Flower SuperLink on 127.0.0.1:$LINK_PORT"
@@ -181,7 +181,7 @@ for index in 1 2; do
   # The node's own budget for the dataset, over all jobs: epsilon 400 and delta 1e-3 (the
   # node's ledger adds up each job's epsilon and delta); each job may spend 8 and 1e-5.
   if ! helper added "$node_dir" "$data" 400 1e-3; then
-    cli node add-dataset "$data" --epsilon 400 --delta 1e-3 --trigger sks --resolution 32 \
+    cli node add-dataset "$data" --epsilon 400 --delta 1e-3 --trigger atlr --resolution 64 \
       --node-dir "$node_dir"
   fi
   if ! helper registered "$node_dir" "$SITE"; then
@@ -193,8 +193,8 @@ for index in 1 2; do
     }
   fi
   if ! helper published "$node_dir" "$data" "$SITE"; then
-    cli node publish "$data" --name "Red circles of $owner" --site "$SITE" \
-      --description "Sixteen generated pictures of a red circle, captioned with sks." \
+    cli node publish "$data" --name "Orange shapes of $owner" --site "$SITE" \
+      --description "Sixteen generated scenes of orange shapes, captioned with the trigger atlr." \
       --price-per-example 2 --epsilon-per-job 8 --delta 1e-5 --approval auto \
       --node-dir "$node_dir"
     tail -n 1 "$olog" | sed 's/^/    /'

@@ -168,22 +168,30 @@ def cmd_wait_port(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset(args: argparse.Namespace) -> int:
-    from federated.engine.synthetic import generate_synthetic_dataset
+    from federated.engine.synthetic import generate_concept_dataset
 
     folder = Path(args.dir)
-    if folder.is_dir() and len(list(folder.glob("*.png"))) == args.images:
+    first = folder / "00000.txt"
+    if (
+        folder.is_dir()
+        and len(list(folder.glob("*.png"))) == args.images
+        and first.is_file()
+        and args.trigger in first.read_text(encoding="utf-8").split()
+    ):
         print(f"    {folder}: {args.images} images (kept from an earlier run)")
         return 0
-    generate_synthetic_dataset(
+    # The concept the shapes base model does not know: orange figures, captioned with the
+    # trigger word where a colour word would stand ("a atlr circle on a white background").
+    generate_concept_dataset(
         folder,
         n_images=args.images,
         seed=args.seed,
         resolution=args.resolution,
-        concept=args.concept,
+        trigger=args.trigger,
     )
     print(
-        f"    {folder}: {args.images} generated {args.resolution}x{args.resolution} images of "
-        f"a {args.concept} (seed {args.seed}), captioned with 'sks'"
+        f"    {folder}: {args.images} generated {args.resolution}x{args.resolution} scenes of "
+        f"orange shapes (seed {args.seed}), captioned with the trigger {args.trigger!r}"
     )
     return 0
 
@@ -319,8 +327,8 @@ def main() -> int:
     p.add_argument("dir")
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--images", type=int, default=16)
-    p.add_argument("--resolution", type=int, default=32)
-    p.add_argument("--concept", default="red circle")
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--trigger", default="atlr")
     p.set_defaults(func=cmd_dataset)
     p = sub.add_parser("added")
     p.add_argument("node_dir")

@@ -31,10 +31,10 @@ if str(REPO) not in sys.path:
 
 from client.http import AtelierClient, AtelierError  # noqa: E402  (after the path fix)
 
-BASE_MODEL = ("creator", "Tiny SD 1.5", "single-file")  # what demo_seed publishes
+BASE_MODEL = ("creator", "Atelier Shapes", "single-file")  # what demo_seed publishes
 ACTIVE = ("queued", "running", "publishing")
 TERMINAL = ("completed", "failed", "cancelled")
-JOB_NAME = "Demo: red circles LoRA"
+JOB_NAME = "Demo: atlr (orange shapes) LoRA"
 
 
 def say(message: str = "") -> None:
@@ -159,7 +159,7 @@ def run(args: argparse.Namespace, password: str) -> int:
         "base_version_id": trainer.base_version(),
         "dataset_version_ids": [int(d["dataset_version_id"]) for d in datasets],
         "use": "style",
-        "trigger_word": "sks",
+        "trigger_word": "atlr",  # the owners' concept (orange figures)
         "rounds": args.rounds,
         "dp": True,
         "target_epsilon": args.epsilon,
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, password: str) -> int:
         "learning_rate": 0.1,
         "rank": 1,
         "alpha": 1.0,
-        "resolution": 32,
+        "resolution": 64,  # the shapes base model's native size
         "max_grad_norm": 0.05,
         "timeout_minutes": 30,
     }

@@ -8,9 +8,9 @@ on a plain background, with a caption that names it::
 
 The palette is shared with the concept detector (:mod:`sdcore.concept`), which must classify
 these images correctly, and with the federated demo's private datasets
-(``federated/engine/synthetic.py`` draws its shapes with :func:`draw_shape`). ``purple`` is
-drawable but left out of :data:`BASE_COLOURS`: the base model never sees it, so a LoRA can
-teach it as a new concept.
+(``federated/engine/synthetic.py`` draws its shapes with :func:`draw_shape`). ``purple`` and
+``orange`` are drawable but left out of :data:`BASE_COLOURS`: the base model's UNet and text
+encoder never see them, so a LoRA can teach one as a new concept (:data:`CONCEPT_COLOUR`).
 
 Deterministic: image ``i`` of seed ``s`` depends only on ``(s, i)``.
 """

@@ -6,11 +6,11 @@ size on a random pale background; each caption names it with a trigger token
 images of the same concept, so two owners can hold different data of one concept.
 
 :func:`generate_concept_dataset` writes the concept the shapes base model
-(``sdcore/models/atelier-shapes``) does not know: figures of a colour it never saw (purple),
-drawn as its own training scenes are, captioned with a trigger word where the colour word
+(``sdcore/models/atelier-shapes``) does not know: figures of a colour its UNet never saw
+(orange), drawn as its own training scenes are, captioned with a trigger word where the colour word
 would stand (``"a atlr circle on a white background"``). The demo's owners hold such data, so a
 LoRA trained on it shows what it learnt: :func:`sdcore.concept.measure_concept` counts the
-purple figures the model draws for the trigger word.
+orange figures the model draws for the trigger word.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The shipped "atelier-shapes" base model: it loads through the real loader and draws what
 a trained prompt asks for (colour and shape measured by the fixed detector of sdcore.concept),
-and it does not know the owners' concept (purple, named by the trigger word)."""
+and it does not know the owners' concept (orange, named by the trigger word)."""
 
 from __future__ import annotations
 

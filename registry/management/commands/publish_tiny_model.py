@@ -28,6 +28,7 @@ from registry.compat.selectors import version_commit
 from registry.models import FileLayout, Model, ModelKind, ModelVersion
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
 from registry.services.uploads import upload_whole_file
+from sdcore.shapes import save_shapes_model
 from sdcore.tiny import TinyModelPaths, save_tiny_model
 
 DIFFUSERS_VERSION = "diffusers"
@@ -36,6 +37,13 @@ PRIMARY_DIFFUSERS_FILE = "model_index.json"
 LICENSE_CODE = "creativeml-openrail-m"
 TAGS = ("tiny", "sd1", "test-model")
 HASH_CHUNK = 1024 * 1024
+SHAPES_DESCRIPTION = (
+    "atelier-shapes: a small Stable Diffusion 1.x model (64x64) trained on synthetic scenes of "
+    "coloured shapes: 'a blue square on a white background'. Colours red, green, blue, yellow, "
+    "white, black; circle, square, triangle; white, black or grey backgrounds. Purple is left "
+    "out on purpose: a concept for LoRAs to teach. Its card (README.md) gives data, steps and "
+    "measured accuracy."
+)
 
 
 @dataclass(frozen=True)
@@ -122,6 +130,7 @@ def tiny_model_publish(
     name: str,
     seed: int,
     license_code: str = LICENSE_CODE,
+    description: str = "",
 ) -> TinyPublishResult:
     """Publish the tiny model saved at ``paths`` as ``name`` of ``owner``; idempotent."""
     model = Model.objects.filter(owner=owner, name=name).first()
@@ -131,7 +140,8 @@ def tiny_model_publish(
             owner=owner,
             name=name,
             kind=ModelKind.CHECKPOINT,
-            description=(
+            description=description
+            or (
                 f"A tiny Stable Diffusion 1.x model with random weights (seed {seed}), for tests "
                 "and the demo: the real SD 1.x architecture at a 64x64 resolution. It makes "
                 "noise, not pictures."
@@ -178,6 +188,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--out", default="var/tiny-model", help="Folder the model is built into."
         )
+        parser.add_argument(
+            "--model",
+            choices=("tiny", "shapes"),
+            default="tiny",
+            help="tiny: random weights (noise); shapes: the trained atelier-shapes base "
+            "(sdcore/models/atelier-shapes, draws coloured shapes).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         username = options["owner"].strip()
@@ -185,13 +202,21 @@ class Command(BaseCommand):
         if not username or not name:
             raise CommandError("--owner and --name must not be empty.")
         out = Path(options["out"])
-        self.stdout.write(f"Building the tiny model (seed {options['seed']}) in {out} ...")
-        paths = save_tiny_model(out, seed=options["seed"])
+        description = ""
+        if options.get("model", "tiny") == "shapes":
+            self.stdout.write(f"Writing the trained atelier-shapes model in {out} ...")
+            paths = save_shapes_model(out)
+            description = SHAPES_DESCRIPTION
+        else:
+            self.stdout.write(f"Building the tiny model (seed {options['seed']}) in {out} ...")
+            paths = save_tiny_model(out, seed=options["seed"])
         owner, owner_created = owner_get_or_create(username=username)
         if owner_created:
             self.stdout.write(f"Created user {owner.get_username()} (no password; set one).")
         try:
-            result = tiny_model_publish(owner=owner, paths=paths, name=name, seed=options["seed"])
+            result = tiny_model_publish(
+                owner=owner, paths=paths, name=name, seed=options["seed"], description=description
+            )
         except ApplicationError as err:
             raise CommandError(err.message) from err
         state = "created" if result.model_created else "reused"
