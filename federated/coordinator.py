@@ -70,6 +70,7 @@ from federated.services.jobs import (
     job_mark_running,
     job_progress_record,
     job_run_config,
+    job_run_resume,
 )
 
 __all__ = [
@@ -85,6 +86,11 @@ log = logging.getLogger(__name__)
 State = FederatedJob.State
 BACKOFF_CAP_SECONDS = 300.0
 PENDING_AT_SLACK_SECONDS = 2.0  # clock skew between this host and the SuperLink's, and rounding
+MAX_RESUMES = 3  # new runs for one job after lost ones; then the job fails
+# Flower's details for a run whose ServerApp stopped sending heartbeats: it was lost with its
+# process (the SuperLink restarted, its host went down), not failed by the app itself.
+LOST_RUN_DETAILS = "No heartbeat received"
+RESUME_WAIT_FOR_NODES_SECONDS = 300.0
 
 
 StepTask = Literal["job_start", "job_watch"]
@@ -318,9 +324,13 @@ def _launch_lock() -> Iterator[None]:
         yield
 
 
-def _launch(job: FederatedJob, connection: Connection) -> str | None:
+def _launch(
+    job: FederatedJob, connection: Connection, *, resume: bool = False, resume_from: str = ""
+) -> str | None:
     """Start the job's run, or find the one already started: its run id, or None when the
-    job left the queue (cancelled meanwhile) or the SuperLink refused its config (failed)."""
+    job left the queue (cancelled meanwhile) or the SuperLink refused its config (failed).
+    ``resume``: the run replaces a lost one; ``resume_from``: a folder with the ServerApp's
+    ``state.json`` to continue from."""
     run_id = _find_launched_run(job, connection)
     if run_id:
         return run_id
@@ -332,6 +342,14 @@ def _launch(job: FederatedJob, connection: Connection) -> str | None:
             raise
         return None
     Path(str(config["out-dir"])).mkdir(parents=True, exist_ok=True)
+    if resume or resume_from:
+        if resume_from:
+            config["resume-from"] = resume_from
+        # After a SuperLink restart the nodes come back once the SuperLink sees their old
+        # sessions expire (Flower: a few heartbeat intervals): give them that long.
+        waited = config.get("wait-for-nodes")
+        waited = float(waited) if isinstance(waited, int | float) else 0.0
+        config["wait-for-nodes"] = max(waited, RESUME_WAIT_FOR_NODES_SECONDS)
     marker = _marker(job.pk)
     # Kept whatever happens next, until the run id is in the database: a retry that finds it
     # looks for the run before starting another.
@@ -473,6 +491,13 @@ def job_watch(*, job_id: int, lease: str = "", attempt: int = 0) -> Step:
     try:
         return _watch(job, token, connection)
     except RunNotFound:
+        try:
+            step = _resume(job, token, connection)
+        except SuperLinkError as exc:
+            _superlink_trouble(job, exc)
+            return _again("job_watch", job_id, token, attempt)
+        if step is not None:
+            return step
         _replay_rounds(job)
         job_fail(job=job, reason=f"The SuperLink has no run {job.run_id} (its state was lost).")
         return _done(job_id, token)
@@ -488,6 +513,10 @@ def _watch(job: FederatedJob, token: str, connection: Connection) -> Step:
     if job.state != State.RUNNING:
         return _next_for(job, token, connection)
     status = run_status(job.run_id, connection)
+    if status.failed and LOST_RUN_DETAILS in status.details:
+        step = _resume(job, token, connection)
+        if step is not None:
+            return step
     if status.finished:
         _finish_run(job, status)
         return _done(job.pk, token)
@@ -501,6 +530,47 @@ def _watch(job: FederatedJob, token: str, connection: Connection) -> Step:
             ),
         )
         return _done(job.pk, token)
+    return _continue("job_watch", job.pk, token, _poll_seconds())
+
+
+# --- resume ------------------------------------------------------------------------------------
+
+
+def _last_saved_round(out_dir: Path) -> int:
+    """The last round the ServerApp saved in ``state.json`` (0: none)."""
+    try:
+        state = json.loads((out_dir / "state.json").read_text(encoding="utf-8"))
+        return int(state["last-round"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def _resume(job: FederatedJob, token: str, connection: Connection) -> Step | None:
+    """The job's run was lost with the SuperLink (no heartbeat from its ServerApp, or a
+    SuperLink that forgot it): a new run goes on from the last saved round in the same
+    out-dir (``resume-from``), so every round is trained and paid once. None when the job
+    may not resume (SecAgg+, which cannot resume; past its deadline; resumed
+    ``MAX_RESUMES`` times already): the caller fails it as before."""
+    if (job.config or {}).get("aggregation", "fedavg") != "fedavg" or _deadline_passed(job):
+        return None
+    if job.events.filter(kind="run_resumed").count() >= MAX_RESUMES or not job.out_dir:
+        return None
+    lost = job.run_id
+    _replay_rounds(job)  # what the site may have missed before the run was lost
+    with _launch_lock():
+        job.refresh_from_db()
+        if job.state != State.RUNNING or job.run_id != lost:
+            return _next_for(job, token, connection)
+        saved = _last_saved_round(Path(job.out_dir))
+        run_id = _launch(job, connection, resume=True, resume_from=job.out_dir if saved else "")
+        if run_id is None:
+            job.refresh_from_db()
+            return _next_for(job, token, connection)
+        job_run_resume(job=job, run_id=run_id, previous_run_id=lost, from_round=saved)
+        _marker(job.pk).clear()
+    log.info(
+        "job %s: Flower run %s lost; run %s resumes after round %d", job.pk, lost, run_id, saved
+    )
     return _continue("job_watch", job.pk, token, _poll_seconds())
 
 

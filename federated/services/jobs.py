@@ -71,6 +71,7 @@ __all__ = [
     "job_progress_record",
     "job_reject",
     "job_run_config",
+    "job_run_resume",
     "job_token_check",
 ]
 
@@ -522,6 +523,40 @@ def job_mark_running(*, job: FederatedJob, run_id: str) -> FederatedJob:
     job.state, job.run_id, job.started_at = State.RUNNING, run_id[:64], timezone.now()
     job.save(update_fields=["state", "run_id", "started_at", "updated_at"])
     job_event(job=job, kind="running", message=f"Flower run {run_id} started.")
+    return job
+
+
+@transaction.atomic
+def job_run_resume(
+    *, job: FederatedJob, run_id: str, previous_run_id: str, from_round: int
+) -> FederatedJob:
+    """A running job goes on in a new Flower run (the previous one was lost with the
+    SuperLink) that resumes after round ``from_round``; the same run id again changes
+    nothing. Rounds already recorded stay recorded (and paid) once."""
+    run_id = str(run_id).strip()
+    if not run_id:
+        raise ApplicationError("A run id is required.", code="run_id_required")
+    job = _lock(job)
+    if job.state == State.RUNNING and job.run_id == run_id:
+        return job
+    if job.state != State.RUNNING or job.run_id != previous_run_id:
+        raise ConflictError(
+            f"The job is {job.state} (run {job.run_id or 'none'}); only a running job whose "
+            f"run {previous_run_id} was lost resumes.",
+            code="bad_state",
+            details={"state": job.state, "run_id": job.run_id},
+        )
+    job.run_id = run_id[:64]
+    job.save(update_fields=["run_id", "updated_at"])
+    job_event(
+        job=job,
+        kind="run_resumed",
+        message=(
+            f"Flower run {previous_run_id} was lost (SuperLink restarted); run {run_id} resumes "
+            + (f"after round {from_round}." if from_round else "from round 1.")
+        ),
+        data={"previous_run_id": previous_run_id, "run_id": run_id, "from_round": from_round},
+    )
     return job
 
 
