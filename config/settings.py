@@ -390,8 +390,9 @@ ATELIER_GENERATION_MAX_SIDE = env.int("ATELIER_GENERATION_MAX_SIDE", default=102
 ATELIER_GENERATION_MAX_PIXELS = env.int("ATELIER_GENERATION_MAX_PIXELS", default=1024 * 768)
 ATELIER_GENERATION_MAX_ACTIVE = env.int("ATELIER_GENERATION_MAX_ACTIVE", default=3)
 ATELIER_GENERATION_TIME_LIMIT = env.int("ATELIER_GENERATION_TIME_LIMIT", default=600)
-# Sample images rendered on publish (studio/services/samples.py): at most this many steps
-# (0: the checkpoint's native steps), at this guidance.
+# Sample images rendered on publish (studio/services/samples.py): on or off, at most this
+# many steps (0: the checkpoint's native steps), at this guidance.
+ATELIER_SAMPLES_ON_PUBLISH = env.bool("ATELIER_SAMPLES_ON_PUBLISH", default=True)
 ATELIER_SAMPLE_MAX_STEPS = env.int("ATELIER_SAMPLE_MAX_STEPS", default=0)
 ATELIER_SAMPLE_GUIDANCE = env.float("ATELIER_SAMPLE_GUIDANCE", default=5.0)
 # Model files the worker loads (links to stored blobs, or copies from object storage).

@@ -29,8 +29,9 @@ from registry.selectors.creators import creator_profile
 from registry.selectors.versions import lineage_links, version_detail, visible_versions
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
 from registry.services.conversion import model_file_conversion_request
+from registry.services.samples import sample_images_add
 from registry.services.uploads import upload_whole_file
-from registry.views_images import cover_of, images_add, sample_gallery
+from registry.views_images import cover_of, sample_gallery
 
 MODELS_PER_PAGE = 24
 DATASETS_PER_PAGE = 24
@@ -219,7 +220,7 @@ def _create_model_and_version(
                 trigger_words=data["trigger_words"],
             )
             try:
-                images_add(version=version, user=request.user, files=data["images"])
+                sample_images_add(version=version, user=request.user, files=data["images"])
             except ApplicationError as err:
                 form.add_error("images", err.message)
                 raise

@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.contrib.auth.models import User
-from django.core.files.uploadedfile import UploadedFile
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -20,10 +18,8 @@ from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from registry.models import ModelVersion, SampleImage, SampleRole
 from registry.selectors import visible_versions
-from registry.services.images import MAX_IMAGES_PER_VERSION, sample_image_add
-from registry.services.samples import sample_image_move, sample_image_remove
-
-MAX_FILES_PER_REQUEST = 10
+from registry.services.images import MAX_IMAGES_PER_VERSION
+from registry.services.samples import sample_image_move, sample_image_remove, sample_images_add
 
 
 @dataclass(frozen=True)
@@ -54,24 +50,6 @@ def cover_of(images: Sequence[SampleImage]) -> SampleImage | None:
     return next((i for i in images if i.role != SampleRole.BASE), None)
 
 
-def images_add(
-    *, version: ModelVersion, user: User, files: Sequence[UploadedFile], prompt: str = ""
-) -> list[SampleImage]:
-    """Add several files in the order given; the first refusal stops and names the file."""
-    if len(files) > MAX_FILES_PER_REQUEST:
-        raise ApplicationError(
-            f"At most {MAX_FILES_PER_REQUEST} images at a time.", code="too_many_images"
-        )
-    added = []
-    for upload in files:
-        try:
-            added.append(sample_image_add(version=version, user=user, image=upload, prompt=prompt))
-        except ApplicationError as err:
-            err.message = f"{upload.name}: {err.message}"  # same type and status, named
-            raise
-    return added
-
-
 def _page(version: ModelVersion) -> str:
     url = reverse(
         "registry:model-detail", kwargs={"model_id": version.model_id, "slug": version.model.slug}
@@ -97,7 +75,7 @@ def version_images_add(request: AuthenticatedHttpRequest, version_id: int) -> Ht
         messages.error(request, "Choose one or more PNG, JPEG or WebP images.")
         return redirect(_page(version))
     try:
-        added = images_add(
+        added = sample_images_add(
             version=version,
             user=request.user,
             files=files,

@@ -248,6 +248,13 @@ def celery_worker_start(
 
 
 @pytest.fixture
+def samples_on_publish(celery_worker_process, settings):  # type: ignore[no-untyped-def]
+    """With the worker: publishing renders sample images (off for other worker tests)."""
+    settings.ATELIER_SAMPLES_ON_PUBLISH = True
+    return celery_worker_process
+
+
+@pytest.fixture
 def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: ignore[no-untyped-def]
     """A real Celery worker process on Redis, sharing the test database and storage.
 
@@ -266,6 +273,9 @@ def celery_worker_process(transactional_db, settings, tmp_path: Path):  # type: 
     old_queue = app.conf.task_default_queue
     app.conf.task_default_queue = queue
     settings.CELERY_TASK_DEFAULT_QUEUE = queue
+    # Publishing queues sample images; a test that wants them asks for samples_on_publish
+    # (the others' worker would render before the task they wait for).
+    settings.ATELIER_SAMPLES_ON_PUBLISH = False
     proc = None
     try:
         proc = celery_worker_start(env, tmp_path / "celery-worker.log")

@@ -19,7 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.files import File
 from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import Max
@@ -27,6 +29,7 @@ from django.db.models import Max
 from core.errors import AccessDeniedError, ApplicationError, NotFoundError
 from core.tasks import enqueue_on_commit
 from registry.models import ModelVersion, SampleImage, SampleRole, SampleSource
+from registry.services.images import sample_image_add
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +76,10 @@ def sample_renderer() -> SampleRenderer | None:
 
 def version_samples_request(*, version: ModelVersion) -> None:
     """Queue the rendering of ``version``'s samples once the transaction commits (called by
-    ``version_publish``). Nothing is queued without a renderer, or when they exist already."""
+    ``version_publish``). Nothing is queued without a renderer, when they exist already, or
+    with ``ATELIER_SAMPLES_ON_PUBLISH`` off."""
     renderer = sample_renderer()
-    if renderer is None:
+    if renderer is None or not getattr(settings, "ATELIER_SAMPLES_ON_PUBLISH", True):
         return
     if SampleImage.objects.filter(version=version, source=SampleSource.RENDERED).exists():
         return
@@ -153,6 +157,26 @@ def _store(version: ModelVersion, rendered: Sequence[RenderedSample]) -> list[Sa
 
 
 # --- the owner's changes --------------------------------------------------------------------
+
+MAX_FILES_PER_REQUEST = 10
+
+
+def sample_images_add(
+    *, version: ModelVersion, user: User, files: Sequence[File], prompt: str = ""
+) -> list[SampleImage]:
+    """Add several files in the order given; the first refusal stops and names the file."""
+    if len(files) > MAX_FILES_PER_REQUEST:
+        raise ApplicationError(
+            f"At most {MAX_FILES_PER_REQUEST} images at a time.", code="too_many_images"
+        )
+    added = []
+    for upload in files:
+        try:
+            added.append(sample_image_add(version=version, user=user, image=upload, prompt=prompt))
+        except ApplicationError as err:
+            err.message = f"{upload.name}: {err.message}"  # same type and status, named
+            raise
+    return added
 
 
 def _require_owner(user: User, version: ModelVersion) -> None:

@@ -2,7 +2,7 @@
 Celery worker process (Redis, PostgreSQL) renders them; a version that cannot be rendered is
 published all the same, with no samples.
 
-``restore_license_catalogue`` comes before ``celery_worker_process`` (see
+``restore_license_catalogue`` comes before ``samples_on_publish`` (the worker; see
 ``test_end_to_end.py``)."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _images(client: Any, version_id: int, count: int, log: Path) -> list[dict[st
 def test_publishing_over_the_api_gets_samples_rendered_by_the_worker(
     worker_env: None,
     restore_license_catalogue: None,
-    celery_worker_process: Any,
+    samples_on_publish: Any,
     make_user: Any,
     publish_file: Any,
     tiny_checkpoint: Path,
