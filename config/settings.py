@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "marketplace",
     "federated",
     "studio",
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -1,13 +1,16 @@
-"""Registry routes: REST API, downloads, compatible endpoints and pages."""
+"""Registry routes, included once by ``config/urls.py`` (namespace ``registry``): the REST API
+(``api/urls.py``) under ``/api/v1/``, downloads and signed file links, the compatible routes
+(``compat/urls.py``: Hugging Face, Civitai) and the pages."""
 
 from django.urls import include, path
 
-from registry import views_downloads
+from registry import views, views_downloads, views_images
 from registry.api import uploads
 
 app_name = "registry"
 
 urlpatterns = [
+    path("api/v1/", include("registry.api.urls")),
     path("api/v1/uploads", uploads.UploadCreateApi.as_view(), name="upload-create"),
     path(
         "api/v1/uploads/<uuid:upload_id>",
@@ -30,7 +33,32 @@ urlpatterns = [
         name="download-dataset-version",
     ),
     path("files/<str:sha256>/<str:filename>", views_downloads.signed_file, name="signed-file"),
-    path("", include("registry.api_urls")),
     path("", include("registry.compat.urls")),
-    path("", include("registry.web_urls")),
+    # pages
+    path("", views.browse, name="browse"),
+    path("models/<int:model_id>/", views.model_redirect, name="model-redirect"),
+    path("models/<int:model_id>/<str:slug>/", views.model_detail, name="model-detail"),
+    path(
+        "versions/<int:version_id>/publish/",
+        views.version_publish_view,
+        name="version-publish",
+    ),
+    path(
+        "versions/<int:version_id>/images/",
+        views_images.version_images_add,
+        name="version-images-add",
+    ),
+    path(
+        "images/<int:image_id>/remove/",
+        views_images.sample_image_remove_view,
+        name="sample-image-remove",
+    ),
+    path(
+        "images/<int:image_id>/move/", views_images.sample_image_move_view, name="sample-image-move"
+    ),
+    path("files/<int:file_id>/convert/", views.file_convert_view, name="file-convert"),
+    path("upload/", views.upload, name="upload"),
+    path("datasets/", views.dataset_list, name="dataset-list"),
+    path("datasets/<int:dataset_id>/<str:slug>/", views.dataset_detail, name="dataset-detail"),
+    path("u/<str:username>/", views.creator, name="creator"),
 ]

@@ -1,12 +1,14 @@
-"""Studio routes: the pages under ``/studio/`` and the REST API under ``/api/v1/generations``."""
+"""Studio routes, included once by ``config/urls.py`` (namespace ``studio``): the REST API
+(``api/urls.py``) under ``/api/v1/generations``, and the pages under ``/studio/``."""
 
-from django.urls import path
+from django.urls import include, path
 
-from studio import api, views
+from studio import views
 
 app_name = "studio"
 
 urlpatterns = [
+    path("api/v1/", include("studio.api.urls")),
     path("studio/", views.generate, name="generate"),
     path("studio/gallery/", views.gallery, name="gallery"),
     path(
@@ -23,21 +25,5 @@ urlpatterns = [
         "studio/generations/<int:generation_id>/sample/",
         views.generation_sample,
         name="generation-sample",
-    ),
-    path("api/v1/generations", api.GenerationListCreateApi.as_view(), name="api-generation-list"),
-    path(
-        "api/v1/generations/<int:generation_id>",
-        api.GenerationDetailApi.as_view(),
-        name="api-generation-detail",
-    ),
-    path(
-        "api/v1/generations/<int:generation_id>/image",
-        views.generation_image,
-        name="generation-image",
-    ),
-    path(
-        "api/v1/generations/<int:generation_id>/samples",
-        api.GenerationSampleCreateApi.as_view(),
-        name="api-generation-samples",
     ),
 ]

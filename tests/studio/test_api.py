@@ -14,7 +14,7 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from rest_framework.settings import api_settings
 from rest_framework.test import APIClient
 
-from studio.api import GenerationListCreateApi
+from studio.api.generations import GenerationListCreateApi
 from studio.models import Generation, GenerationStatus
 
 pytestmark = pytest.mark.django_db

@@ -1,5 +1,6 @@
-"""``manage.py demo_seed``: the demo's accounts and content, idempotent. It lives in the
-federated app, the top floor, because it fills every app below (registry, marketplace).
+"""``manage.py demo_seed``: the demo's accounts and content, idempotent. It lives in the demo
+app, above every other app, because it fills them (registry, marketplace, the engine's
+synthetic data).
 
 Creates staff and demo users (printing their logins), tops up the wallets of the trainer and
 the buyer with demo credits, publishes the tiny SD 1.x base model, and a public dataset of

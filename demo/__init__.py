@@ -1,0 +1,1 @@
+"""The local demo's own app: ``manage.py demo_seed`` (``scripts/demo.sh`` runs it)."""

@@ -1,0 +1,1 @@
+"""The studio's REST API under ``/api/v1/`` (routes in ``urls.py``): ``generations``."""
