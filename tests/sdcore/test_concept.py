@@ -99,9 +99,8 @@ def test_concept_scenes_name_the_trigger_where_the_colour_stands() -> None:
     # Given concept scenes of one seed
     scenes = generate_concept_scenes(60, seed=4)
 
-    # Then every figure has the concept colour, every caption names the trigger and never the
-    # colour, in the
-    # base's caption grammar, and the shapes and backgrounds vary
+    # Then every figure has the concept colour, every caption names the trigger (never the
+    # colour) in the base's caption grammar, and the shapes and backgrounds vary
     assert {s.colour for _, s in scenes} == {CONCEPT_COLOUR}
     for _, scene in scenes:
         words = scene.caption.split()
