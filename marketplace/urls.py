@@ -1,43 +1,14 @@
-"""Marketplace routes (REST API and pages), included at the site root by ``config/urls.py``."""
+"""Marketplace routes, included once by ``config/urls.py`` (namespace ``marketplace``): the
+REST API (``api/urls.py``) under ``/api/v1/``, and the pages."""
 
-from django.urls import path
+from django.urls import include, path
 
 from marketplace import views
-from marketplace.api import licenses, listings, payouts, purchases, reports, reviews, wallet
 
 app_name = "marketplace"
 
 urlpatterns = [
-    path("api/v1/wallet", wallet.WalletDetailApi.as_view(), name="wallet"),
-    path(
-        "api/v1/wallet/transactions",
-        wallet.WalletTransactionListApi.as_view(),
-        name="wallet-transactions",
-    ),
-    path("api/v1/wallet/top-ups", wallet.TopUpCreateApi.as_view(), name="top-up-create"),
-    path("api/v1/wallet/statement", wallet.WalletStatementApi.as_view(), name="wallet-statement"),
-    path("api/v1/payouts", payouts.PayoutListCreateApi.as_view(), name="payout-list"),
-    path(
-        "api/v1/payouts/<int:payout_id>/paid",
-        payouts.PayoutSettleApi.as_view(outcome="paid"),
-        name="payout-paid",
-    ),
-    path(
-        "api/v1/payouts/<int:payout_id>/rejected",
-        payouts.PayoutSettleApi.as_view(outcome="rejected"),
-        name="payout-rejected",
-    ),
-    path("api/v1/reports", reports.ReportCreateApi.as_view(), name="report-create"),
-    path("api/v1/listings", listings.ListingListCreateApi.as_view(), name="listing-list"),
-    path(
-        "api/v1/listings/<int:listing_id>",
-        listings.ListingDetailApi.as_view(),
-        name="listing-detail",
-    ),
-    path("api/v1/purchases", purchases.PurchaseCreateApi.as_view(), name="purchase-create"),
-    path("api/v1/library", purchases.LibraryListApi.as_view(), name="library"),
-    path("api/v1/licenses", licenses.LicenseListApi.as_view(), name="license-list"),
-    path("api/v1/reviews", reviews.ReviewListCreateApi.as_view(), name="review-list"),
+    path("api/v1/", include("marketplace.api.urls")),
     # pages
     path("buy/<int:listing_id>/", views.purchase_confirm, name="purchase-confirm"),
     path("buy/<int:listing_id>/confirm/", views.purchase_submit, name="purchase-submit"),

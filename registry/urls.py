@@ -5,23 +5,11 @@
 from django.urls import include, path
 
 from registry import views, views_downloads, views_images
-from registry.api import uploads
 
 app_name = "registry"
 
 urlpatterns = [
     path("api/v1/", include("registry.api.urls")),
-    path("api/v1/uploads", uploads.UploadCreateApi.as_view(), name="upload-create"),
-    path(
-        "api/v1/uploads/<uuid:upload_id>",
-        uploads.UploadDetailApi.as_view(),
-        name="upload-detail",
-    ),
-    path(
-        "api/v1/uploads/<uuid:upload_id>/complete",
-        uploads.UploadCompleteApi.as_view(),
-        name="upload-complete",
-    ),
     path(
         "api/download/models/<int:version_id>",
         views_downloads.model_version_download,

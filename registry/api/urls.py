@@ -3,9 +3,20 @@
 
 from django.urls import path
 
-from registry.api import conversions, datasets, images, models, users
+from registry.api import conversions, datasets, images, models, uploads, users
 
 urlpatterns = [
+    path("uploads", uploads.UploadCreateApi.as_view(), name="upload-create"),
+    path(
+        "uploads/<uuid:upload_id>",
+        uploads.UploadDetailApi.as_view(),
+        name="upload-detail",
+    ),
+    path(
+        "uploads/<uuid:upload_id>/complete",
+        uploads.UploadCompleteApi.as_view(),
+        name="upload-complete",
+    ),
     path("models", models.ModelListCreateApi.as_view(), name="api-model-list"),
     path("models/<int:model_id>", models.ModelDetailApi.as_view(), name="api-model-detail"),
     path(
