@@ -46,6 +46,8 @@ def assert_error(response: Any, status: int, code: str | None = None) -> dict[st
     assert response.status_code == status, (response.status_code, response.text[:500])
     assert response.headers["Content-Type"].startswith("application/json"), response.headers
     body = response.json()
+    if "error" in body:  # Civitai's download path also carries Civitai's key: the message
+        assert body.pop("error") == body.get("message"), body
     assert set(body) == {"code", "message", "details"}, body
     if code is not None:
         assert body["code"] == code, body
