@@ -421,6 +421,8 @@ def train_base(
     """Train the model and save it to ``out_dir``; return the run's summary (also saved)."""
     args = {k: v for k, v in locals().items() if k != "out_dir"}
     args["init_from"] = str(init_from) if init_from is not None else None
+    if init_from is None and (vae_steps + vae_full_steps == 0 or unet_steps == 0):
+        raise ValueError("a run from random weights needs VAE and UNet steps (or --init-from)")
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     started = time.perf_counter()
