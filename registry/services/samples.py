@@ -194,7 +194,7 @@ def sample_image_remove(*, image: SampleImage, user: User) -> None:
         if image.pair_id is not None:
             halves = halves | SampleImage.objects.filter(pk=image.pair_id)
         doomed = list(halves.distinct())
-        names = [i.image.name for i in doomed]
+        names = [i.image.name for i in doomed if i.image.name]
         SampleImage.objects.filter(pk__in=[i.pk for i in doomed]).delete()
     storage = image.image.storage
     for name in names:
