@@ -125,8 +125,13 @@ def make_site(
     yield make
     for site in started:  # a restarted worker is not the fixture's: stop it here
         if site.worker.poll() is None:
+            # A warm shutdown on a busy machine: the time the fixture's worker gets
             site.worker.terminate()
-            site.worker.wait(timeout=15)
+            try:
+                site.worker.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                site.worker.kill()
+                site.worker.wait()
     load_license_catalogue()
 
 
