@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sdcore.shapes import CONCEPT_TRIGGER, caption_for
+
 if TYPE_CHECKING:
     from sdcore.generate import PipelineCache
 
@@ -33,12 +35,13 @@ logger = logging.getLogger(__name__)
 
 SAMPLES_DIR = "samples"
 GRID_FILE = "grid.png"
-# Scenes the shapes base draws, and one colour it was never shown (purple: a LoRA's concept).
+# Two scenes of the shapes base (what the LoRA must not break) and two of the owners' concept,
+# named by its trigger word (what the LoRA learns: the base draws no purple figure for it).
 DEFAULT_PROMPTS: tuple[str, ...] = (
-    "a red circle on a white background",
-    "a blue square on a grey background",
-    "a yellow triangle on a black background",
-    "a purple circle on a white background",
+    caption_for("red", "circle", "white"),
+    caption_for("blue", "triangle", "black"),
+    caption_for(CONCEPT_TRIGGER, "circle", "white"),
+    caption_for(CONCEPT_TRIGGER, "square", "grey"),
 )
 MAX_CELLS = 16
 

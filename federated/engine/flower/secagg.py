@@ -99,7 +99,7 @@ class SecAggRecorder:
     settings: ServerSettings
     model: JobModel
     samples: RoundSamples
-    rounds: list[dict[str, object]] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
     nodes: dict[str, dict[str, object]] = field(default_factory=dict)
     arrays: OrderedDict[str, np.ndarray] = field(default_factory=OrderedDict)
     round_started: float = field(default_factory=time.perf_counter)
@@ -178,12 +178,16 @@ class SecAggRecorder:
         record = dataclasses.replace(
             record, sample_grid=self.samples.draw(server_round, self.arrays)
         )
-        self.rounds.append(record.to_dict())
+        self.rounds.append(record)
         report_round(
             self.settings,
             record,
             self.arrays,
-            {"job-id": self.settings.job_id, "rounds": self.rounds, "nodes": self.nodes},
+            {
+                "job-id": self.settings.job_id,
+                "rounds": [r.to_dict() for r in self.rounds],
+                "nodes": self.nodes,
+            },
         )
         self.round_started = time.perf_counter()
 
@@ -277,7 +281,7 @@ def _finish_secagg(recorder: SecAggRecorder, extra: dict[str, object]) -> dict[s
         **extra,
         **recorder.samples.to_dict(),
         "job-id": settings.job_id,
-        "rounds": recorder.rounds,
+        "rounds": [r.to_dict() for r in recorder.rounds],
         "nodes": nodes,
         "status": "completed",
         "aggregation": "secagg",

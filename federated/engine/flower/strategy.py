@@ -51,7 +51,7 @@ from federated.engine.flower.settings import (
     ServerSettings,
     train_config_from_run_config,
 )
-from federated.engine.rounds import MAX_GRID_BYTES, RoundRecord
+from federated.engine.rounds import MAX_GRID_BYTES, RoundRecord, RoundRecordError
 from federated.engine.samples import SAMPLES_DIR, SampleGridSpec, render_sample_grid
 
 if TYPE_CHECKING:
@@ -199,11 +199,15 @@ class History:
     """Everything the metrics file says; also saved in ``state.json`` to resume."""
 
     job_id: str
-    rounds: list[dict[str, object]] = field(default_factory=list)
+    rounds: list[RoundRecord] = field(default_factory=list)
     nodes: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, object]:
-        return {"job-id": self.job_id, "rounds": self.rounds, "nodes": self.nodes}
+        return {
+            "job-id": self.job_id,
+            "rounds": [r.to_dict() for r in self.rounds],
+            "nodes": self.nodes,
+        }
 
     @classmethod
     def from_dict(cls, data: object) -> History:
@@ -213,7 +217,11 @@ class History:
         rounds, nodes = data.get("rounds", []), data.get("nodes", {})
         if not isinstance(rounds, list) or not isinstance(nodes, dict):
             raise FederationFailed("the saved state's history has no rounds list or nodes object")
-        return cls(job_id=str(data["job-id"]), rounds=list(rounds), nodes=dict(nodes))
+        try:
+            records = [RoundRecord.from_dict(r) for r in rounds]
+        except RoundRecordError as err:
+            raise FederationFailed(f"the saved state's history: {err.message}") from err
+        return cls(job_id=str(data["job-id"]), rounds=records, nodes=dict(nodes))
 
 
 def history_node_add_round(entry: dict[str, object], server_round: int) -> None:
@@ -620,7 +628,7 @@ class FedAvgRun:
             no_reply=[str(n) for n in nodes if not got.answered(str(n))],
         )
         if len(got.good) < settings.min_nodes:
-            self.history.rounds.append(record.to_dict())
+            self.history.rounds.append(record)
             raise self.fail(_too_few(settings, record, len(got.good)))
         self.arrays = fedavg(got.good)
         accepted = got.nodes.values()
@@ -633,7 +641,7 @@ class FedAvgRun:
         record = dataclasses.replace(
             record, sample_grid=self.samples.draw(server_round, self.arrays)
         )
-        self.history.rounds.append(record.to_dict())
+        self.history.rounds.append(record)
         report_round(settings, record, self.arrays, self.history.to_dict())
         logger.info(
             "round %d: %d accepted, loss %.4f, %.1f s",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import json
 
 import pytest
 
@@ -99,3 +101,16 @@ def test_a_bad_record_is_refused_naming_what_is_wrong(
 def test_a_record_that_is_not_an_object_is_refused() -> None:
     with pytest.raises(RoundRecordError):
         RoundRecord.from_dict(["round", 1])
+
+
+def test_the_servers_saved_history_reads_back_as_round_records() -> None:
+    from federated.engine.flower.strategy import FederationFailed, History
+
+    history = History(job_id="job-1", rounds=[_record(), RoundRecord(round=3)], nodes={})
+    saved = json.loads(json.dumps(history.to_dict()))
+    assert GRID_KEY not in json.dumps(saved)  # state.json and metrics.json hold no image
+    again = History.from_dict(saved)
+    assert again.rounds == [dataclasses.replace(_record(), sample_grid=None), RoundRecord(round=3)]
+    saved["rounds"][0]["round"] = "two"
+    with pytest.raises(FederationFailed, match="'round'"):
+        History.from_dict(saved)
