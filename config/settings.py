@@ -272,6 +272,8 @@ LOGGING = {
         "console": {"class": "logging.StreamHandler", "filters": ["redact_tokens"]},
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    # httpx logs every request at INFO: one line per Control API poll of the coordinator.
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
 
 # Production hardening; `manage.py check --deploy` is clean with DJANGO_DEBUG off.

@@ -178,9 +178,11 @@ def _train_decoder(
     """
     gen = torch.Generator().manual_seed(seed + 4)
     with torch.no_grad():
+        encode = vae.encode  # an AutoencoderKL's method; torch types Module attributes as Tensor
         posteriors = [
-            vae.encode(images[i : i + 128]).latent_dist for i in range(0, len(images), 128)
-        ]  # type: ignore[operator]
+            encode(images[i : i + 128]).latent_dist  # type: ignore[operator]
+            for i in range(0, len(images), 128)
+        ]
         means = torch.cat([p.mean for p in posteriors])
         stds = torch.cat([p.std for p in posteriors])
     decoder_params = list(vae.decoder.parameters()) + list(vae.post_quant_conv.parameters())  # type: ignore[union-attr]

@@ -43,6 +43,9 @@ DEMO_CREDITS = {"trainer": 10_000, "buyer": 1_000}
 TOP_UP_KEY = "demo-seed-"
 
 
+DEMO_BASE_MODEL = "Atelier Shapes"  # scripts/demo_job.py looks it up by this name
+
+
 class Command(BaseCommand):
     help = "Create demo accounts, the tiny base model and a public demo dataset."
 
@@ -63,10 +66,14 @@ class Command(BaseCommand):
             self.stdout.write(f"  login {username:8} / {password}   ({role})")
         for username, credits in DEMO_CREDITS.items():
             self._credits(user_model.objects.get(username=username), credits)
+        # The demo's base: the trained shapes model (it draws what its prompts say), not the
+        # random tiny model; scripts/demo_job.py trains the owners' concept on top of it.
         call_command(
             "publish_tiny_model",
             owner="creator",
-            out=str(Path(settings.VAR_DIR) / "tiny-model"),
+            name=DEMO_BASE_MODEL,
+            model="shapes",
+            out=str(Path(settings.VAR_DIR) / "shapes-model"),
             stdout=self.stdout,
         )
         self._demo_dataset(user_model.objects.get(username="creator"))
