@@ -255,6 +255,14 @@ def generation_unchanged(world: World, role: str, response: Any) -> None:
     )
 
 
+def images_unchanged(world: World, role: str, response: Any) -> None:
+    """Only the creator (and staff, who moderate) adds, orders or removes a version's images."""
+    if role in ("owner", "staff"):
+        return
+    images = list(SampleImage.objects.filter(version=world.paid_version).values("pk", "position"))
+    assert images == [{"pk": world.sample_image.pk, "position": 0}], f"{role} changed {images}"
+
+
 def _text(response: Any) -> str:
     if response.streaming:
         return b"".join(response.streaming_content).decode("utf-8", "replace")
@@ -547,6 +555,21 @@ ROWS: list[Row] = [
         method="post",
         data={},
         label="POST api-version-images (JSON)",
+    ),
+    Row(
+        "registry:api-version-images-order",
+        "/api/v1/versions/{paid}/images/order",
+        cells(403, anon=401, owner=200, staff=200),
+        method="put",
+        data=lambda world: {"image_ids": [world.sample_image.pk]},
+        checks=(images_unchanged,),
+    ),
+    Row(
+        "registry:api-image",
+        "/api/v1/images/{image}",
+        cells(403, anon=401, owner=204, staff=204),
+        method="delete",
+        checks=(images_unchanged,),
     ),
     Row("registry:api-file-by-hash", "/api/v1/files/by-hash/{draft_sha}", OWNER_ONLY_404),
     Row("registry:api-file-conversion", "/api/v1/files/{paid_file}/conversion", api_logged_in(200)),
@@ -1211,6 +1234,33 @@ ROWS: list[Row] = [
         label="POST generation-visibility (public)",
     ),
     Row(
+        "registry:version-images-add",
+        "/versions/{paid}/images/",
+        logged_in(302),
+        method="post",
+        api=False,
+        data={},
+        checks=(images_unchanged,),
+        label="POST version-images-add (no file: back to the page)",
+    ),
+    Row(
+        "registry:sample-image-remove",
+        "/images/{image}/remove/",
+        cells(403, anon=302, owner=302, staff=302),
+        method="post",
+        api=False,
+        checks=(images_unchanged,),
+    ),
+    Row(
+        "registry:sample-image-move",
+        "/images/{image}/move/",
+        cells(403, anon=302, owner=302, staff=302),
+        method="post",
+        api=False,
+        data={"direction": "down"},
+        checks=(images_unchanged,),
+    ),
+    Row(
         "studio:generation-sample",
         "/studio/generations/{gen_private}/sample/",
         cells(404, anon=302, owner=302),
@@ -1298,6 +1348,8 @@ ROWS: list[Row] = [
 EXEMPT: dict[str, str] = {
     "admin/": "every admin URL is checked by test_admin_is_staff_only below",
     "^media/(?P<path>.*)$": "DEBUG-only static serving of MEDIA_ROOT for the demo",
+    "api/federated/<path:rest>": "308 to /api/v1/federated/ (tests/federated/test_api.py); the"
+    " rows of the new routes apply",
 }
 
 

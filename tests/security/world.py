@@ -49,7 +49,15 @@ from marketplace.services.ledger import wallet_top_up
 from marketplace.services.listings import listing_create
 from marketplace.services.payouts import payout_request
 from marketplace.services.purchases import purchase_create
-from registry.models import DatasetVersion, Model, ModelFile, ModelVersion, Upload, Visibility
+from registry.models import (
+    DatasetVersion,
+    Model,
+    ModelFile,
+    ModelVersion,
+    SampleImage,
+    Upload,
+    Visibility,
+)
 from registry.services.catalog import model_create
 from registry.services.downloads import signed_file_url
 from registry.services.uploads import upload_create
@@ -133,6 +141,7 @@ class World:
     fed: FederatedWorld
     generations: dict[str, Generation]  # owner's "private" and "public" (both done)
     peer: User
+    sample_image: SampleImage  # the creator's own image on the paid version
     signed_urls: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -153,6 +162,7 @@ class World:
             "model": pv.model_id,
             "model_slug": pv.model.slug,
             "paid": pv.pk,
+            "image": self.sample_image.pk,
             "free": self.free_version.pk,
             "free_model": self.free_version.model_id,
             "free_slug": self.free_version.model.slug,
@@ -293,6 +303,7 @@ def build_world(*, payout_minimum_ok: bool = True) -> World:
         base_checkpoint=checkpoint,
         fed=fed,
         peer=peer,
+        sample_image=_sample_image(paid),
         generations={
             "private": _generation(
                 owner=owner, base=checkpoint, prompt=PRIVATE_PROMPT, public=False
@@ -452,6 +463,14 @@ def _federated(
         },
         report=_report(running, 2, {"11": (hash_of(fed_listed), 12)}),
     )
+
+
+def _sample_image(version: ModelVersion) -> SampleImage:
+    """The creator's own image, first in order (the cover)."""
+    image = SampleImage(version=version, prompt="a red square", position=0)
+    image.image.save("sec-sample.png", ContentFile(png_bytes(size=(64, 64))), save=False)
+    image.save()
+    return image
 
 
 def _generation(*, owner: User, base: ModelVersion, prompt: str, public: bool) -> Generation:
