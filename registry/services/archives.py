@@ -18,22 +18,17 @@ Zip64 records are written only where a size or an offset needs them (files over 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import struct
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from urllib.parse import urlencode
 
-from django.conf import settings
 from django.core.cache import cache
 from django.urls import reverse
 from django.utils.text import slugify
 
-from core.errors import AccessDeniedError
 from registry.models import Blob, FileLayout, ModelFile, ModelVersion
 from registry.services.blobs import blob_open
-from registry.services.downloads import content_disposition
+from registry.services.downloads import link_query, link_verify
 from sdcore.hashes import FileHashes, MultiHasher
 
 ZIP32_LIMIT = 0xFFFFFFFF
@@ -273,23 +268,14 @@ def archive_versions_by_hash(hash_value: str) -> list[int]:
 # Signed URLs ---------------------------------------------------------------------------------
 
 
-def _signature(version_id: int, filename: str, user_id: int, expires: int) -> str:
-    message = f"archive\n{version_id}\n{filename}\n{user_id}\n{expires}".encode()
-    key = hashlib.sha256(("atelier-archive:" + settings.SECRET_KEY).encode()).digest()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()
-
-
 def archive_signed_url(*, archive: VersionArchive, user_id: int, ttl: int | None = None) -> str:
     """A site-relative URL that serves the archive to ``user_id`` until it expires."""
-    ttl = settings.ATELIER_SIGNED_URL_TTL if ttl is None else ttl
-    expires = int(time.time()) + ttl
-    query = urlencode(
-        {
-            "uid": user_id,
-            "expires": expires,
-            "signature": _signature(archive.version_id, archive.filename, user_id, expires),
-            "response-content-disposition": content_disposition(archive.filename),
-        }
+    query = link_query(
+        purpose="archive",
+        subject=str(archive.version_id),
+        filename=archive.filename,
+        user_id=user_id,
+        ttl=ttl,
     )
     path = reverse(
         "registry:civitai-archive-file",
@@ -302,13 +288,11 @@ def archive_signed_verify(
     *, version_id: int, filename: str, uid: str, expires: str, signature: str
 ) -> int:
     """The user id a valid, unexpired archive link was signed for."""
-    try:
-        user_id, expiry = int(uid), int(expires)
-    except ValueError as exc:
-        raise AccessDeniedError("Malformed download link.", code="bad_signature") from exc
-    expected = _signature(version_id, filename, user_id, expiry)
-    if not hmac.compare_digest(expected, signature):
-        raise AccessDeniedError("This download link is not valid.", code="bad_signature")
-    if expiry < time.time():
-        raise AccessDeniedError("This download link has expired.", code="expired")
-    return user_id
+    return link_verify(
+        purpose="archive",
+        subject=str(version_id),
+        filename=filename,
+        uid=uid,
+        expires=expires,
+        signature=signature,
+    )

@@ -45,9 +45,42 @@ def content_disposition(filename: str) -> str:
     return f"attachment; filename*=UTF-8''{quote(filename, safe='')}; filename=\"{fallback}\""
 
 
-def _signature(sha256: str, filename: str, user_id: int, expires: int) -> str:
-    message = f"{sha256}\n{filename}\n{user_id}\n{expires}".encode()
-    key = hashlib.sha256(("atelier-download:" + settings.SECRET_KEY).encode()).digest()
+def link_query(*, purpose: str, subject: str, filename: str, user_id: int, ttl: int | None) -> str:
+    """The query string of a link that serves ``subject`` as ``filename`` to ``user_id`` until
+    it expires: uid, expires, an HMAC signature keyed by ``purpose`` (a link signed for one
+    kind of route is no good on another) and the file name to save as."""
+    ttl = settings.ATELIER_SIGNED_URL_TTL if ttl is None else ttl
+    expires = int(time.time()) + ttl
+    signature = _signature(purpose, subject, filename, user_id, expires)
+    return urlencode(
+        {
+            "uid": user_id,
+            "expires": expires,
+            "signature": signature,
+            "response-content-disposition": content_disposition(filename),
+        }
+    )
+
+
+def link_verify(
+    *, purpose: str, subject: str, filename: str, uid: str, expires: str, signature: str
+) -> int:
+    """The user id a valid, unexpired link of ``purpose`` was signed for."""
+    try:
+        user_id, expiry = int(uid), int(expires)
+    except ValueError as exc:
+        raise AccessDeniedError("Malformed download link.", code="bad_signature") from exc
+    expected = _signature(purpose, subject, filename, user_id, expiry)
+    if not hmac.compare_digest(expected, signature):
+        raise AccessDeniedError("This download link is not valid.", code="bad_signature")
+    if expiry < time.time():
+        raise AccessDeniedError("This download link has expired.", code="expired")
+    return user_id
+
+
+def _signature(purpose: str, subject: str, filename: str, user_id: int, expires: int) -> str:
+    message = f"{subject}\n{filename}\n{user_id}\n{expires}".encode()
+    key = hashlib.sha256(f"atelier-{purpose}:{settings.SECRET_KEY}".encode()).digest()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
 
 
@@ -64,14 +97,8 @@ def signed_file_url(*, blob: Blob, filename: str, user_id: int, ttl: int | None 
             parameters={"ResponseContentDisposition": content_disposition(filename)},
             expire=ttl,
         )
-    expires = int(time.time()) + ttl
-    query = urlencode(
-        {
-            "uid": user_id,
-            "expires": expires,
-            "signature": _signature(blob.sha256, filename, user_id, expires),
-            "response-content-disposition": content_disposition(filename),
-        }
+    query = link_query(
+        purpose="download", subject=blob.sha256, filename=filename, user_id=user_id, ttl=ttl
     )
     path = reverse("registry:signed-file", kwargs={"sha256": blob.sha256, "filename": filename})
     return f"{path}?{query}"
@@ -87,15 +114,14 @@ class SignedRequest:
 def signed_file_verify(
     *, sha256: str, filename: str, uid: str, expires: str, signature: str
 ) -> SignedRequest:
-    try:
-        user_id, expiry = int(uid), int(expires)
-    except ValueError as exc:
-        raise AccessDeniedError("Malformed download link.", code="bad_signature") from exc
-    expected = _signature(sha256, filename, user_id, expiry)
-    if not hmac.compare_digest(expected, signature):
-        raise AccessDeniedError("This download link is not valid.", code="bad_signature")
-    if expiry < time.time():
-        raise AccessDeniedError("This download link has expired.", code="expired")
+    user_id = link_verify(
+        purpose="download",
+        subject=sha256,
+        filename=filename,
+        uid=uid,
+        expires=expires,
+        signature=signature,
+    )
     return SignedRequest(sha256=sha256, filename=filename, user_id=user_id)
 
 
