@@ -4,7 +4,9 @@
 
 from django.urls import include, path
 
-from registry import views, views_downloads, views_images
+from registry.views import catalog as views
+from registry.views import downloads as views_downloads
+from registry.views import images as views_images
 
 app_name = "registry"
 

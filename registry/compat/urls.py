@@ -7,8 +7,8 @@ site's pages do not use (``/api/models/``, ``/{owner}/{slug}/resolve/``, ``/civi
 
 from django.urls import URLPattern, path, re_path
 
-from registry import views_downloads
 from registry.compat import civitai, hf
+from registry.views import downloads as views_downloads
 
 SEGMENT = r"[^/]+"
 REPO = rf"(?P<owner>{SEGMENT})/(?P<slug>{SEGMENT})"

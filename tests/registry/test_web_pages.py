@@ -14,7 +14,6 @@ from django.conf import settings
 from django.test import Client
 from django.urls import reverse
 
-from registry import views
 from registry.models import Blob, Model, ModelVersion, VersionStatus
 from registry.services.catalog import (
     FileSpec,
@@ -29,6 +28,7 @@ from registry.services.catalog import (
     version_publish,
 )
 from registry.services.uploads import upload_whole_file
+from registry.views import catalog as views
 from tests.registry.factories import lora_bytes
 
 pytestmark = pytest.mark.django_db

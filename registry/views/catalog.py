@@ -31,7 +31,7 @@ from registry.services.catalog import FileSpec, model_create, version_create, ve
 from registry.services.conversion import model_file_conversion_request
 from registry.services.samples import sample_images_add
 from registry.services.uploads import upload_whole_file
-from registry.views_images import cover_of, sample_gallery
+from registry.views.images import cover_of, sample_gallery
 
 MODELS_PER_PAGE = 24
 DATASETS_PER_PAGE = 24
