@@ -8,7 +8,7 @@ from typing import Any
 
 from django import forms
 
-from marketplace.models import License, ReportReason
+from marketplace.models import CommercialUse, License, ReportReason
 
 MAX_TOP_UP = 1_000_000
 MAX_PRICE = 1_000_000_000
@@ -75,7 +75,11 @@ class ReportForm(forms.Form):
 
 
 class ListingForm(forms.Form):
-    """A model version's license and price (the owner's sell page)."""
+    """A model version's license and price (the owner's sell page).
+
+    A price on a version whose own license does not allow selling it is a confirm step: the
+    first save answers with an error on the price and a "Sell anyway" box; ticking it saves.
+    """
 
     license_code = forms.ChoiceField(label="License", required=False)
     price = forms.IntegerField(
@@ -84,16 +88,38 @@ class ListingForm(forms.Form):
         label="Price (credits)",
         help_text="0 makes it free to download.",
     )
+    sell_anyway = forms.BooleanField(
+        required=False,
+        widget=forms.HiddenInput,
+        label="Sell anyway: I hold the rights to sell this version",
+    )
 
     def __init__(
         self, *args: Any, licenses: Iterable[License], locked: bool, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
+        self.licenses = {lic.code: lic for lic in licenses}
         field = self.fields["license_code"]
         field.choices = [  # type: ignore[attr-defined]  # a ChoiceField; typed as Field
             ("", "No license stated"),
-            *((lic.code, f"{lic.name} ({lic.code})") for lic in licenses),
+            *((lic.code, f"{lic.name} ({lic.code})") for lic in self.licenses.values()),
         ]
         if locked:
             field.disabled = True
             field.help_text = "A published version keeps its license."
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        lic = self.licenses.get(data.get("license_code") or "")
+        price = data.get("price") or 0
+        if lic is None or price <= 0 or lic.commercial_use == CommercialUse.SELL:
+            return data
+        if not data.get("sell_anyway"):
+            self.fields["sell_anyway"].widget = forms.CheckboxInput()
+            self.add_error(
+                "price",
+                f"Its license {lic.code} says “{lic.get_commercial_use_display()}”: it does "
+                "not allow selling the model. Choose a license that allows selling, set the "
+                "price to 0, or tick “Sell anyway” and save again.",
+            )
+        return data

@@ -7,7 +7,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, Max, Min, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -388,9 +388,15 @@ def earnings_by_day(*, user: User) -> list[DayEarning]:
 
 @dataclass(frozen=True)
 class ListingSales:
+    """One listing's sales for one earner: ``sales`` counts purchases (not ledger entries: a
+    seller who also holds a share earns two entries from one sale), and ``min_price`` /
+    ``max_price`` are the prices those purchases were made at, as each purchase recorded it."""
+
     listing: Listing
     sales: int
     earned: int
+    min_price: int = 0
+    max_price: int = 0
 
 
 def sales_by_listing(*, user: User) -> list[ListingSales]:
@@ -399,14 +405,25 @@ def sales_by_listing(*, user: User) -> list[ListingSales]:
         earning_entries(user=user)
         .filter(transaction__kind="purchase")
         .values("transaction__purchase__listing")
-        .annotate(sales=Count("pk"), earned=Sum("amount"))
-        .order_by("-earned")
+        .annotate(
+            sales=Count("transaction__purchase", distinct=True),
+            earned=Sum("amount"),
+            min_price=Min("transaction__purchase__price"),
+            max_price=Max("transaction__purchase__price"),
+        )
+        .order_by("-earned", "transaction__purchase__listing")
     )
     listings = Listing.objects.select_related(
         "model_version__model", "dataset_version__dataset"
     ).in_bulk([r["transaction__purchase__listing"] for r in rows])
     return [
-        ListingSales(listings[r["transaction__purchase__listing"]], r["sales"], int(r["earned"]))
+        ListingSales(
+            listings[r["transaction__purchase__listing"]],
+            r["sales"],
+            int(r["earned"]),
+            int(r["min_price"] or 0),
+            int(r["max_price"] or 0),
+        )
         for r in rows
         if r["transaction__purchase__listing"] in listings
     ]

@@ -34,7 +34,7 @@ from marketplace.payments import default_provider
 from marketplace.services.ledger import wallet_top_up
 from marketplace.services.listings import listing_terms_set
 from marketplace.services.payouts import payout_minimum, payout_request
-from marketplace.services.purchases import purchase_create
+from marketplace.services.purchases import platform_fee_bps, purchase_create
 from marketplace.services.reports import report_create
 from marketplace.services.reviews import review_create
 from registry.access import can_view_dataset, can_view_version
@@ -99,6 +99,7 @@ def _confirm_page(
         "target_url": _target_url(listing.target),
         "price": selectors.listing_price_now(listing),
         "balance": selectors.wallet_balance(user=request.user),
+        "fee_bps": platform_fee_bps(),
         "form": form,
         "error": error,
     }
@@ -155,9 +156,10 @@ def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResp
     if version.model.owner_id != request.user.pk:
         raise Http404("No such version.")
     listing = selectors.listing_for(version)
+    licenses = selectors.licenses_by_code()
     form = ListingForm(
         request.POST or None,
-        licenses=selectors.licenses_by_code().values(),
+        licenses=licenses.values(),
         locked=version.published_at is not None,
         initial={"license_code": version.license_code, "price": listing.price if listing else 0},
     )
@@ -178,7 +180,8 @@ def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResp
         "form": form,
         "version": version,
         "target_url": _target_url(version),
-        "licenses": selectors.licenses_by_code().values(),
+        "licenses": licenses.values(),
+        "fee_bps": platform_fee_bps(),
     }
     return render(
         request, "marketplace/listing_form.html", context, status=400 if form.errors else 200
@@ -318,6 +321,7 @@ def earnings(request: AuthenticatedHttpRequest) -> HttpResponse:
         "total": sum(d.amount for d in days),
         "chart": earnings_chart_svg(days),
         "sales": selectors.sales_by_listing(user=request.user),
+        "fee_bps": platform_fee_bps(),
         "balance": selectors.wallet_balance(user=request.user),
         "withdrawable": selectors.withdrawable_balance(user=request.user),
         "minimum": payout_minimum(),

@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 
 from marketplace import selectors
 from marketplace.forms import ReviewForm
-from marketplace.models import License, ListingShare
+from marketplace.models import CommercialUse, License, ListingShare
 from registry.models import DatasetVersion, ModelVersion
 
 register = template.Library()
@@ -47,12 +47,24 @@ def buy_box(context: template.Context, version: ModelVersion | DatasetVersion) -
 
 @register.simple_tag
 def license_for(version: ModelVersion) -> dict[str, Any]:
-    """The version's own license and the effective permissions along its lineage."""
+    """The version's own license and the effective permissions along its lineage.
+
+    ``commercial_label`` is what the page prints for commercial use: the level's name, or
+    "Not stated" when neither the version nor its lineage states one (no license is not
+    permission to sell).
+    """
+    perms = selectors.effective_permissions(version)
+    commercial = perms.commercial_use
+    if not version.license_code and not commercial.sources:
+        label = "Not stated: no license, ask the creator"
+    else:
+        label = str(CommercialUse(str(commercial.value)).label)
     return {
         "license": License.objects.filter(code=version.license_code).first()
         if version.license_code
         else None,
-        "perms": selectors.effective_permissions(version),
+        "perms": perms,
+        "commercial_label": label,
     }
 
 

@@ -178,7 +178,7 @@ def test_license_block_shows_effective_permissions_and_their_source(
     assert "Effective permissions" in text
     perm = re.search(r'<li class="perm-commercial">(.*?)</li>', text, re.S)
     assert perm is not None
-    assert "<strong>none</strong>" in perm.group(1)
+    assert "<strong>No commercial use</strong>" in perm.group(1)
     assert f"model version {parent.pk}" in perm.group(1)
     assert "own license cc-by-nc-4.0" in perm.group(1)
 
