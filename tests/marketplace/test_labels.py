@@ -189,3 +189,40 @@ def test_card_and_detail_print_the_same_base_model_label(client, seller, make_ve
     assert '<span class="badge base">sd1</span>' not in card
     detail = client.get(page_url(version)).content.decode()
     assert '<dd class="base-model">SD 1.x</dd>' in detail
+
+
+# --- the 404 page and the favicon ---------------------------------------------------------------
+
+
+def test_an_unknown_page_gets_the_sites_404_page(client, buyer) -> None:
+    client.force_login(buyer)
+    for url in ("/no-such-page/", "/buy/987654/"):  # no route; a view's own Http404
+        response = client.get(url)
+        assert response.status_code == 404, url
+        assert response["Content-Type"].startswith("text/html"), url
+        text = response.content.decode()
+        assert '<header class="topbar">' in text and "Page not found" in text, url
+        assert 'href="/library/"' in text, url
+    page = client.get("/no-such-<script>/").content.decode()
+    assert "<script>" not in page
+
+
+@pytest.mark.parametrize("url", ["/api/v1/no-such-route/", "/civitai/api/v1/no-such-route"])
+def test_api_and_civitai_routes_keep_their_json_404(client, url: str) -> None:
+    response = client.get(url)
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert "Page not found" not in response.content.decode()
+
+
+def test_every_page_links_the_favicon(client) -> None:
+    from django.contrib.staticfiles import finders
+
+    text = client.get("/").content.decode()
+    assert re.search(
+        r'<link rel="icon" href="/static/favicon[^"]*\.svg" type="image/svg\+xml">', text
+    )
+    found = finders.find("favicon.svg")
+    assert found is not None
+    with open(str(found), encoding="utf-8") as svg:
+        assert svg.read().lstrip().startswith("<svg")
