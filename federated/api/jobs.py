@@ -148,8 +148,10 @@ class JobDetailSerializer(JobSummarySerializer):
 
 
 class JobEstimateApi(APIView):
-    """What a job would cost at most (owners' maximum and the platform fee), and every
-    problem its launch would be refused for."""
+    """What a job would cost at most (owners' maximum and the platform fee), every problem
+    its launch would be refused for, and the DP advice: noise multiplier, sampling rate and
+    noise-to-signal ratio per dataset, with plain warnings when the noise drowns the signal.
+    400 for a dataset without examples or smaller than the batch size (DP-SGD on)."""
 
     permission_classes = [IsAuthenticated]
 
@@ -191,6 +193,44 @@ class JobEstimateApi(APIView):
         )
         aggregation_extra_seconds = serializers.FloatField(
             help_text="Seconds the aggregation adds to the whole job (all rounds)."
+        )
+
+        class AdviceSerializer(serializers.Serializer):
+            class OwnerSerializer(serializers.Serializer):
+                dataset_version_id = serializers.IntegerField()
+                dataset = serializers.CharField()
+                examples = serializers.IntegerField()
+                sample_rate = serializers.FloatField(help_text="Poisson rate, 1/ceil(n/B).")
+                expected_batch = serializers.FloatField(help_text="b = sample_rate x examples.")
+                noise_multiplier = serializers.FloatField(
+                    allow_null=True, help_text="sigma; null: the target epsilon is unreachable."
+                )
+                noise_std = serializers.FloatField(
+                    allow_null=True, help_text="sigma x C / b, per coordinate of a step."
+                )
+                noise_to_signal = serializers.FloatField(
+                    allow_null=True, help_text="sigma / b: the noise std against the bound C."
+                )
+                level = serializers.ChoiceField(choices=["ok", "weak", "drowned"])
+                warnings = serializers.ListField(child=serializers.CharField())
+
+            target_epsilon = serializers.FloatField()
+            delta = serializers.FloatField()
+            max_grad_norm = serializers.FloatField()
+            batch_size = serializers.IntegerField()
+            steps = serializers.IntegerField(help_text="rounds x local steps")
+            accountant = serializers.CharField()
+            level = serializers.ChoiceField(choices=["ok", "weak", "drowned"])
+            owners = OwnerSerializer(many=True)
+            warnings = serializers.ListField(child=serializers.CharField())
+            weak_nsr = serializers.FloatField()
+            drowned_nsr = serializers.FloatField()
+            formula = serializers.CharField()
+
+        advice = AdviceSerializer(
+            allow_null=True,
+            help_text="What DP-SGD will leave of the signal, per dataset (null without DP or "
+            "when a DP setting is itself a problem). docs/trainer.md explains the numbers.",
         )
 
     @extend_schema(request=JobSpecSerializer, responses=OutputSerializer, tags=TAGS)

@@ -25,6 +25,8 @@ from django.utils import timezone
 
 from core.errors import ApplicationError, ConflictError, NotFoundError
 from core.tasks import enqueue_on_commit
+from federated.engine.dp_advice import DPAdvice, dp_advice
+from federated.engine.errors import ConfigError
 from federated.engine.flower.credentials import credentials_path, write_credentials
 from federated.models import (
     ApprovalMode,
@@ -107,6 +109,8 @@ class JobEstimate:
     problems: list[dict[str, Any]]
     aggregation: AggregationCost | None = None  # None: an aggregation that does not exist
     rounds: int = 0
+    # What DP-SGD will leave of the signal (None: no DP, or a problem in the DP settings)
+    advice: DPAdvice | None = None
 
     @property
     def aggregation_extra_seconds(self) -> float:
@@ -117,7 +121,40 @@ class JobEstimate:
         return self.owners_max + self.fee
 
 
-def _estimate(resolved: ResolvedSpec, fee_bps: int) -> JobEstimate:
+# A problem with one of these leaves nothing to advise on (the problem is shown instead).
+ADVICE_CLAUSES = frozenset(
+    {"batch_size", "rounds", "local_steps", "max_grad_norm", "target_epsilon", "delta"}
+)
+
+
+def _dp_advice(resolved: ResolvedSpec) -> DPAdvice | None:
+    """The noise multiplier, sampling rate and noise-to-signal ratio per dataset
+    (:mod:`federated.engine.dp_advice`); 400 on a dataset without examples or smaller than
+    the batch, which no node could train on with DP-SGD."""
+    c = resolved.config
+    if not resolved.spec.dp or c.get("target_epsilon") is None or c.get("delta") is None:
+        return None
+    if any(p.clause in ADVICE_CLAUSES for p in resolved.problems):
+        return None
+    datasets = [
+        (t.dataset_version_id, t.dataset_version.dataset.name, t.dataset_version.image_count)
+        for t in resolved.terms
+    ]
+    try:
+        return dp_advice(
+            datasets,
+            batch_size=int(c["batch_size"]),
+            rounds=int(c["rounds"]),
+            local_steps=int(c["local_steps"]),
+            max_grad_norm=float(c["max_grad_norm"]),
+            target_epsilon=float(c["target_epsilon"]),
+            delta=float(c["delta"]),
+        )
+    except ConfigError as err:
+        raise ApplicationError(err.message, code=err.code, details=err.details) from err
+
+
+def _estimate(resolved: ResolvedSpec, fee_bps: int, *, advise: bool = False) -> JobEstimate:
     rounds = int(resolved.config["rounds"]) if isinstance(resolved.config["rounds"], int) else 0
     lines = [
         EstimateLine(
@@ -141,12 +178,15 @@ def _estimate(resolved: ResolvedSpec, fee_bps: int) -> JobEstimate:
         [p.as_dict() for p in resolved.problems],
         AGGREGATION_COSTS.get(str(resolved.config.get("aggregation"))),
         rounds,
+        _dp_advice(resolved) if advise else None,
     )
 
 
 def job_estimate(*, trainer: User, spec: JobSpec) -> JobEstimate:
-    """The cost before launch, with every problem the launch would refuse for."""
-    return _estimate(job_spec_resolve(trainer=trainer, spec=spec), platform_fee_bps())
+    """The cost before launch, with every problem the launch would refuse for, and the DP
+    advice (what the noise will leave of the signal)."""
+    resolved = job_spec_resolve(trainer=trainer, spec=spec)
+    return _estimate(resolved, platform_fee_bps(), advise=True)
 
 
 # --- create and launch -----------------------------------------------------------------------
