@@ -30,7 +30,7 @@ latents and text embeddings cached once (timed). Phases, each timed with
    512x512, ``--gen-steps`` Euler steps: plain (the reference) and with the trained adapter
    of phase 3 in the UNet.
 
-Time: every phase checks what is left of ``--budget`` (default 420 s) before it starts and is
+Time: every phase checks what is left of ``--budget`` (default 400 s) before it starts and is
 skipped (recorded) when too little is left; an alarm at ``--budget`` + 40 s stops the phase
 running then; results so far are always written. Step counts are small by construction.
 Results: appended as a section to ``--results`` (default bench/RESULTS-trainer.md).
@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fed-steps", type=int, default=5, help="local steps per node")
     parser.add_argument("--gen-steps", type=int, default=20)
     parser.add_argument("--dp-modes", default="ew,hooks", help="opacus modes to try, in order")
-    parser.add_argument("--budget", type=float, default=420.0, help="seconds (<= 440)")
+    parser.add_argument("--budget", type=float, default=400.0, help="seconds (<= 440)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--no-append", action="store_true", help="do not touch --results")
     parser.add_argument("--out-dir", type=Path, default=None)
