@@ -37,6 +37,7 @@ from marketplace.services.payouts import payout_minimum, payout_request
 from marketplace.services.purchases import platform_fee_bps, purchase_create
 from marketplace.services.reports import report_create
 from marketplace.services.reviews import review_create
+from marketplace.templatetags.labels import bps_percent
 from registry.access import can_view_dataset, can_view_version
 from registry.models import Dataset, ModelVersion
 from registry.selectors.models import own_models
@@ -148,6 +149,23 @@ _LISTING_FIELDS = {
 }
 
 
+def _listing_error_text(err: ApplicationError) -> str:
+    """The service's message, except royalties in excess, which the API states in basis
+    points and this page in percentages of the price."""
+    if err.code != "royalties_exceed_price":
+        return err.message
+    details = err.details
+    asked = ", ".join(
+        f"{a['ancestor']} {bps_percent(a['royalty_bps'])}" for a in details.get("ancestors", [])
+    )
+    return (
+        f"The lineage of this version asks {bps_percent(details['royalty_bps_total'])} of the "
+        f"price in royalties ({asked}). After the {bps_percent(platform_fee_bps())} platform "
+        f"fee, royalties may take at most {bps_percent(details['royalty_bps_max'])}, so this "
+        "version cannot be sold until its ancestors ask less."
+    )
+
+
 @login_required
 @require_http_methods(["GET", "POST"])
 def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResponse:
@@ -172,7 +190,7 @@ def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResp
                 price=form.cleaned_data["price"],
             )
         except ApplicationError as err:
-            form.add_error(_LISTING_FIELDS.get(err.code), err.message)
+            form.add_error(_LISTING_FIELDS.get(err.code), _listing_error_text(err))
         else:
             messages.success(request, "License and price saved.")
             return redirect(_target_url(version))

@@ -58,6 +58,29 @@ def test_pages_show_the_fee_as_a_percentage(client, seller, buyer, listing, vers
     assert "bps" not in text
 
 
+def test_listing_form_states_excess_royalties_in_percent(
+    client, seller, make_user, make_version
+) -> None:
+    # given: two ancestors asking 50% each, more than the 90% the 10% fee leaves
+    other = make_user("upstream")
+    grand = make_version(other)
+    listing_create(seller=other, target=grand, price=0, royalty_bps=5000)
+    parent = make_version(other, parents=(grand,))
+    listing_create(seller=other, target=parent, price=0, royalty_bps=5000)
+    child = make_version(seller, parents=(parent,), publish=False)
+    client.force_login(seller)
+    url = reverse("marketplace:listing-edit", args=[child.pk])
+    # when
+    response = client.post(url, {"license_code": "", "price": "100"})
+    # then
+    assert response.status_code == 400
+    text = response.content.decode()
+    assert "asks 100% of the price in royalties" in text
+    assert "at most 90%" in text
+    assert "bps" not in text
+    assert not Listing.objects.filter(model_version=child).exists()
+
+
 # --- earnings: sales, not ledger entries; the price paid, not today's -------------------------
 
 
