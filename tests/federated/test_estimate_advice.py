@@ -81,6 +81,13 @@ def test_no_dp_or_a_bad_dp_setting_gives_no_advice_and_no_crash(
     # A bad setting is the estimate's problem, not an advice crash
     bad = api.post(API, _body(world, world.small, max_grad_norm=-1.0), format="json").json()
     assert bad["advice"] is None and bad["problems"][0]["code"] == "bad_max_grad_norm"
+    # Hostile values: a batch out of range is a problem; an epsilon no noise reaches is advice
+    huge = api.post(API, _body(world, world.small, batch_size=10**9), format="json").json()
+    assert huge["advice"] is None and huge["problems"][0]["code"] == "bad_batch_size"
+    tiny = api.post(API, _body(world, world.small, target_epsilon=1e-7), format="json")
+    assert tiny.status_code == 200 and tiny.json()["advice"]["level"] == "drowned"
+    assert tiny.json()["advice"]["owners"][0]["noise_multiplier"] is None
+    assert "cannot be reached" in tiny.json()["advice"]["warnings"][0]
     # A target above the terms is refused at launch; the advice still tells what it would buy
     above = api.post(API, _body(world, world.small, target_epsilon=50.0), format="json").json()
     assert {p["code"] for p in above["problems"]} == {"epsilon_above_job_budget"}
