@@ -3,6 +3,11 @@
     python bench/gpu_sd15.py                        # on a CUDA machine; appends its results
     python bench/gpu_sd15.py --out-dir "$OUT"       # also writes gpu_sd15.json and gpu_sd15.md
     python bench/gpu_sd15.py --device cpu --tiny    # a dry run of the same code, tiny model
+    python bench/gpu_sd15.py --device cpu --tiny --dtype bf16   # ... with bf16 autocast
+
+The bf16 CPU dry run (2026-12-07) showed opacus ``ew`` (the trainer's default DP mode) failing
+in backward under bf16 autocast (``ExpandedWeights`` linear: BFloat16 != float); ``hooks``
+ran. The GPU run records whether that holds on CUDA (phase 2 tries both).
 
 Without a CUDA device (and without ``--device cpu --tiny``) it prints a line starting with
 ``gpu_sd15: SKIPPED`` and exits 0, having run nothing.
@@ -22,7 +27,8 @@ latents and text embeddings cached once (timed). Phases, each timed with
    out of memory is recorded as such; the fastest that fits is used in phase 3.
 3. ``federated``: one FedAvg round of two nodes sharing the GPU, in this process: two
    trainers (each its own UNet copy with the adapter, as two node processes would hold), run
-   at the same time in two threads, DP with the mode of phase 2, then the engine's
+   first one after the other (the reference, and their warm-up), then at the same time in two
+   threads (the round), DP with the mode of phase 2, then the engine's
    ``fedavg`` (``federated.engine.flower.aggregate``) of their arrays sent through the
    engine's packed transport (``pack``/``unpack``). No Flower processes: what it measures is
    the GPU's share between two nodes, against the same steps run one node after the other.
@@ -72,6 +78,7 @@ class Bench:
     def __init__(self, args: Namespace) -> None:
         self.args = args
         self.cuda = args.device.startswith("cuda")
+        self.bf16 = self.cuda or args.dtype == "bf16"
         self.started = time.perf_counter()
         self.results: dict[str, Any] = {
             "benchmark": "gpu_sd15",
@@ -159,12 +166,12 @@ class Bench:
             dp=DPConfig(noise_multiplier=1.0, max_grad_norm=0.05, grad_sample_mode=dp_mode)  # type: ignore[arg-type]
             if dp_mode
             else None,
-            mixed_precision="bf16" if self.cuda else "no",
+            mixed_precision="bf16" if self.bf16 else "no",
         )
 
     def run(self) -> None:
         args = self.args
-        dtype = torch.bfloat16 if self.cuda else torch.float32
+        dtype = torch.bfloat16 if self.bf16 else torch.float32
         state: dict[str, Any] = {}
 
         def build() -> dict[str, Any]:
@@ -321,7 +328,7 @@ class Bench:
         from federated.engine.trainer import training_scheduler
 
         args = self.args
-        mode = state.get("dp_mode", "ew")
+        mode = state.get("dp_mode", "hooks")  # ew fails under CPU bf16 autocast (see below)
         spec = AdapterSpec(rank=args.rank, alpha=float(args.rank))
         unets = []
         for _ in range(2):
@@ -348,6 +355,16 @@ class Bench:
             except BaseException as exc:  # re-raised in the main thread
                 errors.append(exc)
 
+        # the same steps one node after the other (also the warm-up of both copies)
+        sync(args.device)
+        began = time.perf_counter()
+        for i in range(2):
+            node(i)
+        if errors:
+            raise errors[0]
+        sequential = time.perf_counter() - began
+        sequential_nodes = list(node_seconds)
+        # the round: both nodes at once on the one GPU
         sync(args.device)
         began = time.perf_counter()
         threads = [threading.Thread(target=node, args=(i,)) for i in range(2)]
@@ -367,10 +384,9 @@ class Bench:
         set_adapter_arrays(unets[0], spec, average)
         sync(args.device)
         wall = time.perf_counter() - began
-        state["adapted_unet"] = unets[0]
-        del unets[1]
+        state["average"] = average
+        del unets[:]
         steps = 2 * args.fed_steps
-        sequential = steps / state["dp_steps_per_s"] if "dp_steps_per_s" in state else None
         changed = float(sum(np.abs(a).sum() for a in average.values()))
         return {
             "dp_mode": mode,
@@ -379,7 +395,8 @@ class Bench:
             "node_seconds": node_seconds,
             "round_steps_per_s": steps / wall,
             "same_steps_one_after_the_other_seconds": sequential,
-            "ratio_round_over_sequential": wall / sequential if sequential else None,
+            "sequential_node_seconds": sequential_nodes,
+            "ratio_round_over_sequential": wall / sequential,
             "adapter_bytes": int(sum(a.nbytes for a in average.values())),
             "adapter_abs_sum_after_round": changed,
         }
@@ -389,8 +406,14 @@ class Bench:
         base_unet = pipe.unet
         out: dict[str, Any] = {"steps": args.gen_steps, "resolution": args.resolution}
         variants = [("plain", base_unet)]
-        if "adapted_unet" in state:
-            variants.append(("with_adapter", state["adapted_unet"].eval()))
+        if "average" in state:  # the round's adapter in a fresh copy, as a user would load it
+            from federated.engine.adapter import AdapterSpec, attach_adapter, set_adapter_arrays
+
+            spec = AdapterSpec(rank=args.rank, alpha=float(args.rank))
+            adapted = copy.deepcopy(base_unet)
+            attach_adapter(adapted, spec)
+            set_adapter_arrays(adapted, spec, state["average"])
+            variants.append(("with_adapter", adapted.eval()))
         try:
             for label, unet in variants:
                 pipe.unet = unet
@@ -400,8 +423,8 @@ class Bench:
                     sync(args.device)
                     began = time.perf_counter()
                     autocast = (
-                        torch.autocast("cuda", dtype=torch.bfloat16)
-                        if self.cuda
+                        torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16)
+                        if self.bf16
                         else contextlib.nullcontext()
                     )
                     with torch.no_grad(), autocast:
@@ -445,7 +468,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"(`bench/gpu_sd15.py`, {m['date']})",
         "",
         f"Random weights, {'tiny model' if c['tiny'] else 'SD 1.5 architecture'}, "
-        f"{'bf16' if str(c['device']).startswith('cuda') else 'fp32'}, {c['resolution']}x"
+        f"{'bf16' if str(c['device']).startswith('cuda') or c['dtype'] == 'bf16' else 'fp32'}, "
+        f"{c['resolution']}x"
         f"{c['resolution']}, batch {c['batch']}, rank {c['rank']}, {c['warmup']} warm-up + "
         f"{c['steps']} timed steps per loop; torch {m['torch']}; total "
         f"{results.get('total_seconds', 0):.0f} s. Peak memory: "
@@ -530,6 +554,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fed-steps", type=int, default=5, help="local steps per node")
     parser.add_argument("--gen-steps", type=int, default=20)
     parser.add_argument("--dp-modes", default="ew,hooks", help="opacus modes to try, in order")
+    parser.add_argument(
+        "--dtype",
+        choices=("auto", "bf16"),
+        default="auto",
+        help="auto: bf16 on CUDA, fp32 on CPU; bf16: also on CPU (a dry run of the GPU numerics)",
+    )
     parser.add_argument("--budget", type=float, default=400.0, help="seconds (<= 440)")
     parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     parser.add_argument("--no-append", action="store_true", help="do not touch --results")
