@@ -106,7 +106,7 @@ def test_creator_signs_up_uploads_prices_and_publishes_a_lora(
     visitor.goto(site + "/?kind=lora")
     card = visitor.locator("article.model-card", has_text="Ink Sketch")
     expect(card).to_have_count(1)
-    expect(card.locator(".badge.base")).to_have_text("sd1")
+    expect(card.locator(".badge.base")).to_have_text("SD 1.x")  # one label (issue #19)
     shot(visitor, "browse-listed")
     card.locator("a.card-link").click()
     expect(visitor.locator("h1")).to_have_text("Ink Sketch")
