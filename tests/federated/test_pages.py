@@ -161,6 +161,7 @@ def test_estimate_shows_the_cost_lines_fee_and_total_and_charges_nothing(
     assert b"<td>owner</td>" in line.group(1)
     assert b'<td class="owners-max">40</td>' in html
     assert b'<td class="fee">4</td>' in html
+    assert b"Platform fee (10%)" in html and b"basis points" not in html  # issue #19
     assert b'<td class="total"><strong>44</strong></td>' in html
     assert b"Nothing stops this job." in html
     assert FederatedJob.objects.count() == 0
@@ -178,6 +179,7 @@ def test_launch_holds_the_escrow_and_redirects_to_the_job_page(client: Any, worl
     assert wallet_balance(user=world.trainer) == 10_000 - 44
     page = client.get(response["Location"])
     assert page.status_code == 200 and b"Launched Red circles LoRA" in page.content
+    assert b"<dt>Platform fee</dt><dd>10%</dd>" in page.content  # a percentage (issue #19)
 
 
 def test_a_double_submit_with_the_same_key_launches_once(client: Any, world: Any) -> None:
