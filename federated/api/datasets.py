@@ -24,7 +24,7 @@ from federated.services.datasets import (
     dataset_terms_update,
     federated_dataset_create,
 )
-from marketplace.api import WholeNumberField
+from marketplace.api.common import WholeNumberField
 from registry.api.common import has_nul, page_response, paginated
 from registry.models import Visibility
 from registry.serializers import aggregate_stats

@@ -26,7 +26,7 @@ from federated.services.jobs import (
     job_create_and_launch,
     job_estimate,
 )
-from marketplace.api import IDEMPOTENCY_KEY, WholeNumberField
+from marketplace.api.common import IDEMPOTENCY_KEY, WholeNumberField
 from registry.api.common import page_response, paginated
 from registry.serializers import absolute_url
 

@@ -1,7 +1,3 @@
 """The marketplace REST API, one module per resource: ``wallet``, ``listings``, ``purchases``
 (and the library), ``licenses``, ``reviews``, ``payouts``, ``reports``; ``common`` holds what
-they share (re-exported here for the federated API, which uses the same field and header)."""
-
-from marketplace.api.common import IDEMPOTENCY_KEY, WholeNumberField
-
-__all__ = ["IDEMPOTENCY_KEY", "WholeNumberField"]
+they share (the federated API uses its field and header too)."""

@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 from core.auth import signed_in
 from core.errors import NotFoundError
 from registry.models import ModelVersion, SampleImage
-from registry.selectors import visible_versions
+from registry.selectors.versions import visible_versions
 from registry.serializers import SampleImageSerializer
 from registry.services.images import MAX_IMAGES_PER_VERSION
 from registry.services.samples import sample_image_remove, sample_images_order

@@ -17,7 +17,8 @@ from django.contrib.auth.models import User as AuthUser
 from django.db.models import Prefetch, Q, QuerySet
 
 from registry.models import FileLayout, Model, ModelFile, ModelVersion, VersionStatus
-from registry.selectors import files_by_hash, listed_models, visible_models, visible_versions
+from registry.selectors.models import listed_models, visible_models
+from registry.selectors.versions import files_by_hash, visible_versions
 
 User = AuthUser | AnonymousUser
 

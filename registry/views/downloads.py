@@ -33,7 +33,7 @@ from core.throttles import DownloadThrottle, throttle_view
 from registry.access import download_decision
 from registry.http import counts_as_download, serve_archive, serve_blob
 from registry.models import Blob, DatasetVersion, ModelFile, ModelVersion
-from registry.selectors import dataset_version_for
+from registry.selectors.datasets import dataset_version_for
 from registry.services.archives import (
     archive_signed_url,
     archive_signed_verify,

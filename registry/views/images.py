@@ -17,7 +17,7 @@ from django.views.decorators.http import require_POST
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from registry.models import ModelVersion, SampleImage, SampleRole
-from registry.selectors import visible_versions
+from registry.selectors.versions import visible_versions
 from registry.services.images import MAX_IMAGES_PER_VERSION
 from registry.services.samples import sample_image_move, sample_image_remove, sample_images_add
 
