@@ -7,7 +7,19 @@ import re
 from dataclasses import dataclass
 
 from django.db import connection
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet, Subquery, Value
+from django.db.models import (
+    Case,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 
 from registry.models import COVER_SAMPLE_Q, Model, ModelVersion, SampleImage, VersionStatus
 from registry.selectors.common import NEWEST, NEWEST_PUBLISHED, User
@@ -74,15 +86,34 @@ def _prefix_tsquery(q: str) -> str:
     return " & ".join(terms)
 
 
-def search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
+_HASH = re.compile(r"[0-9a-f]{8,64}")
+
+
+def _hash_or_trigger_q(q: str, *, published_only: bool) -> Q:
+    """A version of the model has a file whose SHA-256 starts with ``q`` (8 to 64 hex digits:
+    an AutoV2 is the first 10, as Civitai and A1111 show it) or a trigger word containing
+    ``q``; only published versions count unless it is the owner's own listing."""
+    versions = ModelVersion.objects.filter(model=OuterRef("pk"))
+    if published_only:
+        versions = versions.filter(status=VersionStatus.PUBLISHED)
+    match = Q(trigger_words__icontains=q)
+    if _HASH.fullmatch(q.lower()):
+        match |= Q(files__blob__sha256__startswith=q.lower())
+    return Q(Exists(versions.filter(match)))
+
+
+def search_models(qs: QuerySet[Model], q: str, *, published_only: bool = True) -> QuerySet[Model]:
     """Ranked full-text search on PostgreSQL; ``icontains`` on name and description elsewhere.
+    A file hash (SHA-256 or AutoV2 prefix) or a trigger word finds its model too, ranked
+    first.
 
     On PostgreSQL a model matches the web-search query or, for partial words, every word as a
     prefix (``sprit`` finds "sprite"); both use the GIN index on the search document. The
     ``rank`` annotation orders by relevance.
     """
+    exact = _hash_or_trigger_q(q, published_only=published_only)
     if connection.vendor != "postgresql":
-        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q)).annotate(
+        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q) | exact).annotate(
             rank=Value(0.0)
         )
     from django.contrib.postgres.search import SearchQuery, SearchRank
@@ -92,7 +123,10 @@ def search_models(qs: QuerySet[Model], q: str) -> QuerySet[Model]:
     prefix = _prefix_tsquery(q)
     if prefix:
         match |= Q(search_vector=SearchQuery(prefix, search_type="raw"))
-    return qs.annotate(rank=SearchRank(F("search_vector"), query)).filter(match)
+    rank = SearchRank(F("search_vector"), query) + Case(
+        When(exact, then=Value(1.0)), default=Value(0.0), output_field=FloatField()
+    )
+    return qs.annotate(rank=rank).filter(match | exact)
 
 
 # --- the one cover-image rule ---------------------------------------------------------------
@@ -161,7 +195,7 @@ def model_list(*, user: User, filters: ModelFilters, mine: bool = False) -> Quer
     qs = _filtered(qs, filters, published_only=not mine)
     q = filters.q.strip()
     if q:
-        qs = search_models(qs, q)
+        qs = search_models(qs, q, published_only=not mine)
     return with_listing_data(
         qs.order_by(*_model_ordering(filters.sort, q)), published_only=not mine
     )
