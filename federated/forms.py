@@ -13,6 +13,7 @@ from django import forms
 from core.errors import ApplicationError
 from federated.models import DatasetTerms, TrainingUse
 from federated.services.job_spec import AGGREGATION_COSTS, JobSpec
+from marketplace.templatetags.labels import base_model_label
 from registry.models import ModelVersion
 
 _DEFAULTS = {
@@ -118,7 +119,10 @@ class JobForm(forms.Form):
         self.dataset_terms = list(dataset_terms)
         self.fields["base_version"].choices = [  # type: ignore[attr-defined]
             ("", "Choose a base model"),
-            *((v.pk, f"{v.model.name} · {v.name} ({v.base_model})") for v in base_versions),
+            *(
+                (v.pk, f"{v.model.name} · {v.name} ({base_model_label(v.base_model)})")
+                for v in base_versions
+            ),
         ]
         self.fields["datasets"].choices = [  # type: ignore[attr-defined]
             (t.dataset_version_id, t.dataset_version.dataset.name) for t in self.dataset_terms

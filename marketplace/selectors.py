@@ -4,10 +4,24 @@ from __future__ import annotations
 
 import datetime
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Count, Max, Min, Q, QuerySet, Sum
+from django.db.models import (
+    BigIntegerField,
+    BooleanField,
+    Count,
+    Exists,
+    Max,
+    Min,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Sum,
+    Value,
+)
 from django.db.models.functions import Coalesce, TruncDate
 from django.utils import timezone
 
@@ -21,11 +35,13 @@ from marketplace.models import (
     LedgerTransaction,
     License,
     Listing,
+    ListingShare,
     Payout,
+    Purchase,
     Review,
 )
 from registry.access import can_view_version
-from registry.models import DatasetVersion, Lineage, ModelVersion
+from registry.models import DatasetVersion, Lineage, Model, ModelVersion
 from registry.selectors.versions import lineage_links_upstream
 
 # --- ledger ----------------------------------------------------------------------------
@@ -103,6 +119,14 @@ def wallet_entries(*, user: User) -> QuerySet[LedgerEntry]:
     return _user_entries(user).select_related("transaction").order_by("-pk")
 
 
+def purchases_by_id(purchase_ids: Iterable[int]) -> dict[int, Purchase]:
+    """The purchases a page of ledger entries refers to, with what each bought (one query)."""
+    rows = Purchase.objects.filter(pk__in=set(purchase_ids)).select_related(
+        "listing__model_version__model", "listing__dataset_version__dataset"
+    )
+    return {row.pk: row for row in rows}
+
+
 # --- listings, entitlements ----------------------------------------------------------------
 
 
@@ -119,10 +143,83 @@ def listing_price_now(listing: Listing) -> int:
     return listing.price
 
 
+def listing_price_now_q(prefix: str = "") -> Q:
+    """The SQL side of :func:`listing_price_now`: listings that still cost their price."""
+    until = f"{prefix}early_access_until"
+    return Q(**{f"{until}__isnull": True}) | Q(**{f"{until}__gt": timezone.now()})
+
+
+def models_with_price(qs: QuerySet[Model], user: User | AnonymousUser) -> QuerySet[Model]:
+    """The registry's price hook (``registry.selectors.models.set_price_annotator``): on
+    models annotated with ``shown_version_id``, ``price_now`` (what that version's active
+    listing costs now; 0 when it has none or its early access is over) and ``owned`` (the
+    user holds an entitlement to it or shares its listing's revenue)."""
+    price = (
+        Listing.objects.filter(model_version_id=OuterRef("shown_version_id"), is_active=True)
+        .filter(listing_price_now_q())
+        .values("price")[:1]
+    )
+    qs = qs.annotate(price_now=Coalesce(Subquery(price), 0, output_field=BigIntegerField()))
+    if not user.is_authenticated:
+        return qs.annotate(owned=Value(False, output_field=BooleanField()))
+    entitled = Entitlement.objects.filter(
+        user_id=user.pk, model_version_id=OuterRef("shown_version_id")
+    )
+    sharing = ListingShare.objects.filter(
+        user_id=user.pk, listing__model_version_id=OuterRef("shown_version_id")
+    )
+    return qs.annotate(owned=Exists(entitled) | Exists(sharing))
+
+
 def is_entitled(user: User, target: ModelVersion | DatasetVersion) -> bool:
     if isinstance(target, ModelVersion):
         return Entitlement.objects.filter(user_id=user.pk, model_version_id=target.pk).exists()
     return Entitlement.objects.filter(user_id=user.pk, dataset_version_id=target.pk).exists()
+
+
+BUY_STATES = ("free", "owner", "owned", "buy", "login")
+CAN_DOWNLOAD = ("free", "owner", "owned")
+
+
+@dataclass(frozen=True)
+class BuyState:
+    """What a viewer may do with a model or dataset version that may be for sale.
+
+    ``state``: "owner" (their own), "free" (no listing, price 0 or early access over),
+    "owned" (bought, or sharing its revenue), "buy" (signed in, not bought) or "login".
+    """
+
+    listing: Listing | None
+    price_now: int
+    state: str
+
+    @property
+    def can_download(self) -> bool:
+        return self.state in CAN_DOWNLOAD
+
+
+def buy_state(user: User | AnonymousUser | None, target: ModelVersion | DatasetVersion) -> BuyState:
+    """The viewer's :class:`BuyState` for ``target`` (the same rules as the download policy
+    in :mod:`marketplace.access`, but for the page: it says what to offer, not 403)."""
+    member = user if isinstance(user, User) and user.is_authenticated else None
+    listing = listing_for(target)
+    price_now = listing_price_now(listing) if listing is not None else 0
+    owner_id = (
+        target.model.owner_id if isinstance(target, ModelVersion) else target.dataset.owner_id
+    )
+    if member is not None and owner_id == member.pk:
+        state = "owner"
+    elif listing is None or price_now == 0:
+        state = "free"
+    elif member is not None and (
+        is_entitled(member, target) or listing.shares.filter(user_id=member.pk).exists()
+    ):
+        state = "owned"
+    elif member is not None:
+        state = "buy"
+    else:
+        state = "login"
+    return BuyState(listing=listing, price_now=price_now, state=state)
 
 
 def library_for(*, user: User) -> QuerySet[Entitlement]:

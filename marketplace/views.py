@@ -4,6 +4,7 @@ reports. Thin: parse the form, call one service or selector, render."""
 from __future__ import annotations
 
 import datetime
+from collections.abc import Iterable
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -29,7 +30,7 @@ from marketplace.forms import (
     TopUpForm,
     new_key,
 )
-from marketplace.models import Listing
+from marketplace.models import LedgerEntry, Listing
 from marketplace.payments import default_provider
 from marketplace.services.ledger import wallet_top_up
 from marketplace.services.listings import listing_terms_set
@@ -38,8 +39,9 @@ from marketplace.services.purchases import platform_fee_bps, purchase_create
 from marketplace.services.reports import report_create
 from marketplace.services.reviews import review_create
 from marketplace.templatetags.labels import bps_percent
+from marketplace.upload_terms import LISTING_ERROR_FIELDS
 from registry.access import can_view_dataset, can_view_version
-from registry.models import Dataset, ModelVersion
+from registry.models import Dataset, DatasetVersion, ModelVersion
 from registry.selectors.models import own_models
 
 ENTRIES_PER_PAGE = 25
@@ -55,6 +57,12 @@ def _target_url(target: ModelVersion | Dataset | object) -> str:
     return reverse(
         "registry:dataset-detail", kwargs={"dataset_id": dataset.pk, "slug": dataset.slug}
     )
+
+
+def _download_url(target: ModelVersion | DatasetVersion) -> str:
+    if isinstance(target, ModelVersion):
+        return reverse("registry:download-model-version", args=[target.pk])
+    return reverse("registry:download-dataset-version", args=[target.pk])
 
 
 def _visible_listing(request: HttpRequest, listing_id: int) -> Listing:
@@ -94,10 +102,14 @@ def _confirm_page(
     form: PurchaseConfirmForm,
     error: ApplicationError | None = None,
 ) -> HttpResponse:
+    target = listing.target
+    buy = selectors.buy_state(request.user, target)
     context = {
         "listing": listing,
-        "target": listing.target,
-        "target_url": _target_url(listing.target),
+        "target": target,
+        "target_url": _target_url(target),
+        "buy": buy,
+        "download_url": _download_url(target) if buy.can_download else "",
         "price": selectors.listing_price_now(listing),
         "balance": selectors.wallet_balance(user=request.user),
         "fee_bps": platform_fee_bps(),
@@ -138,15 +150,6 @@ def purchase_submit(request: AuthenticatedHttpRequest, listing_id: int) -> HttpR
 
 
 # --- selling: license and price ----------------------------------------------------------
-
-# Which field of the sell form an error from the services belongs to.
-_LISTING_FIELDS = {
-    "bad_price": "price",
-    "bad_early_access": "price",
-    "license_locked": "license_code",
-    "unknown_license": "license_code",
-    "license_conflict": "license_code",
-}
 
 
 def _listing_error_text(err: ApplicationError) -> str:
@@ -190,7 +193,7 @@ def listing_edit(request: AuthenticatedHttpRequest, version_id: int) -> HttpResp
                 price=form.cleaned_data["price"],
             )
         except ApplicationError as err:
-            form.add_error(_LISTING_FIELDS.get(err.code), _listing_error_text(err))
+            form.add_error(LISTING_ERROR_FIELDS.get(err.code), _listing_error_text(err))
         else:
             messages.success(request, "License and price saved.")
             return redirect(_target_url(version))
@@ -222,7 +225,35 @@ def _wallet_page(
         "top_up_form": top_up,
         "statement_form": statement,
     }
+    _with_reference_links(context["page"].object_list)
     return render(request, "marketplace/wallet.html", context, status=status)
+
+
+def _reference_id(reference: str, prefix: str) -> int | None:
+    rest = reference.removeprefix(prefix)
+    return int(rest) if rest != reference and rest.isdigit() else None
+
+
+def _with_reference_links(entries: Iterable[LedgerEntry]) -> None:
+    """``reference_url`` and ``reference_label`` on each entry: what the credits paid for (the
+    version bought, the training job, the payout), or nothing for a top-up or a grant."""
+    rows = list(entries)
+    purchase_ids = [
+        pk for e in rows if (pk := _reference_id(e.transaction.reference, "purchase:")) is not None
+    ]
+    purchases = selectors.purchases_by_id(purchase_ids)
+    for entry in rows:
+        reference = entry.transaction.reference
+        url, label = "", ""
+        if (pk := _reference_id(reference, "purchase:")) is not None and pk in purchases:
+            target = purchases[pk].listing.target
+            url, label = _target_url(target), str(target)
+        elif (pk := _reference_id(reference, "federated-job:")) is not None:
+            url, label = reverse("training:job-detail", args=[pk]), f"Training job {pk}"
+        elif _reference_id(reference, "payout:") is not None:
+            url, label = reverse("marketplace:payouts-page"), "Payout"
+        entry.reference_url = url  # type: ignore[attr-defined]  # for the template only
+        entry.reference_label = label  # type: ignore[attr-defined]
 
 
 def _default_statement_form() -> StatementForm:
@@ -309,20 +340,14 @@ def library(request: AuthenticatedHttpRequest) -> HttpResponse:
     items = []
     for entitlement in selectors.library_for(user=request.user):
         target = entitlement.model_version or entitlement.dataset_version
-        if entitlement.model_version_id:
-            download = reverse(
-                "registry:download-model-version", args=[entitlement.model_version_id]
-            )
-        else:
-            download = reverse(
-                "registry:download-dataset-version", args=[entitlement.dataset_version_id]
-            )
+        if target is None:  # the table's check constraint says one of them is set
+            continue
         items.append(
             {
                 "entitlement": entitlement,
                 "target": target,
                 "url": _target_url(target),
-                "download_url": download,
+                "download_url": _download_url(target),
             }
         )
     # What the user made (uploads, and LoRAs their federated jobs published) is theirs too.

@@ -19,7 +19,7 @@ from django.http import QueryDict
 from registry.models import BaseModelFamily, DatasetKind, ModelKind
 from registry.selectors.common import invalid_filters
 from registry.selectors.datasets import DATASET_ORDERINGS, DatasetFilters
-from registry.selectors.models import MODEL_SORTS, ModelFilters
+from registry.selectors.models import MODEL_SORTS, PRICE_FILTERS, ModelFilters
 
 
 def tag_names(raw: list[str]) -> list[str]:
@@ -49,6 +49,7 @@ class ModelFilterForm(forms.Form):
     tags = forms.CharField(required=False)
     license = forms.CharField(required=False, max_length=64)
     creator = forms.CharField(required=False, max_length=150)
+    price = forms.ChoiceField(required=False, choices=[(p, p) for p in PRICE_FILTERS])
     sort = forms.ChoiceField(required=False, choices=[(s, s) for s in MODEL_SORTS])
 
 
@@ -76,6 +77,7 @@ def model_filters(params: Mapping[str, Any]) -> ModelFilters:
         tags=_tags(params),
         license=data["license"],
         creator=data["creator"],
+        price=data["price"],
         sort=data["sort"],
     )
 

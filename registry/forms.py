@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import User
 
 from core.validators import refuse_invisible_characters
 from registry.filters import tag_names
-from registry.models import BaseModelFamily, ModelKind, Visibility
-from registry.selectors.models import MODEL_SORTS, ModelFilters
+from registry.models import BaseModelFamily, ModelKind, ModelVersion, Visibility
+from registry.selectors.models import MODEL_SORTS, PRICE_FILTERS, ModelFilters
 from registry.services.catalog import MAX_TAGS
 
 # The API's sorts; relevance (the default) ranks a search and is newest first without one.
@@ -18,7 +21,11 @@ SORT_CHOICES = [
     ("newest", "Newest"),
     ("downloads", "Most downloaded"),
     ("rating", "Top rated"),
+    ("price_low", "Price: low to high"),
+    ("price_high", "Price: high to low"),
 ]
+PRICE_CHOICES = [("", "Free and paid"), ("free", "Free"), ("paid", "Paid")]
+assert {value for value, _ in PRICE_CHOICES if value} == set(PRICE_FILTERS)
 assert {value for value, _ in SORT_CHOICES} == set(MODEL_SORTS)
 
 
@@ -43,6 +50,7 @@ class BrowseForm(forms.Form):
         label="Base model",
     )
     tag = forms.CharField(required=False, max_length=64, label="Tag")
+    price = forms.ChoiceField(required=False, choices=PRICE_CHOICES, label="Price")
     sort = forms.ChoiceField(required=False, choices=SORT_CHOICES, label="Sort")
 
     def filters(self) -> ModelFilters:
@@ -56,6 +64,7 @@ class BrowseForm(forms.Form):
             kinds=(kind,) if kind else (),
             base_models=(base,) if base else (),
             tags=tuple(tag_names([data.get("tag") or ""])),
+            price=data.get("price") or "",
             sort=data.get("sort") or "",
         )
 
@@ -101,6 +110,12 @@ class ModelUploadForm(forms.Form):
     trigger_words = forms.CharField(
         required=False, max_length=2000, help_text="Comma-separated.", label="Trigger words"
     )
+    base_model = forms.ChoiceField(
+        required=False,
+        choices=[("", "Detect from the file"), *BaseModelFamily.choices],
+        label="Base model",
+        help_text="What it was trained on or for; detected from the file's tensors if not set.",
+    )
     file = forms.FileField(
         required=False,
         help_text=".safetensors (preferred), .ckpt/.pt/.bin (scanned, never unpickled).",
@@ -108,7 +123,8 @@ class ModelUploadForm(forms.Form):
     upload_id = forms.UUIDField(required=False, widget=forms.HiddenInput)
     images = MultipleImageField(
         label="Images",
-        help_text="Optional: PNG, JPEG or WebP, in the order to show them; the first is the cover.",
+        help_text="PNG, JPEG or WebP, in the order to show them; the first is the cover. "
+        "Buyers see them before they pay; checkpoints and LoRAs get rendered ones if none.",
     )
 
     def clean_tags(self) -> list[str]:
@@ -127,3 +143,31 @@ class ModelUploadForm(forms.Form):
         if not cleaned.get("file") and not cleaned.get("upload_id") and "file" not in self.errors:
             self.add_error("file", "Choose a file to upload.")
         return cleaned
+
+
+# --- the upload form's terms: license and price, filled in by the marketplace ---------------
+
+
+@dataclass(frozen=True)
+class UploadTerms:
+    """A section the upload form adds for terms the registry does not own (the marketplace's
+    license and price): ``form`` builds its form from the POST data (or ``None``), ``save``
+    applies its cleaned data to the new draft version inside the upload's transaction and
+    raises ``ApplicationError`` when the terms are refused; ``error_fields`` says which field
+    an error code belongs to. The marketplace installs it when its app loads."""
+
+    form: Callable[[Mapping[str, Any] | None], forms.Form]
+    save: Callable[[ModelVersion, User, dict[str, Any]], None]
+    error_fields: Mapping[str, str]
+
+
+_upload_terms: UploadTerms | None = None
+
+
+def set_upload_terms(terms: UploadTerms) -> None:
+    global _upload_terms
+    _upload_terms = terms
+
+
+def upload_terms() -> UploadTerms | None:
+    return _upload_terms

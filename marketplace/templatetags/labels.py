@@ -35,3 +35,11 @@ def base_model_label(code: object) -> str:
         return str(BaseModelFamily(str(code or "unknown")).label)
     except ValueError:
         return str(BaseModelFamily.UNKNOWN.label)
+
+
+@register.filter
+def base_model_labels(codes: object) -> str:
+    """A list of family codes as their names, comma-separated (``["sd1", "sdxl"]`` ->
+    ``"SD 1.x, SDXL"``); anything but a list or tuple reads as one code."""
+    items = codes if isinstance(codes, list | tuple) else [codes]
+    return ", ".join(base_model_label(code) for code in items)

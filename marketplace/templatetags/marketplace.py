@@ -9,7 +9,7 @@ from django.contrib.auth.models import User
 
 from marketplace import selectors
 from marketplace.forms import ReviewForm
-from marketplace.models import CommercialUse, License, ListingShare
+from marketplace.models import CommercialUse, License
 from registry.models import DatasetVersion, ModelVersion
 
 register = template.Library()
@@ -17,32 +17,17 @@ register = template.Library()
 
 @register.simple_tag(takes_context=True)
 def buy_box(context: template.Context, version: ModelVersion | DatasetVersion) -> dict[str, Any]:
-    """What the buy box shows for this user and model or dataset version.
-
-    ``state`` is one of: "free", "owner", "owned", "buy", "login".
-    """
-    user = context.get("user")
-    member = user if isinstance(user, User) and user.is_authenticated else None
-    listing = selectors.listing_for(version)
-    price_now = selectors.listing_price_now(listing) if listing is not None else 0
-    owner_id = (
-        version.model.owner_id if isinstance(version, ModelVersion) else version.dataset.owner_id
-    )
-    if member is not None and owner_id == member.pk:
-        state = "owner"
-    elif listing is None or price_now == 0:
-        state = "free"
-    elif member is not None and (
-        selectors.is_entitled(member, version)
-        or ListingShare.objects.filter(listing=listing, user_id=member.pk).exists()
-    ):
-        state = "owned"
-    elif member is not None:
-        state = "buy"
-    else:
-        state = "login"
-    is_model = isinstance(version, ModelVersion)
-    return {"listing": listing, "price_now": price_now, "state": state, "is_model": is_model}
+    """What the buy box shows for this user and model or dataset version
+    (:func:`marketplace.selectors.buy_state`): ``state`` is one of "free", "owner", "owned",
+    "buy", "login"; ``can_download`` says whether a Download button may be offered."""
+    buy = selectors.buy_state(context.get("user"), version)
+    return {
+        "listing": buy.listing,
+        "price_now": buy.price_now,
+        "state": buy.state,
+        "can_download": buy.can_download,
+        "is_model": isinstance(version, ModelVersion),
+    }
 
 
 @register.simple_tag

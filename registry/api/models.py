@@ -119,9 +119,15 @@ MODEL_LIST_PARAMETERS = [
     OpenApiParameter("license", OpenApiTypes.STR, description="License code of a version."),
     OpenApiParameter("creator", OpenApiTypes.STR, description="The owner's username."),
     OpenApiParameter(
+        "price",
+        OpenApiTypes.STR,
+        enum=["free", "paid"],
+        description="What the newest published version costs now: free or paid.",
+    ),
+    OpenApiParameter(
         "sort",
         OpenApiTypes.STR,
-        enum=["newest", "downloads", "rating", "relevance"],
+        enum=["newest", "downloads", "rating", "price_low", "price_high", "relevance"],
         description="Default: relevance with q, else newest.",
     ),
     *PAGE_PARAMETERS,

@@ -12,7 +12,7 @@ from django.db.models import Count, Sum
 from registry.models import Dataset, Model, ModelVersion, VersionStatus
 from registry.selectors.common import NEWEST, User
 from registry.selectors.datasets import listed_datasets, own_datasets, with_dataset_data
-from registry.selectors.models import listed_models, own_models, with_listing_data
+from registry.selectors.models import listed_models, own_models, with_listing_data, with_price
 
 PROFILE_LIST_LIMIT = 50
 
@@ -44,7 +44,8 @@ def creator_profile(*, username: str, user: User) -> CreatorProfile | None:
     published_versions = ModelVersion.objects.filter(
         model__in=models.values("pk"), status=VersionStatus.PUBLISHED
     ).count()
-    newest_models = with_listing_data(models.order_by(*NEWEST), published_only=not is_self)
+    priced = with_price(models, user=user, published_only=not is_self)
+    newest_models = with_listing_data(priced.order_by(*NEWEST), published_only=not is_self)
     return CreatorProfile(
         user=creator,
         models=list(newest_models[:PROFILE_LIST_LIMIT]),

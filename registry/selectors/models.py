@@ -4,14 +4,17 @@ listing (API and pages), the cover image, and a model with its versions."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.db import connection
 from django.db.models import (
+    BooleanField,
     Case,
     Exists,
     F,
     FloatField,
+    IntegerField,
     OuterRef,
     Prefetch,
     Q,
@@ -28,10 +31,14 @@ MODEL_ORDERINGS: dict[str, tuple[str, ...]] = {
     "newest": NEWEST,
     "downloads": ("-download_count", *NEWEST),
     "rating": ("-rating_avg", "-rating_count", *NEWEST),
+    "price_low": ("price_now", *NEWEST),
+    "price_high": ("-price_now", *NEWEST),
 }
 RELEVANCE = "relevance"
 MODEL_SORTS = (*MODEL_ORDERINGS, RELEVANCE)
 MAX_FILTER_TAGS = 10
+FREE, PAID = "free", "paid"
+PRICE_FILTERS = (FREE, PAID)
 
 
 @dataclass(frozen=True)
@@ -46,6 +53,7 @@ class ModelFilters:
     tags: tuple[str, ...] = ()
     license: str = ""
     creator: str = ""
+    price: str = ""  # "free", "paid" or empty (any)
     sort: str = ""
 
 
@@ -182,16 +190,55 @@ def with_listing_data(qs: QuerySet[Model], *, published_only: bool) -> QuerySet[
     )
 
 
+# --- what the shown version costs and whether the viewer owns it (the marketplace's hook) ----
+
+# Annotates ``price_now`` (credits the shown version costs right now, 0 when free) and
+# ``owned`` (the viewer bought it or shares its revenue) on models whose shown version's pk
+# is the ``shown_version_id`` annotation. The marketplace installs the real one when its app
+# loads (``set_price_annotator``), so the registry never imports it; without it all is free.
+PriceAnnotator = Callable[[QuerySet[Model], User], QuerySet[Model]]
+
+
+def _nothing_for_sale(qs: QuerySet[Model], user: User) -> QuerySet[Model]:
+    return qs.annotate(
+        price_now=Value(0, output_field=IntegerField()),
+        owned=Value(False, output_field=BooleanField()),
+    )
+
+
+_price_annotator: PriceAnnotator = _nothing_for_sale
+
+
+def set_price_annotator(annotator: PriceAnnotator) -> None:
+    global _price_annotator
+    _price_annotator = annotator
+
+
+def with_price(qs: QuerySet[Model], *, user: User, published_only: bool) -> QuerySet[Model]:
+    """``shown_version_id`` (the version a card shows: the newest published one, or in an
+    owner's own listing the newest of all), its ``price_now`` and whether ``user`` ``owned``
+    it. Filters and sorts on price read these annotations; no extra query per model."""
+    versions = ModelVersion.objects.filter(model=OuterRef("pk"))
+    if published_only:
+        versions = versions.filter(status=VersionStatus.PUBLISHED).order_by(*NEWEST_PUBLISHED)
+    else:
+        versions = versions.order_by(*NEWEST)
+    qs = qs.annotate(shown_version_id=Subquery(versions.values("pk")[:1]))
+    return _price_annotator(qs, user)
+
+
 # --- the one filter and sort of every model listing -----------------------------------------
 
 
 def model_list(*, user: User, filters: ModelFilters, mine: bool = False) -> QuerySet[Model]:
-    """Listed models (or, with ``mine``, the user's own), filtered, searched and sorted.
+    """Listed models (or, with ``mine``, the user's own), filtered, searched and sorted,
+    each with its shown version's price and whether ``user`` owns it (:func:`with_price`).
 
     Filters over versions (base model, license) look at published versions only, except in
     an owner's own listing, where drafts count too.
     """
     qs = own_models(user) if mine else listed_models()
+    qs = with_price(qs, user=user, published_only=not mine)
     qs = _filtered(qs, filters, published_only=not mine)
     q = filters.q.strip()
     if q:
@@ -218,6 +265,10 @@ def _filtered(
         qs = qs.filter(with_version(license_code__iexact=filters.license.strip()))
     if filters.creator:
         qs = qs.filter(owner__username__iexact=filters.creator)
+    if filters.price == FREE:
+        qs = qs.filter(price_now=0)
+    elif filters.price == PAID:
+        qs = qs.filter(price_now__gt=0)
     for tag in filters.tags[:MAX_FILTER_TAGS]:
         # One join per tag; (item, tag) pairs are unique, so no row is repeated.
         qs = qs.filter(tags__name=tag)

@@ -13,6 +13,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import storages
 from django.db import transaction
+from django.forms import Form
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,7 +22,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from core.pagination import page_context
-from registry.forms import BrowseForm, ModelUploadForm
+from registry.forms import BrowseForm, ModelUploadForm, upload_terms
 from registry.models import DatasetKind, Model, ModelFile, ModelVersion, Upload, UploadStatus
 from registry.selectors import datasets as dataset_reads
 from registry.selectors import models as model_reads
@@ -163,18 +164,26 @@ def version_publish_view(request: AuthenticatedHttpRequest, version_id: int) -> 
 @require_http_methods(["GET", "POST"])
 def upload(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ModelUploadForm(request.POST or None, request.FILES or None)
-    if request.method == "POST" and form.is_valid():
+    terms = upload_terms()
+    terms_form = terms.form(request.POST or None) if terms is not None else None
+    if request.method == "POST" and all(
+        [form.is_valid(), terms_form is None or terms_form.is_valid()]
+    ):
         stored = _stored_upload(request, form)
         if stored is not None:
-            version = _create_model_and_version(request, form, stored)
+            version = _create_model_and_version(request, form, stored, terms_form)
             if version is not None:
                 messages.success(
                     request, f"{version.model.name} {version.name} is saved as a draft."
                 )
                 return redirect(model_url(version.model, version))
-    status = 400 if form.errors else 200
-    context = {"form": form, "chunk_size": settings.ATELIER_UPLOAD_CHUNK_BYTES}
-    return render(request, "registry/upload.html", context, status=status)
+    has_errors = bool(form.errors) or bool(terms_form is not None and terms_form.errors)
+    context = {
+        "form": form,
+        "terms_form": terms_form,
+        "chunk_size": settings.ATELIER_UPLOAD_CHUNK_BYTES,
+    }
+    return render(request, "registry/upload.html", context, status=400 if has_errors else 200)
 
 
 def _stored_upload(request: AuthenticatedHttpRequest, form: ModelUploadForm) -> Upload | None:
@@ -199,9 +208,15 @@ def _stored_upload(request: AuthenticatedHttpRequest, form: ModelUploadForm) -> 
 
 
 def _create_model_and_version(
-    request: AuthenticatedHttpRequest, form: ModelUploadForm, stored: Upload
+    request: AuthenticatedHttpRequest,
+    form: ModelUploadForm,
+    stored: Upload,
+    terms_form: Form | None,
 ) -> ModelVersion | None:
+    """The model, its draft version, its images and its terms, all or nothing; an error goes
+    to the field it is about (on the terms form for the license and the price)."""
     data = form.cleaned_data
+    terms = upload_terms()
     try:
         with transaction.atomic():
             model = model_create(
@@ -218,15 +233,22 @@ def _create_model_and_version(
                 name=data["version_name"],
                 files=[FileSpec(upload=stored)],
                 trigger_words=data["trigger_words"],
+                base_model=data["base_model"],
             )
             try:
                 sample_images_add(version=version, user=request.user, files=data["images"])
             except ApplicationError as err:
                 form.add_error("images", err.message)
                 raise
+            if terms is not None and terms_form is not None:
+                try:
+                    terms.save(version, request.user, terms_form.cleaned_data)
+                except ApplicationError as err:
+                    terms_form.add_error(terms.error_fields.get(err.code), err.message)
+                    raise
             return version
     except ApplicationError as err:
-        if not form.has_error("images"):
+        if not form.has_error("images") and not (terms_form is not None and terms_form.errors):
             form.add_error(_ERROR_FIELDS.get(err.code, "file"), err.message)
         return None
 

@@ -74,7 +74,7 @@ def test_creator_signs_up_uploads_prices_and_publishes_a_lora(
     assert len(patches) == -(-len(data) // CHUNK) == 4
     expect(page.locator(".messages")).to_contain_text("Ink Sketch v1 is saved as a draft.")
     expect(page.locator(".detected-kind")).to_have_text("lora")
-    expect(page.locator(".architecture")).to_have_text("sd1")
+    expect(page.locator(".architecture")).to_have_text("SD 1.x")
     expect(page.locator(".lora-rank")).to_have_text("4")
     expect(page.locator("dd.base-model")).to_have_text("SD 1.x")
     hashes = page.locator("dl.hashes dd.hash")

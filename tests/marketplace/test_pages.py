@@ -39,7 +39,7 @@ def test_non_owner_gets_the_buy_button(client, buyer, listing, version) -> None:
     client.force_login(buyer)
     response = client.get(page_url(version))
     assert response.status_code == 200
-    assert b"Buy for 100 credits" in response.content
+    assert "Buy — 100 credits" in response.content.decode()
     assert f'action="/buy/{listing.pk}/"'.encode() in response.content
 
 
@@ -47,14 +47,14 @@ def test_owner_does_not_get_the_buy_button(client, seller, listing, version) -> 
     client.force_login(seller)
     response = client.get(page_url(version))
     assert response.status_code == 200
-    assert b"Buy for" not in response.content
+    assert "Buy —".encode() not in response.content
     assert b"Your listing: 100 credits" in response.content
 
 
 def test_anonymous_visitor_is_asked_to_log_in_to_buy(client, listing, version) -> None:
     response = client.get(page_url(version))
     assert b"Log in to buy for 100 credits" in response.content
-    assert b"Buy for" not in response.content
+    assert "Buy —".encode() not in response.content
 
 
 def test_early_access_date_is_shown(client, buyer, seller, make_version) -> None:
@@ -64,14 +64,14 @@ def test_early_access_date_is_shown(client, buyer, seller, make_version) -> None
     client.force_login(buyer)
     response = client.get(page_url(target))
     assert f"free after {until.date().isoformat()}".encode() in response.content
-    assert b"Buy for 50 credits" in response.content
+    assert "Buy — 50 credits" in response.content.decode()
 
 
 def test_unlisted_version_shows_free(client, buyer, version) -> None:
     client.force_login(buyer)
     response = client.get(page_url(version))
     assert b'data-state="free"' in response.content
-    assert b"Buy for" not in response.content
+    assert "Buy —".encode() not in response.content
 
 
 def test_buyer_sees_owned_after_buying(client, buyer, listing, version) -> None:
@@ -79,7 +79,7 @@ def test_buyer_sees_owned_after_buying(client, buyer, listing, version) -> None:
     client.force_login(buyer)
     response = client.get(page_url(version))
     assert b'data-state="owned"' in response.content
-    assert b"Buy for" not in response.content
+    assert "Buy —".encode() not in response.content
 
 
 # --- buy flow ------------------------------------------------------------------------------
@@ -416,7 +416,7 @@ def test_a_paid_public_dataset_page_has_the_buy_box_and_buying_it_unlocks_the_do
 
     # When the buyer sees the page and confirms the purchase
     page = client.get(url)
-    assert b"Buy for 100 credits" in page.content
+    assert "Buy — 100 credits" in page.content.decode()
     key = _confirm_key(client, listing)
     client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key})
 
