@@ -68,6 +68,8 @@ def query(msg: Message, context: Context) -> Message:
 
     config = msg.content.config_records.get("config", ConfigRecord())
     action = str(config.get("action", ""))
+    if action == "release-check":
+        return _release_check(msg, context)
     if action != "prepare":
         return Message(Error(code=NODE_FAILED, reason=f"unknown_query: {action!r}"), reply_to=msg)
     try:
@@ -91,6 +93,28 @@ def query(msg: Message, context: Context) -> Message:
         }
     )
     return Message(content, reply_to=msg)
+
+
+def _release_check(msg: Message, context: Context) -> Message:
+    """The release check (:mod:`federated.engine.release_check`): the reply is one verdict
+    (``allow`` or ``veto``) and a reason code; no score, no image, no caption leaves the node."""
+    from federated.engine.release_check import node_release_check
+
+    record = msg.content.array_records.get(ARRAY_RECORD)
+    if not record:
+        return Message(Error(code=NODE_FAILED, reason="release_check: no adapter"), reply_to=msg)
+    try:
+        verdict = node_release_check(
+            run_config=context.run_config,
+            node_config=context.node_config,
+            arrays={name: array.numpy() for name, array in record.items()},
+            run_id=context.run_id,
+        )
+    except Exception as err:  # the server counts an error as no objection
+        code, reason = _refusal(err)
+        logger.warning("release check failed: %s", reason)
+        return Message(Error(code=code, reason=reason), reply_to=msg)
+    return Message(RecordDict({INFO_RECORD: ConfigRecord(verdict.reply())}), reply_to=msg)
 
 
 @app.train()

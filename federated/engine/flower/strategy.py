@@ -769,4 +769,7 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
     left_out = set(prepared.failed) if prepared else set()
     for server_round in range(run.start, settings.num_rounds + 1):
         run.round(grid, server_round, left_out)
-    return _finish_fedavg(run)
+    from federated.engine.flower.release import check_before_release
+
+    withheld = check_before_release(grid, context.run_config, run)  # a node's veto: no export
+    return withheld if withheld is not None else _finish_fedavg(run)
