@@ -16,13 +16,14 @@ from marketplace.charts import PALETTE, ChartPoint, ChartSeries, line_chart_svg
 BAR_WIDTH, BAR_HEIGHT = 640, 64
 
 
-def _number(value: float) -> str:
-    return f"{value:.4g}"
-
-
 def _round_domain(rounds_total: int, rows: Sequence[RoundRow]) -> tuple[float, float]:
     last = max([rounds_total, *(r.index for r in rows)])
     return 1.0, float(max(last, 1))
+
+
+def _round_labels(domain: tuple[float, float]) -> list[tuple[float, str]]:
+    """``round 1`` and every round after it (the chart drops those that would crowd)."""
+    return [(float(i), f"round {i}") for i in range(1, int(domain[1]) + 1)]
 
 
 def _round_point(row: RoundRow, value: float, what: str, series: str = "") -> ChartPoint:
@@ -38,16 +39,17 @@ def _round_point(row: RoundRow, value: float, what: str, series: str = "") -> Ch
 
 
 def loss_chart_svg(rows: Sequence[RoundRow], *, rounds_total: int) -> SafeString:
-    """Training loss by round: one point per round that reported a loss."""
+    """Training loss by round: one point per round that reported a loss; the y axis fits the
+    losses (a loss does not fall to 0, so the axis does not start there)."""
     points = [_round_point(r, r.train_loss, "loss") for r in rows if r.train_loss is not None]
+    domain = _round_domain(rounds_total, rows)
     return line_chart_svg(
         [ChartSeries("Training loss", points)],
         label="Training loss by round",
         css_class="loss-chart",
-        x_first="round 1",
-        x_last=f"round {int(_round_domain(rounds_total, rows)[1])}",
-        x_domain=_round_domain(rounds_total, rows),
-        y_format=_number,
+        x_labels=_round_labels(domain),
+        x_domain=domain,
+        y_from_zero=False,
     )
 
 
@@ -78,10 +80,8 @@ def epsilon_chart_svg(
         series,
         label="Epsilon spent by round",
         css_class="epsilon-chart",
-        x_first="round 1",
-        x_last=f"round {int(domain[1])}",
+        x_labels=_round_labels(domain),
         x_domain=domain,
-        y_format=_number,
     )
 
 
@@ -111,8 +111,8 @@ def budget_bar_svg(budget: Budget) -> SafeString:
         '<svg class="chart budget-bar" viewBox="0 0 {w} {h}" width="100%" role="img" '
         'aria-label="Privacy budget: spent {spent}, reserved {reserved}, remaining {remaining} '
         'of {lifetime}" xmlns="http://www.w3.org/2000/svg" preserveAspectRatio="xMidYMid meet">'
-        '{bars}<text x="4" y="58" font-size="11">0</text>'
-        '<text x="{w}" y="58" font-size="11" text-anchor="end">lifetime {lifetime}</text></svg>',
+        '{bars}<text x="4" y="60" font-size="13">0</text>'
+        '<text x="{w}" y="60" font-size="13" text-anchor="end">lifetime {lifetime}</text></svg>',
         w=BAR_WIDTH,
         h=BAR_HEIGHT,
         spent=f"{budget.spent:.4g}",
@@ -148,9 +148,7 @@ def epsilon_by_job_svg(budget: Budget) -> SafeString:
         [ChartSeries("Epsilon spent", points)],
         label="Epsilon spent in total, job by job",
         css_class="epsilon-jobs-chart",
-        x_first=f"job {spent[0].job_id}",
-        x_last=f"job {spent[-1].job_id}",
-        y_format=_number,
+        x_labels=[(float(i), f"job {j.job_id}") for i, j in enumerate(spent, 1)],
     )
 
 
@@ -176,6 +174,9 @@ def dataset_earnings_svg(rows: Sequence[SettledEarning]) -> SafeString:
         [ChartSeries("Earned", points)],
         label="Credits earned over time",
         css_class="dataset-earnings-chart",
-        x_first=timezone.localdate(first).isoformat(),
-        x_last=timezone.localdate(rows[-1].settled_at).isoformat(),
+        x_labels=[
+            (p.x, timezone.localdate(r.settled_at).isoformat())
+            for p, r in zip(points, rows, strict=True)
+        ],
+        y_integer=True,
     )
