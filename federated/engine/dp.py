@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -35,12 +35,14 @@ __all__ = [
     "PrivateTraining",
     "epsilon_after",
     "make_private",
+    "resolve_grad_sample_mode",
     "resolve_noise_multiplier",
     "sample_rate",
     "take_empty_step",
 ]
 
-GradSampleMode = Literal["ew", "hooks", "functorch", "ghost"]
+GradSampleMode = Literal["auto", "ew", "hooks", "functorch", "ghost"]
+GRAD_SAMPLE_MODES = ("auto", "ew", "hooks", "functorch", "ghost")
 AccountantName = Literal["rdp", "prv"]
 
 
@@ -54,7 +56,9 @@ class DPConfig:
     max_grad_norm: float = 1.0
     planned_rounds: int = 1
     accountant: AccountantName = "rdp"
-    grad_sample_mode: GradSampleMode = "ew"
+    # "auto": ``ew`` (the fastest measured on CPU), ``hooks`` under bf16 autocast (where ``ew``
+    # fails) or with several noise draws; see :func:`resolve_grad_sample_mode`.
+    grad_sample_mode: GradSampleMode = "auto"
     secure_mode: bool = False
 
     def __post_init__(self) -> None:
@@ -72,7 +76,7 @@ class DPConfig:
             raise ConfigError("planned_rounds must be at least 1")
         if self.accountant not in ("rdp", "prv"):
             raise ConfigError(f"accountant must be 'rdp' or 'prv', got {self.accountant!r}")
-        if self.grad_sample_mode not in ("ew", "hooks", "functorch", "ghost"):
+        if self.grad_sample_mode not in GRAD_SAMPLE_MODES:
             raise ConfigError(f"unknown grad_sample_mode {self.grad_sample_mode!r}")
 
     def to_dict(self) -> dict[str, object]:
@@ -119,6 +123,29 @@ class AccountantState:
         if not self.history:
             return 0.0
         return float(self.accountant().get_epsilon(delta=delta))
+
+
+def resolve_grad_sample_mode(
+    mode: str, *, bf16_autocast: bool, noise_draws: int = 1
+) -> GradSampleMode:
+    """The opacus mode a DP loop runs: ``mode``, or for ``"auto"`` the fastest that works.
+
+    opacus 1.6's ``ew`` (expanded weights) fails in backward under bf16 autocast: the fp32
+    LoRA weights meet bf16 activations in ``linear_expanded_weights`` ("expected m1 and m2 to
+    have the same dtype"); ``hooks`` works there. Only ``hooks`` sums per-sample gradients over
+    several forward passes (``noise_draws`` > 1). An explicit ``ew`` under bf16 autocast is
+    refused here, before any privacy is spent, rather than failing in the first backward.
+    """
+    if mode == "auto":
+        return "hooks" if bf16_autocast or noise_draws > 1 else "ew"
+    if mode == "ew" and bf16_autocast:
+        raise ConfigError(
+            "grad_sample_mode 'ew' fails under bf16 autocast (opacus expanded weights mix "
+            "bf16 activations with the fp32 LoRA weights); use 'auto' or 'hooks'"
+        )
+    if mode not in GRAD_SAMPLE_MODES:
+        raise ConfigError(f"unknown grad_sample_mode {mode!r}")
+    return mode  # type: ignore[return-value]  # checked just above
 
 
 def sample_rate(n_examples: int, batch_size: int) -> float:
@@ -223,6 +250,8 @@ def make_private(
     loader = torch.utils.data.DataLoader(indices, batch_size=batch_size, generator=generator)
     noise_generator = None if dp.secure_mode else torch.Generator().manual_seed(seed + 1)
     criterion = PerSampleMSE()
+    if dp.grad_sample_mode == "auto":  # callers that know about autocast resolve it first
+        dp = replace(dp, grad_sample_mode=resolve_grad_sample_mode("auto", bf16_autocast=False))
     ghost = dp.grad_sample_mode == "ghost"
     wrapped = engine.make_private(
         module=module,

@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -48,6 +48,7 @@ from federated.engine.dp import (
     PerSampleMSE,
     epsilon_after,
     make_private,
+    resolve_grad_sample_mode,
     resolve_noise_multiplier,
     sample_rate,
     take_empty_step,
@@ -104,7 +105,11 @@ class TrainConfig:
             raise ConfigError("learning_rate must be positive")
         if self.noise_draws < 1:
             raise ConfigError("noise_draws must be at least 1")
-        if self.noise_draws > 1 and self.dp is not None and self.dp.grad_sample_mode != "hooks":
+        if (
+            self.noise_draws > 1
+            and self.dp is not None
+            and self.dp.grad_sample_mode not in ("hooks", "auto")
+        ):
             raise ConfigError(
                 "noise_draws > 1 under DP needs grad_sample_mode='hooks' (the only opacus mode "
                 "that sums per-sample gradients over several forward passes)"
@@ -330,12 +335,17 @@ def train_on_cache(
         return _LoopResult(losses, config.local_steps, None, None)
 
     assert noise_multiplier is not None
+    mode = resolve_grad_sample_mode(
+        config.dp.grad_sample_mode,
+        bf16_autocast=not isinstance(autocast, nullcontext),
+        noise_draws=config.noise_draws,
+    )
     private = make_private(
         unet,
         optimizer,
         n_examples=len(cache),
         batch_size=config.batch_size,
-        dp=config.dp,
+        dp=replace(config.dp, grad_sample_mode=mode),
         noise_multiplier=noise_multiplier,
         state=accountant_state,
         seed=seed,

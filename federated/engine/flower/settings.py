@@ -134,7 +134,7 @@ def train_config_from_run_config(config: RunConfig) -> TrainConfig:
             planned_rounds=_int(config, "dp-planned-rounds", 0)
             or _int(config, "num-server-rounds", 3),
             accountant=_str(config, "dp-accountant", "rdp"),  # type: ignore[arg-type]  # checked by DPConfig
-            grad_sample_mode=_str(config, "dp-grad-sample-mode", "ew"),  # type: ignore[arg-type]
+            grad_sample_mode=_str(config, "dp-grad-sample-mode", "auto"),  # type: ignore[arg-type]
         )
     return TrainConfig(
         resolution=_int(config, "resolution", 512),
@@ -168,7 +168,7 @@ class ServerSettings:
     resume_from: str
     progress_url: str
     progress_token: str = ""  # from the credentials file (never the run config)
-    transport: str = "named"
+    transport: str = "packed"
     base_model_url: str = ""
     job_token: str = ""  # from the credentials file (never the run config)
     server_cache_dir: str = ""
@@ -203,7 +203,7 @@ class ServerSettings:
             base_model_sha=_str(config, "base-model-sha"),
             resume_from=_str(config, "resume-from"),
             progress_url=_str(config, "progress-url"),
-            transport=_str(config, "transport", "named"),
+            transport=_str(config, "transport", "packed"),
             base_model_url=_str(config, "base-model-url"),
             server_cache_dir=_str(config, "server-cache-dir"),
             prepare_timeout=_float(config, "prepare-timeout", 600.0),

@@ -232,21 +232,45 @@ def adapter_names(paths: NodePaths, run_config: RunConfig) -> list[str]:
 
 
 def adapter_layout(paths: NodePaths, run_config: RunConfig) -> dict[str, tuple[int, ...]]:
-    """Transported array names and shapes, in module order (to unpack packed transport)."""
-    import copy
+    """Transported array names and shapes, in module order (to unpack packed transport).
 
+    Remembered per (model fingerprint, adapter spec) in ``cache-dir/layouts/``: the first
+    message of a job (or its readiness step) copies the UNet once to attach the adapter;
+    later rounds read a small JSON file instead (a UNet copy is gigabytes at SD 1.5 size).
+    """
+    import copy
+    import hashlib
+
+    from federated.engine.cache import model_fingerprint
+
+    config = train_config_from_run_config(run_config)
+    base_model, _ = resolve_base_model(paths, run_config)
+    cache_dir = Path(paths.cache_dir)
+    key = json.dumps(
+        [model_fingerprint(base_model, memo_dir=cache_dir), config.adapter.to_dict()],
+        sort_keys=True,
+    )
+    memo = cache_dir / "layouts" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+    try:
+        saved = json.loads(memo.read_text(encoding="utf-8"))
+        return {str(name): tuple(int(n) for n in shape) for name, shape in saved}
+    except (OSError, ValueError, TypeError):
+        pass  # not remembered yet (or unreadable): compute it
     from federated.engine.adapter import attach_adapter, get_adapter_arrays
     from federated.engine.trainer import _device_and_dtype, load_base
 
-    config = train_config_from_run_config(run_config)
     device, dtype = _device_and_dtype(config)
-    base_model, _ = resolve_base_model(paths, run_config)
-    base = load_base(base_model, device=device, dtype=dtype, cache_dir=Path(paths.cache_dir))
+    base = load_base(base_model, device=device, dtype=dtype, cache_dir=cache_dir)
     unet = copy.deepcopy(base.pipe.unet)
     attach_adapter(unet, config.adapter)
-    return {
+    layout = {
         name: tuple(value.shape) for name, value in get_adapter_arrays(unet, config.adapter).items()
     }
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps([[name, list(shape)] for name, shape in layout.items()]), "utf-8")
+    os.replace(tmp, memo)
+    return layout
 
 
 def prepare_node(*, run_config: RunConfig, node_config: RunConfig) -> PrepareReply:
@@ -286,6 +310,7 @@ def prepare_node(*, run_config: RunConfig, node_config: RunConfig) -> PrepareRep
         family=base.family,
         manifest_hash=manifest_hash,
     )
+    adapter_layout(paths, run_config)  # remembered now, so round 1 unpacks without a UNet copy
     return PrepareReply(manifest_hash, source, time.perf_counter() - started)
 
 
