@@ -8,7 +8,10 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import Case, QuerySet, Value, When
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.urls import URLPattern, path, reverse
+from django.utils.html import format_html
+from django.views.decorators.http import require_POST
 
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
@@ -241,10 +244,21 @@ class PayoutAdmin(admin.ModelAdmin):
         )
 
 
+# The moderation buttons of a report's page: action name, button text, service, what is done.
+MODERATION: dict[str, tuple[str, Callable[..., Report], str]] = {
+    "unpublish": ("Unpublish the version", report_unpublish_version, "version unpublished"),
+    "remove": ("Remove the model (or dataset)", report_remove_target, "removed from the site"),
+    "dismiss": ("Dismiss the report", report_dismiss, "report dismissed"),
+}
+
+
 @admin.register(Report)
 class ReportAdmin(admin.ModelAdmin):
-    """The moderation queue: open reports first; each action records who handled it."""
+    """The moderation queue: open reports first; each action records who handled it (on the
+    report, and in the admin's history). A report's own page has the same actions as
+    buttons, with a link to what was reported."""
 
+    change_form_template = "admin/marketplace/report/change_form.html"
     list_display = (
         "pk",
         "reason",
@@ -259,8 +273,7 @@ class ReportAdmin(admin.ModelAdmin):
     search_fields = ("text", "reporter__username")
     readonly_fields = (
         "reporter",
-        "model_version",
-        "dataset",
+        "target_link",
         "reason",
         "text",
         "status",
@@ -268,6 +281,7 @@ class ReportAdmin(admin.ModelAdmin):
         "handled_at",
         "created_at",
     )
+    fields = readonly_fields
     actions = ["unpublish_version", "remove_model", "dismiss"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Report]:
@@ -285,40 +299,98 @@ class ReportAdmin(admin.ModelAdmin):
     def target(self, obj: Report) -> str:
         return obj.target_label
 
+    @admin.display(description="Reported")
+    def target_link(self, obj: Report) -> str:
+        if obj.model_version is not None:
+            model = obj.model_version.model
+            url = reverse("registry:model-detail", args=[model.pk, model.slug])
+            url += f"?version={obj.model_version.pk}"
+        else:
+            assert obj.dataset is not None  # a report has exactly one target
+            url = reverse("registry:dataset-detail", args=[obj.dataset.pk, obj.dataset.slug])
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener">{}</a>', url, obj.target_label
+        )
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def get_urls(self) -> list[URLPattern]:
+        moderate = self.admin_site.admin_view(require_POST(self.moderate_view))
+        return [
+            path(
+                "<int:report_id>/moderate/<str:action>/",
+                moderate,
+                name="marketplace_report_moderate",
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        report = self.get_object(request, object_id)
+        buttons = []
+        if report is not None and report.status == ReportStatus.OPEN:
+            buttons = [
+                (name, label, reverse("admin:marketplace_report_moderate", args=[report.pk, name]))
+                for name, (label, _, _) in MODERATION.items()
+                if name != "unpublish" or report.model_version_id
+            ]
+        context = {**(extra_context or {}), "moderation_buttons": buttons}
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def moderate_view(
+        self, request: AuthenticatedHttpRequest, report_id: int, action: str
+    ) -> HttpResponse:
+        """One moderation button: call the service, say what happened, back to the report."""
+        report = self.get_queryset(request).filter(pk=report_id).first()
+        if report is None or action not in MODERATION:
+            raise Http404("No such report or action.")
+        if not self.has_change_permission(request, report):
+            raise Http404("No such report or action.")
+        _, service, done = MODERATION[action]
+        try:
+            service(report=report, staff=request.user)
+        except ApplicationError as err:
+            self.message_user(request, f"{report}: {err.message}", messages.ERROR)
+        else:
+            self.log_change(request, report, f"Moderation: {done}.")
+            self.message_user(request, f"Report #{report.pk}: {done}.", messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:marketplace_report_change", args=[report.pk]))
+
+    def _moderate_each(
+        self,
+        request: AuthenticatedHttpRequest,
+        queryset: QuerySet[Report],
+        action: str,
+        done: str,
+    ) -> None:
+        service = MODERATION[action][1]
+
+        def act(report: Report) -> None:
+            service(report=report, staff=request.user)
+            self.log_change(request, report, f"Moderation: {MODERATION[action][2]}.")
+
+        _run_each(self, request, queryset, act, done)
+
     @admin.action(description="Unpublish the version")
     def unpublish_version(
         self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]
     ) -> None:
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda r: report_unpublish_version(report=r, staff=request.user),
-            "version(s) unpublished",
-        )
+        self._moderate_each(request, queryset, "unpublish", "version(s) unpublished")
 
     @admin.action(description="Remove the model (or dataset)")
     def remove_model(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]) -> None:
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda r: report_remove_target(report=r, staff=request.user),
-            "item(s) removed",
-        )
+        self._moderate_each(request, queryset, "remove", "item(s) removed")
 
     @admin.action(description="Dismiss")
     def dismiss(self, request: AuthenticatedHttpRequest, queryset: QuerySet[Report]) -> None:
-        _run_each(
-            self,
-            request,
-            queryset,
-            lambda r: report_dismiss(report=r, staff=request.user),
-            "report(s) dismissed",
-        )
+        self._moderate_each(request, queryset, "dismiss", "report(s) dismissed")
