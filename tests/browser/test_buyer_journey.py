@@ -1,9 +1,13 @@
-"""Journey 2: a buyer filters and searches, tops up with the demo payment provider, buys a
-LoRA, downloads it (the same bytes), reviews it; a user who did not buy it cannot download."""
+"""Journey 2: a buyer sees prices on the cards, filters (kind, Free/Paid), sorts by price and
+searches, is offered Buy (not Download) and a free preview on a paid LoRA, tops up with the
+demo payment provider, buys it, is not asked to pay again, downloads it (the same bytes),
+follows the wallet's reference to it, reviews it; a user who did not buy it sees Buy and no
+Download, and the file route still refuses them. Screenshots at 1280 and 390 px."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ def test_buyer_finds_buys_downloads_and_reviews_a_lora(
     site: str,
     tmp_path: Path,
 ) -> None:
+    from marketplace.models import Listing
     from marketplace.selectors import ledger_reconcile, ledger_total, wallet_balance
 
     # Given a creator's paid LoRA, a free LoRA and a checkpoint on the site
@@ -37,9 +42,28 @@ def test_buyer_finds_buys_downloads_and_reviews_a_lora(
     page = browser_page
     login(page, buyer)
 
-    # When the buyer filters by kind, then searches
+    # When the buyer browses: each card says its price or Free, its kind and base model
     page.goto(site + "/")
     expect(page.locator("article.model-card")).to_have_count(3)
+    ink_card = page.locator("article.model-card", has_text="Ink Sketch")
+    expect(ink_card.locator(".chip.price")).to_have_text("150 credits")
+    expect(ink_card.locator(".badge.kind")).to_have_text("LoRA")
+    expect(ink_card.locator(".badge.base")).to_have_text("SD 1.x")
+    expect(page.locator("article.model-card .chip.free")).to_have_count(2)
+    shot(page, "browse-prices")
+    # and asks for paid models only, then for all of them by price, dearest first
+    page.select_option("#id_price", "paid")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("article.model-card")).to_have_count(1)
+    expect(page.locator("article.model-card")).to_contain_text("Ink Sketch")
+    page.select_option("#id_price", "")
+    page.select_option("#id_sort", "price_high")
+    page.click("form.filters button[type=submit]")
+    expect(page.locator("article.model-card").first).to_contain_text("Ink Sketch")
+    shot(page, "sorted-by-price")
+    page.select_option("#id_sort", "relevance")
+
+    # When the buyer filters by kind, then searches
     page.select_option("#id_kind", "lora")
     page.click("form.filters button[type=submit]")
     expect(page.locator("article.model-card")).to_have_count(2)
@@ -53,11 +77,18 @@ def test_buyer_finds_buys_downloads_and_reviews_a_lora(
     expect(page.locator(".result-count")).to_contain_text("1 model for “ink”")
     shot(page, "searched")
 
-    # and tries to buy it with an empty wallet
+    # and opens it: Buy with the price is the main button, no Download; Try it offers the
+    # free preview instead of the studio
     cards.first.locator("a.card-link").click()
     expect(page.locator(".buy-box .price")).to_have_text("150 credits")
+    expect(page.locator("button.buy")).to_have_text("Buy — 150 credits")
+    expect(page.locator("a.button.download")).to_have_count(0)
+    expect(page.locator("#try-it.try-offer")).to_contain_text("free preview")
+    expect(page.locator("a[href*='studio'][href*='version=']")).to_have_count(0)
     model_url = page.url
     shot(page, "model-page")
+
+    # and tries to buy it with an empty wallet
     page.click("button.buy")
     expect(page.locator("h1")).to_have_text("Confirm your purchase")
     page.click("button.confirm-buy")
@@ -79,8 +110,28 @@ def test_buyer_finds_buys_downloads_and_reviews_a_lora(
         page.click("button.confirm-buy")
     expect(page.locator(".messages")).to_contain_text("You own")
     expect(page.locator(".buy-box .owned")).to_have_text("Owned")
+    expect(page.locator("button.buy")).to_have_count(0)
+    expect(page.locator("#try-it")).to_have_attribute("href", re.compile(r"version="))
     shot(page, "owned")
     assert wallet_balance(user=buyer) == 350
+
+    # and the purchase page, opened again, does not offer to pay for it
+    listing = Listing.objects.get(model_version__model__name="Ink Sketch")
+    page.goto(f"{site}/buy/{listing.pk}/")
+    expect(page.locator(".owned-note")).to_contain_text("You own this")
+    expect(page.locator("button.confirm-buy")).to_have_count(0)
+    expect(page.locator("a.button.download")).to_be_visible()
+    shot(page, "already-owned")
+    # and the browse card says Owned
+    page.goto(site + "/?price=paid")
+    expect(page.locator("article.model-card .chip.owned")).to_have_text("Owned")
+    # and the wallet's purchase row links to what it paid for
+    page.goto(site + "/wallet/")
+    reference = page.locator("table.transactions a.reference-link", has_text="Ink Sketch")
+    expect(reference).to_have_count(1)
+    shot(page, "wallet-references")
+    reference.click()
+    expect(page.locator("h1")).to_have_text("Ink Sketch")
 
     # When they download it: the bytes are the creator's file
     with page.expect_download() as info:
@@ -111,9 +162,10 @@ def test_buyer_finds_buys_downloads_and_reviews_a_lora(
     other = new_page()
     login(other, make_user("lurker"))
     other.goto(model_url)
-    expect(other.locator("button.buy")).to_have_text("Buy for 150 credits")
-    href = other.locator("a.button.download").get_attribute("href")
-    response = other.goto(site + str(href))
+    expect(other.locator("button.buy")).to_have_text("Buy — 150 credits")
+    expect(other.locator("a.button.download")).to_have_count(0)
+    shot(other, "not-bought")
+    response = other.goto(f"{site}/api/download/models/{listing.model_version_id}")
     assert response is not None and response.status == 403
     assert response.json()["code"] == "purchase_required"
 
