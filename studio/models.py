@@ -17,9 +17,14 @@ class GenerationStatus(models.TextChoices):
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Done"
     FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
 
 
-FINISHED_STATUSES = (GenerationStatus.SUCCEEDED, GenerationStatus.FAILED)
+FINISHED_STATUSES = (
+    GenerationStatus.SUCCEEDED,
+    GenerationStatus.FAILED,
+    GenerationStatus.CANCELLED,
+)
 ACTIVE_STATUSES = (GenerationStatus.QUEUED, GenerationStatus.RUNNING)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
 from django.db.models import Prefetch, Q, QuerySet
+from django.utils import timezone
 
 from registry.models import FileLayout, ModelKind, ModelVersion, VersionStatus, visible_q
 from studio.limits import GENERATION_FAMILIES
@@ -46,6 +49,57 @@ def queue_position(generation: Generation) -> int | None:
     return Generation.objects.filter(
         status=GenerationStatus.QUEUED, created_at__lt=generation.created_at
     ).count()
+
+
+RECENT_FOR_ETA = 20
+
+
+def seconds_per_step() -> float | None:
+    """The mean seconds per step of the latest finished generations (anyone's): the pace
+    that estimates a generation that has not made a step yet; None when none finished."""
+    recent = list(
+        Generation.objects.filter(status=GenerationStatus.SUCCEEDED, duration_ms__isnull=False)
+        .order_by("-finished_at", "-pk")
+        .values_list("duration_ms", "steps")[:RECENT_FOR_ETA]
+    )
+    if not recent:
+        return None
+    return sum(ms for ms, _ in recent) / 1000 / max(1, sum(steps for _, steps in recent))
+
+
+def generation_eta(
+    generation: Generation,
+    *,
+    ahead: int | None,
+    pace: Callable[[], float | None] = seconds_per_step,
+    now: datetime.datetime | None = None,
+) -> int | None:
+    """Seconds until the image is likely done, or None when there is no basis for a guess.
+
+    Running with steps made: the pace of its own steps so far. Otherwise the recent pace
+    (``pace()``, read only then), times its steps and those of the ``ahead`` queued before it
+    (:func:`queue_position`)."""
+    if generation.is_finished:
+        return None
+    step, total = generation.progress_step, generation.steps
+    if generation.status == GenerationStatus.RUNNING and step > 0 and generation.started_at:
+        elapsed = ((now or timezone.now()) - generation.started_at).total_seconds()
+        return max(1, round(elapsed / step * (total - step)))
+    per_step = pace()
+    if per_step is None:
+        return None
+    return max(1, round(per_step * total * ((ahead or 0) + 1)))
+
+
+def progress_label(generation: Generation) -> str:
+    """What the badge and the bar both say: Queued, Loading the model, Step N of M, Done…"""
+    if generation.status == GenerationStatus.QUEUED:
+        return "Queued"
+    if generation.status == GenerationStatus.RUNNING:
+        if generation.progress_step == 0:
+            return "Loading the model"
+        return f"Step {generation.progress_step} of {generation.steps}"
+    return str(generation.get_status_display())
 
 
 def _usable_versions(user: AuthUser) -> QuerySet[ModelVersion]:

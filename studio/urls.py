@@ -22,6 +22,11 @@ urlpatterns = [
         name="generation-visibility",
     ),
     path(
+        "studio/generations/<int:generation_id>/cancel/",
+        views.generation_cancel_view,
+        name="generation-cancel",
+    ),
+    path(
         "studio/generations/<int:generation_id>/sample/",
         views.generation_sample,
         name="generation-sample",

@@ -9,6 +9,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse, HttpResponseBase
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -25,14 +26,17 @@ from studio.selectors import (
     FormChoices,
     embeddings_of,
     form_choices,
+    generation_eta,
     generation_get,
     generation_list,
     loras_of,
+    progress_label,
     queue_position,
     sample_targets,
 )
 from studio.services.defaults import native_settings
 from studio.services.generations import (
+    generation_cancel,
     generation_create,
     generation_sample_attach,
     generation_visibility_set,
@@ -105,12 +109,15 @@ def generation_detail(request: HttpRequest, generation_id: int) -> HttpResponse:
         raise Http404("No such generation.")
     user = request.user
     owner = user if user.is_authenticated and generation.user_id == user.pk else None
+    ahead = queue_position(generation)
     context = {
         "generation": generation,
         "is_owner": owner is not None,
         "loras": loras_of(generation),
         "embeddings": embeddings_of(generation),
-        "queue_position": queue_position(generation),
+        "queue_position": ahead,
+        "progress_label": progress_label(generation),
+        "eta_seconds": generation_eta(generation, ahead=ahead),
         "sample_targets": sample_targets(generation=generation, user=owner)
         if owner is not None and generation.status == GenerationStatus.SUCCEEDED
         else [],
@@ -132,7 +139,8 @@ def gallery(request: AuthenticatedHttpRequest) -> HttpResponse:
 
 @require_GET
 def generation_image(request: HttpRequest, generation_id: int) -> HttpResponseBase:
-    """The PNG, to its owner (session or API token), or to anyone when it is public."""
+    """The PNG, to its owner (session or API token), or to anyone when it is public; shown
+    inline, or saved as ``atelier-<id>-<seed>.png`` with ``?download=1``."""
     user = request_user(request)
     generation = generation_get(generation_id=generation_id, user=user)
     if generation is None or generation.status != GenerationStatus.SUCCEEDED:
@@ -140,10 +148,8 @@ def generation_image(request: HttpRequest, generation_id: int) -> HttpResponseBa
     response = FileResponse(
         generation.image.open("rb"),
         content_type="image/png",
+        as_attachment=request.GET.get("download") == "1",
         filename=f"atelier-{generation.pk}-{generation.seed}.png",
-    )
-    response["Content-Disposition"] = response["Content-Disposition"].replace(
-        "attachment", "inline", 1
     )
     response["Cache-Control"] = "public, max-age=300" if generation.is_public else "private"
     return response
@@ -164,6 +170,23 @@ def generation_visibility(request: AuthenticatedHttpRequest, generation_id: int)
         messages.success(
             request, "Anyone with the link can see it now." if make_public else "Only you see it."
         )
+    return redirect("studio:generation-detail", generation_id=generation.pk)
+
+
+@login_required
+@require_POST
+def generation_cancel_view(request: AuthenticatedHttpRequest, generation_id: int) -> HttpResponse:
+    generation = generation_get(generation_id=generation_id, user=request.user)
+    if generation is None:
+        raise Http404("No such generation.")
+    try:
+        generation_cancel(generation=generation, user=request.user)
+    except ApplicationError as err:
+        if err.status_code == 403:
+            raise PermissionDenied(err.message) from err
+        messages.error(request, err.message)
+    else:
+        messages.success(request, "Cancelled: the worker stops it at its next step.")
     return redirect("studio:generation-detail", generation_id=generation.pk)
 
 

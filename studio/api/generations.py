@@ -8,6 +8,7 @@ API token), to its owner, or to anyone once the owner made it public.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.urls import reverse
@@ -30,13 +31,17 @@ from sdcore.generate import SAMPLERS
 from studio.models import Generation, GenerationStatus
 from studio.selectors import (
     embeddings_of,
+    generation_eta,
     generation_get,
     generation_list,
     loras_of,
+    progress_label,
     queue_position,
+    seconds_per_step,
 )
 from studio.services.generations import (
     ResourceInput,
+    generation_cancel,
     generation_create,
     generation_sample_attach,
     generation_visibility_set,
@@ -67,6 +72,42 @@ class GenerationResourceSerializer(serializers.Serializer):
 class GenerationProgressSerializer(serializers.Serializer):
     step = serializers.IntegerField(source="progress_step")
     total = serializers.IntegerField(source="steps")
+    label = serializers.SerializerMethodField(
+        help_text="What the page's badge and bar say: Queued, Loading the model, Step N of M."
+    )
+    eta_seconds = serializers.SerializerMethodField(
+        help_text="Seconds until it is likely done (null when finished or unknown)."
+    )
+
+    def get_label(self, obj: Generation) -> str:
+        return progress_label(obj)
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_eta_seconds(self, obj: Generation) -> int | None:
+        return generation_eta(
+            obj, ahead=_queue_position(self.context, obj), pace=_pace(self.context)
+        )
+
+
+def _queue_position(context: dict[str, Any], obj: Generation) -> int | None:
+    """:func:`queue_position`, read once per generation and response (the context is shared
+    by the nested serializers)."""
+    cache: dict[int, int | None] = context.setdefault("_queue_positions", {})
+    if obj.pk not in cache:
+        cache[obj.pk] = queue_position(obj)
+    return cache[obj.pk]
+
+
+def _pace(context: dict[str, Any]) -> Callable[[], float | None]:
+    """:func:`seconds_per_step`, read at most once per response."""
+
+    def read() -> float | None:
+        if "_pace" not in context:
+            context["_pace"] = seconds_per_step()
+        pace: float | None = context["_pace"]
+        return pace
+
+    return read
 
 
 class GenerationOutputSerializer(serializers.Serializer):
@@ -111,7 +152,7 @@ class GenerationOutputSerializer(serializers.Serializer):
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
     def get_queue_position(self, obj: Generation) -> int | None:
-        return queue_position(obj)
+        return _queue_position(self.context, obj)
 
     # Serializer(many=True) makes a ListSerializer, whose .data is a list; the stubs type the
     # call as the Serializer (a dict's data).
@@ -260,6 +301,24 @@ class GenerationDetailApi(APIView):
         generation_visibility_set(
             generation=generation, user=signed_in(request), **data.validated_data
         )
+        return Response(_data(request, generation))
+
+
+class GenerationCancelApi(APIView):
+    """Stop a queued or running generation of yours: 200 with it, now cancelled; 409 when it
+    already finished; 404 for another user's (403 when theirs is public)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        operation_id="generations_cancel", request=None, responses={200: GenerationOutputSerializer}
+    )
+    def post(self, request: Request, generation_id: int) -> Response:
+        user = signed_in(request)
+        generation = generation_get(generation_id=generation_id, user=user)
+        if generation is None:
+            raise _not_found()
+        generation_cancel(generation=generation, user=user)
         return Response(_data(request, generation))
 
 

@@ -20,6 +20,11 @@ urlpatterns = [
         name="generation-image",
     ),
     path(
+        "generations/<int:generation_id>/cancel",
+        generations.GenerationCancelApi.as_view(),
+        name="api-generation-cancel",
+    ),
+    path(
         "generations/<int:generation_id>/samples",
         generations.GenerationSampleCreateApi.as_view(),
         name="api-generation-samples",

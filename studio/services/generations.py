@@ -442,14 +442,21 @@ def generation_fail(*, generation_id: int, code: str, message: str) -> None:
     )
 
 
-def generation_progress_set(*, generation_id: int, step: int) -> None:
-    Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING).update(
+class GenerationCancelled(Exception):
+    """Raised inside the sampling loop when the generation's owner cancelled it."""
+
+
+def generation_progress_set(*, generation_id: int, step: int) -> bool:
+    """Record the step; False when the generation is no longer running (it was cancelled)."""
+    updated = Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING).update(
         progress_step=step
     )
+    return updated > 0
 
 
 def _progress_writer(generation_id: int) -> Callable[[int, int], None]:
-    """Write the step at most every PROGRESS_INTERVAL_S (and always the last one)."""
+    """Write the step at most every PROGRESS_INTERVAL_S (and always the last one); stop the
+    sampling (:class:`GenerationCancelled`) once the row is no longer running."""
     last = [0.0]
 
     def write(step: int, total: int) -> None:
@@ -457,7 +464,8 @@ def _progress_writer(generation_id: int) -> Callable[[int, int], None]:
         if step < total and now - last[0] < PROGRESS_INTERVAL_S:
             return
         last[0] = now
-        generation_progress_set(generation_id=generation_id, step=step)
+        if not generation_progress_set(generation_id=generation_id, step=step):
+            raise GenerationCancelled(generation_id)
 
     return write
 
@@ -529,9 +537,11 @@ def generation_run(*, generation_id: int) -> Generation:
     if generation.is_finished:
         return generation
     started = timezone.now()
-    Generation.objects.filter(pk=generation_id).update(
+    claimed = Generation.objects.filter(pk=generation_id, status=GenerationStatus.QUEUED).update(
         status=GenerationStatus.RUNNING, started_at=started, progress_step=0
     )
+    if not claimed and generation.status == GenerationStatus.QUEUED:
+        return Generation.objects.get(pk=generation_id)  # cancelled since it was read
     try:
         _checked_again(generation)
         result = generate(
@@ -540,6 +550,9 @@ def generation_run(*, generation_id: int) -> Generation:
             progress=_progress_writer(generation_id),
         )
         png = png_bytes(result.image, result.parameters)
+    except GenerationCancelled:
+        log.info("generation %s cancelled while running", generation_id)
+        return Generation.objects.get(pk=generation_id)
     except (ApplicationError, SdcoreError) as exc:
         generation_fail(generation_id=generation_id, code=exc.code, message=exc.message)
         return Generation.objects.get(pk=generation_id)
@@ -553,7 +566,7 @@ def generation_run(*, generation_id: int) -> Generation:
         )
         return Generation.objects.get(pk=generation_id)
     generation.image.save(f"{uuid.uuid4().hex}.png", ContentFile(png), save=False)
-    Generation.objects.filter(pk=generation_id).update(
+    done = Generation.objects.filter(pk=generation_id, status=GenerationStatus.RUNNING).update(
         status=GenerationStatus.SUCCEEDED,
         image=generation.image.name,
         parameters=result.parameters,
@@ -564,6 +577,8 @@ def generation_run(*, generation_id: int) -> Generation:
         error="",
         error_code="",
     )
+    if not done:  # cancelled after the last step: the image is not kept
+        generation.image.delete(save=False)
     return Generation.objects.get(pk=generation_id)
 
 
@@ -575,6 +590,30 @@ def generation_run(*, generation_id: int) -> Generation:
 def _require_owner(generation: Generation, user: User) -> None:
     if generation.user_id != user.pk:
         raise AccessDeniedError("Only its owner can change this generation.")
+
+
+def generation_cancel(*, generation: Generation, user: User) -> Generation:
+    """Stop a queued or running generation (and its "checkpoint alone" twin): a queued one is
+    skipped when a worker takes it; a running one stops at its next progress write.
+
+    Only its owner may; a finished one cannot be cancelled (409)."""
+    _require_owner(generation, user)
+    stop = {
+        "status": GenerationStatus.CANCELLED,
+        "error_code": "cancelled",
+        "error": "Cancelled by its owner.",
+        "finished_at": timezone.now(),
+    }
+    active = Generation.objects.filter(user_id=user.pk, status__in=ACTIVE_STATUSES)
+    if not active.filter(pk=generation.pk).update(**stop):
+        status = Generation.objects.get(pk=generation.pk).get_status_display().lower()
+        raise ConflictError(
+            f"This generation is already {status}; only a queued or running one can be cancelled.",
+            code="already_finished",
+        )
+    if generation.baseline_id is not None:
+        active.filter(pk=generation.baseline_id).update(**stop)
+    return Generation.objects.get(pk=generation.pk)
 
 
 def generation_visibility_set(*, generation: Generation, user: User, is_public: bool) -> Generation:

@@ -49,7 +49,12 @@ def test_a_request_with_a_lora_and_an_embedding_is_queued(studio, client_for) ->
     # Then it is accepted and queued, with what it uses and where to follow it
     assert response.status_code == 202, response.content
     body = response.json()
-    assert body["status"] == "queued" and body["progress"] == {"step": 0, "total": 2}
+    assert body["status"] == "queued" and body["progress"] == {
+        "step": 0,
+        "total": 2,
+        "label": "Queued",
+        "eta_seconds": None,  # no generation finished yet: no pace to guess from
+    }
     assert body["queue_position"] == 0 and body["image_url"] is None
     assert body["loras"] == [
         {

@@ -104,14 +104,15 @@ def test_the_form_queues_a_generation_and_shows_its_progress(studio) -> None:
     assert generation.resources.get().weight == 0.7
     html = client.get(response["Location"]).content.decode()
     assert f'data-status-url="/api/v1/generations/{generation.pk}"' in html
-    assert '<progress id="generation-bar" max="2">' in html and "Queued" in html
+    assert '<progress id="generation-bar" max="2" aria-labelledby' in html and "Queued" in html
     assert "studio/generation.js" in html
     # and once the worker is on it, the step it is at
     Generation.objects.filter(pk=generation.pk).update(
         status=GenerationStatus.RUNNING, progress_step=1
     )
     html = client.get(response["Location"]).content.decode()
-    assert '<progress id="generation-bar" max="2" value="1">' in html and "Step 1 of 2" in html
+    assert '<progress id="generation-bar" max="2" value="1"' in html
+    assert 'id="generation-status">Step 1 of 2<' in html  # the badge says what the bar says
 
 
 def test_a_finished_generation_shows_the_image_parameters_and_actions(studio) -> None:
@@ -241,3 +242,35 @@ def test_generate_again_fills_the_form_with_the_same_settings(studio) -> None:
     assert 'value="40"' in _field_block(html, "width")
     assert _selected(_field_block(html, "lora_1"), studio.lora.pk)
     assert 'value="0.3"' in _field_block(html, "lora_1_weight")
+
+
+def test_generate_is_near_the_top_of_the_form(studio) -> None:
+    html = _client(studio.artist).get("/studio/").content.decode()
+    button = html.index('id="generate-submit"')
+    # before the optional parts: LoRAs, embeddings, settings
+    assert button < html.index("<legend>LoRAs</legend>") < html.index("<legend>Settings</legend>")
+    assert html.index('id="id_prompt"') < button
+
+
+def test_a_lora_of_another_family_is_refused_before_queueing(
+    studio, publish_file, resource_files
+) -> None:
+    # Given an SD 2.x LoRA (offered with its family for the page to hide it beside an
+    # SD 1.x checkpoint) and an SDXL one (not offered: no SDXL checkpoint generates)
+    sd2 = publish_file(
+        studio.creator, resource_files["other_lora"], kind="lora", base_model="sd2", name="Two"
+    )
+    sdxl = publish_file(
+        studio.creator, resource_files["misfit_lora"], kind="lora", base_model="sdxl", name="XL"
+    )
+    client = _client(studio.artist)
+    block = _field_block(client.get("/studio/").content.decode(), "lora_1")
+    assert re.search(rf'<option value="{sd2.pk}" data-family="sd2">', block)
+    assert f'<option value="{sdxl.pk}"' not in block
+    # When the SD 2.x LoRA is sent with the SD 1.x checkpoint anyway (no JavaScript)
+    response = client.post("/studio/", _form(studio, lora_2=sd2.pk))
+    # Then a 400 names the slot and the two families, and nothing is queued
+    assert response.status_code == 400
+    block = _field_block(response.content.decode(), "lora_2")
+    assert "has-error" in block and "is for SD 2.x but the checkpoint is SD 1.x" in block
+    assert not Generation.objects.exists()

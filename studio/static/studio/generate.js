@@ -1,21 +1,35 @@
-// The generation form: LoRAs and embeddings for another base-model family than the chosen
-// checkpoint are greyed out (the server refuses them anyway, naming the field).
+// The generation form: only LoRAs and embeddings of the chosen checkpoint's base-model family
+// are offered (the others are hidden and disabled; one already chosen is cleared, and a note
+// says so). The server refuses a mixed family anyway, naming the field, before queueing.
 (function () {
   "use strict";
   var base = document.getElementById("id_base_version");
   if (!base) return;
+  var note = document.getElementById("family-note");
   function family() {
     var option = base.options[base.selectedIndex];
     return option ? option.getAttribute("data-family") : null;
   }
   function update() {
     var wanted = family();
+    var cleared = [];
     document.querySelectorAll("select[data-resource]").forEach(function (select) {
       Array.prototype.forEach.call(select.options, function (option) {
         var other = option.getAttribute("data-family");
-        option.disabled = Boolean(wanted && other && other !== wanted);
+        var misfit = Boolean(wanted && other && other !== wanted);
+        option.disabled = misfit;
+        option.hidden = misfit;
+        if (misfit && option.selected) {
+          cleared.push(option.textContent);
+          select.value = "";
+        }
       });
     });
+    if (note) {
+      note.textContent = cleared.length
+        ? "Removed (another base model than this checkpoint): " + cleared.join("; ") + "."
+        : "";
+    }
   }
   base.addEventListener("change", update);
   update();

@@ -1,5 +1,7 @@
 // One generation's page: while it is queued or running, poll its JSON status and show the
-// progress; when it is done or failed, reload so the page shows the image or the reason.
+// progress: the badge and the text under the bar say the same thing (the API's
+// progress.label), with the estimated time left; when it is done, failed or cancelled,
+// reload so the page shows the image or the reason.
 (function () {
   "use strict";
   var box = document.getElementById("generation-progress");
@@ -7,21 +9,26 @@
   var url = box.getAttribute("data-status-url");
   var bar = document.getElementById("generation-bar");
   var text = document.getElementById("generation-status-text");
+  var badge = document.getElementById("generation-status");
+  var eta = document.getElementById("generation-eta");
   var delay = 700;
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "";
+    if (seconds < 60) return "about " + seconds + " s left";
+    return "about " + Math.round(seconds / 60) + " min left";
+  }
   function show(data) {
-    var step = data.progress.step, total = data.progress.total;
+    var step = data.progress.step, total = data.progress.total, label = data.progress.label;
     bar.max = total;
-    if (data.status === "queued") {
-      bar.removeAttribute("value");
-      var ahead = data.queue_position;
-      text.textContent = "Queued" + (ahead ? " (" + ahead + " ahead)" : "") + "…";
-    } else if (step === 0) {
-      bar.removeAttribute("value");
-      text.textContent = "Loading the model…";
-    } else {
-      bar.value = step;
-      text.textContent = "Step " + step + " of " + total;
+    if (data.status === "running" && step > 0) bar.value = step;
+    else bar.removeAttribute("value");
+    var ahead = data.status === "queued" && data.queue_position ? " (" + data.queue_position + " ahead)" : "";
+    text.textContent = label + ahead;
+    if (badge) {
+      badge.textContent = label;
+      badge.className = "badge generation-status status-" + data.status;
     }
+    if (eta) eta.textContent = duration(data.progress.eta_seconds);
   }
   function poll() {
     fetch(url, { credentials: "same-origin", headers: { Accept: "application/json" } })
@@ -30,7 +37,7 @@
         return response.json();
       })
       .then(function (data) {
-        if (data.status === "succeeded" || data.status === "failed") {
+        if (data.status !== "queued" && data.status !== "running") {
           window.location.reload();
           return;
         }
