@@ -14,7 +14,7 @@ half; a square fills its bounding box, a circle about pi/4 of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -196,12 +196,15 @@ def measure_concept(
     seeds: Sequence[int] = CONCEPT_SEEDS,
     steps: int = CONCEPT_STEPS,
     guidance: float = CONCEPT_GUIDANCE,
+    on_image: Callable[[str, int, Image.Image, Detection], None] | None = None,
 ) -> ConceptMeasure:
     """Draw every prompt with every seed and count the images whose figure is ``colour``.
 
     Deterministic for a given pipeline (CPU generators, fixed prompts and seeds). The default
     prompts are :func:`sdcore.shapes.concept_prompts` (the trigger word with each shape and
-    background); the shape a prompt names is checked too.
+    background); the shape a prompt names is checked too. ``on_image(prompt, seed, image,
+    detection)`` sees every image as it is scored (prompts in order, seeds in order), e.g. to
+    keep them for a grid.
     """
     prompts = list(prompts) if prompts is not None else concept_prompts()
     if not prompts or not seeds:
@@ -210,8 +213,11 @@ def measure_concept(
     seen: dict[str, int] = {}
     for prompt in prompts:
         named = next((s for s in SHAPES if s in prompt.split()), None)
-        for image in draw_images(pipe, prompt, seeds, steps=steps, guidance=guidance):
+        drawn = draw_images(pipe, prompt, seeds, steps=steps, guidance=guidance)
+        for seed, image in zip(seeds, drawn, strict=True):
             found = detect(image)
+            if on_image is not None:
+                on_image(prompt, int(seed), image, found)
             key = found.colour or "none"
             seen[key] = seen.get(key, 0) + 1
             images += 1

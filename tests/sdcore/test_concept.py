@@ -168,3 +168,49 @@ def test_the_detector_can_be_limited_to_some_colours() -> None:
     assert detect(image, colours=BASE_COLOURS).shape == "square"
     with pytest.raises(ValueError, match="unknown colours"):
         detect(image, colours=["mauve"])
+
+
+class _ScenePipe:
+    """A stand-in pipeline (no model) that draws each seed's generated scene: an orange figure
+    for even seeds, a blue one for odd seeds (what measure_concept needs of a pipeline)."""
+
+    vae_scale_factor = 8
+
+    def __init__(self) -> None:
+        import types
+
+        self.unet = types.SimpleNamespace(config=types.SimpleNamespace(sample_size=8))
+        self.orange = [image for image, _ in generate_concept_scenes(4, seed=3)]
+        self.blue = [image for image, s in generate_scenes(200, seed=3) if s.colour == "blue"]
+
+    def __call__(self, prompts: list[str], *, generator: list[object], **kw: object) -> object:
+        import types
+
+        seeds = [g.initial_seed() for g in generator]  # type: ignore[attr-defined]
+        images = [self.orange[s % 4] if s % 2 == 0 else self.blue[s] for s in seeds]
+        return types.SimpleNamespace(images=images)
+
+
+def test_measure_concept_shows_each_scored_image_in_order() -> None:
+    from sdcore.concept import measure_concept
+
+    # Given a pipeline whose even seeds draw the concept colour and odd seeds blue
+    seen: list[tuple[str, int, str | None]] = []
+
+    # When the concept is measured over two prompts and four seeds, keeping every image
+    measured = measure_concept(
+        _ScenePipe(),  # type: ignore[arg-type]
+        prompts=["a atlr circle on a white background", "a atlr square on a grey background"],
+        seeds=(0, 1, 2, 3),
+        on_image=lambda prompt, seed, image, found: seen.append(
+            (prompt.split()[2], seed, found.colour)
+        ),
+    )
+
+    # Then the callback saw each prompt's seeds in order, with the detector's reading, and the
+    # score counts the concept-coloured half
+    assert [(shape, seed) for shape, seed, _ in seen] == [
+        (shape, seed) for shape in ("circle", "square") for seed in (0, 1, 2, 3)
+    ]
+    assert [colour for *_, colour in seen] == [CONCEPT_COLOUR, "blue"] * 4
+    assert (measured.images, measured.colour_hits, measured.score) == (8, 4, 0.5)
