@@ -219,6 +219,15 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
     }
     if args.base_model:
         config["base-model-path"] = str(Path(args.base_model).resolve())
+    threshold = getattr(args, "release_threshold", None)
+    if threshold is not None:  # the owner's release check (federated/engine/release_check.py)
+        from federated.engine.release_check import MIN_THRESHOLD
+
+        if not MIN_THRESHOLD <= threshold <= 1.0:
+            raise NodeUsageError(
+                f"--release-threshold must be between {MIN_THRESHOLD} and 1, got {threshold:g}"
+            )
+        config["release-threshold"] = f"{threshold:g}"
     if (node_dir / REGISTRATION).is_file():  # the node's own token, to fetch a job's model
         config["registration-file"] = str((node_dir / REGISTRATION).resolve())
     exe = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
@@ -732,6 +741,12 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="warm",
         help="warm (default): one process imports the trainer once and forks each ClientApp "
         "from it; flower: Flower's own, a fresh process per message",
+    )
+    start.add_argument(
+        "--release-threshold",
+        type=float,
+        help="veto the release of a job's LoRA when a sample it draws from your captions is this "
+        "alike (0.5 to 1, SSIM of 32 px thumbnails) to one of your images (default: 0.85)",
     )
     start.add_argument(
         "--dry-run", action="store_true", help="print the flower-supernode command, do not run it"

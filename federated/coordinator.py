@@ -72,6 +72,7 @@ from federated.services.jobs import (
     job_run_config,
     job_run_resume,
 )
+from federated.services.release import job_withhold, run_release_withheld
 
 __all__ = [
     "Step",
@@ -470,7 +471,10 @@ def _replay_rounds(job: FederatedJob) -> None:
 
 def _finish_run(job: FederatedJob, status: RunStatus) -> None:
     _replay_rounds(job)
-    if status.completed:
+    withheld = run_release_withheld(Path(job.out_dir)) if status.completed else None
+    if withheld is not None:  # a data owner's node vetoed the release: nothing is published
+        job_withhold(job=job, out_dir=Path(job.out_dir), report=withheld)
+    elif status.completed:
         job_complete(job=job, out_dir=Path(job.out_dir))
     elif status.failed:
         job_fail(job=job, reason=f"The Flower run failed: {status.details or 'no details'}")

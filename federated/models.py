@@ -169,6 +169,9 @@ class FederatedJob(models.Model):
         COMPLETED = "completed", "Completed"
         FAILED = "failed", "Failed"
         CANCELLED = "cancelled", "Cancelled"
+        # The run finished but a data owner's node vetoed the release (its release check found
+        # its images reproduced): nothing is published (federated/engine/release_check.py).
+        WITHHELD = "withheld", "Withheld (a data owner vetoed the release)"
 
     trainer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="federated_jobs"
@@ -216,13 +219,15 @@ class FederatedJob(models.Model):
         related_name="federated_job",
     )
     settled_at = models.DateTimeField(null=True, blank=True)
+    # The release check's counts (asked, allowed, vetoed, no-answer): never a score or an image.
+    release_check = models.JSONField(default=dict, blank=True)
     launched_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
-    TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED})
+    TERMINAL = frozenset({State.COMPLETED, State.FAILED, State.CANCELLED, State.WITHHELD})
     ACTIVE = frozenset({State.AWAITING_APPROVAL, State.QUEUED, State.RUNNING, State.PUBLISHING})
 
     class Meta:
@@ -306,6 +311,8 @@ class JobDataset(models.Model):
     )
     flwr_node_ids = models.JSONField(default=list, blank=True)
     earned = models.BigIntegerField(default=0)
+    # The dataset's node vetoed the job's release: it forfeits what it would have earned.
+    release_vetoed = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -140,6 +140,10 @@ class JobDetailSerializer(JobSummarySerializer):
     launched_at = serializers.DateTimeField(allow_null=True)
     started_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    release_check = serializers.JSONField(
+        help_text="The release check's counts (asked, allowed, vetoed, no_answer) of a "
+        "withheld job; never a score or an image."
+    )
     datasets = JobDatasetSerializer(many=True)
     rounds = JobRoundSerializer(many=True, source="rounds.all")
 

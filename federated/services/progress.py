@@ -316,6 +316,22 @@ def _progress_record(job: FederatedJob, payload: dict[str, Any]) -> JobRound | N
             message="The ServerApp finished every round and saved the LoRA.",
         )
         return None
+    if status == "withheld":  # counts only: a node never says which image or how similar
+        check = payload.get("release-check")
+        check = check if isinstance(check, dict) else {}
+        vetoed, asked = check.get("vetoed"), check.get("asked")
+        counted = isinstance(vetoed, int) and isinstance(asked, int)
+        job_event(
+            job=locked,
+            kind="server_withheld",
+            level=JobEvent.Level.WARNING,
+            message=(
+                f"The release check: {vetoed if counted else 'a'} of "
+                f"{asked if counted else 'the'} nodes vetoed the release; the LoRA was not "
+                "exported."
+            ),
+        )
+        return None
     if status == "failed":
         reason = str(payload.get("reason", ""))[:2000]
         job_event(

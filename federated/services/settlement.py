@@ -41,6 +41,8 @@ def dataset_earned(*, job_dataset: JobDataset, rounds: int) -> int:
     (each round's examples capped by the manifest count), or its share of a per-job price by
     rounds completed. Never more than its maximum."""
     jd = job_dataset
+    if jd.release_vetoed:  # its node vetoed the release: a veto is not free (services.release)
+        return 0
     if jd.price_per_job > 0:
         done = min(jd.rounds_completed, rounds)
         earned = jd.price_per_job * done // rounds if rounds else 0
