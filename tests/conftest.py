@@ -123,10 +123,31 @@ def bob_api(bob: Any, api_as: Callable[[object], Any]) -> Any:
     return api_as(bob)
 
 
+FAST_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def fast_passwords(settings: Any) -> None:
-    """PBKDF2 costs most of a second per check on a small machine; tests need no strength."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    """Argon2id costs 0.3 s to over a second per hash on a small machine; tests need no
+    strength. Every Django test has it already (``_fast_passwords_by_default``)."""
+    settings.PASSWORD_HASHERS = FAST_HASHERS + [
+        h for h in settings.PASSWORD_HASHERS if h not in FAST_HASHERS
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords_by_default(request: pytest.FixtureRequest) -> None:
+    """Every Django test hashes new passwords with MD5 (the production hashers still verify
+    older hashes): Argon2id was a third of the registry and marketplace tests' time (1.3 s per
+    ``make_user`` under load). A test of the hashers themselves is marked
+    ``production_hashers``."""
+    django_fixtures = {"db", "transactional_db", "live_server", "settings", "client"}
+    if request.node.get_closest_marker("production_hashers") or (
+        not django_fixtures & set(request.fixturenames)
+        and not request.node.get_closest_marker("django_db")
+    ):
+        return
+    request.getfixturevalue("fast_passwords")
 
 
 @pytest.fixture

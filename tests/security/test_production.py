@@ -117,6 +117,7 @@ def test_redis_cache_is_used_when_configured() -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.production_hashers
 def test_new_passwords_are_stored_with_argon2(make_user) -> None:
     user = make_user("alice", password="a-long-passphrase")
     assert user.password.startswith("argon2$argon2id$")
@@ -124,6 +125,7 @@ def test_new_passwords_are_stored_with_argon2(make_user) -> None:
 
 
 @pytest.mark.django_db
+@pytest.mark.production_hashers
 def test_a_pbkdf2_hash_is_upgraded_to_argon2_on_login(make_user) -> None:
     from django.contrib.auth.hashers import make_password
 
