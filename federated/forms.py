@@ -11,7 +11,7 @@ from typing import Any
 from django import forms
 
 from core.errors import ApplicationError
-from federated.models import DatasetTerms, TrainingUse
+from federated.models import TRAINABLE_FAMILIES, ApprovalMode, DatasetTerms, TrainingUse
 from federated.services.job_spec import AGGREGATION_COSTS, JobSpec
 from marketplace.templatetags.labels import base_model_label
 from registry.models import ModelVersion
@@ -227,3 +227,73 @@ class PreviewForm(forms.Form):
         ),
     )
     caption = forms.CharField(max_length=500, required=False, label="Caption")
+
+
+class TermsForm(forms.Form):
+    """A private dataset's terms, edited by its owner on the dataset's page; the service
+    (``dataset_terms_update``) checks them, as it does for the API and the CLI."""
+
+    PRICING_CHOICES = (("example_round", "Per example and round"), ("job", "Per job"))
+
+    pricing = forms.ChoiceField(choices=PRICING_CHOICES, widget=forms.RadioSelect, label="Price")
+    price = forms.IntegerField(min_value=0, label="Credits", help_text="0: free.")
+    allowed_families = forms.MultipleChoiceField(
+        choices=[(f.value, f.label) for f in TRAINABLE_FAMILIES],
+        widget=forms.CheckboxSelectMultiple,
+        label="Base models",
+    )
+    allowed_uses = forms.MultipleChoiceField(
+        choices=TrainingUse.choices, widget=forms.CheckboxSelectMultiple, label="Uses"
+    )
+    commercial_use = forms.BooleanField(
+        required=False, label="LoRAs trained on it may be used commercially"
+    )
+    approval = forms.ChoiceField(choices=ApprovalMode.choices, label="Approval")
+    require_dp = forms.BooleanField(required=False, label="Require differential privacy")
+    epsilon_per_job = forms.FloatField(label="Epsilon per job")
+    delta = forms.FloatField(label="Delta")
+    epsilon_lifetime = forms.FloatField(label="Lifetime epsilon", help_text="Over all jobs.")
+
+    @classmethod
+    def initial_from(cls, terms: DatasetTerms) -> dict[str, Any]:
+        return {
+            "pricing": terms.pricing,
+            "price": terms.price_per_job
+            if terms.pricing == "job"
+            else terms.price_per_example_round,
+            "allowed_families": terms.allowed_families,
+            "allowed_uses": terms.allowed_uses,
+            "commercial_use": terms.commercial_use,
+            "approval": terms.approval,
+            "require_dp": terms.require_dp,
+            "epsilon_per_job": terms.epsilon_per_job,
+            "delta": terms.delta,
+            "epsilon_lifetime": terms.epsilon_lifetime,
+        }
+
+    def changes(self) -> dict[str, Any]:
+        """The service's ``changes`` (call after ``is_valid``)."""
+        data = self.cleaned_data
+        per_job = data["pricing"] == "job"
+        return {
+            "price_per_job": data["price"] if per_job else 0,
+            "price_per_example_round": 0 if per_job else data["price"],
+            "allowed_families": list(data["allowed_families"]),
+            "allowed_uses": list(data["allowed_uses"]),
+            "commercial_use": data["commercial_use"],
+            "approval": data["approval"],
+            "require_dp": data["require_dp"],
+            "epsilon_per_job": data["epsilon_per_job"],
+            "delta": data["delta"],
+            "epsilon_lifetime": data["epsilon_lifetime"],
+        }
+
+    def add_application_error(self, err: ApplicationError) -> None:
+        """Put a service's refusal next to the field it names (``field: message``)."""
+        field = str(err.details.get("field", ""))
+        message = err.message
+        if field and message.startswith(f"{field}: "):
+            message = message[len(field) + 2 :]
+        if field in ("price_per_job", "price_per_example_round"):
+            field = "price"
+        self.add_error(field if field in self.fields else None, message[:1].upper() + message[1:])

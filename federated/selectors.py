@@ -23,6 +23,7 @@ from federated.models import (
     JobRound,
     Node,
     PrivacySpend,
+    TrainingUse,
 )
 from registry.access import can_view_dataset
 from registry.models import (
@@ -502,4 +503,110 @@ def superlink_node_ids(*, node_ids: Iterable[int]) -> dict[int, str]:
         Node.objects.filter(pk__in=list(node_ids), revoked_at__isnull=True)
         .exclude(superlink_node_id="")
         .values_list("pk", "superlink_node_id")
+    )
+
+
+# --- what buyers see: a private dataset's offer, a LoRA's training record ----------------------
+
+
+@dataclass(frozen=True)
+class DatasetOffer:
+    """A private dataset version's terms as a trainer reads them on its public page."""
+
+    terms: DatasetTerms
+    budget: Budget
+    jobs_left: int  # whole jobs the remaining budget allows at the per-job epsilon
+    is_owner: bool
+    available: bool  # its node is not revoked: a job may pick it
+    use_labels: list[str]
+
+
+def dataset_offer(*, dataset_version_id: int, user: User) -> DatasetOffer | None:
+    """The terms of a federated dataset version ``user`` may see, with its budget left;
+    None for a version without terms (a public dataset) or one hidden from ``user``."""
+    terms = federated_terms_for(dataset_version_id=dataset_version_id, user=user)
+    if terms is None:
+        return None
+    budget = dataset_budget(terms=terms)
+    jobs_left = int(budget.remaining // terms.epsilon_per_job) if terms.epsilon_per_job else 0
+    return DatasetOffer(
+        terms=terms,
+        budget=budget,
+        jobs_left=jobs_left,
+        is_owner=bool(user.is_authenticated and user.pk == terms.dataset_version.dataset.owner_id),
+        available=terms.node.revoked_at is None,
+        use_labels=[
+            str(TrainingUse(u).label) for u in terms.allowed_uses if u in TrainingUse.values
+        ],
+    )
+
+
+@dataclass(frozen=True)
+class TrainedDataset:
+    """One dataset a LoRA was trained on, as its model page shows it: linked when the viewer
+    may see the dataset, with the epsilon the job spent on it."""
+
+    name: str
+    dataset_id: int | None  # None: hidden from this viewer (named "a private dataset")
+    dataset_slug: str
+    dataset_version_id: int
+    rounds_completed: int
+    examples: int
+    epsilon: float | None
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """How a LoRA published by a federated job was trained: the job's rounds, its datasets
+    and the privacy it spent; ``job_visible``: whether the viewer may open the job page."""
+
+    job: FederatedJob
+    rounds_done: int
+    datasets: list[TrainedDataset]
+    epsilon_spent: float | None
+    job_visible: bool
+
+
+def training_record(*, version: ModelVersion, user: User) -> TrainingRecord | None:
+    """The federated job that published ``version`` (None when it was uploaded)."""
+    job = (
+        FederatedJob.objects.select_related("trainer")
+        .annotate(rounds_done=Count("rounds"))
+        .filter(result_version_id=version.pk)
+        .first()
+    )
+    if job is None:
+        return None
+    spends = {
+        s.dataset_version_id: s.epsilon
+        for s in PrivacySpend.objects.filter(job_id=job.pk).order_by("pk")
+    }
+    rows = (
+        JobDataset.objects.filter(job_id=job.pk)
+        .exclude(approval=ApprovalState.REJECTED)
+        .select_related("dataset_version__dataset")
+        .order_by("pk")
+    )
+    datasets = []
+    for row in rows:
+        dataset = row.dataset_version.dataset
+        visible = can_view_dataset(user, dataset)
+        datasets.append(
+            TrainedDataset(
+                name=dataset.name if visible else "",
+                dataset_id=dataset.pk if visible else None,
+                dataset_slug=dataset.slug if visible else "",
+                dataset_version_id=row.dataset_version_id,
+                rounds_completed=row.rounds_completed,
+                examples=row.examples,
+                epsilon=spends.get(row.dataset_version_id),
+            )
+        )
+    spent = [e for e in spends.values() if e is not None]
+    return TrainingRecord(
+        job=job,
+        rounds_done=int(getattr(job, "rounds_done", 0)),
+        datasets=datasets,
+        epsilon_spent=max(spent) if spent else None,
+        job_visible=job_visible_to(job=job, user=user),
     )

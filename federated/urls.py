@@ -27,6 +27,11 @@ pages = [
     ),
     path("nodes/datasets/<int:dataset_version_id>/", views.dataset_detail, name="dataset-detail"),
     path(
+        "nodes/datasets/<int:dataset_version_id>/terms/",
+        views.dataset_terms_edit,
+        name="dataset-terms-edit",
+    ),
+    path(
         "nodes/datasets/<int:dataset_version_id>/previews/",
         views.dataset_preview_add_view,
         name="dataset-preview-add",

@@ -16,9 +16,10 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError, NotFoundError
 from federated import charts, selectors
-from federated.forms import JobForm, PreviewForm, RejectForm
+from federated.forms import JobForm, PreviewForm, RejectForm, TermsForm
 from federated.models import DatasetTerms, FederatedJob, JobDataset
 from federated.round_clock import job_round_clock
+from federated.services.datasets import dataset_terms_update
 from federated.services.jobs import (
     JobEstimate,
     job_approve,
@@ -92,7 +93,13 @@ def job_new(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The wizard: "Estimate" re-renders with the cost and every problem; "Launch" creates
     and launches the job (once per idempotency key) and goes to its page."""
     if request.method == "GET":
-        return _wizard(request, _job_form(request, initial={"idempotency_key": new_key()}))
+        initial: dict[str, Any] = {"idempotency_key": new_key()}
+        form = _job_form(request, initial=initial)
+        wanted = request.GET.get("dataset", "")
+        offered = {str(t.dataset_version_id) for t in form.dataset_terms}
+        if wanted in offered:  # "Train on this" on a dataset's page
+            form = _job_form(request, initial={**initial, "datasets": [int(wanted)]})
+        return _wizard(request, form)
     form = _job_form(request, request.POST)
     if not form.is_valid():
         return _wizard(request, form, status=400)
@@ -251,6 +258,7 @@ def _dataset_page(
     terms: DatasetTerms,
     *,
     preview_form: PreviewForm | None = None,
+    terms_form: TermsForm | None = None,
     status: int = 200,
 ) -> HttpResponse:
     budget = selectors.dataset_budget(terms=terms)
@@ -266,6 +274,7 @@ def _dataset_page(
         "earnings_chart": charts.dataset_earnings_svg(earnings),
         "previews": list(terms.dataset_version.previews.order_by("pk")),
         "preview_form": preview_form or PreviewForm(),
+        "terms_form": terms_form or TermsForm(initial=TermsForm.initial_from(terms)),
     }
     return render(request, "federated/dataset_detail.html", context, status=status)
 
@@ -312,4 +321,21 @@ def dataset_preview_remove_view(
         raise Http404("No such preview.")
     dataset_preview_remove(preview=preview, user=request.user)
     messages.success(request, "Preview removed.")
+    return redirect("training:dataset-detail", dataset_version_id=dataset_version_id)
+
+
+@login_required
+@require_POST
+def dataset_terms_edit(request: AuthenticatedHttpRequest, dataset_version_id: int) -> HttpResponse:
+    """The owner changes the dataset's terms on its page (jobs launched keep theirs)."""
+    terms = _owned_terms_or_404(request, dataset_version_id)
+    form = TermsForm(request.POST)
+    if not form.is_valid():
+        return _dataset_page(request, terms, terms_form=form, status=400)
+    try:
+        dataset_terms_update(terms=terms, user=request.user, changes=form.changes())
+    except ApplicationError as err:
+        form.add_application_error(err)
+        return _dataset_page(request, terms, terms_form=form, status=err.status_code)
+    messages.success(request, "Terms saved: new jobs get them; launched jobs keep theirs.")
     return redirect("training:dataset-detail", dataset_version_id=dataset_version_id)

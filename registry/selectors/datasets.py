@@ -109,6 +109,14 @@ def manifest_stats(manifest: dict[str, Any]) -> list[tuple[str, Any]]:
             continue
         is_hash = key == "manifest_hash" and isinstance(value, str) and len(value) == 64
         is_number = isinstance(value, int | float) and not isinstance(value, bool)
+        if key == "median_short_side" and is_number:
+            value = _rounded_side(value)
         if is_hash or is_number or isinstance(value, bool):
             stats.append((key.replace("_", " "), value))
     return stats
+
+
+def _rounded_side(value: float) -> str:
+    """The manifest's median short side is rounded to 64 px (so that it pins no image's
+    size): 0 means the median is 32 px or less, not that the images have no size."""
+    return "32 px or less" if value < 32 else f"about {value:g} px"

@@ -663,3 +663,180 @@ def test_only_the_owner_adds_or_removes_previews(client: Any, world: Any) -> Non
     client.force_login(world.owner)
     assert client.post(f"{url}{preview.pk}/remove/").status_code == 302
     assert not DatasetPreview.objects.exists()
+
+
+# --- what buyers and trainers see of a private dataset, and the owner's terms form --------------
+
+
+def _public_page(client: Any, terms: Any) -> bytes:
+    dataset = terms.dataset_version.dataset
+    response = client.get(f"/datasets/{dataset.pk}/{dataset.slug}/")
+    assert response.status_code == 200
+    return bytes(response.content)
+
+
+def test_the_public_page_of_a_private_dataset_shows_price_terms_and_train_on_this(
+    client: Any, world: Any
+) -> None:
+    # Given a trainer on the public page of the owner's dataset (2 credits per example-round)
+    client.force_login(world.trainer)
+    html = _public_page(client, world.terms).decode()
+    offer = html[
+        html.index('id="dataset-offer"') : html.index(
+            "</section>", html.index('id="dataset-offer"')
+        )
+    ]
+    # Then the price, the terms and the budget left are there
+    assert "2 credits per example and round" in offer
+    assert "10 examples: 20 credits a round" in offer
+    assert '<dd class="families">SD 1.x, SD 2.x</dd>' in offer
+    assert '<dd class="commercial">Not allowed</dd>' in offer
+    assert "ε 20 of 20: 2 more jobs at most" in offer
+    # and "Train on this" opens the wizard with that dataset already picked
+    dv = world.terms.dataset_version_id
+    assert f'href="/train/new/?dataset={dv}"' in offer
+    wizard = client.get(f"/train/new/?dataset={dv}").content.decode()
+    assert re.search(rf'<input type="checkbox" name="datasets" value="{dv}" checked>', wizard)
+    # (a made-up id is ignored: nothing is picked)
+    wizard = client.get("/train/new/?dataset=999999").content.decode()
+    assert (
+        'name="datasets" value' in wizard
+        and " checked>" not in wizard.split("dataset-picker")[1].split("</fieldset>")[0]
+    )
+
+
+def test_the_public_page_shows_previews_but_never_the_manifest_files(
+    client: Any, world: Any
+) -> None:
+    # Given the owner added one preview
+    client.force_login(world.owner)
+    url = f"/nodes/datasets/{world.terms.dataset_version_id}/previews/"
+    assert client.post(url, {"image": _photo(size=(64, 64))}).status_code == 302
+    # When anyone opens the public page
+    client.logout()
+    html = _public_page(client, world.terms).decode()
+    # Then the one preview is the only image of the dataset, and the manifest's file entries
+    # and folder never show
+    images = re.findall(r'<img src="([^"]+)"', html)
+    assert len(images) == 1 and images[0].startswith("/media/")
+    assert "secret_holiday" not in html and "private-photos" not in html
+    # and visitors are asked to log in by the wizard, with the dataset kept
+    dv = world.terms.dataset_version_id
+    response = client.get(f"/train/new/?dataset={dv}")
+    assert response.status_code == 302 and "dataset%3D" in response["Location"]
+
+
+def test_the_owner_sees_edit_your_terms_instead_of_train_on_this(client: Any, world: Any) -> None:
+    client.force_login(world.owner)
+    html = _public_page(client, world.terms).decode()
+    assert 'class="button edit-terms"' in html and 'id="train-on-this"' not in html
+
+
+def _terms_form(**values: Any) -> dict[str, Any]:
+    return {
+        "pricing": "job",
+        "price": 50,
+        "allowed_families": ["sd1"],
+        "allowed_uses": ["style", "research"],
+        "commercial_use": "on",
+        "approval": "manual",
+        "require_dp": "on",
+        "epsilon_per_job": 4,
+        "delta": 1e-5,
+        "epsilon_lifetime": 40,
+        **values,
+    }
+
+
+def test_the_owner_edits_the_terms_on_the_dataset_page(client: Any, world: Any) -> None:
+    # Given the owner's dataset page, whose form holds the current terms
+    client.force_login(world.owner)
+    page = f"/nodes/datasets/{world.terms.dataset_version_id}/"
+    html = client.get(page).content.decode()
+    assert 'id="terms-form"' in html
+    assert re.search(r'name="price"[^>]*value="2"', html)
+    # When they change them
+    response = client.post(f"{page}terms/", _terms_form())
+    # Then they are saved and the public page says so
+    assert response.status_code == 302 and response["Location"] == page
+    terms = type(world.terms).objects.get(pk=world.terms.pk)
+    assert (terms.price_per_job, terms.price_per_example_round) == (50, 0)
+    assert (terms.allowed_families, terms.allowed_uses) == (["sd1"], ["style", "research"])
+    assert (terms.commercial_use, terms.approval, terms.epsilon_per_job) == (True, "manual", 4.0)
+    html = _public_page(client, world.terms).decode()
+    assert "50 credits per job" in html and "The owner approves each job" in html
+
+
+def test_bad_terms_are_a_400_next_to_their_field(client: Any, world: Any) -> None:
+    client.force_login(world.owner)
+    url = f"/nodes/datasets/{world.terms.dataset_version_id}/terms/"
+    response = client.post(url, _terms_form(epsilon_lifetime=1))
+    assert response.status_code == 400
+    html = response.content.decode()
+    field = html[html.index('id="field-epsilon_lifetime"') :]
+    assert (
+        "has-error" in html[html.rfind("<div", 0, html.index('id="field-epsilon_lifetime"')) :][:80]
+    )
+    assert "Must be at least epsilon_per_job." in field[: field.index("</div>")]
+    response = client.post(url, _terms_form(price=-1, allowed_uses=[]))
+    assert response.status_code == 400
+    assert type(world.terms).objects.get(pk=world.terms.pk).price_per_example_round == 2
+
+
+def test_only_the_owner_can_edit_the_terms(client: Any, world: Any) -> None:
+    url = f"/nodes/datasets/{world.terms.dataset_version_id}/terms/"
+    client.force_login(world.other)
+    assert client.post(url, _terms_form(price=0)).status_code == 404
+    client.force_login(world.trainer)
+    assert client.post(url, _terms_form(price=0)).status_code == 404
+    client.logout()
+    assert client.post(url, _terms_form(price=0)).status_code == 302  # to the login
+    terms = type(world.terms).objects.get(pk=world.terms.pk)
+    assert (terms.price_per_example_round, terms.price_per_job) == (2, 0)
+
+
+def test_a_median_short_side_rounded_to_0_reads_32_px_or_less(client: Any, fed: Any) -> None:
+    # Given a manifest of 32 px images, whose median the engine rounds to 64 px steps: 0
+    from registry.models import DatasetVersion
+
+    terms = fed.dataset(fed.user("owner3"))
+    DatasetVersion.objects.filter(pk=terms.dataset_version_id).update(
+        manifest={**terms.dataset_version.manifest, "median_short_side": 0}
+    )
+    html = _public_page(client, terms).decode()
+    assert "<dt>Median short side</dt><dd>32 px or less</dd>" in html
+    assert "<dd>0</dd>" not in html
+
+
+def test_a_lora_trained_on_the_site_links_its_job_and_datasets(
+    client: Any, fed: Any, world: Any, server_out: Any
+) -> None:
+    from federated.services.jobs import job_complete
+
+    # Given a completed 2-round job on the world's dataset that spent epsilon 1.25
+    job, _ = fed.running(world.trainer, fed.spec(world.base, [world.terms], rounds=2))
+    h = world.terms.dataset_version.manifest_hash
+    for index in (1, 2):
+        job_progress_record(job=job, payload=fed.report(job, index, {"5": (h, 10, 1.25)}))
+    job = job_complete(job=job, out_dir=server_out(job))
+    version = job.result_version
+    model_page = f"/models/{version.model_id}/{version.model.slug}/?version={version.pk}"
+    # When a buyer opens the LoRA's page
+    client.force_login(world.other)
+    html = client.get(model_page).content.decode()
+    # Then it says how it was trained: rounds, privacy spent, the dataset linked
+    card = html[
+        html.index('id="trained-from"') : html.index("</section>", html.index('id="trained-from"'))
+    ]
+    assert '<dd class="rounds">2 of 2</dd>' in card
+    assert "ε 1.25 spent" in card
+    dataset = world.terms.dataset_version.dataset
+    assert (
+        f'href="/datasets/{dataset.pk}/{dataset.slug}/?version={world.terms.dataset_version_id}"'
+        in card
+    )
+    # and the job page is linked for those who may open it (its trainer), not for a buyer
+    assert 'class="job-link"' not in card
+    client.force_login(world.trainer)
+    html = client.get(model_page).content.decode()
+    assert f'class="job-link" href="/train/jobs/{job.pk}/"' in html
