@@ -245,7 +245,10 @@ def node_release_check(
             ),
         )
         cache = PipelineCache(max_entries=1)
-        for index, prompt in enumerate(prompts):
+        # ``samples`` draws, cycling through the prompts with a new seed each (a small
+        # dataset gets several tries per caption)
+        for index in range(owner.samples):
+            prompt = prompts[index % len(prompts)]
             result = generate(
                 GenerationRequest(
                     checkpoint=base_model,

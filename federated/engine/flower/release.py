@@ -128,7 +128,7 @@ def release_check(
         )
         for node in nodes
     ]
-    report.asked = list(nodes)
+    report.asked = sorted(trained)  # a node that trained but is gone counts as no answer
     timeout = release_check_timeout(run_config)
     for reply in grid.send_and_receive(messages, timeout=timeout) if messages else []:
         node = str(reply.metadata.src_node_id)
@@ -144,9 +144,11 @@ def release_check(
             report.allowed.append(node)
         else:
             report.no_answer[node] = "malformed release-check reply"
-    for node in nodes:
+    for node in report.asked:
         if node not in report.allowed and node not in report.vetoed:
-            report.no_answer.setdefault(node, f"no answer within {timeout:g} s")
+            report.no_answer.setdefault(
+                node, f"no answer within {timeout:g} s" if node in connected else "not connected"
+            )
     report.seconds = time.perf_counter() - started
     logger.info(
         "release check: %d asked, %d allowed, %d vetoed, no answer: %s",
