@@ -79,6 +79,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "core.security.csp_nonce",
+                "config.context_processors.site_header",  # balance, pending, nav by role
             ],
         },
     },

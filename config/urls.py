@@ -8,11 +8,14 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+from config.views import landing
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    path("welcome/", landing, name="landing"),  # the landing page for visitors (config.views)
     # Each app's urls.py, once: its pages, and its REST API (its api/urls.py) under /api/v1/.
     path("", include("core.urls")),
     path("", include("studio.urls")),
