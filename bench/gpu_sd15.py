@@ -5,9 +5,11 @@
     python bench/gpu_sd15.py --device cpu --tiny    # a dry run of the same code, tiny model
     python bench/gpu_sd15.py --device cpu --tiny --dtype bf16   # ... with bf16 autocast
 
-The bf16 CPU dry run (2026-12-07) showed opacus ``ew`` (the trainer's default DP mode) failing
-in backward under bf16 autocast (``ExpandedWeights`` linear: BFloat16 != float); ``hooks``
-ran. The GPU run records whether that holds on CUDA (phase 2 tries both).
+The bf16 CPU dry run (2026-12-07) showed opacus ``ew`` failing in backward under bf16 autocast
+(``ExpandedWeights`` linear: BFloat16 != float); ``hooks`` ran. The trainer's default DP mode
+is now ``auto`` (``federated.engine.dp.resolve_grad_sample_mode``: ``hooks`` under bf16
+autocast, ``ew`` in fp32), and an explicit ``ew`` under autocast is refused before any step;
+this script runs ``auto`` (what a job runs) and records the mode it resolved to.
 
 Without a CUDA device (and without ``--device cpu --tiny``) it prints a line starting with
 ``gpu_sd15: SKIPPED`` and exits 0, having run nothing.
@@ -23,8 +25,9 @@ latents and text embeddings cached once (timed). Phases, each timed with
    ``train_text_to_image_lora.py`` (``bench/trainer_speed.reference_steps``: VAE and text
    encoder every step), same batch, same run; ratio of steps/s.
 2. ``dp``: the trainer's default adapter (FFA-LoRA) without DP, then DP-SGD with each opacus
-   mode of ``--dp-modes`` (default ``ew,hooks``; ``ew`` was fastest on CPU); a mode that runs
-   out of memory is recorded as such; the fastest that fits is used in phase 3.
+   mode of ``--dp-modes`` (default ``auto``, the trainer's choice; add ``functorch`` or
+   ``ghost`` to compare); a mode that runs out of memory or is refused is recorded as such;
+   the fastest that fits is used in phase 3.
 3. ``federated``: one FedAvg round of two nodes sharing the GPU, in this process: two
    trainers (each its own UNet copy with the adapter, as two node processes would hold), run
    first one after the other (the reference, and their warm-up), then at the same time in two
@@ -267,6 +270,7 @@ class Bench:
 
     def dp(self, pipe: Any, state: dict[str, Any]) -> dict[str, Any]:
         from federated.engine.adapter import AdapterSpec, attach_adapter
+        from federated.engine.dp import resolve_grad_sample_mode
         from federated.engine.trainer import training_scheduler
 
         args = self.args
@@ -314,6 +318,7 @@ class Bench:
             "non_private_steps_per_s": plain,
             "ratio_dp_step_over_non_private": plain / fitted[fastest] if plain else None,
             "peak_memory_mb": modes[fastest]["peak_memory_mb"],
+            "auto_resolves_to": resolve_grad_sample_mode("auto", bf16_autocast=self.bf16),
         }
 
     def federated(self, pipe: Any, state: dict[str, Any]) -> dict[str, Any]:
@@ -328,7 +333,7 @@ class Bench:
         from federated.engine.trainer import training_scheduler
 
         args = self.args
-        mode = state.get("dp_mode", "hooks")  # ew fails under CPU bf16 autocast (see below)
+        mode = state.get("dp_mode", "auto")  # the trainer's choice (hooks under autocast)
         spec = AdapterSpec(rank=args.rank, alpha=float(args.rank))
         unets = []
         for _ in range(2):
@@ -503,7 +508,8 @@ def markdown(results: dict[str, Any]) -> str:
     row(
         "dp",
         "DP step (fastest opacus mode that fits)",
-        f"{dp.get('fastest')}: {_number(dp.get('dp_steps_per_s'))} steps/s, "
+        f"{dp.get('fastest')} (auto: {dp.get('auto_resolves_to')}): "
+        f"{_number(dp.get('dp_steps_per_s'))} steps/s, "
         f"DP/non-DP step time **{_number(dp.get('ratio_dp_step_over_non_private'))}x** "
         f"(steps/s: {modes})",
     )
@@ -553,7 +559,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per loop")
     parser.add_argument("--fed-steps", type=int, default=5, help="local steps per node")
     parser.add_argument("--gen-steps", type=int, default=20)
-    parser.add_argument("--dp-modes", default="ew,hooks", help="opacus modes to try, in order")
+    parser.add_argument(
+        "--dp-modes",
+        default="auto",
+        help="opacus modes to try, in order (auto: the trainer's choice for this dtype)",
+    )
     parser.add_argument(
         "--dtype",
         choices=("auto", "bf16"),
@@ -566,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=None)
     args = parser.parse_args(argv)
     args.dp_modes = [m for m in args.dp_modes.split(",") if m]
-    bad = [m for m in args.dp_modes if m not in ("ew", "hooks", "functorch", "ghost")]
+    bad = [m for m in args.dp_modes if m not in ("auto", "ew", "hooks", "functorch", "ghost")]
     if bad:
         parser.error(f"unknown opacus modes {bad}")
     if args.budget > 440:

@@ -15,7 +15,8 @@ one would let Flower deduplicate identical chunks and look smaller than it is).
 Both messages of a round are built by the engine's own code: the server's train message by
 ``federated.engine.flower.strategy._train_messages`` and the node's reply the way
 ``federated.engine.flower.client_app.train`` builds it (same records, same ``pack``), for both
-transports (``named``: one Array per tensor, the default; ``packed``: one flat array).
+transports (``packed``: one flat array, the default since issue #14; ``named``: one Array per
+tensor, still accepted). The node replies in the format it was sent, as ``client_app`` does.
 
 Flower 1.41 moves a message over the Fleet API as protobuf bodies over HTTP: the message
 without content plus its object tree, then one request per object (RecordDict, ArrayRecord,
@@ -248,28 +249,32 @@ def _task_identity(run_id: int, *, node_id: int) -> Iterator[None]:
 
 
 def round_messages(
-    arrays: OrderedDict[str, np.ndarray], *, transport: str, run_id: int
+    arrays: OrderedDict[str, np.ndarray], *, transport: str | None, run_id: int
 ) -> tuple[Any, Any]:
-    """(the server's train message to one node, that node's reply), built by the engine."""
+    """(the server's train message to one node, that node's reply), built by the engine.
+
+    ``transport`` None: the run config names none (the job default)."""
     from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
     from federated.engine.flower.reply_check import (
         ARRAY_RECORD,
         INFO_RECORD,
         METRIC_RECORD,
+        PACKED_ARRAY,
         pack,
     )
     from federated.engine.flower.settings import ServerSettings
     from federated.engine.flower.strategy import _train_messages
 
+    config = {"out-dir": "/nonexistent", "base-model-path": "/nonexistent"}
     settings = ServerSettings.from_run_config(
-        {"out-dir": "/nonexistent", "base-model-path": "/nonexistent", "transport": transport},
-        run_id=run_id,
+        config if transport is None else {**config, "transport": transport}, run_id=run_id
     )
     with _task_identity(run_id, node_id=1):  # the ServerApp's process (SuperLink node 1)
         messages, _ = _train_messages(settings, [int(_node().node_id)], arrays, server_round=3)
     train = messages[0]
     train.metadata.__dict__["_message_id"] = train.object_id  # what the Grid sets on push
+    packed = PACKED_ARRAY in train.content.array_records[ARRAY_RECORD]  # as client_app reads it
     # client_app.train's reply: the same records, the same metrics keys
     metrics: dict[str, float | int] = {
         "num-examples": 128,
@@ -286,10 +291,7 @@ def round_messages(
     content = RecordDict(
         {
             ARRAY_RECORD: ArrayRecord(
-                {
-                    name: Array(value)
-                    for name, value in (pack(arrays) if transport == "packed" else arrays).items()
-                }
+                {name: Array(value) for name, value in (pack(arrays) if packed else arrays).items()}
             ),
             METRIC_RECORD: MetricRecord(metrics),  # type: ignore[arg-type]
             INFO_RECORD: ConfigRecord({"manifest-hash": "ab" * 32}),
@@ -330,8 +332,16 @@ def main(argv: list[str] | None = None) -> int:
     header = request_header_bytes()
     date = datetime.now(UTC).strftime("%Y-%m-%d %H:%MZ")
     where = f"{platform.node()}, {os.cpu_count()} cores, flwr Fleet API protobuf bodies"
+    from federated.engine.flower.settings import ServerSettings
+
+    default = ServerSettings.from_run_config(
+        {"out-dir": "/nonexistent", "base-model-path": "/nonexistent"}, run_id=run_id
+    ).transport
+    print(f"round_bytes: the default transport (no 'transport' in the run config) is {default}")
     for transport in ("named", "packed"):
-        train, reply = round_messages(arrays, transport=transport, run_id=run_id)
+        train, reply = round_messages(
+            arrays, transport=None if transport == default else transport, run_id=run_id
+        )
         down = pull_bytes(train, run_id)
         up = push_bytes(reply, run_id)
         for label, wire in (("server->node", down), ("node->server", up)):
@@ -345,7 +355,8 @@ def main(argv: list[str] | None = None) -> int:
         heads = max(down.total + header * down.requests, up.total + header * up.requests)
         print(
             f"RESULTS: | bytes per round per node / adapter raw, {model}, rank {rank} {mode}, "
-            f"transport {transport} ({raw / 1e6:.2f} MB) | `bench/round_bytes.py"
+            f"transport {transport}{' (default)' if transport == default else ''} "
+            f"({raw / 1e6:.2f} MB) | `bench/round_bytes.py"
             f"{' --tiny' if args.tiny else ''}` | down {down.total / raw:.4f}x, up "
             f"{up.total / raw:.4f}x; with the node's HTTP request headers {heads / raw:.4f}x "
             f"({down.requests}+{up.requests} requests; {where}; {date}) | <= {TARGET}x | "
@@ -353,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         worst = max(down.total, up.total) / raw
         print(
-            f"RATIO {transport} wire/raw = {worst:.4f}x, with request headers "
+            f"RATIO {transport}{' (default)' if transport == default else ''} wire/raw = "
+            f"{worst:.4f}x, with request headers "
             f"{heads / raw:.4f}x (target <= {TARGET}x)"
         )
     return 0

@@ -57,8 +57,8 @@ def reference_steps(
     scheduler = training_scheduler(pipe)
     generator = torch.Generator().manual_seed(0)
     autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if device.startswith("cuda")
+        torch.autocast(device.split(":")[0], dtype=torch.bfloat16)
+        if device.startswith("cuda") or pipe.unet.dtype == torch.bfloat16
         else torch.autocast("cpu", enabled=False)
     )
     unet.train()
@@ -99,7 +99,8 @@ def cached_steps(pipe, cache, args: argparse.Namespace) -> list[float]:  # type:
         batch_size=args.batch,
         local_steps=args.warmup + args.steps,
         device=args.device,
-        mixed_precision="bf16" if args.device.startswith("cuda") else "no",
+        # bf16 weights train under bf16 autocast (CUDA, or gpu_sd15's CPU --dtype bf16 dry run)
+        mixed_precision="bf16" if pipe.unet.dtype == torch.bfloat16 else "no",
     )
     stamps: list[float] = []
     sync(args.device)

@@ -44,6 +44,7 @@ from types import FrameType
 from client import __version__
 from client.config import Config, read_json, write_private_json
 from client.http import AtelierClient, AtelierError, NotLoggedInError
+from federated.engine.flower import fast_supernode
 
 __all__ = ["Heartbeat", "Served", "add_node_parser", "cmd_node"]
 
@@ -232,7 +233,7 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
         config["registration-file"] = str((node_dir / REGISTRATION).resolve())
     exe = shutil.which("flower-supernode") or str(Path(sys.executable).parent / "flower-supernode")
     command = [
-        exe,
+        *fast_supernode.command(exe, getattr(args, "poll_interval", None) or None),
         "--superlink",
         args.superlink,
         "--port",
@@ -264,8 +265,14 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
     return command
 
 
-def _warm_exec_command(args: argparse.Namespace) -> list[str]:
+def _warm_exec_command(args: argparse.Namespace, node_dir: Path | None = None) -> list[str]:
     """The warm ClientApp executor on the SuperNode's runtime API (see client.warm_exec)."""
+    preload = (
+        ["--preload-model", str(Path(args.base_model).resolve())]
+        + (["--cache-dir", str(node_dir / "cache")] if node_dir else [])
+        if getattr(args, "base_model", None)
+        else []
+    )
     return [
         sys.executable,
         "-m",
@@ -274,6 +281,7 @@ def _warm_exec_command(args: argparse.Namespace) -> list[str]:
         f"127.0.0.1:{args.port}",
         "--parent-pid",
         str(os.getpid()),
+        *preload,
     ]
 
 
@@ -322,7 +330,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(" ".join(command))
         if getattr(args, "executor", "flower") == "warm":
-            print(" ".join(_warm_exec_command(args)))
+            print(" ".join(_warm_exec_command(args, node_dir)))
         return EXIT_OK
     if args.heartbeat_seconds <= 0:
         raise NodeUsageError(f"--heartbeat-seconds must be positive, got {args.heartbeat_seconds}")
@@ -347,7 +355,7 @@ def cmd_start(args: argparse.Namespace) -> int:
     proc = subprocess.Popen(command, env=env, start_new_session=True)
     # The warm executor (and the ClientApps it forks) in a process group of its own too
     warm = getattr(args, "executor", "flower") == "warm"
-    executor = _Executor(_warm_exec_command(args), env) if warm else None
+    executor = _Executor(_warm_exec_command(args, node_dir), env) if warm else None
 
     def forward(signum: int, frame: FrameType | None) -> None:
         if proc.poll() is None:
@@ -741,6 +749,13 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default="warm",
         help="warm (default): one process imports the trainer once and forks each ClientApp "
         "from it; flower: Flower's own, a fresh process per message",
+    )
+    start.add_argument(
+        "--poll-interval",
+        type=float,
+        default=fast_supernode.DEFAULT_POLL_SECONDS,
+        help="seconds between the idle SuperNode's polls of the SuperLink (default: "
+        f"{fast_supernode.DEFAULT_POLL_SECONDS:g}; 0: Flower's own, 3 s)",
     )
     start.add_argument(
         "--release-threshold",

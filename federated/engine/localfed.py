@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
+from federated.engine.flower import fast_supernode
 from federated.engine.pki import (
     NodeKey,
     ServerCertificates,
@@ -206,11 +207,21 @@ class LocalFederation:
         certs: ServerCertificates | None = None,
         register_nodes: bool = True,
         start_nodes: bool = True,
+        executor: str = "flower",
+        node_poll: float | None = 0.5,
     ) -> None:
         """``port``: the SuperLink's (0: a free one, picked at start). ``node_auth`` (default:
         ``tls``) needs TLS. ``certs``: the SuperLink's certificates (None: made in
         ``workdir/certs``, signed by the CA in ``$ATELIER_LOCALFED_CA`` if set, else by a new
-        CA of its own)."""
+        CA of its own). ``executor``: ``"flower"`` (a fresh ClientApp process per message) or
+        ``"warm"`` (SuperNodes in ``process`` isolation, each served by ``client.warm_exec``,
+        as ``atelier node start`` runs them). ``node_poll``: the SuperNodes' idle poll of the
+        SuperLink in seconds (:mod:`federated.engine.flower.fast_supernode`; None: Flower's
+        own ``flower-supernode``, 3 s)."""
+        if executor not in ("flower", "warm"):
+            raise FederationError(f"executor must be 'flower' or 'warm', got {executor!r}")
+        self.executor = executor
+        self.node_poll = node_poll
         self.nodes = list(nodes)
         self.workdir = Path(workdir)
         self.torch_threads = torch_threads
@@ -224,6 +235,7 @@ class LocalFederation:
         self.auto_start_nodes = start_nodes
         self.procs: list[_Proc] = []
         self.node_procs: list[_Proc] = []
+        self.executor_procs: dict[int, _Proc] = {}  # node index -> its warm executor
         self.node_ids: dict[int, str] = {}  # node index -> the SuperLink's node id
         self.flwr_home = self.workdir / "flwr-home"
 
@@ -238,6 +250,7 @@ class LocalFederation:
                 "OMP_NUM_THREADS": str(self.torch_threads),
                 "ATELIER_TORCH_THREADS": str(self.torch_threads),
                 "PYTHONUNBUFFERED": "1",
+                "FLWR_TELEMETRY_ENABLED": "0",  # nothing leaves the machine
                 "PATH": f"{_BIN}{os.pathsep}{env.get('PATH', '')}",
             }
         )
@@ -333,22 +346,48 @@ class LocalFederation:
             security = ["--root-certificates", str(node.root_certificates or self.certs.ca_cert)]
             if self.node_auth:
                 security += ["--auth-supernode-private-key", str(self.node_key(index).private_key)]
+        launcher = fast_supernode.command(str(_BIN / "flower-supernode"), self.node_poll)
+        warm = self.executor == "warm"
+        home = self.workdir / f"node-{index}" / "flwr-home"
         entry = self._spawn(
             name or f"supernode-{index}",
             [
-                str(_BIN / "flower-supernode"),
+                *launcher,
                 *security,
                 "--superlink",
                 f"127.0.0.1:{self.port}",
                 "--port",
                 str(port),
+                *(["--isolation", "process"] if warm else []),
                 "--node-config",
                 node.node_config(),
             ],
-            self.workdir / f"node-{index}" / "flwr-home",
+            home,
         )
         if wait:
             _wait_port(port, entry.proc, entry.log)
+        if warm:  # the node's ClientApps: one warm process, a forked child per message
+            self.executor_procs[index] = self._spawn(
+                f"{name or f'supernode-{index}'}-exec",
+                [
+                    sys.executable,
+                    "-m",
+                    "client.warm_exec",
+                    "--runtime-api-address",
+                    f"127.0.0.1:{port}",
+                    *(
+                        [
+                            "--preload-model",
+                            str(node.base_model_path),
+                            "--cache-dir",
+                            str(node.cache_dir),
+                        ]
+                        if node.base_model_path
+                        else []
+                    ),
+                ],
+                home,
+            )
         return entry
 
     @staticmethod
@@ -364,13 +403,16 @@ class LocalFederation:
 
     def kill_node(self, index: int) -> None:
         """SIGKILL one SuperNode and its ClientApp processes (a machine that vanished)."""
-        proc = self.node_procs[index].proc
-        family = descendants(proc.pid)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        for pid in family:
-            _kill(pid, signal.SIGKILL)
+        procs = [self.node_procs[index].proc]
+        if index in self.executor_procs:
+            procs.append(self.executor_procs.pop(index).proc)
+        for proc in procs:
+            family = descendants(proc.pid)
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            for pid in family:
+                _kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
         # Flower starts its SuperExec and app processes detached (own sessions): find every

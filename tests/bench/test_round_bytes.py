@@ -37,13 +37,36 @@ def test_tiny_run_prints_both_transports_ratios(
     out = capsys.readouterr().out
     # then it prints a ratio per transport, and a RESULTS.md row for each
     ratios = {
-        m.group(1): float(m.group(2))
-        for m in re.finditer(r"^RATIO (named|packed) wire/raw = (\d+\.\d+)x", out, re.M)
+        m.group(1): float(m.group(3))
+        for m in re.finditer(
+            r"^RATIO (named|packed)( \(default\))? wire/raw = (\d+\.\d+)x", out, re.M
+        )
     }
     assert set(ratios) == {"named", "packed"}, out
+    # packed is the default wire format (issue #14)
+    assert re.search(r"^RATIO packed \(default\) wire/raw", out, re.M), out
     # every byte of the adapter is on the wire, and one flat array costs less than 48 headers
     assert 1.0 < ratios["packed"] < ratios["named"], out
     assert len(re.findall(r"^RESULTS: \| bytes per round per node", out, re.M)) == 2, out
+
+
+def test_the_default_train_message_and_its_reply_are_packed(round_bytes: ModuleType) -> None:
+    from collections import OrderedDict
+
+    from federated.engine.flower.reply_check import ARRAY_RECORD, PACKED_ARRAY
+
+    arrays = OrderedDict([("a.lora_B.weight", np.ones((8, 2), np.float32))])
+    arrays["b.lora_B.weight"] = np.zeros((4, 2), np.float32)
+    # when the run config names no transport
+    train, reply = round_bytes.round_messages(arrays, transport=None, run_id=7)
+    # then both directions carry one flat array of every value
+    for message in (train, reply):
+        record = message.content.array_records[ARRAY_RECORD]
+        assert list(record) == [PACKED_ARRAY]
+        assert record[PACKED_ARRAY].numpy().shape == (24,)
+    # and a job that asks for named still gets named, both ways
+    train, reply = round_bytes.round_messages(arrays, transport="named", run_id=7)
+    assert list(reply.content.array_records[ARRAY_RECORD]) == list(arrays)
 
 
 def test_meta_shapes_are_what_the_trainer_sends(round_bytes: ModuleType) -> None:

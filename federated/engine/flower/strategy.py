@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import logging
 import tempfile
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -40,6 +41,7 @@ from federated.engine.flower.reply_check import (
     ARRAY_RECORD,
     INFO_RECORD,
     METRIC_RECORD,
+    PACKED_ARRAY,
     ReplyParts,
     check_reply,
     pack,
@@ -248,6 +250,31 @@ def _parts(content: RecordDict) -> ReplyParts:
     )
 
 
+# Between two pulls of the replies: Flower's ``Grid.send_and_receive`` sleeps 3 s, on average
+# 1.5 s added to every round after the last reply arrives. One pull is a small HTTP request
+# to the SuperLink next to the ServerApp.
+REPLY_POLL_SECONDS = 0.2
+
+
+def push(grid: Grid, messages: list[Message]) -> set[str]:
+    """Send ``messages``; the ids whose replies :func:`receive` waits for."""
+    return set(grid.push_messages(messages))
+
+
+def receive(grid: Grid, message_ids: set[str], *, timeout: float) -> list[Message]:
+    """The replies to ``message_ids`` that arrive within ``timeout`` s (polled every 0.2 s)."""
+    deadline = time.monotonic() + timeout
+    waiting, replies = set(message_ids), []
+    while waiting:
+        got = list(grid.pull_messages(waiting))
+        replies.extend(got)
+        waiting.difference_update(m.metadata.reply_to_message_id for m in got)
+        if not waiting or time.monotonic() >= deadline:
+            break
+        time.sleep(min(REPLY_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+    return replies
+
+
 def _wait_for_nodes(grid: Grid, settings: ServerSettings, left_out: set[str]) -> list[int]:
     deadline = time.monotonic() + settings.wait_for_nodes
     while True:
@@ -326,7 +353,7 @@ def prepare_nodes(grid: Grid, settings: ServerSettings, nodes: list[int]) -> Pre
     ]
     ready: dict[str, dict[str, object]] = {}
     failed: dict[str, str] = {}
-    for reply in grid.send_and_receive(messages, timeout=settings.prepare_timeout):
+    for reply in receive(grid, push(grid, messages), timeout=settings.prepare_timeout):
         node = str(reply.metadata.src_node_id)
         if reply.has_error():
             failed[node] = f"[{reply.error.code}] {reply.error.reason}"
@@ -525,7 +552,9 @@ def sort_replies(
     for reply in replies:
         node = str(reply.metadata.src_node_id)
         if reply.has_error():
-            out.refused[node] = f"[{reply.error.code}] {reply.error.reason}"
+            out.refused[node] = f"[{reply.error.code}] {reply.error.reason}" + (
+                OLD_NODE_HINT if PACKED_ARRAY in reply.error.reason else ""
+            )
             continue
         parts = _parts(reply.content)
         check = check_reply(parts, expected)
@@ -552,6 +581,14 @@ def sort_replies(
             (OrderedDict((name, named[name]) for name in expected), int(metrics["num-examples"]))
         )
     return out
+
+
+# A node whose Atelier predates the packed wire format (the default since issue #14) refuses
+# the "lora.packed" array as an unexpected tensor; say what to do instead of only that.
+OLD_NODE_HINT = (
+    " (this node's Atelier cannot read the packed wire format, the default: update the node, "
+    'or run the job with transport = "named")'
+)
 
 
 def _train_messages(
@@ -587,8 +624,13 @@ class FedAvgRun:
     samples: RoundSamples
     manifests: set[str] = field(default_factory=set)
     extra: dict[str, object] = field(default_factory=dict)  # "prepare": in metrics.json
+    # The last collected round, saved but not yet reported (its grid is drawn while the next
+    # round trains: the nodes do not wait for it).
+    pending: tuple[RoundRecord, OrderedDict[str, np.ndarray]] | None = None
+    publisher: threading.Thread | None = None  # the thread drawing and posting it, if any
 
     def fail(self, reason: str) -> FederationFailed:
+        self.publish()  # the last round's report first (the site then reads the failure)
         return fail_run(self.settings, reason, {**self.history.to_dict(), **self.extra})
 
     def remember(self, sorted_replies: SortedReplies, server_round: int) -> None:
@@ -603,8 +645,8 @@ class FedAvgRun:
             if manifest:
                 entry["manifest-hash"] = manifest
 
-    def round(self, grid: Grid, server_round: int, left_out: set[str]) -> RoundRecord:
-        """One round: send, sort the replies, average, draw the grid, save and report."""
+    def send(self, grid: Grid, server_round: int, left_out: set[str]) -> SentRound:
+        """Send the round's train messages (the current adapter) to every connected node."""
         settings = self.settings
         started = time.perf_counter()
         nodes = _wait_for_nodes(grid, settings, left_out)
@@ -614,13 +656,20 @@ class FedAvgRun:
                 f"min-nodes is {settings.min_nodes}"
             )
         messages, bytes_out = _train_messages(settings, nodes, self.arrays, server_round)
-        replies = list(grid.send_and_receive(messages, timeout=settings.round_timeout))
+        return SentRound(server_round, nodes, push(grid, messages), bytes_out, started)
+
+    def collect(self, grid: Grid, sent: SentRound) -> RoundRecord:
+        """Wait for the round's replies, check them, average and save the round (no report
+        yet: :meth:`publish` draws the grid and posts it, while the next round trains)."""
+        settings, server_round, nodes = self.settings, sent.round, sent.nodes
+        replies = receive(grid, sent.message_ids, timeout=settings.round_timeout)
+        waited = time.perf_counter()
         got = sort_replies(replies, settings, self.model.expected, server_round)
         self.remember(got, server_round)
         record = RoundRecord(
             round=server_round,
             nodes_asked=[str(n) for n in nodes],
-            bytes_out_per_node=bytes_out,
+            bytes_out_per_node=sent.bytes_out,
             nodes=got.nodes,
             node_datasets=got.node_datasets,
             rejected=got.rejected,
@@ -636,13 +685,25 @@ class FedAvgRun:
             record,
             train_loss=weighted_mean([(m["train-loss"], int(m["num-examples"])) for m in accepted]),
             num_examples=sum(int(m["num-examples"]) for m in accepted),
-            seconds=time.perf_counter() - started,
-        )
-        record = dataclasses.replace(
-            record, sample_grid=self.samples.draw(server_round, self.arrays)
+            seconds=time.perf_counter() - sent.started,
         )
         self.history.rounds.append(record)
-        report_round(settings, record, self.arrays, self.history.to_dict())
+        saved.save_round(  # before the next round is sent: a restart resumes after this one
+            Path(settings.out_dir),
+            server_round,
+            self.arrays,
+            {"history": self.history.to_dict(), "num-server-rounds": settings.num_rounds},
+        )
+        self.pending = (record, self.arrays)
+        phases = self.extra.setdefault("round-phases", [])
+        assert isinstance(phases, list)
+        phases.append(
+            {
+                "round": server_round,
+                "wait-replies": waited - sent.started,
+                "aggregate-and-save": time.perf_counter() - waited,
+            }
+        )
         logger.info(
             "round %d: %d accepted, loss %.4f, %.1f s",
             server_round,
@@ -651,6 +712,60 @@ class FedAvgRun:
             record.seconds,
         )
         return record
+
+    def publish(self, *, draw: bool = True, background: bool = False) -> None:
+        """Draw the last collected round's sample grid and post its report (once).
+
+        ``background``: in a thread, so that the ServerApp collects the next round's replies
+        meanwhile (a grid slower than the nodes' training does not lengthen the round). Reports
+        stay in round order: each call first waits for the previous one's thread.
+        """
+        if self.publisher is not None:
+            self.publisher.join()
+            self.publisher = None
+        if self.pending is None:
+            return
+        record, arrays = self.pending
+        self.pending = None
+        if background:
+            self.publisher = threading.Thread(
+                target=self._publish, args=(record, arrays, draw), name="round-report", daemon=True
+            )
+            self.publisher.start()
+        else:
+            self._publish(record, arrays, draw)
+
+    def _publish(
+        self, record: RoundRecord, arrays: OrderedDict[str, np.ndarray], draw: bool
+    ) -> None:
+        started = time.perf_counter()
+        grid_png = self.samples.draw(record.round, arrays) if draw else None
+        record = dataclasses.replace(record, sample_grid=grid_png)
+        saved.post_progress(
+            self.settings.progress_url,
+            self.settings.progress_token,
+            {"job-id": self.settings.job_id, "status": "running", **record.to_dict(with_grid=True)},
+        )
+        for phase in self.extra.get("round-phases", []):  # type: ignore[attr-defined]  # a list
+            if phase.get("round") == record.round:
+                phase["grid-and-report"] = time.perf_counter() - started
+
+    def round(self, grid: Grid, server_round: int, left_out: set[str]) -> RoundRecord:
+        """One round on its own: send, collect, then draw the grid and report."""
+        record = self.collect(grid, self.send(grid, server_round, left_out))
+        self.publish()
+        return record
+
+
+@dataclass(frozen=True)
+class SentRound:
+    """A round whose messages are out: what :meth:`FedAvgRun.collect` needs."""
+
+    round: int
+    nodes: list[int]
+    message_ids: set[str]
+    bytes_out: int
+    started: float
 
 
 NODE_HISTORY_KEYS = ("epsilon", "delta", "num-examples", "total-steps", "noise-multiplier")
@@ -767,8 +882,15 @@ def run_fedavg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         ready_for_rounds(grid, settings, run.extra) if run.start <= settings.num_rounds else None
     )
     left_out = set(prepared.failed) if prepared else set()
-    for server_round in range(run.start, settings.num_rounds + 1):
-        run.round(grid, server_round, left_out)
+    try:
+        for server_round in range(run.start, settings.num_rounds + 1):
+            sent = run.send(grid, server_round, left_out)
+            run.publish(background=True)  # the previous round's grid and report, meanwhile
+            run.collect(grid, sent)
+    except BaseException:
+        run.publish(draw=False)  # no grid for a run that is failing; the report still goes
+        raise
+    run.publish()
     from federated.engine.flower.release import check_before_release
 
     withheld = check_before_release(grid, context.run_config, run)  # a node's veto: no export
