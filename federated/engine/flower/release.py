@@ -41,11 +41,13 @@ from federated.engine.flower.settings import ServerSettings
 from federated.engine.release_check import ACTION, REASONS, VERDICTS
 
 if TYPE_CHECKING:
+    from federated.engine.flower.secagg import SecAggRecorder
     from federated.engine.flower.strategy import FedAvgRun
 
 __all__ = [
     "ReleaseReport",
     "check_before_release",
+    "check_secagg_release",
     "release_check",
     "release_check_enabled",
     "release_check_timeout",
@@ -202,3 +204,26 @@ def check_before_release(
         "started-at-round": run.start,
     }
     return withhold(run.settings, record, report)
+
+
+def check_secagg_release(
+    grid: Grid, run_config: Mapping[str, object], recorder: SecAggRecorder, extra: dict[str, object]
+) -> dict[str, object] | None:
+    """The release step of a SecAgg+ run (same rules as :func:`check_before_release`)."""
+    if not release_check_enabled(run_config):
+        return None
+    report = release_check(
+        grid, run_config=run_config, trained=recorder.nodes, arrays=recorder.arrays
+    )
+    extra["release-check"] = report.to_dict()
+    if not report.withheld:
+        return None
+    record = {
+        **extra,
+        "job-id": recorder.settings.job_id,
+        "rounds": [r.to_dict() for r in recorder.rounds],
+        "nodes": recorder.nodes,
+        "aggregation": "secagg",
+        "num-server-rounds": recorder.settings.num_rounds,
+    }
+    return withhold(recorder.settings, record, report)

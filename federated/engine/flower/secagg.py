@@ -260,7 +260,10 @@ def run_secagg(grid: Grid, context: Context, settings: ServerSettings) -> dict[s
         raise FederationFailed(
             f"SecAgg+ finished {len(recorder.rounds)} of {settings.num_rounds} rounds"
         )
-    return _finish_secagg(recorder, extra)
+    from federated.engine.flower.release import check_secagg_release
+
+    withheld = check_secagg_release(grid, context.run_config, recorder, extra)  # a veto: no export
+    return withheld if withheld is not None else _finish_secagg(recorder, extra)
 
 
 def _finish_secagg(recorder: SecAggRecorder, extra: dict[str, object]) -> dict[str, object]:
