@@ -417,9 +417,11 @@ def test_a_paid_public_dataset_page_has_the_buy_box_and_buying_it_unlocks_the_do
     # When the buyer sees the page and confirms the purchase
     page = client.get(url)
     assert "Buy — 100 credits" in page.content.decode()
+    assert download.encode() not in page.content  # Buy, not a Download that ends in a 403
     key = _confirm_key(client, listing)
     client.post(f"/buy/{listing.pk}/confirm/", {"idempotency_key": key})
 
-    # Then the page says owned and the download redirects to the file
-    assert b"Owned" in client.get(url).content
+    # Then the page says owned, offers the download, and the download redirects to the file
+    owned = client.get(url).content
+    assert b"Owned" in owned and f'href="{download}"'.encode() in owned
     assert client.get(download).status_code == 302
