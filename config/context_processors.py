@@ -10,8 +10,8 @@ the header (the JSON API, files) pay nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
+from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
@@ -44,9 +44,9 @@ class SiteHeader:
         return sum(p.count for p in self.pending)
 
 
-def site_header_for(user: Any) -> SiteHeader:
+def site_header_for(user: User | AnonymousUser) -> SiteHeader:
     """The header of ``user`` (anonymous: nothing)."""
-    if not getattr(user, "is_authenticated", False):
+    if not isinstance(user, User):
         return SiteHeader()
     is_data_owner = (
         Node.objects.filter(owner_id=user.pk).exists()
@@ -77,5 +77,5 @@ def site_header_for(user: Any) -> SiteHeader:
     )
 
 
-def site_header(request: HttpRequest) -> dict[str, Any]:
+def site_header(request: HttpRequest) -> dict[str, object]:
     return {"site_header": SimpleLazyObject(lambda: site_header_for(request.user))}
