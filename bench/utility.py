@@ -24,6 +24,9 @@ numbers are about what is learnt, not about transport (``bench/federation.py`` m
 
     python bench/utility.py                        # writes bench/utility.json, prints the table
     python bench/utility.py --dp-sizes 64,256,1024 --rounds 4 --local-steps 30
+    # the demo's job (scripts/demo_job.py), in-process:
+    python bench/utility.py --variants base,dp --epsilons 8 --images 256 --owner-seed 11 \
+        --batch 32 --local-steps 15 --rounds 2 --lr 0.05 --clip 0.05
 """
 
 from __future__ import annotations
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     parser.add_argument("--base", type=Path, default=SHAPES_MODEL_DIR)
     parser.add_argument("--owners", type=int, default=2)
     parser.add_argument("--images", type=int, default=64, help="images per owner")
+    parser.add_argument(
+        "--owner-seed", type=int, default=100, help="owner i's data seed is this + i (demo: 11)"
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--local-steps", type=int, default=30)
     parser.add_argument("--batch", type=int, default=8)
@@ -203,7 +209,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     def owners(n_images: int) -> list[Path]:
         return [
             generate_concept_dataset(
-                work / f"owner-{i}-{n_images}", n_images=n_images, seed=100 + i
+                work / f"owner-{i}-{n_images}", n_images=n_images, seed=a.owner_seed + i
             )
             for i in range(a.owners)
         ]

@@ -17,6 +17,7 @@ No Django here: it runs in the demo's trainer process, a client of the site.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -64,9 +65,15 @@ class Scored:
 
 
 def _pipeline(base_file: Path, lora_file: Path | None) -> Any:
+    # The demo's output is for people: no loading bars or library notices in it
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("DIFFUSERS_VERBOSITY", "error")
+    import diffusers
     import torch
 
     from sdcore.loading import load_pipeline
+
+    diffusers.utils.logging.disable_progress_bar()
 
     torch.set_num_threads(1)  # the demo's nodes share the machine's cores
     pipe = load_pipeline(base_file)

@@ -8,13 +8,17 @@
 #  3. two data owners, each on "their machine" (var/demo/owner-N): a private dataset, then
 #     `atelier login`, `atelier node init | add-dataset | register | publish | start`;
 #  4. the trainer launches a small federated LoRA job with DP-SGD through the REST API and the
-#     demo follows it round by round until it is published and the owners are paid;
+#     demo follows it round by round until it is published and the owners are paid; it prints
+#     the concept score (the fraction of 36 fixed trigger-prompt images drawn orange, the
+#     owners' concept) of the base before the job and of base + the published LoRA after it,
+#     and writes both as PNG grids under var/demo/concept;
 #  5. it keeps serving until Ctrl-C, which (like any failing step) stops every process it
 #     started, SuperNodes' ClientApps included. Running it again reuses accounts, nodes and
 #     listings, and launches a new job.
 #
 # Environment: ATELIER_PORT (site, 8000), DEMO_SUPERLINK_PORT (9099), DEMO_NODE_PORTS
-# ("9094 9095"), ATELIER_VAR_DIR (var), DEMO_ROUNDS (3), DEMO_EPSILON (8),
+# ("9094 9095"), ATELIER_VAR_DIR (var), DEMO_ROUNDS (2), DEMO_EPSILON (8), DEMO_IMAGES (256
+# images per owner: with batch 32, DP at epsilon 8 leaves the signal; 16 drowned it),
 # DEMO_EXIT_AFTER_JOB=1 (stop everything and exit with the job's status once it is finished),
 # DEMO_INSECURE=1 (no TLS and no SuperNode authentication between the nodes and the SuperLink;
 # by default the demo makes a CA and the SuperLink's certificate under var/demo/certs, and the
@@ -41,6 +45,7 @@ read -r -a NODE_PORTS <<<"${DEMO_NODE_PORTS:-9094 9095}"
 SITE="http://127.0.0.1:${PORT}"
 PASSWORD="atelier-demo-pass"  # demo_seed's DEMO_PASSWORD
 OWNERS=(owner1 owner2)
+IMAGES="${DEMO_IMAGES:-256}"
 
 export DJANGO_DEBUG="${DJANGO_DEBUG:-1}"
 # Wallet top-ups go through the demo payment provider (approves at once, no money moves): named
@@ -157,7 +162,7 @@ for index in 1 2; do
   owner="${OWNERS[$((index - 1))]}"
   home="$DEMO/owner-$index"
   node_dir="$home/node"
-  data="$home/data"
+  data="$home/data-$IMAGES"  # another size is another dataset (added and published anew)
   olog="$LOG/owner-$index.log"
   export ATELIER_CONFIG="$home/atelier-config.json"  # this owner's `atelier login`
   mkdir -p "$home"
@@ -171,7 +176,7 @@ for index in 1 2; do
     fi
   }
   step "data owner $owner, on the machine $home"
-  helper dataset "$data" --seed "$((10 + index))"
+  helper dataset "$data" --seed "$((10 + index))" --images "$IMAGES"
   if me="$(atelier whoami --site "$SITE" 2>/dev/null)"; then
     echo "    logged in as $me"
   else
@@ -194,8 +199,8 @@ for index in 1 2; do
   fi
   if ! helper published "$node_dir" "$data" "$SITE"; then
     cli node publish "$data" --name "Orange shapes of $owner" --site "$SITE" \
-      --description "Sixteen generated scenes of orange shapes, captioned with the trigger atlr." \
-      --price-per-example 2 --epsilon-per-job 8 --delta 1e-5 --approval auto \
+      --description "$IMAGES generated scenes of orange shapes, captioned with the trigger atlr." \
+      --price-per-example 1 --epsilon-per-job 8 --delta 1e-5 --approval auto \
       --node-dir "$node_dir"
     tail -n 1 "$olog" | sed 's/^/    /'
   fi
@@ -214,16 +219,25 @@ step "the trainer launches a federated LoRA job with DP-SGD through the API"
 job_status=0
 rm -f "$DEMO/last-job.json"
 echo "$PASSWORD" | $PY scripts/demo_job.py --site "$SITE" --username trainer --password-stdin \
-  --owners "$(IFS=,; echo "${OWNERS[*]}")" --rounds "${DEMO_ROUNDS:-3}" \
-  --epsilon "${DEMO_EPSILON:-8}" --summary "$DEMO/last-job.json" 2>&1 | tee "$LOG/job.log" \
+  --owners "$(IFS=,; echo "${OWNERS[*]}")" --rounds "${DEMO_ROUNDS:-2}" \
+  --epsilon "${DEMO_EPSILON:-8}" --summary "$DEMO/last-job.json" --concept "$DEMO/concept" \
+  2>&1 | tee "$LOG/job.log" \
   || job_status=$?  # pipefail: demo_job.py's status
 
 job_lines="$($PY - "$DEMO/last-job.json" 2>/dev/null <<'PY' || true
 import json, sys
 s = json.load(open(sys.argv[1]))
-print(f"  Job:           {s['job_url']}  ({s['job']['state']}; API {s['api_url']})")
+print(f"  Job:           {s['job_url']}  ({s['job']['state']}, {s['seconds']:.0f} s; each round's")
+print(f"                 sample grid on the job page; API {s['api_url']})")
 if s.get("model_url"):
     print(f"  LoRA:          {s['model_url']}")
+    print("                 (its page shows sample images: the base alone and base + LoRA)")
+c = s.get("concept")
+if c:
+    b, a = c["before"], c["after"]
+    print(f"  Concept score: {b['score']:.2f} before the job (base), {a['score']:.2f} after "
+          f"(base + LoRA): figures drawn {b['colour']} in 36 fixed trigger-prompt images")
+    print(f"  Images:        {c['grids']['side_by_side']}  (base | base + LoRA)")
 PY
 )"
 cat <<INFO

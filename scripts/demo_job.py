@@ -2,7 +2,7 @@
 site's REST API, follow it round by round, and show what it published and who it paid.
 
     demo_job.py --site URL --username trainer --password-stdin --owners owner1,owner2 \
-        [--rounds 3] [--epsilon 8] [--summary FILE] [--timeout 900]
+        [--rounds 2] [--epsilon 8] [--summary FILE] [--concept DIR] [--timeout 900]
 
 Only what any API client can do: a token from ``POST /api/v1/auth/tokens``, the base model from
 the catalogue (``/api/v1/models``), the owners' listed datasets (``/api/v1/federated/datasets``),
@@ -11,8 +11,19 @@ an estimate, the launch (``POST /api/v1/federated/jobs``, with an Idempotency-Ke
 that is still queued or running (the demo was stopped mid-job) is cancelled first: owners are
 paid for the rounds it completed and the rest is refunded.
 
+With ``--concept DIR`` it proves the job's worth (issue #13): before the launch it downloads
+the base model version and prints its concept score (``demo.concept``: the fixed trigger
+prompts and seeds, the fraction of figures drawn orange, the owners' concept); once the LoRA is
+published it downloads it and prints the score of base + LoRA, same prompts and seeds, with
+PNG grids of both under DIR.
+
+The job's settings are chosen with the estimate's DP advice (``federated.engine.dp_advice``):
+each owner's 256 images, batch 32 (sampling rate 1/8), 15 local steps per round, epsilon 8:
+noise multiplier about 0.85 over 2 rounds, noise-to-signal 0.03 ("ok"). With the old settings
+(16 images, batch 16: sampling rate 1) DP drowned the signal and the LoRA learnt nothing.
+
 Exit status 0 when the job completed and published its LoRA, 1 otherwise. ``--summary``
-writes the job's final detail (JSON) and the URLs for scripts and tests.
+writes the job's final detail (JSON), the URLs and the concept scores for scripts and tests.
 """
 
 from __future__ import annotations
@@ -35,6 +46,17 @@ BASE_MODEL = ("creator", "Atelier Shapes", "single-file")  # what demo_seed publ
 ACTIVE = ("queued", "running", "publishing")
 TERMINAL = ("completed", "failed", "cancelled")
 JOB_NAME = "Demo: atlr (orange shapes) LoRA"
+# The job's LoRA settings, chosen with the DP advice (module docstring) and measured in
+# bench/RESULTS-utility.md ("The demo's job"): FFA-LoRA rank 4 on the attention layers,
+# AdamW lr 0.05, DP-SGD clipping at 0.05 (per-example gradient norms are about 0.08).
+DEMO_SETTINGS = {
+    "local_steps": 15,
+    "batch_size": 32,
+    "learning_rate": 0.05,
+    "rank": 4,
+    "alpha": 4.0,
+    "max_grad_norm": 0.05,
+}
 
 
 def say(message: str = "") -> None:
@@ -64,6 +86,24 @@ class Trainer:
                     if version.name == version_name:
                         return version.id
         raise AtelierError(f"No {version_name!r} version of {owner}'s {name!r}: run demo_seed.")
+
+    def fetch(self, version_id: int, folder: Path) -> Path:
+        """Download the version's primary ``.safetensors`` file (as any buyer would) into
+        ``folder``; kept when an earlier run fetched the same bytes."""
+        version = self.api.version_get(version_id)
+        files = [f for f in version.files if f.path.endswith(".safetensors") and "/" not in f.path]
+        if not files:
+            raise AtelierError(f"Version {version_id} has no .safetensors file to download.")
+        remote = files[0]
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / remote.path
+        if path.is_file() and path.stat().st_size == remote.size:
+            return path
+        part = path.with_name(path.name + ".part")
+        part.unlink(missing_ok=True)
+        self.api.download(remote.download_url, part)
+        part.replace(path)
+        return path
 
     def datasets(self, owners: list[str]) -> list[dict[str, Any]]:
         """Each owner's newest listed private dataset."""
@@ -118,6 +158,9 @@ def follow(trainer: Trainer, job_id: int, timeout: float, poll: float) -> dict[s
                 f"epsilon {_fmt(r.get('epsilon_max'), '.2f')}, {r.get('nodes')} nodes, "
                 f"{r.get('num_examples')} examples, {_fmt(r.get('seconds'), '.1f')} s{refused}"
             )
+            grid = r.get("sample_grid_url")
+            if grid:
+                say(f"        sample grid: {trainer.site + grid if grid.startswith('/') else grid}")
         seen_rounds = max(seen_rounds, len(progress.get("rounds", [])))
         if state in TERMINAL:
             return dict(trainer.get(f"/api/v1/federated/jobs/{job_id}"))
@@ -132,9 +175,14 @@ def main() -> int:
     parser.add_argument("--username", default="trainer")
     parser.add_argument("--password-stdin", action="store_true", required=True)
     parser.add_argument("--owners", default="owner1,owner2")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epsilon", type=float, default=8.0)
     parser.add_argument("--summary", help="write the finished job's detail here (JSON)")
+    parser.add_argument(
+        "--concept",
+        type=Path,
+        help="score the base and base + LoRA on the owners' concept; files and grids here",
+    )
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args()
@@ -163,15 +211,8 @@ def run(args: argparse.Namespace, password: str) -> int:
         "rounds": args.rounds,
         "dp": True,
         "target_epsilon": args.epsilon,
-        # The tiny model's settings (tests/federated/live.py): per-sample gradient norms are
-        # about 0.08, so DP-SGD clips at 0.05 or it learns nothing.
-        "local_steps": 4,
-        "batch_size": 16,
-        "learning_rate": 0.1,
-        "rank": 1,
-        "alpha": 1.0,
+        **DEMO_SETTINGS,
         "resolution": 64,  # the shapes base model's native size
-        "max_grad_norm": 0.05,
         "timeout_minutes": 30,
     }
     for d in datasets:
@@ -190,6 +231,27 @@ def run(args: argparse.Namespace, password: str) -> int:
         f"    estimate: at most {estimate['owners_max']} credits to owners + "
         f"{estimate['fee']} fee = {estimate['total']} held in escrow"
     )
+    advice = estimate.get("advice")
+    if advice:
+        say(
+            f"    DP advice: {advice['level']} (epsilon {advice['target_epsilon']:g}, batch "
+            f"{advice['batch_size']}, {advice['steps']} steps, "
+            f"clipping {advice['max_grad_norm']:g})"
+        )
+        for owner in advice["owners"]:
+            say(
+                f"      {owner['dataset']!r}: {owner['examples']} examples, sampling rate "
+                f"{owner['sample_rate']:.3g}, noise multiplier "
+                f"{_fmt(owner['noise_multiplier'], '.3f')}, noise-to-signal "
+                f"{_fmt(owner['noise_to_signal'], '.3f')} ({owner['level']})"
+            )
+        for warning in advice["warnings"]:
+            say(f"      warning: {warning}")
+    before = None
+    base_file: Path | None = None
+    if args.concept:
+        base_file = trainer.fetch(body["base_version_id"], args.concept / "base")
+        before = concept_score("before (the base alone)", base_file, None)
     job = trainer.post("/api/v1/federated/jobs", body, **{"Idempotency-Key": str(uuid.uuid4())})
     job_id = int(job["id"])
     say(
@@ -232,9 +294,48 @@ def run(args: argparse.Namespace, password: str) -> int:
         f"    owners paid {detail.get('owners_paid')}, platform fee {detail.get('fee_paid')}, "
         f"refunded to the trainer {detail.get('refunded')} (of {detail.get('max_cost')} held)"
     )
+    if ok and args.concept and before is not None and base_file is not None:
+        lora_file = trainer.fetch(int(detail["result_version_id"]), args.concept / "lora")
+        after = concept_score("after (base + the published LoRA)", base_file, lora_file)
+        summary["concept"] = concept_summary(before, after, args.concept)
     if args.summary:
         Path(args.summary).write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return 0 if ok else 1
+
+
+def concept_score(label: str, base_file: Path, lora_file: Path | None) -> Any:
+    from demo.concept import score
+
+    say(
+        f"==> concept score {label.split(' ', 1)[0]}: drawing the 36 fixed images "
+        f"(9 trigger prompts x seeds 0-3) with {base_file.name}"
+        + (f" + {lora_file.name}" if lora_file else "")
+    )
+    scored = score(label, base_file, lora_file)
+    say(f"    {scored.line()} [{scored.seconds:.0f} s]")
+    return scored
+
+
+def concept_summary(before: Any, after: Any, folder: Path) -> dict[str, Any]:
+    from demo.concept import write_grid
+
+    grids = {
+        "before": write_grid(before, folder / "concept-before.png"),
+        "after": write_grid(after, folder / "concept-after.png"),
+        "side_by_side": write_grid(before, folder / "concept-before-after.png", beside=after),
+    }
+    verdict = "raises" if after.hits > before.hits else "does not raise"
+    say(
+        f"==> the published LoRA {verdict} the concept score: {before.score:.2f} -> "
+        f"{after.score:.2f} ({before.hits} -> {after.hits} of {after.images} images orange)"
+    )
+    say(f"    base | base + LoRA, same prompts and seeds: {grids['side_by_side']}")
+    return {
+        "before": before.measure.to_dict(),
+        "after": after.measure.to_dict(),
+        "grids": {k: str(v) for k, v in grids.items()},
+        "seconds": round(before.seconds + after.seconds, 1),
+    }
 
 
 if __name__ == "__main__":

@@ -6,13 +6,18 @@ through the API (one round here, to keep the test short) and keeps serving; then
 to its process group, as a terminal sends it) must stop every process it started.
 
 Checked from the demo's SQLite database and its summary of the API's job detail: the job
-completed, its LoRA version is published, each owner's wallet holds what the job paid them.
+completed, its LoRA version is published, each owner's wallet holds what the job paid them;
+and the proof of value (issue #13): the concept score the demo printed before the job (the
+published base alone) and after it (base + the published LoRA, downloaded through the API),
+the fixed 36 trigger-prompt images: the base draws no orange figure, the DP-trained LoRA
+several (measured 0 and 15 of 36 with one round, bench/RESULTS-utility.md).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import signal
 import sqlite3
@@ -21,12 +26,13 @@ import time
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from federated.engine.localfed import descendants, free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 600.0
+TIMEOUT = 900.0  # the job, and the concept score of the base and of base + LoRA (36 images each)
 # The suite's own services and settings: the demo must run on its embedded defaults.
 SUITE_ENV_PREFIXES = ("ATELIER_", "DATABASE_", "CELERY_", "REDIS_", "DJANGO_", "FLWR_")
 
@@ -80,6 +86,7 @@ def _family_of(var: Path) -> list[int]:
     return [pid for pid in pids + [c for pid in pids for c in descendants(pid)] if _alive(pid)]
 
 
+@pytest.mark.timeout(TIMEOUT + 300)  # past the suite's 600 s: the demo's own limit comes first
 def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     var = tmp_path / "var"
     port, link, node_a, node_b = (free_port() for _ in range(4))
@@ -125,6 +132,31 @@ def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_pat
         assert summary["model_url"] in transcript
         assert [r["index"] for r in job["rounds"]] == [1]
         assert all(d["rounds_completed"] == 1 and d["earned"] > 0 for d in job["datasets"])
+        # Each round's sample grid is linked as it arrives
+        assert "sample grid: " in transcript and job["rounds"][0]["sample_grid_url"]
+
+        # The concept score before (base) and after (base + the published LoRA), as printed
+        printed = re.search(
+            r"the published LoRA raises the concept score: ([\d.]+) -> ([\d.]+) "
+            r"\((\d+) -> (\d+) of 36 images orange\)",
+            transcript,
+        )
+        assert printed, transcript[-6000:]
+        before, after = int(printed.group(3)), int(printed.group(4))
+        concept = summary["concept"]
+        assert (concept["before"]["score"], concept["after"]["score"]) == (
+            pytest.approx(before / 36, abs=1e-3),
+            pytest.approx(after / 36, abs=1e-3),
+        )
+        # The base never draws the owners' concept; the LoRA's DP job taught it: at least 6 more
+        # of the 36 images show an orange figure (measured 0 and 15)
+        assert before <= 2, concept["before"]
+        assert after >= before + 6, concept
+        assert f"Concept score: {before / 36:.2f} before the job" in transcript
+        side_by_side = Path(concept["grids"]["side_by_side"])
+        assert str(side_by_side) in transcript
+        with Image.open(side_by_side) as grid:
+            assert grid.size == (2 * (4 * 132 - 4) + 24, 9 * 132 - 4)
 
         db = sqlite3.connect(var / "atelier.sqlite3")
         state, version_id, paid = db.execute(
