@@ -186,7 +186,7 @@ def generation_cancel_view(request: AuthenticatedHttpRequest, generation_id: int
             raise PermissionDenied(err.message) from err
         messages.error(request, err.message)
     else:
-        messages.success(request, "Cancelled: the worker stops it at its next step.")
+        messages.success(request, "Cancelled: no image will be made.")
     return redirect("studio:generation-detail", generation_id=generation.pk)
 
 

@@ -118,6 +118,11 @@ def test_anyone_generates_with_a_checkpoint_and_a_lora_then_adds_a_lora_of_their
     # Then the page follows the worker until the image is shown with its parameters
     _wait_for_image(page)
     shot(page, "first-image")
+    # and the Download button saves the PNG under a name that says what it is
+    with page.expect_download() as download:
+        page.click("#download-image")
+    assert download.value.suggested_filename.startswith("atelier-")
+    assert download.value.suggested_filename.endswith("-7.png")
     expect(page.locator("#generation-parameters")).to_contain_text("<lora:castles:0.8>")
     fields = _png_parameters(page)
     assert fields["Prompt"] == "a castle on a hill <lora:castles:0.8>"
@@ -190,3 +195,68 @@ def test_a_weight_out_of_range_is_refused_next_to_its_field_and_nothing_is_queue
     )
     expect(page.locator("#field-prompt.has-error")).to_have_count(0)
     assert Generation.objects.count() == 0
+
+
+def test_a_queued_generation_says_queued_in_badge_and_bar_and_its_owner_cancels_it(
+    browser_page: Page,
+    login: Callable[..., None],
+    shot: Callable[..., None],
+    make_user: Callable[..., Any],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    site: str,
+    transactional_db: None,
+) -> None:
+    """No worker here: the generation stays queued until its owner cancels it."""
+    from studio.models import Generation
+
+    # Given an SD 1.x checkpoint and LoRA, and an SD 2.x LoRA
+    creator = make_user("painter")
+    _publish(creator, tiny_model_dir / TINY_SINGLE_FILE_NAME, kind="checkpoint", name="Tiny Base")
+    _publish(
+        creator,
+        write_kohya_lora(tmp_path / "castles.safetensors", seed=1),
+        kind="lora",
+        name="Castles",
+    )
+    other = _publish(
+        creator,
+        write_kohya_lora(tmp_path / "other.safetensors", seed=3),
+        kind="lora",
+        name="Second family",
+    )
+    other.base_model = "sd2"
+    other.save(update_fields=["base_model"])
+    artist = make_user("sketcher")
+    page = browser_page
+    login(page, artist)
+
+    # When the artist opens the studio
+    page.goto(f"{site}/studio/")
+    # Then Generate is in the first screen, and the SD 2.x LoRA is not offered with SD 1.x
+    assert page.locator("#generate-submit").bounding_box()["y"] < 900  # type: ignore[index]
+    expect(page.locator(f"#id_lora_1 option[value='{other.pk}']")).to_be_disabled()
+    expect(page.locator(f"#id_lora_1 option[value='{other.pk}']")).to_be_hidden()
+    page.fill("#id_prompt", "a castle")
+    _fill_small(page, seed=3)
+    shot(page, "studio-form")
+    with page.expect_navigation():
+        page.click("#generate-submit")
+
+    # Then the badge and the text under the bar say the same thing
+    expect(page.locator("#generation-status")).to_have_text("Queued")
+    expect(page.locator("#generation-status-text")).to_have_text("Queued")
+    page.wait_for_timeout(1500)  # a poll or two of the status API: still the same words
+    expect(page.locator("#generation-status")).to_have_text("Queued")
+    expect(page.locator("#generation-status-text")).to_have_text("Queued")
+    shot(page, "queued")
+
+    # When its owner cancels it
+    with page.expect_navigation():
+        page.click("#cancel-generation")
+    # Then it says so, and a worker would skip it
+    expect(page.locator("#generation-status")).to_have_text("Cancelled")
+    expect(page.locator("#generation-cancelled")).to_contain_text("Cancelled.")
+    expect(page.locator("#cancel-generation")).to_have_count(0)
+    shot(page, "cancelled")
+    assert Generation.objects.get(user=artist).status == "cancelled"
