@@ -141,4 +141,38 @@ def test_owner_approves_a_job_and_sees_budget_and_earnings(
     shot(page, "dataset-budget-and-earnings")
     assert re.search(r"/nodes/datasets/\d+/$", page.url)
 
+    # When the owner changes the terms on the site: 40 credits per job, automatic approval
+    page.check("#id_pricing_1")  # per job
+    page.fill("#id_price", "40")
+    page.select_option("#id_approval", "auto")
+    with page.expect_navigation():
+        page.click("#save-terms")
+    expect(page.locator(".messages")).to_contain_text("Terms saved")
+    expect(page.locator("#id_price")).to_have_value("40")
+
+    # Then the trainer finds them on the dataset's public page, next to "Train on this"
+    dataset = terms.dataset_version.dataset
+    trainer_page.goto(f"{site}/datasets/{dataset.pk}/{dataset.slug}/")
+    offer = trainer_page.locator("#dataset-offer")
+    expect(offer.locator(".price")).to_have_text("40 credits per job")
+    expect(offer.locator(".approval")).to_have_text("Automatic")
+    expect(trainer_page.locator(".manifest")).not_to_contain_text("secret_holiday")
+    shot(trainer_page, "dataset-public-page")
+    with trainer_page.expect_navigation():
+        offer.locator("#train-on-this").click()
+    picked = trainer_page.locator(f'input[name="datasets"][value="{dataset_version_id}"]')
+    expect(picked).to_be_checked()
+    shot(trainer_page, "wizard-with-the-dataset")
+
+    # and the LoRA's page says it was trained on the site, on that dataset, with what privacy
+    lora = FederatedJob.objects.get(pk=job.pk).result_version
+    assert lora is not None
+    trainer_page.goto(f"{site}/models/{lora.model_id}/{lora.model.slug}/?version={lora.pk}")
+    card = trainer_page.locator("#trained-from")
+    expect(card.locator(".rounds")).to_have_text("2 of 2")
+    expect(card.locator(".privacy-spent")).to_contain_text("ε 4 spent")
+    expect(card.locator(".trained-datasets")).to_contain_text("Garden photos")
+    expect(card.locator("a.job-link")).to_have_attribute("href", f"/train/jobs/{job.pk}/")
+    shot(trainer_page, "lora-trained-on-the-site")
+
     assert ledger_total() == 0 and ledger_reconcile() == []
