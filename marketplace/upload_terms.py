@@ -25,7 +25,10 @@ class UploadListingForm(ListingForm):
         price = self.fields["price"]
         price.required = False
         price.initial = 0
-        price.help_text = "0 makes it free to download; you can change it until you publish."
+        price.help_text = (
+            "0 makes it free to download. The price can change later; the license is fixed "
+            "once published."
+        )
 
     def clean_price(self) -> int:
         return self.cleaned_data.get("price") or 0
