@@ -32,7 +32,9 @@ from federated.engine.localfed import descendants, free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
-TIMEOUT = 900.0  # the job, and the concept score of the base and of base + LoRA (36 images each)
+# The whole demo, the job and the concept score of the base and of base + LoRA (36 images each)
+# included; DEMO_TEST_TIMEOUT gives a crowded machine longer (at load 20-30 it took 16 minutes).
+TIMEOUT = float(os.environ.get("DEMO_TEST_TIMEOUT", "900"))
 # The suite's own services and settings: the demo must run on its embedded defaults.
 SUITE_ENV_PREFIXES = ("ATELIER_", "DATABASE_", "CELERY_", "REDIS_", "DJANGO_", "FLWR_")
 
