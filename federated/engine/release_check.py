@@ -16,7 +16,8 @@ A learned network feature (LPIPS, DINO) would judge "same subject" better, but i
 downloaded here and a fixed, explainable number is what an owner sets a threshold on.
 
 A node vetoes when the best score over (sample, private image) pairs reaches its owner's
-threshold (node config ``release-threshold``, default :data:`DEFAULT_THRESHOLD`, never below
+threshold (``release-threshold`` in the node file ``node.json``, read at each check, or in the
+node config; default :data:`DEFAULT_THRESHOLD`, never below
 :data:`MIN_THRESHOLD`: below that a plain background in the same colour counts as a copy).
 The node keeps what it found (best score, which of its images, the threshold) in
 ``<cache-dir>/jobs/<job>/release-check.json`` for its owner; that file never leaves the node.
@@ -134,8 +135,25 @@ class ReleaseSettings:
     samples: int = DEFAULT_SAMPLES
 
 
+def _node_file_settings(node_config: Mapping[str, object]) -> dict[str, object]:
+    """``release-threshold`` / ``release-samples`` in the node file (``node.json``), read at
+    each check: the owner changes them there without restarting the node."""
+    path = str(node_config.get("node-file", "") or "")
+    if not path:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: data[k] for k in ("release-threshold", "release-samples") if k in data}
+
+
 def release_settings(node_config: Mapping[str, object]) -> ReleaseSettings:
-    """``release-threshold`` (MIN_THRESHOLD to 1) and ``release-samples`` (1 to MAX_SAMPLES)."""
+    """``release-threshold`` (MIN_THRESHOLD to 1) and ``release-samples`` (1 to MAX_SAMPLES),
+    from the node file when it has them, else the node config."""
+    node_config = {**node_config, **_node_file_settings(node_config)}
     raw_threshold = node_config.get("release-threshold", "")
     raw_samples = node_config.get("release-samples", "")
     try:

@@ -91,8 +91,8 @@ def job_withhold(*, job: FederatedJob, out_dir: Path, report: Mapping[str, Any])
         _finish(
             locked,
             State.WITHHELD,
-            f"Release withheld: {counts['vetoed']} of {counts['asked']} data owners' nodes "
-            "vetoed it (their release check found their images reproduced by the LoRA). "
-            "Nothing was published; vetoing datasets earn nothing in this job.",
+            f"Release withheld: {counts['vetoed']} of {counts['asked']} data owners' nodes found "
+            "their images reproduced by the LoRA. Vetoing datasets earn nothing in this job; "
+            "the others are paid for the rounds they trained.",
         )
         return locked

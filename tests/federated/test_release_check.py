@@ -100,6 +100,18 @@ def test_the_owner_threshold_has_a_default_and_a_floor() -> None:
         release_settings({"release-samples": "0"})
 
 
+def test_the_node_file_threshold_wins_and_is_read_at_each_check(tmp_path: Path) -> None:
+    node_file = tmp_path / "node.json"
+    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.7}))
+    config = {"node-file": str(node_file), "release-threshold": "0.9"}
+    assert release_settings(config).threshold == 0.7
+    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.95}))
+    assert release_settings(config).threshold == 0.95
+    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.1}))
+    with pytest.raises(ConfigError):
+        release_settings(config)
+
+
 def test_the_node_answers_only_a_verdict_and_a_reason_code() -> None:
     verdict = ReleaseVerdict("veto", "reproduced", 0.97, "cat.png", 0.85, 8, 1.0)
     assert verdict.reply() == {"verdict": "veto", "reason": "reproduced"}
