@@ -212,6 +212,10 @@ def run(args: argparse.Namespace, password: str) -> int:
         "dp": True,
         "target_epsilon": args.epsilon,
         **DEMO_SETTINGS,
+        # a smaller DEMO_IMAGES: the batch fits the smallest dataset (the advice then warns)
+        "batch_size": min(
+            [DEMO_SETTINGS["batch_size"]] + [int(d["image_count"]) for d in datasets]
+        ),
         "resolution": 64,  # the shapes base model's native size
         "timeout_minutes": 30,
     }
