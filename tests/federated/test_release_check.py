@@ -250,3 +250,27 @@ def test_the_job_page_and_api_say_a_node_vetoed_without_naming_an_image_or_a_sco
     assert (
         "1 of 2 data owners' nodes vetoed" in client.get(f"/train/jobs/{job.pk}/").content.decode()
     )
+
+
+# --- the owner's CLI ----------------------------------------------------------------------------
+
+
+def test_atelier_node_start_passes_the_owners_threshold_and_refuses_one_below_the_floor(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from client.cli import main
+    from federated.engine.synthetic import generate_synthetic_dataset
+
+    node = tmp_path / "node"
+    assert main(["node", "init", "--node-dir", str(node)]) == 0
+    data = generate_synthetic_dataset(tmp_path / "data", n_images=2, seed=1)
+    args = ["node", "add-dataset", str(data), "--epsilon", "4", "--delta", "1e-5"]
+    assert main([*args, "--node-dir", str(node)]) in (0, 1)
+    capsys.readouterr()
+    start = ["node", "start", "--superlink", "127.0.0.1:9999", "--insecure", "--dry-run"]
+    assert main([*start, "--node-dir", str(node), "--release-threshold", "0.7"]) == 0
+    assert 'release-threshold="0.7"' in capsys.readouterr().out
+    assert main([*start, "--node-dir", str(node)]) == 0
+    assert "release-threshold" not in capsys.readouterr().out  # the default (0.85) on the node
+    assert main([*start, "--node-dir", str(node), "--release-threshold", "0.2"]) == 2
+    assert "--release-threshold must be between 0.5 and 1" in capsys.readouterr().err
