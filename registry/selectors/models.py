@@ -265,10 +265,11 @@ def _filtered(
         qs = qs.filter(with_version(license_code__iexact=filters.license.strip()))
     if filters.creator:
         qs = qs.filter(owner__username__iexact=filters.creator)
+    # ``price_now`` is with_price's annotation, hence Q: the stubs know only model fields.
     if filters.price == FREE:
-        qs = qs.filter(price_now=0)
+        qs = qs.filter(Q(price_now=0))
     elif filters.price == PAID:
-        qs = qs.filter(price_now__gt=0)
+        qs = qs.filter(Q(price_now__gt=0))
     for tag in filters.tags[:MAX_FILTER_TAGS]:
         # One join per tag; (item, tag) pairs are unique, so no row is repeated.
         qs = qs.filter(tags__name=tag)
