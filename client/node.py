@@ -761,7 +761,7 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--release-threshold",
         type=float,
         help="veto the release of a job's LoRA when a sample it draws from your captions is this "
-        "alike (0.5 to 1, SSIM of 32 px thumbnails) to one of your images (default: 0.85)",
+        "alike (0.4 to 1, SSIM of 32 px thumbnails) to one of your images (default: 0.85)",
     )
     start.add_argument(
         "--dry-run", action="store_true", help="print the flower-supernode command, do not run it"

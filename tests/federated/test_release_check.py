@@ -273,4 +273,4 @@ def test_atelier_node_start_passes_the_owners_threshold_and_refuses_one_below_th
     assert main([*start, "--node-dir", str(node)]) == 0
     assert "release-threshold" not in capsys.readouterr().out  # the default (0.85) on the node
     assert main([*start, "--node-dir", str(node), "--release-threshold", "0.2"]) == 2
-    assert "--release-threshold must be between 0.5 and 1" in capsys.readouterr().err
+    assert "--release-threshold must be between 0.4 and 1" in capsys.readouterr().err

@@ -96,9 +96,9 @@ def query(msg: Message, context: Context) -> Message:
 
 
 def _release_check(msg: Message, context: Context) -> Message:
-    """The release check (:mod:`federated.engine.release_check`): the reply is one verdict
+    """The release check (:mod:`.release_node`): the reply is one verdict
     (``allow`` or ``veto``) and a reason code; no score, no image, no caption leaves the node."""
-    from federated.engine.release_check import node_release_check
+    from federated.engine.flower.release_node import node_release_check
 
     record = msg.content.array_records.get(ARRAY_RECORD)
     if not record:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
@@ -39,10 +39,6 @@ from federated.engine.flower import state as saved
 from federated.engine.flower.reply_check import ARRAY_RECORD, INFO_RECORD
 from federated.engine.flower.settings import ServerSettings
 from federated.engine.release_check import ACTION, REASONS, VERDICTS
-
-if TYPE_CHECKING:
-    from federated.engine.flower.secagg import SecAggRecorder
-    from federated.engine.flower.strategy import FedAvgRun
 
 __all__ = [
     "ReleaseReport",
@@ -182,7 +178,9 @@ def withhold(
 
 
 def check_before_release(
-    grid: Grid, run_config: Mapping[str, object], run: FedAvgRun
+    grid: Grid,
+    run_config: Mapping[str, object],
+    run: Any,  # a strategy.FedAvgRun (no import back)
 ) -> dict[str, object] | None:
     """The release step of a FedAvg run: None to go on and export, else the withheld result.
 
@@ -207,7 +205,10 @@ def check_before_release(
 
 
 def check_secagg_release(
-    grid: Grid, run_config: Mapping[str, object], recorder: SecAggRecorder, extra: dict[str, object]
+    grid: Grid,
+    run_config: Mapping[str, object],
+    recorder: Any,
+    extra: dict[str, object],  # a secagg.SecAggRecorder
 ) -> dict[str, object] | None:
     """The release step of a SecAgg+ run (same rules as :func:`check_before_release`)."""
     if not release_check_enabled(run_config):
