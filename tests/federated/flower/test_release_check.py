@@ -210,8 +210,8 @@ def test_the_base_alone_is_below_the_strict_threshold_so_the_lora_caused_the_vet
     import torch
 
     from federated.engine.adapter import attach_adapter, get_adapter_arrays
+    from federated.engine.flower.release_node import node_release_check
     from federated.engine.flower.settings import train_config_from_run_config
-    from federated.engine.release_check import node_release_check
     from federated.engine.trainer import load_base
 
     root: Path = runs["root"]  # type: ignore[assignment]
