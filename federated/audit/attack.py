@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -133,19 +133,19 @@ def membership_scores(
     general, leaving what the trained adapter learnt of each canary itself. The names
     (``canary-00007.png``) say which canary each score belongs to.
     """
-    common = dict(
-        canaries_dir=canaries_dir,
-        cache_dir=cache_dir,
-        model_hash=model_hash,
-        resolution=resolution,
-        draws=draws,
-        seed=seed,
-    )
+    common: dict[str, Any] = {
+        "canaries_dir": canaries_dir,
+        "cache_dir": cache_dir,
+        "model_hash": model_hash,
+        "resolution": resolution,
+        "draws": draws,
+        "seed": seed,
+    }
     calibration, names = adapter_losses(
         pipe,
         spec=spec if reference is not None else None,
         adapter=reference,
-        **common,  # type: ignore[arg-type]
+        **common,
     )
-    adapted, _ = adapter_losses(pipe, spec=spec, adapter=adapter, **common)  # type: ignore[arg-type]
+    adapted, _ = adapter_losses(pipe, spec=spec, adapter=adapter, **common)
     return calibration - adapted, names

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -130,11 +131,11 @@ def test_a_larger_delta_lowers_the_bound() -> None:
         ([1.0, 2.0], [True, False], {"delta": 1.0}),
     ],
 )
-def test_bad_inputs_are_refused(scores: list[float], members: list[object], kwargs: dict) -> None:
+def test_bad_inputs_are_refused(scores: Any, members: Any, kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        one_run_epsilon_lower_bound(scores, members, **kwargs)  # type: ignore[arg-type]
+        one_run_epsilon_lower_bound(scores, members, **kwargs)
     with pytest.raises(ValueError):
-        clopper_pearson_epsilon_lower_bound(scores, members, **kwargs)  # type: ignore[arg-type]
+        clopper_pearson_epsilon_lower_bound(scores, members, **kwargs)
 
 
 def test_one_class_is_refused_where_it_must_be() -> None:
@@ -227,7 +228,7 @@ def test_attack_on_a_tiny_run(tmp_path: Path) -> None:
         job_id="audit-test",
     )
     base = load_base(model, device=torch.device("cpu"), dtype=torch.float32, cache_dir=cache)
-    common = {
+    common: dict[str, Any] = {
         "canaries_dir": canary_set.all_dir,
         "cache_dir": cache,
         "model_hash": base.fingerprint,
