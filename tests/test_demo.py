@@ -145,6 +145,7 @@ def test_make_demo_runs_a_paid_federated_job_and_ctrl_c_stops_everything(tmp_pat
         )
         assert printed, transcript[-6000:]
         before, after = int(printed.group(3)), int(printed.group(4))
+        print(f"demo: concept score {before}/36 before the job, {after}/36 after")
         concept = summary["concept"]
         assert (concept["before"]["score"], concept["after"]["score"]) == (
             pytest.approx(before / 36, abs=1e-3),
