@@ -8,11 +8,20 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import hypothesis
 import pytest
 
 from tests.support import bearer, load_license_catalogue, tiny_model, wait_for_line
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+# Hypothesis: a loaded machine (the suite ran at load averages of 4 to 30) makes input
+# generation slow and per-example times noisy; neither is what a property test asserts. A
+# test's own @settings still wins.
+hypothesis.settings.register_profile(
+    "atelier-suite", deadline=None, suppress_health_check=[hypothesis.HealthCheck.too_slow]
+)
+hypothesis.settings.load_profile("atelier-suite")
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +51,44 @@ def _isolated_files(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[
         },
     }
     yield
+
+
+def worker_redis_url(url: str, worker: str) -> str:
+    """``url`` for xdist worker ``worker`` (gw0, gw1, ...): worker N > 0 uses the Redis
+    database ``REDIS_DB_OFFSET_PER_WORKER`` * N below ``url``'s (default 1: CI's cache
+    database 15, then 14), so that one worker's cache flush never clears another's counts."""
+    import re
+
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else 0
+    found = re.fullmatch(r"(redis://[^/]+)/(\d+)", url)
+    if not index or not found:
+        return url
+    step = int(os.environ.get("REDIS_DB_OFFSET_PER_WORKER", "1"))
+    db = int(found.group(2)) - step * index
+    if db < 1:  # never the broker's database 0 of a default 16-database server
+        raise pytest.UsageError(f"no Redis database for worker {worker} below {url}")
+    return f"{found.group(1)}/{db}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _per_worker_cache() -> Iterator[None]:
+    """Under pytest-xdist (``make test`` runs ``-n 2``) each worker has a database of its
+    own (pytest-django's ``_gwN`` suffix) and a Redis cache database of its own, for this
+    process and the processes its tests start (they read ``REDIS_CACHE_URL``)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    url = os.environ.get("REDIS_CACHE_URL", "")
+    mine = worker_redis_url(url, worker)
+    if mine == url:
+        yield
+        return
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    os.environ["REDIS_CACHE_URL"] = mine
+    caches = {**settings.CACHES, "default": {**settings.CACHES["default"], "LOCATION": mine}}
+    with override_settings(CACHES=caches):  # its setting_changed signal resets the caches
+        yield
+    os.environ["REDIS_CACHE_URL"] = url
 
 
 @pytest.fixture(autouse=True)
@@ -195,8 +242,69 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 _tiny_model = tiny_model  # the name test modules import (tests.support has it now)
 
 
+def _flushes_the_database(item: pytest.Item) -> bool:
+    """A transactional test (Django's TransactionTestCase) truncates every table after it."""
+    marker = item.get_closest_marker("django_db")
+    if marker is not None and (
+        marker.kwargs.get("transaction") or (marker.args and marker.args[0] is True)
+    ):
+        return True
+    names = set(getattr(item, "fixturenames", ()))
+    return bool({"transactional_db", "live_server"} & names)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """After a transactional test's flush, put the license catalogue (a data migration) back.
+
+    Run alone, pytest-django runs transactional tests last; under xdist (``make test``) a
+    worker runs whole modules in turn, so a flushed catalogue would reach the next module's
+    tests ("Unknown license 'mit'"). Loading it is idempotent and committed (no test
+    transaction is open here)."""
+    result = yield  # the test's fixtures are torn down: the flush is done
+    if nextitem is None or not _flushes_the_database(item):
+        return result  # (after the last test the test database is gone)
+    from django.db import connection
+    from pytest_django.plugin import blocking_manager_key
+
+    if not str(connection.settings_dict["NAME"]).startswith("test_"):
+        return result
+
+    with item.config.stash[blocking_manager_key].unblock():
+        from marketplace.models import License
+
+        if not License.objects.exists():
+            load_license_catalogue()
+    return result
+
+
+# Modules that train on real Flower processes (SuperLink, SuperNodes, ClientApps) or run the
+# whole demo: CPU-heavy, with round and reply time limits. Under ``-n 2 --dist loadgroup``
+# they all run on one worker, one after the other, while the other worker takes the rest.
+REAL_PROCESS_MODULES = (
+    "tests/federated/flower/",
+    "tests/federated/test_coordinator.py",
+    "tests/federated/test_job_e2e.py",
+    "tests/test_demo.py",
+    "tests/browser/test_trainer_journey.py",
+    "tests/studio/test_end_to_end.py",
+)
+
+
+def xdist_group_of(nodeid: str) -> str:
+    """The xdist group of a test: its module (module-scoped fixtures are built once), or
+    ``real-processes`` for the modules above."""
+    module = nodeid.split("::", 1)[0]
+    return "real-processes" if module.startswith(REAL_PROCESS_MODULES) else module
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The suite must run on PostgreSQL: refuse to pretend otherwise."""
+    """Each test's xdist group (see ``xdist_group_of``; a test's own marker wins). The suite
+    must run on PostgreSQL: refuse to pretend otherwise."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.nodeid)))
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
         return
     if any(item.get_closest_marker("django_db") for item in items) and not os.environ.get(
