@@ -64,7 +64,7 @@ def seconds_per_step() -> float | None:
     )
     if not recent:
         return None
-    return sum(ms for ms, _ in recent) / 1000 / max(1, sum(steps for _, steps in recent))
+    return sum(ms or 0 for ms, _ in recent) / 1000 / max(1, sum(steps for _, steps in recent))
 
 
 def generation_eta(

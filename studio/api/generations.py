@@ -8,7 +8,7 @@ API token), to its owner, or to anyone once the owner made it public.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from django.urls import reverse
@@ -72,14 +72,14 @@ class GenerationResourceSerializer(serializers.Serializer):
 class GenerationProgressSerializer(serializers.Serializer):
     step = serializers.IntegerField(source="progress_step")
     total = serializers.IntegerField(source="steps")
-    label = serializers.SerializerMethodField(
+    text = serializers.SerializerMethodField(
         help_text="What the page's badge and bar say: Queued, Loading the model, Step N of M."
     )
     eta_seconds = serializers.SerializerMethodField(
         help_text="Seconds until it is likely done (null when finished or unknown)."
     )
 
-    def get_label(self, obj: Generation) -> str:
+    def get_text(self, obj: Generation) -> str:
         return progress_label(obj)
 
     @extend_schema_field(serializers.IntegerField(allow_null=True))
@@ -89,19 +89,23 @@ class GenerationProgressSerializer(serializers.Serializer):
         )
 
 
-def _queue_position(context: dict[str, Any], obj: Generation) -> int | None:
+def _queue_position(context: Mapping[str, Any], obj: Generation) -> int | None:
     """:func:`queue_position`, read once per generation and response (the context is shared
     by the nested serializers)."""
+    if not isinstance(context, dict):
+        return queue_position(obj)
     cache: dict[int, int | None] = context.setdefault("_queue_positions", {})
     if obj.pk not in cache:
         cache[obj.pk] = queue_position(obj)
     return cache[obj.pk]
 
 
-def _pace(context: dict[str, Any]) -> Callable[[], float | None]:
+def _pace(context: Mapping[str, Any]) -> Callable[[], float | None]:
     """:func:`seconds_per_step`, read at most once per response."""
 
     def read() -> float | None:
+        if not isinstance(context, dict):
+            return seconds_per_step()
         if "_pace" not in context:
             context["_pace"] = seconds_per_step()
         pace: float | None = context["_pace"]

@@ -52,7 +52,7 @@ def test_a_request_with_a_lora_and_an_embedding_is_queued(studio, client_for) ->
     assert body["status"] == "queued" and body["progress"] == {
         "step": 0,
         "total": 2,
-        "label": "Queued",
+        "text": "Queued",
         "eta_seconds": None,  # no generation finished yet: no pace to guess from
     }
     assert body["queue_position"] == 0 and body["image_url"] is None

@@ -162,7 +162,7 @@ def test_the_badge_and_the_bar_say_the_same_thing(studio) -> None:
     # 6 s for one step: 3 steps left, about 18 s
     assert "about 18 s left" in html
     body = _client(studio.artist).get(f"{URL}/{generation.pk}").json()
-    assert body["progress"]["label"] == "Step 1 of 4"
+    assert body["progress"]["text"] == "Step 1 of 4"
     assert 17 <= body["progress"]["eta_seconds"] <= 20
 
 

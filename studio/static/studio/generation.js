@@ -1,6 +1,6 @@
 // One generation's page: while it is queued or running, poll its JSON status and show the
 // progress: the badge and the text under the bar say the same thing (the API's
-// progress.label), with the estimated time left; when it is done, failed or cancelled,
+// progress.text), with the estimated time left; when it is done, failed or cancelled,
 // reload so the page shows the image or the reason.
 (function () {
   "use strict";
@@ -18,7 +18,7 @@
     return "about " + Math.round(seconds / 60) + " min left";
   }
   function show(data) {
-    var step = data.progress.step, total = data.progress.total, label = data.progress.label;
+    var step = data.progress.step, total = data.progress.total, label = data.progress.text;
     bar.max = total;
     if (data.status === "running" && step > 0) bar.value = step;
     else bar.removeAttribute("value");
