@@ -87,7 +87,7 @@ def _before_after() -> BeforeAfter | None:
         prompt=image.prompt,
         before_url=storage.url(image.pair.image.name),
         after_url=storage.url(image.image.name),
-        trained_here=bool(image.trained_here),  # type: ignore[attr-defined]
+        trained_here=bool(image.trained_here),
     )
 
 
@@ -95,10 +95,17 @@ def landing_facts() -> LandingFacts:
     listed = listed_models()
     completed = FederatedJob.objects.filter(state=FederatedJob.State.COMPLETED)
     storage = storages["default"]
-    newest = model_list(user=AnonymousUser(), filters=ModelFilters()).exclude(cover_image=None)
+    newest = model_list(user=AnonymousUser(), filters=ModelFilters())
+    # cover_image is model_list's annotation, which the stubs cannot see.
+    with_cover = newest.exclude(cover_image=None)  # type: ignore[misc]
     covers = [
-        Showcase(m.name, m.get_kind_display(), _model_url(m), storage.url(m.cover_image))  # type: ignore[attr-defined]
-        for m in newest[:COVERS]
+        Showcase(
+            m.name,
+            m.get_kind_display(),
+            _model_url(m),
+            storage.url(m.cover_image),  # type: ignore[attr-defined]  # the same annotation
+        )
+        for m in with_cover[:COVERS]
     ]
     return LandingFacts(
         models=listed.count(),
