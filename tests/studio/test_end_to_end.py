@@ -72,7 +72,8 @@ def test_an_api_request_becomes_a_png_made_by_the_worker(
     body = _wait(client, response.json()["id"], seen)
     assert body["status"] == "succeeded", body["error"]
     assert seen[0] == ("queued", 0) and seen[-1] == ("succeeded", 3)
-    assert body["progress"] == {"step": 3, "total": 3} and body["device"] == "cpu"
+    assert body["progress"] == {"step": 3, "total": 3, "text": "Done", "eta_seconds": None}
+    assert body["device"] == "cpu"
     # and the PNG at image_url carries the A1111 parameters
     png = client.get(body["image_url"])
     assert png.status_code == 200 and png["Content-Type"] == "image/png"
