@@ -692,6 +692,7 @@ ROWS: list[Row] = [
     Row("registry:civitai-archive-file", "/files/archive/{paid}/x.zip", everyone(403)),
     # registry pages
     Row("registry:browse", "/", everyone(200), api=False, checks=(no_hidden_models,)),
+    Row("landing", "/welcome/", everyone(200), api=False),  # counts of published items only
     Row(
         "registry:model-redirect",
         "/models/{private_model}/",
