@@ -12,6 +12,9 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # The cache (rate limits, lockouts) gets a Redis database of its own: tests clear it.
 TEST_CACHE_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
+# Opt-in parallel run: PYTEST_WORKERS="-n 2 --dist loadscope" (docs/testing.md: measured 1.37x
+# on the marketplace and core tests; the whole suite is not yet checked that way).
+PYTEST_WORKERS ?=
 
 .PHONY: install demo test services lint bench clean fuzz backup restore
 
@@ -35,7 +38,7 @@ test: install services
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_REDIS_URL) \
 	REDIS_CACHE_URL=$(TEST_CACHE_URL) \
 	SECRET_KEY=test-only ATELIER_HTTPS=0 HF_HUB_OFFLINE=1 \
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -278,33 +278,8 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     return result
 
 
-# Modules that train on real Flower processes (SuperLink, SuperNodes, ClientApps) or run the
-# whole demo: CPU-heavy, with round and reply time limits. Under ``-n 2 --dist loadgroup``
-# they all run on one worker, one after the other, while the other worker takes the rest.
-REAL_PROCESS_MODULES = (
-    "tests/federated/flower/",
-    "tests/federated/test_coordinator.py",
-    "tests/federated/test_job_e2e.py",
-    "tests/test_demo.py",
-    "tests/browser/test_trainer_journey.py",
-    "tests/studio/test_end_to_end.py",
-)
-
-
-def xdist_group_of(nodeid: str) -> str:
-    """The xdist group of a test: its module (module-scoped fixtures are built once), or
-    ``real-processes`` for the modules above."""
-    module = nodeid.split("::", 1)[0]
-    return "real-processes" if module.startswith(REAL_PROCESS_MODULES) else module
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the xdist_group markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each test's xdist group (see ``xdist_group_of``; a test's own marker wins). The suite
-    must run on PostgreSQL: refuse to pretend otherwise."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(xdist_group_of(item.nodeid)))
+    """The suite must run on PostgreSQL: refuse to pretend otherwise."""
     if os.environ.get("DATABASE_URL", "").startswith("postgres"):
         return
     if any(item.get_closest_marker("django_db") for item in items) and not os.environ.get(
