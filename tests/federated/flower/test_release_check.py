@@ -149,7 +149,7 @@ def test_a_strict_owner_vetoes_a_memorising_lora_and_nothing_is_exported(
     check = metrics["release-check"]
     record0 = json.loads((root / "owner-0" / "cache" / "jobs" / "job-release" /
                             "release-check.json").read_text())  # fmt: skip
-    assert check == {  # type: ignore[comparison-overlap]
+    assert check == {
         "asked": 2,
         "allowed": 1,
         "vetoed": 1,
