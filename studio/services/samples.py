@@ -43,6 +43,13 @@ DEFAULT_PROMPTS = (
     "a blue square on a grey background",
     "a yellow triangle on a black background",
 )
+# A LoRA with trigger words is shown on prompts where its trigger stands in the scene, as its
+# captions put it ("a atlr circle ..."): appending the trigger to a colour prompt ("atlr, a red
+# circle") lets the colour word win, and the pair then barely shows what the LoRA learned.
+DEFAULT_LORA_PROMPTS = (
+    "a {trigger} circle on a white background",
+    "a {trigger} square on a grey background",
+)
 SEEDS = (1, 2, 3, 4, 5, 6)
 LORA_PAIRS = 2
 BASE_CANDIDATES = 10
@@ -51,6 +58,22 @@ BASE_CANDIDATES = 10
 def sample_prompts() -> tuple[str, ...]:
     prompts = getattr(settings, "ATELIER_SAMPLE_PROMPTS", None) or DEFAULT_PROMPTS
     return tuple(str(p) for p in prompts)[: len(SEEDS)]
+
+
+def lora_sample_prompts(trigger_words: Sequence[object]) -> tuple[str, ...]:
+    """The pair prompts of a LoRA: its first trigger word in ``ATELIER_LORA_SAMPLE_PROMPTS``'
+    templates (``{trigger}``), the other words after a comma; without trigger words, the fixed
+    sample prompts."""
+    words = [w.strip() for w in trigger_words if isinstance(w, str) and w.strip()]
+    if not words:
+        return sample_prompts()[:LORA_PAIRS]
+    templates = getattr(settings, "ATELIER_LORA_SAMPLE_PROMPTS", None) or DEFAULT_LORA_PROMPTS
+    rest = ", ".join(words[1:])
+    prompts = []
+    for template in list(templates)[:LORA_PAIRS]:
+        prompt = str(template).replace("{trigger}", words[0])
+        prompts.append(f"{prompt}, {rest}" if rest else prompt)
+    return tuple(prompts)
 
 
 def sample_guidance() -> float:
@@ -178,12 +201,10 @@ def _lora_samples(version: ModelVersion) -> list[RenderedSample]:
     model_file = safetensors_file(version, "version")
     path = blob_local_path(blob=model_file.blob, filename=model_file.filename)
     lora = LoraSpec(path, 1.0, Path(model_file.path).stem, model_file.blob.autov3 or "")
-    words = ", ".join(w.strip() for w in version.trigger_words or [] if isinstance(w, str))
     template = checkpoint_request(base)
     out = []
-    pairs = zip(sample_prompts()[:LORA_PAIRS], SEEDS, strict=False)
-    for number, (fixed, seed) in enumerate(pairs):
-        prompt = f"{words}, {fixed}" if words else fixed
+    pairs = zip(lora_sample_prompts(version.trigger_words or []), SEEDS, strict=False)
+    for number, (prompt, seed) in enumerate(pairs):
         request = replace(template, prompt=prompt, seed=seed)
         for role, req in (
             (SampleRole.BASE, request),

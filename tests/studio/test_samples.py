@@ -166,3 +166,25 @@ def test_the_shipped_shapes_base_is_native_at_64_pixels_from_its_configs(
     )
     native = native_settings(version)
     assert (native.width, native.height, native.source) == (64, 64, "unet config")
+
+
+def test_a_lora_with_a_trigger_word_is_shown_where_its_captions_put_the_trigger(
+    settings: Any,
+) -> None:
+    from studio.services.samples import lora_sample_prompts
+
+    # A LoRA trained on "a atlr circle ..." captions is drawn on the same kind of prompt, not on
+    # "atlr, a red circle" where the colour word competes with what it learned
+    assert lora_sample_prompts(["atlr"]) == (
+        "a atlr circle on a white background",
+        "a atlr square on a grey background",
+    )
+    # other trigger words follow; blank and non-string words are ignored
+    assert lora_sample_prompts([" atlr ", "", 7, "glow"])[0] == (
+        "a atlr circle on a white background, glow"
+    )
+    # the templates are a setting; without trigger words the fixed prompts are used
+    settings.ATELIER_LORA_SAMPLE_PROMPTS = ["{trigger} portrait"]
+    assert lora_sample_prompts(["sks"]) == ("sks portrait",)
+    settings.ATELIER_SAMPLE_PROMPTS = ["a red circle", "a blue square", "a yellow triangle"]
+    assert lora_sample_prompts([]) == ("a red circle", "a blue square")
