@@ -12,8 +12,8 @@ TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
 # The cache (rate limits, lockouts) gets a Redis database of its own: tests clear it.
 TEST_CACHE_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?=
-# Opt-in parallel run: PYTEST_WORKERS="-n 2 --dist loadscope" (docs/testing.md: measured 1.37x
-# on the marketplace and core tests; the whole suite is not yet checked that way).
+# Opt-in parallel run: PYTEST_WORKERS="-n 2 --dist loadscope" (docs/testing.md: 1.08x on the
+# marketplace and core tests on a quiet 2-core machine; the whole suite not yet run that way).
 PYTEST_WORKERS ?=
 
 .PHONY: install demo test services lint bench clean fuzz backup restore
