@@ -12,14 +12,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import Exists, OuterRef, Subquery, Sum
+from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.functional import SimpleLazyObject
 
 from federated.models import Node
 from federated.selectors import approval_inbox
-from marketplace.models import Payout, PayoutStatus, Report, ReportStatus
-from marketplace.selectors import wallet_balance
+from marketplace.models import Account, Payout, PayoutStatus, Report, ReportStatus
+from marketplace.selectors import USER_ACCOUNT_KINDS
 from registry.models import Dataset, DatasetKind, Model
 
 
@@ -45,13 +47,31 @@ class SiteHeader:
 
 
 def site_header_for(user: User | AnonymousUser) -> SiteHeader:
-    """The header of ``user`` (anonymous: nothing)."""
+    """The header of ``user`` (anonymous: nothing): one query for the balance (the rule of
+    ``marketplace.selectors.wallet_balance``: bought and earned credits) and the roles, one
+    more per kind of pending item the user can act on."""
     if not isinstance(user, User):
         return SiteHeader()
-    is_data_owner = (
-        Node.objects.filter(owner_id=user.pk).exists()
-        or Dataset.objects.filter(owner_id=user.pk, kind=DatasetKind.PRIVATE).exists()
+    credits = (
+        Account.objects.filter(owner_id=OuterRef("pk"), kind__in=USER_ACCOUNT_KINDS)
+        .values("owner_id")
+        .annotate(total=Sum("balance"))
+        .values("total")
     )
+    row = (
+        User.objects.filter(pk=user.pk)
+        .annotate(
+            credits=Coalesce(Subquery(credits), 0),
+            creator=Exists(Model.objects.filter(owner_id=OuterRef("pk"))),
+            node=Exists(Node.objects.filter(owner_id=OuterRef("pk"))),
+            private=Exists(
+                Dataset.objects.filter(owner_id=OuterRef("pk"), kind=DatasetKind.PRIVATE)
+            ),
+        )
+        .values("credits", "creator", "node", "private")
+        .get()
+    )
+    is_data_owner = bool(row["node"] or row["private"])
     pending: list[Pending] = []
     if is_data_owner:
         approvals = approval_inbox(owner=user).count()
@@ -62,16 +82,16 @@ def site_header_for(user: User | AnonymousUser) -> SiteHeader:
         reports = Report.objects.filter(status=ReportStatus.OPEN).count()
         if reports:
             url = reverse("admin:marketplace_report_changelist") + "?status__exact=open"
-            pending.append(Pending(reports, "open report" if reports == 1 else "open reports", url))
+            label = "open report" if reports == 1 else "open reports"
+            pending.append(Pending(reports, label, url))
         payouts = Payout.objects.filter(status=PayoutStatus.PENDING).count()
         if payouts:
             url = reverse("admin:marketplace_payout_changelist") + "?status__exact=pending"
-            pending.append(
-                Pending(payouts, "payout request" if payouts == 1 else "payout requests", url)
-            )
+            label = "payout request" if payouts == 1 else "payout requests"
+            pending.append(Pending(payouts, label, url))
     return SiteHeader(
-        balance=wallet_balance(user=user),
-        is_creator=Model.objects.filter(owner_id=user.pk).exists(),
+        balance=int(row["credits"]),
+        is_creator=bool(row["creator"]),
         is_data_owner=is_data_owner,
         pending=pending,
     )
