@@ -196,6 +196,7 @@ def table(results: Mapping[str, Mapping[str, object]]) -> str:
     ]
     for name, row in results.items():
         eps = row["epsilon_accounted"]
+        assert eps is None or isinstance(eps, float | int)
         eps_text = "- (no DP)" if eps is None else (f"{eps:.3g}" if eps < 1e4 else f"{eps:.2e}")
         one = row["eps_lb_one_run"]
         cp = row["eps_lb_clopper_pearson"]
@@ -334,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:  # noqa: PLR0915
         )
         base.pipe.set_progress_bar_config(disable=True)
         datasets = [owner0, other]
-        reference = None
+        reference: dict[str, np.ndarray] | None = None
         if a.reference_from:
             with np.load(a.reference_from) as saved:
                 reference = {k: saved[k] for k in saved.files}
@@ -344,18 +345,19 @@ def main(argv: list[str] | None = None) -> dict[str, object]:  # noqa: PLR0915
             fresh = make_canaries(a.canaries, seed=a.seed + 10_000)
             ref_data, _ = insert_canaries(own, work / "reference", fresh, include_seed=a.seed + 1)
             started = time.perf_counter()
-            reference, _, _, _ = train("reference", [ref_data, other], None, "inprocess")
+            trained, _, _, _ = train("reference", [ref_data, other], None, "inprocess")
+            reference = dict(trained)
             report["reference_seconds"] = round(time.perf_counter() - started, 1)
             if a.keep:
                 a.keep.mkdir(parents=True, exist_ok=True)
-                np.savez(a.keep / "reference.npz", **reference)
+                np.savez(a.keep / "reference.npz", **reference)  # type: ignore[arg-type]
         for name, epsilon in variants:
             started = time.perf_counter()
             adapter, accounted, info, federation = train(name, datasets, epsilon, a.federation)
             train_seconds = time.perf_counter() - started
             if a.keep:
                 a.keep.mkdir(parents=True, exist_ok=True)
-                np.savez(a.keep / f"{name}.npz", **adapter)
+                np.savez(a.keep / f"{name}.npz", **dict(adapter))  # type: ignore[arg-type]
             scores: dict[str, np.ndarray] = {}
             names: list[str] = []
             for attack, calibration in (("base", None), ("reference", reference)):
