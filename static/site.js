@@ -3,6 +3,7 @@
 // and filters stay unfolded.
 (function () {
   "use strict";
+  document.documentElement.classList.add("js");
   var narrow = window.matchMedia("(max-width: 760px)");
 
   function setUpMenu() {
@@ -40,6 +41,10 @@
     if (narrow.addEventListener) narrow.addEventListener("change", fit);
   }
 
-  setUpMenu();
-  setUpFilters();
+  function ready() {
+    setUpMenu();
+    setUpFilters();
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", ready);
+  else ready();
 })();

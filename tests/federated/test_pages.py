@@ -21,7 +21,7 @@ pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")
 State = FederatedJob.State
 # session, user, then the page's own: job, datasets, rounds, events, escrow
-JOB_PAGE_QUERIES = 7
+JOB_PAGE_QUERIES = 8  # 7 for the job and its rounds, 1 for the header (balance, roles)
 # session, user, nodes (+ their datasets), datasets, spends, budgets, earnings, inbox
 DASHBOARD_QUERIES = 9
 
