@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from flwr.app import (
     Array,
@@ -114,7 +115,8 @@ def _release_check(msg: Message, context: Context) -> Message:
         code, reason = _refusal(err)
         logger.warning("release check failed: %s", reason)
         return Message(Error(code=code, reason=reason), reply_to=msg)
-    return Message(RecordDict({INFO_RECORD: ConfigRecord(verdict.reply())}), reply_to=msg)
+    answer: dict[str, Any] = dict(verdict.reply())  # strings only: ConfigRecord's value union
+    return Message(RecordDict({INFO_RECORD: ConfigRecord(answer)}), reply_to=msg)
 
 
 @app.train()

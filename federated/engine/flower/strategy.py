@@ -553,7 +553,7 @@ def sort_replies(
         node = str(reply.metadata.src_node_id)
         if reply.has_error():
             out.refused[node] = f"[{reply.error.code}] {reply.error.reason}" + (
-                OLD_NODE_HINT if PACKED_ARRAY in reply.error.reason else ""
+                OLD_NODE_HINT if PACKED_ARRAY in (reply.error.reason or "") else ""
             )
             continue
         parts = _parts(reply.content)
