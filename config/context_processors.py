@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.db.models import Exists, OuterRef, Subquery, Sum
+from django.db.models import Exists, F, Func, IntegerField, OuterRef, Subquery, Sum
 from django.db.models.functions import Coalesce
 from django.http import HttpRequest
 from django.urls import reverse
@@ -48,8 +48,8 @@ class SiteHeader:
 
 def site_header_for(user: User | AnonymousUser) -> SiteHeader:
     """The header of ``user`` (anonymous: nothing): one query for the balance (the rule of
-    ``marketplace.selectors.wallet_balance``: bought and earned credits) and the roles, one
-    more per kind of pending item the user can act on."""
+    ``marketplace.selectors.wallet_balance``: bought and earned credits), the roles and the
+    training requests waiting on a data owner; staff pay one more per kind of pending item."""
     if not isinstance(user, User):
         return SiteHeader()
     credits = (
@@ -58,23 +58,26 @@ def site_header_for(user: User | AnonymousUser) -> SiteHeader:
         .annotate(total=Sum("balance"))
         .values("total")
     )
+    inbox = approval_inbox(owner=user).select_related(None).order_by()
+    approvals = inbox.annotate(n=Func(F("pk"), function="COUNT")).values("n")
     row = (
         User.objects.filter(pk=user.pk)
         .annotate(
             credits=Coalesce(Subquery(credits), 0),
+            approvals=Subquery(approvals, output_field=IntegerField()),
             creator=Exists(Model.objects.filter(owner_id=OuterRef("pk"))),
             node=Exists(Node.objects.filter(owner_id=OuterRef("pk"))),
             private=Exists(
                 Dataset.objects.filter(owner_id=OuterRef("pk"), kind=DatasetKind.PRIVATE)
             ),
         )
-        .values("credits", "creator", "node", "private")
+        .values("credits", "approvals", "creator", "node", "private")
         .get()
     )
     is_data_owner = bool(row["node"] or row["private"])
     pending: list[Pending] = []
     if is_data_owner:
-        approvals = approval_inbox(owner=user).count()
+        approvals = int(row["approvals"] or 0)
         if approvals:
             label = "training request" if approvals == 1 else "training requests"
             pending.append(Pending(approvals, label, reverse("training:dashboard") + "#inbox-h"))

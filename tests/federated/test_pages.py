@@ -22,8 +22,9 @@ pytestmark = pytest.mark.usefixtures("ledger_checked", "fast_passwords")
 State = FederatedJob.State
 # session, user, then the page's own: job, datasets, rounds, events, escrow
 JOB_PAGE_QUERIES = 8  # 7 for the job and its rounds, 1 for the header (balance, roles)
-# session, user, nodes (+ their datasets), datasets, spends, budgets, earnings, inbox
-DASHBOARD_QUERIES = 9
+# session, user, nodes (+ their datasets), datasets, spends, budgets, earnings, inbox, and 1
+# for the header (balance, roles, the owner's pending training requests)
+DASHBOARD_QUERIES = 10
 
 
 @pytest.fixture(autouse=True)
