@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -75,9 +76,8 @@ def owner0_dataset(work: Path, *, seed: int, canaries: int, owner_images: int) -
     return data
 
 
-def _eps_accounted(audit: dict[str, object], federation: str, name: str) -> float | None:
-    results = audit.get(federation, {}).get("results", {})  # type: ignore[union-attr]
-    row = results.get(name)
+def _eps_accounted(audit: dict[str, Any], federation: str, name: str) -> float | None:
+    row = audit.get(federation, {}).get("results", {}).get(name)
     return None if row is None else row.get("epsilon_accounted")
 
 
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
                 )
                 matched = Path(result.matched).name
                 caption = captions.get(matched, "")
-                row = {
+                row: dict[str, object] = {
                     "variant": name,
                     "federation": federation,
                     "epsilon_accounted": _eps_accounted(audit, federation, name),
