@@ -158,8 +158,13 @@ def test_the_config_round_trips_through_a_dict() -> None:
 def test_inconsistent_configs_are_refused() -> None:
     with pytest.raises(ConfigError):
         TrainConfig(resolution=30)
+    # several noise draws under DP need opacus's hooks mode: an explicit ew is refused, while
+    # the default 'auto' picks hooks for them
+    ew = dataclasses.replace(MODERATE_DP, grad_sample_mode="ew")
     with pytest.raises(ConfigError, match="hooks"):
-        dataclasses.replace(LEARNING_CONFIG, dp=MODERATE_DP, noise_draws=2)
+        dataclasses.replace(LEARNING_CONFIG, dp=ew, noise_draws=2)
+    assert MODERATE_DP.grad_sample_mode == "auto"
+    dataclasses.replace(LEARNING_CONFIG, dp=MODERATE_DP, noise_draws=2)
 
 
 def test_sample_grid_writes_one_cell_per_prompt_and_seed(
