@@ -59,12 +59,12 @@ def site_header_for(user: User | AnonymousUser) -> SiteHeader:
         .values("total")
     )
     inbox = approval_inbox(owner=user).select_related(None).order_by()
-    approvals = inbox.annotate(n=Func(F("pk"), function="COUNT")).values("n")
+    inbox_count = inbox.annotate(n=Func(F("pk"), function="COUNT")).values("n")
     row = (
         User.objects.filter(pk=user.pk)
         .annotate(
             credits=Coalesce(Subquery(credits), 0),
-            approvals=Subquery(approvals, output_field=IntegerField()),
+            approvals=Subquery(inbox_count, output_field=IntegerField()),
             creator=Exists(Model.objects.filter(owner_id=OuterRef("pk"))),
             node=Exists(Node.objects.filter(owner_id=OuterRef("pk"))),
             private=Exists(
