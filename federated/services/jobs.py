@@ -206,6 +206,23 @@ def _lock(job: FederatedJob) -> FederatedJob:
     )
 
 
+def lock_for_finish(job: FederatedJob) -> FederatedJob:
+    """The job locked to finish it (publish, withhold): a finished job comes back as it is (the
+    caller returns it unchanged); one that never ran is a 409."""
+    locked = _lock(job)
+    if not locked.is_terminal and locked.state not in (
+        State.QUEUED,
+        State.RUNNING,
+        State.PUBLISHING,
+    ):
+        raise ConflictError(
+            f"The job is {locked.state}; it never ran.",
+            code="bad_state",
+            details={"state": locked.state},
+        )
+    return locked
+
+
 @transaction.atomic
 def job_create(*, trainer: User, spec: JobSpec) -> FederatedJob:
     """A draft job, after every check (400 naming the first problem and listing all)."""
@@ -630,15 +647,9 @@ def job_complete(*, job: FederatedJob, out_dir: Path) -> FederatedJob:
     refund the rest. A finished job is returned unchanged (a second call publishes and pays
     nothing). Output that cannot be published fails the job (paying what was earned)."""
     with transaction.atomic():
-        locked = _lock(job)
+        locked = lock_for_finish(job)
         if locked.is_terminal:
             return locked
-        if locked.state not in (State.QUEUED, State.RUNNING, State.PUBLISHING):
-            raise ConflictError(
-                f"The job is {locked.state}; it never ran.",
-                code="bad_state",
-                details={"state": locked.state},
-            )
         if locked.state != State.PUBLISHING:
             locked.state = State.PUBLISHING
             locked.out_dir = str(out_dir)

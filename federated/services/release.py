@@ -27,10 +27,9 @@ from typing import Any
 
 from django.db import transaction
 
-from core.errors import ConflictError
 from federated.engine.flower.settings import HEX64
 from federated.models import FederatedJob, JobDataset
-from federated.services.jobs import _finish, _lock
+from federated.services.jobs import _finish, lock_for_finish
 
 __all__ = ["job_withhold", "run_release_withheld"]
 
@@ -71,15 +70,9 @@ def job_withhold(*, job: FederatedJob, out_dir: Path, report: Mapping[str, Any])
     the others are paid for their rounds, the rest is refunded. A finished job is returned
     unchanged (a second call pays nothing)."""
     with transaction.atomic():
-        locked = _lock(job)
+        locked = lock_for_finish(job)
         if locked.is_terminal:
             return locked
-        if locked.state not in (State.QUEUED, State.RUNNING, State.PUBLISHING):
-            raise ConflictError(
-                f"The job is {locked.state}; it never ran.",
-                code="bad_state",
-                details={"state": locked.state},
-            )
         raw = report.get("vetoed-datasets", [])
         vetoed = {str(h) for h in raw if HEX64.match(str(h))} if isinstance(raw, list) else set()
         JobDataset.objects.filter(job=locked, manifest_hash__in=vetoed).update(release_vetoed=True)

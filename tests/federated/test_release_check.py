@@ -192,6 +192,28 @@ def test_a_vetoed_run_ends_withheld_unpublished_and_the_vetoing_dataset_earns_no
 
 
 @pytest.mark.django_db
+def test_a_job_that_never_ran_can_be_neither_withheld_nor_published(
+    fed: Any, tmp_path: Path
+) -> None:
+    from core.errors import ConflictError
+    from federated.services.jobs import job_complete, job_create
+
+    trainer = fed.user("trainer", credits=1_000)
+    base = fed.base_version(fed.user("creator"))
+    draft = job_create(trainer=trainer, spec=fed.spec(base, [fed.dataset(fed.user("o"))]))
+    for finish in (job_withhold, job_complete):
+        kwargs: dict[str, Any] = {"job": draft, "out_dir": tmp_path}
+        if finish is job_withhold:
+            kwargs["report"] = {"vetoed-datasets": []}
+        with pytest.raises(ConflictError) as refused:
+            finish(**kwargs)
+        assert refused.value.code == "bad_state"
+    draft.refresh_from_db()
+    assert draft.state == State.DRAFT and draft.release_check in (None, {})
+    assert wallet_balance(user=trainer) == 1_000
+
+
+@pytest.mark.django_db
 def test_a_hostile_report_cannot_make_another_jobs_dataset_forfeit_or_break_the_counts(
     two_owners: Any, tmp_path: Path
 ) -> None:
