@@ -7,6 +7,12 @@ encoder once. Training then runs only the UNet. The cache is one safetensors fil
 (dataset manifest hash, base model fingerprint, resolution, family): a new dataset content, a
 different model or a different resolution is a different file.
 
+SDXL adds two conditionings per example: the pooled embedding of its second text encoder
+(``text_embeds``) and its size ids (``time_ids``: original height and width, crop top and
+left, target height and width, as diffusers' SDXL training script computes them). Both are
+cached with the hidden states of the two encoders (concatenated); :func:`unet_kwargs` turns
+the cached tensors of a batch into the UNet's keyword arguments, for every family.
+
 The cache is derived from private data: it stays in the node's cache folder.
 """
 
@@ -22,8 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from PIL import Image
 
-from federated.engine.dataset import DatasetScan, load_pixels
+from federated.engine.dataset import DatasetScan, Example, load_pixels
 from sdcore.loading import write_safetensors
 
 if TYPE_CHECKING:
@@ -32,13 +39,17 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "ADDED_COND_KEYS",
     "CONDITIONING",
+    "FamilyConditioning",
+    "ImageGeometry",
     "LatentCache",
     "build_latent_cache",
     "cache_key",
     "encode_captions",
     "model_fingerprint",
     "remember_fingerprint",
+    "unet_kwargs",
 ]
 
 CACHE_FORMAT = "atelier.latent-cache/1"
@@ -126,22 +137,104 @@ def _encode_sd_text(pipe: StableDiffusionPipeline, captions: list[str]) -> dict[
     return {"encoder_hidden_states": hidden}
 
 
-# Family -> caption encoder. The UNet is called as unet(noisy, t, **conditioning): SD 1.x/2.x
-# need encoder_hidden_states; an SDXL entry would add text_embeds and time_ids here.
-CONDITIONING: dict[str, Callable[[StableDiffusionPipeline, list[str]], dict[str, torch.Tensor]]] = {
-    "sd1": _encode_sd_text,
-    "sd2": _encode_sd_text,
+def _encode_sdxl_text(
+    pipe: StableDiffusionPipeline, captions: list[str]
+) -> dict[str, torch.Tensor]:
+    """Both encoders' penultimate hidden states, concatenated; the second one's pooled output.
+
+    What ``StableDiffusionXLPipeline.encode_prompt`` and diffusers' SDXL training script do.
+    """
+    hidden: list[torch.Tensor] = []
+    pooled: torch.Tensor | None = None
+    encoders = [
+        (pipe.tokenizer, pipe.text_encoder),
+        (pipe.tokenizer_2, pipe.text_encoder_2),  # an SDXL pipeline
+    ]
+    for tokenizer, encoder in encoders:
+        ids = tokenizer(
+            captions,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(encoder.device)
+        out = encoder(ids, output_hidden_states=True)
+        pooled = out[0]  # the last encoder's (CLIPTextModelWithProjection: text_embeds)
+        hidden.append(out.hidden_states[-2])
+    assert pooled is not None
+    return {"encoder_hidden_states": torch.cat(hidden, dim=-1), "text_embeds": pooled}
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """How an example became the training image: SDXL's size conditioning (pixels, (h, w))."""
+
+    original: tuple[int, int]
+    crop_top_left: tuple[int, int]
+    target: tuple[int, int]
+
+    def time_ids(self) -> list[int]:
+        """``[orig_h, orig_w, crop_top, crop_left, target_h, target_w]``, the SDXL order."""
+        return [*self.original, *self.crop_top_left, *self.target]
+
+    @classmethod
+    def center_crop(cls, example: Example, resolution: int) -> ImageGeometry:
+        """The geometry of :func:`~federated.engine.dataset.load_pixels`: the shorter side
+        resized to ``resolution``, then centre-cropped to a square."""
+        width, height = example.width, example.height
+        with Image.open(example.path) as image:
+            if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF turns it 90 degrees
+                width, height = height, width
+        scale = resolution / min(width, height)
+        resized_w = max(resolution, round(width * scale))
+        resized_h = max(resolution, round(height * scale))
+        return cls(
+            original=(height, width),
+            crop_top_left=((resized_h - resolution) // 2, (resized_w - resolution) // 2),
+            target=(resolution, resolution),
+        )
+
+
+@dataclass(frozen=True)
+class FamilyConditioning:
+    """What a family's UNet is conditioned on, besides the noisy latents and the timestep."""
+
+    encode: Callable[[StableDiffusionPipeline, list[str]], dict[str, torch.Tensor]]
+    # SDXL: per-example size ids (``time_ids``, from :class:`ImageGeometry`)
+    size_ids: bool = False
+
+
+# Family -> its conditioning. Cached tensor names: ``encoder_hidden_states`` (every family),
+# ``text_embeds`` and ``time_ids`` (SDXL's ``added_cond_kwargs``, see :func:`unet_kwargs`).
+CONDITIONING: dict[str, FamilyConditioning] = {
+    "sd1": FamilyConditioning(_encode_sd_text),
+    "sd2": FamilyConditioning(_encode_sd_text),
+    "sdxl": FamilyConditioning(_encode_sdxl_text, size_ids=True),
 }
+ADDED_COND_KEYS = ("text_embeds", "time_ids")
+
+
+def unet_kwargs(conditioning: Mapping[str, torch.Tensor]) -> dict[str, object]:
+    """The UNet's keyword arguments from one batch of cached conditioning tensors.
+
+    ``unet(noisy, t, **unet_kwargs(cache.conditioning_for(indices)))`` for every family:
+    SDXL's pooled embeddings and size ids go in ``added_cond_kwargs``.
+    """
+    kwargs: dict[str, object] = {k: v for k, v in conditioning.items() if k not in ADDED_COND_KEYS}
+    added = {k: conditioning[k] for k in ADDED_COND_KEYS if k in conditioning}
+    if added:
+        kwargs["added_cond_kwargs"] = added
+    return kwargs
 
 
 def encode_captions(
     pipe: StableDiffusionPipeline, captions: list[str], *, family: str = "sd1"
 ) -> dict[str, torch.Tensor]:
-    """Conditioning tensors for ``captions`` (no gradient)."""
+    """Caption conditioning tensors for ``captions`` (no gradient)."""
     if family not in CONDITIONING:
         raise NotImplementedError(f"training is not implemented for the {family} family yet")
     with torch.no_grad():
-        return CONDITIONING[family](pipe, captions)
+        return CONDITIONING[family].encode(pipe, captions)
 
 
 @dataclass
@@ -245,6 +338,11 @@ def build_latent_cache(
                 pipe, [e.caption for e in chunk], family=family
             ).items():
                 conditioning.setdefault(name, []).append(tensor.float().cpu())
+            if CONDITIONING[family].size_ids:
+                ids = [ImageGeometry.center_crop(e, resolution).time_ids() for e in chunk]
+                conditioning.setdefault("time_ids", []).append(
+                    torch.tensor(ids, dtype=torch.float32)
+                )
     cache = LatentCache(
         key=key,
         latent_mean=torch.cat(means),

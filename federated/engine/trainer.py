@@ -40,7 +40,7 @@ from federated.engine.adapter import (
     get_adapter_arrays,
     set_adapter_arrays,
 )
-from federated.engine.cache import LatentCache, build_latent_cache, model_fingerprint
+from federated.engine.cache import LatentCache, build_latent_cache, model_fingerprint, unet_kwargs
 from federated.engine.dataset import DatasetScan, read_dataset
 from federated.engine.dp import (
     AccountantState,
@@ -55,7 +55,7 @@ from federated.engine.dp import (
 )
 from federated.engine.errors import AdapterCheckError, BudgetExceededError, ConfigError
 from federated.engine.ledger import PrivacyLedger
-from sdcore.loading import FAMILIES, detect_family, load_pipeline
+from sdcore.loading import detect_family, load_pipeline
 
 if TYPE_CHECKING:
     from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
@@ -210,6 +210,8 @@ def load_base(
         pipe = load_pipeline(base_model, dtype=dtype, device=device)
         pipe.vae.requires_grad_(False)
         pipe.text_encoder.requires_grad_(False)
+        if getattr(pipe, "text_encoder_2", None) is not None:  # SDXL
+            pipe.text_encoder_2.requires_grad_(False)
         pipe.unet.requires_grad_(False)
         _BASE_MEMO.clear()  # one base model per process is enough; free the previous one
         _BASE_MEMO[key] = LoadedBase(
@@ -241,14 +243,19 @@ def denoising_loss(
     noise: torch.Tensor,
     criterion: torch.nn.Module,
 ) -> torch.Tensor:
-    """The diffusion training loss: predict the noise (or velocity) added at ``timesteps``."""
+    """The diffusion training loss: predict the noise (or velocity) added at ``timesteps``.
+
+    ``conditioning``: one batch of the cache's tensors (``LatentCache.conditioning_for``);
+    :func:`~federated.engine.cache.unet_kwargs` passes them as the family's UNet expects
+    (SDXL: pooled embeddings and size ids in ``added_cond_kwargs``).
+    """
     noisy = noise_scheduler.add_noise(latents, noise, timesteps)  # type: ignore[attr-defined]
     prediction_type = noise_scheduler.config.prediction_type  # type: ignore[attr-defined]
     if prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(latents, noise, timesteps)  # type: ignore[attr-defined]
     else:
         target = noise
-    prediction = unet(noisy, timesteps, **conditioning).sample
+    prediction = unet(noisy, timesteps, **unet_kwargs(conditioning)).sample
     return criterion(prediction, target)
 
 
@@ -395,7 +402,7 @@ def _check_adapter(
         conditioning = {
             k: v.to(device, latents.dtype) for k, v in cache.conditioning_for(index).items()
         }
-        out = unet(latents, torch.tensor([500], device=device), **conditioning).sample
+        out = unet(latents, torch.tensor([500], device=device), **unet_kwargs(conditioning)).sample
     if not torch.isfinite(out).all():
         raise AdapterCheckError("the UNet with the trained adapter produces non-finite outputs")
 
@@ -499,8 +506,6 @@ def train_round(
     device, dtype = _device_and_dtype(config)
     cache_dir = Path(cache_dir)
     base = load_base(Path(base_model), device=device, dtype=dtype, cache_dir=cache_dir)
-    if FAMILIES[base.family].needs_added_cond:
-        raise ConfigError(f"training is not implemented for the {base.family} family yet")
     cache = build_latent_cache(
         base.pipe,
         scan,
