@@ -2,19 +2,23 @@
 
 ``load_pipeline`` takes either a diffusers folder (``model_index.json``) or a single-file
 original checkpoint (``.safetensors``: ``model.diffusion_model.*``, ``first_stage_model.*``,
-``cond_stage_model.*`` keys) and never reaches the network (``local_files_only=True``).
+``cond_stage_model.*`` keys for SD 1.x; ``conditioner.embedders.0.transformer.*`` (CLIP) and
+``conditioner.embedders.1.model.*`` (OpenCLIP) for SDXL) and never reaches the network
+(``local_files_only=True``).
 
 For a single file, diffusers' ``from_single_file`` needs a diffusers config folder. Unless the
 caller gives one (``config=``), it is written to a temporary folder from what the file says:
 the architecture comes from the tensor shapes (widths, depths, attention levels, text-encoder
 size), the resolution from ``modelspec.resolution`` metadata, everything else from the
-family's defaults. That works for every SD 1.x checkpoint with a CLIP ViT-L text encoder
-(given the CLIP tokenizer, see :func:`load_pipeline`) and for the tiny model, whose offline
-tokenizer is recognised by its vocabulary size.
+family's defaults. That works for every SD 1.x checkpoint with a CLIP ViT-L text encoder and
+every SDXL base checkpoint (given the CLIP tokenizer, see :func:`load_pipeline`) and for the
+tiny models (:mod:`sdcore.tiny`, :mod:`sdcore.tiny_xl`), whose offline tokenizer is recognised
+by its vocabulary size. For SDXL the shapes also give the transformer depth per level, both
+text encoders, the pooled-embedding width and the time-id embedding width.
 
 Families (``sd1``, ``sd2``, ``sdxl``) live in a small registry, :data:`FAMILIES`, with the
 pipeline class and defaults, so another family plugs in with one entry; single-file config
-inference is implemented for ``sd1``, the others need ``config=``.
+inference is implemented for ``sd1`` and ``sdxl``; ``sd2`` needs ``config=``.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FAMILIES",
     "SD1_SCHEDULER_CONFIG",
+    "SDXL_SCHEDULER_CONFIG",
     "ModelFamily",
     "ModelLoadError",
     "UnsupportedModelError",
@@ -49,6 +54,7 @@ __all__ = [
     "detect_family_from_keys",
     "diffusers_to_original_state_dict",
     "infer_sd1_configs",
+    "infer_sdxl_configs",
     "load_pipeline",
     "read_single_file_header",
     "save_original_single_file",
@@ -61,6 +67,8 @@ VAE_PREFIX = "first_stage_model."
 CLIP_PREFIX = "cond_stage_model.transformer."
 OPEN_CLIP_PREFIX = "cond_stage_model.model."
 SDXL_PREFIX = "conditioner.embedders."
+SDXL_CLIP_PREFIX = "conditioner.embedders.0.transformer."
+SDXL_OPEN_CLIP_PREFIX = "conditioner.embedders.1.model."
 CLIP_VIT_L_VOCAB = 49408
 CLIP_TOKENIZER_REPO = "openai/clip-vit-large-patch14"
 
@@ -73,6 +81,13 @@ SD1_SCHEDULER_CONFIG: dict[str, object] = {
     "prediction_type": "epsilon",
     "steps_offset": 1,
     "timestep_spacing": "leading",
+}
+
+# SDXL 1.0 base ships the same Euler schedule (scaled linear betas, leading spacing).
+SDXL_SCHEDULER_CONFIG: dict[str, object] = {
+    **SD1_SCHEDULER_CONFIG,
+    "interpolation_type": "linear",
+    "use_karras_sigmas": False,
 }
 
 
@@ -136,6 +151,7 @@ FAMILIES: dict[str, ModelFamily] = {
         cross_attention_dim=2048,
         attention_head_dim=(5, 10, 20),
         needs_added_cond=True,
+        single_file_inference=True,
     ),
 }
 
@@ -229,6 +245,30 @@ def _clip_heads(hidden: int) -> int:
     return hidden // 64 if hidden >= 64 else max(1, hidden // 8)
 
 
+def _infer_vae_config(
+    s: Mapping[str, tuple[int, ...]], resolution: int, *, scaling_factor: float
+) -> dict[str, object]:
+    """The KL autoencoder's diffusers config from ``first_stage_model.*`` shapes (SD 1.x, SDXL)."""
+    v = VAE_PREFIX
+    vae_levels = _indices(s, re.escape(v) + r"encoder\.down\.(\d+)\.")
+    vae_layers = len(_indices(s, re.escape(v) + r"encoder\.down\.0\.block\.(\d+)\."))
+    return {
+        "_class_name": "AutoencoderKL",
+        "sample_size": resolution,
+        "in_channels": s[f"{v}encoder.conv_in.weight"][1],
+        "out_channels": s[f"{v}decoder.conv_out.weight"][0],
+        "latent_channels": s[f"{v}quant_conv.weight"][0] // 2,
+        "layers_per_block": vae_layers,
+        "block_out_channels": [
+            s[f"{v}encoder.down.{i}.block.0.conv1.weight"][0] for i in vae_levels
+        ],
+        "down_block_types": ["DownEncoderBlock2D"] * len(vae_levels),
+        "up_block_types": ["UpDecoderBlock2D"] * len(vae_levels),
+        "norm_num_groups": 32,
+        "scaling_factor": scaling_factor,
+    }
+
+
 def infer_sd1_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]:
     """Diffusers configs of an SD 1.x single file, from its tensor shapes and metadata."""
     s = header.shapes
@@ -265,24 +305,7 @@ def infer_sd1_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]:
             "norm_num_groups": 32,
         }
 
-        v = VAE_PREFIX
-        vae_levels = _indices(s, re.escape(v) + r"encoder\.down\.(\d+)\.")
-        vae_layers = len(_indices(s, re.escape(v) + r"encoder\.down\.0\.block\.(\d+)\."))
-        vae = {
-            "_class_name": "AutoencoderKL",
-            "sample_size": resolution,
-            "in_channels": s[f"{v}encoder.conv_in.weight"][1],
-            "out_channels": s[f"{v}decoder.conv_out.weight"][0],
-            "latent_channels": s[f"{v}quant_conv.weight"][0] // 2,
-            "layers_per_block": vae_layers,
-            "block_out_channels": [
-                s[f"{v}encoder.down.{i}.block.0.conv1.weight"][0] for i in vae_levels
-            ],
-            "down_block_types": ["DownEncoderBlock2D"] * len(vae_levels),
-            "up_block_types": ["UpDecoderBlock2D"] * len(vae_levels),
-            "norm_num_groups": 32,
-            "scaling_factor": 0.18215,
-        }
+        vae = _infer_vae_config(s, resolution, scaling_factor=0.18215)
 
         t = CLIP_PREFIX + "text_model."
         vocab, hidden = s[f"{t}embeddings.token_embedding.weight"]
@@ -308,12 +331,140 @@ def infer_sd1_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]:
     return {"unet": unet, "vae": vae, "text_encoder": text, "scheduler": SD1_SCHEDULER_CONFIG}
 
 
+def _unet_heads(channels: int) -> int:
+    """SDXL's heads are 64 wide (320 -> 5, 640 -> 10, 1280 -> 20); toy widths 8 wide."""
+    return _clip_heads(channels)
+
+
+def infer_sdxl_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]:
+    """Diffusers configs of an SDXL (SGM layout) single file, from its tensor shapes.
+
+    Inferred: UNet widths, layers per level, which levels have attention and how many
+    transformer blocks each has, cross-attention width, heads (64 wide), linear projections,
+    the added text-time embedding (pooled width from ``text_projection``, the time-id
+    embedding width from ``label_emb``); both text encoders' widths, depths and MLP sizes; the
+    autoencoder. The resolution comes from ``modelspec.resolution`` (default 1024).
+    """
+    s = header.shapes
+    family = FAMILIES["sdxl"]
+    u = UNET_PREFIX
+    try:
+        input_ids = _indices(s, re.escape(u) + r"input_blocks\.(\d+)\.")
+        downsample_ids = [i for i in input_ids if f"{u}input_blocks.{i}.0.op.weight" in s]
+        layers_per_block = (downsample_ids[0] - 1) if downsample_ids else len(input_ids) - 1
+        n_levels = len(downsample_ids) + 1
+        block_out: list[int] = []
+        down_types: list[str] = []
+        depths: list[int] = []
+        for level in range(n_levels):
+            first = 1 + level * (layers_per_block + 1)
+            block_out.append(s[f"{u}input_blocks.{first}.0.in_layers.2.weight"][0])
+            attn = f"{u}input_blocks.{first}.1."
+            has_attn = f"{attn}proj_in.weight" in s
+            down_types.append("CrossAttnDownBlock2D" if has_attn else "DownBlock2D")
+            pattern = re.escape(attn) + r"transformer_blocks\.(\d+)\."
+            depths.append(len(_indices(s, pattern)) if has_attn else 1)
+        mid_depth = len(
+            _indices(s, re.escape(f"{u}middle_block.1.") + r"transformer_blocks\.(\d+)\.")
+        )
+        if mid_depth and mid_depth != depths[-1]:
+            raise UnsupportedModelError(
+                f"the middle block has {mid_depth} transformer blocks but the deepest level "
+                f"{depths[-1]}: a UNet layout diffusers cannot express"
+            )
+        up_types = [t.replace("Down", "Up") for t in reversed(down_types)]
+        proj_in = s[f"{u}middle_block.1.proj_in.weight"]
+        cross_dim = s[f"{u}middle_block.1.transformer_blocks.0.attn2.to_k.weight"][1]
+        added_in = s[f"{u}label_emb.0.0.weight"][1]
+        o = SDXL_OPEN_CLIP_PREFIX
+        pooled = s[f"{o}text_projection"][1]
+        if (added_in - pooled) <= 0 or (added_in - pooled) % 6:
+            raise UnsupportedModelError(
+                f"the added embedding takes {added_in} inputs, which is not the pooled width "
+                f"{pooled} plus six time ids: not an SDXL base UNet"
+            )
+        resolution = _resolution(header.metadata, family)
+        unet = {
+            "_class_name": "UNet2DConditionModel",
+            "sample_size": resolution // 8,
+            "in_channels": s[f"{u}input_blocks.0.0.weight"][1],
+            "out_channels": s[f"{u}out.2.weight"][0],
+            "layers_per_block": layers_per_block,
+            "block_out_channels": block_out,
+            "down_block_types": down_types,
+            "up_block_types": up_types,
+            "transformer_layers_per_block": depths,
+            "cross_attention_dim": cross_dim,
+            "attention_head_dim": [_unet_heads(ch) for ch in block_out],
+            "use_linear_projection": len(proj_in) == 2,
+            "addition_embed_type": "text_time",
+            "addition_time_embed_dim": (added_in - pooled) // 6,
+            "projection_class_embeddings_input_dim": added_in,
+            "norm_num_groups": 32,
+        }
+
+        vae = _infer_vae_config(s, resolution, scaling_factor=0.13025) | {"force_upcast": True}
+
+        t = SDXL_CLIP_PREFIX + "text_model."
+        vocab, hidden = s[f"{t}embeddings.token_embedding.weight"]
+        text = {
+            "architectures": ["CLIPTextModel"],
+            "model_type": "clip_text_model",
+            "vocab_size": vocab,
+            "hidden_size": hidden,
+            "intermediate_size": s[f"{t}encoder.layers.0.mlp.fc1.weight"][0],
+            "num_hidden_layers": len(_indices(s, re.escape(t) + r"encoder\.layers\.(\d+)\.")),
+            "num_attention_heads": _clip_heads(hidden),
+            "max_position_embeddings": s[f"{t}embeddings.position_embedding.weight"][0],
+            "hidden_act": "quick_gelu",
+            "projection_dim": hidden,
+            "bos_token_id": vocab - 2,
+            "eos_token_id": vocab - 1,
+            "pad_token_id": vocab - 1,
+        }
+        vocab_2, hidden_2 = s[f"{o}token_embedding.weight"]
+        text_2 = {
+            "architectures": ["CLIPTextModelWithProjection"],
+            "model_type": "clip_text_model",
+            "vocab_size": vocab_2,
+            "hidden_size": hidden_2,
+            "intermediate_size": s[f"{o}transformer.resblocks.0.mlp.c_fc.weight"][0],
+            "num_hidden_layers": len(
+                _indices(s, re.escape(o) + r"transformer\.resblocks\.(\d+)\.")
+            ),
+            "num_attention_heads": _clip_heads(hidden_2),
+            "max_position_embeddings": s[f"{o}positional_embedding"][0],
+            "hidden_act": "gelu",
+            "projection_dim": pooled,
+            "bos_token_id": vocab_2 - 2,
+            "eos_token_id": vocab_2 - 1,
+            "pad_token_id": vocab_2 - 1,
+        }
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UnsupportedModelError(
+            f"an SDXL checkpoint is missing the tensor {exc}; it may be damaged, pruned or a "
+            "refiner (only SDXL base layouts are loaded)"
+        ) from exc
+    if hidden == hidden_2:
+        raise UnsupportedModelError(
+            f"both SDXL text encoders are {hidden} wide; diffusers tells them apart by width"
+        )
+    return {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": text,
+        "text_encoder_2": text_2,
+        "scheduler": SDXL_SCHEDULER_CONFIG,
+    }
+
+
 def _write_config_folder(
     folder: Path,
     configs: Mapping[str, Mapping[str, object]],
     *,
     vocab_size: int,
     tokenizer_dir: Path | None,
+    family: str = "sd1",
 ) -> None:
     """Write a diffusers config folder (no weights) for ``from_single_file(config=...)``."""
     from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
@@ -333,6 +484,20 @@ def _write_config_folder(
         "unet": ["diffusers", "UNet2DConditionModel"],
         "vae": ["diffusers", "AutoencoderKL"],
     }
+    if family == "sdxl":
+        index = {
+            "_class_name": "StableDiffusionXLPipeline",
+            "feature_extractor": [None, None],
+            "force_zeros_for_empty_prompt": True,
+            "image_encoder": [None, None],
+            "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+            "text_encoder": ["transformers", "CLIPTextModel"],
+            "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+            "tokenizer": ["transformers", "CLIPTokenizer"],
+            "tokenizer_2": ["transformers", "CLIPTokenizer"],
+            "unet": ["diffusers", "UNet2DConditionModel"],
+            "vae": ["diffusers", "AutoencoderKL"],
+        }
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "model_index.json").write_text(json.dumps(index, indent=2), encoding="utf-8")
     for name in ("unet", "vae"):
@@ -341,6 +506,9 @@ def _write_config_folder(
     text_config = {k: v for k, v in configs["text_encoder"].items() if k != "model_type"}
     text_encoder_config = CLIPTextConfig(**text_config)  # type: ignore[arg-type]  # kwargs dict
     text_encoder_config.save_pretrained(str(folder / "text_encoder"))
+    if "text_encoder_2" in configs:
+        text_2 = {k: v for k, v in configs["text_encoder_2"].items() if k != "model_type"}
+        CLIPTextConfig(**text_2).save_pretrained(str(folder / "text_encoder_2"))  # type: ignore[arg-type]
     EulerDiscreteScheduler(**configs["scheduler"]).save_pretrained(str(folder / "scheduler"))
 
     if tokenizer_dir is not None:
@@ -362,6 +530,13 @@ def _write_config_folder(
             f"the tokenizer has {len(tokenizer)} tokens but the text encoder {vocab_size}"
         )
     tokenizer.save_pretrained(str(folder / "tokenizer"))
+    if "text_encoder_2" in configs:
+        # SDXL's second tokenizer is the same BPE vocabulary; OpenCLIP ViT-bigG pads with "!"
+        # (as stabilityai/stable-diffusion-xl-base-1.0's tokenizer_2 does), the tiny model with
+        # the end token.
+        if vocab_size == CLIP_VIT_L_VOCAB and tokenizer_dir is None:
+            tokenizer.pad_token = "!"
+        tokenizer.save_pretrained(str(folder / "tokenizer_2"))
 
 
 # --------------------------------------------------------------------------------------
@@ -410,11 +585,16 @@ def load_pipeline(
             )
         else:
             header = read_single_file_header(path)
-            configs = infer_sd1_configs(header)
+            infer = infer_sdxl_configs if family.key == "sdxl" else infer_sd1_configs
+            configs = infer(header)
             vocab = int(configs["text_encoder"]["vocab_size"])  # type: ignore[call-overload]
             with tempfile.TemporaryDirectory(prefix="atelier-sdconfig-") as tmp:
                 _write_config_folder(
-                    Path(tmp), configs, vocab_size=vocab, tokenizer_dir=tokenizer_dir
+                    Path(tmp),
+                    configs,
+                    vocab_size=vocab,
+                    tokenizer_dir=tokenizer_dir,
+                    family=family.key,
                 )
                 pipe = _from_single_file(pipeline_cls, path, Path(tmp), common)
     if torch.device(device) != torch.device("cpu"):
@@ -444,6 +624,8 @@ def _from_single_file(
 
 _UNET_TOP = {
     "time_embedding.linear_1.": "time_embed.0.",
+    "add_embedding.linear_1.": "label_emb.0.0.",
+    "add_embedding.linear_2.": "label_emb.0.2.",
     "time_embedding.linear_2.": "time_embed.2.",
     "conv_in.": "input_blocks.0.0.",
     "conv_norm_out.": "out.0.",
@@ -514,7 +696,7 @@ def _unet_to_original(
             continue
         found = _rename(key, blocks)
         if found is None:
-            raise UnsupportedModelError(f"unet tensor {key} has no SD 1.x original name")
+            raise UnsupportedModelError(f"unet tensor {key} has no original (LDM) name")
         prefix, rest = found
         if ".resnets." in key.split(rest)[0] or key.startswith("mid_block.resnets"):
             inner = _rename(rest, _UNET_RESNET)
@@ -558,32 +740,95 @@ def _vae_to_original(
     return out
 
 
-def diffusers_to_original_state_dict(pipe: StableDiffusionPipeline) -> dict[str, torch.Tensor]:
-    """The pipeline's weights under original SD 1.x single-file names."""
-    text_state = pipe.text_encoder.state_dict()
-    text: dict[str, torch.Tensor] = {}
-    for key, tensor in text_state.items():
+def _open_clip_to_original(
+    state: Mapping[str, torch.Tensor], prefix: str
+) -> dict[str, torch.Tensor]:
+    """A ``CLIPTextModelWithProjection`` state dict under OpenCLIP names (SDXL's second encoder).
+
+    Separate q/k/v projections become one ``in_proj`` (q, k, v stacked); ``text_projection`` is
+    stored transposed (``hidden x projection``), as OpenCLIP multiplies ``x @ proj``.
+    """
+    out: dict[str, torch.Tensor] = {}
+    qkv: dict[tuple[int, str], dict[str, torch.Tensor]] = {}
+    layer_re = re.compile(r"(?:text_model\.)?encoder\.layers\.(\d+)\.(.+)")
+    for key, tensor in state.items():
+        if key == "text_projection.weight":
+            out[prefix + "text_projection"] = tensor.T.contiguous()
+            continue
+        name = key.removeprefix("text_model.")
+        if name == "embeddings.token_embedding.weight":
+            out[prefix + "token_embedding.weight"] = tensor
+        elif name == "embeddings.position_embedding.weight":
+            out[prefix + "positional_embedding"] = tensor
+        elif name.startswith("final_layer_norm."):
+            out[prefix + "ln_final." + name.removeprefix("final_layer_norm.")] = tensor
+        elif (m := layer_re.fullmatch(name)) is not None:
+            layer, rest = int(m.group(1)), m.group(2)
+            block = f"{prefix}transformer.resblocks.{layer}."
+            if (q := re.fullmatch(r"self_attn\.([qkv])_proj\.(weight|bias)", rest)) is not None:
+                qkv.setdefault((layer, q.group(2)), {})[q.group(1)] = tensor
+                continue
+            rest = (
+                rest.replace("self_attn.out_proj.", "attn.out_proj.")
+                .replace("layer_norm1.", "ln_1.")
+                .replace("layer_norm2.", "ln_2.")
+                .replace("mlp.fc1.", "mlp.c_fc.")
+                .replace("mlp.fc2.", "mlp.c_proj.")
+            )
+            out[block + rest] = tensor
+        else:
+            raise UnsupportedModelError(f"text_encoder_2 tensor {key} has no OpenCLIP name")
+    for (layer, kind), parts in qkv.items():
+        stacked = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
+        out[f"{prefix}transformer.resblocks.{layer}.attn.in_proj_{kind}"] = stacked
+    return out
+
+
+def _clip_to_original(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state.items():
         name = key if key.startswith("text_model.") else "text_model." + key
-        text[CLIP_PREFIX + name] = tensor
+        out[prefix + name] = tensor
+    return out
+
+
+def diffusers_to_original_state_dict(pipe: DiffusionPipeline) -> dict[str, torch.Tensor]:
+    """The pipeline's weights under original single-file names (SD 1.x, or SDXL's SGM layout)."""
+    unet, vae = pipe.unet, pipe.vae
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        text = {
+            **_clip_to_original(pipe.text_encoder.state_dict(), SDXL_CLIP_PREFIX),
+            **_open_clip_to_original(pipe.text_encoder_2.state_dict(), SDXL_OPEN_CLIP_PREFIX),
+        }
+    else:
+        text = _clip_to_original(pipe.text_encoder.state_dict(), CLIP_PREFIX)
     return {
-        **_unet_to_original(pipe.unet.state_dict(), pipe.unet.config),
-        **_vae_to_original(pipe.vae.state_dict(), pipe.vae.config),
+        **_unet_to_original(unet.state_dict(), unet.config),
+        **_vae_to_original(vae.state_dict(), vae.config),
         **text,
     }
 
 
 def save_original_single_file(
-    pipe: StableDiffusionPipeline,
+    pipe: DiffusionPipeline,
     path: Path,
     *,
     family: str = "sd1",
     resolution: int | None = None,
     title: str = "",
 ) -> Path:
-    """Write ``pipe`` as one original-layout ``.safetensors`` file with ``modelspec.*`` metadata."""
+    """Write ``pipe`` as one original-layout ``.safetensors`` file with ``modelspec.*`` metadata.
+
+    ``family`` is ``sd1`` (``cond_stage_model.transformer.*``) or ``sdxl`` (SGM layout, as
+    A1111, ComfyUI and Civitai's SDXL checkpoints: ``conditioner.embedders.0.transformer.*``,
+    ``conditioner.embedders.1.model.*``).
+    """
     spec = FAMILIES[family]
-    if spec.key != "sd1":
-        raise UnsupportedModelError("only SD 1.x pipelines are written as original single files")
+    if spec.key not in ("sd1", "sdxl"):
+        raise UnsupportedModelError("only SD 1.x and SDXL pipelines are written as single files")
+    has_second_encoder = getattr(pipe, "text_encoder_2", None) is not None
+    if has_second_encoder != (spec.key == "sdxl"):
+        raise UnsupportedModelError(f"this pipeline is not a {spec.key} pipeline")
     size = resolution or spec.default_resolution
     state = diffusers_to_original_state_dict(pipe)
     metadata = {
@@ -591,7 +836,8 @@ def save_original_single_file(
         "modelspec.architecture": spec.modelspec_architecture,
         "modelspec.implementation": "https://github.com/Stability-AI/generative-models",
         "modelspec.resolution": f"{size}x{size}",
-        "modelspec.title": title or "Stable Diffusion 1.x",
+        "modelspec.title": title
+        or ("Stable Diffusion XL" if spec.key == "sdxl" else "Stable Diffusion 1.x"),
     }
     write_safetensors(Path(path), state, metadata)
     return Path(path)

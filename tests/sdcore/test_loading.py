@@ -107,8 +107,8 @@ def test_a_garbage_file_is_a_load_error(tmp_path: Path) -> None:
         load_pipeline(path)
 
 
-def test_an_sdxl_single_file_needs_an_explicit_config(tmp_path: Path) -> None:
-    # Given a file whose keys say SDXL
+def test_a_damaged_sdxl_single_file_is_refused_with_the_family_named(tmp_path: Path) -> None:
+    # Given a file whose keys say SDXL but that lacks nearly every tensor
     path = tmp_path / "xl.safetensors"
     save_file(
         {
@@ -118,7 +118,7 @@ def test_an_sdxl_single_file_needs_an_explicit_config(tmp_path: Path) -> None:
         str(path),
     )
     # When loaded without config / Then refused with a message naming the family
-    with pytest.raises(UnsupportedModelError, match="sdxl single file needs config"):
+    with pytest.raises(UnsupportedModelError, match="SDXL checkpoint is missing the tensor"):
         load_pipeline(path)
 
 
