@@ -3,9 +3,12 @@ listing (API and pages), the cover image, and a model with its versions."""
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import reduce
+from typing import Any
 
 from django.db import connection
 from django.db.models import (
@@ -15,6 +18,7 @@ from django.db.models import (
     F,
     FloatField,
     IntegerField,
+    Lookup,
     OuterRef,
     Prefetch,
     Q,
@@ -24,7 +28,14 @@ from django.db.models import (
     When,
 )
 
-from registry.models import COVER_SAMPLE_Q, Model, ModelVersion, SampleImage, VersionStatus
+from registry.models import (
+    COVER_SAMPLE_Q,
+    Model,
+    ModelFile,
+    ModelVersion,
+    SampleImage,
+    VersionStatus,
+)
 from registry.selectors.common import NEWEST, NEWEST_PUBLISHED, User
 
 MODEL_ORDERINGS: dict[str, tuple[str, ...]] = {
@@ -95,22 +106,55 @@ def _prefix_tsquery(q: str) -> str:
 
 
 _HASH = re.compile(r"[0-9a-f]{8,64}")
+MIN_TRIGGER_CHARS = 3  # a trigram index needs three characters; shorter words match nothing
 
 
-def _hash_or_trigger_q(q: str, *, published_only: bool) -> Q:
+class _EqualsAny(Lookup):  # type: ignore[type-arg]
+    """``lhs = ANY(rhs)`` with ``rhs`` an ``ARRAY(subquery)``: PostgreSQL runs the subquery
+    once (an init plan) and looks the ids up in the primary key's index, so the condition can
+    join the full-text match in one bitmap OR instead of forcing a scan of every model (as
+    ``IN (subquery)`` inside an ``OR`` does)."""
+
+    lookup_name = "equals_any"
+    prepare_rhs = False
+
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        rhs, rhs_params = self.process_rhs(compiler, connection)
+        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+
+
+def _model_in(versions: QuerySet[ModelVersion]) -> Q:
+    """The model has one of ``versions``: ``= ANY(ARRAY(...))`` on PostgreSQL, ``IN``
+    elsewhere."""
+    model_ids = versions.values("model_id")
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.expressions import ArraySubquery
+
+        return Q(_EqualsAny(F("pk"), ArraySubquery(model_ids)))
+    return Q(pk__in=model_ids)
+
+
+def _hash_or_trigger_q(q: str, *, published_only: bool) -> Q | None:
     """A version of the model has a file whose SHA-256 starts with ``q`` (8 to 64 hex digits:
     an AutoV2 is the first 10, as Civitai and A1111 show it) or a trigger word containing
-    ``q``; only published versions count unless it is the owner's own listing."""
-    versions = ModelVersion.objects.all()
+    ``q`` (3 characters or more); only published versions count unless it is the owner's own
+    listing.
+
+    Both use indexes on PostgreSQL (bench/browse.py): the trigger word the trigram index on
+    ``UPPER(trigger_words::text)`` (migration 0007), the hash prefix the file's ``blob_id``
+    pattern index (``LIKE 'abc%'``); each is one uncorrelated subquery, run once per search.
+    """
+    versions = ModelVersion.objects.order_by()
     if published_only:
         versions = versions.filter(status=VersionStatus.PUBLISHED)
-    match = Q(trigger_words__icontains=q)
+    matches: list[Q] = []
+    if len(q) >= MIN_TRIGGER_CHARS:
+        matches.append(_model_in(versions.filter(trigger_words__icontains=q)))
     if _HASH.fullmatch(q.lower()):
-        match |= Q(files__blob__sha256__startswith=q.lower())
-    # Not correlated (``IN``, not ``EXISTS`` per model): PostgreSQL scans the versions once and
-    # hashes the ids, where a per-model subquery ran once for each of 100k models (bench/browse.py
-    # search p50 14 s).
-    return Q(pk__in=versions.filter(match).values("model_id"))
+        files = ModelFile.objects.filter(blob__sha256__startswith=q.lower())
+        matches.append(_model_in(versions.filter(pk__in=files.values("version_id"))))
+    return reduce(operator.or_, matches) if matches else None
 
 
 def search_models(qs: QuerySet[Model], q: str, *, published_only: bool = True) -> QuerySet[Model]:
@@ -124,9 +168,8 @@ def search_models(qs: QuerySet[Model], q: str, *, published_only: bool = True) -
     """
     exact = _hash_or_trigger_q(q, published_only=published_only)
     if connection.vendor != "postgresql":
-        return qs.filter(Q(name__icontains=q) | Q(description__icontains=q) | exact).annotate(
-            rank=Value(0.0)
-        )
+        words = Q(name__icontains=q) | Q(description__icontains=q)
+        return qs.filter(words | exact if exact else words).annotate(rank=Value(0.0))
     from django.contrib.postgres.search import SearchQuery, SearchRank
 
     query = SearchQuery(q, search_type="websearch")
@@ -134,6 +177,8 @@ def search_models(qs: QuerySet[Model], q: str, *, published_only: bool = True) -
     prefix = _prefix_tsquery(q)
     if prefix:
         match |= Q(search_vector=SearchQuery(prefix, search_type="raw"))
+    if exact is None:
+        return qs.annotate(rank=SearchRank(F("search_vector"), query)).filter(match)
     rank = SearchRank(F("search_vector"), query) + Case(
         When(exact, then=Value(1.0)), default=Value(0.0), output_field=FloatField()
     )

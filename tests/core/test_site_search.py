@@ -7,10 +7,12 @@ import re
 from typing import Any
 
 import pytest
+from django.db import connection
 from django.test import Client
 from rest_framework.test import APIClient
 
 from registry.models import ModelVersion
+from registry.selectors.models import ModelFilters, model_list
 from registry.services.catalog import FileSpec, model_create, version_create, version_publish
 from tests.registry.factories import complete_upload, lora_bytes, make_model
 
@@ -84,3 +86,38 @@ def test_a_draft_versions_hash_and_trigger_stay_hidden_from_others(alice: Any) -
     # When a visitor searches for the draft's hash or word, nothing is found
     assert _titles(Client().get("/", {"q": _sha256(draft)[:10]}).content.decode()) == []
     assert _titles(Client().get("/", {"q": "secretword"}).content.decode()) == []
+
+
+def test_like_wildcards_and_short_words_do_not_match_every_trigger_word(alice: Any) -> None:
+    # Given a LoRA with a trigger word
+    _lora(alice, "Painterly", seed=7, trigger="zxqstyle")
+    # When someone searches for LIKE wildcards, quotes, a two-letter piece or a huge query
+    for q in ("%%%", "___", "zx", '"', "'; drop table x; --", "z" * 200):
+        response = Client().get("/", {"q": q})
+        # Then the page answers and finds nothing (wildcards are escaped, not patterns)
+        assert response.status_code == 200, q
+        assert _titles(response.content.decode()) == [], q
+    assert APIClient().get("/api/v1/models", {"q": "%%%"}).json()["results"] == []
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="the indexes are PostgreSQL's (migration 0007)"
+)
+def test_the_hash_and_trigger_word_matches_can_use_their_indexes(alice: Any) -> None:
+    # Given a published LoRA (a tiny table: the planner would rather scan, so scans are off)
+    wanted = _lora(alice, "Indexed", seed=8, trigger="zxqstyle")
+    filters = ModelFilters(q=_sha256(wanted)[:10])
+    # When the search's query is planned with sequential scans discouraged
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL enable_seqscan = off")
+        plans = []
+        for q in ("zxqstyle", filters.q):
+            sql, params = model_list(user=alice, filters=ModelFilters(q=q)).query.sql_with_params()
+            cursor.execute("EXPLAIN " + sql, params)
+            plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    # Then the trigger word is looked up in the trigram index, the hash prefix in the file's
+    # pattern index, and neither is a subplan run per model
+    assert "version_trigger_words_trgm" in plans[0], plans[0]
+    assert re.search(r"registry_modelfile_blob_id_\w+_like", plans[1]), plans[1]
+    for plan in plans:
+        assert "= ANY ($" in plan and "hashed SubPlan" not in plan, plan
