@@ -109,7 +109,7 @@ _HASH = re.compile(r"[0-9a-f]{8,64}")
 MIN_TRIGGER_CHARS = 3  # a trigram index needs three characters; shorter words match nothing
 
 
-class _EqualsAny(Lookup):  # type: ignore[type-arg]
+class _EqualsAny(Lookup):
     """``lhs = ANY(rhs)`` with ``rhs`` an ``ARRAY(subquery)``: PostgreSQL runs the subquery
     once (an init plan) and looks the ids up in the primary key's index, so the condition can
     join the full-text match in one bitmap OR instead of forcing a scan of every model (as
@@ -118,10 +118,10 @@ class _EqualsAny(Lookup):  # type: ignore[type-arg]
     lookup_name = "equals_any"
     prepare_rhs = False
 
-    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, list[Any]]:
+    def as_sql(self, compiler: Any, connection: Any) -> tuple[str, tuple[Any, ...]]:
         lhs, lhs_params = self.process_lhs(compiler, connection)
         rhs, rhs_params = self.process_rhs(compiler, connection)
-        return f"{lhs} = ANY({rhs})", [*lhs_params, *rhs_params]
+        return f"{lhs} = ANY({rhs})", (*lhs_params, *rhs_params)
 
 
 def _model_in(versions: QuerySet[ModelVersion]) -> Q:
