@@ -307,6 +307,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:  # noqa: PLR0915
             "dp-max-grad-norm": a.clip if epsilon is not None else a.real_nodp_clip,
             "base-model-path": str(a.base),
             "sample-grid": False,
+            # the membership audit only; the release check has its own (bench/release_audit.py)
+            "release-check": False,
         }
         label = "real SuperLink + 2 SuperNodes"
         if epsilon is None:

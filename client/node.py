@@ -222,12 +222,13 @@ def _supernode_command(args: argparse.Namespace, node_dir: Path) -> list[str]:
         config["base-model-path"] = str(Path(args.base_model).resolve())
     threshold = getattr(args, "release_threshold", None)
     if threshold is not None:  # the owner's release check (federated/engine/release_check.py)
-        from federated.engine.release_check import MIN_THRESHOLD
+        from federated.engine.errors import ConfigError
+        from federated.engine.release_check import check_threshold
 
-        if not MIN_THRESHOLD <= threshold <= 1.0:
-            raise NodeUsageError(
-                f"--release-threshold must be between {MIN_THRESHOLD} and 1, got {threshold:g}"
-            )
+        try:
+            check_threshold(threshold, name="--release-threshold")
+        except ConfigError as err:
+            raise NodeUsageError(err.message) from err
         config["release-threshold"] = f"{threshold:g}"
     if (node_dir / REGISTRATION).is_file():  # the node's own token, to fetch a job's model
         config["registration-file"] = str((node_dir / REGISTRATION).resolve())
@@ -760,8 +761,9 @@ def add_node_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start.add_argument(
         "--release-threshold",
         type=float,
-        help="veto the release of a job's LoRA when a sample it draws from your captions is this "
-        "alike (0.4 to 1, SSIM of 32 px thumbnails) to one of your images (default: 0.85)",
+        help="veto the release of a job's LoRA when more than this share of the samples it draws "
+        "from your captions copy one of your images (closer to it than the base model alone draws "
+        "it and than to your other images): 0 vetoes on any copy, 1 never vetoes (default: 0.25)",
     )
     start.add_argument(
         "--dry-run", action="store_true", help="print the flower-supernode command, do not run it"

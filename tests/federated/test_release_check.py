@@ -1,4 +1,5 @@
-"""The release check (issue #17): the similarity it is decided on, the node's settings, the
+"""The release check (issue #17): the similarity and the reproduction score (copies relative to
+the base alone and to the node's other images) it is decided on, the node's settings, the
 node's answer, and the site's end of a vetoed job (withheld: nothing published, the vetoing
 dataset earns nothing, the job says how many nodes vetoed and never which image)."""
 
@@ -15,14 +16,18 @@ from PIL import Image
 from federated import coordinator
 from federated.engine.errors import ConfigError
 from federated.engine.release_check import (
+    COPY_MARGIN,
     DEFAULT_THRESHOLD,
     MIN_THRESHOLD,
+    SAME_PICTURE,
     ReleaseVerdict,
     _pick_prompts,
-    best_match,
+    copy_margin,
     release_settings,
+    reproduction,
     similarity,
     thumbnail,
+    vetoes,
 )
 from federated.engine.superlink import RunStatus
 from federated.engine.synthetic import generate_concept_dataset
@@ -65,8 +70,8 @@ def test_unrelated_images_score_low(scenes: list[Image.Image]) -> None:
     for scene in scenes:
         assert similarity(scene, _noise(1)) < 0.1
     assert similarity(_noise(1), _noise(2)) < 0.1
-    # Two different scenes of the same concept are far from a copy
-    assert similarity(scenes[0], scenes[1]) < DEFAULT_THRESHOLD
+    # Two different scenes of the same concept are not one picture
+    assert similarity(scenes[0], scenes[1]) < SAME_PICTURE
 
 
 def test_similarity_is_deterministic_and_symmetric(scenes: list[Image.Image]) -> None:
@@ -78,42 +83,82 @@ def test_similarity_is_deterministic_and_symmetric(scenes: list[Image.Image]) ->
     assert thumbnail(a).shape == (32, 32, 3)
 
 
-def test_best_match_finds_the_reproduced_image_among_many(scenes: list[Image.Image]) -> None:
+def test_a_sample_that_copies_one_image_is_a_copy_and_its_image_is_found(
+    scenes: list[Image.Image],
+) -> None:
     private = [thumbnail(s) for s in scenes]
-    samples = [thumbnail(_noise(5)), thumbnail(scenes[4])]
-    score, index = best_match(samples, private)
-    assert (score, index) == (pytest.approx(1.0), 4)
-    assert best_match([thumbnail(_noise(6))], private)[0] < 0.1
+    noise = [thumbnail(_noise(seed)) for seed in (5, 6)]
+    # sample 0 copies scene 4 where the base alone drew noise; sample 1 is noise
+    found = reproduction([private[4], noise[1]], noise, private)
+    assert (found.copies, found.samples, found.score, found.matched) == (1, 2, 0.5, 4)
+    assert found.margins[0] > 0.5 and found.margins[1] < COPY_MARGIN
+    # a duplicated file is the same picture, not "another image" that the sample is close to
+    margin, nearest = copy_margin(private[4], noise[0], [*private, private[4].copy()])
+    assert margin > 0.5 and nearest in (4, len(private))
+
+
+def test_the_base_alone_never_copies_even_what_it_draws_well(scenes: list[Image.Image]) -> None:
+    private = [thumbnail(s) for s in scenes]
+    # the base alone draws a scene exactly (a picture the prompt alone gives): no LoRA made it
+    drawn = [private[2], thumbnail(_noise(7))]
+    found = reproduction(drawn, drawn, private)
+    assert found.copies == 0 and found.score == 0.0 and found.best_margin <= 0.0
+    with pytest.raises(ValueError):
+        reproduction(drawn, drawn[:1], private)
+    assert reproduction([], [], private).score == 0.0
+
+
+def test_a_sample_equally_close_to_all_images_is_a_style_not_a_copy() -> None:
+    # two private pictures, each half of the sample: the sample is as near one as the other
+    left = np.zeros((32, 32, 3))
+    left[:, :16] = 255.0
+    right = np.zeros((32, 32, 3))
+    right[:, 16:] = 255.0
+    both = np.full((32, 32, 3), 255.0)
+    margin, _ = copy_margin(both, np.zeros((32, 32, 3)), [left, right])
+    assert abs(margin) < 1e-9
 
 
 # --- the owner's settings and the node's answer -------------------------------------------------
 
 
 def test_the_owner_threshold_has_a_default_and_a_floor() -> None:
-    assert release_settings({}).threshold == DEFAULT_THRESHOLD
+    assert release_settings({}).threshold == DEFAULT_THRESHOLD == 0.25
     assert release_settings({"release-threshold": "0.6"}).threshold == 0.6
+    assert release_settings({"release-threshold": MIN_THRESHOLD}).threshold == 0.0
+    assert release_settings({"release-threshold": "1"}).threshold == 1.0
     assert release_settings({"release-samples": 3}).samples == 3
-    for bad in ("0.2", "1.5", "strict", str(MIN_THRESHOLD - 0.01)):
-        with pytest.raises(ConfigError):
+    for bad in ("1.01", "nan", "inf", "-0.1", str(MIN_THRESHOLD - 0.01)):
+        with pytest.raises(ConfigError, match="between 0 and 1 .the share of release-check"):
             release_settings({"release-threshold": bad})
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match="must be a number: the share"):
+        release_settings({"release-threshold": "strict"})
+    with pytest.raises(ConfigError, match="release-samples must be 1 to"):
         release_settings({"release-samples": "0"})
+    with pytest.raises(ConfigError, match="whole number"):
+        release_settings({"release-samples": "many"})
 
 
 def test_the_node_file_threshold_wins_and_is_read_at_each_check(tmp_path: Path) -> None:
     node_file = tmp_path / "node.json"
-    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.7}))
+    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.5}))
     config = {"node-file": str(node_file), "release-threshold": "0.9"}
-    assert release_settings(config).threshold == 0.7
-    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.95}))
-    assert release_settings(config).threshold == 0.95
+    assert release_settings(config).threshold == 0.5
     node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 0.1}))
+    assert release_settings(config).threshold == 0.1
+    node_file.write_text(json.dumps({"datasets": {}, "release-threshold": 1.5}))
     with pytest.raises(ConfigError):
         release_settings(config)
 
 
+def test_the_node_vetoes_when_the_share_of_copies_is_above_the_threshold() -> None:
+    assert vetoes(0.375, DEFAULT_THRESHOLD) and not vetoes(0.25, DEFAULT_THRESHOLD)
+    assert vetoes(0.125, 0.0) and not vetoes(0.0, 0.0)  # 0: any copy; no copy never vetoes
+    assert not vetoes(1.0, 1.0)  # 1: never
+
+
 def test_the_node_answers_only_a_verdict_and_a_reason_code() -> None:
-    verdict = ReleaseVerdict("veto", "reproduced", 0.97, "cat.png", 0.85, 8, 1.0)
+    verdict = ReleaseVerdict("veto", "reproduced", 0.5, 4, 0.31, "cat.png", 0.25, 8, 1.0)
     assert verdict.reply() == {"verdict": "veto", "reason": "reproduced"}
 
 
@@ -293,6 +338,7 @@ def test_atelier_node_start_passes_the_owners_threshold_and_refuses_one_below_th
     assert main([*start, "--node-dir", str(node), "--release-threshold", "0.7"]) == 0
     assert 'release-threshold="0.7"' in capsys.readouterr().out
     assert main([*start, "--node-dir", str(node)]) == 0
-    assert "release-threshold" not in capsys.readouterr().out  # the default (0.85) on the node
-    assert main([*start, "--node-dir", str(node), "--release-threshold", "0.2"]) == 2
-    assert "--release-threshold must be between 0.4 and 1" in capsys.readouterr().err
+    assert "release-threshold" not in capsys.readouterr().out  # the default (0.25) on the node
+    for bad in ("-0.1", "1.5", "nan"):
+        assert main([*start, "--node-dir", str(node), "--release-threshold", bad]) == 2
+        assert "--release-threshold must be between 0 and 1" in capsys.readouterr().err

@@ -1,8 +1,10 @@
-"""The node's side of the release check: draw samples with the final adapter, compare, decide.
+"""The node's side of the release check: draw samples with the final adapter and with the base
+alone, compare both with the node's images, decide.
 
-The similarity, the owner's settings and the verdict are :mod:`federated.engine.release_check`
-(pure); this module adds what a Flower node has: the job's dataset and base model as a round
-picks them (:mod:`.task`), and the LoRA file the samples are drawn with.
+The similarity, the reproduction score, the owner's settings and the verdict are
+:mod:`federated.engine.release_check` (pure); this module adds what a Flower node has: the job's
+dataset and base model as a round picks them (:mod:`.task`), and the LoRA file the samples are
+drawn with. Each sample costs two generations (adapter, base alone; same prompt and seed).
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from federated.engine.release_check import (
     STEPS,
     ReleaseSettings,
     ReleaseVerdict,
+    Reproduction,
     _pick_prompts,
-    best_match,
     release_settings,
+    reproduction,
     thumbnail,
+    vetoes,
 )
 
 __all__ = ["node_release_check"]
@@ -40,7 +44,8 @@ def node_release_check(
     arrays: Mapping[str, np.ndarray],
     run_id: int = 0,
 ) -> ReleaseVerdict:
-    """Draw samples with the final adapter from the node's own captions; veto or allow.
+    """Draw samples with the final adapter and with the base alone from the node's own
+    captions, score the reproduction of the node's images; veto or allow.
 
     Raises an :class:`~federated.engine.errors.EngineError` when the node cannot check (its
     settings are bad, its dataset changed): the server counts that as no objection.
@@ -70,18 +75,20 @@ def node_release_check(
     _check_base_model(base_model, paths.cache_dir, str(run_config.get("base-model-sha", "")))
     prompts = _pick_prompts([e.caption for e in scan.examples], owner.samples, job_id)
     if not prompts:
-        return _verdict(paths.cache_dir, job_id, "allow", "no_captions", 0.0, "", owner, 0, started)
+        return _verdict(paths.cache_dir, job_id, "allow", "no_captions", None, "", owner, started)
     config = train_config_from_run_config(run_config)
     device, dtype = _device_and_dtype(config)
     base = load_base(base_model, device=device, dtype=dtype, cache_dir=Path(paths.cache_dir))
     size = int(config.resolution)
     thumbs: list[np.ndarray] = []
+    base_thumbs: list[np.ndarray] = []
     with tempfile.TemporaryDirectory(prefix="release-") as tmp:
         files = save_lora_files(
             Path(tmp),
             unet=base.pipe.unet,
             spec=config.adapter,
             arrays=arrays,
+            text_encoder=base.pipe.text_encoder,
             provenance=LoraProvenance(
                 base_model_name=base_model.name,
                 base_model_hash=base.fingerprint,
@@ -91,41 +98,43 @@ def node_release_check(
             ),
         )
         cache = PipelineCache(max_entries=1)
-        # ``samples`` draws, cycling through the prompts with a new seed each (a small
-        # dataset gets several tries per caption)
+        lora = (LoraSpec(path=files.kohya_file, name="release"),)
+        # ``samples`` draws, cycling through the prompts with a new seed each (a small dataset
+        # gets several tries per caption); each drawn twice: with the adapter, and by the base
+        # alone with the same prompt and seed (what the prompt gives without the LoRA)
         for index in range(owner.samples):
             prompt = prompts[index % len(prompts)]
-            result = generate(
-                GenerationRequest(
-                    checkpoint=base_model,
-                    checkpoint_key=base.fingerprint,
-                    prompt=prompt,
-                    seed=index,
-                    steps=STEPS,
-                    guidance=GUIDANCE,
-                    width=size,
-                    height=size,
-                    loras=(LoraSpec(path=files.kohya_file, name="release"),),
-                ),
-                device=str(device),
-                cache=cache,
-            )
-            thumbs.append(thumbnail(result.image))
+            for loras, out in ((lora, thumbs), ((), base_thumbs)):
+                result = generate(
+                    GenerationRequest(
+                        checkpoint=base_model,
+                        checkpoint_key=base.fingerprint,
+                        prompt=prompt,
+                        seed=index,
+                        steps=STEPS,
+                        guidance=GUIDANCE,
+                        width=size,
+                        height=size,
+                        loras=loras,
+                    ),
+                    device=str(device),
+                    cache=cache,
+                )
+                out.append(thumbnail(result.image))
     private: list[np.ndarray] = []
     for example in scan.examples:
         with PILImage.open(example.path) as image:
             private.append(thumbnail(image))
-    best, which = best_match(thumbs, private)
-    vetoed = best >= owner.threshold
+    found = reproduction(thumbs, base_thumbs, private)
+    vetoed = vetoes(found.score, owner.threshold)
     return _verdict(
         paths.cache_dir,
         job_id,
         "veto" if vetoed else "allow",
         "reproduced" if vetoed else "ok",
-        best,
-        scan.examples[which].relpath if which >= 0 else "",
+        found,
+        scan.examples[found.matched].relpath if found.matched >= 0 else "",
         owner,
-        len(thumbs),
         started,
         safe_job=_safe(job_id),
     )
@@ -136,10 +145,9 @@ def _verdict(
     job_id: str,
     verdict: str,
     reason: str,
-    best: float,
+    found: Reproduction | None,
     matched: str,
     owner: ReleaseSettings,
-    samples: int,
     started: float,
     *,
     safe_job: str = "",
@@ -150,22 +158,30 @@ def _verdict(
     out = ReleaseVerdict(
         verdict=verdict,
         reason=reason,
-        best_score=round(best, 4),
+        score=round(found.score, 4) if found else 0.0,
+        copies=found.copies if found else 0,
+        best_margin=round(found.best_margin, 4) if found else 0.0,
         matched=matched,
         threshold=owner.threshold,
-        samples=samples,
+        samples=found.samples if found else 0,
         seconds=time.perf_counter() - started,
     )
     path = Path(cache_dir) / "jobs" / (safe_job or _safe(job_id)) / "release-check.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"job-id": job_id, **asdict(out)}, indent=2), encoding="utf-8")
+    record = {"job-id": job_id, **asdict(out)}
+    if found is not None:
+        record["margins"] = [round(m, 4) for m in found.margins]
+    path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     logger.info(
-        "release check for %s: %s (best %.3f against threshold %.2f, %d samples, %.1f s)",
+        "release check for %s: %s (%d of %d samples copy an image, share %.2f against "
+        "threshold %.2f; best margin %.3f; %.1f s)",
         job_id,
         verdict,
-        best,
+        out.copies,
+        out.samples,
+        out.score,
         owner.threshold,
-        samples,
+        out.best_margin,
         out.seconds,
     )
     return out
