@@ -109,8 +109,11 @@ class VersionSummarySerializer(serializers.Serializer):
 
 
 class ModelListItemSerializer(serializers.Serializer):
-    """A model as listings show it; expects ``shown_versions`` and ``cover_image`` from
-    :func:`registry.selectors.models.model_list`."""
+    """A model as listings show it; expects ``shown_versions``, ``cover_image``,
+    ``price_now`` and ``owned`` from :func:`registry.selectors.models.model_list` (or
+    ``model_detail``): ``price`` is what the shown version costs now in credits (0: free, as
+    the cards' "Free"), ``owned`` whether the caller bought it or shares its revenue (always
+    false for anonymous callers), the same two facts the cards show."""
 
     id = serializers.IntegerField()
     name = serializers.CharField()
@@ -131,6 +134,8 @@ class ModelListItemSerializer(serializers.Serializer):
     latest_version = serializers.SerializerMethodField()
     cover_image_url = serializers.SerializerMethodField()
     url = serializers.SerializerMethodField()
+    price = serializers.IntegerField(source="price_now", min_value=0)
+    owned = serializers.BooleanField()
 
     def get_repo_id(self, obj: Model) -> str:
         return f"{obj.owner.username}/{obj.slug}"

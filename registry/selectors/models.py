@@ -334,11 +334,12 @@ def _model_ordering(sort: str, q: str) -> tuple[str, ...]:
 
 def model_detail(*, model_id: int, user: User) -> Model | None:
     """A model the user may open, with owner, tags, the versions they may see (newest
-    first, ``shown_versions``) and the cover image of the first of them."""
+    first, ``shown_versions``), the cover image of the first of them, and its newest
+    published version's price and whether the user owns it (:func:`with_price`)."""
     versions = ModelVersion.objects.visible_to(user)
     return (
         with_versions_and_cover(
-            visible_models(user),
+            with_price(visible_models(user), user=user, published_only=True),
             versions=versions,
             images=Q(version__in=versions.values("pk")),
             ordering=NEWEST,

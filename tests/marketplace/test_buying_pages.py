@@ -346,3 +346,47 @@ def test_no_license_stated_does_not_read_commercial_use_sell(client, buyer, vers
     perm = re.search(r'<li class="perm-commercial">(.*?)</li>', html, re.S)
     assert perm is not None
     assert "Not stated" in perm.group(1) and "sell" not in perm.group(1).lower()
+
+
+# --- the API's model list says what the cards say --------------------------------------------
+
+
+def _api_models(client: Any, **params: str) -> dict[int, dict[str, Any]]:
+    response = client.get("/api/v1/models", params)
+    assert response.status_code == 200
+    return {item["id"]: item for item in response.json()["results"]}
+
+
+def test_api_model_list_carries_price_and_owned_as_the_cards(
+    client, buyer, make_user, shop
+) -> None:
+    # Given the buyer owns the 100-credit model
+    purchase_create(buyer=buyer, listing=shop["cheap"].listing, idempotency_key="api-own")
+    free, cheap, dear = (shop[k].model_id for k in ("free", "cheap", "dear"))
+    # When an anonymous caller lists the models, each has its price and none is owned
+    anonymous = _api_models(client)
+    assert {m: anonymous[m]["price"] for m in (free, cheap, dear)} == {
+        free: 0,
+        cheap: 100,
+        dear: 250,
+    }
+    assert not any(item["owned"] for item in anonymous.values())
+    # When the buyer lists them (signed in on the site), only the bought one is owned
+    client.force_login(buyer)
+    mine = _api_models(client)
+    assert [m for m, item in mine.items() if item["owned"]] == [cheap]
+    assert mine[cheap]["price"] == 100
+    # and the model's detail says the same
+    detail = client.get(f"/api/v1/models/{cheap}").json()
+    assert (detail["price"], detail["owned"]) == (100, True)
+    # When someone else lists them, nothing is owned
+    client.force_login(make_user("stranger"))
+    assert not any(item["owned"] for item in _api_models(client).values())
+
+
+def test_api_model_list_price_sort_and_filter_agree_with_the_price_field(client, shop) -> None:
+    prices = [item["price"] for item in _api_models(client, sort="price_high").values()]
+    assert prices == [250, 100, 0]
+    paid = _api_models(client, price="paid").values()
+    assert sorted(item["price"] for item in paid) == [100, 250]
+    assert client.get("/api/v1/models", {"sort": "pricey"}).status_code == 400
