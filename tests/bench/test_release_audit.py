@@ -1,5 +1,6 @@
 """bench/release_audit.py: the verdict at a threshold and the separation of no-DP from DP jobs,
-on made-up scores and on the stored result (issue #17). No model is run here (seconds)."""
+on made-up scores and on the stored result (issue #17: the memorising job withheld, its DP twin
+published). No model is run here (seconds)."""
 
 from __future__ import annotations
 
@@ -23,41 +24,39 @@ def _bench() -> ModuleType:
     return module
 
 
-def test_a_node_vetoes_when_its_best_score_reaches_the_threshold() -> None:
+def test_a_node_vetoes_when_the_share_of_copies_is_above_the_threshold() -> None:
     bench = _bench()
-    assert bench.verdicts(0.6, [0.85, 0.6, 0.4]) == {"0.85": "allow", "0.6": "veto", "0.4": "veto"}
+    assert bench.verdicts(0.25, [0, 0.25, 0.5]) == {"0": "veto", "0.25": "allow", "0.5": "allow"}
+    assert bench.verdicts(0.0, [0]) == {"0": "allow"}  # no copy never vetoes
 
 
 def test_separating_thresholds_lie_between_the_best_dp_score_and_the_lowest_nodp_score() -> None:
     bench = _bench()
-    scores = {"nodp/a": 0.7, "nodp/b": 0.65, "dp8/a": 0.5, "dp2/a": 0.45}
-    assert bench.separating_thresholds(
-        scores, vetoed=["nodp/a", "nodp/b"], allowed=["dp8/a", "dp2/a"]
-    ) == (0.5, 0.65)
-    scores["dp8/a"] = 0.66  # one DP job scores above a no-DP one: no threshold works
-    assert (
-        bench.separating_thresholds(scores, vetoed=["nodp/a", "nodp/b"], allowed=["dp8/a", "dp2/a"])
-        is None
+    scores = {"nodp": 0.875, "dp8": 0.0, "dp2": 0.125}
+    assert bench.separating_thresholds(scores, vetoed=["nodp"], allowed=["dp8", "dp2"]) == (
+        0.125,
+        0.875,
     )
+    scores["dp8"] = 0.875  # a DP job copies as often as the no-DP one: no threshold works
+    assert bench.separating_thresholds(scores, vetoed=["nodp"], allowed=["dp8", "dp2"]) is None
 
 
-def test_the_stored_result_is_consistent_with_its_scores() -> None:
+def test_the_stored_result_vetoes_the_memorising_job_and_lets_its_dp_twin_through() -> None:
     bench = _bench()
     stored = json.loads((ROOT / "bench" / "release_audit.json").read_text(encoding="utf-8"))
-    rows = stored["rows"]
-    assert {r["variant"] for r in rows} >= {"base", "nodp", "dp8", "dp2"}
-    for row in rows:
-        thresholds = [float(t) for t in row["verdicts"]]
-        assert row["verdicts"] == bench.verdicts(row["best_score"], thresholds)
-    for samples, found in stored["separation_nodp_vetoed_dp_allowed"].items():
-        scores = {
-            f"{r['variant']}/{r['federation']}": r["best_score"]
-            for r in rows
-            if r["samples"] == int(samples)
-        }
-        expected = bench.separating_thresholds(
-            scores,
-            vetoed=[k for k in scores if k.startswith("nodp/")],
-            allowed=[k for k in scores if k.startswith("dp")],
-        )
-        assert found == (list(expected) if expected else None)
+    rows = {r["variant"]: r for r in stored["rows"]}
+    assert {"nodp", "dp8"} <= set(rows)
+    for row in rows.values():
+        owner0 = row["owners"][0]
+        assert owner0["score"] == owner0["copies"] / owner0["samples"]
+        thresholds = [float(t) for t in row["verdicts_owner0"]]
+        assert row["verdicts_owner0"] == bench.verdicts(owner0["score"], thresholds)
+        # the run's end follows from the nodes' verdicts at their (default) threshold
+        vetoed = any(o["verdict"] == "veto" for o in row["owners"])
+        assert row["status"] == ("withheld" if vetoed else "completed")
+    assert rows["nodp"]["status"] == "withheld" and rows["dp8"]["status"] == "completed"
+    scores = {k: r["owners"][0]["score"] for k, r in rows.items()}
+    expected = bench.separating_thresholds(
+        scores, vetoed=["nodp"], allowed=[k for k in scores if k.startswith("dp")]
+    )
+    assert expected is not None and stored["separation_nodp_vetoed_dp_allowed"] == list(expected)
