@@ -4,6 +4,8 @@
     python bench/gpu_sd15.py --out-dir "$OUT"       # also writes gpu_sd15.json and gpu_sd15.md
     python bench/gpu_sd15.py --device cpu --tiny    # a dry run of the same code, tiny model
     python bench/gpu_sd15.py --device cpu --tiny --dtype bf16   # ... with bf16 autocast
+    python bench/gpu_sd15.py --family sdxl --out-dir "$OUT"     # full-size SDXL, 1024x1024
+    python bench/gpu_sd15.py --family sdxl --device cpu --tiny  # ... its dry run (tiny SDXL)
 
 The bf16 CPU dry run (2026-12-07) showed opacus ``ew`` failing in backward under bf16 autocast
 (``ExpandedWeights`` linear: BFloat16 != float); ``hooks`` ran. The trainer's default DP mode
@@ -43,6 +45,12 @@ Time: every phase checks what is left of ``--budget`` (default 400 s) before it 
 skipped (recorded) when too little is left; an alarm at ``--budget`` + 40 s stops the phase
 running then; results so far are always written. Step counts are small by construction.
 Results: appended as a section to ``--results`` (default bench/RESULTS-trainer.md).
+
+``--family sdxl`` runs the same phases on SDXL 1.0 base's architecture (random weights,
+``bench/_common.SDXL_UNET_CONFIG``: UNet 320/640/1280 with transformer depths 1/2/10 and
+cross-attention 2048, CLIP ViT-L plus OpenCLIP ViT-bigG), at 1024x1024 and batch 2 by
+default; the reference of phase 1 is then the loop of ``train_text_to_image_lora_sdxl.py``
+(both text encoders and the size ids every step); files ``gpu_sdxl.json``/``gpu_sdxl.md``.
 """
 
 from __future__ import annotations
@@ -84,7 +92,7 @@ class Bench:
         self.bf16 = self.cuda or args.dtype == "bf16"
         self.started = time.perf_counter()
         self.results: dict[str, Any] = {
-            "benchmark": "gpu_sd15",
+            "benchmark": "gpu_sdxl" if args.family == "sdxl" else "gpu_sd15",
             "machine": machine(),
             "config": {k: v for k, v in vars(args).items() if k not in ("out_dir", "results")},
             "phases": {},
@@ -180,7 +188,7 @@ class Bench:
         def build() -> dict[str, Any]:
             with torch.device(args.device):  # random init on the GPU: seconds, not minutes
                 state["pipe"] = build_pipeline(
-                    full_size=not args.tiny, device=args.device, dtype=dtype
+                    full_size=not args.tiny, device=args.device, dtype=dtype, family=args.family
                 )
             unet = state["pipe"].unet
             return {"unet_parameters": sum(p.numel() for p in unet.parameters())}
@@ -199,8 +207,10 @@ class Bench:
             self.phase("generate", 20, lambda: self.generate(pipe, state))
 
     def data(self, pipe: Any, work: Path, state: dict[str, Any]) -> dict[str, Any]:
+        from trainer_speed import reference_inputs
+
         from federated.engine.cache import build_latent_cache
-        from federated.engine.dataset import load_pixels, read_dataset
+        from federated.engine.dataset import read_dataset
         from federated.engine.synthetic import generate_synthetic_dataset
 
         args = self.args
@@ -221,21 +231,13 @@ class Bench:
                 cache_dir=work / f"cache-{node}",
                 resolution=args.resolution,
                 model_hash="gpu-sd15",
+                family=args.family,
             )
             caches.append(cache.to(args.device))
             sync(args.device)
             seconds.append(time.perf_counter() - started)
-            if node == 0:
-                state["pixels"] = torch.from_numpy(
-                    np.stack([load_pixels(e, args.resolution) for e in scan.examples])
-                )
-                state["ids"] = pipe.tokenizer(
-                    [e.caption for e in scan.examples],
-                    padding="max_length",
-                    max_length=pipe.tokenizer.model_max_length,
-                    truncation=True,
-                    return_tensors="pt",
-                ).input_ids
+            if node == 0:  # what the reference script's data loader gives its loop
+                state["reference_inputs"] = reference_inputs(pipe, scan, args.resolution)
         state["caches"] = caches
         return {"images_per_node": args.images, "cache_build_seconds": seconds}
 
@@ -252,7 +254,7 @@ class Bench:
             steps=args.steps,
         )
         self.reset_memory()
-        ref = reference_steps(pipe, state["pixels"], state["ids"], loop_args)
+        ref = reference_steps(pipe, state["reference_inputs"], loop_args)
         ref_peak = self.peak_mb()
         self.reset_memory()
         ours = cached_steps(pipe, state["caches"][0], loop_args)
@@ -468,11 +470,12 @@ def markdown(results: dict[str, Any]) -> str:
     m = results["machine"]
     c = results["config"]
     p = results["phases"]
+    family = "SDXL" if c.get("family") == "sdxl" else "SD 1.5"
     lines = [
-        f"## Full-size SD 1.5 on {m.get('gpu') or 'CPU (dry run, tiny model)'} "
-        f"(`bench/gpu_sd15.py`, {m['date']})",
+        f"## Full-size {family} on {m.get('gpu') or 'CPU (dry run, tiny model)'} "
+        f"(`bench/gpu_sd15.py{' --family sdxl' if family == 'SDXL' else ''}`, {m['date']})",
         "",
-        f"Random weights, {'tiny model' if c['tiny'] else 'SD 1.5 architecture'}, "
+        f"Random weights, {'tiny model' if c['tiny'] else family + ' architecture'}, "
         f"{'bf16' if str(c['device']).startswith('cuda') or c['dtype'] == 'bf16' else 'fp32'}, "
         f"{c['resolution']}x"
         f"{c['resolution']}, batch {c['batch']}, rank {c['rank']}, {c['warmup']} warm-up + "
@@ -551,8 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--tiny", action="store_true", help="tiny model (for a CPU dry run)")
-    parser.add_argument("--resolution", type=int, default=None, help="512, or 32 with --tiny")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--family", choices=("sd1", "sdxl"), default="sd1")
+    parser.add_argument(
+        "--resolution", type=int, default=None, help="512 (SDXL 1024), or 32 with --tiny"
+    )
+    parser.add_argument("--batch", type=int, default=None, help="4 (SDXL 2)")
     parser.add_argument("--rank", type=int, default=4)
     parser.add_argument("--images", type=int, default=16, help="per node")
     parser.add_argument("--warmup", type=int, default=3)
@@ -590,7 +596,10 @@ def main(argv: list[str] | None = None) -> int:
         return SKIP_EXIT
     if not args.device.startswith("cuda") and not args.tiny:
         parser.error("full size runs only on CUDA; use --tiny for a CPU dry run")
-    args.resolution = args.resolution or (32 if args.tiny else 512)
+    args.resolution = args.resolution or (
+        32 if args.tiny else 1024 if args.family == "sdxl" else 512
+    )
+    args.batch = args.batch or (2 if args.family == "sdxl" else 4)
 
     bench = Bench(args)
 
@@ -610,8 +619,9 @@ def main(argv: list[str] | None = None) -> int:
     print(section)
     if args.out_dir is not None:
         args.out_dir.mkdir(parents=True, exist_ok=True)
-        (args.out_dir / "gpu_sd15.json").write_text(text + "\n", encoding="utf-8")
-        (args.out_dir / "gpu_sd15.md").write_text(section, encoding="utf-8")
+        stem = "gpu_sdxl" if args.family == "sdxl" else "gpu_sd15"
+        (args.out_dir / f"{stem}.json").write_text(text + "\n", encoding="utf-8")
+        (args.out_dir / f"{stem}.md").write_text(section, encoding="utf-8")
     if not args.no_append:
         with args.results.open("a", encoding="utf-8") as handle:
             handle.write("\n" + section)

@@ -11,7 +11,13 @@ only the UNet runs (``federated.engine.trainer.train_on_cache``). Same model, Lo
 targets (plain LoRA, A and B trained, as the script does), batch and resolution, same run;
 repetitions alternate the two loops.
 
+SDXL (``--family sdxl``): the reference is the loop of diffusers'
+``examples/text_to_image/train_text_to_image_lora_sdxl.py`` (VAE encode, both text encoders
+every step, the size ids computed per image, the UNet with ``added_cond_kwargs``, MSE, clip,
+AdamW); this trainer reads the cached latents, dual embeddings, pooled embeddings and size ids.
+
     python bench/trainer_speed.py                       # tiny model, CPU, 64x64, batch 8
+    python bench/trainer_speed.py --family sdxl         # tiny SDXL model, CPU, 64x64
     python bench/trainer_speed.py --device cuda --full-size --resolution 512 --batch 4
 """
 
@@ -29,15 +35,44 @@ import torch.nn.functional as F
 from _common import build_pipeline, dump, machine, median, prepare_data, sync
 
 from federated.engine.adapter import AdapterSpec, attach_adapter
-from federated.engine.dataset import load_pixels
+from federated.engine.cache import ImageGeometry
+from federated.engine.dataset import DatasetScan, load_pixels
 from federated.engine.trainer import TrainConfig, train_on_cache, training_scheduler
 
 
-def reference_steps(
-    pipe, pixels: torch.Tensor, ids: torch.Tensor, args: argparse.Namespace
-) -> list[float]:  # type: ignore[no-untyped-def]
+def reference_inputs(pipe, scan: DatasetScan, resolution: int) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """What the reference script's data loader hands its loop: pixels, token ids (one tensor
+    per text encoder), and for SDXL each image's size ids (original size, crop, target)."""
+
+    def tokens(tokenizer) -> torch.Tensor:  # type: ignore[no-untyped-def]
+        return tokenizer(
+            [e.caption for e in scan.examples],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids
+
+    sdxl = getattr(pipe, "text_encoder_2", None) is not None
+    return {
+        "pixels": torch.from_numpy(np.stack([load_pixels(e, resolution) for e in scan.examples])),
+        "ids": [tokens(pipe.tokenizer), *([tokens(pipe.tokenizer_2)] if sdxl else [])],
+        "time_ids": torch.tensor(
+            [ImageGeometry.center_crop(e, resolution).time_ids() for e in scan.examples],
+            dtype=torch.float32,
+        )
+        if sdxl
+        else None,
+    }
+
+
+def reference_steps(pipe, inputs: dict[str, object], args: argparse.Namespace) -> list[float]:  # type: ignore[no-untyped-def]
     """The diffusers script's loop body; returns the duration of each step."""
     from peft import LoraConfig
+
+    pixels: torch.Tensor = inputs["pixels"]  # type: ignore[assignment]
+    ids: list[torch.Tensor] = inputs["ids"]  # type: ignore[assignment]
+    time_ids: torch.Tensor | None = inputs.get("time_ids")  # type: ignore[assignment]
 
     device = args.device
     unet = copy.deepcopy(pipe.unet)
@@ -70,14 +105,29 @@ def reference_steps(
         with torch.no_grad():
             latents = pipe.vae.encode(pixels[index].to(device, pipe.vae.dtype)).latent_dist.sample()
             latents = latents * pipe.vae.config.scaling_factor
-            hidden = pipe.text_encoder(ids[index].to(device), return_dict=False)[0]
+            added: dict[str, torch.Tensor] | None = None
+            if time_ids is None:  # train_text_to_image_lora.py
+                hidden = pipe.text_encoder(ids[0][index].to(device), return_dict=False)[0]
+            else:  # train_text_to_image_lora_sdxl.py: encode_prompt, both encoders
+                states, pooled = [], None
+                for encoder, tokens in ((pipe.text_encoder, ids[0]), (pipe.text_encoder_2, ids[1])):
+                    out = encoder(
+                        tokens[index].to(device), output_hidden_states=True, return_dict=False
+                    )
+                    pooled = out[0]
+                    states.append(out[-1][-2])
+                hidden = torch.cat(states, dim=-1)
+                added = {
+                    "time_ids": time_ids[index].to(device, hidden.dtype),
+                    "text_embeds": pooled,
+                }
         noise = torch.randn_like(latents)
         timesteps = torch.randint(
             0, scheduler.config.num_train_timesteps, (args.batch,), device=device
         )
         noisy = scheduler.add_noise(latents, noise, timesteps)
         with autocast:
-            pred = unet(noisy, timesteps, hidden, return_dict=False)[0]
+            pred = unet(noisy, timesteps, hidden, added_cond_kwargs=added, return_dict=False)[0]
         loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -126,7 +176,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--full-size", action="store_true", help="SD-1.5-sized random weights")
+    parser.add_argument("--full-size", action="store_true", help="full-size random weights")
+    parser.add_argument("--family", choices=("sd1", "sdxl"), default="sd1")
     parser.add_argument(
         "--resolution", type=int, default=None, help="default 64, or 512 with --full-size"
     )
@@ -145,7 +196,9 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    pipe = build_pipeline(full_size=args.full_size, device=args.device, dtype=dtype)
+    pipe = build_pipeline(
+        full_size=args.full_size, device=args.device, dtype=dtype, family=args.family
+    )
 
     with TemporaryDirectory(prefix="atelier-bench-") as tmp:
         data = prepare_data(
@@ -154,23 +207,13 @@ def main() -> None:
             n_images=args.images,
             resolution=args.resolution,
             device=args.device,
+            family=args.family,
         )
-        pixels = torch.from_numpy(
-            np.stack([load_pixels(e, args.resolution) for e in data.scan.examples])
-        )
-        ids = pipe.tokenizer(
-            [e.caption for e in data.scan.examples],
-            padding="max_length",
-            max_length=pipe.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids
+        inputs = reference_inputs(pipe, data.scan, args.resolution)
         ref_rates: list[float] = []
         our_rates: list[float] = []
         for _ in range(args.repeats):
-            ref_rates.append(
-                len(t) / sum(t) if (t := reference_steps(pipe, pixels, ids, args)) else 0.0
-            )
+            ref_rates.append(len(t) / sum(t) if (t := reference_steps(pipe, inputs, args)) else 0.0)
             our_rates.append(
                 len(t) / sum(t) if (t := cached_steps(pipe, data.cache, args)) else 0.0
             )

@@ -16,9 +16,9 @@ from django.utils import timezone
 from marketplace.models import EscrowHold, LedgerTransaction
 from registry.models import BaseModelFamily, DatasetVersion, ModelVersion
 
-# Families the engine can train (SDXL needs added conditioning it does not implement yet).
+# Families the engine can train (SDXL with its pooled embeddings and size ids, issue #20).
 # Here, below the selectors (the wizard's list) and the job spec (the launch check), both use it.
-TRAINABLE_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2)
+TRAINABLE_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2, BaseModelFamily.SDXL)
 
 # A node is online when it sent a heartbeat within this many seconds.
 NODE_ONLINE_SECONDS = 120

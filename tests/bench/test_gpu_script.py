@@ -99,3 +99,35 @@ def test_cpu_dry_run_runs_every_phase(tmp_path: Path) -> None:
     section = (tmp_path / "out" / "gpu_sd15.md").read_text(encoding="utf-8")
     assert section in results.read_text(encoding="utf-8")
     assert section.count("| ok |") == 4, section
+
+
+def test_the_sdxl_family_reports_under_its_own_name(tmp_path: Path) -> None:
+    # given --family sdxl and a budget too short for any phase
+    results = tmp_path / "RESULTS-trainer.md"
+    proc = _run(
+        *("--family", "sdxl", "--device", "cpu", "--tiny", "--budget", "1"),
+        *("--results", str(results), "--out-dir", str(tmp_path / "out")),
+    )
+    # then the section and the files say SDXL (and nothing ran)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "## Full-size SDXL on CPU (dry run, tiny model)" in results.read_text(encoding="utf-8")
+    data = json.loads((tmp_path / "out" / "gpu_sdxl.json").read_text(encoding="utf-8"))
+    assert data["benchmark"] == "gpu_sdxl" and data["config"]["batch"] == 2
+
+
+@pytest.mark.slow
+def test_cpu_dry_run_of_the_sdxl_family_runs_every_phase(tmp_path: Path) -> None:
+    # given the tiny SDXL model on the CPU (the reference is the SDXL LoRA script's loop)
+    proc = _run(
+        *("--family", "sdxl", "--device", "cpu", "--tiny", "--images", "4", "--batch", "2"),
+        *("--warmup", "1", "--steps", "2", "--fed-steps", "2", "--gen-steps", "2"),
+        *("--no-append", "--out-dir", str(tmp_path / "out")),
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    phases = json.loads((tmp_path / "out" / "gpu_sdxl.json").read_text(encoding="utf-8"))["phases"]
+    assert {k: v["status"] for k, v in phases.items()} == dict.fromkeys(
+        ("build", "data", "lora", "dp", "federated", "generate"), "ok"
+    )
+    assert phases["lora"]["ratio_trainer_over_reference"] > 0
+    assert phases["federated"]["adapter_abs_sum_after_round"] > 0
