@@ -13,6 +13,7 @@ pages = [
     path("train/new/", views.job_new, name="job-new"),
     path("train/jobs/<int:job_id>/", views.job_detail, name="job-detail"),
     path("train/jobs/<int:job_id>/live/", views.job_live, name="job-live"),
+    path("train/jobs/<int:job_id>/public/", views.job_public, name="job-public"),
     path("train/jobs/<int:job_id>/cancel/", views.job_cancel_view, name="job-cancel"),
     path("nodes/", views.node_dashboard, name="dashboard"),
     path(

@@ -4,11 +4,13 @@ parse the form, call one service or selector, render."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpResponse, QueryDict
+from django.db.models import Prefetch
+from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -17,7 +19,7 @@ from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError, NotFoundError
 from federated import charts, selectors
 from federated.forms import JobForm, PreviewForm, RejectForm, TermsForm
-from federated.models import DatasetTerms, FederatedJob, JobDataset
+from federated.models import DatasetTerms, FederatedJob, JobDataset, JobRound
 from federated.round_clock import job_round_clock
 from federated.services.datasets import dataset_terms_update
 from federated.services.jobs import (
@@ -30,6 +32,8 @@ from federated.services.jobs import (
 )
 from marketplace.forms import new_key
 from marketplace.selectors import wallet_balance
+from registry.models import VersionStatus
+from registry.selectors.versions import visible_versions
 from registry.services.images import dataset_preview_add, dataset_preview_remove
 
 MAX_DATASETS_OFFERED = 200
@@ -162,6 +166,66 @@ def _job_context(request: AuthenticatedHttpRequest, job: FederatedJob) -> dict[s
 def job_detail(request: AuthenticatedHttpRequest, job_id: int) -> HttpResponse:
     job = _job_or_404(request, job_id)
     return render(request, "federated/job_detail.html", _job_context(request, job))
+
+
+@dataclass(frozen=True)
+class PublicRound:
+    """A round as the public job page shows it: how many nodes replied, not which."""
+
+    index: int
+    train_loss: float | None
+    num_examples: int
+    epsilon_max: float | None
+    nodes: int
+    grid_url: str
+
+
+@require_GET
+def job_public(request: HttpRequest, job_id: int) -> HttpResponse:
+    """The public page of a job that published a LoRA the viewer may see (anyone, signed in
+    or not, for a public LoRA): its rounds, losses, privacy spent and datasets, nothing more.
+    No node identities, no owners' names or pay, no escrow, no log; a private dataset stays
+    "a private dataset" unless the viewer may open it (``training_record``). Any other job
+    (running, failed, withheld, its LoRA unpublished or hidden) is a 404."""
+    job = (
+        FederatedJob.objects.select_related("trainer", "base_version__model", "result_version")
+        .prefetch_related(Prefetch("rounds", queryset=JobRound.objects.order_by("index")))
+        .filter(pk=job_id, result_version__status=VersionStatus.PUBLISHED)
+        .first()
+    )
+    if job is None or job.result_version_id is None:
+        raise Http404("No such job.")
+    version = visible_versions(request.user).filter(pk=job.result_version_id).first()
+    if version is None:
+        raise Http404("No such job.")
+    record = selectors.training_record(version=version, user=request.user)
+    rounds = [
+        PublicRound(
+            index=r.index,
+            train_loss=r.train_loss,
+            num_examples=r.num_examples,
+            epsilon_max=r.epsilon_max,
+            nodes=len(r.nodes),
+            grid_url=r.sample_grid.url if r.sample_grid else "",
+        )
+        for r in job.rounds.all()
+    ]
+    rows = [
+        selectors.RoundRow(
+            r.index, r.train_loss, r.num_examples, None, 0, r.epsilon_max, [], {}, []
+        )
+        for r in rounds
+    ]
+    context = {
+        "job": job,
+        "version": version,
+        "record": record,
+        "rounds": rounds,
+        "loss_chart": charts.loss_chart_svg(rows, rounds_total=job.num_rounds),
+        "epsilon_chart": charts.epsilon_chart_svg(rows, [], rounds_total=job.num_rounds),
+        "sees_full_page": selectors.job_visible_to(job=job, user=request.user),
+    }
+    return render(request, "federated/job_public.html", context)
 
 
 @login_required
