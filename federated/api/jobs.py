@@ -50,6 +50,8 @@ class JobSpecSerializer(serializers.Serializer):
     resolution = WholeNumberField(min_value=8, default=512)
     batch_size = WholeNumberField(min_value=1, default=4)
     adapter_mode = serializers.ChoiceField(choices=["ffa", "lora"], default="ffa")
+    buckets = serializers.BooleanField(default=True)
+    text_encoder_lora = serializers.BooleanField(default=False)
     aggregation = serializers.ChoiceField(choices=["fedavg", "secagg"], default="fedavg")
     seed = WholeNumberField(min_value=0, default=0)
     dp = serializers.BooleanField(default=True)

@@ -12,15 +12,27 @@ Two modes:
 Adapter arrays are an ordered ``dict[str, np.ndarray]`` keyed by peft state-dict names
 (``down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight``), in module
 order: what a Flower ``ArrayRecord`` carries.
+
+Optional text-encoder LoRA (``AdapterSpec.text_encoder``, off by default): LoRA on the CLIP
+text encoder's attention projections (``q_proj``, ``k_proj``, ``v_proj``, ``out_proj``), with
+the same mode (FFA: only B trained and sent). Its arrays follow the UNet's under
+``text_encoder.`` (``text_encoder.text_model.encoder.layers.0.self_attn.q_proj.lora_B.weight``).
+Training then encodes the captions every step through :class:`TextConditionedUNet` (the
+cached embeddings are those of the frozen encoder); under DP the one module opacus wraps
+holds both, so each example's gradient is clipped over the UNet's and the encoder's LoRA
+parameters together.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import json
 import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -34,8 +46,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TARGET_MODULES",
+    "TE_PREFIX",
+    "TE_TARGET_MODULES",
     "AdapterArrays",
     "AdapterSpec",
+    "TextConditionedUNet",
+    "attach_text_encoder_adapter",
+    "caption_input_ids",
+    "initial_adapter_arrays",
+    "text_encoder_for_training",
+    "text_encoder_lora_files",
+    "text_encoder_lora_state",
     "adapter_state_dict",
     "attach_adapter",
     "average_adapters",
@@ -47,6 +68,8 @@ __all__ = [
 
 AdapterArrays = OrderedDict[str, np.ndarray]
 DEFAULT_TARGET_MODULES: tuple[str, ...] = ("to_q", "to_k", "to_v", "to_out.0")
+TE_TARGET_MODULES: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "out_proj")
+TE_PREFIX = "text_encoder."
 ADAPTER_NAME = "default"
 
 
@@ -59,6 +82,8 @@ class AdapterSpec:
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     mode: Literal["ffa", "lora"] = "ffa"
     init_seed: int = 0
+    # LoRA on the text encoder's attention projections too (same rank, alpha and mode)
+    text_encoder: bool = False
 
     def __post_init__(self) -> None:
         if self.rank < 1:
@@ -74,13 +99,13 @@ class AdapterSpec:
     def scale(self) -> float:
         return self.alpha / self.rank
 
-    def lora_config(self) -> LoraConfig:
+    def lora_config(self, target_modules: Sequence[str] | None = None) -> LoraConfig:
         from peft import LoraConfig
 
         return LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,  # type: ignore[arg-type]  # peft takes float alphas too
-            target_modules=list(self.target_modules),
+            target_modules=list(target_modules or self.target_modules),
             lora_dropout=0.0,
             init_lora_weights=True,
         )
@@ -139,22 +164,71 @@ def attach_adapter(unet: UNet2DConditionModel, spec: AdapterSpec) -> None:
     layers = _lora_layers(unet)
     if not layers:
         raise ConfigError(f"no UNet module matches target_modules {list(spec.target_modules)}")
+    _init_layers(layers, spec, "")
+
+
+def _init_layers(layers: list[tuple[str, torch.nn.Module]], spec: AdapterSpec, prefix: str) -> None:
     with torch.no_grad():
         for name, layer in layers:
             lora_a = _lora_weight(layer, "lora_A")
             lora_b = _lora_weight(layer, "lora_B")
-            lora_a.copy_(ffa_init_a(spec.init_seed, name, spec.rank, lora_a.shape[1]))
+            lora_a.copy_(ffa_init_a(spec.init_seed, prefix + name, spec.rank, lora_a.shape[1]))
             lora_b.zero_()
             lora_a.requires_grad_(spec.mode == "lora")
             lora_b.requires_grad_(True)
 
 
-def adapter_state_dict(unet: torch.nn.Module) -> OrderedDict[str, torch.Tensor]:
-    """Every LoRA tensor (A and B) under peft names, in module order."""
+def attach_text_encoder_adapter(text_encoder: torch.nn.Module, spec: AdapterSpec) -> None:
+    """Freeze the CLIP text encoder and add LoRA to its attention projections (as the UNet's)."""
+    from peft import inject_adapter_in_model
+
+    text_encoder.requires_grad_(False)
+    inject_adapter_in_model(
+        spec.lora_config(TE_TARGET_MODULES), text_encoder, adapter_name=ADAPTER_NAME
+    )
+    layers = _lora_layers(text_encoder)
+    if not layers:
+        raise ConfigError("the text encoder has no q_proj/k_proj/v_proj/out_proj to adapt")
+    _init_layers(layers, spec, TE_PREFIX)
+
+
+class TextConditionedUNet(torch.nn.Module):
+    """The UNet with its text encoder in front: ``input_ids`` in, the UNet's output out.
+
+    The module the trainer (and opacus) runs when the text encoder has LoRA: captions are
+    encoded every step, so the encoder's LoRA gets gradients; one module holds every trained
+    parameter, so opacus clips each example's gradient over all of them at once.
+    """
+
+    def __init__(self, unet: torch.nn.Module, text_encoder: torch.nn.Module) -> None:
+        super().__init__()
+        self.unet = unet
+        self.text_encoder = text_encoder
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        input_ids: torch.Tensor,
+        **kwargs: object,
+    ) -> object:
+        kwargs.pop("encoder_hidden_states", None)  # the frozen encoder's cached output
+        hidden = self.text_encoder(input_ids)[0]
+        return self.unet(sample, timestep, encoder_hidden_states=hidden, **kwargs)
+
+
+def adapter_state_dict(
+    unet: torch.nn.Module, text_encoder: torch.nn.Module | None = None
+) -> OrderedDict[str, torch.Tensor]:
+    """Every LoRA tensor (A and B) under peft names, in module order; then the encoder's."""
     state: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for name, layer in _lora_layers(unet):
-        state[f"{name}.lora_A.weight"] = _lora_weight(layer, "lora_A")
-        state[f"{name}.lora_B.weight"] = _lora_weight(layer, "lora_B")
+    parts: list[tuple[str, torch.nn.Module]] = [("", unet)]
+    if text_encoder is not None:
+        parts.append((TE_PREFIX, text_encoder))
+    for prefix, module in parts:
+        for name, layer in _lora_layers(module):
+            state[f"{prefix}{name}.lora_A.weight"] = _lora_weight(layer, "lora_A")
+            state[f"{prefix}{name}.lora_B.weight"] = _lora_weight(layer, "lora_B")
     return state
 
 
@@ -162,20 +236,34 @@ def _transported(name: str, spec: AdapterSpec) -> bool:
     return spec.mode == "lora" or ".lora_B." in name
 
 
-def get_adapter_arrays(unet: torch.nn.Module, spec: AdapterSpec) -> AdapterArrays:
-    """What a node sends: B only for FFA-LoRA, A and B for plain LoRA (float32 numpy)."""
+def get_adapter_arrays(
+    unet: torch.nn.Module, spec: AdapterSpec, text_encoder: torch.nn.Module | None = None
+) -> AdapterArrays:
+    """What a node sends: B only for FFA-LoRA, A and B for plain LoRA (float32 numpy).
+
+    With ``text_encoder`` (a text-encoder LoRA), its arrays follow under ``text_encoder.``.
+    """
     return OrderedDict(
         (name, tensor.detach().to("cpu", torch.float32).numpy().copy())
-        for name, tensor in adapter_state_dict(unet).items()
+        for name, tensor in adapter_state_dict(unet, text_encoder).items()
         if _transported(name, spec)
     )
 
 
 def set_adapter_arrays(
-    unet: torch.nn.Module, spec: AdapterSpec, arrays: Mapping[str, np.ndarray]
+    unet: torch.nn.Module,
+    spec: AdapterSpec,
+    arrays: Mapping[str, np.ndarray],
+    text_encoder: torch.nn.Module | None = None,
 ) -> None:
-    """Load transported arrays into the adapter; names and shapes must match exactly."""
-    state = adapter_state_dict(unet)
+    """Load transported arrays into the adapter; names and shapes must match exactly.
+
+    A text-encoder LoRA's arrays are loaded into ``text_encoder``; without it (callers that
+    need only the UNet) they are checked to be the spec's and left out.
+    """
+    state = adapter_state_dict(unet, text_encoder)
+    if text_encoder is None and spec.text_encoder:
+        arrays = {k: v for k, v in arrays.items() if not k.startswith(TE_PREFIX)}
     expected = [name for name in state if _transported(name, spec)]
     if set(arrays) != set(expected):
         missing = sorted(set(expected) - set(arrays))[:3]
@@ -244,3 +332,114 @@ def average_adapters(
         )
         for name in names
     )
+
+
+def caption_input_ids(pipe: object, captions: Sequence[str]) -> torch.Tensor:
+    """``[len(captions), max_length]`` token ids, as the cache's caption encoding pads them."""
+    tokenizer = pipe.tokenizer  # type: ignore[attr-defined]  # a diffusers SD pipeline
+    ids = tokenizer(
+        list(captions),
+        padding="max_length",
+        max_length=tokenizer.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    assert isinstance(ids, torch.Tensor)
+    return ids
+
+
+def text_encoder_for_training(
+    pipe: object, spec: AdapterSpec, family: str
+) -> torch.nn.Module | None:
+    """A copy of the pipeline's text encoder with LoRA, or None when the spec has none."""
+    if not spec.text_encoder:
+        return None
+    if family not in ("sd1", "sd2"):
+        raise ConfigError(f"text-encoder LoRA is implemented for SD 1.x/2.x, not {family} yet")
+    text_encoder = copy.deepcopy(pipe.text_encoder)  # type: ignore[attr-defined]
+    attach_text_encoder_adapter(text_encoder, spec)
+    return text_encoder
+
+
+def text_encoder_lora_state(
+    text_encoder: torch.nn.Module, spec: AdapterSpec, arrays: Mapping[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """Every A and B of the text encoder's LoRA (peft names, no prefix) from the arrays."""
+    adapted = copy.deepcopy(text_encoder)
+    attach_text_encoder_adapter(adapted, spec)
+    state = adapter_state_dict(adapted)
+    with torch.no_grad():
+        for name, target in state.items():
+            key = TE_PREFIX + name
+            if _transported(name, spec):
+                if key not in arrays:
+                    raise AdapterMismatchError(f"the adapter has no {key}")
+                target.copy_(torch.from_numpy(np.asarray(arrays[key], dtype=np.float32)))
+    return {k: v.detach().float().cpu().clone() for k, v in state.items()}
+
+
+def text_encoder_lora_files(
+    *,
+    kohya_file: Path,
+    diffusers_file: Path,
+    te_state: Mapping[str, torch.Tensor],
+    spec: AdapterSpec,
+) -> None:
+    """Add the text encoder's LoRA to both written files.
+
+    kohya: ``lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight`` (and
+    ``lora_up``, ``.alpha``), as kohya's SD 1.x trainer names them; diffusers/peft:
+    ``text_encoder.<peft name>`` with its adapter config under ``text_encoder.`` in
+    ``lora_adapter_metadata`` (the real alpha, so a rank different from alpha reloads right).
+    """
+    from safetensors import safe_open
+
+    from sdcore.loading import write_safetensors
+    from sdcore.lora import LORA_ADAPTER_METADATA_KEY
+
+    modules = [n.removesuffix(".lora_A.weight") for n in te_state if n.endswith(".lora_A.weight")]
+
+    def canonical(module: str) -> str:
+        # transformers 5's CLIPTextModel has no ``text_model.`` level; LoRA files keep it
+        return module if module.startswith("text_model.") else f"text_model.{module}"
+    for path, kohya in ((kohya_file, True), (diffusers_file, False)):
+        with safe_open(str(path), framework="pt") as handle:
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+            metadata = dict(handle.metadata() or {})
+        for module in modules:
+            down = te_state[f"{module}.lora_A.weight"]
+            up = te_state[f"{module}.lora_B.weight"]
+            if kohya:
+                name = "lora_te_" + canonical(module).replace(".", "_")
+                tensors[f"{name}.lora_down.weight"] = down
+                tensors[f"{name}.lora_up.weight"] = up
+                tensors[f"{name}.alpha"] = torch.tensor(float(spec.alpha))
+            else:
+                tensors[f"{TE_PREFIX}{canonical(module)}.lora_A.weight"] = down
+                tensors[f"{TE_PREFIX}{canonical(module)}.lora_B.weight"] = up
+        if not kohya:
+            packed = json.loads(metadata.get(LORA_ADAPTER_METADATA_KEY, "{}"))
+            config = {
+                "r": spec.rank,
+                "lora_alpha": spec.alpha,
+                "target_modules": sorted({m.rsplit(".", 1)[-1] for m in modules}),
+                "lora_dropout": 0.0,
+                "bias": "none",
+                "use_dora": False,
+                "init_lora_weights": True,
+            }
+            packed.update({f"{TE_PREFIX}{k}": v for k, v in config.items()})
+            metadata[LORA_ADAPTER_METADATA_KEY] = json.dumps(packed, indent=2, sort_keys=True)
+        metadata["ss_train_text_encoder"] = "true"
+        write_safetensors(path, tensors, metadata)
+
+
+def initial_adapter_arrays(pipe: object, spec: AdapterSpec) -> AdapterArrays:
+    """The job's starting arrays (zero B, seeded A), the text encoder's too if it has LoRA."""
+    unet = copy.deepcopy(pipe.unet)  # type: ignore[attr-defined]
+    attach_adapter(unet, spec)
+    text_encoder = None
+    if spec.text_encoder:
+        text_encoder = copy.deepcopy(pipe.text_encoder)  # type: ignore[attr-defined]
+        attach_text_encoder_adapter(text_encoder, spec)
+    return get_adapter_arrays(unet, spec, text_encoder)

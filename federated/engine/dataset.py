@@ -46,6 +46,8 @@ __all__ = [
     "IssueKind",
     "caption_words",
     "load_pixels",
+    "load_pixels_cropped",
+    "oriented_size",
     "read_dataset",
 ]
 
@@ -356,27 +358,53 @@ def read_dataset(
     return DatasetScan(root=root, layout=layout, examples=tuple(examples), issues=tuple(issues))
 
 
-def load_pixels(example: Example, resolution: int) -> np.ndarray:
-    """The image as float32 ``[3, resolution, resolution]`` in ``[-1, 1]``.
-
-    EXIF orientation applied, transparency composited on white, shorter side resized to
-    ``resolution`` (Lanczos), then centre-cropped, as diffusers' training scripts do.
-    """
+def _open_rgb(example: Example) -> Image.Image:
+    """The image with EXIF orientation applied and transparency composited on white."""
     with Image.open(example.path) as opened:
         image = ImageOps.exif_transpose(opened)
         if image.mode in ("RGBA", "LA", "P"):
             rgba = image.convert("RGBA")
             background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
             image = Image.alpha_composite(background, rgba)
-        image = image.convert("RGB")
-    scale = resolution / min(image.size)
+        return image.convert("RGB")
+
+
+def oriented_size(example: Example) -> tuple[int, int]:
+    """(width, height) as the image is shown: EXIF orientations 5-8 turn it 90 degrees."""
+    with Image.open(example.path) as image:
+        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):
+            return example.height, example.width
+    return example.width, example.height
+
+
+def load_pixels_cropped(
+    example: Example, width: int, height: int
+) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image covering ``width`` x ``height``, centre-cropped, and the crop's (top, left).
+
+    Resized (Lanczos) by the smallest factor that covers the target in both directions, so
+    only the longer direction is cropped; ``(top, left)`` is in the resized image's pixels,
+    as SDXL's ``crop_coords_top_left`` conditioning expects. Float32 ``[3, height, width]``
+    in ``[-1, 1]``.
+    """
+    image = _open_rgb(example)
+    scale = max(width / image.width, height / image.height)
     size = (
-        max(resolution, round(image.width * scale)),
-        max(resolution, round(image.height * scale)),
+        max(width, round(image.width * scale)),
+        max(height, round(image.height * scale)),
     )
     image = image.resize(size, Image.Resampling.LANCZOS)
-    left = (image.width - resolution) // 2
-    top = (image.height - resolution) // 2
-    image = image.crop((left, top, left + resolution, top + resolution))
+    left = (image.width - width) // 2
+    top = (image.height - height) // 2
+    image = image.crop((left, top, left + width, top + height))
     array = np.asarray(image, dtype=np.float32) / 127.5 - 1.0
-    return np.ascontiguousarray(array.transpose(2, 0, 1))
+    return np.ascontiguousarray(array.transpose(2, 0, 1)), (top, left)
+
+
+def load_pixels(example: Example, resolution: int) -> np.ndarray:
+    """The image as float32 ``[3, resolution, resolution]`` in ``[-1, 1]``.
+
+    EXIF orientation applied, transparency composited on white, shorter side resized to
+    ``resolution`` (Lanczos), then centre-cropped, as diffusers' training scripts do.
+    """
+    return load_pixels_cropped(example, resolution, resolution)[0]

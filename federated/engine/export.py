@@ -31,6 +31,8 @@ from federated.engine.adapter import (
     adapter_state_dict,
     attach_adapter,
     set_adapter_arrays,
+    text_encoder_lora_files,
+    text_encoder_lora_state,
 )
 from federated.engine.dp import DPConfig
 from sdcore.loading import FAMILIES, unet_ldm_prefix_map
@@ -165,8 +167,15 @@ def save_lora_files(
     spec: AdapterSpec,
     arrays: Mapping[str, np.ndarray],
     provenance: LoraProvenance,
+    text_encoder: torch.nn.Module | None = None,
 ) -> LoraFiles:
-    """Write ``diffusers/pytorch_lora_weights.safetensors`` and ``lora.safetensors``."""
+    """Write ``diffusers/pytorch_lora_weights.safetensors`` and ``lora.safetensors``.
+
+    A text-encoder LoRA (``spec.text_encoder``) needs the base ``text_encoder``; its tensors
+    are added to both files (``lora_te_*`` and ``text_encoder.*``, adapter.py).
+    """
+    if spec.text_encoder and text_encoder is None:
+        raise ValueError("this adapter has a text-encoder LoRA: pass the base text_encoder")
     state = full_adapter_state(unet, spec, arrays)
     metadata = lora_metadata(spec, provenance)
     out_dir = Path(out_dir)
@@ -179,6 +188,13 @@ def save_lora_files(
     kohya_file = save_lora_kohya(
         out_dir / KOHYA_FILE_NAME, kohya_state, alpha=spec.alpha, metadata=metadata
     )
+    if spec.text_encoder and text_encoder is not None:
+        text_encoder_lora_files(
+            kohya_file=kohya_file,
+            diffusers_file=diffusers_file,
+            te_state=text_encoder_lora_state(text_encoder, spec, arrays),
+            spec=spec,
+        )
     return LoraFiles(
         diffusers_dir=diffusers_file.parent, diffusers_file=diffusers_file, kohya_file=kohya_file
     )

@@ -36,9 +36,21 @@ from federated.engine import constants
 from federated.engine.adapter import (
     AdapterArrays,
     AdapterSpec,
+    TextConditionedUNet,
     attach_adapter,
+    caption_input_ids,
     get_adapter_arrays,
     set_adapter_arrays,
+    text_encoder_for_training,
+)
+from federated.engine.buckets import (
+    BucketedLatentCache,
+    accumulate_micro_batches,
+    batch_sampler,
+    bucket_counts_json,
+    build_bucketed_cache,
+    mean_latents,
+    split_by_bucket,
 )
 from federated.engine.cache import LatentCache, build_latent_cache, model_fingerprint, unet_kwargs
 from federated.engine.dataset import DatasetScan, read_dataset
@@ -95,6 +107,9 @@ class TrainConfig:
     dp: DPConfig | None = None
     device: str | None = None
     mixed_precision: MixedPrecision = "auto"
+    # Aspect-ratio buckets (federated/engine/buckets.py); False: every image centre-cropped
+    # to a square, as before.
+    buckets: bool = True
 
     def __post_init__(self) -> None:
         if self.resolution % 8 or self.resolution < 8:
@@ -151,6 +166,7 @@ class RoundResult:
     accountant_state: bytes | None
     manifest_hash: str
     seconds: float
+    bucket_counts: str = ""  # JSON {"WxH": count} with buckets on; counts only
 
     def metrics(self) -> dict[str, float | int | str]:
         """Flat scalar metrics (a Flower ``MetricRecord``); -1 where DP is off."""
@@ -164,6 +180,7 @@ class RoundResult:
             "noise-multiplier": -1.0 if self.noise_multiplier is None else self.noise_multiplier,
             "manifest-hash": self.manifest_hash,
             "seconds": self.seconds,
+            "bucket-counts": self.bucket_counts,
         }
 
 
@@ -274,8 +291,8 @@ class _LoopResult:
 
 
 def train_on_cache(
-    unet: UNet2DConditionModel,
-    cache: LatentCache,
+    unet: torch.nn.Module,
+    cache: LatentCache | BucketedLatentCache,
     *,
     noise_scheduler: object,
     config: TrainConfig,
@@ -283,13 +300,15 @@ def train_on_cache(
     noise_multiplier: float | None = None,
     accountant_state: AccountantState | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    conditioning_for: Callable[[torch.Tensor], Mapping[str, torch.Tensor]] | None = None,
 ) -> _LoopResult:
     """Run ``config.local_steps`` optimizer steps on the adapter of ``unet`` (in place).
 
     Non-private: batches drawn without replacement (reshuffled each epoch). Private: opacus'
     Poisson batches, per-sample clipping and noise; the accountant continues from
     ``accountant_state``. ``on_step(step, loss)`` is called after each optimizer step
-    (benchmarks time steps with it).
+    (benchmarks time steps with it). ``conditioning_for(indices)`` replaces the cache's
+    conditioning (a text-encoder LoRA's token ids).
     """
     device = next(unet.parameters()).device
     params = [p for p in unet.parameters() if p.requires_grad]
@@ -309,7 +328,10 @@ def train_on_cache(
     def step_on(
         indices: torch.Tensor, model: torch.nn.Module, criterion: torch.nn.Module
     ) -> torch.Tensor:
-        conditioning = {k: v.to(device) for k, v in cache.conditioning_for(indices).items()}
+        conditioning = {
+            k: v.to(device)
+            for k, v in (conditioning_for or cache.conditioning_for)(indices).items()
+        }
         total: torch.Tensor | None = None
         for _ in range(config.noise_draws):
             latents = cache.sample_latents(indices, generator).to(device)
@@ -325,13 +347,9 @@ def train_on_cache(
 
     if config.dp is None:
         criterion = PerSampleMSE()
-        order = torch.randperm(len(cache), generator=generator)
-        position = 0
+        batches = batch_sampler(cache, config.batch_size, generator)  # per bucket if bucketed
         for _ in range(config.local_steps):
-            if position + config.batch_size > len(order):
-                order, position = torch.randperm(len(cache), generator=generator), 0
-            indices = order[position : position + config.batch_size]
-            position += config.batch_size
+            indices = next(batches)
             loss = step_on(indices, unet, criterion)
             loss.backward()
             optimizer.step()
@@ -347,6 +365,8 @@ def train_on_cache(
         bf16_autocast=not isinstance(autocast, nullcontext),
         noise_draws=config.noise_draws,
     )
+    if mode == "ghost" and isinstance(cache, BucketedLatentCache) and len(cache.buckets) > 1:
+        raise ConfigError("ghost clipping does not split batches by bucket; set buckets off")
     private = make_private(
         unet,
         optimizer,
@@ -364,6 +384,16 @@ def train_on_cache(
                 break
             if len(indices) == 0:
                 take_empty_step(private, params)
+            elif len(parts := split_by_bucket(cache, indices)) > 1:
+                # One Poisson batch over all examples, one micro-batch per bucket, clipped per
+                # sample and noised once (buckets.accumulate_micro_batches).
+                losses.append(
+                    accumulate_micro_batches(
+                        parts, lambda part: step_on(part, private.module, private.criterion), params
+                    )
+                )
+                private.optimizer.step()
+                private.optimizer.zero_grad(set_to_none=True)
             else:
                 loss = step_on(indices, private.module, private.criterion)
                 loss.backward()
@@ -382,7 +412,10 @@ def train_on_cache(
 
 
 def _check_adapter(
-    before: AdapterArrays, after: AdapterArrays, unet: torch.nn.Module, cache: LatentCache
+    before: AdapterArrays,
+    after: AdapterArrays,
+    unet: torch.nn.Module,
+    cache: LatentCache | BucketedLatentCache,
 ) -> None:
     """Fail loudly if the adapter is not finite, did not change, or breaks the UNet."""
     bad = [name for name, value in after.items() if not np.isfinite(value).all()]
@@ -398,7 +431,7 @@ def _check_adapter(
     with torch.no_grad():
         index = torch.tensor([0])
         device = next(unet.parameters()).device
-        latents = cache.latent_mean[index].to(device, next(unet.parameters()).dtype)
+        latents = mean_latents(cache, index).to(device, next(unet.parameters()).dtype)
         conditioning = {
             k: v.to(device, latents.dtype) for k, v in cache.conditioning_for(index).items()
         }
@@ -506,34 +539,43 @@ def train_round(
     device, dtype = _device_and_dtype(config)
     cache_dir = Path(cache_dir)
     base = load_base(Path(base_model), device=device, dtype=dtype, cache_dir=cache_dir)
-    cache = build_latent_cache(
-        base.pipe,
-        scan,
-        cache_dir=cache_dir,
-        resolution=config.resolution,
-        model_hash=base.fingerprint,
-        family=base.family,
-        manifest_hash=manifest_hash,
+    cache_args = {
+        "cache_dir": cache_dir,
+        "resolution": config.resolution,
+        "model_hash": base.fingerprint,
+        "family": base.family,
+        "manifest_hash": manifest_hash,
+    }
+    cache: LatentCache | BucketedLatentCache = (
+        build_bucketed_cache(base.pipe, scan, **cache_args)  # type: ignore[arg-type]
+        if config.buckets
+        else build_latent_cache(base.pipe, scan, **cache_args)  # type: ignore[arg-type]
     ).to(device, dtype)
 
     unet = copy.deepcopy(base.pipe.unet)
     attach_adapter(unet, config.adapter)
+    # Text-encoder LoRA (adapter.py): captions encoded every step, DP clips over both.
+    text_encoder = text_encoder_for_training(base.pipe, config.adapter, base.family)
+    if text_encoder is not None:
+        text_encoder.to(device)
     if adapter_in:
-        set_adapter_arrays(unet, config.adapter, adapter_in)
-    before = get_adapter_arrays(unet, config.adapter)
+        set_adapter_arrays(unet, config.adapter, adapter_in, text_encoder)
+    before = get_adapter_arrays(unet, config.adapter, text_encoder)
+    input_ids = caption_input_ids(base.pipe, [e.caption for e in scan.examples])
     steps_so_far = state.steps if state else 0
     # From the content, not the path: the same data and job give the same round anywhere.
     seed = _derived_seed(config.seed, job_id, manifest_hash, round_index, steps_so_far)
     loop = train_on_cache(
-        unet,
+        unet if text_encoder is None else TextConditionedUNet(unet, text_encoder),
         cache,
         noise_scheduler=training_scheduler(base.pipe),
         config=config,
         seed=seed,
         noise_multiplier=sigma,
         accountant_state=state,
+        conditioning_for=None if text_encoder is None else lambda i: {"input_ids": input_ids[i]},
     )
-    after = get_adapter_arrays(unet, config.adapter)
+    after = get_adapter_arrays(unet, config.adapter, text_encoder)
     _check_adapter(before, after, unet, cache)
 
     epsilon: float | None = None
@@ -562,4 +604,7 @@ def train_round(
         accountant_state=state_out,
         manifest_hash=manifest_hash,
         seconds=time.perf_counter() - started,
+        bucket_counts=bucket_counts_json(cache.counts())
+        if isinstance(cache, BucketedLatentCache)
+        else "",
     )

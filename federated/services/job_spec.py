@@ -21,6 +21,7 @@ from federated.selectors import Budget, dataset_budgets
 from marketplace.selectors import effective_permissions
 from registry.access import can_view_dataset, can_view_version, download_decision
 from registry.models import (
+    BaseModelFamily,
     DatasetKind,
     DatasetVersion,
     FileFormat,
@@ -93,6 +94,10 @@ LIMITS: dict[str, tuple[float, float]] = {
 }
 
 
+# Bases whose text encoder the trainer can put a LoRA on (adapter.py).
+TEXT_ENCODER_LORA_FAMILIES = (BaseModelFamily.SD1, BaseModelFamily.SD2)
+
+
 @dataclass(frozen=True)
 class JobSpec:
     """A job request: base model version, datasets, LoRA settings, rounds and privacy."""
@@ -111,6 +116,8 @@ class JobSpec:
     resolution: int = 512
     batch_size: int = 4
     adapter_mode: str = "ffa"
+    buckets: bool = True  # aspect-ratio buckets (False: centre-cropped squares)
+    text_encoder_lora: bool = False  # LoRA on the text encoder's attention too
     aggregation: str = "fedavg"
     seed: int = 0
     dp: bool = True
@@ -293,6 +300,15 @@ def _base_problems(
                 f"Federated LoRA training supports {', '.join(TRAINABLE_FAMILIES)} base models, "
                 f"not {base.base_model}.",
                 clause="base_model_family",
+            )
+        )
+    if spec.text_encoder_lora and base.base_model not in TEXT_ENCODER_LORA_FAMILIES:
+        problems.append(
+            Problem(
+                "text_encoder_lora_family",
+                "Text-encoder LoRA is supported on SD 1.x and SD 2.x bases, "
+                f"not {base.base_model} yet.",
+                clause="text_encoder_lora",
             )
         )
     permissions = effective_permissions(base)

@@ -495,6 +495,8 @@ def _run_config(job: FederatedJob) -> dict[str, Any]:
         "rank": int(c["rank"]),
         "alpha": float(c["alpha"]),
         "adapter-mode": c["adapter_mode"],
+        "buckets": bool(c.get("buckets", True)),
+        "text-encoder-lora": bool(c.get("text_encoder_lora", False)),
         "seed": int(c["seed"]),
         "dp": "on" if c["dp"] else "off",
     }

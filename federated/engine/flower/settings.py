@@ -143,11 +143,13 @@ def train_config_from_run_config(config: RunConfig) -> TrainConfig:
             alpha=_float(config, "alpha", 4.0),
             mode=_str(config, "adapter-mode", "ffa"),  # type: ignore[arg-type]  # checked by AdapterSpec
             init_seed=_int(config, "seed", 0),
+            text_encoder=_bool(config, "text-encoder-lora", False),
         ),
         learning_rate=_float(config, "lr", 1e-3),
         batch_size=_int(config, "batch-size", 4),
         local_steps=_int(config, "local-steps", 10),
         noise_draws=_int(config, "noise-draws", 1),
+        buckets=_bool(config, "buckets", True),
         seed=_int(config, "seed", 0),
         dp=dp,
         device=_str(config, "device", "") or None,

@@ -18,7 +18,6 @@ and listed in the round's ``rejected`` with the reason (``dataset_not_owned: ...
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import tempfile
@@ -112,7 +111,7 @@ class JobModel:
     def load(cls, settings: ServerSettings, run_config: RunConfig) -> JobModel:
         import torch
 
-        from federated.engine.adapter import attach_adapter, get_adapter_arrays
+        from federated.engine.adapter import initial_adapter_arrays
         from federated.engine.trainer import load_base
 
         config = train_config_from_run_config(run_config)
@@ -123,12 +122,10 @@ class JobModel:
             dtype=torch.float32,
             cache_dir=Path(settings.cache_dir),
         )
-        unet = copy.deepcopy(base.pipe.unet)
-        attach_adapter(unet, config.adapter)
         return cls(
             config=config,
             base=base,
-            initial=get_adapter_arrays(unet, config.adapter),
+            initial=initial_adapter_arrays(base.pipe, config.adapter),  # text encoder's too
             base_path=path,
         )
 
@@ -151,6 +148,7 @@ class JobModel:
             unet=self.base.pipe.unet,
             spec=self.config.adapter,
             arrays=arrays,
+            text_encoder=self.base.pipe.text_encoder,
             provenance=LoraProvenance(
                 base_model_name=self.base_path.name,
                 base_model_hash=self.base.fingerprint,
@@ -179,6 +177,7 @@ class JobModel:
             unet=self.base.pipe.unet,
             spec=self.config.adapter,
             arrays=arrays,
+            text_encoder=self.base.pipe.text_encoder,
             provenance=LoraProvenance(
                 base_model_name=self.base_path.name,
                 base_model_hash=self.base.fingerprint,

@@ -238,7 +238,6 @@ def adapter_layout(paths: NodePaths, run_config: RunConfig) -> dict[str, tuple[i
     message of a job (or its readiness step) copies the UNet once to attach the adapter;
     later rounds read a small JSON file instead (a UNet copy is gigabytes at SD 1.5 size).
     """
-    import copy
     import hashlib
 
     from federated.engine.cache import model_fingerprint
@@ -256,15 +255,14 @@ def adapter_layout(paths: NodePaths, run_config: RunConfig) -> dict[str, tuple[i
         return {str(name): tuple(int(n) for n in shape) for name, shape in saved}
     except (OSError, ValueError, TypeError):
         pass  # not remembered yet (or unreadable): compute it
-    from federated.engine.adapter import attach_adapter, get_adapter_arrays
+    from federated.engine.adapter import initial_adapter_arrays
     from federated.engine.trainer import _device_and_dtype, load_base
 
     device, dtype = _device_and_dtype(config)
     base = load_base(base_model, device=device, dtype=dtype, cache_dir=cache_dir)
-    unet = copy.deepcopy(base.pipe.unet)
-    attach_adapter(unet, config.adapter)
     layout = {
-        name: tuple(value.shape) for name, value in get_adapter_arrays(unet, config.adapter).items()
+        name: tuple(value.shape)
+        for name, value in initial_adapter_arrays(base.pipe, config.adapter).items()
     }
     memo.parent.mkdir(parents=True, exist_ok=True)
     tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
