@@ -1,5 +1,12 @@
 """Text-to-image with a Stable Diffusion checkpoint, LoRAs and textual-inversion embeddings.
 
+SD 1.x, SD 2.x and SDXL checkpoints (SDXL: two text encoders, pooled embeddings and time ids,
+all inside diffusers' SDXL pipeline). LoRAs are kohya files (``lora_unet_*`` in diffusers or
+SGM block names, ``lora_te_``/``lora_te1_``/``lora_te2_``) or diffusers/PEFT files; an SDXL
+embedding holds ``clip_l`` and ``clip_g`` vectors, one per text encoder. A LoRA or embedding of
+another family than the checkpoint's is refused with ``architecture_mismatch`` or
+``embedding_mismatch`` before the pipeline runs.
+
 Pure Python (no Django): :func:`generate` takes a :class:`GenerationRequest` naming local
 files, loads the checkpoint with :func:`sdcore.loading.load_pipeline` (a diffusers folder or
 an original single file), applies each LoRA with its weight and each embedding, runs the
@@ -64,6 +71,7 @@ __all__ = [
     "default_cache",
     "generate",
     "parse_a1111_parameters",
+    "pipeline_family",
     "png_bytes",
     "resolve_device",
 ]
@@ -241,7 +249,36 @@ _KOHYA_PREFIXES = ("lora_unet_", "lora_te_", "lora_te1_", "lora_te2_")
 _LYCORIS_MARKERS = (".hada_", ".lokr_", ".lora_mid.", ".dora_scale")
 
 
-def _check_lora_file(spec: LoraSpec, unet_config: Mapping[str, Any]) -> None:
+_FAMILY_LABELS = {"sd1": "SD 1.x", "sd2": "SD 2.x", "sdxl": "SDXL", "sd3": "SD 3", "flux": "Flux"}
+
+
+def pipeline_family(pipe: Any) -> str:
+    """``sdxl`` for a pipeline with two text encoders, ``sd2`` for a 1024-wide context, else
+    ``sd1`` (the families :func:`sdcore.loading.load_pipeline` gives)."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    return "sd2" if pipe.unet.config.cross_attention_dim == 1024 else "sd1"
+
+
+def _check_lora_family(spec: LoraSpec, path: Path, family: str) -> None:
+    """Refuse a LoRA whose names, shapes or metadata say another family than the checkpoint's
+    (an SD 1.x LoRA on an SDXL checkpoint): diffusers would drop the keys it cannot place."""
+    from sdcore.detect import detect
+    from sdcore.safetensors_header import read_header
+
+    try:
+        found = detect(read_header(path)).architecture
+    except (SdcoreError, ValueError, OSError):
+        return  # the header is checked again below, with its own message
+    if found in _FAMILY_LABELS and found != family:
+        raise GenerationError(
+            f"LoRA {spec.label} is for {_FAMILY_LABELS[found]} but the checkpoint is "
+            f"{_FAMILY_LABELS.get(family, family)}",
+            code="architecture_mismatch",
+        )
+
+
+def _check_lora_file(spec: LoraSpec, unet_config: Mapping[str, Any], family: str = "sd1") -> None:
     """Refuse a file that is not a LoRA diffusers can apply, with a message naming it."""
     path = Path(spec.path)
     if path.suffix.lower() != ".safetensors":
@@ -257,6 +294,7 @@ def _check_lora_file(spec: LoraSpec, unet_config: Mapping[str, Any]) -> None:
             f"LoRA {spec.label} is a LyCORIS (LoHa, LoKr or DoRA) file; only LoRA is applied",
             code="lora_invalid",
         )
+    _check_lora_family(spec, path, family)
     kohya = {name.split(".", 1)[0] for name in names if name.startswith(_KOHYA_PREFIXES)}
     if kohya:
         try:
@@ -275,7 +313,7 @@ def _check_lora_file(spec: LoraSpec, unet_config: Mapping[str, Any]) -> None:
 def _apply_loras(pipe: StableDiffusionPipeline, loras: Sequence[LoraSpec]) -> None:
     names: list[str] = []
     for index, spec in enumerate(loras):
-        _check_lora_file(spec, pipe.unet.config)
+        _check_lora_file(spec, pipe.unet.config, pipeline_family(pipe))
         adapter = f"atelier_lora_{index}"
         path = Path(spec.path)
         try:
@@ -290,8 +328,9 @@ def _apply_loras(pipe: StableDiffusionPipeline, loras: Sequence[LoraSpec]) -> No
         pipe.set_adapters(names, adapter_weights=[float(s.weight) for s in loras])
 
 
-def _embedding_tensor(spec: EmbeddingSpec, width: int) -> torch.Tensor:
-    """The embedding's vectors, shape ``(n, width)``, from A1111 or diffusers files."""
+def _embedding_tensors(spec: EmbeddingSpec, widths: Sequence[int]) -> list[torch.Tensor]:
+    """The embedding's vectors for each text encoder, shape ``(n, width)``: one tensor for SD
+    1.x/2.x (A1111 ``emb_params`` or a diffusers file), ``clip_l`` and ``clip_g`` for SDXL."""
     from safetensors.torch import load_file
 
     path = Path(spec.path)
@@ -308,34 +347,60 @@ def _embedding_tensor(spec: EmbeddingSpec, width: int) -> torch.Tensor:
             f"embedding {spec.token}: not a readable safetensors file ({exc})",
             code="embedding_invalid",
         ) from exc
-    if {"clip_l", "clip_g"} & set(tensors):
+    is_sdxl_file = bool({"clip_l", "clip_g"} & set(tensors))
+    if len(widths) == 2:
+        if not {"clip_l", "clip_g"} <= set(tensors):
+            raise GenerationError(
+                f"embedding {spec.token} is not an SDXL embedding (it needs clip_l and clip_g "
+                "vectors for SDXL's two text encoders)",
+                code="embedding_mismatch",
+            )
+        found = [tensors["clip_l"], tensors["clip_g"]]
+    elif is_sdxl_file:
         raise GenerationError(
             f"embedding {spec.token} is for SDXL (clip_l/clip_g vectors)",
             code="embedding_mismatch",
         )
-    if "emb_params" in tensors:
-        vectors = tensors["emb_params"]
+    elif "emb_params" in tensors:
+        found = [tensors["emb_params"]]
     elif len(tensors) == 1:
-        vectors = next(iter(tensors.values()))
+        found = [next(iter(tensors.values()))]
     else:
         raise GenerationError(
             f"embedding {spec.token}: expected one tensor (emb_params), found {len(tensors)}",
             code="embedding_invalid",
         )
-    if vectors.ndim == 1:
-        vectors = vectors[None, :]
-    if vectors.ndim != 2 or vectors.shape[0] == 0:
+    out: list[torch.Tensor] = []
+    for vectors, width in zip(found, widths, strict=True):
+        if vectors.ndim == 1:
+            vectors = vectors[None, :]
+        if vectors.ndim != 2 or vectors.shape[0] == 0:
+            raise GenerationError(
+                f"embedding {spec.token}: vectors of shape {tuple(vectors.shape)} are not (n, d)",
+                code="embedding_invalid",
+            )
+        if vectors.shape[1] != width:
+            raise GenerationError(
+                f"embedding {spec.token} has {vectors.shape[1]}-wide vectors but this "
+                f"checkpoint's text encoder is {width} wide",
+                code="embedding_mismatch",
+            )
+        out.append(vectors.float() * float(spec.weight))
+    if len(out) == 2 and out[0].shape[0] != out[1].shape[0]:
         raise GenerationError(
-            f"embedding {spec.token}: vectors of shape {tuple(vectors.shape)} are not (n, d)",
+            f"embedding {spec.token}: clip_l has {out[0].shape[0]} vectors but clip_g "
+            f"{out[1].shape[0]}",
             code="embedding_invalid",
         )
-    if vectors.shape[1] != width:
-        raise GenerationError(
-            f"embedding {spec.token} has {vectors.shape[1]}-wide vectors but this checkpoint's "
-            f"text encoder is {width} wide",
-            code="embedding_mismatch",
-        )
-    return vectors.float() * float(spec.weight)
+    return out
+
+
+def _text_encoders(pipe: Any) -> list[tuple[Any, Any]]:
+    """(tokenizer, text encoder) pairs: one for SD 1.x/2.x, two for SDXL."""
+    pairs = [(pipe.tokenizer, pipe.text_encoder)]
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        pairs.append((pipe.tokenizer_2, pipe.text_encoder_2))
+    return pairs
 
 
 def _token_pattern(token: str) -> re.Pattern[str]:
@@ -345,23 +410,38 @@ def _token_pattern(token: str) -> re.Pattern[str]:
 def _apply_embeddings(
     pipe: StableDiffusionPipeline, embeddings: Sequence[EmbeddingSpec], texts: Sequence[str]
 ) -> list[str]:
-    """Load each embedding under a placeholder token and put it where its word is."""
-    width = int(pipe.text_encoder.get_input_embeddings().weight.shape[1])
+    """Load each embedding under a placeholder token (into both text encoders for SDXL) and
+    put it where its word is."""
+    pairs = _text_encoders(pipe)
+    widths = [int(te.get_input_embeddings().weight.shape[1]) for _, te in pairs]
     out = list(texts)
     for index, spec in enumerate(embeddings):
         placeholder = f"<atelier-emb-{index}>"
-        vectors = _embedding_tensor(spec, width)
-        dtype = pipe.text_encoder.get_input_embeddings().weight.dtype
-        try:
-            pipe.load_textual_inversion({placeholder: vectors.to(dtype)}, token=placeholder)
-        except (ValueError, RuntimeError) as exc:
-            raise GenerationError(
-                f"embedding {spec.token} cannot be loaded ({_first_line(exc)})",
-                code="embedding_invalid",
-            ) from exc
+        for vectors, (tokenizer, text_encoder) in zip(
+            _embedding_tensors(spec, widths), pairs, strict=True
+        ):
+            dtype = text_encoder.get_input_embeddings().weight.dtype
+            try:
+                pipe.load_textual_inversion(
+                    {placeholder: vectors.to(dtype)},
+                    token=placeholder,
+                    tokenizer=tokenizer,
+                    text_encoder=text_encoder,
+                )
+            except (ValueError, RuntimeError) as exc:
+                raise GenerationError(
+                    f"embedding {spec.token} cannot be loaded ({_first_line(exc)})",
+                    code="embedding_invalid",
+                ) from exc
         pattern = _token_pattern(spec.token)
         out = [pattern.sub(placeholder, text) for text in out]
     return out
+
+
+def _unload_embeddings(pipe: Any) -> None:
+    for tokenizer, text_encoder in _text_encoders(pipe):
+        if any(not t.special for t in tokenizer.added_tokens_decoder.values()):
+            pipe.unload_textual_inversion(tokenizer=tokenizer, text_encoder=text_encoder)
 
 
 @contextmanager
@@ -381,7 +461,7 @@ def _adapted(
             if request.loras:
                 pipe.unload_lora_weights()
             if request.embeddings:
-                pipe.unload_textual_inversion()
+                _unload_embeddings(pipe)
         except Exception:  # a pipeline that cannot be cleaned is not reused
             log.exception("could not remove LoRAs or embeddings; the pipeline is dropped")
             clean = False

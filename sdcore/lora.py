@@ -17,8 +17,9 @@ sorted headers, so the same content gives the same bytes.
 
 :func:`kohya_to_diffusers` converts an existing kohya LoRA's names (diffusers-style
 ``lora_unet_down_blocks_...`` names as kohya's sd-scripts write for SD 1.x, LDM-style
-``lora_unet_input_blocks_...`` names, and ``lora_te_`` text-encoder names) to peft names and
-per-module alphas. Pure string work plus tensors; no model is needed.
+``lora_unet_input_blocks_...`` names as sd-scripts writes for SDXL, and ``lora_te_``,
+``lora_te1_``, ``lora_te2_`` text-encoder names) to peft names and per-module alphas. Pure
+string work plus tensors; no model is needed.
 """
 
 from __future__ import annotations
@@ -180,17 +181,24 @@ def _ldm_to_diffusers_prefixes(unet_layout: Mapping[str, object]) -> dict[str, s
 def kohya_module_to_diffusers(
     kohya_module: str, *, unet_layout: Mapping[str, object] | None = None
 ) -> tuple[str, str]:
-    """``lora_unet_..._to_q`` -> ``("unet", "....to_q")``; ``lora_te_...`` -> text encoder."""
-    if kohya_module.startswith("lora_te_") or kohya_module.startswith("lora_te1_"):
+    """``lora_unet_..._to_q`` -> ``("unet", "....to_q")``; ``lora_te_``/``lora_te1_`` -> the
+    (first) text encoder; ``lora_te2_`` -> SDXL's second text encoder (``text_encoder_2``).
+
+    SDXL's UNet names from sd-scripts are SGM (LDM) block names; pass the checkpoint's UNet
+    config as ``unet_layout`` to resolve them (the default is SD 1.5's layout)."""
+    if kohya_module.startswith(("lora_te_", "lora_te1_", "lora_te2_")):
+        target = "text_encoder_2" if kohya_module.startswith("lora_te2_") else "text_encoder"
         rest = kohya_module.split("_", 2)[2]
         match = _TE_RULE.match(rest)
         if not match:
             raise LoraFormatError(f"unknown kohya text-encoder module {kohya_module}")
         layer, block, leaf = match.groups()
         leaf = leaf if block == "self_attn" else leaf.replace("_", ".")
-        return "text_encoder", f"text_model.encoder.layers.{layer}.{block}.{leaf}"
+        return target, f"text_model.encoder.layers.{layer}.{block}.{leaf}"
     if not kohya_module.startswith("lora_unet_"):
-        raise LoraFormatError(f"{kohya_module} is neither a lora_unet_ nor a lora_te_ module")
+        raise LoraFormatError(
+            f"{kohya_module} is neither a lora_unet_ nor a lora_te_/lora_te1_/lora_te2_ module"
+        )
     rest = kohya_module.removeprefix("lora_unet_")
     ldm = _LDM_RULE.match(rest)
     if ldm:
@@ -214,6 +222,7 @@ class KohyaConversion:
 
     unet: dict[str, torch.Tensor] = field(default_factory=dict)
     text_encoder: dict[str, torch.Tensor] = field(default_factory=dict)
+    text_encoder_2: dict[str, torch.Tensor] = field(default_factory=dict)
     alphas: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, int] = field(default_factory=dict)
 
@@ -227,6 +236,7 @@ def kohya_to_diffusers(
     """
     unet: dict[str, torch.Tensor] = {}
     text: dict[str, torch.Tensor] = {}
+    text_2: dict[str, torch.Tensor] = {}
     alphas: dict[str, float] = {}
     ranks: dict[str, int] = {}
     modules = sorted({name.split(".", 1)[0] for name in state})
@@ -241,10 +251,12 @@ def kohya_to_diffusers(
         rank = int(down.shape[0])
         alpha_tensor = state.get(f"{module}.alpha")
         alpha = float(alpha_tensor.item()) if alpha_tensor is not None else float(rank)
-        bucket = unet if target == "unet" else text
+        bucket = {"unet": unet, "text_encoder": text, "text_encoder_2": text_2}[target]
         bucket[f"{name}.lora_A.weight"] = down
         bucket[f"{name}.lora_B.weight"] = up
         qualified = f"{target}.{name}"
         alphas[qualified] = alpha
         ranks[qualified] = rank
-    return KohyaConversion(unet=unet, text_encoder=text, alphas=alphas, ranks=ranks)
+    return KohyaConversion(
+        unet=unet, text_encoder=text, text_encoder_2=text_2, alphas=alphas, ranks=ranks
+    )

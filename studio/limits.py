@@ -6,8 +6,9 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-# Families whose checkpoints load as a StableDiffusionPipeline (sdcore.loading).
-GENERATION_FAMILIES = ("sd1", "sd2")
+# Families whose checkpoints sdcore.loading loads (StableDiffusionPipeline for SD 1.x/2.x,
+# StableDiffusionXLPipeline for SDXL and its descendants: Pony, Illustrious, NoobAI...).
+GENERATION_FAMILIES = ("sd1", "sd2", "sdxl")
 MIN_SIDE = 32
 MAX_PROMPT_CHARS = 2000
 MAX_LORAS = 5

@@ -20,8 +20,8 @@ from registry.models import Blob, FileLayout, ModelVersion
 from registry.services.blobs import blob_open
 from sdcore.loading import FAMILIES
 
-# Steps per family when the version records none (A1111's and diffusers' default for SD 1/2).
-FAMILY_STEPS = {"sd1": 20, "sd2": 20}
+# Steps per family when the version records none (A1111's default for SD 1/2 and SDXL).
+FAMILY_STEPS = {"sd1": 20, "sd2": 20, "sdxl": 20}
 DEFAULT_STEPS = 20
 DEFAULT_SIDE = 512
 STEPS_KEYS = ("modelspec.inference_steps", "atelier.steps")

@@ -233,11 +233,11 @@ def test_files_of_the_wrong_kind_are_400_naming_the_field(
     assert (response.json()["code"], response.json()["details"]["field"]) == (code, field)
 
 
-def test_an_sdxl_checkpoint_is_refused_as_unsupported(
+def test_a_flux_checkpoint_is_refused_as_unsupported(
     studio, client_for, publish_file, tiny_checkpoint
 ) -> None:
     xl = publish_file(
-        studio.creator, tiny_checkpoint, kind="checkpoint", base_model="sdxl", name="XL base"
+        studio.creator, tiny_checkpoint, kind="checkpoint", base_model="flux", name="Flux base"
     )
     response = client_for(studio.artist).post(
         URL, _body(studio, base_version_id=xl.pk), format="json"

@@ -256,17 +256,17 @@ def test_a_lora_of_another_family_is_refused_before_queueing(
     studio, publish_file, resource_files
 ) -> None:
     # Given an SD 2.x LoRA (offered with its family for the page to hide it beside an
-    # SD 1.x checkpoint) and an SDXL one (not offered: no SDXL checkpoint generates)
+    # SD 1.x checkpoint) and a Flux one (not offered: no Flux checkpoint generates)
     sd2 = publish_file(
         studio.creator, resource_files["other_lora"], kind="lora", base_model="sd2", name="Two"
     )
-    sdxl = publish_file(
-        studio.creator, resource_files["misfit_lora"], kind="lora", base_model="sdxl", name="XL"
+    flux = publish_file(
+        studio.creator, resource_files["misfit_lora"], kind="lora", base_model="flux", name="F"
     )
     client = _client(studio.artist)
     block = _field_block(client.get("/studio/").content.decode(), "lora_1")
     assert re.search(rf'<option value="{sd2.pk}" data-family="sd2">', block)
-    assert f'<option value="{sdxl.pk}"' not in block
+    assert f'<option value="{flux.pk}"' not in block
     # When the SD 2.x LoRA is sent with the SD 1.x checkpoint anyway (no JavaScript)
     response = client.post("/studio/", _form(studio, lora_2=sd2.pk))
     # Then a 400 names the slot and the two families, and nothing is queued
