@@ -57,6 +57,7 @@ __all__ = [
     "text_encoder_for_training",
     "text_encoder_lora_files",
     "text_encoder_lora_state",
+    "text_encoder_with_adapter",
     "adapter_state_dict",
     "attach_adapter",
     "average_adapters",
@@ -361,21 +362,32 @@ def text_encoder_for_training(
     return text_encoder
 
 
-def text_encoder_lora_state(
+def text_encoder_with_adapter(
     text_encoder: torch.nn.Module, spec: AdapterSpec, arrays: Mapping[str, np.ndarray]
-) -> dict[str, torch.Tensor]:
-    """Every A and B of the text encoder's LoRA (peft names, no prefix) from the arrays."""
+) -> torch.nn.Module:
+    """A copy of ``text_encoder`` with the LoRA in ``arrays`` (its ``text_encoder.*`` part)."""
     adapted = copy.deepcopy(text_encoder)
     attach_text_encoder_adapter(adapted, spec)
-    state = adapter_state_dict(adapted)
     with torch.no_grad():
-        for name, target in state.items():
+        for name, target in adapter_state_dict(adapted).items():
             key = TE_PREFIX + name
             if _transported(name, spec):
                 if key not in arrays:
                     raise AdapterMismatchError(f"the adapter has no {key}")
-                target.copy_(torch.from_numpy(np.asarray(arrays[key], dtype=np.float32)))
-    return {k: v.detach().float().cpu().clone() for k, v in state.items()}
+                value = np.asarray(arrays[key], dtype=np.float32)
+                if tuple(value.shape) != tuple(target.shape) or not np.isfinite(value).all():
+                    raise AdapterMismatchError(f"{key}: wrong shape or non-finite values")
+                target.copy_(torch.from_numpy(value).to(target.device, target.dtype))
+    adapted.eval()
+    return adapted
+
+
+def text_encoder_lora_state(
+    text_encoder: torch.nn.Module, spec: AdapterSpec, arrays: Mapping[str, np.ndarray]
+) -> dict[str, torch.Tensor]:
+    """Every A and B of the text encoder's LoRA (peft names, no prefix) from the arrays."""
+    adapted = text_encoder_with_adapter(text_encoder, spec, arrays)
+    return {k: v.detach().float().cpu().clone() for k, v in adapter_state_dict(adapted).items()}
 
 
 def text_encoder_lora_files(
@@ -402,6 +414,7 @@ def text_encoder_lora_files(
     def canonical(module: str) -> str:
         # transformers 5's CLIPTextModel has no ``text_model.`` level; LoRA files keep it
         return module if module.startswith("text_model.") else f"text_model.{module}"
+
     for path, kohya in ((kohya_file, True), (diffusers_file, False)):
         with safe_open(str(path), framework="pt") as handle:
             tensors = {k: handle.get_tensor(k) for k in handle.keys()}

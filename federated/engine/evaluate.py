@@ -16,7 +16,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from federated.engine.adapter import AdapterSpec, attach_adapter, set_adapter_arrays
+from federated.engine.adapter import (
+    AdapterSpec,
+    attach_adapter,
+    set_adapter_arrays,
+    text_encoder_with_adapter,
+)
 from federated.engine.cache import LatentCache, build_latent_cache
 from federated.engine.dataset import DatasetScan, read_dataset
 from federated.engine.dp import PerSampleMSE
@@ -117,9 +122,12 @@ def evaluate_adapter(
 def pipeline_with_adapter(
     pipe: StableDiffusionPipeline, spec: AdapterSpec, adapter: Mapping[str, np.ndarray]
 ) -> StableDiffusionPipeline:
-    """A pipeline sharing ``pipe``'s components but with an adapted copy of its UNet."""
+    """A pipeline sharing ``pipe``'s components but with an adapted copy of its UNet (and of
+    its text encoder when the adapter has a text-encoder LoRA)."""
     components = dict(pipe.components)
     components["unet"] = _unet_with_adapter(pipe, spec, adapter)
+    if spec.text_encoder:
+        components["text_encoder"] = text_encoder_with_adapter(pipe.text_encoder, spec, adapter)
     adapted = type(pipe)(**components)
     adapted.set_progress_bar_config(disable=True)
     return adapted

@@ -23,6 +23,7 @@ from federated.engine.adapter import (
     text_encoder_lora_state,
 )
 from federated.engine.dp import DPConfig, PerSampleMSE, make_private
+from federated.engine.evaluate import pipeline_with_adapter
 from federated.engine.export import LoraProvenance, save_lora_files
 from federated.engine.flower.settings import train_config_from_run_config
 from federated.engine.trainer import (
@@ -211,6 +212,9 @@ def test_the_exported_files_load_in_diffusers_and_change_the_text_encoder(
     base_out = _te_output(tiny_base.pipe.text_encoder, ids)
     expected = _te_output(adapted, ids)
     assert float((expected - base_out).abs().max()) > 1e-4  # the LoRA changes the encoder
+    # the evaluation pipeline (sample grids, concept scores) carries it too
+    evaluated = pipeline_with_adapter(tiny_base.pipe, TE_SPEC, te_round.adapter)
+    torch.testing.assert_close(_te_output(evaluated.text_encoder, ids), expected)
 
     state = text_encoder_lora_state(tiny_base.pipe.text_encoder, TE_SPEC, te_round.adapter)
     assert set(state) == {n.removeprefix(TE_PREFIX) for n in state} and len(state) == 16
