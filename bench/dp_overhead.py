@@ -9,6 +9,7 @@ expected size), ``--steps`` timed steps after ``--warmup``. Memory: peak RSS of 
 loaded; on CUDA, ``torch.cuda.max_memory_allocated``.
 
     python bench/dp_overhead.py                    # tiny model, CPU, 64x64, batch 16
+    python bench/dp_overhead.py --family sdxl      # the tiny SDXL model (added conditioning)
     python bench/dp_overhead.py --device cuda --full-size --resolution 512 --batch 4
 """
 
@@ -40,13 +41,16 @@ def worker(args: argparse.Namespace) -> dict[str, object]:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    pipe = build_pipeline(full_size=args.full_size, device=args.device, dtype=dtype)
+    pipe = build_pipeline(
+        full_size=args.full_size, device=args.device, dtype=dtype, family=args.family
+    )
     data = prepare_data(
         pipe,
         work=Path(args.work),
         n_images=args.images,
         resolution=args.resolution,
         device=args.device,
+        family=args.family,
     )
     spec = AdapterSpec(rank=args.rank, alpha=float(args.rank), mode=args.adapter_mode)
     unet = copy.deepcopy(pipe.unet)
@@ -106,13 +110,16 @@ def paired(args: argparse.Namespace) -> dict[str, object]:
     if args.threads:
         torch.set_num_threads(args.threads)
     dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
-    pipe = build_pipeline(full_size=args.full_size, device=args.device, dtype=dtype)
+    pipe = build_pipeline(
+        full_size=args.full_size, device=args.device, dtype=dtype, family=args.family
+    )
     data = prepare_data(
         pipe,
         work=Path(args.work),
         n_images=args.images,
         resolution=args.resolution,
         device=args.device,
+        family=args.family,
     )
     spec = AdapterSpec(rank=args.rank, alpha=float(args.rank), mode=args.adapter_mode)
     scheduler = training_scheduler(pipe)
@@ -169,6 +176,7 @@ def main() -> None:
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--full-size", action="store_true")
+    parser.add_argument("--family", choices=("sd1", "sdxl"), default="sd1")
     parser.add_argument("--resolution", type=int, default=None)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--rank", type=int, default=4)
@@ -198,6 +206,7 @@ def main() -> None:
     runs: dict[str, list[dict[str, object]]] = {m: [] for m in modes}
     passthrough = [
         f"--device={args.device}",
+        f"--family={args.family}",
         f"--resolution={args.resolution}",
         f"--batch={args.batch}",
         f"--rank={args.rank}",

@@ -3,6 +3,7 @@
     python bench/round_bytes.py                    # SD 1.5 UNet shapes, trainer defaults
     python bench/round_bytes.py --tiny             # the tiny model of sdcore.tiny
     python bench/round_bytes.py --rank 16 --adapter-mode lora
+    python bench/round_bytes.py --family sdxl      # SDXL 1.0 base's UNet shapes (2.57 B)
 
 The UNet is SD 1.5's architecture (``block_out_channels`` 320/640/1280/1280, two layers per
 block, 8 attention heads, cross-attention 768: the config is written below) built on the
@@ -123,7 +124,16 @@ def request_header_bytes() -> int:
     return len(line) + fields + 2
 
 
-def unet_config(*, tiny: bool) -> dict[str, Any]:
+def unet_config(*, tiny: bool, family: str = "sd1") -> dict[str, Any]:
+    if family == "sdxl":
+        if tiny:
+            from sdcore.tiny_xl import tiny_sdxl_component_configs
+
+            return dict(tiny_sdxl_component_configs()["unet"])
+        sys.path.insert(0, str(ROOT / "bench"))
+        from _common import SDXL_UNET_CONFIG
+
+        return dict(SDXL_UNET_CONFIG)
     if tiny:
         from sdcore.tiny import tiny_component_configs
 
@@ -132,7 +142,7 @@ def unet_config(*, tiny: bool) -> dict[str, Any]:
 
 
 def adapter_shapes(
-    *, tiny: bool, rank: int, mode: str
+    *, tiny: bool, rank: int, mode: str, family: str = "sd1"
 ) -> tuple[OrderedDict[str, tuple[int, ...]], int]:
     """(transported tensor name -> shape, in module order; the UNet's parameter count)."""
     from diffusers import UNet2DConditionModel
@@ -141,7 +151,7 @@ def adapter_shapes(
 
     spec = AdapterSpec(rank=rank, alpha=float(rank), mode=mode)  # type: ignore[arg-type]
     with torch.device("meta"):
-        unet = UNet2DConditionModel(**unet_config(tiny=tiny))
+        unet = UNet2DConditionModel(**unet_config(tiny=tiny, family=family))
     parameters = sum(p.numel() for p in unet.parameters())
     attach_adapter(unet, spec)  # the trainer's own call (copies into meta tensors: no-ops)
     # get_adapter_arrays' selection (B only for FFA-LoRA), without reading meta tensors
@@ -309,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tiny", action="store_true", help="the tiny model instead of SD 1.5")
     parser.add_argument("--rank", type=int, default=None, help="default: the job default")
     parser.add_argument("--adapter-mode", choices=("ffa", "lora"), default=None)
+    parser.add_argument("--family", choices=("sd1", "sdxl"), default="sd1")
     args = parser.parse_args(argv)
 
     from federated.engine.flower.settings import train_config_from_run_config
@@ -316,13 +327,15 @@ def main(argv: list[str] | None = None) -> int:
     defaults = train_config_from_run_config({}).adapter
     rank = args.rank or defaults.rank
     mode = args.adapter_mode or defaults.mode
-    shapes, parameters = adapter_shapes(tiny=args.tiny, rank=rank, mode=mode)
-    if not args.tiny and parameters != SD15_UNET_PARAMETERS:
-        print(f"round_bytes: UNet has {parameters} parameters, SD 1.5 has {SD15_UNET_PARAMETERS}")
+    shapes, parameters = adapter_shapes(tiny=args.tiny, rank=rank, mode=mode, family=args.family)
+    sdxl = args.family == "sdxl"
+    expected = 2_567_463_684 if sdxl else SD15_UNET_PARAMETERS  # SDXL 1.0 base / SD 1.5
+    if not args.tiny and parameters != expected:
+        print(f"round_bytes: UNet has {parameters} parameters, the real one has {expected}")
         return 1
     arrays = random_adapter(shapes)
     raw = sum(int(a.nbytes) for a in arrays.values())
-    model = "tiny" if args.tiny else "SD 1.5"
+    model = ("tiny SDXL" if sdxl else "tiny") if args.tiny else ("SDXL" if sdxl else "SD 1.5")
     print(
         f"round_bytes: {model} UNet ({parameters:,} parameters), adapter rank {rank} mode "
         f"{mode}: {len(arrays)} transported tensors, raw {raw:,} bytes "
@@ -357,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             f"RESULTS: | bytes per round per node / adapter raw, {model}, rank {rank} {mode}, "
             f"transport {transport}{' (default)' if transport == default else ''} "
             f"({raw / 1e6:.2f} MB) | `bench/round_bytes.py"
-            f"{' --tiny' if args.tiny else ''}` | down {down.total / raw:.4f}x, up "
+            f"{' --tiny' if args.tiny else ''}{' --family sdxl' if sdxl else ''}` | "
+            f"down {down.total / raw:.4f}x, up "
             f"{up.total / raw:.4f}x; with the node's HTTP request headers {heads / raw:.4f}x "
             f"({down.requests}+{up.requests} requests; {where}; {date}) | <= {TARGET}x | "
             f"{'met' if heads / raw <= TARGET else '**not met**'} |"

@@ -20,6 +20,8 @@
 # ("9094 9095"), ATELIER_VAR_DIR (var), DEMO_ROUNDS (2), DEMO_EPSILON (8), DEMO_IMAGES (256
 # images per owner: with batch 32, DP at epsilon 8 leaves the signal; 16 drowned it),
 # DEMO_EXIT_AFTER_JOB=1 (stop everything and exit with the job's status once it is finished),
+# DEMO_FAMILY=sdxl (the job trains on the tiny SDXL base, random weights, instead of the SD 1.x
+# shapes base; the owners' listings allow SD 1.x, SD 2.x and SDXL bases),
 # DEMO_INSECURE=1 (no TLS and no SuperNode authentication between the nodes and the SuperLink;
 # by default the demo makes a CA and the SuperLink's certificate under var/demo/certs, and the
 # SuperLink admits only node keys the site registered there).
@@ -134,7 +136,7 @@ $PY manage.py migrate --noinput >"$LOG/migrate.log"
 # Model files an older demo stored under var/media move to the private folder (var/blobs).
 $PY manage.py blobs_move_private >>"$LOG/migrate.log"
 step "demo accounts with credits, the atelier-shapes base model (published), a public dataset"
-$PY manage.py demo_seed --password "$PASSWORD" | tee "$LOG/seed.log"
+$PY manage.py demo_seed --password "$PASSWORD" --family "${DEMO_FAMILY:-sd1}" | tee "$LOG/seed.log"
 
 step "starting the site on $SITE, a Celery worker and a Flower SuperLink on 127.0.0.1:$LINK_PORT"
 start web "$LOG/web.log" $PY -m gunicorn config.wsgi --bind "127.0.0.1:${PORT}" --workers 2 \
@@ -201,7 +203,7 @@ for index in 1 2; do
     cli node publish "$data" --name "Orange shapes of $owner" --site "$SITE" \
       --description "$IMAGES generated scenes of orange shapes, captioned with the trigger atlr." \
       --price-per-example 1 --epsilon-per-job 8 --delta 1e-5 --approval auto \
-      --node-dir "$node_dir"
+      --families sd1,sd2,sdxl --node-dir "$node_dir"
     tail -n 1 "$olog" | sed 's/^/    /'
   fi
   if [ "${DEMO_INSECURE:-0}" != 1 ]; then
@@ -221,6 +223,7 @@ rm -f "$DEMO/last-job.json"
 echo "$PASSWORD" | $PY scripts/demo_job.py --site "$SITE" --username trainer --password-stdin \
   --owners "$(IFS=,; echo "${OWNERS[*]}")" --rounds "${DEMO_ROUNDS:-2}" \
   --epsilon "${DEMO_EPSILON:-8}" --summary "$DEMO/last-job.json" --concept "$DEMO/concept" \
+  --family "${DEMO_FAMILY:-sd1}" \
   2>&1 | tee "$LOG/job.log" \
   || job_status=$?  # pipefail: demo_job.py's status
 

@@ -43,6 +43,7 @@ if str(REPO) not in sys.path:
 from client.http import AtelierClient, AtelierError  # noqa: E402  (after the path fix)
 
 BASE_MODEL = ("creator", "Atelier Shapes", "single-file")  # what demo_seed publishes
+SDXL_BASE_MODEL = ("creator", "Atelier Tiny SDXL", "single-file")  # demo_seed --family sdxl
 ACTIVE = ("queued", "running", "publishing")
 TERMINAL = ("completed", "failed", "cancelled")
 JOB_NAME = "Demo: atlr (orange shapes) LoRA"
@@ -76,8 +77,8 @@ class Trainer:
     def post(self, path: str, body: object = None, **headers: str) -> Any:
         return self.api.request("POST", path, json=body, headers=headers or None).json()
 
-    def base_version(self) -> int:
-        owner, name, version_name = BASE_MODEL
+    def base_version(self, family: str = "sd1") -> int:
+        owner, name, version_name = SDXL_BASE_MODEL if family == "sdxl" else BASE_MODEL
         listed = self.get("/api/v1/models", creator=owner, page_size="100")
         for item in listed.get("results", []):
             if item.get("name") == name:
@@ -183,6 +184,12 @@ def main() -> int:
         type=Path,
         help="score the base and base + LoRA on the owners' concept; files and grids here",
     )
+    parser.add_argument(
+        "--family",
+        choices=("sd1", "sdxl"),
+        default="sd1",
+        help="sdxl: train on the tiny SDXL base (demo_seed --family sdxl); no concept score",
+    )
     parser.add_argument("--timeout", type=float, default=900.0)
     parser.add_argument("--poll", type=float, default=1.0)
     args = parser.parse_args()
@@ -204,7 +211,7 @@ def run(args: argparse.Namespace, password: str) -> int:
     datasets = trainer.datasets(owners)
     body = {
         "name": JOB_NAME,
-        "base_version_id": trainer.base_version(),
+        "base_version_id": trainer.base_version(args.family),
         "dataset_version_ids": [int(d["dataset_version_id"]) for d in datasets],
         "use": "style",
         "trigger_word": "atlr",  # the owners' concept (orange figures)
@@ -216,7 +223,7 @@ def run(args: argparse.Namespace, password: str) -> int:
         "batch_size": min(
             [DEMO_SETTINGS["batch_size"]] + [int(d["image_count"]) for d in datasets]
         ),
-        "resolution": 64,  # the shapes base model's native size
+        "resolution": 64,  # the shapes base model's native size (and the tiny SDXL's)
         "timeout_minutes": 30,
     }
     for d in datasets:
@@ -253,6 +260,9 @@ def run(args: argparse.Namespace, password: str) -> int:
             say(f"      warning: {warning}")
     before = None
     base_file: Path | None = None
+    if args.concept and args.family == "sdxl":
+        say("    (no concept score: the tiny SDXL base has random weights and draws noise)")
+        args.concept = None
     if args.concept:
         base_file = trainer.fetch(body["base_version_id"], args.concept / "base")
         before = concept_score("before (the base alone)", base_file, None)

@@ -44,6 +44,8 @@ TOP_UP_KEY = "demo-seed-"
 
 
 DEMO_BASE_MODEL = "Atelier Shapes"  # scripts/demo_job.py looks it up by this name
+# With --family sdxl (DEMO_FAMILY=sdxl): the tiny SDXL model (random weights), one single file
+DEMO_SDXL_BASE_MODEL = "Atelier Tiny SDXL"
 
 
 class Command(BaseCommand):
@@ -51,6 +53,12 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--password", default=DEMO_PASSWORD)
+        parser.add_argument(
+            "--family",
+            choices=("sd1", "sdxl"),
+            default="sd1",
+            help="sdxl: also publish the tiny SDXL base (DEMO_FAMILY=sdxl trains on it)",
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         password = str(options["password"])
@@ -77,6 +85,50 @@ class Command(BaseCommand):
             stdout=self.stdout,
         )
         self._demo_dataset(user_model.objects.get(username="creator"))
+        if options.get("family") == "sdxl":
+            self._tiny_sdxl_base(user_model.objects.get(username="creator"))
+
+    def _tiny_sdxl_base(self, owner: User) -> None:
+        """The tiny SDXL model's single file as a published checkpoint (once)."""
+        from registry.models import Model
+        from registry.services.catalog import (
+            FileSpec,
+            model_create,
+            version_create,
+            version_publish,
+        )
+        from sdcore.tiny_xl import TINY_SDXL_SINGLE_FILE_NAME, save_tiny_sdxl_model
+
+        if Model.objects.filter(owner=owner, name=DEMO_SDXL_BASE_MODEL).exists():
+            self.stdout.write(f"  base model {DEMO_SDXL_BASE_MODEL!r}: reused")
+            return
+        paths = save_tiny_sdxl_model(Path(settings.VAR_DIR) / "tiny-sdxl", seed=0)
+        path = paths.single_file
+        with path.open("rb") as stream:
+            upload = upload_whole_file(
+                user=owner,
+                filename=TINY_SDXL_SINGLE_FILE_NAME,
+                stream=stream,
+                size=path.stat().st_size,
+            )
+        model = model_create(
+            owner=owner,
+            name=DEMO_SDXL_BASE_MODEL,
+            kind="checkpoint",
+            description="The SDXL architecture at a 64x64 resolution with random weights "
+            "(sdcore.tiny_xl): the demo's SDXL job trains on it.",
+        )
+        version = version_create(
+            model=model,
+            user=owner,
+            name="single-file",
+            files=[FileSpec(upload)],
+            license_code="creativeml-openrail-m",
+        )
+        version_publish(version=version, user=owner)
+        self.stdout.write(
+            f"  base model {DEMO_SDXL_BASE_MODEL!r}: published ({version.base_model})"
+        )
 
     def _credits(self, user: User, credits: int) -> None:
         """Top ``user`` up to ``credits`` when the wallet holds less than half of them."""
