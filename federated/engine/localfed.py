@@ -54,6 +54,7 @@ from federated.engine.superlink import (
     Connection,
     SuperLinkError,
     SuperNodeKeyInUse,
+    control_clients_close,
     run_start,
     run_status,
     run_stop,
@@ -161,8 +162,11 @@ class NodeSpec:
     private_key: Path | None = None
     root_certificates: Path | None = None
 
-    def node_config(self) -> str:
+    def node_config(self, defaults: Mapping[str, object] | None = None) -> str:
+        """The ``--node-config`` string; ``defaults`` (the federation's settings for every
+        node, such as ``release-samples``) come first, this node's own values win."""
         values = {
+            **(defaults or {}),
             "cache-dir": str(self.cache_dir),
             "ledger-path": str(self.ledger_path),
             **({"dataset-path": str(self.dataset_path)} if self.dataset_path else {}),
@@ -207,21 +211,25 @@ class LocalFederation:
         certs: ServerCertificates | None = None,
         register_nodes: bool = True,
         start_nodes: bool = True,
-        executor: str = "flower",
+        executor: str = "warm",
         node_poll: float | None = 0.5,
+        node_config: Mapping[str, object] | None = None,
     ) -> None:
         """``port``: the SuperLink's (0: a free one, picked at start). ``node_auth`` (default:
         ``tls``) needs TLS. ``certs``: the SuperLink's certificates (None: made in
         ``workdir/certs``, signed by the CA in ``$ATELIER_LOCALFED_CA`` if set, else by a new
-        CA of its own). ``executor``: ``"flower"`` (a fresh ClientApp process per message) or
-        ``"warm"`` (SuperNodes in ``process`` isolation, each served by ``client.warm_exec``,
-        as ``atelier node start`` runs them). ``node_poll``: the SuperNodes' idle poll of the
-        SuperLink in seconds (:mod:`federated.engine.flower.fast_supernode`; None: Flower's
-        own ``flower-supernode``, 3 s)."""
+        CA of its own). ``executor``: ``"warm"`` (the default, as ``atelier node start`` runs
+        nodes: SuperNodes in ``process`` isolation, each served by ``client.warm_exec``) or
+        ``"flower"`` (Flower's own: a fresh ClientApp process per message). ``node_poll``: the
+        SuperNodes' idle poll of the SuperLink in seconds
+        (:mod:`federated.engine.flower.fast_supernode`; None: Flower's own
+        ``flower-supernode``, 3 s). ``node_config``: node-config values for every node (a
+        node's own ``NodeSpec`` values win), e.g. ``{"release-samples": 1}``."""
         if executor not in ("flower", "warm"):
             raise FederationError(f"executor must be 'flower' or 'warm', got {executor!r}")
         self.executor = executor
         self.node_poll = node_poll
+        self.node_config = dict(node_config or {})
         self.nodes = list(nodes)
         self.workdir = Path(workdir)
         self.torch_threads = torch_threads
@@ -360,7 +368,7 @@ class LocalFederation:
                 str(port),
                 *(["--isolation", "process"] if warm else []),
                 "--node-config",
-                node.node_config(),
+                node.node_config(self.node_config),
             ],
             home,
         )
@@ -415,6 +423,11 @@ class LocalFederation:
                 _kill(pid, signal.SIGKILL)
 
     def stop(self) -> None:
+        # This process's kept-alive Control API connection first: uvicorn's graceful shutdown
+        # waits for open connections, so the SuperLink would otherwise sit out our 10 s wait
+        # (measured: stop 11.7 s -> 0.3 s)
+        if self.port:
+            control_clients_close(self.connection.address)
         # Flower starts its SuperExec and app processes detached (own sessions): find every
         # descendant of ours first, then end them all, by pid.
         family = [pid for entry in self.procs for pid in descendants(entry.proc.pid)]
@@ -426,6 +439,17 @@ class LocalFederation:
                     continue
         for pid in family:
             _kill(pid, signal.SIGTERM)
+        # Another process's connection (a Celery worker's) still holds a SuperLink in its
+        # graceful wait: a second signal, as a second Ctrl+C, ends the wait
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline and any(e.proc.poll() is None for e in self.procs):
+            time.sleep(0.05)
+        for entry in reversed(self.procs):
+            if entry.proc.poll() is None:
+                try:
+                    os.killpg(entry.proc.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
         for entry in reversed(self.procs):
             try:
                 entry.proc.wait(timeout=10)
@@ -479,7 +503,7 @@ class LocalFederation:
     def run_info(self, run_id: int) -> dict[str, object]:
         return dict(run_status(str(run_id), self.connection).raw)
 
-    def wait(self, run_id: int, *, timeout: float = 600.0, poll: float = 1.0) -> RunOutcome:
+    def wait(self, run_id: int, *, timeout: float = 600.0, poll: float = 0.25) -> RunOutcome:
         started = time.monotonic()
         info: dict[str, object] = {}
         while time.monotonic() - started < timeout:

@@ -313,10 +313,16 @@ def _client_drop(key: tuple[object, ...]) -> None:
         client.close()
 
 
-def control_clients_close() -> None:
-    """Close every kept Control API client of this process (tests, shutdown)."""
+def control_clients_close(address: str | None = None) -> None:
+    """Close every kept Control API client of this process (tests, shutdown), or those of
+    the SuperLink at ``address`` (before stopping it: its graceful shutdown waits for open
+    connections)."""
     with _clients_lock:
-        clients = [(key, _clients.pop(key)) for key in list(_clients)]
+        clients = [
+            (key, _clients.pop(key))
+            for key in list(_clients)
+            if address is None or key[1] == address
+        ]
     for key, client in clients:
         if key[0] == os.getpid():
             client.close()

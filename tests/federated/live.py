@@ -27,6 +27,11 @@ from tests.support import load_license_catalogue as load_license_catalogue  # re
 RESOLUTION = 32
 IMAGES = 16
 PRICE_PER_EXAMPLE_ROUND = 2
+# Node settings of the tests' federations (``LocalFederation(node_config=...)``): the release
+# check draws one sample, not eight (15 s a node per run on the tiny model, quiet machine).
+# Every run still asks every node and records its verdict; what the check catches is
+# tests/federated/flower/test_release_check.py's, with the owners' own settings.
+TEST_NODE_CONFIG: dict[str, object] = {"release-samples": 1}
 T = TypeVar("T")
 
 
@@ -84,7 +89,7 @@ def owners_data(
 
 def federation_of(owners: list[OwnerData], workdir: Path) -> Iterator[LocalFederation]:
     """A SuperLink and the owners' SuperNodes, for a module-scoped fixture to yield from."""
-    with LocalFederation([o.spec for o in owners], workdir) as fed:
+    with LocalFederation([o.spec for o in owners], workdir, node_config=TEST_NODE_CONFIG) as fed:
         yield fed
 
 

@@ -32,6 +32,7 @@ from tests.conftest import celery_worker_env, celery_worker_start
 from tests.federated.live import (
     IMAGES,
     PRICE_PER_EXAMPLE_ROUND,
+    TEST_NODE_CONFIG,
     OwnerData,
     coordinator_settings,
     list_datasets,
@@ -363,7 +364,7 @@ def test_a_superlink_restarted_mid_run_resumes_the_job_from_the_last_saved_round
     # Given a two-round job running on a SuperLink of its own (state kept in its database)
     port, workdir = free_port(), tmp_path / "restarting"
     nodes = [owner.spec for owner in owners]
-    link = LocalFederation(nodes, workdir, port=port).start()
+    link = LocalFederation(nodes, workdir, port=port, node_config=TEST_NODE_CONFIG).start()
     try:
         site = make_site(f"127.0.0.1:{port}")
         # (the worker may first render the base's sample images: a minute on a busy machine)

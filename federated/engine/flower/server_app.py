@@ -25,7 +25,12 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    logging.basicConfig(level=logging.INFO)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # Not a line per HTTP request: Flower pushes this process's log to the SuperLink over
+    # HTTP, so each push would log a line that the next push sends (a push every interval
+    # for the whole run, and a run log made mostly of them)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     shorten_pull_backoff()  # the replies' objects: 0.05 s, not 1 s, when not there yet
     settings = ServerSettings.from_run_config(context.run_config, run_id=context.run_id)
     credentials = load_credentials(settings.out_dir, settings.job_id)

@@ -31,6 +31,7 @@ from tests.federated.flower.conftest import (
     make_owners,
     run_config,
 )
+from tests.federated.live import TEST_NODE_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -63,7 +64,9 @@ def federation(
 ) -> Iterator[tuple[LocalFederation, list[Owner]]]:
     root = tmp_path_factory.mktemp("federation")
     owners = make_owners(root, fed_model)
-    with LocalFederation([o.spec for o in owners], root / "fed") as fed:
+    with LocalFederation(
+        [o.spec for o in owners], root / "fed", node_config=TEST_NODE_CONFIG
+    ) as fed:
         yield fed, owners
 
 
@@ -246,7 +249,9 @@ def test_a_supernode_killed_mid_round(
     tmp_path: Path, fed_model: TinyModelPaths, min_nodes: int, completes: bool
 ) -> None:
     owners = make_owners(tmp_path, fed_model)
-    with LocalFederation([o.spec for o in owners], tmp_path / "fed") as fed:
+    with LocalFederation(
+        [o.spec for o in owners], tmp_path / "fed", node_config=TEST_NODE_CONFIG
+    ) as fed:
         run_id = fed.submit(
             run_config(
                 tmp_path / "out",
@@ -254,16 +259,20 @@ def test_a_supernode_killed_mid_round(
                 **{
                     "num-server-rounds": 1,
                     "min-nodes": min_nodes,
-                    "round-timeout": 30.0,  # the survivor needs ~10 s; the dead node is waited out
-                    "local-steps": 1,
+                    "round-timeout": 30.0,  # the survivor needs seconds; the dead one is waited out
+                    # a few steps: node 1 is killed while its warm ClientApp trains (seconds)
+                    "local-steps": 4,
                     "job-id": f"job-kill-{min_nodes}",
                 },
             )
         )
-        deadline = time.monotonic() + 60
-        log = tmp_path / "fed" / "logs" / "supernode-1.log"
-        while time.monotonic() < deadline and "flwr-clientapp" not in log.read_text():
-            time.sleep(0.2)
+        # Node 1's warm executor forked the ClientApp for the train message: kill the node
+        log = tmp_path / "fed" / "logs" / "supernode-1-exec.log"
+        deadline = time.monotonic() + 300  # last resort against a hang
+        while "ClientApp in process" not in log.read_text(errors="replace"):
+            assert time.monotonic() < deadline, fed.logs()
+            assert fed.node_procs[1].proc.poll() is None, fed.logs()["supernode-1"]
+            time.sleep(0.05)
         fed.kill_node(1)
         outcome = fed.wait(run_id, timeout=240)
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())

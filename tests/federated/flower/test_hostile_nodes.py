@@ -41,6 +41,7 @@ from tests.conftest import _tiny_model
 from tests.federated.live import (
     IMAGES,
     PRICE_PER_EXAMPLE_ROUND,
+    TEST_NODE_CONFIG,
     OwnerData,
     coordinator_settings,
     load_license_catalogue,
@@ -167,7 +168,11 @@ def hostile_run(
     attack_log = tmp_path / "hostile-progress.jsonl"
     with (
         LocalFederation(
-            [o.spec for o in owners], tmp_path / "fed", register_nodes=False, start_nodes=False
+            [o.spec for o in owners],
+            tmp_path / "fed",
+            register_nodes=False,
+            start_nodes=False,
+            node_config=TEST_NODE_CONFIG,
         ) as link,
         mock.patch("federated.services.jobs._enqueue"),  # the test drives the coordinator
         mock.patch("federated.services.nodes._enqueue"),  # and registers keys itself
@@ -260,7 +265,7 @@ def _comparison_run(
         "base-model-path": str(base_model),
         "server-cache-dir": str(workdir / "server-cache"),
     }
-    with LocalFederation(specs, workdir / "fed") as link:
+    with LocalFederation(specs, workdir / "fed", node_config=TEST_NODE_CONFIG) as link:
         outcome = link.run(config, timeout=600)
     assert outcome.ok, (outcome.details, link.logs()["superlink"][-3000:])
     return out

@@ -29,6 +29,7 @@ from federated.engine.synthetic import generate_synthetic_dataset
 from sdcore.tiny import TinyModelPaths
 from tests.federated.engine.model_server import TOKEN, ModelServer, serve_model
 from tests.federated.flower.conftest import RESOLUTION, run_config
+from tests.federated.live import TEST_NODE_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +76,7 @@ def job(
     ]  # fmt: skip
     with (
         serve_model(fed_model.single_file.read_bytes()) as site,
-        LocalFederation(specs, root / "fed") as fed,
+        LocalFederation(specs, root / "fed", node_config=TEST_NODE_CONFIG) as fed,
     ):
         config = run_config(
             root / "out",

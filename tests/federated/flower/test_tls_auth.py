@@ -24,7 +24,12 @@ from federated.engine.pki import generate_ca, generate_node_key
 from federated.engine.superlink import SuperLinkError, runs_list, supernodes_list
 from sdcore.tiny import TinyModelPaths
 from tests.federated.flower.conftest import make_owners, run_config
-from tests.federated.live import coordinator_settings, load_license_catalogue, wait_until
+from tests.federated.live import (
+    TEST_NODE_CONFIG,
+    coordinator_settings,
+    load_license_catalogue,
+    wait_until,
+)
 
 pytest_plugins = ["tests.federated.fixtures"]
 pytestmark = pytest.mark.slow
@@ -45,7 +50,8 @@ def bare_spec(folder: Path) -> NodeSpec:
 @pytest.fixture(scope="module")
 def link(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalFederation]:
     """A SuperLink with TLS and SuperNode authentication, no node started."""
-    with LocalFederation([], tmp_path_factory.mktemp("tls-link")) as fed:
+    # No ClientApp runs on this module's refused nodes: Flower's executor (no warm process)
+    with LocalFederation([], tmp_path_factory.mktemp("tls-link"), executor="flower") as fed:
         assert fed.tls and fed.node_auth
         yield fed
 
@@ -122,7 +128,7 @@ def test_a_node_cannot_connect_without_tls(link: LocalFederation, tmp_path: Path
     # A SuperNode in clear text (and so without node authentication) never connects
     index = 30
     link.register_node(index)
-    fed_insecure = LocalFederation([], link.workdir, tls=False)
+    fed_insecure = LocalFederation([], link.workdir, tls=False, executor="flower")
     fed_insecure.port, fed_insecure.certs = link.port, link.certs
     proc = fed_insecure.start_node(index, bare_spec(tmp_path), wait=False, name="plain")
     try:
@@ -156,7 +162,11 @@ def test_nodes_registered_on_the_site_train_and_a_revoked_node_is_refused_from_t
     owners = make_owners(tmp_path / "owners", fed_model)
     # Given a SuperLink with TLS and node auth whose node keys the site keeps
     with LocalFederation(
-        [o.spec for o in owners], tmp_path / "fed", register_nodes=False, start_nodes=False
+        [o.spec for o in owners],
+        tmp_path / "fed",
+        register_nodes=False,
+        start_nodes=False,
+        node_config=TEST_NODE_CONFIG,
     ) as link:
         coordinator_settings(
             monkeypatch,
