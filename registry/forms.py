@@ -116,6 +116,14 @@ class ModelUploadForm(forms.Form):
         label="Base model",
         help_text="What it was trained on or for; detected from the file's tensors if not set.",
     )
+    base_model_name = forms.CharField(
+        required=False,
+        max_length=40,
+        label="Base model name",
+        help_text="As Civitai names it (SDXL 1.0, Pony, Illustrious, NoobAI...); detected from "
+        "the file's metadata and names if not set.",
+        validators=[refuse_invisible_characters],
+    )
     file = forms.FileField(
         required=False,
         help_text=".safetensors (preferred), .ckpt/.pt/.bin (scanned, never unpickled).",

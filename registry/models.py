@@ -233,6 +233,10 @@ class ModelVersion(models.Model):
     base_model = models.CharField(
         max_length=20, choices=BaseModelFamily.choices, default=BaseModelFamily.UNKNOWN
     )
+    # The base model as Civitai names it ("SD 1.5", "SDXL 1.0", "Pony", "Illustrious",
+    # "NoobAI"): what people read and filter by. Detected from the file's metadata and names,
+    # settable by the creator; ``base_model`` (the family) decides what loads with what.
+    base_model_name = models.CharField(max_length=40, blank=True, default="")
     trigger_words = models.JSONField(default=list, blank=True)
     layout = models.CharField(
         max_length=10, choices=FileLayout.choices, default=FileLayout.SINGLE_FILE
@@ -262,6 +266,14 @@ class ModelVersion(models.Model):
     @property
     def is_published(self) -> bool:
         return self.status == VersionStatus.PUBLISHED
+
+    @property
+    def base_model_label(self) -> str:
+        """The Civitai base-model name shown to people: the version's own, else its family's
+        usual one (``sdxl`` -> ``SDXL 1.0``)."""
+        from sdcore.detect import civitai_base_model
+
+        return self.base_model_name or civitai_base_model(self.base_model)
 
 
 class ModelFile(models.Model):

@@ -31,7 +31,9 @@ __all__ = [
     "KINDS",
     "LORA_FORMATS",
     "Detection",
+    "CIVITAI_BASE_MODELS",
     "architecture_from_metadata",
+    "civitai_base_model",
     "detect",
     "read_lora_alpha",
     "summarize_metadata",
@@ -106,6 +108,70 @@ def architecture_from_metadata(metadata: Mapping[str, str]) -> str | None:
     if metadata.get("ss_v2", "").lower() == "false":
         return "sd1"
     return None
+
+
+# --- base-model names as Civitai writes them -----------------------------------------------
+
+# Civitai's base-model names per family; the first is the family's default. The family
+# (``sd1``, ``sdxl``...) decides what loads with what; the name is what people read and filter.
+CIVITAI_BASE_MODELS: dict[str, tuple[str, ...]] = {
+    "sd1": ("SD 1.5", "SD 1.4", "SD 1.5 LCM"),
+    "sd2": ("SD 2.1", "SD 2.0"),
+    "sdxl": (
+        "SDXL 1.0",
+        "Pony",
+        "Illustrious",
+        "NoobAI",
+        "SDXL Turbo",
+        "SDXL Lightning",
+        "SDXL 0.9",
+    ),
+    "sd3": ("SD 3", "SD 3.5"),
+    "flux": ("Flux.1 D", "Flux.1 S"),
+    "other": ("Other",),
+    "unknown": ("Other",),
+}
+# Words in names or metadata that say which descendant a file is, most specific first
+# (NoobAI is trained from Illustrious; a NoobAI name may mention both).
+_NAME_HINTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "sdxl": (
+        ("noobai", "NoobAI"),
+        ("noob", "NoobAI"),
+        ("illustrious", "Illustrious"),
+        ("pony", "Pony"),
+        ("turbo", "SDXL Turbo"),
+        ("lightning", "SDXL Lightning"),
+        ("sdxl_base_v0-9", "SDXL 0.9"),
+    ),
+    "sd1": (("lcm", "SD 1.5 LCM"), ("v1-4", "SD 1.4"), ("sd 1.4", "SD 1.4"), ("sd_v1-4", "SD 1.4")),
+    "sd2": (("v2-0", "SD 2.0"), ("sd 2.0", "SD 2.0"), ("512-base", "SD 2.0")),
+    "sd3": (("3.5", "SD 3.5"), ("3-5", "SD 3.5")),
+    "flux": (("schnell", "Flux.1 S"),),
+}
+# Metadata keys whose values name the file's base model (kohya, modelspec).
+_NAME_KEYS = (
+    "modelspec.architecture",
+    "modelspec.title",
+    "ss_base_model_version",
+    "ss_sd_model_name",
+    "ss_output_name",
+)
+
+
+def civitai_base_model(
+    family: str, metadata: Mapping[str, str] | None = None, names: Iterable[str] = ()
+) -> str:
+    """The base model as Civitai names it (``SD 1.5``, ``SDXL 1.0``, ``Pony``, ``Illustrious``,
+    ``NoobAI``...), for a file of ``family``: from its metadata (``modelspec.*``,
+    ``ss_base_model_version``, ``ss_sd_model_name``...) and ``names`` (file and model names),
+    else the family's default. Never a name of another family."""
+    family = family if family in CIVITAI_BASE_MODELS else "unknown"
+    texts = [str(v).lower() for k, v in (metadata or {}).items() if k in _NAME_KEYS]
+    texts += [str(n).lower() for n in names]
+    for word, label in _NAME_HINTS.get(family, ()):
+        if any(word in text for text in texts):
+            return label
+    return CIVITAI_BASE_MODELS[family][0]
 
 
 def _context_dim(tensors: Mapping[str, TensorInfo], *, within: str = "") -> int | None:

@@ -1,5 +1,6 @@
 """Labels people read instead of codes: a fee in basis points as a percentage, a base-model
-family code as its name ("sd1" -> "SD 1.x"). One place, used by every page that shows them."""
+family code as its name ("sd1" -> "SD 1.x"), a version's Civitai base-model name ("Pony").
+One place, used by every page that shows them."""
 
 from __future__ import annotations
 
@@ -29,12 +30,35 @@ def bps_percent(value: object) -> str:
 
 
 @register.filter
-def base_model_label(code: object) -> str:
-    """The family's display name; an unknown or empty code reads "Unknown"."""
+def base_model_label(value: object) -> str:
+    """The family's display name; an unknown or empty code reads "Unknown".
+
+    Given a version (anything with ``base_model`` and ``base_model_name``), its Civitai name
+    when that says more than the family (``Pony``, ``Illustrious``, ``NoobAI``, a creator's own
+    name), else the family's name: ``version|base_model_label``.
+    """
+    if hasattr(value, "base_model") and not isinstance(value, str):
+        family = str(getattr(value, "base_model", "") or "unknown")
+        name = str(getattr(value, "base_model_name", "") or "").strip()
+        if name and _names_more_than_family(name, family):
+            return name
+        value = family
     try:
-        return str(BaseModelFamily(str(code or "unknown")).label)
+        return str(BaseModelFamily(str(value or "unknown")).label)
     except ValueError:
         return str(BaseModelFamily.UNKNOWN.label)
+
+
+def _names_more_than_family(name: str, family: str) -> bool:
+    """Whether a Civitai name adds to the family: not the family's default name ("SDXL 1.0"
+    for sdxl) and not another family's name (a stale name after the family changed)."""
+    from sdcore.detect import CIVITAI_BASE_MODELS
+
+    own = CIVITAI_BASE_MODELS.get(family, ())
+    if own and name == own[0]:
+        return False
+    others = {n for f, names in CIVITAI_BASE_MODELS.items() if f != family for n in names}
+    return name not in others
 
 
 @register.filter

@@ -283,6 +283,14 @@ class ModelVersionListCreateApi(APIView):
             default="",
             help_text="Detected from the primary file when left out.",
         )
+        base_model_name = serializers.CharField(
+            required=False,
+            allow_blank=True,
+            default="",
+            max_length=40,
+            help_text="The base model as Civitai names it (SDXL 1.0, Pony, Illustrious, "
+            "NoobAI...); detected from the file's metadata and names when left out.",
+        )
         trigger_words = serializers.ListField(
             child=serializers.CharField(max_length=200),
             required=False,

@@ -31,8 +31,10 @@ format ``Diffusers``, a zip of the folder built as it is sent, with its own hash
 (:mod:`registry.services.archives`). ``?type=<path>`` on its download URL still fetches one of
 its files.
 
-Mapping: a model's ``nsfw`` is its ``nsfw`` tag; ``baseModel`` is the family's usual Civitai
-name (``SD 1.5``, ``SD 2.1``, ``SDXL 1.0``, ...); ratings and download counts are Atelier's.
+Mapping: a model's ``nsfw`` is its ``nsfw`` tag; ``baseModel`` is the version's Civitai name
+(``Pony``, ``Illustrious``, ``NoobAI``..., detected or set by the creator), else the family's
+usual one (``SD 1.5``, ``SD 2.1``, ``SDXL 1.0``, ...); ``baseModels=Pony`` lists models with a
+Pony version, ``baseModels=SDXL 1.0`` every SDXL one; ratings and download counts are Atelier's.
 Errors are ``{"error": message}`` as on Civitai (with Atelier's ``code``/``message``/``details``
 alongside); a bearer token authenticates as on Civitai. ``?token=`` (which Civitai clients
 append to download links) is taken on the download route only and refused here with 401, so
@@ -52,6 +54,7 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.auth.models import User as AuthUser
+from django.db.models import Q
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.csrf import CsrfViewMiddleware
 from django.urls import reverse
@@ -87,6 +90,7 @@ from registry.services.archives import (
     is_archived,
     version_archive,
 )
+from sdcore.detect import CIVITAI_BASE_MODELS
 
 User = AuthUser | AnonymousUser
 View = Callable[..., HttpResponse]
@@ -311,11 +315,21 @@ class ModelListInput(serializers.Serializer):
             attrs["after"] = values
         return attrs
 
+    def base_model_names(self) -> tuple[str, ...]:
+        """The descendants asked for by name (``Pony``, ``Illustrious``...): they match the
+        versions labelled so, where ``SDXL 1.0`` matches the whole SDXL family."""
+        names = (_descendant(name) for name in self.validated_data["baseModels"])
+        return tuple(dict.fromkeys(n for n in names if n is not None))
+
     def filters(self) -> CivitaiModelFilters:
         data = self.validated_data
         # A type filter that names only types Atelier has no models of matches nothing.
         kinds = tuple(kind for name in data["types"] if (kind := CIVITAI_TYPES[name]) is not None)
-        families = tuple(dict.fromkeys(_family(name) for name in data["baseModels"]))
+        families = tuple(
+            dict.fromkeys(_family(name) for name in data["baseModels"] if _descendant(name) is None)
+        )
+        if self.base_model_names():  # a descendant's name: matched by name in model_list
+            families = ()
         return CivitaiModelFilters(
             query=data["query"].strip(),
             tag=data["tag"].strip(),
@@ -364,6 +378,29 @@ def _cursor_decode(raw: str, order: Sequence[str]) -> list[Any] | None:
             return None
         values.append(value)
     return values
+
+
+def _descendant(civitai_name: str) -> str | None:
+    """The canonical name when ``civitai_name`` is a family's non-default Civitai name
+    (``pony`` -> ``Pony``), else None (a family name such as ``SDXL 1.0``, or unknown)."""
+    lowered = civitai_name.strip().lower()
+    for names in CIVITAI_BASE_MODELS.values():
+        for name in names[1:]:
+            if name.lower() == lowered and name != "Other":
+                return name
+    return None
+
+
+def civitai_base_model_name(version: ModelVersion) -> str:
+    """``baseModel`` as Civitai writes it: the version's own name (``Pony``) when it belongs to
+    its family or is the creator's own, else the family's usual name."""
+    family = version.base_model
+    name = (version.base_model_name or "").strip()
+    own = CIVITAI_BASE_MODELS.get(family, ())
+    others = {n for f, names in CIVITAI_BASE_MODELS.items() if f != family for n in names}
+    if name and (name in own or name not in others):
+        return name
+    return FAMILY_TO_CIVITAI.get(family, "Other")
 
 
 def _family(civitai_name: str) -> str:
@@ -510,7 +547,7 @@ def _version_core(request: HttpRequest, version: ModelVersion) -> dict[str, Any]
         "trainedWords": list(version.trigger_words),
         "trainingStatus": None,
         "trainingDetails": None,
-        "baseModel": FAMILY_TO_CIVITAI.get(version.base_model, "Other"),
+        "baseModel": civitai_base_model_name(version),
         "baseModelType": "Standard",
         "earlyAccessTimeFrame": 0,
         "nsfwLevel": 1,
@@ -609,6 +646,16 @@ def model_list(request: HttpRequest, user: User) -> HttpResponse:
     data = params.validated_data
     filters = params.filters()
     models = civitai_models(user=user, filters=filters)
+    if names := params.base_model_names():
+        asked = Q()
+        for name in names:
+            asked |= Q(base_model_name__iexact=name)
+        if families := tuple(
+            dict.fromkeys(_family(n) for n in data["baseModels"] if _descendant(n) is None)
+        ):
+            asked |= Q(base_model__in=families)
+        matching = ModelVersion.objects.filter(asked, status=VersionStatus.PUBLISHED)
+        models = models.filter(pk__in=matching.values("model_id"))
     if "page" not in data:  # cursor-based, as Civitai's current API
         limit = data["limit"]
         if "after" in data:
@@ -744,7 +791,7 @@ def version_mini(request: HttpRequest, user: User, version_id: str) -> HttpRespo
             "versionName": version.name,
             "modelName": model.name,
             "userId": model.owner_id,
-            "baseModel": FAMILY_TO_CIVITAI.get(version.base_model, "Other"),
+            "baseModel": civitai_base_model_name(version),
             "availability": "Public",
             "publishedAt": _iso(version.published_at),
             "size": primary["sizeKB"],

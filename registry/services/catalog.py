@@ -254,6 +254,22 @@ def _base_family(architecture: str) -> str:
     return architecture if architecture in BaseModelFamily.values else BaseModelFamily.UNKNOWN
 
 
+def _base_model_name(given: str, family: str, metadata: object, names: Sequence[str]) -> str:
+    """The creator's Civitai base-model name (trimmed, 40 characters), else the one the file's
+    metadata and names say (:func:`sdcore.detect.civitai_base_model`)."""
+    from sdcore.detect import civitai_base_model
+
+    text = _visible(given, "base_model_name").strip() if given else ""
+    if len(text) > 40:
+        raise ApplicationError(
+            "base_model_name: at most 40 characters.", code="bad_base_model_name"
+        )
+    if text:
+        return text
+    meta = {str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {}
+    return civitai_base_model(family, meta, names)
+
+
 @transaction.atomic
 def version_create(
     *,
@@ -267,8 +283,10 @@ def version_create(
     layout: str = FileLayout.SINGLE_FILE,
     parents: Sequence[ParentSpec] = (),
     license_code: str = "",
+    base_model_name: str = "",
 ) -> ModelVersion:
-    """A draft version with its files. The base-model family is detected unless given."""
+    """A draft version with its files. The base-model family is detected unless given, and so
+    is its Civitai name (``base_model_name``: "Pony", "Illustrious"...)."""
     _require_owner(user, model.owner_id)
     name = _visible(name, "name").strip()[:100]
     if not name:
@@ -298,6 +316,9 @@ def version_create(
         _choice(base_model, BaseModelFamily, "base_model")
         if base_model
         else _base_family(primary.architecture)
+    )
+    version.base_model_name = _base_model_name(
+        base_model_name, version.base_model, primary.header_metadata, (model.name, primary.path)
     )
     version.training_metadata = primary.header_metadata
     if not version.trigger_words:

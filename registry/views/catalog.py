@@ -234,6 +234,7 @@ def _create_model_and_version(
                 files=[FileSpec(upload=stored)],
                 trigger_words=data["trigger_words"],
                 base_model=data["base_model"],
+                base_model_name=data.get("base_model_name", ""),
             )
             try:
                 sample_images_add(version=version, user=request.user, files=data["images"])
