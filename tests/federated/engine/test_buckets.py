@@ -342,3 +342,40 @@ def test_bucketed_training_lowers_the_loss(
     )
     after = _fixed_loss(unet, bucketed, tiny_base)
     assert after < 0.97 * before, (before, after)
+
+
+def test_sdxl_buckets_keep_aspect_ratios_and_carry_size_and_crop_in_the_time_ids(
+    tmp_path: Path,
+) -> None:
+    """The SDXL family: each image's time ids are its original size, its crop, its bucket."""
+    from federated.engine.trainer import load_base
+    from sdcore.tiny_xl import save_tiny_sdxl_model
+
+    paths = save_tiny_sdxl_model(tmp_path / "xl", seed=0)
+    base = load_base(
+        paths.diffusers_dir, device=torch.device("cpu"), dtype=torch.float32, cache_dir=tmp_path
+    )
+    scan = read_dataset(_write_dataset(tmp_path / "d", 12, seed=1))
+    cache = build_bucketed_cache(
+        base.pipe, scan, cache_dir=tmp_path, resolution=64, model_hash="x", family="sdxl"
+    )
+    assert cache.counts() == {"48x80": 4, "64x64": 2, "80x48": 6}
+    # 128x64 -> 80x48: resized to 96x48, 8 px cut on the left
+    assert cache.conditioning["time_ids"][0].tolist() == [64, 128, 0, 8, 48, 80]
+    assert tuple(cache.latent_mean(torch.tensor([0])).shape[-2:]) == (6, 10)
+    spec = AdapterSpec(rank=1, alpha=1.0)
+    for dp in (None, DPConfig(noise_multiplier=1.0, max_grad_norm=0.05)):
+        unet = copy.deepcopy(base.pipe.unet)
+        attach_adapter(unet, spec)
+        config = TrainConfig(
+            resolution=64, adapter=spec, batch_size=6, local_steps=2, device="cpu", dp=dp
+        )
+        result = train_on_cache(
+            unet,
+            cache,
+            noise_scheduler=training_scheduler(base.pipe),
+            config=config,
+            seed=0,
+            noise_multiplier=1.0 if dp else None,
+        )
+        assert result.steps == 2 and all(np.isfinite(result.losses))
