@@ -22,6 +22,7 @@ from federated.engine.localfed import LocalFederation
 from sdcore.tiny import TinyModelPaths
 from sdcore.tiny_xl import save_tiny_sdxl_model
 from tests.federated.flower.conftest import Owner, make_owners, run_config
+from tests.federated.live import TEST_NODE_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,9 @@ def xl_job(
     # The nodes and the ServerApp load the original single file, as a job on the site does
     single = xl_model.single_file
     owners = [Owner(replace(o.spec, base_model_path=single)) for o in make_owners(root, xl_model)]
-    with LocalFederation([o.spec for o in owners], root / "fed") as fed:
+    with LocalFederation(
+        [o.spec for o in owners], root / "fed", node_config=TEST_NODE_CONFIG
+    ) as fed:
         outcome = fed.run(
             run_config(
                 root / "out",
