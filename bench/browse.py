@@ -6,7 +6,8 @@ Bulk-loads owners, tags, models (with their search vectors), published versions 
 (a few shared blobs) straight into a throw-away PostgreSQL database with COPY, then:
 
 (a) counts SQL queries per page, in process with ``CaptureQueriesContext``, for the list and
-    search endpoints (the REST/Civitai list ``/api/v1/models`` and the browse page ``/``) at
+    search endpoints (the REST/Civitai list ``/api/v1/models`` and the browse page: ``/`` with
+    a query, ``/models/`` without; a bare ``/`` is the visitors' landing page) at
     page sizes 10, 50 and 100 (target: the same count at every size, at most 6);
 (b) runs a bounded load generator (threads, one ``requests.Session`` each, fixed concurrency
     and duration, loopback only) against gunicorn with 2 sync workers for list page 1, list
@@ -351,7 +352,7 @@ def _count_model_page(client: Any) -> str:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    match = re.search(r'href="(/models?/[^"#?]+)"', client.get("/").content.decode())
+    match = re.search(r'href="(/models?/[^"#?]+)"', client.get("/models/").content.decode())
     if match is None:
         line = "queries model page     missing (no model link on the browse page)"
     else:
@@ -432,7 +433,7 @@ def load(base_url: str, label: str, path: str, *, concurrency: int, duration: fl
 def _model_page(base_url: str) -> str | None:
     """A model page: the first model link on the browse page, else the API detail."""
     try:
-        html = requests.get(base_url + "/", timeout=30).text
+        html = requests.get(base_url + "/models/", timeout=30).text
     except requests.RequestException:
         return None
     match = re.search(r'href="(/models?/[^"#?]+)"', html)
@@ -457,7 +458,7 @@ def latency(bench: BenchEnv, *, concurrency: int, duration: float) -> list[str]:
             ("search", f"{list_prefix}?q={SEARCH_WORD}&query={SEARCH_WORD}"),
         ]
         if api_present:
-            targets.append(("browse page /", "/"))
+            targets.append(("browse page", "/models/"))
         model_page = _model_page(base)
         targets.append(("model page", model_page or ""))
         reference: float | None = None

@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
-from config.views import landing
+from config.views import home, landing
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -16,6 +16,9 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     path("welcome/", landing, name="landing"),  # the landing page for visitors (config.views)
+    # "/": the landing page for visitors, browse for signed-in users (config.views.home);
+    # browse itself is at /models/ (registry:browse).
+    path("", home, name="home"),
     # Each app's urls.py, once: its pages, and its REST API (its api/urls.py) under /api/v1/.
     path("", include("core.urls")),
     path("", include("studio.urls")),

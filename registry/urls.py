@@ -25,7 +25,7 @@ urlpatterns = [
     path("files/<str:sha256>/<str:filename>", views_downloads.signed_file, name="signed-file"),
     path("", include("registry.compat.urls")),
     # pages
-    path("", views.browse, name="browse"),
+    path("models/", views.browse, name="browse"),  # "/" is config.views.home
     path("models/<int:model_id>/", views.model_redirect, name="model-redirect"),
     path("models/<int:model_id>/<str:slug>/", views.model_detail, name="model-detail"),
     path(

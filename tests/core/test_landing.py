@@ -65,9 +65,35 @@ def test_a_signed_in_user_gets_next_steps_instead_of_sign_up(make_user: Callable
 
 
 def test_visitors_find_the_landing_page_from_the_header(client: Client) -> None:
-    html = client.get("/").content.decode()
-    assert '<a class="brand" href="/welcome/">' in html
+    html = client.get("/models/").content.decode()
+    assert '<a class="brand" href="/">' in html
     assert '<a href="/welcome/">How it works</a>' in html
+
+
+def test_a_visitor_at_home_gets_the_landing_page_and_a_user_gets_browse(
+    client: Client, make_user: Callable[..., Any]
+) -> None:
+    # Given a published model
+    make_model(owner=make_user("alice"), name="Ink LoRA")
+    # When a visitor opens "/", they get the landing page with the site's numbers
+    html = client.get("/").content.decode()
+    assert fact(html, "models") == "1" and "Sign up free" in html
+    assert 'class="filters form"' not in html
+    # and its way to the catalogue is the browse page at /models/, which lists the model
+    assert 'href="/models/">Browse models</a>' in html
+    assert "Ink LoRA</h3>" in client.get("/models/").content.decode()
+    # and a search link to "/" still searches, for visitors too
+    assert 'class="filters form"' in client.get("/", {"q": "ink"}).content.decode()
+    # When a signed-in user opens "/", they get browse, as before, with one search box
+    client.force_login(make_user("bob"))
+    html = client.get("/").content.decode()
+    assert 'class="filters form"' in html and "Ink LoRA</h3>" in html
+    assert "Sign up free" not in html and 'class="site-search"' not in html
+
+
+def test_home_answers_only_get(client: Client) -> None:
+    assert client.post("/").status_code == 405
+    assert client.get("/", {"price": "bogus"}).status_code == 200  # dropped, as on browse
 
 
 def test_the_landing_page_answers_only_get(client: Client) -> None:

@@ -110,6 +110,7 @@ def test_staff_see_moderation_and_the_open_reports_count(
 
 def test_the_header_search_goes_to_the_browse_page_which_has_its_own(client: Client) -> None:
     html = header(client, "/datasets/")
-    assert re.search(r'<form class="site-search" method="get" action="/"', html)
+    assert re.search(r'<form class="site-search" method="get" action="/models/"', html)
     assert 'name="q" placeholder="Search, hash, trigger word"' in html
-    assert "site-search" not in header(client, "/?q=abc")  # one search box on browse
+    assert "site-search" not in header(client, "/models/?q=abc")  # one search box on browse
+    assert "site-search" not in header(client, "/?q=abc")  # a search link to "/" is browse

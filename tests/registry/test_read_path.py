@@ -34,7 +34,7 @@ def test_the_cover_is_the_same_image_on_the_api_and_the_browse_page(alice: Any) 
     _image(newer, "blue")
     # when the API lists the model and the browse page shows it
     listed = APIClient().get("/api/v1/models").json()["results"][0]
-    html = Client().get("/").content.decode()
+    html = Client().get("/models/").content.decode()
     # then both show the image of the version published last
     assert listed["latest_version"]["id"] == older.pk
     assert listed["cover_image_url"].endswith(published_last.image.url)

@@ -691,7 +691,9 @@ ROWS: list[Row] = [
     # a diffusers version's zip: only through a signed link (none here)
     Row("registry:civitai-archive-file", "/files/archive/{paid}/x.zip", everyone(403)),
     # registry pages
-    Row("registry:browse", "/", everyone(200), api=False, checks=(no_hidden_models,)),
+    # "/": the landing page for visitors, browse for signed-in users (config.views.home)
+    Row("home", "/", everyone(200), api=False, checks=(no_hidden_models,)),
+    Row("registry:browse", "/models/", everyone(200), api=False, checks=(no_hidden_models,)),
     Row("landing", "/welcome/", everyone(200), api=False),  # counts of published items only
     Row(
         "registry:model-redirect",
@@ -1112,6 +1114,9 @@ ROWS: list[Row] = [
         checks=(no_bearer_secrets, no_peer_manifest, job_page_own_lines_only),
         label="GET job-detail page (settled, with the peer's dataset)",
     ),
+    # a job's public page exists only once its LoRA is published and visible; this world's
+    # jobs published nothing (the page itself: tests/marketplace/test_public_job_page.py)
+    Row("training:job-public", "/train/jobs/{settled_job}/public/", everyone(404), api=False),
     Row(
         "training:job-live",
         "/train/jobs/{settled_job}/live/",
