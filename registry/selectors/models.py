@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -34,6 +34,7 @@ from registry.models import (
     ModelFile,
     ModelVersion,
     SampleImage,
+    SampleRole,
     VersionStatus,
 )
 from registry.selectors.common import NEWEST, NEWEST_PUBLISHED, User
@@ -188,15 +189,41 @@ def search_models(qs: QuerySet[Model], q: str, *, published_only: bool = True) -
 # --- the one cover-image rule ---------------------------------------------------------------
 
 
+# A sample image a training job drew (publishing's round grid strips carry ``{"job": id}`` in
+# their parameters): shown on the page, but a cover only when the version has nothing else.
+TRAINING_GRID_KEY = "job"
+
+
+def is_training_grid(image: SampleImage) -> bool:
+    return isinstance(image.parameters, dict) and TRAINING_GRID_KEY in image.parameters
+
+
+def cover_of(images: Sequence[SampleImage]) -> SampleImage | None:
+    """The cover among one version's images, in the owner's order: the first that may be a
+    cover (not the "base alone" half of a pair, ``COVER_SAMPLE_Q``) and is not a training
+    job's grid strip, else the first grid strip. For a LoRA trained on the site that is its
+    first rendered "with LoRA" half, not the strip of the last round's grid."""
+    candidates = [i for i in images if i.role != SampleRole.BASE]
+    return next((i for i in candidates if not is_training_grid(i)), None) or next(
+        iter(candidates), None
+    )
+
+
 def _cover_image(images: Q, ordering: tuple[str, ...]) -> Subquery:
-    """The cover: the first sample image in the owner's order (``position``; never the
-    "base alone" half of a LoRA's pair, ``COVER_SAMPLE_Q``) of the first version the listing
-    shows (``images`` keeps the images of the versions shown, ``ordering`` is the order the
-    versions are shown in)."""
+    """The cover (:func:`cover_of`, in SQL): of the first version the listing shows
+    (``images`` keeps the images of the versions shown, ``ordering`` is the order the
+    versions are shown in), the first sample image in the owner's order (``position``) that
+    is not the "base alone" half of a LoRA's pair (``COVER_SAMPLE_Q``), a training job's
+    grid strip only when there is nothing else."""
+    grid_last = Case(
+        When(parameters__has_key=TRAINING_GRID_KEY, then=Value(1)),
+        default=Value(0),
+        output_field=IntegerField(),
+    )
     cover = (
         SampleImage.objects.filter(version__model=OuterRef("pk"))
         .filter(images, COVER_SAMPLE_Q)
-        .order_by(*(f"-version__{field[1:]}" for field in ordering), "position", "pk")
+        .order_by(*(f"-version__{field[1:]}" for field in ordering), grid_last, "position", "pk")
         .values("image")[:1]
     )
     return Subquery(cover)

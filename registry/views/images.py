@@ -17,6 +17,7 @@ from django.views.decorators.http import require_POST
 from core.auth import AuthenticatedHttpRequest
 from core.errors import ApplicationError
 from registry.models import ModelVersion, SampleImage, SampleRole
+from registry.selectors import models as model_reads
 from registry.selectors.versions import visible_versions
 from registry.services.images import MAX_IMAGES_PER_VERSION
 from registry.services.samples import sample_image_move, sample_image_remove, sample_images_add
@@ -46,8 +47,8 @@ def sample_gallery(images: Iterable[SampleImage]) -> list[GalleryItem]:
 
 
 def cover_of(images: Sequence[SampleImage]) -> SampleImage | None:
-    """The first image in order that may be a cover (not the base half of a pair)."""
-    return next((i for i in images if i.role != SampleRole.BASE), None)
+    """The version's cover: the one rule of :func:`registry.selectors.models.cover_of`."""
+    return model_reads.cover_of(images)
 
 
 def _page(version: ModelVersion) -> str:
