@@ -5,6 +5,7 @@ files beside an SDXL checkpoint are refused before anything is queued."""
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 from typing import Any
 
@@ -207,3 +208,38 @@ def test_the_diffusers_format_lora_runs_on_the_sdxl_checkpoint(
     done = generation_run(generation_id=generation.pk)
     assert done.status == GenerationStatus.SUCCEEDED, done.error
     assert "<lora:pytorch_lora_weights:1>" in done.parameters
+
+
+def test_the_studio_page_offers_the_sdxl_checkpoint_and_refuses_an_sd1_lora_beside_it(
+    studio: Any, xl: dict[str, Any]
+) -> None:
+    from django.test import Client
+
+    client = Client()
+    client.force_login(studio.artist)
+    page = client.get("/studio/").content.decode()
+    base_option = re.search(rf'<option value="{xl["base"].pk}"[^>]*>', page)
+    assert base_option and 'data-family="sdxl"' in base_option[0]
+    assert 'data-width="64"' in base_option[0]  # its native size, from modelspec.resolution
+    assert f'<option value="{xl["kohya"].pk}" data-family="sdxl">' in page
+    form = {
+        "base_version": xl["base"].pk,
+        "prompt": "a glowing castle",
+        "negative_prompt": "",
+        "seed": 3,
+        "steps": 2,
+        "guidance": 7,
+        "width": 64,
+        "height": 64,
+        "sampler": "Euler",
+        "lora_1": studio.lora.pk,
+        "lora_1_weight": 1,
+    }
+    for slot in (2, 3):
+        form |= {f"lora_{slot}": "", f"lora_{slot}_weight": 1}
+    for slot in (1, 2):
+        form |= {f"embedding_{slot}": "", f"embedding_{slot}_weight": 1}
+    response = client.post("/studio/", form)
+    assert response.status_code == 400
+    assert "is for SD 1.x but the checkpoint is SDXL" in response.content.decode()
+    assert not Generation.objects.exists()
