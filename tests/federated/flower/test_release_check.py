@@ -46,6 +46,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 STRICT, LENIENT = "0", "1"  # veto on any copy; never veto
 IMAGES = 2  # each owner has 2 images (owner 1: and one more)
 SAMPLES = (6, 2)  # owner 0's node draws 6 samples from its captions (3 each), owner 1's 2
+# The no-DP job of bench/release_audit.py: same data, settings and job id (the training's noise is
+# drawn from it), so the same adapter and owner 0's first 6 copy margins of bench/release_audit.json
+JOB = "release-audit-nodp"
 
 
 def _owner(root: Path, index: int) -> NodeSpec:
@@ -53,11 +56,14 @@ def _owner(root: Path, index: int) -> NodeSpec:
     owner also keeps the release threshold (read at each check)."""
     folder = root / f"owner-{index}"
     data = folder / "data"
-    generate_concept_dataset(data, n_images=IMAGES, seed=1, resolution=64)
-    if index:  # owner 1 holds copies of owner 0's images and one of its own
-        extra = generate_concept_dataset(folder / "extra", n_images=1, seed=41, resolution=64)
-        for suffix in (".png", ".txt"):
-            shutil.copy(extra / f"00000{suffix}", data / f"00002{suffix}")
+    # bench/release_audit.py's owners, file for file: owner 0 two scenes; owner 1 one of its
+    # own and copies of owner 0's two
+    generate_concept_dataset(data, n_images=IMAGES if index == 0 else 1, seed=1 + index)
+    if index:
+        shared = generate_concept_dataset(folder / "shared", n_images=IMAGES, seed=1)
+        for i in range(IMAGES):
+            for suffix in (".png", ".txt"):
+                shutil.copy(shared / f"{i:05d}{suffix}", data / f"shared-{i:05d}{suffix}")
     key = str(data.resolve())
     ledger = folder / "ledger.db"
     PrivacyLedger(ledger).set_budget(key, epsilon=1e12, delta=1e-3)
@@ -99,6 +105,7 @@ def _config(
         "dp-noise-multiplier": 0.005,
         "dp-max-grad-norm": 1.0,
         "dp-delta": 1e-5,
+        "seed": 0,
         "base-model-path": str(SHAPES_MODEL_DIR),
         "out-dir": str(out_dir),
         "job-id": job_id,
@@ -120,7 +127,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, object]
         # Run 1: owner 0 is strict, owner 1 lenient
         _set_threshold(root, 0, STRICT)
         _set_threshold(root, 1, LENIENT)
-        out["vetoed"] = fed.run(_config(root / "out-1", site, "job-release"), timeout=1500)
+        out["vetoed"] = fed.run(_config(root / "out-1", site, JOB), timeout=1500)
         out["vetoed-posts"] = list(site.posts)
         out["vetoed-logs"] = fed.logs()
         site.posts.clear()
@@ -150,7 +157,7 @@ def test_a_strict_owner_vetoes_a_memorising_lora_and_nothing_is_exported(
     assert metrics["status"] == "withheld", metrics
     assert metrics["rounds"][0]["accepted"] == 2  # type: ignore[index]
     check = metrics["release-check"]
-    record0 = json.loads((root / "owner-0" / "cache" / "jobs" / "job-release" /
+    record0 = json.loads((root / "owner-0" / "cache" / "jobs" / JOB /
                             "release-check.json").read_text())  # fmt: skip
     assert check == {
         "asked": 2,
@@ -164,12 +171,14 @@ def test_a_strict_owner_vetoes_a_memorising_lora_and_nothing_is_exported(
     # The owner's own record: what matched and how closely (it never leaves the node)
     assert record0["verdict"] == "veto" and record0["reason"] == "reproduced"
     # a copy: a sample closer to one of owner 0's images than the base alone draws the same
-    # prompt and seed, and than to its other image, by COPY_MARGIN or more (about 3x in practice;
-    # the base alone's margins are at most 0 by construction)
-    assert record0["copies"] >= 1 and record0["score"] > float(STRICT), record0
+    # prompt and seed, and than to its other image, by COPY_MARGIN or more (the base alone's
+    # margins are at most 0 by construction); this job copies in half its samples, the best
+    # by more than twice the copy margin
+    assert record0["copies"] >= 2 and record0["score"] > float(STRICT), record0
+    assert record0["best_margin"] >= 2 * COPY_MARGIN, record0
     assert record0["samples"] == SAMPLES[0] and record0["best_margin"] >= COPY_MARGIN
     assert record0["matched"].endswith(".png")
-    owner1 = json.loads((root / "owner-1" / "cache" / "jobs" / "job-release" /
+    owner1 = json.loads((root / "owner-1" / "cache" / "jobs" / JOB /
                          "release-check.json").read_text())  # fmt: skip
     assert owner1["verdict"] == "allow" and owner1["threshold"] == 1.0
 
