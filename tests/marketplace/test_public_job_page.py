@@ -81,6 +81,10 @@ def test_the_loras_card_links_the_public_page_for_buyers(
     page = f"/models/{version.model_id}/{version.model.slug}/?version={version.pk}"
     html = client.get(page).content.decode()
     assert f'class="job-public-link" href="/train/jobs/{trained.job.pk}/public/"' in html
+    # and the trainer's full job page links the public one
+    client.force_login(trained.trainer)
+    html = client.get(f"/train/jobs/{trained.job.pk}/").content.decode()
+    assert f'class="job-public-page" href="/train/jobs/{trained.job.pk}/public/"' in html
     # and the trainer's full job page stays the trainer's
     client.force_login(trained.buyer)
     assert client.get(f"/train/jobs/{trained.job.pk}/").status_code == 404
