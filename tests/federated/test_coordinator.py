@@ -357,7 +357,6 @@ def test_a_superlink_restarted_mid_run_resumes_the_job_from_the_last_saved_round
     ledger_checked: None,
 ) -> None:
     from federated.engine.ledger import PrivacyLedger
-    from federated.models import JobRound
     from marketplace.selectors import wallet_balance
     from registry.models import Model, ModelKind
 
@@ -368,16 +367,19 @@ def test_a_superlink_restarted_mid_run_resumes_the_job_from_the_last_saved_round
     try:
         site = make_site(f"127.0.0.1:{port}")
         # (the worker may first render the base's sample images: a minute on a busy machine)
-        job = site.wait_state(site.launch(rounds=2), State.RUNNING, timeout=300)
+        job = site.wait_state(site.launch(rounds=2, local_steps=8), State.RUNNING, timeout=300)
         lost_run = job.run_id
+        # (the ServerApp saves round 1 before it sends round 2, and reports it after drawing
+        # its grid: on warm nodes round 2 may be over by then, so the event is the save)
+        state = Path(job.out_dir) / "state.json"
         wait_until(
-            lambda: JobRound.objects.filter(job_id=job.pk, index=1).exists(),
+            lambda: state.is_file() and json.loads(state.read_text())["last-round"] == 1,
             timeout=600,
-            what="round 1 is reported",
+            what="round 1 is saved",
             log=site.log,
         )
-        # When the SuperLink (and with it the ServerApp) stops after the first round; the
-        # owners' SuperNodes keep running (their machines did not restart)
+        # When the SuperLink (and with it the ServerApp) stops after the first round, while
+        # round 2 trains; the owners' SuperNodes keep running (their machines did not restart)
         argv = superlink_kill(link)
         wait_until(
             lambda: events(job, "superlink_unavailable"),
