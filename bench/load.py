@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(REPORT)
         with Server(bench, workers=args.workers) as server:
             targets = {
-                "browse": "/",
+                "browse": "/models/",
                 "search": "/?q=dragon",
                 "model page": seeded["MODEL"],
                 "download": urlsplit(seeded["FILE"])._replace(scheme="", netloc="").geturl(),

@@ -70,7 +70,6 @@ from federated.engine.ledger import PrivacyLedger
 from sdcore.loading import detect_family, load_pipeline
 
 if TYPE_CHECKING:
-    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
         StableDiffusionPipeline,
     )
