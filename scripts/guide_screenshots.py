@@ -63,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             visitor = browser.new_page()
             try:
-                shoot(visitor, f"{site}/welcome/", args.out, "landing", phone=True)
+                shoot(visitor, f"{site}/", args.out, "landing", phone=True)
             except Exception as err:  # the site is not up: say so, not a traceback
                 print(f"error: {site} did not answer ({err.__class__.__name__}); is the demo up?")
                 return 2
-            shoot(visitor, f"{site}/", args.out, "browse")
+            shoot(visitor, f"{site}/models/", args.out, "browse")
             trainer = browser.new_page()
             login(trainer, site, "trainer")
             shoot(trainer, summary["model_url"], args.out, "lora-page", phone=True)
