@@ -25,6 +25,7 @@ from sdcore.loading import SD1_SCHEDULER_CONFIG, save_original_single_file
 from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
 
 if TYPE_CHECKING:
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
     from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import (
         StableDiffusionPipeline,
     )
@@ -138,24 +139,38 @@ def save_tiny_model(out_dir: Path, *, seed: int = 0) -> TinyModelPaths:
     ``first_stage_model.*`` and ``cond_stage_model.transformer.*`` keys with ``modelspec.*``
     metadata. Both are replaced atomically; the same seed gives the same bytes.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pipe = build_tiny_pipeline(seed=seed)
-    paths = TinyModelPaths(
-        diffusers_dir=out_dir / TINY_DIFFUSERS_DIR_NAME,
-        single_file=out_dir / TINY_SINGLE_FILE_NAME,
+    return save_both_layouts(
+        build_tiny_pipeline(seed=seed),
+        Path(out_dir),
+        family="sd1",
+        resolution=TINY_RESOLUTION,
+        title=f"Atelier tiny SD 1.x (seed {seed})",
+        dir_name=TINY_DIFFUSERS_DIR_NAME,
+        file_name=TINY_SINGLE_FILE_NAME,
     )
 
+
+def save_both_layouts(
+    pipe: DiffusionPipeline,
+    out_dir: Path,
+    *,
+    family: str,
+    resolution: int,
+    title: str,
+    dir_name: str,
+    file_name: str,
+) -> TinyModelPaths:
+    """Save ``pipe`` as ``out_dir / dir_name`` (``save_pretrained``, safetensors) and as the
+    original single file ``out_dir / file_name`` of ``family``: both staged in a temporary
+    folder beside them, then replaced atomically (the tiny SD 1.x and SDXL models share this)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = TinyModelPaths(diffusers_dir=out_dir / dir_name, single_file=out_dir / file_name)
     with tempfile.TemporaryDirectory(prefix=".tiny-", dir=out_dir) as tmp:
-        staged_dir = Path(tmp) / TINY_DIFFUSERS_DIR_NAME
+        staged_dir = Path(tmp) / dir_name
         pipe.save_pretrained(str(staged_dir), safe_serialization=True)
-        staged_file = Path(tmp) / TINY_SINGLE_FILE_NAME
+        staged_file = Path(tmp) / file_name
         save_original_single_file(
-            pipe,
-            staged_file,
-            family="sd1",
-            resolution=TINY_RESOLUTION,
-            title=f"Atelier tiny SD 1.x (seed {seed})",
+            pipe, staged_file, family=family, resolution=resolution, title=title
         )
         if paths.diffusers_dir.exists():
             shutil.rmtree(paths.diffusers_dir)

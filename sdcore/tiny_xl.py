@@ -21,16 +21,13 @@ The same seed gives the same bytes (same SHA-256) in both saved layouts.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from sdcore.loading import SDXL_SCHEDULER_CONFIG, save_original_single_file
-from sdcore.tiny import TinyModelPaths
+from sdcore.loading import SDXL_SCHEDULER_CONFIG
+from sdcore.tiny import TinyModelPaths, save_both_layouts
 from sdcore.tokenizer import build_offline_tokenizer, offline_vocab_size
 
 if TYPE_CHECKING:
@@ -166,27 +163,12 @@ def save_tiny_sdxl_model(out_dir: Path, *, seed: int = 0) -> TinyModelPaths:
     (``stable-diffusion-xl-v1-base``). Both are replaced atomically; the same seed gives the
     same bytes.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pipe = build_tiny_sdxl_pipeline(seed=seed)
-    paths = TinyModelPaths(
-        diffusers_dir=out_dir / TINY_SDXL_DIFFUSERS_DIR_NAME,
-        single_file=out_dir / TINY_SDXL_SINGLE_FILE_NAME,
+    return save_both_layouts(
+        build_tiny_sdxl_pipeline(seed=seed),
+        Path(out_dir),
+        family="sdxl",
+        resolution=TINY_SDXL_RESOLUTION,
+        title=f"Atelier tiny SDXL (seed {seed})",
+        dir_name=TINY_SDXL_DIFFUSERS_DIR_NAME,
+        file_name=TINY_SDXL_SINGLE_FILE_NAME,
     )
-
-    with tempfile.TemporaryDirectory(prefix=".tiny-xl-", dir=out_dir) as tmp:
-        staged_dir = Path(tmp) / TINY_SDXL_DIFFUSERS_DIR_NAME
-        pipe.save_pretrained(str(staged_dir), safe_serialization=True)
-        staged_file = Path(tmp) / TINY_SDXL_SINGLE_FILE_NAME
-        save_original_single_file(
-            pipe,
-            staged_file,
-            family="sdxl",
-            resolution=TINY_SDXL_RESOLUTION,
-            title=f"Atelier tiny SDXL (seed {seed})",
-        )
-        if paths.diffusers_dir.exists():
-            shutil.rmtree(paths.diffusers_dir)
-        os.replace(staged_dir, paths.diffusers_dir)
-        os.replace(staged_file, paths.single_file)
-    return paths
