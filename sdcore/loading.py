@@ -245,6 +245,27 @@ def _clip_heads(hidden: int) -> int:
     return hidden // 64 if hidden >= 64 else max(1, hidden // 8)
 
 
+def _infer_clip_text_config(s: Mapping[str, tuple[int, ...]], t: str) -> dict[str, object]:
+    """The CLIPTextModel (ViT-L layout) config of the encoder whose keys start with ``t``
+    (``...text_model.``), from tensor shapes: SD 1.x's encoder and SDXL's first."""
+    vocab, hidden = s[f"{t}embeddings.token_embedding.weight"]
+    return {
+        "architectures": ["CLIPTextModel"],
+        "model_type": "clip_text_model",
+        "vocab_size": vocab,
+        "hidden_size": hidden,
+        "intermediate_size": s[f"{t}encoder.layers.0.mlp.fc1.weight"][0],
+        "num_hidden_layers": len(_indices(s, re.escape(t) + r"encoder\.layers\.(\d+)\.")),
+        "num_attention_heads": _clip_heads(hidden),
+        "max_position_embeddings": s[f"{t}embeddings.position_embedding.weight"][0],
+        "hidden_act": "quick_gelu",
+        "projection_dim": hidden,
+        "bos_token_id": vocab - 2,
+        "eos_token_id": vocab - 1,
+        "pad_token_id": vocab - 1,
+    }
+
+
 def _infer_vae_config(
     s: Mapping[str, tuple[int, ...]], resolution: int, *, scaling_factor: float
 ) -> dict[str, object]:
@@ -307,23 +328,7 @@ def infer_sd1_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]:
 
         vae = _infer_vae_config(s, resolution, scaling_factor=0.18215)
 
-        t = CLIP_PREFIX + "text_model."
-        vocab, hidden = s[f"{t}embeddings.token_embedding.weight"]
-        text = {
-            "architectures": ["CLIPTextModel"],
-            "model_type": "clip_text_model",
-            "vocab_size": vocab,
-            "hidden_size": hidden,
-            "intermediate_size": s[f"{t}encoder.layers.0.mlp.fc1.weight"][0],
-            "num_hidden_layers": len(_indices(s, re.escape(t) + r"encoder\.layers\.(\d+)\.")),
-            "num_attention_heads": _clip_heads(hidden),
-            "max_position_embeddings": s[f"{t}embeddings.position_embedding.weight"][0],
-            "hidden_act": "quick_gelu",
-            "projection_dim": hidden,
-            "bos_token_id": vocab - 2,
-            "eos_token_id": vocab - 1,
-            "pad_token_id": vocab - 1,
-        }
+        text = _infer_clip_text_config(s, CLIP_PREFIX + "text_model.")
     except (KeyError, IndexError, ValueError) as exc:
         raise UnsupportedModelError(
             f"an SD 1.x checkpoint is missing the tensor {exc}; it may be damaged or pruned"
@@ -405,23 +410,7 @@ def infer_sdxl_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]
 
         vae = _infer_vae_config(s, resolution, scaling_factor=0.13025) | {"force_upcast": True}
 
-        t = SDXL_CLIP_PREFIX + "text_model."
-        vocab, hidden = s[f"{t}embeddings.token_embedding.weight"]
-        text = {
-            "architectures": ["CLIPTextModel"],
-            "model_type": "clip_text_model",
-            "vocab_size": vocab,
-            "hidden_size": hidden,
-            "intermediate_size": s[f"{t}encoder.layers.0.mlp.fc1.weight"][0],
-            "num_hidden_layers": len(_indices(s, re.escape(t) + r"encoder\.layers\.(\d+)\.")),
-            "num_attention_heads": _clip_heads(hidden),
-            "max_position_embeddings": s[f"{t}embeddings.position_embedding.weight"][0],
-            "hidden_act": "quick_gelu",
-            "projection_dim": hidden,
-            "bos_token_id": vocab - 2,
-            "eos_token_id": vocab - 1,
-            "pad_token_id": vocab - 1,
-        }
+        text = _infer_clip_text_config(s, SDXL_CLIP_PREFIX + "text_model.")
         vocab_2, hidden_2 = s[f"{o}token_embedding.weight"]
         text_2 = {
             "architectures": ["CLIPTextModelWithProjection"],
@@ -445,6 +434,7 @@ def infer_sdxl_configs(header: SingleFileHeader) -> dict[str, dict[str, object]]
             f"an SDXL checkpoint is missing the tensor {exc}; it may be damaged, pruned or a "
             "refiner (only SDXL base layouts are loaded)"
         ) from exc
+    hidden = text["hidden_size"]
     if hidden == hidden_2:
         raise UnsupportedModelError(
             f"both SDXL text encoders are {hidden} wide; diffusers tells them apart by width"
